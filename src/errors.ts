@@ -1,0 +1,132 @@
+import type { ZodError } from 'zod';
+
+/**
+ * The closed set of error codes. Callers (CLI, nodes, HTTP handlers) switch on
+ * these; adding one is an API change and belongs in the README's table.
+ */
+export const ERROR_CODES = [
+  'VALIDATION_ERROR',
+  'INSUFFICIENT_FUNDS',
+  'CUSTOMER_NOT_FOUND',
+  'CUSTOMER_EXISTS',
+  'HOLD_NOT_FOUND',
+  'HOLD_NOT_PENDING',
+  'HOLD_EXPIRED',
+  'CHARGE_NOT_FOUND',
+  'REFUND_EXCEEDS_CHARGE',
+  'IDEMPOTENCY_CONFLICT',
+  'RATE_CARD_NOT_FOUND',
+  'UNKNOWN_MODEL',
+  'QUOTA_EXCEEDED',
+  'BUDGET_EXCEEDED',
+  'PLAN_NOT_FOUND',
+  'SUBSCRIPTION_NOT_FOUND',
+  'SUBSCRIPTION_INACTIVE',
+  'DATABASE_ERROR',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export type ErrorDetails = Record<string, unknown>;
+
+export class BillingError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details: ErrorDetails } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export class ValidationError extends BillingError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('VALIDATION_ERROR', message, details);
+  }
+
+  /** Names every bad field, e.g. `chargeTypes.Zipper.perUnitUsd: expected a decimal string`. */
+  static fromZod(what: string, error: ZodError): ValidationError {
+    const issues = error.issues.map((i) => ({
+      path: i.path.join('.') || '(root)',
+      message: i.message,
+    }));
+    const summary = issues.map((i) => `${i.path}: ${i.message}`).join('; ');
+    return new ValidationError(`Invalid ${what}: ${summary}`, { issues });
+  }
+}
+
+export class InsufficientFundsError extends BillingError {
+  constructor(details: { customerId: string; requiredUsd: string; availableUsd: string; [k: string]: unknown }) {
+    super(
+      'INSUFFICIENT_FUNDS',
+      `Insufficient funds for customer ${details.customerId}: required $${details.requiredUsd}, available $${details.availableUsd}`,
+      details,
+    );
+  }
+}
+
+export class CustomerNotFoundError extends BillingError {
+  constructor(customerId: string) {
+    super('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
+  }
+}
+
+export class IdempotencyConflictError extends BillingError {
+  constructor(key: string, operation: string) {
+    super(
+      'IDEMPOTENCY_CONFLICT',
+      `Idempotency key "${key}" was already used for a different ${operation} request`,
+      { idempotencyKey: key, operation },
+    );
+  }
+}
+
+export class QuotaExceededError extends BillingError {
+  constructor(details: { customerId: string; sessionsUsed: number; sessionsLimit: number; periodEnd: string; [k: string]: unknown }) {
+    super(
+      'QUOTA_EXCEEDED',
+      `Session quota exceeded for customer ${details.customerId}: ${details.sessionsUsed} of ${details.sessionsLimit} sessions used until ${details.periodEnd}`,
+      details,
+    );
+  }
+}
+
+export class BudgetExceededError extends BillingError {
+  constructor(details: { customerId: string; budgetUsd: string; spentUsd: string; requiredUsd: string; [k: string]: unknown }) {
+    super(
+      'BUDGET_EXCEEDED',
+      `Monthly budget of $${details.budgetUsd} for customer ${details.customerId} would be exceeded: spent $${details.spentUsd}, this step needs $${details.requiredUsd}`,
+      details,
+    );
+  }
+}
+
+export function isBillingError(e: unknown): e is BillingError {
+  return e instanceof BillingError;
+}
+
+/**
+ * Rebuilds a typed error from its JSON form. Idempotent replays of failed
+ * operations and errors crossing process boundaries keep their class this way.
+ */
+export function errorFromJSON(json: { code: ErrorCode; message: string; details?: ErrorDetails }): BillingError {
+  const err = new BillingError(json.code, json.message, json.details ?? {});
+  const cls = ERROR_CLASSES[json.code];
+  if (cls) Object.setPrototypeOf(err, cls.prototype);
+  err.name = cls?.name ?? 'BillingError';
+  return err;
+}
+
+const ERROR_CLASSES: Partial<Record<ErrorCode, { prototype: BillingError; name: string }>> = {
+  VALIDATION_ERROR: ValidationError,
+  INSUFFICIENT_FUNDS: InsufficientFundsError,
+  CUSTOMER_NOT_FOUND: CustomerNotFoundError,
+  IDEMPOTENCY_CONFLICT: IdempotencyConflictError,
+  QUOTA_EXCEEDED: QuotaExceededError,
+  BUDGET_EXCEEDED: BudgetExceededError,
+};

@@ -1,0 +1,65 @@
+/**
+ * The seam between the ledger and a database. SQL is written once with `?`
+ * placeholders in the subset SQLite and PostgreSQL share (multi-row VALUES,
+ * ON CONFLICT upserts); a dialect supplies the few pieces that differ, so the
+ * ledger never branches on which database it talks to.
+ */
+export type SqlValue = string | number | bigint | null;
+export type Row = Record<string, unknown>;
+
+export interface SqlConnection {
+  query<T extends Row = Row>(sql: string, params?: readonly SqlValue[]): Promise<T[]>;
+  run(sql: string, params?: readonly SqlValue[]): Promise<number>;
+}
+
+export interface Dialect {
+  readonly name: 'sqlite' | 'postgres';
+  readonly location: string;
+  /** `FOR UPDATE` where rows can be locked; empty where the whole database is (SQLite's single writer). */
+  readonly forUpdate: string;
+  /** Column definition of an auto-incrementing 64-bit primary key. */
+  readonly serialPrimaryKey: string;
+  /** Largest number of bound parameters one statement may carry. */
+  readonly maxParams: number;
+  /** Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. */
+  writeTransaction<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
+  /** A consistent read outside any open write transaction of this process. */
+  read<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
+  /** Serialises schema migration across processes (advisory lock / exclusive transaction). */
+  migrationTransaction<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
+  /** True when `e` means a concurrent writer won a race (unique violation, deadlock, serialization failure): worth one more try. */
+  isRetryableConflict(e: unknown): boolean;
+  close(): Promise<void>;
+}
+
+/** `?, ?, ?` for n values. */
+export function placeholders(n: number): string {
+  return Array.from({ length: n }, () => '?').join(', ');
+}
+
+/**
+ * Multi-row INSERT (optionally an upsert) split into statements that respect
+ * the dialect's parameter limit. One round trip per chunk instead of per row.
+ */
+export async function insertRows(
+  c: SqlConnection,
+  dialect: Dialect,
+  table: string,
+  columns: readonly string[],
+  rows: readonly (readonly SqlValue[])[],
+  onConflict = '',
+): Promise<void> {
+  if (rows.length === 0) return;
+  const perChunk = Math.max(1, Math.floor(dialect.maxParams / columns.length));
+  const tuple = `(${placeholders(columns.length)})`;
+  for (let i = 0; i < rows.length; i += perChunk) {
+    const chunk = rows.slice(i, i + perChunk);
+    const sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${chunk.map(() => tuple).join(', ')} ${onConflict}`;
+    await c.run(sql, chunk.flat());
+  }
+}
+
+/** `ON CONFLICT (key) DO UPDATE SET col = excluded.col, …` for the given columns. */
+export function upsertClause(key: string, columns: readonly string[]): string {
+  return `ON CONFLICT (${key}) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(', ')}`;
+}

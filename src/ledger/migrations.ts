@@ -1,0 +1,126 @@
+import type { Dialect, SqlConnection } from './dialect';
+
+/**
+ * Versioned schema migrations, applied in order, once, under a cross-process
+ * lock. Never edit a released migration: append a new one.
+ * Amounts are BIGINT nano-USD; times are BIGINT epoch milliseconds.
+ */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  statements(d: Dialect): string[];
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'ledger core',
+    statements: (d) => [
+      `CREATE TABLE billing_customers (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        balance BIGINT NOT NULL,
+        held BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      `CREATE TABLE billing_entries (
+        seq ${d.serialPrimaryKey},
+        id TEXT NOT NULL UNIQUE,
+        customer_id TEXT NOT NULL REFERENCES billing_customers(id),
+        type TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        held_delta BIGINT NOT NULL,
+        balance_after BIGINT NOT NULL,
+        hold_id TEXT,
+        charge_id TEXT,
+        idempotency_key TEXT,
+        actor TEXT NOT NULL,
+        rate_card_version TEXT,
+        charge_type TEXT,
+        quantity TEXT,
+        memo TEXT,
+        created_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX billing_entries_customer ON billing_entries (customer_id, seq)`,
+      `CREATE TABLE billing_holds (
+        id TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL REFERENCES billing_customers(id),
+        amount BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        charge_type TEXT,
+        quantity TEXT,
+        rate_card_version TEXT,
+        charge_id TEXT,
+        available_after BIGINT NOT NULL
+      )`,
+      `CREATE INDEX billing_holds_open ON billing_holds (status, expires_at)`,
+      `CREATE INDEX billing_holds_customer ON billing_holds (customer_id, status)`,
+      `CREATE TABLE billing_charges (
+        id TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL REFERENCES billing_customers(id),
+        hold_id TEXT,
+        amount BIGINT NOT NULL,
+        shortfall BIGINT NOT NULL,
+        refunded BIGINT NOT NULL,
+        charge_type TEXT,
+        quantity TEXT,
+        rate_card_version TEXT,
+        created_at BIGINT NOT NULL,
+        balance_after BIGINT NOT NULL,
+        metadata TEXT NOT NULL
+      )`,
+      `CREATE INDEX billing_charges_customer ON billing_charges (customer_id, created_at)`,
+      `CREATE TABLE billing_idempotency (
+        key TEXT PRIMARY KEY,
+        operation TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        customer_id TEXT,
+        result TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      )`,
+      `CREATE TABLE billing_audit (
+        seq ${d.serialPrimaryKey},
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        idempotency_key TEXT,
+        customer_id TEXT,
+        rate_card_version TEXT,
+        details TEXT NOT NULL
+      )`,
+      `CREATE INDEX billing_audit_customer ON billing_audit (customer_id, seq)`,
+      `CREATE TABLE billing_rate_cards (
+        version TEXT PRIMARY KEY,
+        document TEXT NOT NULL,
+        imported_at BIGINT NOT NULL,
+        activated_at BIGINT,
+        active INTEGER NOT NULL
+      )`,
+    ],
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/** Applies pending migrations; safe to call from many processes at once. Returns the versions applied. */
+export async function migrate(d: Dialect, now: () => number = Date.now): Promise<number[]> {
+  return d.migrationTransaction(async (c: SqlConnection) => {
+    await c.run(`CREATE TABLE IF NOT EXISTS billing_schema_migrations (
+      version INTEGER PRIMARY KEY,
+      name TEXT NOT NULL,
+      applied_at BIGINT NOT NULL
+    )`);
+    const done = new Set((await c.query<{ version: unknown }>('SELECT version FROM billing_schema_migrations')).map((r) => Number(r.version)));
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      for (const sql of m.statements(d)) await c.run(sql);
+      await c.run('INSERT INTO billing_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [m.version, m.name, now()]);
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}

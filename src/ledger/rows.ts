@@ -1,0 +1,203 @@
+import type { Row, SqlValue } from './dialect';
+import type { Charge, Entry, EntryType, Hold, HoldStatus } from './types';
+
+/** Database rows as the ledger keeps them in memory during a batch. */
+export interface CustomerRow {
+  id: string;
+  name: string | null;
+  balance: bigint;
+  held: bigint;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface HoldRow {
+  id: string;
+  customerId: string;
+  amount: bigint;
+  status: HoldStatus;
+  expiresAt: number;
+  createdAt: number;
+  chargeType: string | null;
+  quantity: string | null;
+  rateCardVersion: string | null;
+  chargeId: string | null;
+  availableAfter: bigint;
+}
+
+export interface ChargeRow {
+  id: string;
+  customerId: string;
+  holdId: string | null;
+  amount: bigint;
+  shortfall: bigint;
+  refunded: bigint;
+  chargeType: string | null;
+  quantity: string | null;
+  rateCardVersion: string | null;
+  createdAt: number;
+  balanceAfter: bigint;
+  metadata: Record<string, unknown>;
+}
+
+export interface EntryRow {
+  id: string;
+  customerId: string;
+  type: EntryType;
+  amount: bigint;
+  heldDelta: bigint;
+  balanceAfter: bigint;
+  holdId: string | null;
+  chargeId: string | null;
+  idempotencyKey: string | null;
+  actor: string;
+  rateCardVersion: string | null;
+  chargeType: string | null;
+  quantity: string | null;
+  memo: string | null;
+  createdAt: number;
+}
+
+const big = (v: unknown): bigint => BigInt(v as string | number | bigint);
+const num = (v: unknown): number => Number(v);
+const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+export const iso = (ms: number): string => new Date(ms).toISOString();
+
+export function customerFromRow(r: Row): CustomerRow {
+  return {
+    id: String(r.id),
+    name: str(r.name),
+    balance: big(r.balance),
+    held: big(r.held),
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+export function holdFromRow(r: Row): HoldRow {
+  return {
+    id: String(r.id),
+    customerId: String(r.customer_id),
+    amount: big(r.amount),
+    status: String(r.status) as HoldStatus,
+    expiresAt: num(r.expires_at),
+    createdAt: num(r.created_at),
+    chargeType: str(r.charge_type),
+    quantity: str(r.quantity),
+    rateCardVersion: str(r.rate_card_version),
+    chargeId: str(r.charge_id),
+    availableAfter: big(r.available_after),
+  };
+}
+
+export function chargeFromRow(r: Row): ChargeRow {
+  return {
+    id: String(r.id),
+    customerId: String(r.customer_id),
+    holdId: str(r.hold_id),
+    amount: big(r.amount),
+    shortfall: big(r.shortfall),
+    refunded: big(r.refunded),
+    chargeType: str(r.charge_type),
+    quantity: str(r.quantity),
+    rateCardVersion: str(r.rate_card_version),
+    createdAt: num(r.created_at),
+    balanceAfter: big(r.balance_after),
+    metadata: JSON.parse(String(r.metadata)) as Record<string, unknown>,
+  };
+}
+
+export function entryFromRow(r: Row): Entry {
+  return {
+    seq: num(r.seq),
+    id: String(r.id),
+    customerId: String(r.customer_id),
+    type: String(r.type) as EntryType,
+    amount: big(r.amount),
+    heldDelta: big(r.held_delta),
+    balanceAfter: big(r.balance_after),
+    holdId: str(r.hold_id),
+    chargeId: str(r.charge_id),
+    idempotencyKey: str(r.idempotency_key),
+    actor: String(r.actor),
+    rateCardVersion: str(r.rate_card_version),
+    chargeType: str(r.charge_type),
+    quantity: str(r.quantity),
+    memo: str(r.memo),
+    createdAt: iso(num(r.created_at)),
+  };
+}
+
+export const CUSTOMER_COLUMNS = ['id', 'name', 'balance', 'held', 'created_at', 'updated_at'] as const;
+export const customerValues = (c: CustomerRow): SqlValue[] => [c.id, c.name, c.balance, c.held, c.createdAt, c.updatedAt];
+
+export const HOLD_COLUMNS = [
+  'id', 'customer_id', 'amount', 'status', 'expires_at', 'created_at',
+  'charge_type', 'quantity', 'rate_card_version', 'charge_id', 'available_after',
+] as const;
+export const holdValues = (h: HoldRow): SqlValue[] => [
+  h.id, h.customerId, h.amount, h.status, h.expiresAt, h.createdAt,
+  h.chargeType, h.quantity, h.rateCardVersion, h.chargeId, h.availableAfter,
+];
+
+export const CHARGE_COLUMNS = [
+  'id', 'customer_id', 'hold_id', 'amount', 'shortfall', 'refunded', 'charge_type',
+  'quantity', 'rate_card_version', 'created_at', 'balance_after', 'metadata',
+] as const;
+export const chargeValues = (c: ChargeRow): SqlValue[] => [
+  c.id, c.customerId, c.holdId, c.amount, c.shortfall, c.refunded, c.chargeType,
+  c.quantity, c.rateCardVersion, c.createdAt, c.balanceAfter, JSON.stringify(c.metadata),
+];
+
+export const ENTRY_COLUMNS = [
+  'id', 'customer_id', 'type', 'amount', 'held_delta', 'balance_after', 'hold_id', 'charge_id',
+  'idempotency_key', 'actor', 'rate_card_version', 'charge_type', 'quantity', 'memo', 'created_at',
+] as const;
+export const entryValues = (e: EntryRow): SqlValue[] => [
+  e.id, e.customerId, e.type, e.amount, e.heldDelta, e.balanceAfter, e.holdId, e.chargeId,
+  e.idempotencyKey, e.actor, e.rateCardVersion, e.chargeType, e.quantity, e.memo, e.createdAt,
+];
+
+export function publicHold(h: HoldRow): Hold {
+  return {
+    id: h.id,
+    customerId: h.customerId,
+    amount: h.amount,
+    status: h.status,
+    expiresAt: iso(h.expiresAt),
+    createdAt: iso(h.createdAt),
+    chargeType: h.chargeType,
+    quantity: h.quantity,
+    rateCardVersion: h.rateCardVersion,
+    chargeId: h.chargeId,
+    availableAfter: h.availableAfter,
+  };
+}
+
+export function publicCharge(c: ChargeRow): Charge {
+  return {
+    id: c.id,
+    customerId: c.customerId,
+    holdId: c.holdId,
+    amount: c.amount,
+    shortfall: c.shortfall,
+    refunded: c.refunded,
+    chargeType: c.chargeType,
+    quantity: c.quantity,
+    rateCardVersion: c.rateCardVersion,
+    createdAt: iso(c.createdAt),
+    balanceAfter: c.balanceAfter,
+    metadata: c.metadata,
+  };
+}
+
+/** JSON that keeps bigints exact, for stored idempotent results. */
+export function encodeResult(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? { $big: v.toString() } : v));
+}
+
+export function decodeResult<T>(text: string): T {
+  return JSON.parse(text, (_k, v: unknown) =>
+    v && typeof v === 'object' && '$big' in v && Object.keys(v).length === 1 ? BigInt((v as { $big: string }).$big) : v,
+  ) as T;
+}

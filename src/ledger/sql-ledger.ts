@@ -1,0 +1,427 @@
+import { z } from 'zod';
+import { BillingError, ValidationError } from '../errors';
+import { formatUsd, MAX_AMOUNT } from '../money';
+import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
+import { executeBatch, type Op, type PricedFields } from './batch';
+import type { Dialect, Row, SqlConnection } from './dialect';
+import { GroupCommitter } from './group-commit';
+import { migrate } from './migrations';
+import { chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
+import type {
+  AuditRecord,
+  Balance,
+  Charge,
+  ChargeInput,
+  CreateCustomerInput,
+  Customer,
+  Entry,
+  Hold,
+  HoldInput,
+  Ledger,
+  RateCardRecord,
+  Refund,
+  RefundInput,
+  ReleaseInput,
+  SettleInput,
+  StatementOptions,
+  TopUp,
+  TopUpInput,
+} from './types';
+
+export interface LedgerOptions {
+  /** Milliseconds since the epoch; injectable so tests can move time. */
+  readonly clock?: () => number;
+  /** How long a hold lives when the caller gives no ttlMs (default 15 minutes). */
+  readonly holdTtlMs?: number;
+  /** Most operations one group commit carries (default 512). */
+  readonly maxBatch?: number;
+  /** Default actor recorded in the audit trail. */
+  readonly actor?: string;
+}
+
+const customerId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/, 'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)');
+const key = z
+  .string()
+  .min(1, 'idempotency key must not be empty')
+  .max(255, 'idempotency key must be at most 255 characters')
+  // eslint-disable-next-line no-control-regex
+  .regex(/^[^\u0000-\u001f\u007f]+$/, 'idempotency key must not contain control characters');
+const entityId = z.string().min(1).max(100);
+const amount = (min: bigint) =>
+  z
+    .bigint({ invalid_type_error: 'amount must be a bigint count of nano-USD' })
+    .refine((v) => v >= min, { message: `amount must be at least ${min} nano-USD` })
+    .refine((v) => v <= MAX_AMOUNT, { message: `amount must be at most $${formatUsd(MAX_AMOUNT)}` });
+const actor = z.string().min(1).max(100).optional();
+const priced = {
+  chargeType: z.string().min(1).max(100).optional(),
+  quantity: z.string().min(1).max(100).optional(),
+  rateCardVersion: z.string().min(1).max(64).optional(),
+  metadata: z.record(z.unknown()).optional(),
+};
+
+const schemas = {
+  createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
+  topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
+  hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), ...priced }),
+  settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
+  release: z.object({ holdId: entityId, idempotencyKey: key, actor }),
+  charge: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
+  refund: z.object({ chargeId: entityId, amount: amount(1n).optional(), idempotencyKey: key, actor, reason: z.string().max(500).optional() }),
+};
+
+function parse<T>(schema: z.ZodType<T>, what: string, input: unknown): T {
+  const r = schema.safeParse(input);
+  if (!r.success) throw ValidationError.fromZod(what, r.error);
+  return r.data;
+}
+
+function pricedFields(i: { chargeType?: string; quantity?: string; rateCardVersion?: string; metadata?: Record<string, unknown> }): PricedFields {
+  return { chargeType: i.chargeType ?? null, quantity: i.quantity ?? null, rateCardVersion: i.rateCardVersion ?? null, metadata: i.metadata ?? {} };
+}
+
+/** Anything that is not a business outcome becomes a DATABASE_ERROR with the driver's message (never a connection string). */
+function asBillingError(e: unknown): BillingError {
+  if (e instanceof BillingError) return e;
+  const err = e as { message?: string; code?: string };
+  return new BillingError('DATABASE_ERROR', `Ledger database error: ${err?.message ?? String(e)}`, { cause: err?.code ?? null });
+}
+
+const RATE_CARD_CACHE_MS = 2_000;
+
+/** The Ledger over any Dialect: the behaviour lives here and in batch.ts, once. */
+export class SqlLedger implements Ledger {
+  readonly backend: 'sqlite' | 'postgres';
+  readonly location: string;
+  private readonly committer: GroupCommitter;
+  private readonly clock: () => number;
+  private readonly holdTtlMs: number;
+  private readonly actor: string;
+  private active?: { card: RateCard; at: number };
+  private readonly parsedCards = new Map<string, RateCard>();
+
+  private constructor(
+    private readonly d: Dialect,
+    opts: LedgerOptions,
+  ) {
+    this.backend = d.name;
+    this.location = d.location;
+    this.clock = opts.clock ?? Date.now;
+    this.holdTtlMs = opts.holdTtlMs ?? 15 * 60_000;
+    this.actor = opts.actor ?? 'library';
+    this.committer = new GroupCommitter(
+      (ops) => d.writeTransaction((c) => executeBatch(d, c, ops, this.clock())),
+      opts.maxBatch ?? 512,
+      (e) => d.isRetryableConflict(e),
+    );
+  }
+
+  /** Opens the ledger and applies pending migrations. */
+  static async open(d: Dialect, opts: LedgerOptions = {}): Promise<SqlLedger> {
+    try {
+      await migrate(d, opts.clock);
+    } catch (e) {
+      await d.close().catch(() => undefined);
+      throw asBillingError(e);
+    }
+    return new SqlLedger(d, opts);
+  }
+
+  /** The dialect, for modules (quota, outbox) that keep their tables in the same database. */
+  get dialect(): Dialect {
+    return this.d;
+  }
+
+  now(): number {
+    return this.clock();
+  }
+
+  private async submit<T>(op: Op): Promise<T> {
+    try {
+      return (await this.committer.submit(op)) as T;
+    } catch (e) {
+      throw asBillingError(e);
+    }
+  }
+
+  private async read<T>(fn: Parameters<Dialect['read']>[0]): Promise<T> {
+    try {
+      return (await this.d.read(fn)) as T;
+    } catch (e) {
+      throw asBillingError(e);
+    }
+  }
+
+  async createCustomer(input: CreateCustomerInput): Promise<Customer> {
+    const i = parse(schemas.createCustomer, 'customer', input);
+    return this.submit({ kind: 'createCustomer', customerId: i.id, name: i.name ?? null, actor: i.actor ?? this.actor });
+  }
+
+  async findCustomer(id: string): Promise<Customer | null> {
+    const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers WHERE id = ?', [id]));
+    if (!rows[0]) return null;
+    const r = customerFromRow(rows[0]);
+    return { id: r.id, name: r.name, createdAt: iso(r.createdAt) };
+  }
+
+  async getCustomer(id: string): Promise<Customer> {
+    const c = await this.findCustomer(id);
+    if (!c) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${id} does not exist`, { customerId: id });
+    return c;
+  }
+
+  async listCustomers(): Promise<Customer[]> {
+    const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers ORDER BY id'));
+    return rows.map(customerFromRow).map((r) => ({ id: r.id, name: r.name, createdAt: iso(r.createdAt) }));
+  }
+
+  async topUp(input: TopUpInput): Promise<TopUp> {
+    const i = parse(schemas.topUp, 'top-up', input);
+    return this.submit({ kind: 'topUp', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount, memo: i.memo ?? null });
+  }
+
+  async hold(input: HoldInput): Promise<Hold> {
+    const i = parse(schemas.hold, 'hold', input);
+    return this.submit({
+      kind: 'hold', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount,
+      ttlMs: i.ttlMs ?? this.holdTtlMs, priced: pricedFields(i),
+    });
+  }
+
+  async settle(input: SettleInput): Promise<Charge> {
+    const i = parse(schemas.settle, 'settle', input);
+    return this.submit({
+      kind: 'settle', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId, amount: i.amount,
+      priced: { chargeType: i.chargeType, quantity: i.quantity, rateCardVersion: i.rateCardVersion, metadata: i.metadata },
+    });
+  }
+
+  async release(input: ReleaseInput): Promise<Hold> {
+    const i = parse(schemas.release, 'release', input);
+    return this.submit({ kind: 'release', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId });
+  }
+
+  async charge(input: ChargeInput): Promise<Charge> {
+    const i = parse(schemas.charge, 'charge', input);
+    return this.submit({ kind: 'charge', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount, priced: pricedFields(i) });
+  }
+
+  async refund(input: RefundInput): Promise<Refund> {
+    const i = parse(schemas.refund, 'refund', input);
+    return this.submit({ kind: 'refund', key: i.idempotencyKey, actor: i.actor ?? this.actor, chargeId: i.chargeId, amount: i.amount ?? null, reason: i.reason ?? null });
+  }
+
+  async balance(customerId: string): Promise<Balance> {
+    const now = this.clock();
+    return this.read(async (c) => {
+      const rows = await c.query('SELECT balance, held FROM billing_customers WHERE id = ?', [customerId]);
+      if (!rows[0]) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
+      // Holds past their expiry no longer count, even before a sweep has released them.
+      const [exp] = await c.query("SELECT COALESCE(SUM(amount), 0) AS s FROM billing_holds WHERE customer_id = ? AND status = 'pending' AND expires_at <= ?", [customerId, now]);
+      const balance = BigInt(rows[0].balance as string);
+      const held = BigInt(rows[0].held as string) - BigInt((exp?.s ?? 0) as string);
+      return { customerId, balance, held, available: balance - held };
+    });
+  }
+
+  async getHold(id: string): Promise<Hold> {
+    const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_holds WHERE id = ?', [id]));
+    if (!rows[0]) throw new BillingError('HOLD_NOT_FOUND', `Hold ${id} does not exist`, { holdId: id });
+    return publicHold(holdFromRow(rows[0]));
+  }
+
+  async getCharge(id: string): Promise<Charge> {
+    const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_charges WHERE id = ?', [id]));
+    if (!rows[0]) throw new BillingError('CHARGE_NOT_FOUND', `Charge ${id} does not exist`, { chargeId: id });
+    return publicCharge(chargeFromRow(rows[0]));
+  }
+
+  async statement(customerId: string, opts: StatementOptions = {}): Promise<Entry[]> {
+    await this.getCustomer(customerId);
+    const limit = Math.min(Math.max(opts.limit ?? 10_000, 1), 100_000);
+    const rows = await this.read<Row[]>((c) =>
+      c.query('SELECT * FROM billing_entries WHERE customer_id = ? AND seq > ? ORDER BY seq LIMIT ?', [customerId, opts.afterSeq ?? 0, limit]),
+    );
+    return rows.map(entryFromRow);
+  }
+
+  async audit(opts: { customerId?: string; limit?: number } = {}): Promise<AuditRecord[]> {
+    const limit = Math.min(Math.max(opts.limit ?? 1000, 1), 100_000);
+    const rows = await this.read<Row[]>((c) =>
+      opts.customerId
+        ? c.query('SELECT * FROM billing_audit WHERE customer_id = ? ORDER BY seq LIMIT ?', [opts.customerId, limit])
+        : c.query('SELECT * FROM billing_audit ORDER BY seq LIMIT ?', [limit]),
+    );
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      at: iso(Number(r.at)),
+      actor: String(r.actor),
+      operation: String(r.operation),
+      idempotencyKey: r.idempotency_key === null ? null : String(r.idempotency_key),
+      customerId: r.customer_id === null ? null : String(r.customer_id),
+      rateCardVersion: r.rate_card_version === null ? null : String(r.rate_card_version),
+      details: JSON.parse(String(r.details)) as Record<string, unknown>,
+    }));
+  }
+
+  async sweepExpiredHolds(): Promise<{ expired: number }> {
+    const rows = await this.read<Row[]>((c) =>
+      c.query("SELECT DISTINCT customer_id FROM billing_holds WHERE status = 'pending' AND expires_at <= ?", [this.clock()]),
+    );
+    const results = await Promise.all(rows.map((r) => this.submit<{ expired: number }>({ kind: 'touch', customerId: String(r.customer_id) })));
+    return { expired: results.reduce((n, r) => n + r.expired, 0) };
+  }
+
+  // ---- rate cards -------------------------------------------------------
+
+  async importRateCard(card: RateCard, opts: { activate?: boolean; actor?: string } = {}): Promise<RateCardRecord> {
+    const doc = JSON.stringify(card.document);
+    const now = this.clock();
+    const record = await this.write<RateCardRecord>(async (c) => {
+      const [existing] = await c.query('SELECT document FROM billing_rate_cards WHERE version = ?', [card.version]);
+      if (existing && String(existing.document) !== doc) {
+        throw new ValidationError(`Rate card version ${card.version} already exists with different prices; versions are immutable, give the new card a new version`, {
+          field: 'version',
+          version: card.version,
+        });
+      }
+      if (!existing) {
+        await c.run('INSERT INTO billing_rate_cards (version, document, imported_at, activated_at, active) VALUES (?, ?, ?, NULL, 0)', [card.version, doc, now]);
+        await this.auditRow(c, opts.actor, 'importRateCard', card.version, { version: card.version });
+      }
+      if (opts.activate ?? true) await this.activateIn(c, card.version, opts.actor, now);
+      return this.rateCardRecord(c, card.version);
+    });
+    this.active = undefined;
+    return record;
+  }
+
+  async activateRateCard(version: string, opts: { actor?: string } = {}): Promise<RateCardRecord> {
+    const now = this.clock();
+    const record = await this.write<RateCardRecord>(async (c) => {
+      const [existing] = await c.query('SELECT version FROM billing_rate_cards WHERE version = ?', [version]);
+      if (!existing) throw new BillingError('RATE_CARD_NOT_FOUND', `Rate card version ${version} has not been imported`, { version });
+      await this.activateIn(c, version, opts.actor, now);
+      return this.rateCardRecord(c, version);
+    });
+    this.active = undefined;
+    return record;
+  }
+
+  async activeRateCard(): Promise<RateCard> {
+    const now = this.clock();
+    if (this.active && now - this.active.at < RATE_CARD_CACHE_MS) return this.active.card;
+    let rows = await this.read<Row[]>((c) => c.query('SELECT version, document FROM billing_rate_cards WHERE active = 1'));
+    if (!rows[0]) {
+      // First use: the packaged default becomes the active card (once, even with racing processes).
+      await this.write(async (c) => {
+        const [any] = await c.query('SELECT version FROM billing_rate_cards WHERE active = 1');
+        if (any) return;
+        const card = defaultRateCard();
+        await c.run('INSERT INTO billing_rate_cards (version, document, imported_at, activated_at, active) VALUES (?, ?, ?, NULL, 0) ON CONFLICT (version) DO NOTHING', [
+          card.version,
+          JSON.stringify(card.document),
+          now,
+        ]);
+        await this.auditRow(c, 'system', 'importRateCard', card.version, { version: card.version, reason: 'default rate card on first use' });
+        await this.activateIn(c, card.version, 'system', now);
+      });
+      rows = await this.read<Row[]>((c) => c.query('SELECT version, document FROM billing_rate_cards WHERE active = 1'));
+    }
+    const card = this.cachedParse(String(rows[0]!.version), String(rows[0]!.document));
+    this.active = { card, at: now };
+    return card;
+  }
+
+  async getRateCard(version: string): Promise<RateCard> {
+    const rows = await this.read<Row[]>((c) => c.query('SELECT document FROM billing_rate_cards WHERE version = ?', [version]));
+    if (!rows[0]) throw new BillingError('RATE_CARD_NOT_FOUND', `Rate card version ${version} has not been imported`, { version });
+    return this.cachedParse(version, String(rows[0].document));
+  }
+
+  async listRateCards(): Promise<RateCardRecord[]> {
+    const rows = await this.read<Row[]>((c) => c.query('SELECT version, active, imported_at, activated_at FROM billing_rate_cards ORDER BY imported_at, version'));
+    return rows.map(rateCardRecordFromRow);
+  }
+
+  private cachedParse(version: string, document: string): RateCard {
+    let card = this.parsedCards.get(version);
+    if (!card) {
+      card = parseRateCard(document);
+      this.parsedCards.set(version, card);
+    }
+    return card;
+  }
+
+  private async activateIn(c: SqlConnection, version: string, who: string | undefined, now: number) {
+    const [current] = await c.query('SELECT version FROM billing_rate_cards WHERE active = 1');
+    if (current && String(current.version) === version) return;
+    await c.run('UPDATE billing_rate_cards SET active = 0 WHERE active = 1');
+    await c.run('UPDATE billing_rate_cards SET active = 1, activated_at = ? WHERE version = ?', [now, version]);
+    await this.auditRow(c, who, 'activateRateCard', version, { version, previous: current ? String(current.version) : null });
+  }
+
+  private async rateCardRecord(c: SqlConnection, version: string): Promise<RateCardRecord> {
+    const [r] = await c.query('SELECT version, active, imported_at, activated_at FROM billing_rate_cards WHERE version = ?', [version]);
+    return rateCardRecordFromRow(r!);
+  }
+
+  private async auditRow(c: SqlConnection, who: string | undefined, operation: string, version: string | null, details: Record<string, unknown>) {
+    await c.run('INSERT INTO billing_audit (at, actor, operation, idempotency_key, customer_id, rate_card_version, details) VALUES (?, ?, ?, ?, NULL, ?, ?)', [
+      this.clock(),
+      who ?? this.actor,
+      operation,
+      version ? `ratecard:${operation}:${version}` : null,
+      version,
+      JSON.stringify(details),
+    ]);
+  }
+
+  private async write<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T> {
+    try {
+      return (await this.d.writeTransaction(fn)) as T;
+    } catch (e) {
+      throw asBillingError(e);
+    }
+  }
+
+  // ---- checks -------------------------------------------------------------
+
+  async checkInvariants(): Promise<{ ok: boolean; violations: Array<{ customerId: string; problem: string }> }> {
+    const rows = await this.read<Row[]>((c) =>
+      c.query(`SELECT c.id, c.balance, c.held,
+          (SELECT COALESCE(SUM(e.amount), 0) FROM billing_entries e WHERE e.customer_id = c.id) AS entry_balance,
+          (SELECT COALESCE(SUM(e.held_delta), 0) FROM billing_entries e WHERE e.customer_id = c.id) AS entry_held,
+          (SELECT COALESCE(SUM(h.amount), 0) FROM billing_holds h WHERE h.customer_id = c.id AND h.status = 'pending') AS open_holds,
+          (SELECT COALESCE(SUM(ch.amount - ch.refunded), 0) FROM billing_charges ch WHERE ch.customer_id = c.id) AS net_charges,
+          (SELECT COALESCE(SUM(e.amount), 0) FROM billing_entries e WHERE e.customer_id = c.id AND e.type = 'topup') AS topups
+        FROM billing_customers c`),
+    );
+    const violations: Array<{ customerId: string; problem: string }> = [];
+    for (const r of rows) {
+      const id = String(r.id);
+      const [balance, held, entryBalance, entryHeld, openHolds, netCharges, topups] = [r.balance, r.held, r.entry_balance, r.entry_held, r.open_holds, r.net_charges, r.topups].map((v) => BigInt(String(v)));
+      if (balance !== entryBalance) violations.push({ customerId: id, problem: `balance ${balance} != sum of entries ${entryBalance}` });
+      if (held !== entryHeld) violations.push({ customerId: id, problem: `held ${held} != sum of held deltas ${entryHeld}` });
+      if (held !== openHolds) violations.push({ customerId: id, problem: `held ${held} != sum of pending holds ${openHolds}` });
+      if (balance !== topups! - netCharges!) violations.push({ customerId: id, problem: `balance ${balance} != top-ups ${topups} − net charges ${netCharges}` });
+      if (balance! < 0n || balance! - held! < 0n) violations.push({ customerId: id, problem: `overdrawn: balance ${balance}, held ${held}` });
+    }
+    return { ok: violations.length === 0, violations };
+  }
+
+  async close(): Promise<void> {
+    await this.d.close();
+  }
+}
+
+function rateCardRecordFromRow(r: Row): RateCardRecord {
+  return {
+    version: String(r.version),
+    active: Number(r.active) === 1,
+    importedAt: iso(Number(r.imported_at)),
+    activatedAt: r.activated_at === null ? null : iso(Number(r.activated_at)),
+  };
+}

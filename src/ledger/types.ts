@@ -1,0 +1,214 @@
+import type { Nanos } from '../money';
+import type { RateCard } from '../pricing/ratecard';
+
+/** Who caused a mutation, for the audit trail: "cli", "node:<name>", "handler", "stripe", "system", or a library caller's own tag. */
+export type Actor = string;
+
+export interface Customer {
+  readonly id: string;
+  readonly name: string | null;
+  readonly createdAt: string;
+}
+
+export interface Balance {
+  readonly customerId: string;
+  /** Posted balance: the sum of all entries. */
+  readonly balance: Nanos;
+  /** Sum of open (pending, unexpired) holds. */
+  readonly held: Nanos;
+  /** What a new hold can take: balance − held. */
+  readonly available: Nanos;
+}
+
+export type HoldStatus = 'pending' | 'settled' | 'released' | 'expired';
+
+export interface Hold {
+  readonly id: string;
+  readonly customerId: string;
+  readonly amount: Nanos;
+  readonly status: HoldStatus;
+  readonly expiresAt: string;
+  readonly createdAt: string;
+  readonly chargeType: string | null;
+  readonly quantity: string | null;
+  readonly rateCardVersion: string | null;
+  /** The charge that settled it, once settled. */
+  readonly chargeId: string | null;
+  /** Available balance right after this hold was placed. */
+  readonly availableAfter: Nanos;
+}
+
+export interface Charge {
+  readonly id: string;
+  readonly customerId: string;
+  readonly holdId: string | null;
+  /** What was taken from the balance. */
+  readonly amount: Nanos;
+  /** Priced amount that could not be collected (settle above the hold with too little available); see README. */
+  readonly shortfall: Nanos;
+  readonly refunded: Nanos;
+  readonly chargeType: string | null;
+  readonly quantity: string | null;
+  readonly rateCardVersion: string | null;
+  readonly createdAt: string;
+  readonly balanceAfter: Nanos;
+  readonly metadata: Record<string, unknown>;
+}
+
+export interface TopUp {
+  readonly id: string;
+  readonly customerId: string;
+  readonly amount: Nanos;
+  readonly balanceAfter: Nanos;
+  readonly createdAt: string;
+}
+
+export interface Refund {
+  readonly id: string;
+  readonly chargeId: string;
+  readonly customerId: string;
+  readonly amount: Nanos;
+  readonly balanceAfter: Nanos;
+  readonly createdAt: string;
+}
+
+export type EntryType = 'topup' | 'hold' | 'settle' | 'release' | 'expire' | 'charge' | 'refund';
+
+/** One line of the append-only journal. `amount` moves the balance; `heldDelta` moves the held total. */
+export interface Entry {
+  readonly seq: number;
+  readonly id: string;
+  readonly customerId: string;
+  readonly type: EntryType;
+  readonly amount: Nanos;
+  readonly heldDelta: Nanos;
+  readonly balanceAfter: Nanos;
+  readonly holdId: string | null;
+  readonly chargeId: string | null;
+  readonly idempotencyKey: string | null;
+  readonly actor: Actor;
+  readonly rateCardVersion: string | null;
+  readonly chargeType: string | null;
+  readonly quantity: string | null;
+  readonly memo: string | null;
+  readonly createdAt: string;
+}
+
+export interface AuditRecord {
+  readonly seq: number;
+  readonly at: string;
+  readonly actor: Actor;
+  readonly operation: string;
+  readonly idempotencyKey: string | null;
+  readonly customerId: string | null;
+  readonly rateCardVersion: string | null;
+  readonly details: Record<string, unknown>;
+}
+
+interface Mutation {
+  /** Required: a replay with the same key returns the first result and changes nothing. */
+  readonly idempotencyKey: string;
+  readonly actor?: Actor;
+}
+
+interface Priced {
+  readonly chargeType?: string;
+  readonly quantity?: string;
+  readonly rateCardVersion?: string;
+  readonly metadata?: Record<string, unknown>;
+}
+
+export interface CreateCustomerInput {
+  readonly id: string;
+  readonly name?: string;
+  readonly idempotencyKey?: string;
+  readonly actor?: Actor;
+}
+export interface TopUpInput extends Mutation {
+  readonly customerId: string;
+  readonly amount: Nanos;
+  readonly memo?: string;
+}
+export interface HoldInput extends Mutation, Priced {
+  readonly customerId: string;
+  readonly amount: Nanos;
+  /** Defaults to the ledger's holdTtlMs (15 minutes). */
+  readonly ttlMs?: number;
+}
+export interface SettleInput extends Mutation, Priced {
+  readonly holdId: string;
+  readonly amount: Nanos;
+}
+export interface ReleaseInput extends Mutation {
+  readonly holdId: string;
+}
+export interface ChargeInput extends Mutation, Priced {
+  readonly customerId: string;
+  readonly amount: Nanos;
+}
+export interface RefundInput extends Mutation {
+  readonly chargeId: string;
+  /** Defaults to everything not yet refunded. */
+  readonly amount?: Nanos;
+  readonly reason?: string;
+}
+
+export interface StatementOptions {
+  readonly limit?: number;
+  /** Only entries with seq greater than this. */
+  readonly afterSeq?: number;
+}
+
+export interface RateCardRecord {
+  readonly version: string;
+  readonly active: boolean;
+  readonly importedAt: string;
+  readonly activatedAt: string | null;
+}
+
+export interface LedgerStats {
+  readonly customers: number;
+  readonly entries: number;
+  readonly openHolds: number;
+}
+
+/**
+ * The ledger: one interface, identical behaviour on every backend (the
+ * contract tests run the same suite against each). All amounts are nano-USD.
+ */
+export interface Ledger {
+  readonly backend: 'sqlite' | 'postgres';
+  /** Where it lives, with any password removed. */
+  readonly location: string;
+
+  createCustomer(input: CreateCustomerInput): Promise<Customer>;
+  getCustomer(id: string): Promise<Customer>;
+  findCustomer(id: string): Promise<Customer | null>;
+  listCustomers(): Promise<Customer[]>;
+
+  topUp(input: TopUpInput): Promise<TopUp>;
+  hold(input: HoldInput): Promise<Hold>;
+  settle(input: SettleInput): Promise<Charge>;
+  release(input: ReleaseInput): Promise<Hold>;
+  charge(input: ChargeInput): Promise<Charge>;
+  refund(input: RefundInput): Promise<Refund>;
+
+  balance(customerId: string): Promise<Balance>;
+  getHold(id: string): Promise<Hold>;
+  getCharge(id: string): Promise<Charge>;
+  statement(customerId: string, opts?: StatementOptions): Promise<Entry[]>;
+  audit(opts?: { customerId?: string; limit?: number }): Promise<AuditRecord[]>;
+  /** Releases every pending hold past its expiry; returns how many. */
+  sweepExpiredHolds(): Promise<{ expired: number }>;
+
+  importRateCard(card: RateCard, opts?: { activate?: boolean; actor?: Actor }): Promise<RateCardRecord>;
+  activateRateCard(version: string, opts?: { actor?: Actor }): Promise<RateCardRecord>;
+  /** The active card; the packaged default is imported and activated on first use. */
+  activeRateCard(): Promise<RateCard>;
+  getRateCard(version: string): Promise<RateCard>;
+  listRateCards(): Promise<RateCardRecord[]>;
+
+  /** Verifies balance = Σ entries and held = Σ open holds for every customer; returns the customers that break it. */
+  checkInvariants(): Promise<{ ok: boolean; violations: Array<{ customerId: string; problem: string }> }>;
+  close(): Promise<void>;
+}

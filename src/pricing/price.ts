@@ -1,0 +1,126 @@
+import { BillingError, ValidationError } from '../errors';
+import { divRound, formatQuantity, type Nanos, NANOS_PER_USD, parseQuantity, type Quantity } from '../money';
+import { type ChargeType, type ModelPrice, type Rate, type RateCard, type Resource, isChargeType } from './ratecard';
+
+export interface PriceQuote {
+  readonly amount: Nanos;
+  readonly rateCardVersion: string;
+  /** What was priced: a ChargeType, a resource, or `tokens:<model>`. */
+  readonly item: string;
+  readonly quantity: string;
+  readonly unit: string;
+}
+
+/**
+ * rate × num/den + fixed, as one exact fraction rounded once (half-up).
+ * `num/den` is the quantity in the rate's unit.
+ */
+export function priceFraction(rate: Rate, num: bigint, den: bigint): Nanos {
+  if (num < 0n || den <= 0n) throw new ValidationError('quantity must not be negative', { quantity: `${num}/${den}` });
+  const d = rate.per * den;
+  return divRound(rate.nanos * num + rate.fixed * d, d);
+}
+
+export function priceRate(rate: Rate, q: Quantity): Nanos {
+  return priceFraction(rate, q.units, 10n ** BigInt(q.scale));
+}
+
+export function priceChargeType(card: RateCard, chargeType: ChargeType, quantity: string | number | bigint): PriceQuote {
+  if (!isChargeType(chargeType)) {
+    throw new ValidationError(`Unknown ChargeType "${chargeType}"`, { field: 'chargeType', value: chargeType });
+  }
+  const q = parseQuantity(quantity);
+  const rate = card.chargeTypes[chargeType];
+  return { amount: priceRate(rate, q), rateCardVersion: card.version, item: chargeType, quantity: formatQuantity(q), unit: rate.unit };
+}
+
+export function priceResource(card: RateCard, resource: Resource, quantity: string | number | bigint): PriceQuote {
+  const q = parseQuantity(quantity);
+  const rate = card.resources[resource];
+  return { amount: priceRate(rate, q), rateCardVersion: card.version, item: resource, quantity: formatQuantity(q), unit: rate.unit };
+}
+
+const MS_PER_MINUTE = 60_000n;
+
+/** Compute time at millisecond precision; the card's compute rate is per minute. */
+export function priceComputeMs(card: RateCard, ms: number | bigint): PriceQuote {
+  const msInt = typeof ms === 'bigint' ? ms : BigInt(Math.max(0, Math.round(ms)));
+  const rate = card.resources.compute;
+  return {
+    amount: priceFraction(rate, msInt, MS_PER_MINUTE),
+    rateCardVersion: card.version,
+    item: 'compute',
+    quantity: `${msInt}`,
+    unit: 'ms',
+  };
+}
+
+/**
+ * The card's price for a model: exact name, else the longest listed prefix
+ * (providers report dated names such as "gpt-4o-mini-2024-07-18"), else "*".
+ */
+export function modelPrice(card: RateCard, model: string | undefined): ModelPrice {
+  const name = (model ?? '').trim();
+  const exact = card.models.get(name);
+  if (exact) return exact;
+  let best: ModelPrice | undefined;
+  for (const [key, price] of card.models) {
+    if (key !== '*' && name.startsWith(key) && (!best || key.length > best.model.length)) best = price;
+  }
+  best ??= card.models.get('*');
+  if (!best) {
+    throw new BillingError('UNKNOWN_MODEL', `Rate card ${card.version} has no price for model "${name}" and no "*" fallback`, {
+      model: name,
+      rateCardVersion: card.version,
+    });
+  }
+  return best;
+}
+
+export interface TokenQuote extends PriceQuote {
+  readonly model: string;
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  /** Each side alone, rounded; `amount` is the exact sum rounded once, so these may differ from it by a nano. */
+  readonly inputAmount: Nanos;
+  readonly outputAmount: Nanos;
+}
+
+/** Input and output tokens at the model's separate prices, rounded once for the whole call. */
+export function priceTokens(card: RateCard, model: string | undefined, inputTokens: number, outputTokens: number): TokenQuote {
+  for (const [field, v] of [['inputTokens', inputTokens], ['outputTokens', outputTokens]] as const) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new ValidationError(`${field} must be a non-negative integer, got ${v}`, { field, value: v });
+  }
+  const p = modelPrice(card, model);
+  const inT = BigInt(inputTokens);
+  const outT = BigInt(outputTokens);
+  const den = p.input.per * p.output.per;
+  const amount = divRound(p.input.nanos * inT * p.output.per + p.output.nanos * outT * p.input.per, den);
+  return {
+    amount,
+    rateCardVersion: card.version,
+    item: `tokens:${p.model}`,
+    model: p.model,
+    quantity: `${inputTokens + outputTokens}`,
+    unit: 'token',
+    inputTokens,
+    outputTokens,
+    inputAmount: priceFraction(p.input, inT, 1n),
+    outputAmount: priceFraction(p.output, outT, 1n),
+  };
+}
+
+export interface PaidPublicFlowSplit {
+  readonly price: Nanos;
+  readonly fee: Nanos;
+  readonly creatorNet: Nanos;
+  readonly rateCardVersion: string;
+}
+
+/** A paid public run: the platform keeps the PaidPublicFlowRun fee; the creator nets the rest (never below zero). */
+export function paidPublicFlowSplit(card: RateCard, price: Nanos): PaidPublicFlowSplit {
+  if (price < 0n) throw new ValidationError('price must not be negative', { field: 'price' });
+  const fee = priceFraction(card.chargeTypes.PaidPublicFlowRun, price, NANOS_PER_USD);
+  const creatorNet = price > fee ? price - fee : 0n;
+  return { price, fee, creatorNet, rateCardVersion: card.version };
+}

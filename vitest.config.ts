@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    // Contract tests share one PostgreSQL server; per-file schemas keep them apart.
+    fileParallelism: true,
+    pool: 'forks',
+  },
+});
