@@ -25,12 +25,15 @@ export class GroupCommitter {
   submit(op: Op): Promise<unknown> {
     return new Promise((resolve, reject) => {
       this.queue.push({ op, resolve, reject });
-      if (!this.running) void this.drain();
+      if (!this.running) {
+        this.running = true;
+        // Let the callers that are about to submit in this same turn join the first batch.
+        setImmediate(() => void this.drain());
+      }
     });
   }
 
   private async drain(): Promise<void> {
-    this.running = true;
     try {
       while (this.queue.length) {
         const batch = this.queue.splice(0, this.maxBatch);
@@ -40,6 +43,8 @@ export class GroupCommitter {
           // One bad operation must not fail its neighbours: retry each alone.
           for (const w of batch) await this.runAlone(w, batch.length > 1 ? undefined : e);
         }
+        // Callers whose operation just finished submit their next one in the following microtasks; wait for them.
+        await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
       this.running = false;

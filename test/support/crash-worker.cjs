@@ -1,0 +1,25 @@
+// Streams holds and settles (16 concurrent loops) until killed. argv: target customerId
+const { openLedger } = require('../../dist/src/ledger/open.js');
+
+const [target, customerId] = process.argv.slice(2);
+
+async function loop(ledger, lane) {
+  for (let i = 0; ; i++) {
+    const key = `crash:${lane}:${i}`;
+    try {
+      const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key, ttlMs: 5_000 });
+      if (i % 4 === 3) await ledger.release({ holdId: h.id, idempotencyKey: `${key}:r` });
+      else await ledger.settle({ holdId: h.id, amount: BigInt(1000 + i), idempotencyKey: `${key}:s` });
+    } catch (e) {
+      if (e.code !== 'INSUFFICIENT_FUNDS') throw e;
+    }
+  }
+}
+
+openLedger(target).then((ledger) => {
+  process.stdout.write('ready\n');
+  for (let lane = 0; lane < 16; lane++) loop(ledger, lane).catch((e) => {
+    process.stderr.write(String(e.stack || e));
+    process.exit(1);
+  });
+});
