@@ -8,6 +8,8 @@ async function loop(ledger, lane) {
     const key = `crash:${lane}:${i}`;
     try {
       const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key, ttlMs: 5_000 });
+      // Some steps take a while (an LLM call), so holds are open whenever the kill lands.
+      if (lane % 4 === 0) await new Promise((r) => setTimeout(r, 20));
       if (i % 4 === 3) await ledger.release({ holdId: h.id, idempotencyKey: `${key}:r` });
       else await ledger.settle({ holdId: h.id, amount: BigInt(1000 + i), idempotencyKey: `${key}:s` });
     } catch (e) {
