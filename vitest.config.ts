@@ -8,5 +8,6 @@ export default defineConfig({
     // Contract tests share one PostgreSQL server; per-file schemas keep them apart.
     fileParallelism: true,
     pool: 'forks',
+    globalSetup: ['test/support/global-setup.ts'],
   },
 });

@@ -6,3 +6,7 @@ export type * from './ledger/types';
 export { SqlLedger, type LedgerOptions } from './ledger/sql-ledger';
 export { openLedger, defaultLedgerLocation, type OpenLedgerOptions } from './ledger/open';
 export { SCHEMA_VERSION } from './ledger/migrations';
+export * from './period';
+export type * from './quota/gate';
+export * from './quota/plans';
+export { QuotaService, type Alert, type Invoice, type MetricLine, type QuotaOptions, type Subscription, type SubscriptionStatus, type UsageReport } from './quota/service';

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import {
   BillingError,
+  BudgetExceededError,
   CustomerNotFoundError,
   IdempotencyConflictError,
   InsufficientFundsError,
   ValidationError,
 } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
+import { periodContaining } from '../period';
 import { type Dialect, insertRows, placeholders, type SqlConnection, upsertClause } from './dialect';
 import {
   CHARGE_COLUMNS,
@@ -30,7 +32,7 @@ import {
   publicCharge,
   publicHold,
 } from './rows';
-import type { Customer, Refund, TopUp } from './types';
+import type { BudgetState, Customer, Refund, TopUp } from './types';
 
 /** Priced fields carried by holds, settles and charges. */
 export interface PricedFields {
@@ -49,7 +51,9 @@ export type Op =
   | { kind: 'charge'; key: string; actor: string; customerId: string; amount: bigint; priced: PricedFields }
   | { kind: 'refund'; key: string; actor: string; chargeId: string; amount: bigint | null; reason: string | null }
   /** Locks a customer so its expired holds are released; used by the sweeper. */
-  | { kind: 'touch'; customerId: string };
+  | { kind: 'touch'; customerId: string }
+  /** Sets or clears the monthly budget (null limit) anchored on a day of the month. */
+  | { kind: 'setBudget'; customerId: string; limit: bigint | null; anchorDay: number; actor: string };
 
 export type Outcome = { ok: true; value: unknown } | { ok: false; error: BillingError };
 
@@ -172,6 +176,15 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
     }
   }
 
+  // Net charges so far in the period a new budget starts in.
+  const periodSpend = new Map<string, bigint>();
+  for (const op of ops) {
+    if (op.kind !== 'setBudget' || op.limit === null || !customers.has(op.customerId)) continue;
+    const p = periodContaining(now, op.anchorDay);
+    const [row] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', [op.customerId, p.start]);
+    periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
+  }
+
   const dirtyCustomers = new Set<string>();
   const dirtyHolds = new Set<string>();
   const dirtyCharges = new Set<string>();
@@ -203,6 +216,40 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       ...extra,
     });
 
+  /** Moves the budget period forward when it has ended; spend restarts at zero. */
+  const rollBudget = (cust: CustomerRow) => {
+    if (cust.budget === null || cust.budgetAnchorDay === null) return;
+    if (cust.budgetPeriodEnd !== null && now < cust.budgetPeriodEnd && cust.budgetPeriodStart !== null && now >= cust.budgetPeriodStart) return;
+    const p = periodContaining(now, cust.budgetAnchorDay);
+    cust.budgetPeriodStart = p.start;
+    cust.budgetPeriodEnd = p.end;
+    cust.budgetSpent = 0n;
+    dirtyCustomers.add(cust.id);
+  };
+  /** Open holds count against the budget too, so concurrent steps cannot overshoot it together. */
+  const checkBudget = (cust: CustomerRow, amount: bigint) => {
+    if (cust.budget === null) return;
+    rollBudget(cust);
+    const committed = cust.budgetSpent + cust.held;
+    if (committed + amount > cust.budget) {
+      throw new BudgetExceededError({
+        customerId: cust.id,
+        budgetUsd: formatUsd(cust.budget),
+        spentUsd: formatUsd(cust.budgetSpent),
+        heldUsd: formatUsd(cust.held),
+        requiredUsd: formatUsd(amount),
+        periodEnd: iso(cust.budgetPeriodEnd!),
+      });
+    }
+  };
+  const addSpend = (cust: CustomerRow, amount: bigint, chargedAt: number) => {
+    if (cust.budget === null) return;
+    rollBudget(cust);
+    if (chargedAt < (cust.budgetPeriodStart ?? 0)) return;
+    cust.budgetSpent += amount;
+    if (cust.budgetSpent < 0n) cust.budgetSpent = 0n;
+  };
+
   // Lazily expire the locked customers' overdue holds first, so available balances are right.
   const expiredBy = new Map<string, number>();
   for (const h of holds.values()) {
@@ -223,6 +270,29 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       case 'touch':
         return { expired: expiredBy.get(op.customerId) ?? 0 };
 
+      case 'setBudget': {
+        const cust = customerOf(op.customerId);
+        cust.budget = op.limit;
+        cust.budgetAnchorDay = op.limit === null ? null : op.anchorDay;
+        if (op.limit === null) {
+          cust.budgetPeriodStart = null;
+          cust.budgetPeriodEnd = null;
+          cust.budgetSpent = 0n;
+        } else {
+          const p = periodContaining(now, op.anchorDay);
+          if (cust.budgetPeriodStart !== p.start) {
+            // Count what this period already collected, so a budget set mid-period is honest.
+            cust.budgetPeriodStart = p.start;
+            cust.budgetPeriodEnd = p.end;
+            cust.budgetSpent = periodSpend.get(cust.id) ?? 0n;
+          }
+        }
+        cust.updatedAt = now;
+        dirtyCustomers.add(cust.id);
+        audit({ actor: op.actor, operation: 'setBudget', idempotencyKey: null, customerId: cust.id, rateCardVersion: null, details: { budgetUsd: op.limit === null ? null : formatUsd(op.limit), anchorDay: op.anchorDay } });
+        return budgetOut(cust);
+      }
+
       case 'createCustomer': {
         const existing = customers.get(op.customerId);
         if (existing) {
@@ -234,7 +304,10 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
           }
           return customerOut(existing);
         }
-        const cust: CustomerRow = { id: op.customerId, name: op.name, balance: 0n, held: 0n, createdAt: now, updatedAt: now };
+        const cust: CustomerRow = {
+          id: op.customerId, name: op.name, balance: 0n, held: 0n, createdAt: now, updatedAt: now,
+          budget: null, budgetAnchorDay: null, budgetPeriodStart: null, budgetPeriodEnd: null, budgetSpent: 0n,
+        };
         customers.set(cust.id, cust);
         dirtyCustomers.add(cust.id);
         audit({ actor: op.actor, operation: 'createCustomer', idempotencyKey: `customer:${cust.id}`, customerId: cust.id, rateCardVersion: null, details: { name: op.name } });
@@ -258,6 +331,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       case 'hold': {
         const cust = customerOf(op.customerId);
         if (op.amount > available(cust)) throw insufficient(cust, op.amount, { operation: 'hold' });
+        checkBudget(cust, op.amount);
         const h: HoldRow = {
           id: newId('hold'), customerId: cust.id, amount: op.amount, status: 'pending', expiresAt: now + op.ttlMs, createdAt: now,
           chargeType: op.priced.chargeType, quantity: op.priced.quantity, rateCardVersion: op.priced.rateCardVersion, chargeId: null,
@@ -290,6 +364,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
           memo: ch.shortfall > 0n ? `shortfall ${formatUsd(ch.shortfall)}` : null,
         });
         ch.balanceAfter = cust.balance;
+        addSpend(cust, collected, now);
         h.status = 'settled';
         h.chargeId = ch.id;
         holds.set(h.id, h);
@@ -320,6 +395,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       case 'charge': {
         const cust = customerOf(op.customerId);
         if (op.amount > available(cust)) throw insufficient(cust, op.amount, { operation: 'charge' });
+        checkBudget(cust, op.amount);
         const ch: ChargeRow = {
           id: newId('chg'), customerId: cust.id, holdId: null, amount: op.amount, shortfall: 0n, refunded: 0n,
           chargeType: op.priced.chargeType, quantity: op.priced.quantity, rateCardVersion: op.priced.rateCardVersion,
@@ -330,6 +406,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
           rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: ch.quantity, memo: null,
         });
         ch.balanceAfter = cust.balance;
+        addSpend(cust, op.amount, now);
         charges.set(ch.id, ch);
         dirtyCharges.add(ch.id);
         audit({ actor: op.actor, operation: 'charge', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { chargeId: ch.id, chargeType: ch.chargeType, quantity: ch.quantity, amountUsd: formatUsd(op.amount) } });
@@ -353,6 +430,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
         }
         ch.refunded += amount;
         dirtyCharges.add(ch.id);
+        addSpend(cust, -amount, ch.createdAt);
         const e = entry(cust, {
           type: 'refund', amount, heldDelta: 0n, holdId: null, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
           rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: null, memo: op.reason,
@@ -389,7 +467,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   });
 
   // Customers first: the other tables reference them.
-  await insertRows(c, d, 'billing_customers', CUSTOMER_COLUMNS, [...dirtyCustomers].map((id) => customerValues(customers.get(id)!)), upsertClause('id', ['balance', 'held', 'updated_at']));
+  await insertRows(c, d, 'billing_customers', CUSTOMER_COLUMNS, [...dirtyCustomers].map((id) => customerValues(customers.get(id)!)), upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']));
   await insertRows(c, d, 'billing_holds', HOLD_COLUMNS, [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), upsertClause('id', ['status', 'charge_id']));
   await insertRows(c, d, 'billing_charges', CHARGE_COLUMNS, [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), upsertClause('id', ['refunded']));
   await insertRows(c, d, 'billing_entries', ENTRY_COLUMNS, newEntries.map(entryValues));
@@ -398,6 +476,17 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   await insertRows(c, d, 'billing_audit', ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'],
     newAudit.map((a) => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)]));
   return outcomes;
+}
+
+export function budgetOut(c: CustomerRow): BudgetState {
+  return {
+    customerId: c.id,
+    budget: c.budget,
+    spent: c.budgetSpent,
+    held: c.held,
+    periodStart: c.budgetPeriodStart === null ? null : iso(c.budgetPeriodStart),
+    periodEnd: c.budgetPeriodEnd === null ? null : iso(c.budgetPeriodEnd),
+  };
 }
 
 function customerOut(c: CustomerRow): Customer {

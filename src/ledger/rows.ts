@@ -9,6 +9,13 @@ export interface CustomerRow {
   held: bigint;
   createdAt: number;
   updatedAt: number;
+  /** Most the customer may spend per budget period; null for no budget. */
+  budget: bigint | null;
+  budgetAnchorDay: number | null;
+  budgetPeriodStart: number | null;
+  budgetPeriodEnd: number | null;
+  /** Collected in the current budget period (net of refunds of this period's charges). */
+  budgetSpent: bigint;
 }
 
 export interface HoldRow {
@@ -71,6 +78,11 @@ export function customerFromRow(r: Row): CustomerRow {
     held: big(r.held),
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
+    budget: r.budget === null || r.budget === undefined ? null : big(r.budget),
+    budgetAnchorDay: r.budget_anchor_day === null || r.budget_anchor_day === undefined ? null : num(r.budget_anchor_day),
+    budgetPeriodStart: r.budget_period_start === null || r.budget_period_start === undefined ? null : num(r.budget_period_start),
+    budgetPeriodEnd: r.budget_period_end === null || r.budget_period_end === undefined ? null : num(r.budget_period_end),
+    budgetSpent: r.budget_spent === null || r.budget_spent === undefined ? 0n : big(r.budget_spent),
   };
 }
 
@@ -128,8 +140,14 @@ export function entryFromRow(r: Row): Entry {
   };
 }
 
-export const CUSTOMER_COLUMNS = ['id', 'name', 'balance', 'held', 'created_at', 'updated_at'] as const;
-export const customerValues = (c: CustomerRow): SqlValue[] => [c.id, c.name, c.balance, c.held, c.createdAt, c.updatedAt];
+export const CUSTOMER_COLUMNS = [
+  'id', 'name', 'balance', 'held', 'created_at', 'updated_at',
+  'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent',
+] as const;
+export const customerValues = (c: CustomerRow): SqlValue[] => [
+  c.id, c.name, c.balance, c.held, c.createdAt, c.updatedAt,
+  c.budget, c.budgetAnchorDay, c.budgetPeriodStart, c.budgetPeriodEnd, c.budgetSpent,
+];
 
 export const HOLD_COLUMNS = [
   'id', 'customer_id', 'amount', 'status', 'expires_at', 'created_at',

@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { BillingError, ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
 import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
-import { executeBatch, type Op, type PricedFields } from './batch';
+import { budgetOut, executeBatch, type Op, type PricedFields } from './batch';
+import { periodContaining } from '../period';
 import type { Dialect, Row, SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
 import { migrate } from './migrations';
@@ -10,6 +11,7 @@ import { chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicC
 import type {
   AuditRecord,
   Balance,
+  BudgetState,
   Charge,
   ChargeInput,
   CreateCustomerInput,
@@ -69,6 +71,7 @@ const schemas = {
   settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
   release: z.object({ holdId: entityId, idempotencyKey: key, actor }),
   charge: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
+  setBudget: z.object({ customerId, limit: amount(0n).nullable(), anchorDay: z.number().int().min(1).max(31).optional(), actor }),
   refund: z.object({ chargeId: entityId, amount: amount(1n).optional(), idempotencyKey: key, actor, reason: z.string().max(500).optional() }),
 };
 
@@ -211,6 +214,26 @@ export class SqlLedger implements Ledger {
   async refund(input: RefundInput): Promise<Refund> {
     const i = parse(schemas.refund, 'refund', input);
     return this.submit({ kind: 'refund', key: i.idempotencyKey, actor: i.actor ?? this.actor, chargeId: i.chargeId, amount: i.amount ?? null, reason: i.reason ?? null });
+  }
+
+  /** Sets (or with `limit: null` clears) the customer's monthly spending cap; holds and charges past it fail with BUDGET_EXCEEDED. */
+  async setBudget(input: { customerId: string; limit: bigint | null; anchorDay?: number; actor?: string }): Promise<BudgetState> {
+    const i = parse(schemas.setBudget, 'budget', input);
+    return this.submit({ kind: 'setBudget', customerId: i.customerId, limit: i.limit, anchorDay: i.anchorDay ?? 1, actor: i.actor ?? this.actor });
+  }
+
+  /** The budget and what the current budget period has used (spent + open holds). */
+  async budget(customerId: string): Promise<BudgetState> {
+    const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId]));
+    if (!rows[0]) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
+    const cust = customerFromRow(rows[0]);
+    const now = this.clock();
+    // A period that has ended reads as a fresh one, exactly as the next hold would see it.
+    if (cust.budget !== null && cust.budgetAnchorDay !== null && (cust.budgetPeriodEnd === null || now >= cust.budgetPeriodEnd)) {
+      const p = periodContaining(now, cust.budgetAnchorDay);
+      return { ...budgetOut(cust), spent: 0n, periodStart: iso(p.start), periodEnd: iso(p.end) };
+    }
+    return budgetOut(cust);
   }
 
   async balance(customerId: string): Promise<Balance> {

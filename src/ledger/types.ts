@@ -20,6 +20,18 @@ export interface Balance {
   readonly available: Nanos;
 }
 
+export interface BudgetState {
+  readonly customerId: string;
+  /** Cap per budget period; null when the customer has none. */
+  readonly budget: Nanos | null;
+  /** Collected in the current budget period, net of refunds of its charges. */
+  readonly spent: Nanos;
+  /** Open holds, which count against the budget until settled or released. */
+  readonly held: Nanos;
+  readonly periodStart: string | null;
+  readonly periodEnd: string | null;
+}
+
 export type HoldStatus = 'pending' | 'settled' | 'released' | 'expired';
 
 export interface Hold {
@@ -194,6 +206,8 @@ export interface Ledger {
   refund(input: RefundInput): Promise<Refund>;
 
   balance(customerId: string): Promise<Balance>;
+  setBudget(input: { customerId: string; limit: Nanos | null; anchorDay?: number; actor?: Actor }): Promise<BudgetState>;
+  budget(customerId: string): Promise<BudgetState>;
   getHold(id: string): Promise<Hold>;
   getCharge(id: string): Promise<Charge>;
   statement(customerId: string, opts?: StatementOptions): Promise<Entry[]>;

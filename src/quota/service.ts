@@ -1,0 +1,781 @@
+import { randomUUID } from 'node:crypto';
+import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
+import type { Dialect, Row, SqlConnection } from '../ledger/dialect';
+import { decodeResult, encodeResult, iso } from '../ledger/rows';
+import type { SqlLedger } from '../ledger/sql-ledger';
+import { divRound, formatQuantity, formatUsd, type Nanos, parseQuantity, QUANTITY_DECIMALS } from '../money';
+import { type Period, periodContaining } from '../period';
+import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
+import { comparePlans, DEFAULT_PLANS, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
+
+export type SubscriptionStatus = 'active' | 'suspended' | 'canceled';
+
+export interface Subscription {
+  readonly customerId: string;
+  readonly planId: string;
+  readonly status: SubscriptionStatus;
+  readonly anchorDay: number;
+  readonly periodStart: string;
+  readonly periodEnd: string;
+  readonly sessionsUsed: number;
+  /** A downgrade waiting for the next period. */
+  readonly pendingPlanId: string | null;
+  readonly cancelAtPeriodEnd: boolean;
+}
+
+export interface Alert {
+  readonly customerId: string;
+  readonly kind: 'sessions' | 'budget';
+  readonly threshold: number;
+  /** The usage percentage when it fired, e.g. "76.00". */
+  readonly value: string;
+  readonly periodStart: string;
+  readonly firedAt: string;
+}
+
+export interface MetricLine {
+  readonly metric: string;
+  readonly unit: string;
+  readonly used: string;
+  readonly included: string;
+  readonly overage: string;
+  readonly overagePrice: Nanos;
+  readonly amount: Nanos;
+}
+
+export interface Invoice {
+  readonly id: string | null;
+  readonly customerId: string;
+  readonly planId: string;
+  readonly periodStart: string;
+  readonly periodEnd: string;
+  readonly base: Nanos;
+  readonly lines: readonly MetricLine[];
+  readonly overage: Nanos;
+  /** base + overage: what the period owes beyond prepaid usage. */
+  readonly total: Nanos;
+  /** Metered usage already paid from the credit balance in the period (not in total). */
+  readonly prepaidUsage: Nanos;
+  readonly closedAt: string | null;
+}
+
+export interface UsageReport {
+  readonly customerId: string;
+  readonly tier: string;
+  readonly status: SubscriptionStatus;
+  readonly periodStart: string;
+  readonly periodEnd: string;
+  readonly sessionsUsed: number;
+  readonly sessionsLimit: number | null;
+  readonly sessionsRemaining: number | null;
+  /** Sessions used as a percentage of the limit, two decimals; 0 when unlimited. */
+  readonly usagePercentage: number;
+  readonly isNearLimit: boolean;
+  readonly canMakeRequests: boolean;
+  readonly base: Nanos;
+  readonly overage: Nanos;
+  readonly usageCharges: Nanos;
+  /** base + overage + usage charges. */
+  readonly currentCharges: Nanos;
+  readonly balance: Nanos;
+  readonly available: Nanos;
+  readonly budget: Nanos | null;
+  readonly budgetUsed: Nanos;
+  readonly metrics: readonly MetricLine[];
+  readonly alerts: readonly Alert[];
+  readonly managedModels: boolean;
+}
+
+export interface QuotaOptions {
+  readonly clock?: () => number;
+  /** Plan a customer gets on first admission when it has no subscription (default "free"). */
+  readonly defaultPlanId?: string;
+  /** Called once per alert, after it is recorded; later issues deliver these as webhooks. */
+  readonly onAlert?: (alert: Alert) => void | Promise<void>;
+  readonly actor?: string;
+}
+
+interface SubRow {
+  customerId: string;
+  planId: string;
+  status: SubscriptionStatus;
+  anchorDay: number;
+  periodStart: number;
+  periodEnd: number;
+  sessionsUsed: number;
+  pendingPlanId: string | null;
+  cancelAtPeriodEnd: boolean;
+}
+
+function subFromRow(r: Row): SubRow {
+  return {
+    customerId: String(r.customer_id),
+    planId: String(r.plan_id),
+    status: String(r.status) as SubscriptionStatus,
+    anchorDay: Number(r.anchor_day),
+    periodStart: Number(r.period_start),
+    periodEnd: Number(r.period_end),
+    sessionsUsed: Number(r.sessions_used),
+    pendingPlanId: r.pending_plan_id === null ? null : String(r.pending_plan_id),
+    cancelAtPeriodEnd: Number(r.cancel_at_period_end) === 1,
+  };
+}
+
+const subOut = (s: SubRow): Subscription => ({
+  customerId: s.customerId,
+  planId: s.planId,
+  status: s.status,
+  anchorDay: s.anchorDay,
+  periodStart: iso(s.periodStart),
+  periodEnd: iso(s.periodEnd),
+  sessionsUsed: s.sessionsUsed,
+  pendingPlanId: s.pendingPlanId,
+  cancelAtPeriodEnd: s.cancelAtPeriodEnd,
+});
+
+/** Percentage with two decimals, computed exactly: 19/25 → 76, 2/3 → 66.67. */
+function percent(used: bigint, limit: bigint): number {
+  if (limit <= 0n) return used > 0n ? 100 : 0;
+  return Number(divRound(used * 10_000n, limit, 'down')) / 100;
+}
+
+/**
+ * Plans, subscriptions, sessions and quotas, in the ledger's own database.
+ * Every admission is one write transaction holding the subscription row, so
+ * concurrent first messages and the last free session are decided atomically.
+ */
+export class QuotaService implements AdmissionGate {
+  private readonly d: Dialect;
+  private readonly clock: () => number;
+  private readonly defaultPlanId: string;
+  private readonly actor: string;
+  private seeded?: Promise<void>;
+
+  constructor(
+    readonly ledger: SqlLedger,
+    private readonly opts: QuotaOptions = {},
+  ) {
+    this.d = ledger.dialect;
+    this.clock = opts.clock ?? (() => ledger.now());
+    this.defaultPlanId = opts.defaultPlanId ?? 'free';
+    this.actor = opts.actor ?? 'library';
+  }
+
+  private write<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T> {
+    return this.d.writeTransaction(fn);
+  }
+
+  /** Seeds the default tiers once per database (never overwrites an operator's edits). */
+  private ensurePlans(): Promise<void> {
+    this.seeded ??= this.write(async (c) => {
+      const now = this.clock();
+      for (const p of DEFAULT_PLANS) {
+        const plan = parsePlan(p);
+        await c.run('INSERT INTO billing_plans (id, document, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING', [
+          plan.id,
+          JSON.stringify(plan.document),
+          now,
+          now,
+        ]);
+      }
+    }).catch((e) => {
+      this.seeded = undefined;
+      throw e;
+    });
+    return this.seeded;
+  }
+
+  // ---- plans --------------------------------------------------------------
+
+  async listPlans(): Promise<Plan[]> {
+    await this.ensurePlans();
+    const rows = await this.d.read((c) => c.query('SELECT document FROM billing_plans'));
+    return rows.map((r) => parsePlan(JSON.parse(String(r.document)))).sort(comparePlans);
+  }
+
+  async getPlan(id: string): Promise<Plan> {
+    await this.ensurePlans();
+    return this.d.read((c) => this.planIn(c, id));
+  }
+
+  private async planIn(c: SqlConnection, id: string): Promise<Plan> {
+    const [r] = await c.query('SELECT document FROM billing_plans WHERE id = ?', [id]);
+    if (!r) throw new BillingError('PLAN_NOT_FOUND', `Plan "${id}" does not exist`, { planId: id });
+    return parsePlan(JSON.parse(String(r.document)));
+  }
+
+  async createPlan(input: PlanInput): Promise<Plan> {
+    const plan = parsePlan(input);
+    await this.ensurePlans();
+    return this.write(async (c) => {
+      const [exists] = await c.query('SELECT id FROM billing_plans WHERE id = ?', [plan.id]);
+      if (exists) throw new ValidationError(`Plan "${plan.id}" already exists; use update`, { field: 'id', planId: plan.id });
+      const now = this.clock();
+      await c.run('INSERT INTO billing_plans (id, document, created_at, updated_at) VALUES (?, ?, ?, ?)', [plan.id, JSON.stringify(plan.document), now, now]);
+      await this.audit(c, 'createPlan', null, { planId: plan.id });
+      return plan;
+    });
+  }
+
+  /** Replaces fields of a plan; takes effect for every subscriber from the next admission. */
+  async updatePlan(id: string, changes: Partial<PlanInput>): Promise<Plan> {
+    await this.ensurePlans();
+    return this.write(async (c) => {
+      const current = await this.planIn(c, id);
+      const plan = parsePlan({ ...current.document, ...changes, id });
+      await c.run('UPDATE billing_plans SET document = ?, updated_at = ? WHERE id = ?', [JSON.stringify(plan.document), this.clock(), id]);
+      await this.audit(c, 'updatePlan', null, { planId: id, changes });
+      return plan;
+    });
+  }
+
+  // ---- subscriptions ------------------------------------------------------
+
+  async getSubscription(customerId: string): Promise<Subscription | null> {
+    const [r] = await this.d.read((c) => c.query('SELECT * FROM billing_subscriptions WHERE customer_id = ?', [customerId]));
+    return r ? subOut(subFromRow(r)) : null;
+  }
+
+  /**
+   * Puts a customer on a plan. New: starts a period now (anchored on today,
+   * or `anchorDay`). Upgrade: immediate. Downgrade: at the next period.
+   * The same plan again clears a pending downgrade or cancellation.
+   */
+  async subscribe(input: { customerId: string; planId: string; anchorDay?: number; at?: Date }): Promise<{ subscription: Subscription; change: 'new' | 'upgrade' | 'downgrade' | 'unchanged' }> {
+    const planId = planIdSchema.safeParse(input.planId);
+    if (!planId.success) throw ValidationError.fromZod('plan id', planId.error);
+    if (input.anchorDay !== undefined && (!Number.isInteger(input.anchorDay) || input.anchorDay < 1 || input.anchorDay > 31)) {
+      throw new ValidationError('anchor day must be an integer 1–31', { field: 'anchorDay', value: input.anchorDay });
+    }
+    await this.ensurePlans();
+    const at = input.at?.getTime() ?? this.clock();
+    return this.write(async (c) => {
+      await this.requireCustomer(c, input.customerId);
+      const plan = await this.planIn(c, input.planId);
+      const sub = await this.lockSub(c, input.customerId);
+      if (!sub) {
+        const fresh = this.newSub(input.customerId, plan.id, input.anchorDay ?? new Date(at).getUTCDate(), at);
+        await this.saveSub(c, fresh, true);
+        await this.audit(c, 'subscribe', input.customerId, { planId: plan.id, change: 'new' });
+        return { subscription: subOut(fresh), change: 'new' as const };
+      }
+      await this.roll(c, sub, at);
+      const current = await this.planIn(c, sub.planId);
+      const cmp = comparePlans(plan, current);
+      let change: 'upgrade' | 'downgrade' | 'unchanged';
+      if (plan.id === current.id) {
+        change = 'unchanged';
+        sub.pendingPlanId = null;
+        sub.cancelAtPeriodEnd = false;
+        if (sub.status === 'canceled') sub.status = 'active';
+      } else if (cmp > 0 || (cmp === 0 && plan.id !== current.id)) {
+        change = 'upgrade';
+        sub.planId = plan.id;
+        sub.pendingPlanId = null;
+        sub.cancelAtPeriodEnd = false;
+        if (sub.status === 'canceled') sub.status = 'active';
+      } else {
+        change = 'downgrade';
+        sub.pendingPlanId = plan.id;
+      }
+      await this.saveSub(c, sub, false);
+      await this.audit(c, 'subscribe', input.customerId, { planId: plan.id, change });
+      return { subscription: subOut(sub), change };
+    });
+  }
+
+  /** Cancels at the end of the current period; sessions keep working until then. */
+  async cancel(customerId: string): Promise<Subscription> {
+    return this.write(async (c) => {
+      const sub = await this.lockSub(c, customerId);
+      if (!sub) throw new BillingError('SUBSCRIPTION_NOT_FOUND', `Customer ${customerId} has no subscription`, { customerId });
+      await this.roll(c, sub, this.clock());
+      sub.cancelAtPeriodEnd = true;
+      await this.saveSub(c, sub, false);
+      await this.audit(c, 'cancel', customerId, { periodEnd: iso(sub.periodEnd) });
+      return subOut(sub);
+    });
+  }
+
+  /** Suspends (e.g. an unpaid invoice) or resumes a subscription; suspended customers cannot start runs. */
+  async setStatus(customerId: string, status: 'active' | 'suspended'): Promise<Subscription> {
+    return this.write(async (c) => {
+      const sub = await this.lockSub(c, customerId);
+      if (!sub) throw new BillingError('SUBSCRIPTION_NOT_FOUND', `Customer ${customerId} has no subscription`, { customerId });
+      sub.status = status;
+      await this.saveSub(c, sub, false);
+      await this.audit(c, status === 'active' ? 'resume' : 'suspend', customerId, {});
+      return subOut(sub);
+    });
+  }
+
+  private newSub(customerId: string, planId: string, anchorDay: number, at: number): SubRow {
+    const p = periodContaining(at, anchorDay);
+    return { customerId, planId, status: 'active', anchorDay, periodStart: p.start, periodEnd: p.end, sessionsUsed: 0, pendingPlanId: null, cancelAtPeriodEnd: false };
+  }
+
+  private async requireCustomer(c: SqlConnection, customerId: string): Promise<void> {
+    const [r] = await c.query('SELECT id FROM billing_customers WHERE id = ?', [customerId]);
+    if (!r) throw new CustomerNotFoundError(customerId);
+  }
+
+  private async lockSub(c: SqlConnection, customerId: string): Promise<SubRow | null> {
+    const [r] = await c.query(`SELECT * FROM billing_subscriptions WHERE customer_id = ? ${this.d.forUpdate}`, [customerId]);
+    return r ? subFromRow(r) : null;
+  }
+
+  /** Returns the number of rows written (0 when an insert lost a race). */
+  private async saveSub(c: SqlConnection, s: SubRow, insert: boolean): Promise<number> {
+    const now = this.clock();
+    if (insert) {
+      return c.run(
+        `INSERT INTO billing_subscriptions (customer_id, plan_id, status, anchor_day, period_start, period_end, sessions_used, pending_plan_id, cancel_at_period_end, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING`,
+        [s.customerId, s.planId, s.status, s.anchorDay, s.periodStart, s.periodEnd, s.sessionsUsed, s.pendingPlanId, s.cancelAtPeriodEnd ? 1 : 0, now, now],
+      );
+    } else {
+      return c.run(
+        `UPDATE billing_subscriptions SET plan_id = ?, status = ?, period_start = ?, period_end = ?, sessions_used = ?, pending_plan_id = ?, cancel_at_period_end = ?, updated_at = ?
+         WHERE customer_id = ?`,
+        [s.planId, s.status, s.periodStart, s.periodEnd, s.sessionsUsed, s.pendingPlanId, s.cancelAtPeriodEnd ? 1 : 0, now, s.customerId],
+      );
+    }
+  }
+
+  /**
+   * Moves a subscription into the period containing `at`: the ended period's
+   * invoice is closed with the plan that was in force, then a pending
+   * downgrade or cancellation takes effect and the session count restarts.
+   */
+  private async roll(c: SqlConnection, sub: SubRow, at: number): Promise<void> {
+    while (at >= sub.periodEnd) {
+      await this.closeInvoiceIn(c, sub, { start: sub.periodStart, end: sub.periodEnd });
+      const next = periodContaining(sub.periodEnd, sub.anchorDay);
+      sub.periodStart = next.start;
+      sub.periodEnd = next.end;
+      sub.sessionsUsed = 0;
+      if (sub.pendingPlanId) {
+        sub.planId = sub.pendingPlanId;
+        sub.pendingPlanId = null;
+      }
+      if (sub.cancelAtPeriodEnd) {
+        sub.status = 'canceled';
+        sub.cancelAtPeriodEnd = false;
+      }
+    }
+  }
+
+  // ---- sessions and admission --------------------------------------------
+
+  /**
+   * Records a message in a conversation and admits the run: an existing
+   * session always continues (graceful degradation); a new one needs a free
+   * session in the period and an unexhausted budget.
+   */
+  async admitRun(input: AdmitRunInput): Promise<RunAdmission> {
+    const at = input.at?.getTime() ?? this.clock();
+    if (typeof input.conversationId !== 'string' || input.conversationId.length === 0 || input.conversationId.length > 255) {
+      throw new ValidationError('conversation id must be 1–255 characters', { field: 'conversationId' });
+    }
+    await this.ensurePlans();
+    const fired: Alert[] = [];
+    const admission = await this.write(async (c) => {
+      await this.requireCustomer(c, input.customerId);
+      let sub = await this.lockSub(c, input.customerId);
+      if (!sub) {
+        // Racing first runs both insert; the loser's insert is a no-op and both then lock the one row.
+        const fresh = this.newSub(input.customerId, this.defaultPlanId, new Date(at).getUTCDate(), at);
+        await this.planIn(c, fresh.planId);
+        const inserted = await this.saveSub(c, fresh, true);
+        sub = (await this.lockSub(c, input.customerId))!;
+        if (inserted) {
+          await this.audit(c, 'subscribe', input.customerId, { planId: sub.planId, change: 'new', reason: 'default plan on first run' });
+        }
+      }
+      await this.roll(c, sub, at);
+      if (sub.status !== 'active') {
+        await this.saveSub(c, sub, false);
+        return new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status });
+      }
+      const plan = await this.planIn(c, sub.planId);
+      const [conv] = await c.query('SELECT * FROM billing_conversations WHERE customer_id = ? AND conversation_id = ?', [input.customerId, input.conversationId]);
+      const lastActivity = conv ? Number(conv.last_activity_at) : null;
+      let session: 'new' | 'existing';
+      let sessionId: string;
+      if (conv && at - lastActivity! <= plan.sessionTimeoutMs) {
+        session = 'existing';
+        sessionId = String(conv.session_id);
+        await c.run('UPDATE billing_conversations SET last_activity_at = ? WHERE customer_id = ? AND conversation_id = ?', [
+          Math.max(at, lastActivity!),
+          input.customerId,
+          input.conversationId,
+        ]);
+      } else {
+        if (plan.sessionsIncluded !== null && sub.sessionsUsed >= plan.sessionsIncluded) {
+          await this.saveSub(c, sub, false);
+          return new QuotaExceededError({
+            customerId: input.customerId,
+            sessionsUsed: sub.sessionsUsed,
+            sessionsLimit: plan.sessionsIncluded,
+            periodEnd: iso(sub.periodEnd),
+            planId: plan.id,
+          });
+        }
+        const overBudget = await this.checkBudgetOpen(c, input.customerId, at);
+        if (overBudget) {
+          await this.saveSub(c, sub, false);
+          return overBudget;
+        }
+        session = 'new';
+        sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
+        sub.sessionsUsed += 1;
+        await c.run('INSERT INTO billing_sessions (id, customer_id, conversation_id, started_at, period_start) VALUES (?, ?, ?, ?, ?)', [
+          sessionId,
+          input.customerId,
+          input.conversationId,
+          at,
+          sub.periodStart,
+        ]);
+        await c.run(
+          `INSERT INTO billing_conversations (customer_id, conversation_id, session_id, started_at, last_activity_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (customer_id, conversation_id) DO UPDATE SET session_id = excluded.session_id, started_at = excluded.started_at, last_activity_at = excluded.last_activity_at`,
+          [input.customerId, input.conversationId, sessionId, at, at],
+        );
+        if (plan.sessionsIncluded !== null && plan.sessionsIncluded > 0) {
+          const pct = percent(BigInt(sub.sessionsUsed), BigInt(plan.sessionsIncluded));
+          fired.push(...(await this.fire(c, input.customerId, sub.periodStart, 'sessions', pct, plan.alertThresholds, at)));
+        }
+      }
+      await this.saveSub(c, sub, false);
+      const limit = plan.sessionsIncluded;
+      return {
+        session,
+        sessionId,
+        tier: plan.id,
+        sessionsUsed: sub.sessionsUsed,
+        sessionsLimit: limit,
+        sessionsRemaining: limit === null ? null : Math.max(0, limit - sub.sessionsUsed),
+        periodStart: iso(sub.periodStart),
+        periodEnd: iso(sub.periodEnd),
+        managedModels: plan.managedModels,
+      } satisfies RunAdmission;
+    });
+    // Refusals are returned from the transaction so the period roll it did is kept.
+    if (admission instanceof BillingError) throw admission;
+    fired.push(...(await this.checkBudgetAlerts(input.customerId, at)));
+    await this.deliver(fired);
+    return admission;
+  }
+
+  /** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
+  private async checkBudgetOpen(c: SqlConnection, customerId: string, at: number): Promise<BudgetExceededError | null> {
+    const [r] = await c.query('SELECT budget, budget_spent, budget_period_end, held FROM billing_customers WHERE id = ?', [customerId]);
+    if (!r || r.budget === null || r.budget === undefined) return null;
+    const budget = BigInt(String(r.budget));
+    const periodOver = r.budget_period_end !== null && at >= Number(r.budget_period_end);
+    const spent = periodOver ? 0n : BigInt(String(r.budget_spent));
+    const held = BigInt(String(r.held));
+    if (spent + held < budget) return null;
+    return new BudgetExceededError({ customerId, budgetUsd: formatUsd(budget), spentUsd: formatUsd(spent), heldUsd: formatUsd(held), requiredUsd: '0.00', periodEnd: r.budget_period_end === null ? null : iso(Number(r.budget_period_end)) });
+  }
+
+  private async checkBudgetAlerts(customerId: string, at: number): Promise<Alert[]> {
+    const b = await this.ledger.budget(customerId);
+    if (b.budget === null || b.budget === 0n || !b.periodStart) return [];
+    const [sub] = await this.d.read((c) => c.query('SELECT plan_id FROM billing_subscriptions WHERE customer_id = ?', [customerId]));
+    const thresholds = sub ? (await this.getPlan(String(sub.plan_id))).alertThresholds : [75, 90, 95];
+    const pct = percent(b.spent, b.budget);
+    return this.write((c) => this.fire(c, customerId, Date.parse(b.periodStart!), 'budget', pct, thresholds, at));
+  }
+
+  /** Records each crossed threshold once per period (the primary key makes a second insert a no-op). */
+  private async fire(c: SqlConnection, customerId: string, periodStart: number, kind: 'sessions' | 'budget', pct: number, thresholds: readonly number[], at: number): Promise<Alert[]> {
+    const out: Alert[] = [];
+    for (const t of thresholds) {
+      if (pct < t) continue;
+      const inserted = await c.run(
+        'INSERT INTO billing_alerts (customer_id, period_start, kind, threshold, value, fired_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, period_start, kind, threshold) DO NOTHING',
+        [customerId, periodStart, kind, t, pct.toFixed(2), at],
+      );
+      if (inserted > 0) out.push({ customerId, kind, threshold: t, value: pct.toFixed(2), periodStart: iso(periodStart), firedAt: iso(at) });
+    }
+    return out;
+  }
+
+  private async deliver(alerts: Alert[]): Promise<void> {
+    if (!this.opts.onAlert) return;
+    for (const a of alerts) {
+      try {
+        await this.opts.onAlert(a);
+      } catch {
+        // A failing hook never blocks billing; the alert is recorded and visible in the CLI.
+      }
+    }
+  }
+
+  async alerts(customerId: string, period?: Period): Promise<Alert[]> {
+    const rows = await this.d.read((c) =>
+      period
+        ? c.query('SELECT * FROM billing_alerts WHERE customer_id = ? AND period_start = ? ORDER BY fired_at, kind, threshold', [customerId, period.start])
+        : c.query('SELECT * FROM billing_alerts WHERE customer_id = ? ORDER BY fired_at, kind, threshold', [customerId]),
+    );
+    return rows.map((r) => ({
+      customerId: String(r.customer_id),
+      kind: String(r.kind) as 'sessions' | 'budget',
+      threshold: Number(r.threshold),
+      value: String(r.value),
+      periodStart: iso(Number(r.period_start)),
+      firedAt: iso(Number(r.fired_at)),
+    }));
+  }
+
+  // ---- usage, reports, invoices ------------------------------------------
+
+  /** Records units of an operator-defined metric (e.g. api_calls) in the period containing `at`; idempotent by key. */
+  async recordUsage(input: { customerId: string; metric: string; quantity: string | number; idempotencyKey: string; at?: Date }): Promise<{ recorded: boolean }> {
+    const q = parseQuantity(input.quantity);
+    if (!/^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/.test(input.metric)) throw new ValidationError(`metric "${input.metric}" must be letters, digits and _ . : -`, { field: 'metric' });
+    if (!input.idempotencyKey) throw new ValidationError('idempotency key is required', { field: 'idempotencyKey' });
+    const at = input.at?.getTime() ?? this.clock();
+    await this.ensurePlans();
+    return this.write(async (c) => {
+      await this.requireCustomer(c, input.customerId);
+      const sub = await this.lockSub(c, input.customerId);
+      const anchor = sub?.anchorDay ?? 1;
+      const period = periodContaining(at, anchor);
+      const [prior] = await c.query('SELECT customer_id, metric, quantity FROM billing_usage WHERE idempotency_key = ?', [input.idempotencyKey]);
+      if (prior) {
+        if (String(prior.customer_id) !== input.customerId || String(prior.metric) !== input.metric || String(prior.quantity) !== formatQuantity(q)) {
+          throw new BillingError('IDEMPOTENCY_CONFLICT', `Idempotency key "${input.idempotencyKey}" was already used for different usage`, { idempotencyKey: input.idempotencyKey });
+        }
+        return { recorded: false };
+      }
+      await c.run('INSERT INTO billing_usage (customer_id, metric, quantity, period_start, idempotency_key, recorded_at) VALUES (?, ?, ?, ?, ?, ?)', [
+        input.customerId,
+        input.metric,
+        formatQuantity(q),
+        period.start,
+        input.idempotencyKey,
+        at,
+      ]);
+      await this.audit(c, 'recordUsage', input.customerId, { metric: input.metric, quantity: formatQuantity(q), idempotencyKey: input.idempotencyKey });
+      return { recorded: true };
+    });
+  }
+
+  /** Used units of each plan metric in a period, exactly, as 1e-9 units. */
+  private async metricUsage(c: SqlConnection, customerId: string, period: Period, metrics: Iterable<string>): Promise<Map<string, bigint>> {
+    const scaled = (text: string) => {
+      const q = parseQuantity(text);
+      return q.units * 10n ** BigInt(QUANTITY_DECIMALS - q.scale);
+    };
+    const used = new Map<string, bigint>();
+    const wanted = new Set(metrics);
+    for (const m of wanted) used.set(m, 0n);
+    if (wanted.size === 0) return used;
+    const recorded = await c.query('SELECT metric, quantity FROM billing_usage WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
+    for (const r of recorded) {
+      const m = String(r.metric);
+      if (wanted.has(m)) used.set(m, used.get(m)! + scaled(String(r.quantity)));
+    }
+    const charges = await c.query('SELECT charge_type, quantity FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ? AND quantity IS NOT NULL', [
+      customerId,
+      period.start,
+      period.end,
+    ]);
+    for (const r of charges) {
+      const type = String(r.charge_type ?? '');
+      const qty = String(r.quantity);
+      if (!/^\d+(\.\d+)?$/.test(qty)) continue;
+      let metric = type;
+      let value = scaled(qty);
+      if (type === 'compute') {
+        metric = 'compute_minutes';
+        value = value / 60_000n; // recorded in ms
+      } else if (type.startsWith('tokens')) metric = 'tokens';
+      else if (type === 'storage') metric = 'storage_gb_months';
+      if (wanted.has(metric)) used.set(metric, used.get(metric)! + value);
+    }
+    return used;
+  }
+
+  private async invoiceFor(c: SqlConnection, customerId: string, plan: Plan, period: Period): Promise<Invoice> {
+    const used = await this.metricUsage(c, customerId, period, plan.metrics.keys());
+    const lines: MetricLine[] = [];
+    let overage = 0n;
+    for (const [metric, m] of plan.metrics) {
+      const u = used.get(metric) ?? 0n;
+      const over = u > m.included.units ? u - m.included.units : 0n;
+      const amount = divRound(over * m.overage, 10n ** BigInt(QUANTITY_DECIMALS));
+      overage += amount;
+      lines.push({
+        metric,
+        unit: m.unit,
+        used: formatQuantity({ units: u, scale: QUANTITY_DECIMALS }),
+        included: formatQuantity(m.included),
+        overage: formatQuantity({ units: over, scale: QUANTITY_DECIMALS }),
+        overagePrice: m.overage,
+        amount,
+      });
+    }
+    const [pre] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ?', [
+      customerId,
+      period.start,
+      period.end,
+    ]);
+    return {
+      id: null,
+      customerId,
+      planId: plan.id,
+      periodStart: iso(period.start),
+      periodEnd: iso(period.end),
+      base: plan.basePrice,
+      lines,
+      overage,
+      total: plan.basePrice + overage,
+      prepaidUsage: BigInt(String(pre?.s ?? 0)),
+      closedAt: null,
+    };
+  }
+
+  private async closeInvoiceIn(c: SqlConnection, sub: SubRow, period: Period): Promise<void> {
+    const [existing] = await c.query('SELECT id FROM billing_invoices WHERE customer_id = ? AND period_start = ?', [sub.customerId, period.start]);
+    if (existing) return;
+    const inv = await this.invoiceFor(c, sub.customerId, await this.planIn(c, sub.planId), period);
+    const id = `inv_${randomUUID().replace(/-/g, '')}`;
+    const closedAt = this.clock();
+    const doc = encodeInvoice({ ...inv, id, closedAt: iso(closedAt) });
+    await c.run('INSERT INTO billing_invoices (id, customer_id, period_start, period_end, plan_id, total, document, closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+      id,
+      sub.customerId,
+      period.start,
+      period.end,
+      sub.planId,
+      inv.total,
+      doc,
+      closedAt,
+    ]);
+    await this.audit(c, 'closeInvoice', sub.customerId, { invoiceId: id, totalUsd: formatUsd(inv.total), periodStart: iso(period.start) });
+  }
+
+  /** The current period's invoice so far (nothing recorded). */
+  async previewInvoice(customerId: string): Promise<Invoice> {
+    await this.ensurePlans();
+    return this.write(async (c) => {
+      const sub = await this.requireSub(c, customerId);
+      await this.roll(c, sub, this.clock());
+      await this.saveSub(c, sub, false);
+      return this.invoiceFor(c, customerId, await this.planIn(c, sub.planId), { start: sub.periodStart, end: sub.periodEnd });
+    });
+  }
+
+  /**
+   * Closes every ended period (an immutable record each) and returns the most
+   * recent closed invoice. Closing again returns the same record.
+   */
+  async closeInvoice(customerId: string): Promise<Invoice> {
+    await this.ensurePlans();
+    return this.write(async (c) => {
+      const sub = await this.requireSub(c, customerId);
+      await this.roll(c, sub, this.clock());
+      await this.saveSub(c, sub, false);
+      const [r] = await c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start DESC LIMIT 1', [customerId]);
+      if (!r) {
+        throw new ValidationError(`No billing period of ${customerId} has ended yet; the current one ends ${iso(sub.periodEnd)} (see invoice preview)`, {
+          customerId,
+          periodEnd: iso(sub.periodEnd),
+        });
+      }
+      return decodeInvoice(String(r.document));
+    });
+  }
+
+  async invoices(customerId: string): Promise<Invoice[]> {
+    const rows = await this.d.read((c) => c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start', [customerId]));
+    return rows.map((r) => decodeInvoice(String(r.document)));
+  }
+
+  private async requireSub(c: SqlConnection, customerId: string): Promise<SubRow> {
+    await this.requireCustomer(c, customerId);
+    const sub = await this.lockSub(c, customerId);
+    if (!sub) throw new BillingError('SUBSCRIPTION_NOT_FOUND', `Customer ${customerId} has no subscription; subscribe it to a plan first`, { customerId });
+    return sub;
+  }
+
+  /** The usage report for the current period, or for the period containing `at`. */
+  async usage(customerId: string, opts: { at?: Date } = {}): Promise<UsageReport> {
+    await this.ensurePlans();
+    const now = this.clock();
+    const at = opts.at?.getTime() ?? now;
+    const bal = await this.ledger.balance(customerId);
+    const budget = await this.ledger.budget(customerId);
+    const view = await this.d.read(async (c) => {
+      await this.requireCustomer(c, customerId);
+      const [r] = await c.query('SELECT * FROM billing_subscriptions WHERE customer_id = ?', [customerId]);
+      // No subscription yet: report what the first run will get (the default plan).
+      const sub = r ? subFromRow(r) : this.newSub(customerId, this.defaultPlanId, new Date(now).getUTCDate(), now);
+      // Read-only view of a period that has ended but not yet rolled.
+      let planId = sub.planId;
+      let status = sub.status;
+      if (now >= sub.periodEnd) {
+        if (sub.pendingPlanId) planId = sub.pendingPlanId;
+        if (sub.cancelAtPeriodEnd) status = 'canceled';
+      }
+      const period = periodContaining(at, sub.anchorDay);
+      const isCurrent = period.start === periodContaining(now, sub.anchorDay).start;
+      const plan = await this.planIn(c, isCurrent ? planId : sub.planId);
+      const [cnt] = await c.query('SELECT COUNT(*) AS n FROM billing_sessions WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
+      const sessionsUsed = Number(cnt?.n ?? 0);
+      const inv = await this.invoiceFor(c, customerId, plan, period);
+      const limit = plan.sessionsIncluded;
+      const usagePercentage = limit === null ? 0 : percent(BigInt(sessionsUsed), BigInt(limit));
+      const budgetUsed = budget.spent + budget.held;
+      const budgetOpen = budget.budget === null || budgetUsed < budget.budget;
+      return {
+        customerId,
+        tier: plan.id,
+        status,
+        periodStart: iso(period.start),
+        periodEnd: iso(period.end),
+        sessionsUsed,
+        sessionsLimit: limit,
+        sessionsRemaining: limit === null ? null : Math.max(0, limit - sessionsUsed),
+        usagePercentage,
+        isNearLimit: limit !== null && usagePercentage >= 80,
+        canMakeRequests: status === 'active' && (limit === null || sessionsUsed < limit) && budgetOpen,
+        base: plan.basePrice,
+        overage: inv.overage,
+        usageCharges: inv.prepaidUsage,
+        currentCharges: plan.basePrice + inv.overage + inv.prepaidUsage,
+        balance: bal.balance,
+        available: bal.available,
+        budget: budget.budget,
+        budgetUsed,
+        metrics: inv.lines,
+        managedModels: plan.managedModels,
+        period,
+      };
+    });
+    const { period, ...report } = view;
+    return { ...report, alerts: await this.alerts(customerId, period) };
+  }
+
+  /** Sets (or clears with null) the customer's monthly budget, anchored like its subscription. */
+  async setBudget(customerId: string, limit: Nanos | null): Promise<void> {
+    const sub = await this.getSubscription(customerId);
+    await this.ledger.setBudget({ customerId, limit, anchorDay: sub?.anchorDay ?? 1, actor: this.actor });
+  }
+
+  private async audit(c: SqlConnection, operation: string, customerId: string | null, details: Record<string, unknown>): Promise<void> {
+    await c.run('INSERT INTO billing_audit (at, actor, operation, idempotency_key, customer_id, rate_card_version, details) VALUES (?, ?, ?, NULL, ?, NULL, ?)', [
+      this.clock(),
+      this.actor,
+      operation,
+      customerId,
+      JSON.stringify(details),
+    ]);
+  }
+}
+
+const encodeInvoice = (inv: Invoice): string => encodeResult(inv);
+const decodeInvoice = (text: string): Invoice => decodeResult<Invoice>(text);
