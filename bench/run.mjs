@@ -14,14 +14,15 @@ const only = process.env.FB_BACKENDS?.split(',');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-'));
 
 const backends = [
-  { name: 'sqlite', target: () => path.join(tmp, `bench-${Date.now()}.sqlite`) },
-  { name: 'postgres', target: () => `${PG}?schema=bench_${Date.now()}` },
+  { name: 'sqlite', label: 'sqlite (synchronous=NORMAL, default)', target: () => path.join(tmp, `bench-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'NORMAL' } } },
+  { name: 'sqlite', label: 'sqlite (synchronous=FULL)', target: () => path.join(tmp, `bench-full-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'FULL' } } },
+  { name: 'postgres', label: 'postgres', target: () => `${PG}?schema=bench_${Date.now()}`, opts: {} },
 ].filter((b) => !only || only.includes(b.name));
 
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 const ms = (v) => `${v.toFixed(3)} ms`;
 
-async function measure(ledger, concurrency, customers) {
+async function measure(ledger, concurrency, customers, label) {
   const holdLat = [];
   let pairs = 0;
   const deadline = performance.now() + SECONDS * 1000;
@@ -30,7 +31,7 @@ async function measure(ledger, concurrency, customers) {
     Array.from({ length: concurrency }, async (_, lane) => {
       const customerId = customers[lane % customers.length];
       for (let i = 0; performance.now() < deadline; i++) {
-        const key = `${concurrency}:${lane}:${i}`;
+        const key = `${label}:${lane}:${i}`;
         const t = performance.now();
         const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key });
         holdLat.push(performance.now() - t);
@@ -48,17 +49,18 @@ console.log(`flowise-billing ledger benchmark — ${os.cpus().length} cores, ${S
 console.log('hold+settle pairs per second (each pair = 2 durable ledger operations), and hold latency\n');
 const rows = [];
 for (const b of backends) {
-  const ledger = await openLedger(b.target());
+  const ledger = await openLedger(b.target(), b.opts);
+  console.log(b.label);
   const customers = ['bench-a', 'bench-b', 'bench-c', 'bench-d'];
   for (const id of customers) {
     await ledger.createCustomer({ id });
     await ledger.topUp({ customerId: id, amount: 1_000_000_000_000n, idempotencyKey: `seed-${id}` });
   }
   for (const [concurrency, custs] of [[1, customers.slice(0, 1)], [32, customers.slice(0, 1)], [32, customers]]) {
-    const r = await measure(ledger, concurrency, custs);
-    rows.push({ backend: b.name, concurrency, customers: custs.length, ...r });
+    const r = await measure(ledger, concurrency, custs, `c${concurrency}x${custs.length}`);
+    rows.push({ backend: b.label, concurrency, customers: custs.length, ...r });
     console.log(
-      `${b.name.padEnd(9)} concurrency ${String(concurrency).padStart(2)} customers ${custs.length}  ${String(r.pairsPerSec).padStart(7)} pairs/s   hold p50 ${ms(r.p50)}  p99 ${ms(r.p99)}`,
+      `  concurrency ${String(concurrency).padStart(2)} customers ${custs.length}  ${String(r.pairsPerSec).padStart(7)} pairs/s   hold p50 ${ms(r.p50)}  p99 ${ms(r.p99)}`,
     );
   }
   const check = await ledger.checkInvariants();
