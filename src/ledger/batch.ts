@@ -9,7 +9,7 @@ import {
 } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
 import { periodContaining } from '../period';
-import { type Dialect, insertRows, placeholders, type SqlConnection, upsertClause } from './dialect';
+import { type Dialect, placeholders, type SqlConnection, upsertClause, writeTables } from './dialect';
 import {
   CHARGE_COLUMNS,
   type ChargeRow,
@@ -466,15 +466,27 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
     }
   });
 
-  // Customers first: the other tables reference them.
-  await insertRows(c, d, 'billing_customers', CUSTOMER_COLUMNS, [...dirtyCustomers].map((id) => customerValues(customers.get(id)!)), upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']));
-  await insertRows(c, d, 'billing_holds', HOLD_COLUMNS, [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), upsertClause('id', ['status', 'charge_id']));
-  await insertRows(c, d, 'billing_charges', CHARGE_COLUMNS, [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), upsertClause('id', ['refunded']));
-  await insertRows(c, d, 'billing_entries', ENTRY_COLUMNS, newEntries.map(entryValues));
-  await insertRows(c, d, 'billing_idempotency', ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'],
-    newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]));
-  await insertRows(c, d, 'billing_audit', ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'],
-    newAudit.map((a) => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)]));
+  await writeTables(c, d, [
+    {
+      table: 'billing_customers',
+      columns: CUSTOMER_COLUMNS,
+      rows: [...dirtyCustomers].map((id) => customerValues(customers.get(id)!)),
+      onConflict: upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']),
+    },
+    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: upsertClause('id', ['status', 'charge_id']) },
+    { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: upsertClause('id', ['refunded']) },
+    { table: 'billing_entries', columns: ENTRY_COLUMNS, rows: newEntries.map(entryValues) },
+    {
+      table: 'billing_idempotency',
+      columns: ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'],
+      rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]),
+    },
+    {
+      table: 'billing_audit',
+      columns: ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'],
+      rows: newAudit.map((a) => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)]),
+    },
+  ]);
   return outcomes;
 }
 

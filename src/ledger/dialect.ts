@@ -27,9 +27,30 @@ export interface Dialect {
   read<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
   /** Serialises schema migration across processes (advisory lock / exclusive transaction). */
   migrationTransaction<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
+  /**
+   * Writes several multi-row inserts/upserts in as few round trips as the
+   * database allows (PostgreSQL: one statement of data-modifying CTEs).
+   * Omitted: one statement per table.
+   */
+  writeMany?(c: SqlConnection, writes: readonly TableWrite[]): Promise<void>;
   /** True when `e` means a concurrent writer won a race (unique violation, deadlock, serialization failure): worth one more try. */
   isRetryableConflict(e: unknown): boolean;
   close(): Promise<void>;
+}
+
+/** Rows for one table, written with one multi-row INSERT (`onConflict` makes it an upsert). */
+export interface TableWrite {
+  readonly table: string;
+  readonly columns: readonly string[];
+  readonly rows: readonly (readonly SqlValue[])[];
+  readonly onConflict?: string;
+}
+
+/** Writes each table in order (customers first: other tables reference them). */
+export async function writeTables(c: SqlConnection, d: Dialect, writes: readonly TableWrite[]): Promise<void> {
+  const nonEmpty = writes.filter((w) => w.rows.length > 0);
+  if (d.writeMany) return d.writeMany(c, nonEmpty);
+  for (const w of nonEmpty) await insertRows(c, d, w.table, w.columns, w.rows, w.onConflict);
 }
 
 /** `?, ?, ?` for n values. */

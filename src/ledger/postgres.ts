@@ -1,5 +1,5 @@
 import { Pool, type PoolClient } from 'pg';
-import type { Dialect, Row, SqlConnection, SqlValue } from './dialect';
+import { type Dialect, insertRows, placeholders, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
 export interface PostgresOptions {
   /** postgres://user:pass@host:port/db[?schema=name]; `schema` puts the ledger's tables in that schema. */
@@ -30,6 +30,29 @@ function connection(client: PoolClient): SqlConnection {
       return (await client.query(toPg(sql), values(params))).rowCount ?? 0;
     },
   };
+}
+
+const MAX_PARAMS = 65_000;
+
+/**
+ * All of a batch's inserts and upserts as one statement of data-modifying
+ * CTEs: one round trip instead of one per table. Foreign keys are checked at
+ * the end of the statement, so rows may reference customers inserted by a
+ * sibling CTE. Falls back to a statement per table past the parameter limit.
+ */
+async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promise<void> {
+  if (writes.length === 0) return;
+  const params = writes.reduce((n, w) => n + w.rows.length * w.columns.length, 0);
+  if (writes.length === 1 || params > MAX_PARAMS) {
+    for (const w of writes) await insertRows(c, { maxParams: MAX_PARAMS } as Dialect, w.table, w.columns, w.rows, w.onConflict);
+    return;
+  }
+  const tuple = (n: number) => `(${placeholders(n)})`;
+  const parts = writes.map(
+    (w, i) =>
+      `w${i} AS (INSERT INTO ${w.table} (${w.columns.join(', ')}) VALUES ${w.rows.map(() => tuple(w.columns.length)).join(', ')} ${w.onConflict ?? ''} RETURNING 1)`,
+  );
+  await c.run(`WITH ${parts.join(',\n')} SELECT 1`, writes.flatMap((w) => w.rows.flat()));
 }
 
 export function redactUrl(url: string): string {
@@ -95,6 +118,7 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
         return fn(c);
       }),
     read: (fn) => withClient((client) => fn(connection(client))),
+    writeMany,
     isRetryableConflict: (e) => ['23505', '40001', '40P01'].includes(String((e as { code?: string })?.code)),
     close: () => pool.end(),
   };

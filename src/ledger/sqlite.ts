@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Dialect, Row, SqlConnection, SqlValue } from './dialect';
@@ -17,13 +16,127 @@ export interface SqliteOptions {
   readonly synchronous?: 'FULL' | 'NORMAL';
   /** How long a writer waits for another process's write lock. */
   readonly busyTimeoutMs?: number;
+  /**
+   * Which driver to use. `auto` (default): better-sqlite3 when it loads in this
+   * Node (it is a native module built for one Node ABI), else the built-in
+   * `node:sqlite` (Node >= 22.5). `FLOWISE_BILLING_SQLITE_DRIVER` sets it too.
+   */
+  readonly driver?: SqliteDriverName | 'auto';
+}
+
+export type SqliteDriverName = 'better-sqlite3' | 'node:sqlite';
+
+/** The few operations the dialect needs from a driver; both drivers read integers as bigint. */
+interface SqliteStatement {
+  all(...params: SqlValue[]): unknown[];
+  run(...params: SqlValue[]): { changes: number | bigint };
+}
+interface SqliteDb {
+  prepare(sql: string): SqliteStatement;
+  exec(sql: string): void;
+  close(): void;
+}
+
+interface BetterSqliteModule {
+  new (file: string, opts: { readonly: boolean; fileMustExist: boolean }): {
+    prepare(sql: string): SqliteStatement;
+    exec(sql: string): void;
+    pragma(sql: string): unknown;
+    defaultSafeIntegers(on: boolean): void;
+    close(): void;
+  };
+}
+interface NodeSqliteModule {
+  DatabaseSync: new (
+    file: string,
+    opts?: { readOnly?: boolean; open?: boolean },
+  ) => { prepare(sql: string): SqliteStatement & { setReadBigInts(on: boolean): void }; exec(sql: string): void; close(): void };
+}
+
+let betterSqlite: BetterSqliteModule | null | undefined;
+/** better-sqlite3 if its native addon loads in this process (it loads lazily, so a probe database is opened once). */
+function loadBetterSqlite(): BetterSqliteModule | null {
+  if (betterSqlite !== undefined) return betterSqlite;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = require('better-sqlite3') as BetterSqliteModule;
+    new mod(':memory:', { readonly: false, fileMustExist: false }).close();
+    betterSqlite = mod;
+  } catch {
+    betterSqlite = null;
+  }
+  return betterSqlite;
+}
+
+function loadNodeSqlite(): NodeSqliteModule | null {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('node:sqlite') as NodeSqliteModule;
+  } catch {
+    return null;
+  }
+}
+
+/** The driver `sqliteDialect` would use with these options in this process. */
+export function sqliteDriver(choice: SqliteOptions['driver'] = (process.env.FLOWISE_BILLING_SQLITE_DRIVER as SqliteDriverName | undefined) ?? 'auto'): SqliteDriverName {
+  if (choice === 'better-sqlite3' || (choice === 'auto' && loadBetterSqlite())) {
+    if (!loadBetterSqlite()) throw new Error('better-sqlite3 cannot be loaded in this Node.js (its native addon is built for another version)');
+    return 'better-sqlite3';
+  }
+  if (!loadNodeSqlite()) {
+    throw new Error(`No SQLite driver: better-sqlite3 does not load in Node ${process.versions.node} and node:sqlite needs Node >= 22.5`);
+  }
+  return 'node:sqlite';
+}
+
+function pragmas(opts: SqliteOptions, readonly: boolean): string[] {
+  const out = [`PRAGMA busy_timeout = ${opts.busyTimeoutMs ?? 15_000}`];
+  if (!readonly) {
+    out.push('PRAGMA journal_mode = WAL');
+    out.push(`PRAGMA synchronous = ${opts.synchronous ?? (process.env.FLOWISE_BILLING_SQLITE_SYNC === 'FULL' ? 'FULL' : 'NORMAL')}`);
+    out.push('PRAGMA foreign_keys = ON');
+  }
+  return out;
+}
+
+function openDb(driver: SqliteDriverName, file: string, opts: SqliteOptions, readonly: boolean): SqliteDb {
+  if (driver === 'better-sqlite3') {
+    const Database = loadBetterSqlite()!;
+    const db = new Database(file, { readonly, fileMustExist: readonly });
+    db.defaultSafeIntegers(true);
+    for (const p of pragmas(opts, readonly)) db.pragma(p.slice('PRAGMA '.length));
+    return db;
+  }
+  const { DatabaseSync } = loadNodeSqlite()!;
+  if (readonly && !fs.existsSync(file)) throw new Error(`SQLite file ${file} does not exist`);
+  const db = new DatabaseSync(file, { readOnly: readonly });
+  for (const p of pragmas(opts, readonly)) db.exec(p);
+  return {
+    prepare(sql) {
+      const stmt = db.prepare(sql);
+      // Same as better-sqlite3's defaultSafeIntegers: every INTEGER column reads as bigint.
+      stmt.setReadBigInts(true);
+      return stmt;
+    },
+    exec: (sql) => db.exec(sql),
+    close: () => db.close(),
+  };
+}
+
+/** better-sqlite3 reports `code: 'SQLITE_CONSTRAINT_PRIMARYKEY'`; node:sqlite reports the extended result code in `errcode`. */
+const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
+const SQLITE_CONSTRAINT_UNIQUE = 2067;
+function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: unknown; errcode?: unknown } | null;
+  if (/^SQLITE_CONSTRAINT_(PRIMARYKEY|UNIQUE)$/.test(String(err?.code))) return true;
+  return err?.errcode === SQLITE_CONSTRAINT_PRIMARYKEY || err?.errcode === SQLITE_CONSTRAINT_UNIQUE;
 }
 
 class SqliteConnection implements SqlConnection {
-  private readonly statements = new Map<string, Database.Statement>();
-  constructor(readonly db: Database.Database) {}
+  private readonly statements = new Map<string, SqliteStatement>();
+  constructor(readonly db: SqliteDb) {}
 
-  private prepare(sql: string): Database.Statement {
+  private prepare(sql: string): SqliteStatement {
     let stmt = this.statements.get(sql);
     if (!stmt) {
       stmt = this.db.prepare(sql);
@@ -39,42 +152,40 @@ class SqliteConnection implements SqlConnection {
   }
 
   async run(sql: string, params: readonly SqlValue[] = []): Promise<number> {
-    return this.prepare(sql).run(...params).changes;
+    return Number(this.prepare(sql).run(...params).changes);
   }
-}
-
-function open(file: string, opts: SqliteOptions, readonly: boolean): Database.Database {
-  const db = new Database(file, { readonly, fileMustExist: readonly });
-  db.defaultSafeIntegers(true);
-  db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 15_000}`);
-  if (!readonly) {
-    db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${opts.synchronous ?? (process.env.FLOWISE_BILLING_SQLITE_SYNC === 'FULL' ? 'FULL' : 'NORMAL')}`);
-    db.pragma('foreign_keys = ON');
-  }
-  return db;
 }
 
 /** SQLite: one writer connection (the file allows one writer at a time anyway) and a separate reader. */
 export function sqliteDialect(opts: SqliteOptions): Dialect {
   const memory = opts.path === ':memory:';
   if (!memory) fs.mkdirSync(path.dirname(path.resolve(opts.path)), { recursive: true });
-  const writerDb = open(opts.path, opts, false);
+  const driver = sqliteDriver(opts.driver ?? (process.env.FLOWISE_BILLING_SQLITE_DRIVER as SqliteDriverName | undefined) ?? 'auto');
+  const writerDb = openDb(driver, opts.path, opts, false);
   const writer = new SqliteConnection(writerDb);
   // An in-memory database is private to its connection, so reads share the writer.
-  const readerDb = memory ? undefined : open(opts.path, opts, true);
+  const readerDb = memory ? undefined : openDb(driver, opts.path, opts, true);
   const reader = readerDb ? new SqliteConnection(readerDb) : writer;
   const mutex = new Mutex();
 
   const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
     mutex.run(async () => {
       writerDb.exec(begin);
+      let open = true;
       try {
         const result = await fn(writer);
         writerDb.exec('COMMIT');
+        open = false;
         return result;
       } catch (e) {
-        if (writerDb.inTransaction) writerDb.exec('ROLLBACK');
+        // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
+        if (open) {
+          try {
+            writerDb.exec('ROLLBACK');
+          } catch {
+            // no transaction left to roll back
+          }
+        }
         throw e;
       }
     });
@@ -89,7 +200,7 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     writeTransaction: (fn) => transaction('BEGIN IMMEDIATE', fn),
     migrationTransaction: (fn) => transaction('BEGIN EXCLUSIVE', fn),
     read: (fn) => (memory ? mutex.run(() => fn(reader)) : fn(reader)),
-    isRetryableConflict: (e) => /^SQLITE_CONSTRAINT_(PRIMARYKEY|UNIQUE)$/.test(String((e as { code?: string })?.code)),
+    isRetryableConflict: isUniqueViolation,
     async close() {
       await mutex.run(async () => {
         readerDb?.close();
