@@ -23,6 +23,8 @@ export const ERROR_CODES = [
   'SUBSCRIPTION_NOT_FOUND',
   'SUBSCRIPTION_INACTIVE',
   'DATABASE_ERROR',
+  /** A bug, not a business outcome; the message says what failed. */
+  'INTERNAL_ERROR',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -1,4 +1,5 @@
 import { Pool, type PoolClient } from 'pg';
+import { redactUrl } from './redact';
 import { type Dialect, insertRows, placeholders, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
 export interface PostgresOptions {
@@ -55,15 +56,6 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
   await c.run(`WITH ${parts.join(',\n')} SELECT 1`, writes.flatMap((w) => w.rows.flat()));
 }
 
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'postgres://(unparseable url)';
-  }
-}
 
 export function postgresDialect(opts: PostgresOptions): Dialect {
   const u = new URL(opts.url);

@@ -1,0 +1,84 @@
+import { randomUUID } from 'node:crypto';
+import { BillingError, isBillingError, ValidationError } from '../errors';
+import { defaultLedgerLocation, isPostgresUrl, openLedger } from '../ledger/open';
+import { redactUrl } from '../ledger/redact';
+import type { SqlLedger } from '../ledger/sql-ledger';
+import { jsonLine, type Io, type Rendered } from './output';
+import { dbTarget } from './validate';
+
+/** Every CLI mutation is audited as this actor. */
+export const CLI_ACTOR = 'cli';
+
+/** What every command can reach: the global options, the ledger, and the printer. */
+export class CliContext {
+  constructor(
+    readonly io: Io,
+    /** --json, known before parsing so even usage errors come out as JSON. */
+    readonly json: boolean,
+    private readonly globals: () => { db?: string },
+  ) {}
+
+  /** `--db` when given on the command line, else undefined. */
+  explicitDb(): string | undefined {
+    const db = this.globals().db;
+    return db === undefined ? undefined : checkTarget(db);
+  }
+
+  /** `--db`, else FLOWISE_BILLING_DB, else the Flowise home's billing.sqlite. */
+  target(): string {
+    return this.explicitDb() ?? checkTarget(defaultLedgerLocation(this.io.env));
+  }
+
+  /** Opens the ledger (which migrates it), runs `fn`, and always closes it. */
+  async withLedger<T>(fn: (ledger: SqlLedger) => Promise<T>, target: string = this.target()): Promise<T> {
+    const ledger = await openCliLedger(target);
+    try {
+      return await fn(ledger);
+    } finally {
+      await ledger.close().catch(() => undefined);
+    }
+  }
+
+  print(r: Rendered): void {
+    if (this.json) this.io.out(jsonLine(r.json));
+    else this.io.out(`${r.human()}\n`);
+  }
+}
+
+/** Validates a ledger location without echoing it (a URL may carry a password). */
+function checkTarget(target: string): string {
+  const r = dbTarget.safeParse(target);
+  if (r.success) return r.data;
+  const issues = r.error.issues.map((i) => ({ path: 'db', message: i.message }));
+  throw new ValidationError(`Invalid input: ${issues.map((i) => i.message).join('; ')}`, { issues, location: redactTarget(target) });
+}
+
+export function redactTarget(target: string): string {
+  return isPostgresUrl(target) ? redactUrl(target) : target;
+}
+
+export async function openCliLedger(target: string): Promise<SqlLedger> {
+  try {
+    return await openLedger(target, { actor: CLI_ACTOR });
+  } catch (e) {
+    if (isBillingError(e)) throw e;
+    const message = e instanceof Error ? e.message : String(e);
+    throw new BillingError('DATABASE_ERROR', `Cannot open the ledger at ${redactTarget(target)}: ${message}`, { location: redactTarget(target) });
+  }
+}
+
+/**
+ * Without --key a CLI invocation is its own request, so it gets a fresh key;
+ * the key is printed so the operator can replay exactly this request.
+ */
+export function keyOrNew(key: string | undefined, operation: string): string {
+  return key ?? `cli:${operation}:${randomUUID()}`;
+}
+
+/**
+ * Whether the ledger answered with the stored result of an earlier request with
+ * the same key: that result was created before this invocation started.
+ */
+export function isReplay(createdAt: string, startedAt: number): boolean {
+  return Date.parse(createdAt) < startedAt;
+}

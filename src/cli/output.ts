@@ -1,0 +1,139 @@
+import { BillingError, isBillingError } from '../errors';
+import { formatUsd, type Nanos } from '../money';
+
+/**
+ * Everything the CLI prints goes through here: one JSON object with --json,
+ * readable aligned text without it, and errors as one JSON object (stdout,
+ * --json) or one `error[CODE]: message` line (stderr). Never a stack trace.
+ */
+
+/** What a command produces; the runner picks the form. */
+export interface Rendered {
+  readonly json: Record<string, unknown>;
+  readonly human: () => string;
+}
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+export const processIo: Io = {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  env: process.env,
+};
+
+// ---- amounts -------------------------------------------------------------
+
+/** "$0.08", "-$0.08": USD for people. */
+export function usd(n: Nanos): string {
+  const s = formatUsd(n);
+  return s.startsWith('-') ? `-$${s.slice(1)}` : `$${s}`;
+}
+
+/** "+$10.00", "-$0.08", "$0.00": a movement. */
+export function signedUsd(n: Nanos): string {
+  if (n === 0n) return '$0.00';
+  return n > 0n ? `+${usd(n)}` : usd(n);
+}
+
+// ---- tables --------------------------------------------------------------
+
+export type Align = 'left' | 'right';
+
+export interface Column<R> {
+  readonly header: string;
+  readonly align?: Align;
+  readonly value: (row: R) => string | number | null | undefined;
+}
+
+const width = (s: string) => [...s].length;
+
+function pad(s: string, w: number, align: Align): string {
+  const fill = ' '.repeat(Math.max(0, w - width(s)));
+  return align === 'right' ? fill + s : s + fill;
+}
+
+const GUTTER = '  ';
+
+/**
+ * A plain aligned table: header, a dash rule, rows. Every column starts at the
+ * same offset on every line; numbers read best right-aligned.
+ */
+export function table<R>(columns: readonly Column<R>[], rows: readonly R[], opts: { indent?: string } = {}): string {
+  const indent = opts.indent ?? '';
+  const cells = rows.map((r) => columns.map((c) => clean(c.value(r))));
+  const widths = columns.map((c, i) => Math.max(width(c.header), ...cells.map((row) => width(row[i]!))));
+  const line = (values: string[]) =>
+    indent + values.map((v, i) => pad(v, widths[i]!, columns[i]!.align ?? 'left')).join(GUTTER).replace(/\s+$/, '');
+  const out = [line(columns.map((c) => c.header)), indent + widths.map((w) => '-'.repeat(w)).join(GUTTER)];
+  for (const row of cells) out.push(line(row));
+  if (rows.length === 0) out.push(`${indent}(none)`);
+  return out.join('\n');
+}
+
+function clean(v: string | number | null | undefined): string {
+  if (v === null || v === undefined) return '';
+  // One cell, one line: control characters would break the alignment.
+  // eslint-disable-next-line no-control-regex
+  return String(v).replace(/[\u0000-\u001f\u007f]/g, ' ');
+}
+
+/** `label  value` pairs, labels padded to one width. */
+export function keyValues(pairs: ReadonlyArray<readonly [string, string | number | null | undefined]>, indent = ''): string {
+  const w = Math.max(0, ...pairs.map(([k]) => width(k)));
+  return pairs.map(([k, v]) => `${indent}${pad(k, w, 'left')}${GUTTER}${clean(v)}`.replace(/\s+$/, '')).join('\n');
+}
+
+/** A section heading for longer human output (the demo). */
+export function heading(title: string, underline = '-'): string {
+  return `${title}\n${underline.repeat(width(title))}`;
+}
+
+/** "2026-11-23T09:41:07.123Z" → "2026-11-23 09:41:07" (UTC). */
+export function shortTime(iso: string): string {
+  return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z').replace(/Z$/, '');
+}
+
+// ---- JSON ------------------------------------------------------------------
+
+/** One JSON object on one line. A bigint here is a bug upstream; it is written as a string rather than crashing. */
+export function jsonLine(value: unknown): string {
+  return `${JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`;
+}
+
+// ---- errors ----------------------------------------------------------------
+
+/** A failure the CLI reports: a billing error plus the process exit code (1 business/validation, 2 usage). */
+export class CliFailure extends Error {
+  constructor(
+    readonly error: BillingError,
+    readonly exitCode: number,
+  ) {
+    super(error.message);
+  }
+}
+
+/** Commander usage errors (unknown command/option, missing argument) as VALIDATION_ERROR, exit 2. */
+export function usageFailure(message: string, details: Record<string, unknown> = {}): CliFailure {
+  return new CliFailure(new BillingError('VALIDATION_ERROR', message, { usage: true, ...details }), 2);
+}
+
+/** Anything thrown becomes a CliFailure; unknown errors keep only their message. */
+export function toFailure(e: unknown): CliFailure {
+  if (e instanceof CliFailure) return e;
+  if (isBillingError(e)) return new CliFailure(e, 1);
+  const message = e instanceof Error ? e.message : String(e);
+  // Not a billing outcome: a bug or an environment problem. The code set is closed, so it is reported as
+  // INTERNAL_ERROR (CLI only) with the message and no stack (FLOWISE_BILLING_DEBUG=1 prints one on stderr).
+  return new CliFailure(new BillingError('INTERNAL_ERROR', `Unexpected error: ${message}`, {}), 1);
+}
+
+export function printFailure(io: Io, failure: CliFailure, json: boolean, cause?: unknown): void {
+  const { code, message, details } = failure.error;
+  if (json) io.out(jsonLine({ error: { code, message, details } }));
+  else io.err(`error[${code}]: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  if (io.env.FLOWISE_BILLING_DEBUG && cause instanceof Error && cause.stack) io.err(`${cause.stack}\n`);
+}

@@ -1,0 +1,126 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command, CommanderError } from 'commander';
+import { registerAudit } from './commands/audit';
+import { registerBalance } from './commands/balance';
+import { registerCharge } from './commands/charge';
+import { registerCustomers } from './commands/customers';
+import { registerDemo } from './commands/demo';
+import { registerHolds } from './commands/holds';
+import { registerMigrate } from './commands/migrate';
+import { registerPrice } from './commands/price';
+import { registerRatecard } from './commands/ratecard';
+import { registerRefund } from './commands/refund';
+import { registerStatement } from './commands/statement';
+import { registerTopup } from './commands/topup';
+import { registerBudget } from './commands/budget';
+import { registerInvoice } from './commands/invoice';
+import { registerPlans } from './commands/plans';
+import { registerSessions } from './commands/sessions';
+import { registerSubscriptions } from './commands/subscriptions';
+import { registerUsage } from './commands/usage';
+import { CliContext } from './context';
+import { type Io, printFailure, processIo, toFailure, usageFailure } from './output';
+
+/** Every command, in help order. A new command is one module and one line here. */
+const COMMANDS = [
+  registerDemo,
+  registerMigrate,
+  registerCustomers,
+  registerTopup,
+  registerPrice,
+  registerCharge,
+  registerRefund,
+  registerBalance,
+  registerStatement,
+  registerRatecard,
+  registerHolds,
+  registerAudit,
+  registerPlans,
+  registerSubscriptions,
+  registerSessions,
+  registerUsage,
+  registerBudget,
+  registerInvoice,
+];
+
+/** --json anywhere before a `--` asks for JSON, including for errors found while parsing. */
+function wantsJson(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end === -1 ? args : args.slice(0, end)).includes('--json');
+}
+
+function packageVersion(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'flowise-billing') return pkg.version ?? '0.0.0';
+    } catch {
+      // keep looking upwards
+    }
+    if (path.dirname(dir) === dir) return '0.0.0';
+  }
+}
+
+export function buildProgram(io: Io, json: boolean): Command {
+  const program = new Command('flowise-billing');
+  const cli = new CliContext(io, json, () => program.opts<{ db?: string }>());
+  program
+    .description('Usage billing for Flowise: customers, top-ups, prices, charges, refunds, statements and rate cards.')
+    .option('--db <location>', 'SQLite file path or postgres:// URL (default: $FLOWISE_BILLING_DB, else billing.sqlite in $DATABASE_PATH or ~/.flowise)')
+    .option('--json', 'print exactly one JSON object on stdout (errors too: {"error":{code,message,details}})')
+    .version(packageVersion(), '-V', 'print the version')
+    // Settings below are inherited by every subcommand created after them.
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.out(s),
+      // Help shown because of an error (no command given) is replaced by our one error line too.
+      writeErr: () => undefined,
+      // Commander's own error lines are replaced by ours (one line, or one JSON object).
+      outputError: () => undefined,
+    })
+    .showSuggestionAfterError(true)
+    .allowExcessArguments(false)
+    .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
+    .addHelpText(
+      'after',
+      `
+Amounts are USD decimal strings (e.g. 10, 0.50, $0.000025); exponents, NaN and negative values are refused.
+Exit codes: 0 ok, 1 business or validation error, 2 usage error.
+
+Examples:
+  flowise-billing demo
+  flowise-billing customers create acme --name "Acme Inc"
+  flowise-billing topup acme 10.00 --key invoice-1042
+  flowise-billing price Training 120
+  flowise-billing price tokens 1200 --model gpt-4o-mini --output-tokens 300
+  flowise-billing charge acme Inference 4 --json
+  flowise-billing statement acme --limit 20`,
+    );
+  for (const register of COMMANDS) register(program, cli);
+  return program;
+}
+
+/** Runs the CLI; resolves to the process exit code. Never throws, never prints a stack (unless FLOWISE_BILLING_DEBUG). */
+export async function run(argv: readonly string[], io: Io = processIo): Promise<number> {
+  const args = argv.slice(2);
+  const json = wantsJson(args);
+  try {
+    const program = buildProgram(io, json);
+    await program.parseAsync([...args], { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return 0; // --help, -V
+      const message =
+        e.code === 'commander.help' || e.code === 'commander.executeSubCommandAsync'
+          ? 'a command is required; see flowise-billing --help'
+          : `${e.message.replace(/^error:\s*/, '').replace(/\s*\n\s*/g, ' ').replace(/\.$/, '')}; see flowise-billing --help`;
+      printFailure(io, usageFailure(message, { commanderCode: e.code }), json);
+      return 2;
+    }
+    const failure = toFailure(e);
+    printFailure(io, failure, json, e);
+    return failure.exitCode;
+  }
+}

@@ -1,0 +1,152 @@
+import { z } from 'zod';
+import { ValidationError } from '../errors';
+import { type Nanos, parseQuantity, parseUsd, type Quantity } from '../money';
+import { CHARGE_TYPES, type ChargeType, RESOURCES, type Resource } from '../pricing/ratecard';
+
+/**
+ * The CLI's input boundary: every argument and option is checked here, before
+ * the ledger is opened, so bad input gets a clear VALIDATION_ERROR and changes
+ * nothing. Exact parsers (parseUsd, parseQuantity) do the numeric work; zod
+ * carries the field names and collects every problem at once.
+ */
+
+/** Same rule as the ledger's, checked early so the message names the argument. */
+export const customerId = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/,
+    'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)',
+  );
+
+export const idempotencyKey = z
+  .string()
+  .min(1, 'idempotency key must not be empty')
+  .max(255, 'idempotency key must be at most 255 characters')
+  // eslint-disable-next-line no-control-regex
+  .regex(/^[^\u0000-\u001f\u007f]+$/, 'idempotency key must not contain control characters');
+
+export const rateCardVersion = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9._-]+$/, 'rate card version may contain letters, digits, ".", "_" and "-" only');
+
+export const entityId = (what: string) =>
+  z
+    .string()
+    .min(1, `${what} must not be empty`)
+    .max(100, `${what} must be at most 100 characters`)
+    .regex(/^[A-Za-z0-9_-]+$/, `${what} looks like "chg_…": letters, digits, "_" and "-" only`);
+
+export const text = (what: string, max: number) => z.string().min(1, `${what} must not be empty`).max(max, `${what} must be at most ${max} characters`);
+
+/** Runs an exact parser inside zod, turning its ValidationError into an issue on this field. */
+function via<T>(parse: (s: string) => T) {
+  return z.string().transform((s, ctx): T => {
+    try {
+      return parse(s);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof Error ? e.message : String(e) });
+      return z.NEVER;
+    }
+  });
+}
+
+/** A USD amount: plain decimal, at most 9 decimals, optional "$"; never an exponent, NaN or a sign. */
+export const usdAmount = (field: string, opts: { positive?: boolean } = {}) =>
+  via((s): Nanos => {
+    const n = parseUsd(s, { field });
+    if (opts.positive && n <= 0n) throw new ValidationError(`${field} must be greater than zero, got "${s}"`);
+    return n;
+  });
+
+/** An exact non-negative quantity (up to 9 decimals). */
+export const quantity = (field = 'quantity') =>
+  via((s): Quantity => {
+    if (s.length > 40) throw new ValidationError(`${field} is too long`);
+    return parseQuantity(s, field);
+  });
+
+/** A whole number in [min, max], digits only ("1e3", "0x10", "5.0" are refused). */
+export const integer = (field: string, min: number, max: number) =>
+  via((s): number => {
+    if (!/^\d+$/.test(s)) throw new ValidationError(`${field} must be a whole number (digits only), got "${s}"`);
+    const n = Number(s);
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new ValidationError(`${field} must be between ${min} and ${max}, got "${s}"`);
+    return n;
+  });
+
+function suggestion(input: string, valid: readonly string[]): string {
+  const lower = input.toLowerCase();
+  const hit = valid.find((v) => v.toLowerCase() === lower) ?? valid.find((v) => lower.length >= 3 && v.toLowerCase().startsWith(lower));
+  return hit ? ` Did you mean "${hit}"?` : '';
+}
+
+function oneOf<T extends string>(what: string, valid: readonly T[]) {
+  return z.string().transform((s, ctx): T => {
+    if ((valid as readonly string[]).includes(s)) return s as T;
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: `unknown ${what} "${s}".${suggestion(s, valid)} Valid ${what}s: ${valid.join(', ')}`,
+      params: { valid },
+    });
+    return z.NEVER;
+  });
+}
+
+export const chargeType = oneOf<ChargeType>('ChargeType', CHARGE_TYPES);
+
+export type PriceItem = ChargeType | Resource;
+export const PRICE_ITEMS: readonly PriceItem[] = [...CHARGE_TYPES, ...RESOURCES];
+export const priceItem = oneOf<PriceItem>('item', PRICE_ITEMS);
+
+/** An ISO-8601 time such as 2026-11-23T10:00:00Z. */
+export const isoTime = (field: string) =>
+  via((s): Date => {
+    const t = Date.parse(s);
+    if (!/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || Number.isNaN(t)) {
+      throw new ValidationError(`${field} must be an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
+    }
+    return new Date(t);
+  });
+
+/** Where the CLI keeps its ledger: an SQLite path or a postgres:// URL. */
+export const dbTarget = z
+  .string()
+  .min(1, 'database location (--db / FLOWISE_BILLING_DB) must not be empty')
+  .max(4096)
+  .superRefine((s, ctx) => {
+    if (!/^postgres(ql)?:\/\//i.test(s)) return;
+    let url: URL;
+    try {
+      url = new URL(s);
+    } catch {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'database URL is not a valid postgres:// URL' });
+      return;
+    }
+    const schema = url.searchParams.get('schema');
+    if (schema !== null && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `database URL schema "${schema}" must be a lower-case SQL identifier (a-z, 0-9, _)` });
+    }
+  });
+
+/**
+ * Parses an object of raw CLI strings; every problem is named in one VALIDATION_ERROR:
+ * `Invalid input: amount "-5" must not be negative…` with details.issues[{path, message}].
+ */
+export function parseInput<S extends z.ZodTypeAny>(schema: S, raw: Record<string, unknown>): z.output<S> {
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data as z.output<S>;
+  const issues = r.error.issues.map((i) => {
+    const path = i.path.join('.') || '(input)';
+    const value = i.path.length ? raw[String(i.path[0])] : undefined;
+    return {
+      path,
+      message: i.message,
+      ...(typeof value === 'string' ? { value } : {}),
+      ...(i.code === z.ZodIssueCode.custom && i.params ? i.params : {}),
+    };
+  });
+  const summary = issues.map((i) => (i.message.toLowerCase().startsWith(i.path.toLowerCase()) ? i.message : `${i.path}: ${i.message}`)).join('; ');
+  throw new ValidationError(`Invalid input: ${summary}`, { issues });
+}
