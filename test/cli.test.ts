@@ -351,6 +351,7 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(human.code, human.stderr).toBe(0);
     expect(human.stderr).toBe('');
     expect(human.stdout).toContain('error[INSUFFICIENT_FUNDS]');
+    expect(human.stdout).toContain('REFUSED error[QUOTA_EXCEEDED]');
     expect(human.stdout).toContain('$0.185');
     expect(human.stdout).toContain('$0.195'); // the DESIGN.md discrepancy is called out
     expect(human.stdout).toMatch(/creator nets\s+\$8\.85/);
@@ -372,6 +373,15 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
       ['Zipper', '0.185', true],
     ]);
     expect(out.steps.find((s: any) => s.id === 'paid-public-run')).toMatchObject({ feeUsd: '3.15', creatorNetUsd: '8.85', matches: true });
+    // The Free tier's 25 sessions run out; an upgrade lifts the limit at once.
+    expect(out.steps.find((s: any) => s.id === 'session-quota')).toMatchObject({
+      sessionsLimit: 25,
+      sessionsUsed: 25,
+      refused: { code: 'QUOTA_EXCEEDED' },
+      ongoingSession: 'existing',
+      upgrade: 'upgrade',
+      afterUpgrade: { tier: 'starter', session: 'new', sessionsUsed: 26, sessionsLimit: 1000 },
+    });
     expect(out.final).toMatchObject({ balanceUsd: '0.125', availableUsd: '0.125' });
     expect(out.final.entries.at(-1).balanceAfterUsd).toBe('0.125');
     // A second run on the same ledger uses a fresh customer and tells the same story.

@@ -8,6 +8,7 @@ import { keyValues, table, usd } from './output';
 import { type CliQuote, parseQuoteRequest, quote } from './quote';
 import { entryJson, statementTable } from './commands/statement';
 import type { PriceItem } from './validate';
+import { sessionQuota } from './demo-quota';
 
 /**
  * The guided tour `flowise-billing demo` runs on a fresh ledger. It is a list
@@ -216,7 +217,7 @@ const spendUntilEmpty: DemoStep = {
 };
 
 /** The tour, in order. Add sections before `spendUntilEmpty`. */
-export const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, spendUntilEmpty];
+export const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, sessionQuota, spendUntilEmpty];
 
 // ---- runner -------------------------------------------------------------------
 

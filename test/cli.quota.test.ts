@@ -1,0 +1,93 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BACKENDS } from './support/backends';
+
+/** The plan, session, usage, budget and invoice commands as a real subprocess (npm test builds first). */
+const ROOT = path.resolve(__dirname, '..');
+const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-cli-quota-'));
+
+function cli(db: string, args: string[]): Promise<{ code: number | null; out: Record<string, any>; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env };
+    delete env.FLOWISE_BILLING_DB;
+    const child = spawn(process.execPath, [MAIN, '--db', db, ...args, '--json'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      expect(stdout.trimEnd().split('\n'), `${args.join(' ')}: ${stdout}${stderr}`).toHaveLength(1);
+      resolve({ code, out: JSON.parse(stdout), stderr });
+    });
+  });
+}
+
+describe.each(BACKENDS)('quota CLI on $name', (backend) => {
+  it('plans, subscribe, sessions touch, usage, quota refusal, upgrade', async () => {
+    const db = backend.name === 'sqlite' ? path.join(tmp, `q-${Date.now()}.sqlite`) : await backend.freshTarget();
+    expect((await cli(db, ['customers', 'create', 'acme'])).code).toBe(0);
+    const plans = await cli(db, ['plans', 'list']);
+    expect(plans.out.plans.map((p: any) => [p.id, p.sessionsIncluded, p.basePriceUsd])).toEqual([
+      ['free', 25, '0'],
+      ['starter', 1000, '29'],
+      ['professional', 10000, '99'],
+      ['enterprise', 100000, '499'],
+    ]);
+    expect((await cli(db, ['plans', 'update', 'free', '--sessions', '2'])).out).toMatchObject({ id: 'free', sessionsIncluded: 2 });
+    expect((await cli(db, ['subscribe', 'acme', 'free'])).out).toMatchObject({ change: 'new', planId: 'free' });
+
+    const first = await cli(db, ['sessions', 'touch', 'acme', 'chat-1']);
+    expect(first.out).toMatchObject({ session: 'new', sessionsUsed: 1, sessionsLimit: 2, sessionsRemaining: 1 });
+    expect((await cli(db, ['sessions', 'touch', 'acme', 'chat-1'])).out).toMatchObject({ session: 'existing', sessionId: first.out.sessionId });
+    expect((await cli(db, ['sessions', 'touch', 'acme', 'chat-2'])).out).toMatchObject({ session: 'new', sessionsRemaining: 0 });
+    const refused = await cli(db, ['sessions', 'touch', 'acme', 'chat-3']);
+    expect(refused.code).toBe(1);
+    expect(refused.out.error).toMatchObject({ code: 'QUOTA_EXCEEDED', details: { sessionsUsed: 2, sessionsLimit: 2 } });
+    expect(refused.out.error.details.periodEnd).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+
+    const usage = (await cli(db, ['usage', 'acme'])).out;
+    expect(usage).toMatchObject({
+      tier: 'free', sessionsUsed: 2, sessionsLimit: 2, sessionsRemaining: 0, usagePercentage: 100, isNearLimit: true, canMakeRequests: false, currentChargesUsd: '0.00',
+    });
+    expect(usage.alerts.map((a: any) => a.threshold)).toEqual([75, 90, 95]);
+
+    expect((await cli(db, ['subscribe', 'acme', 'starter'])).out).toMatchObject({ change: 'upgrade', planId: 'starter' });
+    expect((await cli(db, ['sessions', 'touch', 'acme', 'chat-3'])).out).toMatchObject({ session: 'new', tier: 'starter', sessionsUsed: 3 });
+    expect((await cli(db, ['subscribe', 'acme', 'free'])).out).toMatchObject({ change: 'downgrade', planId: 'starter', pendingPlanId: 'free' });
+    expect((await cli(db, ['alerts', 'acme'])).out.alerts).toHaveLength(3);
+  });
+
+  it('the $120 reference invoice, metric usage and budgets', async () => {
+    const db = backend.name === 'sqlite' ? path.join(tmp, `i-${Date.now()}.sqlite`) : await backend.freshTarget();
+    await cli(db, ['customers', 'create', 'api']);
+    const plan = await cli(db, ['plans', 'create', 'api-pro', '--name', 'API Pro', '--base-usd', '100', '--sessions', 'unlimited', '--managed', '--metric', 'api_calls=10000:0.01:call']);
+    expect(plan.out).toMatchObject({ id: 'api-pro', basePriceUsd: '100', metrics: { api_calls: { included: '10000', overageUsd: '0.01' } } });
+    await cli(db, ['subscribe', 'api', 'api-pro']);
+    expect((await cli(db, ['usage', 'record', 'api', 'api_calls', '12000', '--key', 'day-1'])).out).toMatchObject({ recorded: true });
+    expect((await cli(db, ['usage', 'record', 'api', 'api_calls', '12000', '--key', 'day-1'])).out).toMatchObject({ recorded: false });
+    const inv = (await cli(db, ['invoice', 'preview', 'api'])).out;
+    expect(inv).toMatchObject({ basePriceUsd: '100.00', overageUsd: '20.00', totalUsd: '120.00', invoiceId: null });
+    expect(inv.lines).toEqual([expect.objectContaining({ metric: 'api_calls', used: '12000', included: '10000', overage: '2000', amountUsd: '20.00' })]);
+    const notYet = await cli(db, ['invoice', 'close', 'api']);
+    expect(notYet.code).toBe(1);
+    expect(notYet.out.error.code).toBe('VALIDATION_ERROR');
+
+    await cli(db, ['topup', 'api', '10']);
+    expect((await cli(db, ['budget', 'set', 'api', '1'])).out).toMatchObject({ budgetUsd: '1.00', spentUsd: '0.00' });
+    expect((await cli(db, ['charge', 'api', 'Inference', '40'])).out).toMatchObject({ usd: '0.80' });
+    const over = await cli(db, ['charge', 'api', 'Inference', '11']);
+    expect(over.out.error).toMatchObject({ code: 'BUDGET_EXCEEDED', details: { budgetUsd: '1.00', spentUsd: '0.80', requiredUsd: '0.22' } });
+    expect((await cli(db, ['balance', 'api'])).out.balanceUsd).toBe('9.20');
+    expect((await cli(db, ['budget', 'set', 'api', 'none'])).out.budgetUsd).toBeNull();
+    expect((await cli(db, ['charge', 'api', 'Inference', '11'])).code).toBe(0);
+
+    const bad = await cli(db, ['budget', 'set', 'api', '-5']);
+    expect(bad.out.error.code).toBe('VALIDATION_ERROR');
+    expect((await cli(db, ['subscribe', 'api', 'gold'])).out.error.code).toBe('PLAN_NOT_FOUND');
+  });
+});
