@@ -1,7 +1,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { type LedgerOptions, SqlLedger } from './sql-ledger';
-import type { SqliteOptions } from './sqlite';
+import { postgresDialect } from './postgres';
+import { sqliteDialect, type SqliteOptions } from './sqlite';
 
 export interface OpenLedgerOptions extends LedgerOptions {
   readonly sqlite?: Omit<SqliteOptions, 'path'>;
@@ -25,9 +26,8 @@ export function isPostgresUrl(target: string): boolean {
 
 /** Opens a ledger: a `postgres://` URL, or an SQLite file path (created with its folder when missing). Migrates on open. */
 export async function openLedger(target: string = defaultLedgerLocation(), opts: OpenLedgerOptions = {}): Promise<SqlLedger> {
-  // Each driver is loaded only when used: a CLI call on SQLite never pays for pg, and vice versa.
   const dialect = isPostgresUrl(target)
-    ? (require('./postgres') as typeof import('./postgres')).postgresDialect({ url: target, poolSize: opts.poolSize })
-    : (require('./sqlite') as typeof import('./sqlite')).sqliteDialect({ path: target, ...opts.sqlite });
+    ? postgresDialect({ url: target, poolSize: opts.poolSize })
+    : sqliteDialect({ path: target, ...opts.sqlite });
   return SqlLedger.open(dialect, opts);
 }

@@ -1,4 +1,4 @@
-import { Pool, type PoolClient } from 'pg';
+import type { PoolClient } from 'pg';
 import { redactUrl } from './redact';
 import { type Dialect, insertRows, placeholders, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
@@ -64,6 +64,8 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
   if (schema && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
     throw new Error(`schema "${schema}" must be a lower-case SQL identifier`);
   }
+  // Loaded on first use: a CLI call on SQLite never pays for the pg driver.
+  const { Pool } = require('pg') as typeof import('pg');
   const pool = new Pool({
     connectionString: u.toString(),
     max: opts.poolSize ?? 8,
