@@ -1,0 +1,107 @@
+// Metering overhead: time per metered LLM call minus the same call unmetered
+// (deterministic fake chat model, SQLite ledger, synchronous=NORMAL), p50 and p99,
+// measured in one run with metered and unmetered calls interleaved.
+// Runs against dist/ (npm run build first). Env: BENCH_CALLS (default 2000).
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
+const { openLedger } = require('../dist/src/ledger/open.js');
+const { BillingCallbackHandler } = require('../dist/src/metering/handler.js');
+const { FakeUsageChatModel } = require('../dist/src/metering/fake-model.js');
+const { RunnableLambda } = require('@langchain/core/runnables');
+const { HumanMessage } = require('@langchain/core/messages');
+
+const N = Number(process.env.BENCH_CALLS ?? 2000);
+const WARMUP = 200;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-metering-'));
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))];
+};
+const f = (v) => `${v.toFixed(3)} ms`;
+
+const ledger = await openLedger(path.join(tmp, 'bench.sqlite'), { sqlite: { synchronous: 'NORMAL' } });
+await ledger.createCustomer({ id: 'bench' });
+await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
+await ledger.activeRateCard();
+
+const model = new FakeUsageChatModel({ model: 'gpt-4o-mini', maxTokens: 256 });
+const msgs = [new HumanMessage('how much does one metered step cost on this machine')];
+
+/** Times `fn` N times, interleaving the two variants so drift hits both alike. */
+async function paired(label, unmetered, metered) {
+  const a = [];
+  const b = [];
+  for (let i = 0; i < WARMUP + N; i++) {
+    let t = performance.now();
+    await unmetered(i);
+    const ta = performance.now() - t;
+    t = performance.now();
+    await metered(i);
+    const tb = performance.now() - t;
+    if (i >= WARMUP) {
+      a.push(ta);
+      b.push(tb);
+    }
+  }
+  const diffs = b.map((x, i) => x - a[i]);
+  console.log(`${label}`);
+  console.log(`  unmetered          p50 ${f(pct(a, 0.5))}   p99 ${f(pct(a, 0.99))}`);
+  console.log(`  metered            p50 ${f(pct(b, 0.5))}   p99 ${f(pct(b, 0.99))}`);
+  console.log(`  added (p_x metered − p_x unmetered)   p50 ${f(pct(b, 0.5) - pct(a, 0.5))}   p99 ${f(pct(b, 0.99) - pct(a, 0.99))}`);
+  console.log(`  added (per-pair difference)           p50 ${f(pct(diffs, 0.5))}   p99 ${f(pct(diffs, 0.99))}`);
+}
+
+console.log(`metering overhead, ${N} calls per variant (+${WARMUP} warm-up), SQLite WAL synchronous=NORMAL, Node ${process.version}`);
+
+// 1. One LLM step: hold before, settle after (fee and compute off). This is the per-step cost.
+const stepHandler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench', runFee: false, computeTime: false });
+await paired(
+  'LLM step (hold + settle), bare model.invoke',
+  () => model.invoke(msgs),
+  () => model.invoke(msgs, { callbacks: [stepHandler] }),
+);
+
+// 2. A step inside a running chain: a root with 10 LLM calls, timed per call.
+{
+  const inner = [];
+  const bare = [];
+  const chainHandler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench-chain' });
+  const loop = (sink) =>
+    RunnableLambda.from(async (_input, config) => {
+      for (let k = 0; k < 10; k++) {
+        const t = performance.now();
+        await model.invoke(msgs, config);
+        sink.push(performance.now() - t);
+      }
+      return 'ok';
+    });
+  const metered = loop(inner);
+  const unmetered = loop(bare);
+  for (let i = 0; i < (WARMUP + N) / 10; i++) {
+    await unmetered.invoke('x');
+    await metered.invoke('x', { callbacks: [chainHandler] });
+  }
+  const a = bare.slice(WARMUP);
+  const b = inner.slice(WARMUP);
+  console.log('LLM step inside a metered chain (root fee + compute amortised over 10 steps, not in these numbers)');
+  console.log(`  unmetered          p50 ${f(pct(a, 0.5))}   p99 ${f(pct(a, 0.99))}`);
+  console.log(`  metered            p50 ${f(pct(b, 0.5))}   p99 ${f(pct(b, 0.99))}`);
+  console.log(`  added              p50 ${f(pct(b, 0.5) - pct(a, 0.5))}   p99 ${f(pct(b, 0.99) - pct(a, 0.99))}`);
+}
+
+// 3. A whole one-call run: admission holds (fee + compute), the LLM hold/settle, and the root settles.
+const runHandler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench-run' });
+await paired(
+  'whole run of one LLM call (fee + compute holds, LLM hold/settle, fee + compute settles)',
+  () => model.invoke(msgs),
+  () => model.invoke(msgs, { callbacks: [runHandler] }),
+);
+
+const inv = await ledger.checkInvariants();
+console.log(`ledger invariants: ${inv.ok ? 'ok' : JSON.stringify(inv.violations)}`);
+await ledger.close();
+fs.rmSync(tmp, { recursive: true, force: true });

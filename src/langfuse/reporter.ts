@@ -1,0 +1,206 @@
+import type { Langfuse as LangfuseClient } from 'langfuse';
+import { z } from 'zod';
+import { ValidationError } from '../errors';
+import { formatUsd, type Nanos } from '../money';
+
+/**
+ * Reports settled charges into Langfuse traces with the real `langfuse` SDK.
+ *
+ * Billing never depends on the observer (DESIGN invariant 5):
+ *  - the ledger write happens first; `report()` is called only with a charge the
+ *    ledger already holds, and does nothing but push onto an in-memory queue
+ *    (bounded: past `maxQueue` the oldest reports are dropped and counted);
+ *  - the queue is handed to the SDK on a later turn of the event loop, and the
+ *    SDK posts batches in the background (its timers are unref'd);
+ *  - `flush(timeoutMs)` / `shutdown(timeoutMs)` never wait longer than the timeout,
+ *    whether Langfuse is down, slow or answering 500.
+ * Reports carry deterministic observation ids derived from the ledger charge id,
+ * so a repeated report upserts the same observation instead of adding cost twice.
+ * The ledger stays the source of truth: each charge's metadata keeps the trace
+ * and observation ids, so a reconciler can re-send what Langfuse never received.
+ */
+
+export const langfuseCredentialsSchema = z
+  .object({
+    publicKey: z.string().min(1),
+    secretKey: z.string().min(1),
+    baseUrl: z.string().url(),
+    /** Events per ingestion request (default 20). */
+    flushAt: z.number().int().positive().max(1000).optional(),
+    /** Background flush interval (default 1000 ms). */
+    flushIntervalMs: z.number().int().positive().max(600_000).optional(),
+    /** Per-request timeout of the SDK (default 3000 ms). */
+    requestTimeoutMs: z.number().int().positive().max(60_000).optional(),
+    /** SDK retries per batch (default 2). */
+    fetchRetryCount: z.number().int().min(0).max(10).optional(),
+    /** Reports kept while waiting for the SDK (default 10,000). */
+    maxQueue: z.number().int().positive().max(1_000_000).optional(),
+  })
+  .strict();
+export type LangfuseCredentials = z.input<typeof langfuseCredentialsSchema>;
+
+const nanosToUsdNumber = (n: Nanos): number => Number(formatUsd(n));
+
+export interface ChargeReport {
+  /** The Langfuse trace: the root LangChain run id. */
+  readonly traceId: string;
+  /** The observation that carries the cost (an LLM run id, or `billing-<chargeId>`). */
+  readonly observationId: string;
+  readonly parentObservationId?: string;
+  readonly name: string;
+  readonly model?: string;
+  readonly startTime?: Date;
+  readonly endTime?: Date;
+  /** What the ledger took; `input`/`output` split when the charge priced tokens. */
+  readonly cost: { readonly total: Nanos; readonly input?: Nanos; readonly output?: Nanos };
+  readonly metadata: Record<string, unknown>;
+}
+
+export interface TraceMetadataReport {
+  readonly traceId: string;
+  readonly timestamp?: Date;
+  readonly metadata: Record<string, unknown>;
+}
+
+type Item = { kind: 'charge'; r: ChargeReport } | { kind: 'trace'; r: TraceMetadataReport };
+
+export class LangfuseCostReporter {
+  private readonly client: LangfuseClient;
+  private readonly maxQueue: number;
+  private queue: Item[] = [];
+  private scheduled = false;
+  /** Reports dropped because the queue was full. */
+  dropped = 0;
+  /** Reports handed to the SDK. */
+  sent = 0;
+
+  constructor(credentials: LangfuseCredentials) {
+    const parsed = langfuseCredentialsSchema.safeParse(credentials);
+    if (!parsed.success) throw ValidationError.fromZod('Langfuse credentials', parsed.error);
+    const c = parsed.data;
+    this.maxQueue = c.maxQueue ?? 10_000;
+    // Loaded lazily so the engine never pays for the SDK unless costs are reported.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { Langfuse } = require('langfuse') as typeof import('langfuse');
+    this.client = new Langfuse({
+      publicKey: c.publicKey,
+      secretKey: c.secretKey,
+      baseUrl: c.baseUrl,
+      flushAt: c.flushAt ?? 20,
+      flushInterval: c.flushIntervalMs ?? 1000,
+      requestTimeout: c.requestTimeoutMs ?? 3000,
+      fetchRetryCount: c.fetchRetryCount ?? 2,
+      fetchRetryDelay: 500,
+      sdkIntegration: 'flowise-billing',
+    });
+    // The SDK logs delivery failures itself; a billing run never sees them.
+    this.client.on('error', () => undefined);
+  }
+
+  /** Queues the cost of one settled ledger charge. Never throws, never waits. */
+  reportCharge(r: ChargeReport): void {
+    this.push({ kind: 'charge', r });
+  }
+
+  /** Queues metadata for a trace (merged into what other handlers wrote). */
+  reportTraceMetadata(r: TraceMetadataReport): void {
+    this.push({ kind: 'trace', r });
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  private push(item: Item): void {
+    if (this.queue.length >= this.maxQueue) {
+      this.queue.shift();
+      this.dropped++;
+    }
+    this.queue.push(item);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.drain());
+    }
+  }
+
+  private drain(): void {
+    this.scheduled = false;
+    const items = this.queue;
+    this.queue = [];
+    for (const item of items) {
+      try {
+        if (item.kind === 'charge') this.sendCharge(item.r);
+        else this.client.trace({ id: item.r.traceId, timestamp: item.r.timestamp, metadata: item.r.metadata });
+        this.sent++;
+      } catch {
+        // The SDK enqueues synchronously; a failure here is a bug in a report, never a reason to fail billing.
+      }
+    }
+  }
+
+  private sendCharge(r: ChargeReport): void {
+    const costDetails: Record<string, number> = { total: nanosToUsdNumber(r.cost.total) };
+    if (r.cost.input !== undefined) costDetails.input = nanosToUsdNumber(r.cost.input);
+    if (r.cost.output !== undefined) costDetails.output = nanosToUsdNumber(r.cost.output);
+    this.client.generation({
+      id: r.observationId,
+      traceId: r.traceId,
+      parentObservationId: r.parentObservationId,
+      name: r.name,
+      model: r.model,
+      startTime: r.startTime,
+      endTime: r.endTime,
+      costDetails,
+      metadata: r.metadata,
+    });
+  }
+
+  /** Hands queued reports to the SDK and waits for delivery, at most `timeoutMs`. Resolves true if it finished in time. */
+  async flush(timeoutMs = 2000): Promise<boolean> {
+    this.drain();
+    return withTimeout(this.client.flushAsync(), timeoutMs);
+  }
+
+  /** Flushes and stops the SDK's timers, at most `timeoutMs`. */
+  async shutdown(timeoutMs = 2000): Promise<boolean> {
+    this.drain();
+    return withTimeout(this.client.shutdownAsync(), timeoutMs);
+  }
+}
+
+async function withTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([p.then(() => true, () => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const shared = new Map<string, LangfuseCostReporter>();
+
+/**
+ * One reporter (one SDK client) per Langfuse project and endpoint, shared by every
+ * handler in the process: Flowise creates a handler per request, and an SDK client
+ * per request would leak timers and connections.
+ */
+export function langfuseReporterFor(credentials: LangfuseCredentials): LangfuseCostReporter {
+  const key = `${credentials.baseUrl}\u0000${credentials.publicKey}\u0000${credentials.secretKey}`;
+  let r = shared.get(key);
+  if (!r) {
+    r = new LangfuseCostReporter(credentials);
+    shared.set(key, r);
+  }
+  return r;
+}
+
+/** Flushes and shuts down every shared reporter (for process exit and tests). */
+export async function shutdownLangfuseReporters(timeoutMs = 2000): Promise<void> {
+  const all = [...shared.values()];
+  shared.clear();
+  await Promise.all(all.map((r) => r.shutdown(timeoutMs)));
+}

@@ -1,0 +1,169 @@
+/**
+ * Token estimates and usage extraction for the metering handler. Everything
+ * here is duck-typed: several `@langchain/core` copies coexist in Flowise, so
+ * nothing checks `instanceof` on a LangChain class.
+ *
+ * ESTIMATE RULE (used for holds, and for charging when a provider reports no usage):
+ *   tokens(text)  = max(words(text), ceil(chars(text) / 4))
+ *                   — chars/4 is the usual English average; every whitespace-separated
+ *                   word is at least one BPE token, which keeps short-word text honest.
+ *   prompt tokens = Σ over messages of (MESSAGE_OVERHEAD_TOKENS + tokens(text of the
+ *                   message, including tool-call names and arguments)) + tokens(JSON of
+ *                   the tool definitions sent with the call).
+ *   output tokens = tokens(generated text + tool-call names and arguments).
+ * The estimate is a reservation, not a bound: a settle above the hold takes the
+ * excess from what else is available (the ledger records any shortfall).
+ */
+
+export const MESSAGE_OVERHEAD_TOKENS = 4;
+
+type Rec = Record<string, unknown>;
+const isRec = (v: unknown): v is Rec => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function countWords(text: string): number {
+  let n = 0;
+  for (const piece of text.split(/\s+/)) if (piece.length > 0) n++;
+  return n;
+}
+
+export function estimateTextTokens(text: string): number {
+  if (!text) return 0;
+  return Math.max(countWords(text), Math.ceil(text.length / 4));
+}
+
+/** The text of a message `content` (string, or an array of parts). Non-text parts count as their JSON. */
+export function contentText(content: unknown): string {
+  if (content == null) return '';
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((p) => (typeof p === 'string' ? p : isRec(p) && p.type === 'text' ? String(p.text ?? '') : safeJson(p)))
+      .join(' ');
+  }
+  return safeJson(content);
+}
+
+function safeJson(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/** Tool calls of a LangChain message (`tool_calls`, or the raw `additional_kwargs.tool_calls`), as name + arguments text. */
+function toolCallText(message: Rec): string {
+  const parts: string[] = [];
+  const calls = Array.isArray(message.tool_calls) ? message.tool_calls : [];
+  for (const c of calls) if (isRec(c)) parts.push(String(c.name ?? ''), typeof c.args === 'string' ? c.args : safeJson(c.args ?? {}));
+  if (!calls.length) {
+    const kw = isRec(message.additional_kwargs) ? message.additional_kwargs : {};
+    const raw = Array.isArray(kw.tool_calls) ? kw.tool_calls : [];
+    for (const c of raw) if (isRec(c) && isRec(c.function)) parts.push(String(c.function.name ?? ''), String(c.function.arguments ?? ''));
+  }
+  return parts.join(' ');
+}
+
+/** Prompt-token estimate of one chat model call (messages are duck-typed BaseMessages or plain objects). */
+export function estimatePromptTokens(messages: readonly unknown[], tools?: unknown): number {
+  let n = 0;
+  for (const m of messages) {
+    if (typeof m === 'string') {
+      n += MESSAGE_OVERHEAD_TOKENS + estimateTextTokens(m);
+      continue;
+    }
+    if (!isRec(m)) continue;
+    const text = `${contentText(m.content)} ${toolCallText(m)}`.trim();
+    n += MESSAGE_OVERHEAD_TOKENS + estimateTextTokens(text);
+  }
+  if (Array.isArray(tools) && tools.length) n += estimateTextTokens(safeJson(tools));
+  return n;
+}
+
+/** Output-token estimate of a finished generation (text plus tool calls). */
+export function estimateOutputTokens(generation: unknown): number {
+  if (!isRec(generation)) return 0;
+  const msg = isRec(generation.message) ? generation.message : undefined;
+  const text = msg ? `${contentText(msg.content)} ${toolCallText(msg)}`.trim() : String(generation.text ?? '');
+  return estimateTextTokens(text);
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
+const posInt = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined);
+
+/** The model name: invocation params `model` / `model_name` / `modelName`, else metadata `ls_model_name`. */
+export function modelNameOf(extraParams: unknown, metadata: unknown): string | undefined {
+  const inv = isRec(extraParams) && isRec(extraParams.invocation_params) ? extraParams.invocation_params : {};
+  const md = isRec(metadata) ? metadata : {};
+  return str(inv.model) ?? str(inv.model_name) ?? str(inv.modelName) ?? str(md.ls_model_name);
+}
+
+/** The call's output limit: `max_tokens` / `max_completion_tokens` / `maxTokens` (or `ls_max_tokens`), else undefined. */
+export function maxOutputTokensOf(extraParams: unknown, metadata: unknown): number | undefined {
+  const inv = isRec(extraParams) && isRec(extraParams.invocation_params) ? extraParams.invocation_params : {};
+  const md = isRec(metadata) ? metadata : {};
+  return (
+    posInt(inv.max_completion_tokens) ?? posInt(inv.max_tokens) ?? posInt(inv.maxTokens) ?? posInt(inv.maxCompletionTokens) ?? posInt(md.ls_max_tokens)
+  );
+}
+
+/** Number of choices the call asks for (`n`), at least 1. */
+export function choicesOf(extraParams: unknown): number {
+  const inv = isRec(extraParams) && isRec(extraParams.invocation_params) ? extraParams.invocation_params : {};
+  return posInt(inv.n) ?? 1;
+}
+
+/** Tool definitions sent with the call, if any. */
+export function toolsOf(extraParams: unknown): unknown {
+  const inv = isRec(extraParams) && isRec(extraParams.invocation_params) ? extraParams.invocation_params : {};
+  return inv.tools ?? inv.functions;
+}
+
+export type UsageSource = 'usage_metadata' | 'tokenUsage' | 'estimatedTokenUsage' | 'estimate';
+
+export interface TokenUsage {
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  readonly source: UsageSource;
+}
+
+const nonNeg = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined);
+
+/**
+ * Actual usage of a finished call (an LLMResult, duck-typed), in this order:
+ *  1. `usage_metadata` on a generation's message (input_tokens / output_tokens) — the
+ *     first generation that carries it (providers report one usage for all choices);
+ *  2. `llmOutput.tokenUsage` (promptTokens / completionTokens);
+ *  3. `llmOutput.estimatedTokenUsage` (LangChain's own count when the provider sent none);
+ *  4. otherwise the estimate: the prompt estimate taken at the start plus the
+ *     estimated output tokens of every generation (see the rule at the top).
+ */
+export function usageOf(output: unknown, promptEstimate: number): TokenUsage {
+  const out = isRec(output) ? output : {};
+  const gens: unknown[] = Array.isArray(out.generations) ? (out.generations as unknown[]).flat() : [];
+  for (const g of gens) {
+    const um = isRec(g) && isRec(g.message) && isRec(g.message.usage_metadata) ? g.message.usage_metadata : undefined;
+    const i = nonNeg(um?.input_tokens);
+    const o = nonNeg(um?.output_tokens);
+    if (i !== undefined && o !== undefined) return { inputTokens: i, outputTokens: o, source: 'usage_metadata' };
+  }
+  const llmOutput = isRec(out.llmOutput) ? out.llmOutput : {};
+  for (const source of ['tokenUsage', 'estimatedTokenUsage'] as const) {
+    const u = isRec(llmOutput[source]) ? (llmOutput[source] as Rec) : undefined;
+    const i = nonNeg(u?.promptTokens);
+    const o = nonNeg(u?.completionTokens);
+    if (i !== undefined && o !== undefined && i + o > 0) return { inputTokens: i, outputTokens: o, source };
+  }
+  let produced = 0;
+  for (const g of gens) produced += estimateOutputTokens(g);
+  return { inputTokens: promptEstimate, outputTokens: produced, source: 'estimate' };
+}
+
+/** The text of a streamed chunk for counting (token text, or tool-call argument deltas). */
+export function streamedText(token: string, fields: unknown): string {
+  if (token) return token;
+  const chunk = isRec(fields) && isRec(fields.chunk) ? fields.chunk : undefined;
+  const msg = chunk && isRec(chunk.message) ? chunk.message : undefined;
+  const tcc = msg && Array.isArray(msg.tool_call_chunks) ? msg.tool_call_chunks : [];
+  return tcc.map((c) => (isRec(c) ? `${c.name ?? ''}${c.args ?? ''}` : '')).join('');
+}

@@ -1,0 +1,625 @@
+import type { Serialized } from '@langchain/core/load/serializable';
+import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
+import { BillingError } from '../errors';
+import type { Charge, Hold, Ledger } from '../ledger/types';
+import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
+import { langfuseReporterFor, type LangfuseCostReporter } from '../langfuse/reporter';
+import { formatUsd, type Nanos, parseUsd } from '../money';
+import { paidPublicFlowSplit, priceChargeType, priceComputeMs, priceTokens, type TokenQuote } from '../pricing/price';
+import type { ChargeType, RateCard } from '../pricing/ratecard';
+import type { RunAdmission } from '../quota/gate';
+import {
+  choicesOf,
+  estimatePromptTokens,
+  estimateTextTokens,
+  maxOutputTokensOf,
+  modelNameOf,
+  streamedText,
+  toolsOf,
+  usageOf,
+  type TokenUsage,
+} from './estimate';
+import { meteringKey } from './keys';
+import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
+
+type Metadata = Record<string, unknown>;
+
+/** What the handler keeps for a root run (a run with no parent this handler has seen). */
+interface RootState {
+  readonly id: string;
+  readonly startedAt: number;
+  readonly startTime: Date;
+  card?: RateCard;
+  admission?: RunAdmission;
+  fee?: { chargeType: ChargeType; amount: Nanos; hold: Hold };
+  computeHold?: Hold;
+  /** Set when this handler refused a step (funds, budget): the run then pays no fee and no compute. */
+  refused: boolean;
+  /** Billing fields every child run's metadata receives (updated as the run goes). */
+  dynamic: Record<string, string | number>;
+  /** Net cost of the run so far (what the ledger took). */
+  cost: Nanos;
+  lastBalance?: Nanos;
+  lastAvailable?: Nanos;
+  readonly steps: Set<string>;
+  readonly chargeIds: string[];
+}
+
+/** What the handler keeps for one step (chain, LLM call or tool), keyed by run id. */
+interface StepState {
+  readonly runId: string;
+  readonly rootId: string;
+  readonly parentRunId?: string;
+  readonly kind: 'chain' | 'llm' | 'tool';
+  readonly startTime: Date;
+  hold?: Hold;
+  model?: string;
+  promptEstimate: number;
+  streamedChunks: number;
+  streamedText: string;
+  toolName?: string;
+  chargeType?: ChargeType;
+  quantity?: string;
+  toolAmount?: Nanos;
+}
+
+/** One settled charge as the handler saw it (for callers, tests and the demo). */
+export interface MeteredCharge {
+  readonly rootRunId: string;
+  readonly runId: string;
+  readonly kind: 'llm' | 'tool' | 'fee' | 'compute';
+  readonly charge: Charge;
+}
+
+/** Per-run outcome: every charge of a finished root run and its total. */
+export interface MeteredRun {
+  readonly rootRunId: string;
+  readonly cost: Nanos;
+  readonly chargeIds: readonly string[];
+  readonly balanceAfter?: Nanos;
+  readonly admission?: RunAdmission;
+  readonly failed: boolean;
+  /** Billing refused a step (funds or budget): the fee and compute time were released. */
+  readonly refused: boolean;
+}
+
+interface SharedState {
+  readonly roots: Map<string, RootState>;
+  readonly steps: Map<string, StepState>;
+  readonly charges: MeteredCharge[];
+  readonly runs: MeteredRun[];
+  readonly failures: Array<{ error: unknown; context: Metadata }>;
+}
+
+const MAX_KEPT = 1000;
+
+/** Billing said no (funds, budget): the run is refused, not failed. */
+function isRefusal(e: unknown): boolean {
+  return e instanceof BillingError && (e.code === 'INSUFFICIENT_FUNDS' || e.code === 'BUDGET_EXCEEDED');
+}
+const pushBounded = <T>(arr: T[], v: T) => {
+  arr.push(v);
+  if (arr.length > MAX_KEPT) arr.splice(0, arr.length - MAX_KEPT);
+};
+
+function runNameOf(serialized: unknown, runName?: string): string {
+  if (runName) return runName;
+  const s = serialized as { name?: unknown; id?: unknown } | undefined;
+  if (s && typeof s.name === 'string') return s.name;
+  if (s && Array.isArray(s.id) && s.id.length) return String(s.id[s.id.length - 1]);
+  return 'unknown';
+}
+
+/**
+ * Meters LangChain runs: admission, per-run fee and compute time for each root
+ * run; a hold before every LLM call and tool, settled with actual usage after,
+ * released on error. See README "Metering LangChain runs" for the rules.
+ *
+ * It aborts a run only by throwing from a start callback (`raiseError`), which
+ * LangChain then awaits: InsufficientFundsError, QuotaExceededError and
+ * BudgetExceededError propagate out of `invoke()` and the provider is never
+ * called. End/error callbacks never throw: once a provider answered, the run's
+ * result is returned even if the ledger write failed (the hold then expires and
+ * the failure is reported to `onError` and kept in `failures`).
+ */
+export class BillingCallbackHandler extends BaseCallbackHandler {
+  name = 'BillingCallbackHandler';
+  override raiseError = true;
+  override awaitHandlers = true;
+
+  readonly options: ResolvedBillingOptions;
+  private readonly ledger: Ledger;
+  private readonly state: SharedState;
+  private readonly reporter?: LangfuseCostReporter;
+  private lastCardVersion?: string;
+
+  constructor(input: BillingHandlerOptions | BillingCallbackHandler) {
+    // LangChain's copy() calls `new this.constructor(this)`: share options and state.
+    const from = input instanceof BillingCallbackHandler ? input : undefined;
+    super({ raiseError: true });
+    this.raiseError = true;
+    this.awaitHandlers = true;
+    this.options = from ? from.options : parseBillingHandlerOptions(input);
+    this.ledger = this.options.ledger;
+    this.state = from ? from.state : { roots: new Map(), steps: new Map(), charges: [], runs: [], failures: [] };
+    this.reporter = from ? from.reporter : this.options.langfuse ? langfuseReporterFor(this.options.langfuse) : undefined;
+    this.lastCardVersion = this.options.rateCard?.version;
+  }
+
+  /** Charges settled by this handler, newest last (at most 1,000 kept). */
+  get charges(): readonly MeteredCharge[] {
+    return this.state.charges;
+  }
+  /** Finished root runs, newest last (at most 1,000 kept). */
+  get runs(): readonly MeteredRun[] {
+    return this.state.runs;
+  }
+  /** Ledger writes after a step that failed (never thrown into the run). */
+  get failures(): ReadonlyArray<{ error: unknown; context: Metadata }> {
+    return this.state.failures;
+  }
+  /** Runs currently in flight (roots and steps). */
+  get inFlight(): { roots: number; steps: number } {
+    return { roots: this.state.roots.size, steps: this.state.steps.size };
+  }
+
+  /** The static billing fields for run metadata (see billingRunConfig). */
+  billingMetadata(): Record<string, string | number> {
+    const o = this.options;
+    return billingMetadata({
+      customerId: o.customerId,
+      conversationId: o.conversationId,
+      usageCategory: o.usageCategory,
+      costCenter: o.costCenter,
+      planTier: o.planTier,
+      rateCardVersion: this.lastCardVersion,
+    });
+  }
+
+  /** Flushes cost reports to Langfuse, waiting at most `timeoutMs`; true when all were delivered in time. */
+  async flushLangfuse(timeoutMs = 2000): Promise<boolean> {
+    return this.reporter ? this.reporter.flush(timeoutMs) : true;
+  }
+
+  private key(runId: string, step: Parameters<typeof meteringKey>[1]) {
+    return meteringKey(runId, step, this.options.messageId);
+  }
+
+  private fail(error: unknown, context: Metadata): void {
+    pushBounded(this.state.failures, { error, context });
+    try {
+      if (this.options.onError) this.options.onError(error, context);
+      else console.warn(`[flowise-billing] ${context.operation ?? 'metering'} failed for run ${context.runId ?? '?'}: ${(error as Error)?.message ?? error}`);
+    } catch {
+      // an observer's own error never reaches the run
+    }
+  }
+
+  // ---- runs ---------------------------------------------------------------
+
+  /** Registers a step; starts a root run when this handler has not seen its parent. */
+  private async enter(kind: StepState['kind'], runId: string, parentRunId: string | undefined, metadata: Metadata | undefined): Promise<{ step: StepState; root: RootState; replay: boolean }> {
+    const existing = this.state.steps.get(runId);
+    if (existing) {
+      const root = this.state.roots.get(existing.rootId);
+      if (root) return { step: existing, root, replay: true };
+    }
+    const parent = parentRunId ? this.state.steps.get(parentRunId) : undefined;
+    let root = parent ? this.state.roots.get(parent.rootId) : undefined;
+    // Synchronously, before any await: handlers listed after this one read the same object.
+    if (root && metadata) Object.assign(metadata, root.dynamic);
+    if (!root) root = await this.startRoot(runId, metadata);
+    const step: StepState = { runId, rootId: root.id, parentRunId, kind, startTime: new Date(), promptEstimate: 0, streamedChunks: 0, streamedText: '' };
+    this.state.steps.set(runId, step);
+    root.steps.add(runId);
+    return { step, root, replay: false };
+  }
+
+  private async startRoot(runId: string, metadata: Metadata | undefined): Promise<RootState> {
+    const o = this.options;
+    // Static fields go in synchronously: handlers listed after this one see them.
+    const fields = this.billingMetadata();
+    if (metadata) Object.assign(metadata, fields);
+    const root: RootState = { id: runId, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [] };
+    this.state.roots.set(runId, root);
+    try {
+      const card = o.rateCard ?? (await this.ledger.activeRateCard());
+      root.card = card;
+      this.lastCardVersion = card.version;
+      if (o.gate) root.admission = await o.gate.admitRun({ customerId: o.customerId, conversationId: o.conversationId });
+      // The run's own costs are held up front (fee + compute reserve, in one group commit)
+      // and settled when the run ends; a run that billing refuses pays neither.
+      const fee = this.runFee(card);
+      const reserveMs = this.computeReserveMs();
+      const compute = reserveMs === null ? null : priceComputeMs(card, reserveMs);
+      const [feeHold, computeHold] = await Promise.allSettled([
+        fee
+          ? this.ledger.hold({
+              customerId: o.customerId, amount: fee.amount, idempotencyKey: this.key(runId, 'fee-hold'), actor: o.actor, chargeType: fee.chargeType,
+              quantity: '1', rateCardVersion: card.version, ttlMs: o.holdTtlMs, metadata: this.chargeMetadata(root, runId, { kind: 'fee' }),
+            })
+          : Promise.resolve(undefined),
+        compute
+          ? this.ledger.hold({
+              customerId: o.customerId, amount: compute.amount, idempotencyKey: this.key(runId, 'compute-hold'), actor: o.actor, chargeType: 'compute',
+              quantity: compute.quantity, rateCardVersion: card.version, ttlMs: o.holdTtlMs, metadata: this.chargeMetadata(root, runId, { kind: 'compute' }),
+            })
+          : Promise.resolve(undefined),
+      ]);
+      if (feeHold.status === 'fulfilled' && feeHold.value && fee) root.fee = { ...fee, hold: feeHold.value };
+      if (computeHold.status === 'fulfilled' && computeHold.value) root.computeHold = computeHold.value;
+      const failed = [feeHold, computeHold].find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+      if (failed) throw failed.reason;
+      for (const h of [root.fee?.hold, root.computeHold]) if (h && (root.lastAvailable === undefined || h.availableAfter < root.lastAvailable)) root.lastAvailable = h.availableAfter;
+      Object.assign(
+        root.dynamic,
+        billingMetadata({
+          rateCardVersion: card.version,
+          planTier: root.admission ? root.admission.tier : o.planTier,
+          quotaRemaining: root.admission ? root.admission.sessionsRemaining : undefined,
+          available: root.lastAvailable,
+        }),
+      );
+      // The root's own later readers (and LangChain tracers that keep this object) see the admission fields too.
+      if (metadata) Object.assign(metadata, root.dynamic);
+      return root;
+    } catch (e) {
+      this.state.roots.delete(runId);
+      await this.releaseRootHolds(root);
+      throw e;
+    }
+  }
+
+  private async releaseRootHolds(root: RootState): Promise<void> {
+    for (const [hold, step] of [[root.fee?.hold, 'fee-release'], [root.computeHold, 'compute-release']] as const) {
+      if (!hold) continue;
+      try {
+        await this.ledger.release({ holdId: hold.id, idempotencyKey: this.key(root.id, step), actor: this.options.actor });
+      } catch (e) {
+        if (!(e instanceof BillingError && e.code === 'HOLD_NOT_PENDING')) this.fail(e, { operation: step, runId: root.id });
+      }
+    }
+    root.fee = undefined;
+    root.computeHold = undefined;
+  }
+
+  private computeReserveMs(): number | null {
+    const c = this.options.computeTime;
+    if (c === false) return null;
+    return c === true ? DEFAULT_COMPUTE_RESERVE_MS : c.reserveMs;
+  }
+
+  private runFee(card: RateCard): { chargeType: ChargeType; amount: Nanos } | null {
+    const f = this.options.runFee;
+    if (f === false) return null;
+    if (typeof f === 'string') return { chargeType: f, amount: priceChargeType(card, f, 1).amount };
+    return { chargeType: 'PaidPublicFlowRun', amount: paidPublicFlowSplit(card, parseUsd(f.priceUsd)).fee };
+  }
+
+  /**
+   * Ends a root run: settles the fee and compute time (or releases both when
+   * billing refused the run), releases anything a lost callback left held, and
+   * reports the run's totals to Langfuse.
+   */
+  private async finishRoot(root: RootState, failed: boolean): Promise<void> {
+    if (!this.state.roots.delete(root.id)) return;
+    const o = this.options;
+    for (const stepId of root.steps) {
+      const s = this.state.steps.get(stepId);
+      this.state.steps.delete(stepId);
+      if (s?.hold) await this.releaseHold(s, 'orphaned step at root end');
+    }
+    if (root.refused) {
+      await this.releaseRootHolds(root);
+    } else if (root.card) {
+      const card = root.card;
+      const ms = BigInt(Math.max(0, Math.round(performance.now() - root.startedAt)));
+      const q = priceComputeMs(card, ms);
+      const settles: Array<Promise<void>> = [];
+      if (root.fee) {
+        const fee = root.fee;
+        settles.push(
+          this.ledger
+            .settle({ holdId: fee.hold.id, amount: fee.amount, idempotencyKey: this.key(root.id, 'fee'), actor: o.actor, chargeType: fee.chargeType, quantity: '1', rateCardVersion: card.version, metadata: this.chargeMetadata(root, root.id, { kind: 'fee' }) })
+            .then(
+              (charge) => this.recorded(root, root.id, 'fee', charge, { name: `billing:${fee.chargeType}`, observationId: `billing-${charge.id}`, parent: root.id }),
+              (e) => this.fail(e, { operation: 'settle fee', runId: root.id }),
+            ),
+        );
+      }
+      if (root.computeHold) {
+        settles.push(
+          this.ledger
+            .settle({ holdId: root.computeHold.id, amount: q.amount, idempotencyKey: this.key(root.id, 'compute'), actor: o.actor, chargeType: 'compute', quantity: q.quantity, rateCardVersion: card.version, metadata: this.chargeMetadata(root, root.id, { kind: 'compute', ms: Number(ms) }) })
+            .then(
+              (charge) => this.recorded(root, root.id, 'compute', charge, { name: 'billing:compute', observationId: `billing-${charge.id}`, parent: root.id }),
+              (e) => this.fail(e, { operation: 'settle compute', runId: root.id }),
+            ),
+        );
+      }
+      // One group commit for both.
+      await Promise.all(settles);
+    }
+    const run: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused };
+    pushBounded(this.state.runs, run);
+    this.reporter?.reportTraceMetadata({
+      traceId: root.id,
+      timestamp: root.startTime,
+      metadata: {
+        ...root.dynamic,
+        ...billingMetadata({ balanceAfter: root.lastBalance, runCost: root.cost }),
+        billing_refused: root.refused,
+      },
+    });
+  }
+
+  private chargeMetadata(root: RootState, runId: string, extra: Metadata): Metadata {
+    return {
+      source: 'langchain',
+      rootRunId: root.id,
+      runId,
+      conversationId: this.options.conversationId,
+      ...(this.options.messageId ? { messageId: this.options.messageId } : {}),
+      ...(this.options.usageCategory ? { usageCategory: this.options.usageCategory } : {}),
+      ...(this.options.costCenter ? { costCenter: this.options.costCenter } : {}),
+      // Where the cost went in Langfuse, so a reconciler can re-send it.
+      langfuseTraceId: root.id,
+      ...extra,
+    };
+  }
+
+  private recorded(
+    root: RootState,
+    runId: string,
+    kind: MeteredCharge['kind'],
+    charge: Charge,
+    lf: { name: string; observationId: string; parent?: string; model?: string; quote?: TokenQuote; startTime?: Date },
+  ): void {
+    root.cost += charge.amount;
+    root.lastBalance = charge.balanceAfter;
+    root.dynamic[BILLING_METADATA_KEYS.balanceAfterUsd] = formatUsd(charge.balanceAfter);
+    root.chargeIds.push(charge.id);
+    pushBounded(this.state.charges, { rootRunId: root.id, runId, kind, charge });
+    if (!this.reporter) return;
+    // Token charges split input/output as priced; when a shortfall cut the collected amount, only the total is exact.
+    const split = lf.quote && charge.shortfall === 0n && charge.amount === lf.quote.amount ? { input: lf.quote.inputAmount, output: lf.quote.outputAmount } : {};
+    this.reporter.reportCharge({
+      traceId: root.id,
+      observationId: lf.observationId,
+      parentObservationId: lf.parent,
+      name: lf.name,
+      model: lf.model,
+      startTime: lf.startTime,
+      endTime: new Date(),
+      cost: { total: charge.amount, ...split },
+      metadata: {
+        billing_charge_id: charge.id,
+        billing_usd: formatUsd(charge.amount),
+        billing_charge_type: charge.chargeType,
+        billing_quantity: charge.quantity,
+        ...(charge.shortfall > 0n ? { billing_shortfall_usd: formatUsd(charge.shortfall) } : {}),
+        ...billingMetadata({ customerId: this.options.customerId, rateCardVersion: charge.rateCardVersion ?? undefined, balanceAfter: charge.balanceAfter }),
+      },
+    });
+  }
+
+  private async releaseHold(step: StepState, reason: string): Promise<void> {
+    if (!step.hold) return;
+    try {
+      await this.ledger.release({ holdId: step.hold.id, idempotencyKey: this.key(step.runId, 'release'), actor: this.options.actor });
+    } catch (e) {
+      // Already settled or released by an earlier delivery of the same callback: nothing to give back.
+      if (!(e instanceof BillingError && e.code === 'HOLD_NOT_PENDING')) this.fail(e, { operation: 'release', runId: step.runId, reason });
+    }
+    step.hold = undefined;
+  }
+
+  /** Leaves a step; ends the root when the step was the root. */
+  private async leave(runId: string, failed: boolean): Promise<void> {
+    const step = this.state.steps.get(runId);
+    if (!step) return;
+    this.state.steps.delete(runId);
+    const root = this.state.roots.get(step.rootId);
+    root?.steps.delete(runId);
+    if (root && root.id === runId) await this.finishRoot(root, failed);
+  }
+
+  // ---- chains -------------------------------------------------------------
+
+  override async handleChainStart(_chain: Serialized, _inputs: unknown, runId: string, parentRunId?: string, _tags?: string[], metadata?: Metadata): Promise<void> {
+    await this.enter('chain', runId, parentRunId, metadata);
+  }
+
+  override async handleChainEnd(_outputs: unknown, runId: string): Promise<void> {
+    await this.leave(runId, false);
+  }
+
+  override async handleChainError(_err: unknown, runId: string): Promise<void> {
+    await this.leave(runId, true);
+  }
+
+  // ---- LLM calls ------------------------------------------------------------
+
+  override async handleChatModelStart(_llm: Serialized, messages: unknown[][], runId: string, parentRunId?: string, extraParams?: Metadata, _tags?: string[], metadata?: Metadata): Promise<void> {
+    await this.llmStart(messages[0] ?? [], runId, parentRunId, extraParams, metadata);
+  }
+
+  override async handleLLMStart(_llm: Serialized, prompts: string[], runId: string, parentRunId?: string, extraParams?: Metadata, _tags?: string[], metadata?: Metadata): Promise<void> {
+    await this.llmStart(prompts.slice(0, 1), runId, parentRunId, extraParams, metadata);
+  }
+
+  private async llmStart(messages: readonly unknown[], runId: string, parentRunId: string | undefined, extraParams: Metadata | undefined, metadata: Metadata | undefined): Promise<void> {
+    const { step, root, replay } = await this.enter('llm', runId, parentRunId, metadata);
+    if (replay && step.hold) return;
+    try {
+      const card = root.card!;
+      const o = this.options;
+      step.model = modelNameOf(extraParams, metadata);
+      step.promptEstimate = estimatePromptTokens(messages, toolsOf(extraParams));
+      const maxOut = (maxOutputTokensOf(extraParams, metadata) ?? o.maxOutputTokensCap) * choicesOf(extraParams);
+      const q = priceTokens(card, step.model, step.promptEstimate, maxOut);
+      step.hold = await this.ledger.hold({
+        customerId: o.customerId,
+        amount: q.amount,
+        idempotencyKey: this.key(runId, 'hold'),
+        actor: o.actor,
+        chargeType: q.item,
+        quantity: q.quantity,
+        rateCardVersion: card.version,
+        ttlMs: o.holdTtlMs,
+        metadata: this.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
+      });
+      root.lastAvailable = step.hold.availableAfter;
+    } catch (e) {
+      // Refused: the call never reaches the provider. A root that was only this call ends here.
+      if (isRefusal(e)) root.refused = true;
+      await this.leave(runId, true);
+      throw e;
+    }
+  }
+
+  override async handleLLMNewToken(token: string, _idx: unknown, runId: string, _parentRunId?: string, _tags?: string[], fields?: unknown): Promise<void> {
+    const step = this.state.steps.get(runId);
+    if (!step) return;
+    const text = streamedText(token, fields);
+    if (text) {
+      step.streamedChunks++;
+      step.streamedText += text;
+    }
+  }
+
+  override async handleLLMEnd(output: unknown, runId: string): Promise<void> {
+    const step = this.state.steps.get(runId);
+    if (!step) return;
+    await this.settleTokens(step, usageOf(output, step.promptEstimate));
+    await this.leave(runId, false);
+  }
+
+  /**
+   * STREAM-CUT RULE: an LLM call that fails after it streamed output is charged
+   * the prompt (its estimate; providers bill the whole prompt once generation
+   * started) plus the output it produced: max(number of non-empty chunks,
+   * estimate of the streamed text). A call that failed before any output is released.
+   */
+  override async handleLLMError(_err: unknown, runId: string): Promise<void> {
+    const step = this.state.steps.get(runId);
+    if (!step) return;
+    if (step.streamedChunks > 0) {
+      const produced = Math.max(step.streamedChunks, estimateTextTokens(step.streamedText));
+      await this.settleTokens(step, { inputTokens: step.promptEstimate, outputTokens: produced, source: 'estimate' }, 'stream cut short');
+    } else {
+      await this.releaseHold(step, 'llm error');
+    }
+    await this.leave(runId, true);
+  }
+
+  private async settleTokens(step: StepState, usage: TokenUsage, note?: string): Promise<void> {
+    const root = this.state.roots.get(step.rootId);
+    if (!step.hold || !root?.card) return;
+    const hold = step.hold;
+    step.hold = undefined;
+    try {
+      const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens);
+      const charge = await this.ledger.settle({
+        holdId: hold.id,
+        amount: q.amount,
+        idempotencyKey: this.key(step.runId, 'settle'),
+        actor: this.options.actor,
+        chargeType: q.item,
+        quantity: q.quantity,
+        rateCardVersion: root.card.version,
+        metadata: this.chargeMetadata(root, step.runId, {
+          kind: 'llm',
+          model: step.model ?? null,
+          inputTokens: usage.inputTokens,
+          outputTokens: usage.outputTokens,
+          usageSource: usage.source,
+          ...(note ? { note } : {}),
+        }),
+      });
+      // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.
+      this.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
+    } catch (e) {
+      this.fail(e, { operation: 'settle llm', runId: step.runId });
+    }
+  }
+
+  // ---- tools ------------------------------------------------------------------
+
+  override async handleToolStart(tool: Serialized, _input: string, runId: string, parentRunId?: string, _tags?: string[], metadata?: Metadata, runName?: string): Promise<void> {
+    const { step, root, replay } = await this.enter('tool', runId, parentRunId, metadata);
+    if (replay && step.hold) return;
+    const name = runNameOf(tool, runName);
+    const price = this.options.tools[name] ?? this.options.tools['*'];
+    step.toolName = name;
+    if (!price) return;
+    try {
+      const q = priceChargeType(root.card!, price.chargeType, price.quantity);
+      step.chargeType = price.chargeType;
+      step.quantity = q.quantity;
+      step.toolAmount = q.amount;
+      step.hold = await this.ledger.hold({
+        customerId: this.options.customerId,
+        amount: q.amount,
+        idempotencyKey: this.key(runId, 'hold'),
+        actor: this.options.actor,
+        chargeType: price.chargeType,
+        quantity: q.quantity,
+        rateCardVersion: root.card!.version,
+        ttlMs: this.options.holdTtlMs,
+        metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: name }),
+      });
+    } catch (e) {
+      if (isRefusal(e)) root.refused = true;
+      await this.leave(runId, true);
+      throw e;
+    }
+  }
+
+  override async handleToolEnd(_output: unknown, runId: string): Promise<void> {
+    const step = this.state.steps.get(runId);
+    if (!step) return;
+    const root = this.state.roots.get(step.rootId);
+    if (step.hold && root?.card && step.toolAmount !== undefined) {
+      const hold = step.hold;
+      step.hold = undefined;
+      try {
+        const charge = await this.ledger.settle({
+          holdId: hold.id,
+          amount: step.toolAmount,
+          idempotencyKey: this.key(runId, 'settle'),
+          actor: this.options.actor,
+          chargeType: step.chargeType,
+          quantity: step.quantity,
+          rateCardVersion: root.card.version,
+          metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: step.toolName ?? null }),
+        });
+        this.recorded(root, runId, 'tool', charge, { name: `billing:tool:${step.toolName}`, observationId: `billing-${charge.id}`, parent: runId, startTime: step.startTime });
+      } catch (e) {
+        this.fail(e, { operation: 'settle tool', runId });
+      }
+    }
+    await this.leave(runId, false);
+  }
+
+  override async handleToolError(_err: unknown, runId: string): Promise<void> {
+    const step = this.state.steps.get(runId);
+    if (!step) return;
+    await this.releaseHold(step, 'tool error');
+    await this.leave(runId, true);
+  }
+
+  // ---- retrievers: tracked so their children find the root; not priced -----
+
+  override async handleRetrieverStart(_r: Serialized, _q: string, runId: string, parentRunId?: string, _tags?: string[], metadata?: Metadata): Promise<void> {
+    await this.enter('chain', runId, parentRunId, metadata);
+  }
+  override async handleRetrieverEnd(_docs: unknown, runId: string): Promise<void> {
+    await this.leave(runId, false);
+  }
+  override async handleRetrieverError(_err: unknown, runId: string): Promise<void> {
+    await this.leave(runId, true);
+  }
+}
+
+export { BILLING_METADATA_KEYS };

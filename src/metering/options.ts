@@ -1,0 +1,70 @@
+import { z } from 'zod';
+import { ValidationError } from '../errors';
+import type { Ledger } from '../ledger/types';
+import { CHARGE_TYPES, type RateCard } from '../pricing/ratecard';
+import type { AdmissionGate } from '../quota/gate';
+import { langfuseCredentialsSchema } from '../langfuse/reporter';
+
+const isFn = (v: unknown, ...names: string[]) =>
+  typeof v === 'object' && v !== null && names.every((n) => typeof (v as Record<string, unknown>)[n] === 'function');
+
+const id = (what: string, max: number) =>
+  z
+    .string()
+    .min(1, `${what} must not be empty`)
+    .max(max, `${what} must be at most ${max} characters`)
+    // eslint-disable-next-line no-control-regex
+    .regex(/^[^\u0000-\u001f\u007f]+$/, `${what} must not contain control characters`);
+
+const quantity = z.union([z.number().int().nonnegative(), z.string().regex(/^\d+(\.\d{1,9})?$/, 'quantity must be a decimal string')]);
+
+export const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
+
+export const runFeeSchema = z.union([
+  z.literal('PrivateFlowRun'),
+  z.literal('FreePublicFlowRun'),
+  z.object({ type: z.literal('PaidPublicFlowRun'), priceUsd: z.string().regex(/^\d+(\.\d{1,9})?$/, 'priceUsd must be a decimal string') }).strict(),
+  z.literal(false),
+]);
+
+export const billingHandlerOptionsSchema = z
+  .object({
+    ledger: z.custom<Ledger>((v) => isFn(v, 'hold', 'settle', 'release', 'charge', 'activeRateCard'), 'ledger must implement the Ledger interface'),
+    customerId: id('customerId', 128),
+    conversationId: id('conversationId', 200),
+    gate: z.custom<AdmissionGate>((v) => isFn(v, 'admitRun'), 'gate must have admitRun()').optional(),
+    rateCard: z.custom<RateCard>((v) => typeof v === 'object' && v !== null && typeof (v as RateCard).version === 'string' && (v as RateCard).models instanceof Map, 'rateCard must be a parsed RateCard (parseRateCard)').optional(),
+    /** The per-run fee: a ChargeType, a paid public run with its price, or false for none. */
+    runFee: runFeeSchema.default('PrivateFlowRun'),
+    /** Output tokens held for a call that sets no max_tokens. */
+    maxOutputTokensCap: z.number().int().positive().max(10_000_000).default(4096),
+    /** Tool name → what one call costs; the key "*" prices every tool not listed. Unlisted tools are free. */
+    tools: z.record(z.string().min(1).max(200), toolPriceSchema).default({}),
+    /** Root-run wall time at the compute rate; `reserveMs` is held at the start and settled at the end. */
+    computeTime: z.union([z.boolean(), z.object({ reserveMs: z.number().int().nonnegative().max(24 * 3600_000) }).strict()]).default(true),
+    /** External message id (e.g. Flowise apiMessageId), part of every idempotency key. */
+    messageId: id('messageId', 100).optional(),
+    actor: z.string().min(1).max(100).default('handler'),
+    costCenter: z.string().min(1).max(200).optional(),
+    usageCategory: z.string().min(1).max(200).optional(),
+    /** Plan tier shown in metadata when no gate reports one. */
+    planTier: z.string().min(1).max(100).optional(),
+    /** Lifetime of each hold (the ledger's default when absent). */
+    holdTtlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(),
+    langfuse: langfuseCredentialsSchema.optional(),
+    /** Called when settling/releasing after a step fails (the run itself is never failed by that). */
+    onError: z.function().args(z.unknown(), z.record(z.unknown())).returns(z.unknown()).optional(),
+  })
+  .strict();
+
+export type BillingHandlerOptions = z.input<typeof billingHandlerOptionsSchema>;
+export type ResolvedBillingOptions = z.output<typeof billingHandlerOptionsSchema>;
+
+export function parseBillingHandlerOptions(input: unknown): ResolvedBillingOptions {
+  const r = billingHandlerOptionsSchema.safeParse(input);
+  if (!r.success) throw ValidationError.fromZod('BillingCallbackHandler options', r.error);
+  return r.data;
+}
+
+/** Compute reserve held at the start of a root run when `computeTime` is `true`: 10 s ($0.00833 at 50 Sparks/min). A longer run settles above it from what is available. */
+export const DEFAULT_COMPUTE_RESERVE_MS = 10_000;

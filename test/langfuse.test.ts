@@ -1,0 +1,214 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ChatOpenAI } from '@langchain/openai';
+import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { StringOutputParser } from '@langchain/core/output_parsers';
+import { RunnableLambda } from '@langchain/core/runnables';
+import { tool, type StructuredToolInterface } from '@langchain/core/tools';
+import { CallbackHandler } from 'langfuse-langchain';
+import { BillingCallbackHandler } from '../src/metering/handler';
+import type { BillingHandlerOptions } from '../src/metering/options';
+import { billingRunConfig } from '../src/metering/run-config';
+import { BILLING_METADATA_KEYS as K } from '../src/langfuse/metadata';
+import { shutdownLangfuseReporters } from '../src/langfuse/reporter';
+import { formatUsd, parseUsd } from '../src/money';
+import type { SqlLedger } from '../src/ledger/sql-ledger';
+import type { AdmissionGate } from '../src/quota/gate';
+import type { Charge } from '../src/ledger/types';
+import { BACKENDS } from './support/backends';
+import { openFresh } from './support/metering-ledger';
+import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
+import { startLangfuseServer, type LangfuseServer } from './support/langfuse-server';
+
+let openai: OpenAIServer;
+let langfuse: LangfuseServer;
+let uninstallTiktoken: () => void;
+beforeAll(async () => {
+  uninstallTiktoken = installOfflineTiktoken();
+  openai = await startOpenAIServer();
+  langfuse = await startLangfuseServer();
+});
+afterAll(async () => {
+  await shutdownLangfuseReporters(500);
+  uninstallTiktoken?.();
+  await openai?.close();
+  await langfuse?.close();
+});
+beforeEach(() => {
+  openai.reset();
+  openai.setScript(null);
+  langfuse.reset();
+  langfuse.setMode('ok');
+});
+
+const gate: AdmissionGate = {
+  admitRun: async (i) => ({ session: 'new', sessionId: `s-${i.conversationId}`, tier: 'professional', sessionsUsed: 10, sessionsLimit: 10_000, sessionsRemaining: 9_990, periodStart: null, periodEnd: null, managedModels: true }),
+};
+
+const nanosOf = (usdNumber: number) => BigInt(Math.round(usdNumber * 1e9));
+const cents = (nanos: bigint) => (nanos + 5_000_000n) / 10_000_000n;
+
+describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
+  let ledger: SqlLedger;
+  let customerId: string;
+  const opened: SqlLedger[] = [];
+  beforeEach(async () => {
+    ledger = await openFresh(backend);
+    opened.push(ledger);
+    customerId = `lf-${randomUUID().slice(0, 8)}`;
+    await ledger.createCustomer({ id: customerId });
+    await ledger.topUp({ customerId, amount: parseUsd('5'), idempotencyKey: `top-${customerId}` });
+  });
+  afterAll(async () => {
+    await Promise.all(opened.map((l) => l.close().catch(() => undefined)));
+  });
+
+  const billing = (extra: Partial<BillingHandlerOptions> = {}) =>
+    new BillingCallbackHandler({
+      ledger,
+      customerId,
+      conversationId: 'chat-42',
+      gate,
+      usageCategory: 'support-bot',
+      costCenter: 'cc-7',
+      computeTime: { reserveMs: 1000 },
+      tools: { lookup: { chargeType: 'Inference', quantity: 1 } },
+      langfuse: { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushAt: 1, requestTimeoutMs: 3000 },
+      ...extra,
+    });
+  const lfHandler = () => new CallbackHandler({ publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushAt: 1, sessionId: 'chat-42' });
+  const model = () => new ChatOpenAI({ model: 'gpt-4o-mini', apiKey: 'sk-test', configuration: { baseURL: openai.baseURL }, maxRetries: 0, maxTokens: 50 });
+  const lookup = tool(async (input: Record<string, unknown>) => `found ${String(input.q)}`, {
+    name: 'lookup',
+    description: 'lookup tool',
+    schema: { type: 'object', properties: { q: { type: 'string' } }, required: ['q'] },
+  }) as unknown as StructuredToolInterface;
+
+  /** prompt → ChatOpenAI → parser, then a priced tool, all in one root run. */
+  const flow = () => {
+    const chain = ChatPromptTemplate.fromMessages([['system', 'Be brief.'], ['human', '{q}']]).pipe(model()).pipe(new StringOutputParser());
+    return RunnableLambda.from(async (q: string, config) => {
+      const answer = await chain.invoke({ q }, config);
+      return `${answer} / ${String(await lookup.invoke({ q }, config))}`;
+    }).withConfig({ runName: 'flow' });
+  };
+
+  async function ledgerCharges(): Promise<Charge[]> {
+    const entries = await ledger.statement(customerId);
+    return Promise.all(entries.filter((e) => e.chargeId && (e.type === 'settle' || e.type === 'charge')).map((e) => ledger.getCharge(e.chargeId!)));
+  }
+
+  it('the real langfuse-langchain handler writes the billing metadata; the trace costs equal the ledger charges', async () => {
+    const h = billing();
+    const lf = lfHandler();
+    const out = await flow().invoke('capital of France', billingRunConfig(h, { callbacks: [lf] }));
+    expect(out).toBe('echo: capital of France / found capital of France');
+    await Promise.all([lf.shutdownAsync(), h.flushLangfuse(5000)]);
+
+    const charges = await ledgerCharges();
+    expect(charges.map((c) => c.chargeType).sort()).toEqual(['Inference', 'PrivateFlowRun', 'compute', 'tokens:gpt-4o-mini']);
+    const rootId = h.runs[0]!.rootRunId;
+    const ledgerTotal = charges.reduce((a, c) => a + c.amount, 0n);
+    expect(h.runs[0]!.cost).toBe(ledgerTotal);
+
+    const view = await langfuse.waitFor(() => {
+      const v = langfuse.traces().get(rootId);
+      return v && v.observations.filter((o) => o.costDetails).length === 4 && v.trace.metadata[K.runCostUsd] ? v : undefined;
+    });
+    // Trace: id = root run id; billing metadata from the run config and from the handler's report.
+    expect(view.trace.name).toBe('flow');
+    expect(view.trace.metadata).toMatchObject({
+      [K.customerId]: customerId,
+      [K.conversationId]: 'chat-42',
+      [K.usageCategory]: 'support-bot',
+      [K.costCenter]: 'cc-7',
+      [K.rateCardVersion]: '2026-11-default',
+      [K.planTier]: 'professional',
+      [K.quotaRemaining]: 9990,
+      [K.balanceAfterUsd]: formatUsd((await ledger.balance(customerId)).balance),
+      [K.runCostUsd]: formatUsd(ledgerTotal),
+    });
+    // Observations written by langfuse-langchain carry the billing fields too (inherited config metadata + admission fields).
+    const generation = view.observations.find((o) => o.type === 'GENERATION' && o.usageDetails)!;
+    expect(generation.metadata).toMatchObject({ [K.customerId]: customerId, [K.costCenter]: 'cc-7', [K.planTier]: 'professional', [K.quotaRemaining]: 9990 });
+    // …and the LLM charge landed on that same generation, next to LangChain's usage.
+    const llmCharge = charges.find((c) => c.chargeType === 'tokens:gpt-4o-mini')!;
+    expect(generation.costDetails?.total).toBe(Number(formatUsd(llmCharge.amount)));
+    expect(generation.metadata).toMatchObject({ billing_charge_id: llmCharge.id, billing_usd: formatUsd(llmCharge.amount) });
+    const usage = openai.calls[0]!.response!.usage!;
+    expect(generation.usageDetails).toMatchObject({ input: usage.prompt_tokens, output: usage.completion_tokens });
+
+    // Per trace, Langfuse's costs equal the ledger's exactly (nano-USD), hence to the cent.
+    const lfTotal = view.observations.reduce((a, o) => a + nanosOf(o.costDetails?.total ?? 0), 0n);
+    expect(lfTotal).toBe(ledgerTotal);
+    expect(cents(lfTotal)).toBe(cents(ledgerTotal));
+    // Each charge appears once, by its id.
+    const chargeIds = view.observations.map((o) => o.metadata.billing_charge_id).filter(Boolean).sort();
+    expect(chargeIds).toEqual(charges.map((c) => c.id).sort());
+    // The ledger keeps where each cost went, for reconciliation.
+    for (const c of charges) expect(c.metadata).toMatchObject({ langfuseTraceId: rootId, rootRunId: rootId });
+  });
+
+  it('without Langfuse credentials: config metadata reaches the trace, admission fields reach every child observation', async () => {
+    const h = billing({ langfuse: undefined });
+    const lf = lfHandler();
+    await flow().invoke('hi', billingRunConfig(h, { callbacks: [lf] }));
+    await lf.shutdownAsync();
+    const rootId = h.runs[0]!.rootRunId;
+    const view = await langfuse.waitFor(() => {
+      const v = langfuse.traces().get(rootId);
+      return v && v.observations.some((o) => o.type === 'GENERATION' && o.usageDetails) ? v : undefined;
+    });
+    // Static fields come from the RunnableConfig metadata that billingRunConfig() set.
+    // (The rate-card version is static only when the handler was given `rateCard`; otherwise it is read from the ledger at the root start.)
+    expect(view.trace.metadata).toMatchObject({ [K.customerId]: customerId, [K.conversationId]: 'chat-42', [K.costCenter]: 'cc-7', [K.usageCategory]: 'support-bot' });
+    // Fields known only after admission (an await) are put on each child run's metadata by the handler,
+    // synchronously before the next handler reads it, so every child observation carries them.
+    const children = view.observations.filter((o) => o.id !== rootId);
+    expect(children.length).toBeGreaterThanOrEqual(4);
+    for (const o of children) expect(o.metadata).toMatchObject({ [K.customerId]: customerId, [K.planTier]: 'professional', [K.quotaRemaining]: 9990, [K.rateCardVersion]: '2026-11-default' });
+    // No cost without credentials: langfuse-langchain never sends costDetails.
+    expect(view.observations.every((o) => !o.costDetails)).toBe(true);
+  });
+
+  it('concurrent runs on one billing handler: each trace gets exactly its own costs', async () => {
+    const h = billing({ gate: undefined });
+    const results = await Promise.all(Array.from({ length: 5 }, (_, i) => flow().invoke(`question ${i}`, billingRunConfig(h))));
+    expect(results).toHaveLength(5);
+    await h.flushLangfuse(5000);
+    const charges = await ledgerCharges();
+    for (const run of h.runs) {
+      const view = await langfuse.waitFor(() => {
+        const v = langfuse.traces().get(run.rootRunId);
+        return v && v.observations.filter((o) => o.costDetails).length === 4 ? v : undefined;
+      });
+      const lfTotal = view.observations.reduce((a, o) => a + nanosOf(o.costDetails?.total ?? 0), 0n);
+      const own = charges.filter((c) => c.metadata.rootRunId === run.rootRunId).reduce((a, c) => a + c.amount, 0n);
+      expect(lfTotal).toBe(own);
+      expect(run.cost).toBe(own);
+    }
+  });
+
+  for (const mode of ['down', 'error500', 'slow'] as const) {
+    it(`Langfuse ${mode}: runs succeed, are charged, and are not slowed`, async () => {
+      langfuse.setMode(mode);
+      const h = billing();
+      const lf = lfHandler();
+      const t0 = performance.now();
+      const out = await flow().invoke('hello', billingRunConfig(h, { callbacks: [lf] }));
+      const runMs = performance.now() - t0;
+      expect(out).toBe('echo: hello / found hello');
+      // The SDK's request timeout is 3-5 s and its retries seconds apart: a run that waited on Langfuse would take seconds.
+      expect(runMs).toBeLessThan(1000);
+      const charges = await ledgerCharges();
+      expect(charges).toHaveLength(4);
+      expect(h.failures).toHaveLength(0);
+      expect((await ledger.checkInvariants()).ok).toBe(true);
+      // A bounded flush returns on time even though nothing can be delivered.
+      const t1 = performance.now();
+      await h.flushLangfuse(300);
+      expect(performance.now() - t1).toBeLessThan(1000);
+      void lf.shutdownAsync().catch(() => undefined);
+    });
+  }
+});

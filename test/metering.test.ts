@@ -1,0 +1,391 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ChatOpenAI } from '@langchain/openai';
+import { AIMessage, HumanMessage, SystemMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
+import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { StringOutputParser } from '@langchain/core/output_parsers';
+import { RunnableLambda } from '@langchain/core/runnables';
+import { tool, type StructuredToolInterface } from '@langchain/core/tools';
+import { BillingCallbackHandler } from '../src/metering/handler';
+import type { BillingHandlerOptions } from '../src/metering/options';
+import { billingRunConfig } from '../src/metering/run-config';
+import { FakeUsageChatModel } from '../src/metering/fake-model';
+import { BILLING_METADATA_KEYS } from '../src/langfuse/metadata';
+import { estimatePromptTokens, estimateTextTokens, usageOf } from '../src/metering/estimate';
+import { BillingError, InsufficientFundsError, QuotaExceededError } from '../src/errors';
+import { parseUsd } from '../src/money';
+import { priceChargeType, priceComputeMs, priceTokens } from '../src/pricing/price';
+import type { SqlLedger } from '../src/ledger/sql-ledger';
+import type { AdmissionGate } from '../src/quota/gate';
+import type { Charge } from '../src/ledger/types';
+import { BACKENDS } from './support/backends';
+import { openFresh } from './support/metering-ledger';
+import { installOfflineTiktoken, sequenceScript, startOpenAIServer, type OpenAIServer } from './support/openai-server';
+
+let openai: OpenAIServer;
+let uninstallTiktoken: () => void;
+beforeAll(async () => {
+  uninstallTiktoken = installOfflineTiktoken();
+  openai = await startOpenAIServer();
+});
+afterAll(async () => {
+  uninstallTiktoken?.();
+  await openai?.close();
+});
+beforeEach(() => {
+  openai.reset();
+  openai.setScript(null);
+  openai.setOptions({ delayMs: 0, chunkDelayMs: 0, interrupt: undefined, wordsPerChunk: 1 });
+});
+
+const usd = parseUsd;
+
+function chatOpenAI(extra: Partial<ConstructorParameters<typeof ChatOpenAI>[0]> = {}): ChatOpenAI {
+  return new ChatOpenAI({ model: 'gpt-4o-mini', apiKey: 'sk-test', configuration: { baseURL: openai.baseURL }, maxRetries: 0, maxTokens: 64, ...extra });
+}
+
+function makeTool(name: string, fn: (value: string) => string): StructuredToolInterface {
+  return tool(async (input: Record<string, unknown>) => fn(String(input.value)), {
+    name,
+    description: `${name} tool`,
+    schema: { type: 'object', properties: { value: { type: 'string' } }, required: ['value'] },
+  }) as unknown as StructuredToolInterface;
+}
+
+/** Every charge the ledger holds for the customer (via the statement's settle/charge entries). */
+async function ledgerCharges(ledger: SqlLedger, customerId: string): Promise<Charge[]> {
+  const entries = await ledger.statement(customerId);
+  const ids = entries.filter((e) => e.chargeId && (e.type === 'settle' || e.type === 'charge')).map((e) => e.chargeId!);
+  return Promise.all(ids.map((id) => ledger.getCharge(id)));
+}
+
+const sum = (xs: bigint[]) => xs.reduce((a, b) => a + b, 0n);
+
+describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
+  let ledger: SqlLedger;
+  const opened: SqlLedger[] = [];
+  let customerId: string;
+
+  beforeEach(async () => {
+    ledger = await openFresh(backend);
+    opened.push(ledger);
+    customerId = `c-${randomUUID().slice(0, 8)}`;
+    await ledger.createCustomer({ id: customerId });
+    await ledger.topUp({ customerId, amount: usd('10'), idempotencyKey: `top-${customerId}` });
+  });
+  afterAll(async () => {
+    await Promise.all(opened.map((l) => l.close().catch(() => undefined)));
+  });
+
+  const handler = (extra: Partial<BillingHandlerOptions> = {}) =>
+    new BillingCallbackHandler({ ledger, customerId, conversationId: 'conv-1', computeTime: { reserveMs: 1000 }, onError: () => undefined, ...extra });
+
+  it('validates its options and names the bad field', () => {
+    expect(() => new BillingCallbackHandler({ ledger, customerId: '', conversationId: 'c' })).toThrow(/customerId/);
+    expect(() => new BillingCallbackHandler({ ledger, customerId: 'x', conversationId: 'c', tools: { t: { chargeType: 'Nope' as never } } })).toThrow(/tools\.t\.chargeType/);
+  });
+
+  it('LCEL chain with a usage-reporting model: fee + tokens + compute, exactly, once', async () => {
+    const card = await ledger.activeRateCard();
+    const model = new FakeUsageChatModel({ model: 'gpt-4o-mini' });
+    const prompt = ChatPromptTemplate.fromMessages([['system', 'You are terse.'], ['human', '{question}']]);
+    const chain = prompt.pipe(model).pipe(new StringOutputParser());
+    const h = handler();
+    const out = await chain.invoke({ question: 'What is the capital of France' }, billingRunConfig(h));
+    expect(out).toBe('echo: What is the capital of France');
+
+    const expected = model.compute([new SystemMessage('You are terse.'), new HumanMessage('What is the capital of France')]);
+    const tokens = priceTokens(card, 'gpt-4o-mini', expected.inputTokens, expected.outputTokens).amount;
+    const fee = priceChargeType(card, 'PrivateFlowRun', 1).amount;
+    const charges = await ledgerCharges(ledger, customerId);
+    expect(charges.map((c) => c.chargeType).sort()).toEqual(['PrivateFlowRun', 'compute', 'tokens:gpt-4o-mini']);
+    const llm = charges.find((c) => c.chargeType === 'tokens:gpt-4o-mini')!;
+    expect(llm.amount).toBe(tokens);
+    expect(llm.metadata).toMatchObject({ inputTokens: expected.inputTokens, outputTokens: expected.outputTokens, usageSource: 'usage_metadata' });
+    const compute = charges.find((c) => c.chargeType === 'compute')!;
+    expect(compute.amount).toBe(priceComputeMs(card, BigInt(compute.quantity!)).amount);
+    expect(charges.find((c) => c.chargeType === 'PrivateFlowRun')!.amount).toBe(fee);
+
+    const b = await ledger.balance(customerId);
+    expect(b.held).toBe(0n);
+    expect(b.balance).toBe(usd('10') - fee - tokens - compute.amount);
+    expect(h.runs).toHaveLength(1);
+    expect(h.runs[0]!.cost).toBe(fee + tokens + compute.amount);
+    expect(h.inFlight).toEqual({ roots: 0, steps: 0 });
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('no usage reported: charges the documented estimate of what was produced', async () => {
+    const card = await ledger.activeRateCard();
+    const model = new FakeUsageChatModel({ reportUsage: false });
+    const h = handler({ runFee: false, computeTime: false });
+    const msgs = [new HumanMessage('hello there world')];
+    await model.invoke(msgs, { callbacks: [h] });
+    const [c] = await ledgerCharges(ledger, customerId);
+    const inT = estimatePromptTokens(msgs);
+    const outT = estimateTextTokens('echo: hello there world');
+    expect(c!.metadata).toMatchObject({ usageSource: 'estimate', inputTokens: inT, outputTokens: outT });
+    expect(c!.amount).toBe(priceTokens(card, 'gpt-4o-mini', inT, outT).amount);
+  });
+
+  it('ChatOpenAI on the loopback server, non-streaming and streaming: settles with the server usage', async () => {
+    const card = await ledger.activeRateCard();
+    for (const streaming of [false, true]) {
+      openai.reset();
+      const h = handler({ runFee: false, computeTime: false });
+      const model = chatOpenAI({ streaming, streamUsage: true });
+      const res = await model.invoke([new SystemMessage('Be brief.'), new HumanMessage('name three colours please')], { callbacks: [h] });
+      expect(String(res.content)).toBe('echo: name three colours please');
+      expect(openai.callCount()).toBe(1);
+      const usage = openai.calls[0]!.response!.usage!;
+      expect(h.charges).toHaveLength(1);
+      expect(h.charges[0]!.charge.amount).toBe(priceTokens(card, 'gpt-4o-mini', usage.prompt_tokens, usage.completion_tokens).amount);
+      // The hold was the estimate: prompt estimate + max_tokens (64) at the model's prices.
+      const hold = await ledger.getHold(h.charges[0]!.charge.holdId!);
+      expect(hold.amount).toBe(priceTokens(card, 'gpt-4o-mini', estimatePromptTokens([{ content: 'Be brief.' }, { content: 'name three colours please' }]), 64).amount);
+    }
+    expect((await ledger.balance(customerId)).held).toBe(0n);
+  });
+
+  it('.stream() through an LCEL chain is metered like invoke', async () => {
+    const card = await ledger.activeRateCard();
+    const h = handler({ runFee: false, computeTime: false });
+    const chain = ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(chatOpenAI({ streamUsage: true })).pipe(new StringOutputParser());
+    let text = '';
+    for await (const piece of await chain.stream({ q: 'one two three four' }, { callbacks: [h] })) text += piece;
+    expect(text).toBe('echo: one two three four');
+    const usage = openai.calls[0]!.response!.usage!;
+    expect(h.charges.map((c) => c.charge.amount)).toEqual([priceTokens(card, 'gpt-4o-mini', usage.prompt_tokens, usage.completion_tokens).amount]);
+  });
+
+  it('a stream cut short is charged the prompt estimate plus the streamed tokens', async () => {
+    const card = await ledger.activeRateCard();
+    openai.setOptions({ interrupt: { afterChunks: 3, mode: 'destroy' } });
+    const h = handler({ runFee: false, computeTime: false });
+    const msgs = [new HumanMessage('alpha beta gamma delta epsilon zeta eta theta')];
+    await expect(async () => {
+      for await (const _ of await chatOpenAI({ streaming: true }).stream(msgs, { callbacks: [h] })) void _;
+    }).rejects.toThrow();
+    expect(h.charges).toHaveLength(1);
+    const c = h.charges[0]!.charge;
+    // 3 one-word chunks arrived ("echo: ", "alpha ", "beta ") → max(3 chunks, estimate of the streamed text) tokens.
+    const produced = Math.max(3, estimateTextTokens('echo: alpha beta '));
+    const inT = estimatePromptTokens(msgs);
+    expect(c.metadata).toMatchObject({ usageSource: 'estimate', outputTokens: produced, inputTokens: inT, note: 'stream cut short' });
+    expect(c.amount).toBe(priceTokens(card, 'gpt-4o-mini', inT, produced).amount);
+    expect((await ledger.balance(customerId)).held).toBe(0n);
+  });
+
+  it('a call that fails before any output releases its hold', async () => {
+    openai.setScript(() => ({ errorStatus: 500 }));
+    const h = handler({ runFee: false, computeTime: false });
+    await expect(chatOpenAI().invoke('hi', { callbacks: [h] })).rejects.toThrow();
+    expect(h.charges).toHaveLength(0);
+    const b = await ledger.balance(customerId);
+    expect(b).toMatchObject({ balance: usd('10'), held: 0n });
+    expect((await ledger.statement(customerId)).map((e) => e.type)).toEqual(['topup', 'hold', 'release']);
+  });
+
+  it('insufficient funds: the error propagates and the model server is never called', async () => {
+    const poor = `p-${randomUUID().slice(0, 8)}`;
+    await ledger.createCustomer({ id: poor });
+    await ledger.topUp({ customerId: poor, amount: usd('0.012'), idempotencyKey: `top-${poor}` });
+    // Fee $0.01 fits; the hold for gpt-4o (4,096 output tokens ≈ $0.04) does not.
+    const h = new BillingCallbackHandler({ ledger, customerId: poor, conversationId: 'c', computeTime: false });
+    const chain = ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(chatOpenAI({ model: 'gpt-4o', maxTokens: undefined }));
+    const err = await chain.invoke({ q: 'hello' }, { callbacks: [h] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InsufficientFundsError);
+    expect((err as BillingError).code).toBe('INSUFFICIENT_FUNDS');
+    expect(openai.callCount()).toBe(0);
+    const b = await ledger.balance(poor);
+    // A refused run pays no fee: the fee hold was released.
+    expect(b).toMatchObject({ balance: usd('0.012'), held: 0n });
+    expect(h.inFlight).toEqual({ roots: 0, steps: 0 });
+    expect(h.runs[0]).toMatchObject({ refused: true, cost: 0n });
+  });
+
+  it('admission: a refusing gate stops the run before anything is charged; admission fields reach child runs', async () => {
+    const refusing: AdmissionGate = {
+      admitRun: async () => {
+        throw new QuotaExceededError({ customerId, sessionsUsed: 25, sessionsLimit: 25, periodEnd: '2026-12-01T00:00:00.000Z' });
+      },
+    };
+    const model = new FakeUsageChatModel();
+    const chain = ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(model);
+    await expect(chain.invoke({ q: 'x' }, { callbacks: [handler({ gate: refusing })] })).rejects.toBeInstanceOf(QuotaExceededError);
+    expect(model.calls).toBe(0);
+    expect((await ledger.statement(customerId)).map((e) => e.type)).toEqual(['topup']);
+
+    let admitted = 0;
+    const gate: AdmissionGate = {
+      admitRun: async (i) => {
+        admitted++;
+        return { session: 'new', sessionId: `s-${i.conversationId}`, tier: 'starter', sessionsUsed: 3, sessionsLimit: 1000, sessionsRemaining: 997, periodStart: null, periodEnd: null, managedModels: true };
+      },
+    };
+    const seen: Array<Record<string, unknown> | undefined> = [];
+    const spy = { name: 'spy', awaitHandlers: true, handleChatModelStart: (...a: unknown[]) => void seen.push(a[6] as Record<string, unknown>) };
+    await chain.invoke({ q: 'x' }, { callbacks: [handler({ gate }), spy as never] });
+    expect(admitted).toBe(1); // once per root run, not per step
+    expect(seen[0]).toMatchObject({
+      [BILLING_METADATA_KEYS.customerId]: customerId,
+      [BILLING_METADATA_KEYS.planTier]: 'starter',
+      [BILLING_METADATA_KEYS.quotaRemaining]: 997,
+      [BILLING_METADATA_KEYS.rateCardVersion]: '2026-11-default',
+    });
+    expect(seen[0]![BILLING_METADATA_KEYS.availableUsd]).toMatch(/^9\.98/);
+  });
+
+  it('paid public run fee and free public run fee follow the ChargeType formulas', async () => {
+    const model = new FakeUsageChatModel();
+    await model.invoke('x', { callbacks: [handler({ runFee: { type: 'PaidPublicFlowRun', priceUsd: '12' }, computeTime: false })] });
+    await model.invoke('x', { callbacks: [handler({ runFee: 'FreePublicFlowRun', computeTime: false })] });
+    const fees = (await ledgerCharges(ledger, customerId)).filter((c) => c.chargeType?.endsWith('FlowRun'));
+    expect(fees.map((c) => [c.chargeType, c.amount])).toEqual([
+      ['PaidPublicFlowRun', usd('3.15')],
+      ['FreePublicFlowRun', usd('0.28')],
+    ]);
+  });
+
+  it('tool-calling agent loop: several LLM turns and tools, each priced; a failing tool is released', async () => {
+    const card = await ledger.activeRateCard();
+    openai.setScript(
+      sequenceScript([
+        { tool_calls: [{ name: 'add', arguments: { value: '2+3' } }, { name: 'lookup', arguments: { value: 'paris' } }] },
+        { tool_calls: [{ name: 'broken', arguments: { value: 'x' } }] },
+        { tool_calls: [{ name: 'lookup', arguments: { value: 'rome' } }] },
+        'Paris is 5, Rome is fine.',
+      ]),
+    );
+    const tools = [
+      makeTool('add', () => '5'),
+      makeTool('lookup', (v) => `${v}: found`),
+      makeTool('broken', () => {
+        throw new Error('tool exploded');
+      }),
+    ];
+    const byName = new Map(tools.map((t) => [t.name, t]));
+    const llm = chatOpenAI().bindTools(tools);
+    const agent = RunnableLambda.from(async (question: string, config) => {
+      const messages: BaseMessage[] = [new HumanMessage(question)];
+      for (let turn = 0; turn < 6; turn++) {
+        const ai = (await llm.invoke(messages, config)) as AIMessage;
+        messages.push(ai);
+        if (!ai.tool_calls?.length) return String(ai.content);
+        for (const call of ai.tool_calls) {
+          let content: string;
+          try {
+            content = String(await byName.get(call.name)!.invoke(call.args, config));
+          } catch (e) {
+            content = `error: ${(e as Error).message}`;
+          }
+          messages.push(new ToolMessage({ content, tool_call_id: call.id! }));
+        }
+      }
+      throw new Error('agent did not finish');
+    }).withConfig({ runName: 'agent' });
+
+    const h = handler({ tools: { add: { chargeType: 'ObjectTransformer', quantity: 1 }, lookup: { chargeType: 'Inference', quantity: 2 }, broken: { chargeType: 'Zipper', quantity: '50' } } });
+    const answer = await agent.invoke('What are Paris and Rome?', billingRunConfig(h));
+    expect(answer).toBe('Paris is 5, Rome is fine.');
+    expect(openai.callCount()).toBe(4);
+
+    const charges = await ledgerCharges(ledger, customerId);
+    const llmCharges = charges.filter((c) => c.chargeType === 'tokens:gpt-4o-mini');
+    expect(llmCharges.map((c) => c.amount)).toEqual(openai.calls.map((c) => priceTokens(card, 'gpt-4o-mini', c.response!.usage!.prompt_tokens, c.response!.usage!.completion_tokens).amount));
+    expect(charges.filter((c) => c.chargeType === 'ObjectTransformer').map((c) => c.amount)).toEqual([usd('0.01')]);
+    expect(charges.filter((c) => c.chargeType === 'Inference').map((c) => c.amount)).toEqual([usd('0.04'), usd('0.04')]);
+    expect(charges.filter((c) => c.chargeType === 'Zipper')).toHaveLength(0);
+    const entries = await ledger.statement(customerId);
+    expect(entries.filter((e) => e.type === 'release' && e.chargeType === 'Zipper')).toHaveLength(1);
+    // One root run: one fee, one compute charge.
+    expect(charges.filter((c) => c.chargeType === 'PrivateFlowRun')).toHaveLength(1);
+    expect(charges.filter((c) => c.chargeType === 'compute')).toHaveLength(1);
+    const b = await ledger.balance(customerId);
+    expect(b.held).toBe(0n);
+    expect(b.balance).toBe(usd('10') - sum(charges.map((c) => c.amount)));
+    expect(h.runs[0]!.cost).toBe(sum(charges.map((c) => c.amount)));
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('idempotency: replaying callbacks with the same run ids charges once (same handler or a new one)', async () => {
+    const card = await ledger.activeRateCard();
+    const runId = randomUUID();
+    const chainId = randomUUID();
+    const msgs = [[new HumanMessage('replay me')]];
+    const extra = { invocation_params: { model: 'gpt-4o-mini', max_tokens: 10 } };
+    const result = { generations: [[{ text: 'ok', message: new AIMessage({ content: 'ok', usage_metadata: { input_tokens: 7, output_tokens: 2, total_tokens: 9 } }) }]] };
+    const replay = async (h: BillingCallbackHandler) => {
+      await h.handleChainStart({ lc: 1, type: 'not_implemented', id: ['x'] }, {}, chainId, undefined, [], {});
+      await h.handleChatModelStart({ lc: 1, type: 'not_implemented', id: ['m'] }, msgs, runId, chainId, extra, [], {});
+      await h.handleChatModelStart({ lc: 1, type: 'not_implemented', id: ['m'] }, msgs, runId, chainId, extra, [], {});
+      await h.handleLLMEnd(result as never, runId);
+      await h.handleLLMEnd(result as never, runId);
+      await h.handleChainEnd({}, chainId);
+    };
+    const h1 = handler({ computeTime: false, messageId: 'msg-1' });
+    await replay(h1);
+    await replay(h1);
+    await replay(handler({ computeTime: false, messageId: 'msg-1' }));
+    const charges = await ledgerCharges(ledger, customerId);
+    expect(charges.map((c) => c.chargeType).sort()).toEqual(['PrivateFlowRun', 'tokens:gpt-4o-mini']);
+    expect(charges.find((c) => c.chargeType === 'tokens:gpt-4o-mini')!.amount).toBe(priceTokens(card, 'gpt-4o-mini', 7, 2).amount);
+    expect((await ledger.balance(customerId)).held).toBe(0n);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('50 concurrent runs for one customer whose balance fits only some: exact, never overdrawn, refused runs never reach the server', async () => {
+    const card = await ledger.activeRateCard();
+    const cust = `many-${randomUUID().slice(0, 8)}`;
+    await ledger.createCustomer({ id: cust });
+    // Per run: fee $0.01 + compute reserve (1 s = $0.000833…) + hold ≈ prompt + 64 output tokens of gpt-4o.
+    await ledger.topUp({ customerId: cust, amount: usd('0.5'), idempotencyKey: `top-${cust}` });
+    const h = new BillingCallbackHandler({ ledger, customerId: cust, conversationId: 'conv', computeTime: { reserveMs: 1000 }, onError: () => undefined });
+    openai.setOptions({ delayMs: 5 });
+    const chain = ChatPromptTemplate.fromMessages([['human', 'question {i} with a few words']]).pipe(chatOpenAI({ model: 'gpt-4o', maxTokens: 64 })).pipe(new StringOutputParser());
+    const results = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => chain.invoke({ i }, billingRunConfig(h))));
+    const ok = results.filter((r) => r.status === 'fulfilled').length;
+    const refused = results.filter((r) => r.status === 'rejected');
+    expect(ok).toBeGreaterThan(0);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const r of refused) expect((r as PromiseRejectedResult).reason).toBeInstanceOf(InsufficientFundsError);
+
+    // Every call that reached the server is a settled LLM charge, and nothing else reached it.
+    const charges = await ledgerCharges(ledger, cust);
+    const llm = charges.filter((c) => c.chargeType === 'tokens:gpt-4o');
+    expect(openai.callCount()).toBe(ok);
+    expect(llm).toHaveLength(ok);
+    // The ledger total is exactly the sum of priced usage.
+    const pricedTokens = sum(openai.calls.map((c) => priceTokens(card, 'gpt-4o', c.response!.usage!.prompt_tokens, c.response!.usage!.completion_tokens).amount));
+    expect(sum(llm.map((c) => c.amount))).toBe(pricedTokens);
+    const fees = charges.filter((c) => c.chargeType === 'PrivateFlowRun');
+    // Refused runs pay no fee and no compute time.
+    expect(fees).toHaveLength(ok);
+    const compute = charges.filter((c) => c.chargeType === 'compute');
+    expect(sum(compute.map((c) => c.amount))).toBe(sum(compute.map((c) => priceComputeMs(card, BigInt(c.quantity!)).amount)));
+    const priced = pricedTokens + BigInt(fees.length) * priceChargeType(card, 'PrivateFlowRun', 1).amount + sum(compute.map((c) => c.amount));
+    expect(charges.every((c) => c.shortfall === 0n)).toBe(true);
+    const b = await ledger.balance(cust);
+    expect(b.held).toBe(0n);
+    expect(b.balance).toBe(usd('0.5') - priced);
+    expect(b.balance >= 0n).toBe(true);
+    expect(sum(h.runs.map((r) => r.cost))).toBe(priced);
+    expect(h.inFlight).toEqual({ roots: 0, steps: 0 });
+    expect(await ledger.checkInvariants()).toEqual({ ok: true, violations: [] });
+  });
+});
+
+describe('usage extraction (pure)', () => {
+  it('prefers usage_metadata, then tokenUsage, then estimatedTokenUsage, then the estimate', () => {
+    const msg = (u?: object) => ({ text: 'a b', message: { content: 'a b', ...(u ? { usage_metadata: u } : {}) } });
+    expect(usageOf({ generations: [[msg({ input_tokens: 3, output_tokens: 4 })]], llmOutput: { tokenUsage: { promptTokens: 9, completionTokens: 9 } } }, 1)).toEqual({ inputTokens: 3, outputTokens: 4, source: 'usage_metadata' });
+    expect(usageOf({ generations: [[msg()]], llmOutput: { tokenUsage: { promptTokens: 5, completionTokens: 6 } } }, 1)).toEqual({ inputTokens: 5, outputTokens: 6, source: 'tokenUsage' });
+    expect(usageOf({ generations: [[msg()]], llmOutput: { estimatedTokenUsage: { promptTokens: 5, completionTokens: 1 } } }, 1)).toEqual({ inputTokens: 5, outputTokens: 1, source: 'estimatedTokenUsage' });
+    expect(usageOf({ generations: [[msg()]] }, 11)).toEqual({ inputTokens: 11, outputTokens: 2, source: 'estimate' });
+  });
+  it('estimate: max(words, ceil(chars/4)) plus 4 per message', () => {
+    expect(estimateTextTokens('a b c d e')).toBe(5);
+    expect(estimateTextTokens('internationalization')).toBe(5);
+    expect(estimatePromptTokens([{ content: 'a b c' }, 'xyz'])).toBe(4 + 3 + 4 + 1);
+  });
+});
