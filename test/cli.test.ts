@@ -372,6 +372,7 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
       ['Training', '7.20', true],
       ['Zipper', '0.185', true],
     ]);
+    expect(out.steps.find((s: any) => s.id === 'metered-runs')).toMatchObject({ customerId: 'demo-acme-chat', runs: 4, stoppedBy: 'INSUFFICIENT_FUNDS' });
     expect(out.steps.find((s: any) => s.id === 'paid-public-run')).toMatchObject({ feeUsd: '3.15', creatorNetUsd: '8.85', matches: true });
     // The Free tier's 25 sessions run out; an upgrade lifts the limit at once.
     expect(out.steps.find((s: any) => s.id === 'session-quota')).toMatchObject({

@@ -16,7 +16,7 @@ import type { SqlLedger } from '../src/ledger/sql-ledger';
 import type { AdmissionGate } from '../src/quota/gate';
 import type { Charge } from '../src/ledger/types';
 import { BACKENDS } from './support/backends';
-import { openFresh } from './support/metering-ledger';
+
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 import { startLangfuseServer, type LangfuseServer } from './support/langfuse-server';
 
@@ -53,7 +53,7 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
   let customerId: string;
   const opened: SqlLedger[] = [];
   beforeEach(async () => {
-    ledger = await openFresh(backend);
+    ledger = await backend.open(await backend.freshTarget());
     opened.push(ledger);
     customerId = `lf-${randomUUID().slice(0, 8)}`;
     await ledger.createCustomer({ id: customerId });

@@ -19,7 +19,7 @@ import type { SqlLedger } from '../src/ledger/sql-ledger';
 import type { AdmissionGate } from '../src/quota/gate';
 import type { Charge } from '../src/ledger/types';
 import { BACKENDS } from './support/backends';
-import { openFresh } from './support/metering-ledger';
+
 import { installOfflineTiktoken, sequenceScript, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 
 let openai: OpenAIServer;
@@ -67,7 +67,7 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
   let customerId: string;
 
   beforeEach(async () => {
-    ledger = await openFresh(backend);
+    ledger = await backend.open(await backend.freshTarget());
     opened.push(ledger);
     customerId = `c-${randomUUID().slice(0, 8)}`;
     await ledger.createCustomer({ id: customerId });

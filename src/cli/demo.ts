@@ -8,6 +8,7 @@ import { keyValues, table, usd } from './output';
 import { type CliQuote, parseQuoteRequest, quote } from './quote';
 import { entryJson, statementTable } from './commands/statement';
 import type { PriceItem } from './validate';
+import { meteredRuns } from './demo-metering';
 import { sessionQuota } from './demo-quota';
 
 /**
@@ -217,7 +218,7 @@ const spendUntilEmpty: DemoStep = {
 };
 
 /** The tour, in order. Add sections before `spendUntilEmpty`. */
-export const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, sessionQuota, spendUntilEmpty];
+export const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, sessionQuota, meteredRuns, spendUntilEmpty];
 
 // ---- runner -------------------------------------------------------------------
 
