@@ -389,3 +389,39 @@ describe('usage extraction (pure)', () => {
     expect(estimatePromptTokens([{ content: 'a b c' }, 'xyz'])).toBe(4 + 3 + 4 + 1);
   });
 });
+
+describe.each(BACKENDS)('BillingCallbackHandler with the real QuotaService as its gate on $name', (backend) => {
+  it('sessions are admitted per conversation; a refused new session never reaches the model; an upgrade lifts it', async () => {
+    const { QuotaService } = await import('../src/quota/service');
+    const ledger = await backend.open(await backend.freshTarget());
+    const quota = new QuotaService(ledger);
+    await ledger.createCustomer({ id: 'gated' });
+    await ledger.topUp({ customerId: 'gated', amount: usd('5'), idempotencyKey: 'seed' });
+    await quota.updatePlan('free', { sessionsIncluded: 2 });
+    const model = new FakeUsageChatModel({ model: 'gpt-4o-mini' });
+    let modelCalls = 0;
+    const flow = RunnableLambda.from(async (q: string, config) => {
+      modelCalls++;
+      return String((await model.invoke([new HumanMessage(q)], config)).content);
+    });
+    const ask = (conversationId: string) =>
+      flow.invoke('hello there', billingRunConfig(new BillingCallbackHandler({ ledger, customerId: 'gated', conversationId, gate: quota, onError: () => undefined })));
+
+    await ask('chat-a');
+    await ask('chat-a');
+    await ask('chat-b');
+    expect((await quota.usage('gated')).sessionsUsed).toBe(2);
+    const calls = modelCalls;
+    const before = await ledger.balance('gated');
+    await expect(ask('chat-c')).rejects.toMatchObject({ code: 'QUOTA_EXCEEDED' });
+    expect(modelCalls).toBe(calls);
+    expect(await ledger.balance('gated')).toEqual(before);
+    // A session in progress may finish.
+    await ask('chat-b');
+    await quota.subscribe({ customerId: 'gated', planId: 'starter' });
+    await ask('chat-c');
+    expect((await quota.usage('gated')).sessionsUsed).toBe(3);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+    await ledger.close();
+  });
+});
