@@ -23,6 +23,18 @@ export const ERROR_CODES = [
   'SUBSCRIPTION_NOT_FOUND',
   'SUBSCRIPTION_INACTIVE',
   'DATABASE_ERROR',
+  /** The Stripe secret key was refused (401/403). */
+  'STRIPE_AUTH_FAILED',
+  /** Something Stripe needs is not set up: outbox off, no meter, no payment method, no key or webhook secret. */
+  'STRIPE_NOT_CONFIGURED',
+  /** The ledger customer has no Stripe customer and creating one was not allowed. */
+  'STRIPE_CUSTOMER_MISSING',
+  /** Stripe refused a request for a reason retrying cannot fix. */
+  'STRIPE_REQUEST_REJECTED',
+  /** Stripe could not be reached or kept failing (after retries, or the circuit breaker is open). */
+  'STRIPE_UNAVAILABLE',
+  /** A webhook payload failed signature or timestamp verification. */
+  'STRIPE_SIGNATURE_INVALID',
   /** A bug, not a business outcome; the message says what failed. */
   'INTERNAL_ERROR',
 ] as const;

@@ -17,3 +17,4 @@ export { meteringKey } from './metering/keys';
 export { estimatePromptTokens, estimateTextTokens, usageOf, type TokenUsage } from './metering/estimate';
 export { BILLING_METADATA_KEYS, billingMetadata } from './langfuse/metadata';
 export { LangfuseCostReporter, langfuseReporterFor, shutdownLangfuseReporters, type LangfuseCredentials } from './langfuse/reporter';
+export * from './stripe';

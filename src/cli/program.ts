@@ -19,6 +19,7 @@ import { registerPlans } from './commands/plans';
 import { registerSessions } from './commands/sessions';
 import { registerSubscriptions } from './commands/subscriptions';
 import { registerUsage } from './commands/usage';
+import { registerStripe } from './commands/stripe';
 import { CliContext } from './context';
 import { type Io, printFailure, processIo, toFailure, usageFailure } from './output';
 
@@ -42,6 +43,7 @@ const COMMANDS = [
   registerUsage,
   registerBudget,
   registerInvoice,
+  registerStripe,
 ];
 
 /** --json anywhere before a `--` asks for JSON, including for errors found while parsing. */

@@ -9,6 +9,7 @@ import {
 } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
 import { periodContaining } from '../period';
+import { outboxWrites } from './outbox';
 import { type Dialect, placeholders, type SqlConnection, upsertClause, writeTables } from './dialect';
 import {
   CHARGE_COLUMNS,
@@ -466,6 +467,9 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
     }
   });
 
+  // Meter events owed to Stripe, in this same transaction as their entries (see outbox.ts).
+  const outbox = await outboxWrites(c, newEntries, now);
+
   await writeTables(c, d, [
     {
       table: 'billing_customers',
@@ -486,6 +490,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       columns: ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'],
       rows: newAudit.map((a) => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)]),
     },
+    ...outbox,
   ]);
   return outcomes;
 }

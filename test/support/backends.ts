@@ -15,6 +15,9 @@ export interface Backend {
   open(target: string, opts?: OpenLedgerOptions): Promise<SqlLedger>;
 }
 
+/** Set by the global setup for the whole run; a file run alone gets its own. */
+const RUN = (process.env.FB_TEST_RUN ??= randomUUID().replace(/-/g, '').slice(0, 8));
+
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-test-'));
 
 const all: Backend[] = [
@@ -28,7 +31,8 @@ const all: Backend[] = [
   {
     name: 'postgres',
     async freshTarget() {
-      const schema = `t_${randomUUID().replace(/-/g, '').slice(0, 20)}`;
+      // Prefixed with this run's id, so the teardown drops only what this run made.
+      const schema = `t_${RUN}_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
       return `${PG_BASE_URL}?schema=${schema}`;
     },
     open: (target, opts) => openLedger(target, opts),
@@ -42,11 +46,11 @@ export const BACKENDS: Backend[] = all.filter((b) => {
 });
 
 /** Drops the test schemas a run left behind (called from global teardown). */
-export async function dropTestSchemas(): Promise<void> {
+export async function dropTestSchemas(run: string = RUN): Promise<void> {
   const c = new Client({ connectionString: PG_BASE_URL });
   await c.connect();
   try {
-    const { rows } = await c.query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'");
+    const { rows } = await c.query('SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)', [`t_${run}_`]);
     for (const r of rows) await c.query(`DROP SCHEMA IF EXISTS ${r.nspname} CASCADE`);
   } finally {
     await c.end();

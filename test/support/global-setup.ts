@@ -1,6 +1,9 @@
 import { dropTestSchemas } from './backends';
 
-/** Test runs leave one PostgreSQL schema per ledger; drop them when the run ends. */
+/**
+ * Importing backends sets FB_TEST_RUN, which the workers inherit, so every
+ * PostgreSQL schema of this run carries it; the teardown drops exactly those.
+ */
 export default function setup(): () => Promise<void> {
   return async () => {
     if (process.env.FB_KEEP_SCHEMAS) return;

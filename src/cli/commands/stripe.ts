@@ -1,0 +1,194 @@
+import type { Command } from 'commander';
+import { z } from 'zod';
+import {
+  stripeCustomer,
+  stripeReconcile,
+  stripeRecharge,
+  stripeRetryFailed,
+  stripeSetup,
+  stripeStatus,
+  stripeSync,
+  webhooksServe,
+  type StripeCommonOptions,
+} from '../../stripe/cli';
+import type { SqlLedger } from '../../ledger/sql-ledger';
+import { toStripeIntegrationError } from '../../stripe/errors';
+import type { CliContext } from '../context';
+import { jsonLine, keyValues } from '../output';
+import { customerId, integer, parseInput, text, usdAmount } from '../validate';
+
+interface StripeFlags {
+  stripeKey?: string;
+  stripeApi?: string;
+}
+
+/** The key comes from STRIPE_SECRET_KEY (preferred: a flag shows in process lists) or --stripe-key. */
+function stripeOptions(flags: StripeFlags): StripeCommonOptions {
+  const f = parseInput(z.object({ stripeKey: text('stripe key', 300).optional(), stripeApi: z.string().url('--stripe-api must be a URL').optional() }), { ...flags });
+  return { secretKey: f.stripeKey, apiBase: f.stripeApi };
+}
+
+function withStripeFlags(cmd: Command): Command {
+  return cmd
+    .option('--stripe-key <key>', 'Stripe secret key (default $STRIPE_SECRET_KEY)')
+    .option('--stripe-api <url>', 'another Stripe API base, e.g. a local test server (default $STRIPE_API_BASE)');
+}
+
+/** Stops a long-running command on Ctrl-C / SIGTERM. */
+function untilSignal(): AbortController {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return ac;
+}
+
+/** Runs a Stripe command, turning raw SDK failures into STRIPE_* errors the CLI prints with their code. */
+function stripeCall<T>(cli: CliContext, fn: (ledger: SqlLedger) => Promise<T>): Promise<T> {
+  return cli.withLedger(async (ledger) => {
+    try {
+      return await fn(ledger);
+    } catch (e) {
+      throw toStripeIntegrationError(e);
+    }
+  });
+}
+
+export function registerStripe(program: Command, cli: CliContext): void {
+  const stripe = program.command('stripe').description('Stripe: meter-event sync, reconciliation, customers and auto-recharge');
+  // Progress lines go to stderr under --json so stdout stays one JSON object.
+  const progress = (line: string) => (cli.json ? cli.io.err(`${line}\n`) : cli.io.out(`${line}\n`));
+
+  withStripeFlags(stripe.command('setup').description('turn on the meter-event outbox and create the Stripe meter(s)'))
+    .option('--event-name <name>', 'meter event name (default flowise_billing_usage)')
+    .option('--per-charge-type', 'one meter per ChargeType instead of one for all usage')
+    .action(async (flags: StripeFlags & { eventName?: string; perChargeType?: boolean }) => {
+      const opts = stripeOptions(flags);
+      const r = await stripeCall(cli, (ledger) => stripeSetup(ledger, { ...opts, eventName: flags.eventName, perChargeType: flags.perChargeType }, progress));
+      cli.print({ json: r, human: () => `Outbox on; usage is sent as micro-USD to: ${Object.keys(r.meters).join(', ')}` });
+    });
+
+  withStripeFlags(stripe.command('customer <customer>').description('create (or --link) the Stripe customer of a ledger customer'))
+    .option('--link <stripe customer id>', 'use an existing Stripe customer (cus_…)')
+    .option('--email <email>', 'email for a new Stripe customer')
+    .action(async (customer: string, flags: StripeFlags & { link?: string; email?: string }) => {
+      const input = parseInput(z.object({ customer: customerId, link: z.string().regex(/^cus_[A-Za-z0-9]+$/, '--link must be a Stripe customer id (cus_…)').optional() }), {
+        customer,
+        link: flags.link,
+      });
+      const r = await stripeCall(cli, (ledger) => stripeCustomer(ledger, { ...stripeOptions(flags), customerId: input.customer, stripeCustomerId: input.link, email: flags.email }));
+      cli.print({ json: r, human: () => keyValues([['customer', r.customerId], ['stripe customer', r.stripeCustomerId]]) });
+    });
+
+  withStripeFlags(stripe.command('sync').description('deliver pending meter events (--once, the default) or keep delivering (--watch)'))
+    .option('--once', 'deliver what is pending and exit')
+    .option('--watch', 'keep running; Ctrl-C stops')
+    .option('--aggregate-seconds <n>', 'one event per customer and meter per window of this many seconds')
+    .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string }) => {
+      const f = parseInput(z.object({ aggregateSeconds: integer('aggregate seconds', 1, 86_400).optional() }), { aggregateSeconds: flags.aggregateSeconds });
+      const ac = flags.watch ? untilSignal() : undefined;
+      const r = await stripeCall(cli, (ledger) =>
+        stripeSync(
+          ledger,
+          { ...stripeOptions(flags), watch: flags.watch ?? false, signal: ac?.signal, aggregateWindowSeconds: f.aggregateSeconds },
+          progress,
+        ),
+      );
+      cli.print({
+        json: { ...r },
+        human: () =>
+          keyValues([
+            ['delivered now', r.deliveredNow],
+            ['already in Stripe', r.duplicatesNow],
+            ['pending', r.pending],
+            ['delivered in all', r.delivered],
+            ['failed', r.failed],
+            ['breaker', r.breaker],
+          ]),
+      });
+    });
+
+  stripe
+    .command('status')
+    .description('meter events pending, delivered and failed')
+    .action(async () => {
+      const r = await stripeCall(cli, (ledger) => stripeStatus(ledger));
+      cli.print({
+        json: { ...r },
+        human: () =>
+          keyValues([
+            ['pending', r.pending],
+            ['due now', r.due],
+            ['delivered', r.delivered],
+            ['failed', r.failed],
+            ['oldest pending', r.oldestPendingAt ?? '—'],
+            ...r.lastErrors.map((e) => [`error ${e.id}`, `${e.error} (${e.attempts} attempts)`] as const),
+          ]),
+      });
+    });
+
+  stripe
+    .command('retry-failed')
+    .description('queue failed meter events for delivery again')
+    .action(async () => {
+      const r = await stripeCall(cli, (ledger) => stripeRetryFailed(ledger));
+      cli.print({ json: r, human: () => `Requeued ${r.requeued} event(s)` });
+    });
+
+  withStripeFlags(stripe.command('reconcile').description("compare the ledger's usage per customer and meter with Stripe's"))
+    .option('--period <period>', 'YYYY-MM, YYYY-MM-DD or start..end (default: this month, UTC)')
+    .action(async (flags: StripeFlags & { period?: string }) => {
+      const r = await stripeCall(cli, (ledger) => stripeReconcile(ledger, { ...stripeOptions(flags), period: flags.period }, cli.json ? () => undefined : progress));
+      cli.print({ json: { ...r }, human: () => (r.ok ? 'No differences.' : `${r.differences.length} difference(s)`) });
+      if (!r.ok) process.exitCode = 1;
+    });
+
+  const recharge = stripe.command('recharge').description('auto-recharge: top up from a saved card when the balance runs low');
+  withStripeFlags(recharge.command('set <customer>').description('configure auto-recharge for a customer'))
+    .requiredOption('--threshold <usd>', 'recharge when the available balance falls below this')
+    .requiredOption('--amount <usd>', 'how much to charge (whole cents)')
+    .requiredOption('--payment-method <pm>', "the customer's saved payment method (pm_…)")
+    .option('--retry-window-minutes <n>', 'retry a declined recharge only within this window')
+    .option('--disable', 'turn auto-recharge off')
+    .action(async (customer: string, flags: StripeFlags & { threshold: string; amount: string; paymentMethod: string; retryWindowMinutes?: string; disable?: boolean }) => {
+      const input = parseInput(
+        z.object({ customer: customerId, threshold: usdAmount('threshold'), amount: usdAmount('amount', { positive: true }), retry: integer('retry window minutes', 1, 10_080).optional() }),
+        { customer, threshold: flags.threshold, amount: flags.amount, retry: flags.retryWindowMinutes },
+      );
+      const r = await stripeCall(cli, (ledger) =>
+        stripeRecharge(ledger, {
+          ...stripeOptions(flags),
+          customerId: input.customer,
+          threshold: flags.threshold,
+          amount: flags.amount,
+          paymentMethod: flags.paymentMethod,
+          retryWindowMs: input.retry === undefined ? undefined : input.retry * 60_000,
+          disable: flags.disable,
+        }),
+      );
+      cli.print({ json: { ...r, enabled: !flags.disable }, human: () => `Auto-recharge ${flags.disable ? 'disabled' : 'configured'} for ${input.customer}` });
+    });
+  withStripeFlags(recharge.command('check [customer]').description('recharge now whoever is below their threshold'))
+    .action(async (customer: string | undefined, flags: StripeFlags) => {
+      const input = parseInput(z.object({ customer: customerId.optional() }), { customer });
+      const r = await stripeCall(cli, (ledger) => stripeRecharge(ledger, { ...stripeOptions(flags), customerId: input.customer }));
+      cli.print({ json: { outcomes: r }, human: () => jsonLine(r).trimEnd() });
+    });
+
+  const webhooks = program.command('webhooks').description('Stripe webhooks');
+  withStripeFlags(webhooks.command('serve').description('verify and apply Stripe webhooks (Ctrl-C stops)'))
+    .option('--port <port>', 'port to listen on', '8787')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--path <path>', 'URL path', '/stripe/webhooks')
+    .option('--webhook-secret <secret>', 'signing secret (default $STRIPE_WEBHOOK_SECRET)')
+    .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string }) => {
+      const f = parseInput(z.object({ port: integer('port', 1, 65_535), path: z.string().startsWith('/', '--path must start with "/"') }), { port: flags.port, path: flags.path });
+      const ac = untilSignal();
+      await cli.withLedger(async (ledger) => {
+        const server = await webhooksServe(ledger, { ...stripeOptions(flags), port: f.port, host: flags.host, path: f.path, webhookSecret: flags.webhookSecret }, progress);
+        await new Promise<void>((resolve) => ac.signal.addEventListener('abort', () => resolve(), { once: true }));
+        await server.close();
+        cli.print({ json: { stopped: true, url: server.url }, human: () => 'stopped' });
+      });
+    });
+}

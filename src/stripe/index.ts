@@ -1,0 +1,11 @@
+export * from './errors';
+export * from './retry';
+export { createStripeClient, type StripeClientOptions } from './client';
+export { configureOutbox, outboxSettings, ensureStripeCustomer, linkStripeCustomer, stripeCustomerFor, ledgerCustomerForStripe, ensureMeter, findMeter } from './customers';
+export { OutboxDelivery, meterTimestamp, type OutboxDeliveryOptions, type OutboxStatus, type RoundResult } from './outbox';
+export { reconcile, parsePeriod, unitsToUsd, type ReconcileLine, type ReconcilePeriod, type ReconcileReport } from './reconcile';
+export { AutoRecharge, completeRecharge, failRecharge, rechargeKey, NANOS_PER_CENT, type RechargeConfig, type RechargeOutcome } from './recharge';
+export { handleWebhook, startWebhookServer, WEBHOOK_TOLERANCE_SECONDS, type WebhookDeps, type WebhookResult, type WebhookServer } from './webhooks';
+export { settlePaidPublicFlowRun, refundFlowCharge, type PaidFlowRunInput, type PaidFlowRunResult } from './payouts';
+export * from './cli';
+export { NANOS_PER_METER_UNIT, meterEventIdentifier, meterEventName, type OutboxSettings } from '../ledger/outbox';

@@ -1,0 +1,440 @@
+import { createHash } from 'node:crypto';
+import type Stripe from 'stripe';
+import type { Row, SqlConnection } from '../ledger/dialect';
+import type { SqlLedger } from '../ledger/sql-ledger';
+import { ensureStripeCustomer, stripeCustomersFor } from './customers';
+import { StripeIntegrationError } from './errors';
+import {
+  type BackoffOptions,
+  backoffMs,
+  type BreakerOptions,
+  CircuitBreaker,
+  classifyFailure,
+  factsOf,
+  RateLimiter,
+} from './retry';
+
+/**
+ * Delivers the meter-event outbox to Stripe.
+ *
+ * - Rows are leased (next_attempt_at pushed ahead) in a write transaction
+ *   before they are sent, so two sync workers rarely send the same row; when
+ *   they do — or a worker is killed after Stripe answered but before the row
+ *   was marked — the resend reuses the row's identifier and Stripe rejects it
+ *   as a duplicate, which counts as delivered. (Stripe enforces identifier
+ *   uniqueness for 24 h; a lease is seconds.)
+ * - Every POST carries our own idempotency key `fbme:<identifier>:<timestamp>`.
+ *   The SDK's own retries are off (maxNetworkRetries 0 is recommended): this
+ *   loop retries 429, 5xx and connection failures with capped exponential
+ *   backoff and 50–100 % jitter, and a circuit breaker stops calls while
+ *   Stripe keeps failing.
+ * - Optional aggregation: pending rows of one customer, meter and time window
+ *   are frozen into a group (agg_id, committed before the send) and sent as one
+ *   event whose identifier is the group id, so a restart resends the same group.
+ */
+export interface OutboxDeliveryOptions {
+  readonly stripe: Stripe;
+  /** Rows leased per round (default 200). */
+  readonly batchSize?: number;
+  /** Concurrent requests (default 8). */
+  readonly concurrency?: number;
+  /** Requests a second (default 80; Stripe's meter-event endpoint takes ~1,000/s in live mode, 25/s global in test mode). */
+  readonly ratePerSecond?: number;
+  readonly backoff?: BackoffOptions;
+  readonly breaker?: BreakerOptions;
+  /** Attempts before a row counts as failed (default 20; `stripeRetryFailed` puts failed rows back). */
+  readonly maxAttempts?: number;
+  /** How long a leased row is reserved for this worker (default 30 s). */
+  readonly leaseMs?: number;
+  /** Aggregate per customer + meter + window of this many seconds (e.g. 3600); off by default. */
+  readonly aggregateWindowSeconds?: number;
+  /** Create Stripe customers for unmapped ledger customers (default true); otherwise their rows wait. */
+  readonly createCustomers?: boolean;
+  readonly clock?: () => number;
+  readonly random?: () => number;
+}
+
+export interface RoundResult {
+  readonly leased: number;
+  readonly requests: number;
+  readonly delivered: number;
+  readonly duplicates: number;
+  readonly retried: number;
+  readonly failed: number;
+  readonly waiting: number;
+}
+
+export interface OutboxStatus {
+  readonly pending: number;
+  readonly due: number;
+  readonly delivered: number;
+  readonly failed: number;
+  readonly oldestPendingAt: string | null;
+  readonly lastErrors: Array<{ id: string; attempts: number; error: string }>;
+  readonly breaker: 'closed' | 'open' | 'half-open';
+}
+
+interface OutboxRow {
+  id: string;
+  customerId: string;
+  eventName: string;
+  value: bigint;
+  occurredAt: number;
+  attempts: number;
+  aggId: string | null;
+}
+
+interface Done {
+  send: Send;
+  verdict: 'delivered' | 'duplicate' | 'retry' | 'rejected' | 'waiting';
+  error?: string;
+  /** For `waiting`: when the rows are due again. */
+  delayMs?: number;
+}
+
+/** A unit of sending: one row, or an aggregated group of rows. */
+interface Send {
+  identifier: string;
+  customerId: string;
+  eventName: string;
+  value: bigint;
+  occurredAt: number;
+  rows: OutboxRow[];
+}
+
+const DAY_S = 86_400;
+/** Stripe takes meter events up to 35 days old and 5 minutes ahead; keep an hour of margin on the old side. */
+const OLDEST_S = 35 * DAY_S - 3600;
+
+function rowFrom(r: Row): OutboxRow {
+  return {
+    id: String(r.id),
+    customerId: String(r.customer_id),
+    eventName: String(r.event_name),
+    value: BigInt(String(r.value)),
+    occurredAt: Number(r.occurred_at),
+    attempts: Number(r.attempts),
+    aggId: r.agg_id === null || r.agg_id === undefined ? null : String(r.agg_id),
+  };
+}
+
+/** Seconds-since-epoch timestamp Stripe will accept for an event that happened at `occurredMs`. */
+export function meterTimestamp(occurredMs: number, nowMs: number): number {
+  const now = Math.floor(nowMs / 1000);
+  const ts = Math.floor(occurredMs / 1000);
+  if (ts < now - OLDEST_S) return now - OLDEST_S;
+  if (ts > now + 60) return now;
+  return ts;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const inList = (n: number) => `(${Array.from({ length: n }, () => '?').join(', ')})`;
+
+export class OutboxDelivery {
+  readonly breaker: CircuitBreaker;
+  private readonly limiter: RateLimiter;
+  private readonly clock: () => number;
+  private readonly random: () => number;
+  private readonly o: Required<Omit<OutboxDeliveryOptions, 'stripe' | 'backoff' | 'breaker' | 'clock' | 'random' | 'aggregateWindowSeconds'>> & {
+    aggregateWindowSeconds: number | null;
+    backoff: BackoffOptions;
+  };
+
+  constructor(
+    private readonly ledger: SqlLedger,
+    opts: OutboxDeliveryOptions,
+  ) {
+    this.clock = opts.clock ?? Date.now;
+    this.random = opts.random ?? Math.random;
+    this.breaker = new CircuitBreaker(opts.breaker);
+    this.o = {
+      batchSize: opts.batchSize ?? 200,
+      concurrency: opts.concurrency ?? 8,
+      ratePerSecond: opts.ratePerSecond ?? 80,
+      maxAttempts: opts.maxAttempts ?? 20,
+      leaseMs: opts.leaseMs ?? 30_000,
+      createCustomers: opts.createCustomers ?? true,
+      aggregateWindowSeconds: opts.aggregateWindowSeconds ?? null,
+      backoff: opts.backoff ?? {},
+    };
+    // Rate limiting is about real time, whatever clock the rows are judged by.
+    this.limiter = new RateLimiter(this.o.ratePerSecond, Math.max(1, Math.ceil(this.o.ratePerSecond / 10)), Date.now());
+    this.stripe = opts.stripe;
+  }
+
+  private readonly stripe: Stripe;
+
+  private get d() {
+    return this.ledger.dialect;
+  }
+
+  /** Pending, delivered and failed counts, and why the last attempts failed. */
+  async status(): Promise<OutboxStatus> {
+    const now = this.clock();
+    return this.d.read(async (c) => {
+      const counts = await c.query('SELECT status, COUNT(*) AS n, MIN(occurred_at) AS oldest FROM billing_stripe_outbox GROUP BY status');
+      const [due] = await c.query("SELECT COUNT(*) AS n FROM billing_stripe_outbox WHERE status = 'pending' AND next_attempt_at <= ?", [now]);
+      const errors = await c.query(
+        "SELECT id, attempts, last_error FROM billing_stripe_outbox WHERE status IN ('pending', 'failed') AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 5",
+      );
+      const by = new Map(counts.map((r) => [String(r.status), r]));
+      const n = (s: string) => Number(by.get(s)?.n ?? 0);
+      const oldest = by.get('pending')?.oldest;
+      return {
+        pending: n('pending'),
+        due: Number(due?.n ?? 0),
+        delivered: n('delivered'),
+        failed: n('failed'),
+        oldestPendingAt: oldest === undefined || oldest === null ? null : new Date(Number(oldest)).toISOString(),
+        lastErrors: errors.map((r) => ({ id: String(r.id), attempts: Number(r.attempts), error: String(r.last_error) })),
+        breaker: this.breaker.state(now),
+      };
+    });
+  }
+
+  /** Puts failed rows back in the queue (after fixing what made Stripe refuse them). */
+  async retryFailed(): Promise<number> {
+    const now = this.clock();
+    return this.d.writeTransaction((c) =>
+      c.run("UPDATE billing_stripe_outbox SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed'", [now]),
+    );
+  }
+
+  /** Leases up to batchSize due rows (freezing aggregation groups first) and delivers them once. */
+  async deliverRound(): Promise<RoundResult> {
+    const now = this.clock();
+    const empty = { leased: 0, requests: 0, delivered: 0, duplicates: 0, retried: 0, failed: 0, waiting: 0 };
+    if (this.breaker.waitMs(now) > 0) return empty;
+    const rows = await this.d.writeTransaction(async (c) => {
+      if (this.o.aggregateWindowSeconds) await this.freezeGroups(c, now);
+      const due = (
+        await c.query(
+          `SELECT * FROM billing_stripe_outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ? ${this.d.forUpdate}`,
+          [now, this.o.batchSize],
+        )
+      ).map(rowFrom);
+      // A group is only sent whole: pull in any of its rows the LIMIT cut off.
+      const groups = [...new Set(due.map((r) => r.aggId).filter((g): g is string => g !== null))];
+      const seen = new Set(due.map((r) => r.id));
+      if (groups.length) {
+        for (const r of await c.query(`SELECT * FROM billing_stripe_outbox WHERE status = 'pending' AND agg_id IN ${inList(groups.length)}`, groups)) {
+          if (!seen.has(String(r.id))) due.push(rowFrom(r));
+        }
+      }
+      if (due.length) {
+        await c.run(`UPDATE billing_stripe_outbox SET next_attempt_at = ? WHERE id IN ${inList(due.length)}`, [now + this.o.leaseMs, ...due.map((r) => r.id)]);
+      }
+      return due;
+    });
+    if (rows.length === 0) return empty;
+
+    const sends = this.toSends(rows);
+    const customers = await this.resolveCustomers([...new Set(sends.map((s) => s.customerId))]);
+    const result = { ...empty, leased: rows.length };
+    const done: Done[] = [];
+    let fatal: unknown = null;
+
+    let next = 0;
+    const worker = async () => {
+      while (next < sends.length && fatal === null) {
+        const send = sends[next++]!;
+        const stripeCustomer = customers.get(send.customerId);
+        if (!stripeCustomer) {
+          done.push({ send, verdict: 'waiting', delayMs: 60_000, error: `customer ${send.customerId} has no Stripe customer (link it or allow createCustomers)` });
+          continue;
+        }
+        if (send.value === 0n) {
+          // An aggregated group whose refunds cancelled its charges: nothing to tell Stripe.
+          done.push({ send, verdict: 'delivered' });
+          continue;
+        }
+        if (!this.breaker.tryAcquire(this.clock())) {
+          // Not an attempt: the row waits for the breaker, its attempt count unchanged.
+          done.push({ send, verdict: 'waiting', delayMs: Math.max(100, this.breaker.waitMs(this.clock())), error: 'circuit breaker open' });
+          continue;
+        }
+        for (let wait = this.limiter.take(Date.now()); wait > 0; wait = this.limiter.take(Date.now())) await sleep(wait);
+        const ts = meterTimestamp(send.occurredAt, this.clock());
+        result.requests += 1;
+        try {
+          await this.stripe.billing.meterEvents.create(
+            {
+              event_name: send.eventName,
+              identifier: send.identifier,
+              timestamp: ts,
+              payload: { stripe_customer_id: stripeCustomer, value: send.value.toString() },
+            },
+            { idempotencyKey: `fbme:${send.identifier}:${ts}` },
+          );
+          this.breaker.success();
+          done.push({ send, verdict: 'delivered' });
+        } catch (e) {
+          const facts = factsOf(e);
+          const verdict = classifyFailure(facts);
+          if (verdict === 'duplicate') {
+            this.breaker.success();
+            done.push({ send, verdict: 'duplicate' });
+          } else if (verdict === 'fatal') {
+            this.breaker.failure(this.clock());
+            fatal = e;
+            done.push({ send, verdict: 'waiting', delayMs: 0, error: facts.message ?? 'authentication failed' });
+          } else {
+            if (verdict === 'retry') this.breaker.failure(this.clock());
+            else this.breaker.success(); // Stripe answered sensibly; the event itself is bad
+            done.push({ send, verdict, error: `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500) });
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.o.concurrency, sends.length) }, worker));
+    // Rows never reached (fatal stop) go back to the queue untouched.
+    const reached = new Set(done.map((d) => d.send.identifier));
+    for (const s of sends) if (!reached.has(s.identifier)) done.push({ send: s, verdict: 'waiting', delayMs: 0, error: 'not attempted' });
+
+    await this.record(done, result);
+    if (fatal !== null) {
+      throw new StripeIntegrationError('STRIPE_AUTH_FAILED', `Stripe refused the API key: ${factsOf(fatal).message ?? ''}`, { statusCode: factsOf(fatal).statusCode });
+    }
+    return result;
+  }
+
+  private async record(
+    done: Done[],
+    result: { delivered: number; duplicates: number; retried: number; failed: number; waiting: number },
+  ): Promise<void> {
+    const now = this.clock();
+    const deliveredIds: string[] = [];
+    const updates: Array<[string, number, number, string | null, string]> = []; // status, attempts, next, error, id
+    for (const { send, verdict, error, delayMs } of done) {
+      if (verdict === 'delivered' || verdict === 'duplicate') {
+        deliveredIds.push(...send.rows.map((r) => r.id));
+        if (verdict === 'delivered') result.delivered += send.rows.length;
+        else result.duplicates += send.rows.length;
+        continue;
+      }
+      for (const r of send.rows) {
+        if (verdict === 'waiting') {
+          result.waiting += 1;
+          updates.push(['pending', r.attempts, now + (delayMs ?? 0), error ?? null, r.id]);
+        } else if (verdict === 'rejected' || r.attempts + 1 >= this.o.maxAttempts) {
+          result.failed += 1;
+          updates.push(['failed', r.attempts + 1, now, error ?? null, r.id]);
+        } else {
+          result.retried += 1;
+          updates.push(['pending', r.attempts + 1, now + backoffMs(r.attempts + 1, this.o.backoff, this.random), error ?? null, r.id]);
+        }
+      }
+    }
+    await this.d.writeTransaction(async (c) => {
+      for (let i = 0; i < deliveredIds.length; i += 500) {
+        const chunk = deliveredIds.slice(i, i + 500);
+        await c.run(
+          `UPDATE billing_stripe_outbox SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE status = 'pending' AND id IN ${inList(chunk.length)}`,
+          [now, ...chunk],
+        );
+      }
+      for (const [status, attempts, nextAt, error, id] of updates) {
+        await c.run("UPDATE billing_stripe_outbox SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'pending'", [
+          status, attempts, nextAt, error, id,
+        ]);
+      }
+    });
+  }
+
+  private toSends(rows: OutboxRow[]): Send[] {
+    const groups = new Map<string, OutboxRow[]>();
+    const sends: Send[] = [];
+    for (const r of rows) {
+      if (r.aggId === null) {
+        sends.push({ identifier: r.id, customerId: r.customerId, eventName: r.eventName, value: r.value, occurredAt: r.occurredAt, rows: [r] });
+      } else {
+        groups.set(r.aggId, [...(groups.get(r.aggId) ?? []), r]);
+      }
+    }
+    for (const [aggId, members] of groups) {
+      const first = members[0]!;
+      sends.push({
+        identifier: aggId,
+        customerId: first.customerId,
+        eventName: first.eventName,
+        value: members.reduce((s, r) => s + r.value, 0n),
+        occurredAt: Math.max(...members.map((r) => r.occurredAt)),
+        rows: members,
+      });
+    }
+    return sends;
+  }
+
+  /**
+   * Freezes aggregation groups: due, ungrouped rows of one customer + meter +
+   * window get one agg_id, derived from their ids, committed before anything
+   * is sent. The current (still open) window is left alone until it closes.
+   */
+  private async freezeGroups(c: SqlConnection, now: number): Promise<void> {
+    const windowMs = this.o.aggregateWindowSeconds! * 1000;
+    const openWindowStart = Math.floor(now / windowMs) * windowMs;
+    const rows = await c.query(
+      `SELECT id, customer_id, event_name, occurred_at FROM billing_stripe_outbox
+        WHERE status = 'pending' AND agg_id IS NULL AND next_attempt_at <= ? AND occurred_at < ?
+        ORDER BY id LIMIT 5000 ${this.d.forUpdate}`,
+      [now, openWindowStart],
+    );
+    const groups = new Map<string, string[]>();
+    for (const r of rows) {
+      const w = Math.floor(Number(r.occurred_at) / windowMs);
+      const k = `${String(r.customer_id)}\u0000${String(r.event_name)}\u0000${w}`;
+      groups.set(k, [...(groups.get(k) ?? []), String(r.id)]);
+    }
+    for (const ids of groups.values()) {
+      const aggId = `fba_${createHash('sha256').update(ids.sort().join(',')).digest('hex').slice(0, 48)}`;
+      for (let i = 0; i < ids.length; i += 500) {
+        const chunk = ids.slice(i, i + 500);
+        await c.run(`UPDATE billing_stripe_outbox SET agg_id = ? WHERE agg_id IS NULL AND id IN ${inList(chunk.length)}`, [aggId, ...chunk]);
+      }
+    }
+  }
+
+  private async resolveCustomers(customerIds: string[]): Promise<Map<string, string>> {
+    const map = await stripeCustomersFor(this.ledger, customerIds);
+    if (!this.o.createCustomers) return map;
+    for (const id of customerIds) {
+      if (map.has(id)) continue;
+      try {
+        map.set(id, await ensureStripeCustomer(this.ledger, this.stripe, id));
+      } catch (e) {
+        const f = factsOf(e);
+        if (classifyFailure(f) === 'fatal') throw new StripeIntegrationError('STRIPE_AUTH_FAILED', `Stripe refused the API key: ${f.message ?? ''}`);
+        // Left unmapped: its rows wait and are retried next round.
+      }
+    }
+    return map;
+  }
+
+  /**
+   * Delivers until nothing is pending (`once`), or forever until `signal`
+   * aborts (`watch`). Sleeps through backoff and open-breaker periods.
+   */
+  async run(opts: { watch?: boolean; signal?: AbortSignal; idleMs?: number; timeoutMs?: number; onProgress?: (p: RoundResult & { status: OutboxStatus }) => void } = {}): Promise<OutboxStatus> {
+    const started = this.clock();
+    const idle = opts.idleMs ?? 1000;
+    for (;;) {
+      if (opts.signal?.aborted) break;
+      const round = await this.deliverRound();
+      const status = await this.status();
+      if (round.leased > 0) opts.onProgress?.({ ...round, status });
+      if (!opts.watch && status.pending === 0) return status;
+      if (!opts.watch && opts.timeoutMs !== undefined && this.clock() - started > opts.timeoutMs) return status;
+      if (round.leased === 0 || round.requests === 0) {
+        const wait = Math.max(20, Math.min(idle, await this.msUntilDue(), this.breaker.waitMs(this.clock()) || idle));
+        await sleep(wait);
+      }
+    }
+    return this.status();
+  }
+
+  private async msUntilDue(): Promise<number> {
+    const [r] = await this.d.read((c) => c.query("SELECT MIN(next_attempt_at) AS t FROM billing_stripe_outbox WHERE status = 'pending'"));
+    if (!r || r.t === null || r.t === undefined) return Number.MAX_SAFE_INTEGER;
+    return Math.max(0, Number(r.t) - this.clock());
+  }
+}

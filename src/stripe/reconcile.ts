@@ -1,0 +1,126 @@
+import type Stripe from 'stripe';
+import type { SqlLedger } from '../ledger/sql-ledger';
+import { NANOS_PER_METER_UNIT } from '../ledger/outbox';
+import { formatUsd } from '../money';
+import { stripeCustomersFor, findMeter } from './customers';
+
+export interface ReconcilePeriod {
+  /** Inclusive, epoch ms (rounded down to a minute, as Stripe requires). */
+  readonly start: number;
+  /** Exclusive, epoch ms (rounded up to a minute). */
+  readonly end: number;
+}
+
+export interface ReconcileLine {
+  readonly customerId: string;
+  readonly stripeCustomerId: string | null;
+  readonly eventName: string;
+  /** Σ outbox values (micro-USD) for events in the period: what the ledger owes Stripe. */
+  readonly ledgerUnits: string;
+  /** The same usage in exact ledger money (nano-USD → USD string); differs from ledgerUnits only by sub-micro-dollar carry. */
+  readonly ledgerUsd: string;
+  /** Σ of Stripe's meter event summaries for the customer and meter over the period. */
+  readonly stripeUnits: string | null;
+  /** stripe − ledger, in meter units (0 when reconciled). */
+  readonly difference: string | null;
+  readonly pendingEvents: number;
+  readonly failedEvents: number;
+}
+
+export interface ReconcileReport {
+  readonly period: { start: string; end: string };
+  readonly unit: 'micro-USD';
+  readonly ok: boolean;
+  readonly lines: readonly ReconcileLine[];
+  readonly differences: readonly ReconcileLine[];
+}
+
+const MINUTE = 60_000;
+
+/** `2026-11` → that UTC month; `2026-11-23` → that UTC day; otherwise `start..end` ISO instants. Default: the current UTC month. */
+export function parsePeriod(spec: string | undefined, now: number = Date.now()): ReconcilePeriod {
+  if (!spec) {
+    const d = new Date(now);
+    return { start: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1), end: Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) };
+  }
+  let m = /^(\d{4})-(\d{2})$/.exec(spec);
+  if (m) return { start: Date.UTC(+m[1]!, +m[2]! - 1, 1), end: Date.UTC(+m[1]!, +m[2]!, 1) };
+  m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(spec);
+  if (m) return { start: Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!), end: Date.UTC(+m[1]!, +m[2]! - 1, +m[3]! + 1) };
+  const [a, b] = spec.split('..');
+  const start = Date.parse(a ?? '');
+  const end = Date.parse(b ?? '');
+  if (!Number.isFinite(start) || !Number.isFinite(end) || end <= start) {
+    throw new RangeError(`period "${spec}" must be YYYY-MM, YYYY-MM-DD or <ISO start>..<ISO end>`);
+  }
+  return { start, end };
+}
+
+/**
+ * Compares, per customer and meter, the ledger's metered usage in a period
+ * (the outbox: written with each charge, so it is the ledger's own account in
+ * Stripe's unit) with the sum of Stripe's meter event summaries. Like with
+ * like: both sides are whole micro-USD meter units keyed by event timestamp.
+ */
+export async function reconcile(ledger: SqlLedger, stripe: Stripe, period: ReconcilePeriod): Promise<ReconcileReport> {
+  const start = Math.floor(period.start / MINUTE) * MINUTE;
+  const end = Math.ceil(period.end / MINUTE) * MINUTE;
+  const rows = await ledger.dialect.read((c) =>
+    c.query(
+      `SELECT customer_id, event_name, SUM(value) AS units, SUM(amount_nanos) AS nanos,
+              SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending,
+              SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed
+         FROM billing_stripe_outbox WHERE occurred_at >= ? AND occurred_at < ?
+        GROUP BY customer_id, event_name ORDER BY customer_id, event_name`,
+      [start, end],
+    ),
+  );
+  const mapping = await stripeCustomersFor(ledger, [...new Set(rows.map((r) => String(r.customer_id)))]);
+  const meters = new Map<string, string | null>();
+  const lines: ReconcileLine[] = [];
+  for (const r of rows) {
+    const customerId = String(r.customer_id);
+    const eventName = String(r.event_name);
+    const ledgerUnits = BigInt(String(r.units));
+    const stripeCustomerId = mapping.get(customerId) ?? null;
+    if (!meters.has(eventName)) meters.set(eventName, await findMeter(stripe, eventName));
+    const meterId = meters.get(eventName) ?? null;
+    let stripeUnits: bigint | null = null;
+    if (stripeCustomerId && meterId) {
+      stripeUnits = 0n;
+      for await (const s of stripe.billing.meters.listEventSummaries(meterId, {
+        customer: stripeCustomerId,
+        start_time: start / 1000,
+        end_time: end / 1000,
+        limit: 100,
+      })) {
+        // Summaries are JSON numbers; each is a sum of whole units, exact below 2^53 (≈ $9 billion in micro-USD).
+        stripeUnits += BigInt(Math.round(s.aggregated_value));
+      }
+    }
+    lines.push({
+      customerId,
+      stripeCustomerId,
+      eventName,
+      ledgerUnits: ledgerUnits.toString(),
+      ledgerUsd: formatUsd(BigInt(String(r.nanos))),
+      stripeUnits: stripeUnits === null ? null : stripeUnits.toString(),
+      difference: stripeUnits === null ? null : (stripeUnits - ledgerUnits).toString(),
+      pendingEvents: Number(r.pending),
+      failedEvents: Number(r.failed),
+    });
+  }
+  const differences = lines.filter((l) => l.difference !== '0');
+  return {
+    period: { start: new Date(start).toISOString(), end: new Date(end).toISOString() },
+    unit: 'micro-USD',
+    ok: differences.length === 0,
+    lines,
+    differences,
+  };
+}
+
+/** Meter units (micro-USD) as a USD string, for printing. */
+export function unitsToUsd(units: bigint): string {
+  return formatUsd(units * NANOS_PER_METER_UNIT);
+}

@@ -1,0 +1,280 @@
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Stripe from 'stripe';
+import { BillingError } from '../errors';
+import type { SqlLedger } from '../ledger/sql-ledger';
+import { formatUsd } from '../money';
+import type { QuotaService } from '../quota/service';
+import { ledgerCustomerForStripe } from './customers';
+import { completeRecharge, failRecharge, NANOS_PER_CENT } from './recharge';
+
+/**
+ * Stripe webhooks. `handleWebhook` is the function an operator mounts in their
+ * own server (give it the raw body bytes, not parsed JSON); `startWebhookServer`
+ * is `flowise-billing webhooks serve`.
+ *
+ * - The signature is verified on the raw body with the SDK's
+ *   `stripe.webhooks.constructEvent` (HMAC-SHA256, constant time) and a
+ *   300 s timestamp tolerance. Anything that fails gets 400 and touches nothing.
+ * - Idempotent by event id: an event is recorded in billing_stripe_webhook_events
+ *   after it was applied; a redelivery of a recorded id is acknowledged and
+ *   skipped. Every action is also idempotent on its own (top-ups keyed by the
+ *   payment intent, status changes are absolute), so two deliveries racing
+ *   before either is recorded still apply once.
+ * - Unknown event types are acknowledged (200) and ignored, so Stripe stops resending them.
+ */
+export interface WebhookDeps {
+  readonly ledger: SqlLedger;
+  /** The endpoint's signing secret (`whsec_…`). */
+  readonly secret: string;
+  /** Used for constructEvent only; any key works (verification is local). */
+  readonly stripe?: Stripe;
+  /** For invoice and subscription events; without it those are acknowledged and ignored. */
+  readonly quota?: QuotaService;
+  readonly toleranceSeconds?: number;
+  readonly clock?: () => number;
+  /** Maps a Stripe subscription to a plan id; default: metadata.fb_plan_id, else the first item's price lookup_key. */
+  readonly planOf?: (sub: Stripe.Subscription) => string | null;
+}
+
+export interface WebhookResult {
+  readonly status: number;
+  readonly body: { received: boolean; eventId?: string; type?: string; duplicate?: boolean; ignored?: boolean; applied?: unknown; error?: string };
+}
+
+export const WEBHOOK_TOLERANCE_SECONDS = 300;
+
+function defaultPlanOf(sub: Stripe.Subscription): string | null {
+  const fromMeta = sub.metadata?.fb_plan_id;
+  if (fromMeta) return fromMeta;
+  const item = sub.items?.data?.[0];
+  return item?.price?.lookup_key ?? null;
+}
+
+const idOf = (v: string | { id: string } | null | undefined): string | null => (v === null || v === undefined ? null : typeof v === 'string' ? v : v.id);
+
+export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string, signature: string | string[] | undefined): Promise<WebhookResult> {
+  const stripe = deps.stripe ?? new Stripe('sk_webhook_verification_only');
+  const header = Array.isArray(signature) ? signature[0] : signature;
+  if (!header) return { status: 400, body: { received: false, error: 'missing Stripe-Signature header' } };
+  if (typeof rawBody !== 'string' && !Buffer.isBuffer(rawBody)) {
+    return { status: 400, body: { received: false, error: 'the webhook body must be the raw request bytes (Buffer or string), not parsed JSON' } };
+  }
+  let event: Stripe.Event;
+  try {
+    const receivedAt = deps.clock ? Math.floor(deps.clock() / 1000) : undefined;
+    event = stripe.webhooks.constructEvent(rawBody, header, deps.secret, deps.toleranceSeconds ?? WEBHOOK_TOLERANCE_SECONDS, undefined, receivedAt);
+  } catch (e) {
+    return { status: 400, body: { received: false, error: `signature verification failed: ${(e as Error).message}` } };
+  }
+
+  const d = deps.ledger.dialect;
+  const seen = await d.read((c) => c.query('SELECT result FROM billing_stripe_webhook_events WHERE id = ?', [event.id]));
+  if (seen[0]) return { status: 200, body: { received: true, eventId: event.id, type: event.type, duplicate: true } };
+
+  let applied: unknown;
+  try {
+    applied = await apply(deps, event);
+  } catch (e) {
+    // Not recorded: Stripe redelivers, and every action is idempotent.
+    const msg = e instanceof Error ? e.message : String(e);
+    return { status: 500, body: { received: false, eventId: event.id, type: event.type, error: msg } };
+  }
+  const now = deps.clock?.() ?? deps.ledger.now();
+  await d.writeTransaction((c) =>
+    c.run('INSERT INTO billing_stripe_webhook_events (id, type, result, received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING', [
+      event.id, event.type, JSON.stringify(applied ?? null), now,
+    ]),
+  );
+  return { status: 200, body: { received: true, eventId: event.id, type: event.type, ignored: applied === undefined, applied } };
+}
+
+async function customerFrom(deps: WebhookDeps, metadataId: string | undefined, stripeCustomer: string | null): Promise<string | null> {
+  if (metadataId) return metadataId;
+  return stripeCustomer ? ledgerCustomerForStripe(deps.ledger, stripeCustomer) : null;
+}
+
+/** Applies one verified event; returns what it did, or undefined when the event is not ours to handle. */
+async function apply(deps: WebhookDeps, event: Stripe.Event): Promise<unknown> {
+  const now = deps.clock?.() ?? deps.ledger.now();
+  switch (event.type) {
+    case 'payment_intent.succeeded': {
+      const pi = event.data.object;
+      const purpose = pi.metadata?.fb_purpose;
+      if (purpose !== 'auto_recharge' && purpose !== 'topup') return undefined;
+      const customerId = await customerFrom(deps, pi.metadata?.fb_customer_id, idOf(pi.customer));
+      if (!customerId) return undefined;
+      const credited = await completeRecharge(deps.ledger, {
+        customerId, key: pi.metadata?.fb_recharge_key ?? null, paymentIntentId: pi.id, amountCents: pi.amount_received || pi.amount, now,
+      });
+      return { toppedUp: customerId, usd: formatUsd(credited), paymentIntent: pi.id };
+    }
+    case 'payment_intent.payment_failed': {
+      const pi = event.data.object;
+      const key = pi.metadata?.fb_recharge_key;
+      const customerId = pi.metadata?.fb_customer_id;
+      if (pi.metadata?.fb_purpose !== 'auto_recharge' || !key || !customerId) return undefined;
+      const error = pi.last_payment_error ? `${pi.last_payment_error.code ?? 'card_error'}: ${pi.last_payment_error.message ?? ''}` : 'payment failed';
+      await failRecharge(deps.ledger, { customerId, key, paymentIntentId: pi.id, error, now });
+      return { rechargeFailed: customerId, paymentIntent: pi.id, error };
+    }
+    case 'checkout.session.completed':
+    case 'checkout.session.async_payment_succeeded': {
+      const session = event.data.object;
+      if (session.mode !== 'payment' || session.payment_status !== 'paid') return undefined;
+      if (session.metadata?.fb_purpose !== 'topup') return undefined;
+      const customerId = await customerFrom(deps, session.metadata?.fb_customer_id ?? session.client_reference_id ?? undefined, idOf(session.customer));
+      const pi = idOf(session.payment_intent);
+      if (!customerId || !pi || session.amount_total === null) return undefined;
+      // Same key as payment_intent.succeeded for the same payment: whichever arrives first credits, the other replays.
+      const credited = await completeRecharge(deps.ledger, { customerId, key: null, paymentIntentId: pi, amountCents: session.amount_total, now });
+      return { toppedUp: customerId, usd: formatUsd(credited), paymentIntent: pi };
+    }
+    case 'charge.refunded':
+      return refundTopUp(deps, event.data.object, now);
+    case 'invoice.paid':
+    case 'invoice.payment_failed': {
+      if (!deps.quota) return undefined;
+      const invoice = event.data.object;
+      const customerId = await customerFrom(deps, invoice.metadata?.fb_customer_id, idOf(invoice.customer));
+      if (!customerId) return undefined;
+      const status = event.type === 'invoice.paid' ? 'active' : 'suspended';
+      try {
+        await deps.quota.setStatus(customerId, status);
+      } catch (e) {
+        if (e instanceof BillingError && e.code === 'SUBSCRIPTION_NOT_FOUND') return { skipped: customerId, reason: 'no subscription' };
+        throw e;
+      }
+      return { customerId, status };
+    }
+    case 'customer.subscription.updated':
+    case 'customer.subscription.created': {
+      if (!deps.quota) return undefined;
+      const sub = event.data.object;
+      const customerId = await customerFrom(deps, sub.metadata?.fb_customer_id, idOf(sub.customer));
+      if (!customerId) return undefined;
+      const planId = (deps.planOf ?? defaultPlanOf)(sub);
+      const out: Record<string, unknown> = { customerId };
+      if (planId) out.plan = (await deps.quota.subscribe({ customerId, planId })).change;
+      if (sub.status === 'past_due' || sub.status === 'unpaid') {
+        await deps.quota.setStatus(customerId, 'suspended');
+        out.status = 'suspended';
+      } else if (sub.status === 'active' || sub.status === 'trialing') {
+        await deps.quota.setStatus(customerId, 'active');
+        out.status = 'active';
+      }
+      return out;
+    }
+    case 'customer.subscription.deleted': {
+      if (!deps.quota) return undefined;
+      const sub = event.data.object;
+      const customerId = await customerFrom(deps, sub.metadata?.fb_customer_id, idOf(sub.customer));
+      if (!customerId) return undefined;
+      try {
+        return { customerId, canceled: (await deps.quota.cancel(customerId)).periodEnd };
+      } catch (e) {
+        if (e instanceof BillingError && e.code === 'SUBSCRIPTION_NOT_FOUND') return { skipped: customerId, reason: 'no subscription' };
+        throw e;
+      }
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * A refunded top-up takes the refunded money back out of the ledger balance.
+ * `charge.refunded` carries the cumulative `amount_refunded`; the debit is the
+ * increase since the last one applied (tracked per Stripe charge), keyed by
+ * `stripe:topup-refund:<charge>:<cumulative cents>` so a redelivery changes
+ * nothing. If the customer already spent the money, what is available is
+ * taken and the remainder reported (the balance never goes negative).
+ */
+async function refundTopUp(deps: WebhookDeps, charge: Stripe.Charge, now: number): Promise<unknown> {
+  const pi = idOf(charge.payment_intent);
+  if (!pi) return undefined;
+  const d = deps.ledger.dialect;
+  // Only payments that credited the ledger (by their top-up key) are ours.
+  const [credited] = await d.read((c) => c.query("SELECT customer_id FROM billing_idempotency WHERE key = ? AND operation = 'topUp'", [`stripe:pi:${pi}`]));
+  if (!credited) return undefined;
+  const customerId = String(credited.customer_id);
+  const [prev] = await d.read((c) => c.query('SELECT refunded_cents FROM billing_stripe_topup_refunds WHERE stripe_charge_id = ?', [charge.id]));
+  const already = BigInt(String(prev?.refunded_cents ?? 0));
+  const total = BigInt(charge.amount_refunded);
+  if (total <= already) return { customerId, refundedCents: Number(total), debitedUsd: '0.00', duplicate: true };
+  const want = (total - already) * NANOS_PER_CENT;
+  const bal = await deps.ledger.balance(customerId);
+  const take = want <= bal.available ? want : bal.available > 0n ? bal.available : 0n;
+  if (take > 0n) {
+    try {
+      await deps.ledger.charge({
+        customerId, amount: take, idempotencyKey: `stripe:topup-refund:${charge.id}:${total}`, actor: 'stripe',
+        chargeType: 'StripeTopUpRefund', metadata: { stripeCharge: charge.id, paymentIntent: pi, refundedCents: Number(total) },
+      });
+    } catch (e) {
+      // A concurrent delivery already applied this step with another available amount: it is done.
+      if (!(e instanceof BillingError && e.code === 'IDEMPOTENCY_CONFLICT')) throw e;
+    }
+  }
+  await d.writeTransaction((c) =>
+    c.run(
+      `INSERT INTO billing_stripe_topup_refunds (stripe_charge_id, customer_id, refunded_cents, debited_nanos, updated_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (stripe_charge_id) DO UPDATE SET refunded_cents = excluded.refunded_cents,
+         debited_nanos = billing_stripe_topup_refunds.debited_nanos + excluded.debited_nanos, updated_at = excluded.updated_at
+       WHERE billing_stripe_topup_refunds.refunded_cents < excluded.refunded_cents`,
+      [charge.id, customerId, total, take, now],
+    ),
+  );
+  return { customerId, refundedCents: Number(total), debitedUsd: formatUsd(take), uncollectedUsd: formatUsd(want - take) };
+}
+
+export interface WebhookServer {
+  readonly port: number;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** An HTTP server answering POST <path> (default /stripe/webhooks) with handleWebhook. */
+export async function startWebhookServer(deps: WebhookDeps, opts: { port?: number; host?: string; path?: string; maxBodyBytes?: number } = {}): Promise<WebhookServer> {
+  const path = opts.path ?? '/stripe/webhooks';
+  const limit = opts.maxBodyBytes ?? 1024 * 1024;
+  const server = http.createServer((req, res) => {
+    const reply = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    if (req.method !== 'POST' || (req.url ?? '').split('?')[0] !== path) return reply(404, { error: `POST ${path} only` });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        reply(413, { error: 'payload too large' });
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (res.writableEnded) return;
+      handleWebhook(deps, Buffer.concat(chunks), req.headers['stripe-signature'])
+        .then((r) => reply(r.status, r.body))
+        .catch((e: unknown) => reply(500, { received: false, error: e instanceof Error ? e.message : String(e) }));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `http://${opts.host ?? '127.0.0.1'}:${port}${path}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,91 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signPayload, startStripeServer, type StripeTestServer } from './support/stripe-server';
+
+/** `flowise-billing stripe …` and `webhooks serve` as real subprocesses against the loopback Stripe server. */
+const ROOT = path.resolve(__dirname, '..');
+const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-cli-stripe-'));
+let server: StripeTestServer;
+
+beforeAll(async () => {
+  server = await startStripeServer({ webhookSecret: 'whsec_cli_test' });
+});
+afterAll(async () => {
+  await server.close();
+});
+
+function env(): NodeJS.ProcessEnv {
+  const e = { ...process.env, STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url };
+  delete e.FLOWISE_BILLING_DB;
+  return e;
+}
+
+function cli(db: string, args: string[]): Promise<{ code: number | null; out: Record<string, any> }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, '--db', db, ...args, '--json'], { cwd: ROOT, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, out: JSON.parse(stdout) }));
+  });
+}
+
+describe('stripe CLI', () => {
+  it('setup, customer, charge, sync --once, status, reconcile; refunds correct the usage', async () => {
+    const db = path.join(tmp, 'stripe.sqlite');
+    const setup = await cli(db, ['stripe', 'setup']);
+    expect(setup.out.outbox, JSON.stringify(setup.out)).toMatchObject({ enabled: true });
+    await cli(db, ['customers', 'create', 'acme']);
+    const linked = await cli(db, ['stripe', 'customer', 'acme']);
+    expect(linked.out.stripeCustomerId).toMatch(/^cus_/);
+    await cli(db, ['topup', 'acme', '10']);
+    const c1 = (await cli(db, ['charge', 'acme', 'Inference', '4'])).out;
+    await cli(db, ['charge', 'acme', 'Training', '120']);
+    expect((await cli(db, ['stripe', 'status'])).out).toMatchObject({ pending: 2, delivered: 0 });
+    const sync = await cli(db, ['stripe', 'sync', '--once']);
+    expect(sync.out).toMatchObject({ deliveredNow: 2, pending: 0, failed: 0 });
+    expect(server.meterEvents().map((e) => e.payload.value).sort()).toEqual(['7200000', '80000']);
+    await cli(db, ['refund', c1.chargeId, '0.02']);
+    await cli(db, ['stripe', 'sync', '--once']);
+    const rec = await cli(db, ['stripe', 'reconcile']);
+    expect(rec.code).toBe(0);
+    expect(rec.out.ok).toBe(true);
+    expect(rec.out.lines[0]).toMatchObject({ customerId: 'acme', ledgerUnits: '7260000', difference: '0' });
+  });
+
+  it('errors are one JSON object with a stable code', async () => {
+    const db = path.join(tmp, 'bad.sqlite');
+    const child = spawn(process.execPath, [MAIN, '--db', db, 'stripe', 'setup', '--json'], { cwd: ROOT, env: { ...env(), STRIPE_SECRET_KEY: 'sk_test_wrong' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const code = await new Promise((r) => child.on('close', r));
+    expect(code).toBe(1);
+    expect(JSON.parse(stdout).error.code).toMatch(/^STRIPE_(AUTH_FAILED|REQUEST_REJECTED)$/);
+  });
+
+  it('webhooks serve verifies signatures: a bad one gets 400, a good one is applied once', async () => {
+    const db = path.join(tmp, 'hooks.sqlite');
+    await cli(db, ['customers', 'create', 'acme']);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const child = spawn(process.execPath, [MAIN, '--db', db, 'webhooks', 'serve', '--port', String(port), '--webhook-secret', 'whsec_cli_test'], {
+      cwd: ROOT,
+      env: env(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    for (let i = 0; i < 100 && !out.includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
+    const url = `http://127.0.0.1:${port}/stripe/webhooks`;
+    const body = JSON.stringify({ id: 'evt_unknown_1', object: 'event', type: 'some.unknown_event', data: { object: {} }, created: Math.floor(Date.now() / 1000) });
+    const bad = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json', 'stripe-signature': signPayload(body, 'whsec_wrong') } });
+    expect(bad.status).toBe(400);
+    const good = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json', 'stripe-signature': signPayload(body, 'whsec_cli_test') } });
+    expect(good.status).toBe(200);
+    child.kill('SIGTERM');
+    await new Promise((r) => child.on('close', r));
+  });
+});

@@ -1,0 +1,124 @@
+import { describe, expect, it } from 'vitest';
+import { floorDiv, meterEventIdentifier, meterEventName, DEFAULT_OUTBOX_SETTINGS } from '../src/ledger/outbox';
+import { meterTimestamp } from '../src/stripe/outbox';
+import { parsePeriod } from '../src/stripe/reconcile';
+import { backoffMs, CircuitBreaker, classifyFailure, RateLimiter, shouldRetry } from '../src/stripe/retry';
+
+describe('shouldRetry', () => {
+  it.each([
+    [{ statusCode: 429, code: 'rate_limit' }, true],
+    [{ statusCode: 429, code: 'lock_timeout', shouldRetryHeader: 'true' }, true],
+    [{ statusCode: 500 }, true],
+    [{ statusCode: 503 }, true],
+    [{ statusCode: 409 }, true],
+    [{ type: 'StripeConnectionError', message: 'socket hang up' }, true],
+    [{ message: 'ECONNRESET' }, true],
+    [{ statusCode: 400, message: 'Invalid integer' }, false],
+    [{ statusCode: 404 }, false],
+    [{ statusCode: 500, shouldRetryHeader: 'false' }, false],
+    [{ statusCode: 400, shouldRetryHeader: 'true' }, true],
+  ])('%j → %s', (facts, expected) => {
+    expect(shouldRetry(facts)).toBe(expected);
+  });
+});
+
+describe('classifyFailure', () => {
+  it('a duplicate identifier (400, no code, Stripe-Should-Retry: false) counts as delivered', () => {
+    expect(classifyFailure({ statusCode: 400, rawType: 'invalid_request_error', message: 'An event already exists with identifier fb_ent_1.', shouldRetryHeader: 'false' })).toBe('duplicate');
+  });
+  it('auth failures stop the sync; other 4xx reject the event; 429/5xx/network retry', () => {
+    expect(classifyFailure({ statusCode: 401, type: 'StripeAuthenticationError' })).toBe('fatal');
+    expect(classifyFailure({ statusCode: 403 })).toBe('fatal');
+    expect(classifyFailure({ statusCode: 400, message: 'Timestamp must be within the past 35 calendar days.' })).toBe('rejected');
+    expect(classifyFailure({ statusCode: 429 })).toBe('retry');
+    expect(classifyFailure({ statusCode: 502 })).toBe('retry');
+    expect(classifyFailure({ type: 'StripeConnectionError' })).toBe('retry');
+  });
+});
+
+describe('backoffMs', () => {
+  it('doubles per attempt, is capped, and jitters within 50–100 %', () => {
+    expect(backoffMs(1, { baseMs: 100 }, () => 1)).toBe(100);
+    expect(backoffMs(1, { baseMs: 100 }, () => 0)).toBe(50);
+    expect(backoffMs(4, { baseMs: 100 }, () => 1)).toBe(800);
+    expect(backoffMs(30, { baseMs: 100, capMs: 5000 }, () => 1)).toBe(5000);
+    expect(backoffMs(30, { baseMs: 100, capMs: 5000 }, () => 0)).toBe(2500);
+    for (let i = 0; i < 200; i++) {
+      const v = backoffMs(3, { baseMs: 100 });
+      expect(v).toBeGreaterThanOrEqual(200);
+      expect(v).toBeLessThanOrEqual(400);
+    }
+  });
+  it('never overflows for huge attempt numbers', () => {
+    expect(backoffMs(10_000, { baseMs: 500, capMs: 60_000 }, () => 0.5)).toBe(45_000);
+  });
+});
+
+describe('CircuitBreaker', () => {
+  it('opens after the threshold, lets one probe through after the cooldown, doubles the cooldown on a failed probe, closes on success', () => {
+    const b = new CircuitBreaker({ failureThreshold: 3, cooldownMs: 1000, maxCooldownMs: 3000 });
+    let t = 0;
+    for (let i = 0; i < 2; i++) b.failure(t);
+    expect(b.state(t)).toBe('closed');
+    b.failure(t);
+    expect(b.state(t)).toBe('open');
+    expect(b.tryAcquire(t + 999)).toBe(false);
+    expect(b.waitMs(t + 500)).toBe(500);
+    t += 1000;
+    expect(b.state(t)).toBe('half-open');
+    expect(b.tryAcquire(t)).toBe(true);
+    expect(b.tryAcquire(t)).toBe(false); // only one probe
+    b.failure(t);
+    expect(b.state(t + 1999)).toBe('open');
+    expect(b.state(t + 2000)).toBe('half-open');
+    t += 2000;
+    expect(b.tryAcquire(t)).toBe(true);
+    b.failure(t);
+    expect(b.waitMs(t)).toBe(3000); // capped
+    t += 3000;
+    expect(b.tryAcquire(t)).toBe(true);
+    b.success();
+    expect(b.state(t)).toBe('closed');
+    b.failure(t);
+    expect(b.state(t)).toBe('closed'); // the count restarted
+  });
+});
+
+describe('RateLimiter', () => {
+  it('allows a burst, then one call per 1/rate seconds', () => {
+    const r = new RateLimiter(10, 2, 0);
+    expect(r.take(0)).toBe(0);
+    expect(r.take(0)).toBe(0);
+    expect(r.take(0)).toBe(100);
+    expect(r.take(100)).toBe(0);
+  });
+});
+
+describe('meter-event shape', () => {
+  it('identifiers derive from the ledger entry and stay within 100 characters', () => {
+    expect(meterEventIdentifier('ent_0123456789abcdef0123456789abcdef')).toBe('fb_ent_0123456789abcdef0123456789abcdef');
+    expect(meterEventIdentifier('ent_0123456789abcdef0123456789abcdef').length).toBeLessThanOrEqual(100);
+  });
+  it('event names: one meter, or one per ChargeType', () => {
+    expect(meterEventName(DEFAULT_OUTBOX_SETTINGS, 'Inference')).toBe('flowise_billing_usage');
+    expect(meterEventName({ ...DEFAULT_OUTBOX_SETTINGS, perChargeType: true }, 'PaidPublicFlowRun')).toBe('flowise_billing_usage_paid_public_flow_run');
+  });
+  it('floorDiv rounds toward −∞ so refunds carry correctly', () => {
+    expect(floorDiv(1999n, 1000n)).toBe(1n);
+    expect(floorDiv(-1n, 1000n)).toBe(-1n);
+    expect(floorDiv(-1000n, 1000n)).toBe(-1n);
+    expect(floorDiv(-1001n, 1000n)).toBe(-2n);
+  });
+  it('timestamps are clamped into Stripe’s window (35 days back, 5 minutes ahead)', () => {
+    const now = Date.parse('2026-11-23T10:00:00Z');
+    expect(meterTimestamp(now - 1000, now)).toBe(now / 1000 - 1);
+    expect(meterTimestamp(now - 40 * 86_400_000, now)).toBe(now / 1000 - 35 * 86_400 + 3600);
+    expect(meterTimestamp(now + 3_600_000, now)).toBe(now / 1000);
+  });
+  it('periods: month, day, explicit range', () => {
+    expect(parsePeriod('2026-11')).toEqual({ start: Date.parse('2026-11-01T00:00:00Z'), end: Date.parse('2026-12-01T00:00:00Z') });
+    expect(parsePeriod('2026-11-23')).toEqual({ start: Date.parse('2026-11-23T00:00:00Z'), end: Date.parse('2026-11-24T00:00:00Z') });
+    expect(parsePeriod(undefined, Date.parse('2026-02-10T00:00:00Z')).start).toBe(Date.parse('2026-02-01T00:00:00Z'));
+    expect(() => parsePeriod('last week')).toThrow(/period/);
+  });
+});
