@@ -17,6 +17,10 @@ export const ERROR_CODES = [
   'IDEMPOTENCY_CONFLICT',
   'RATE_CARD_NOT_FOUND',
   'UNKNOWN_MODEL',
+  /** A billing token that is missing, forged, expired or otherwise refused. */
+  'UNAUTHORIZED',
+  /** The Flowise installer could not do its job (no flowise-components found, a foreign file in the way). */
+  'INSTALL_FAILED',
   'QUOTA_EXCEEDED',
   'BUDGET_EXCEEDED',
   'PLAN_NOT_FOUND',

@@ -18,3 +18,4 @@ export { estimatePromptTokens, estimateTextTokens, usageOf, type TokenUsage } fr
 export { BILLING_METADATA_KEYS, billingMetadata } from './langfuse/metadata';
 export { LangfuseCostReporter, langfuseReporterFor, shutdownLangfuseReporters, type LangfuseCredentials } from './langfuse/reporter';
 export * from './stripe';
+export * from './identity';

@@ -20,6 +20,8 @@ import { registerSessions } from './commands/sessions';
 import { registerSubscriptions } from './commands/subscriptions';
 import { registerUsage } from './commands/usage';
 import { registerStripe } from './commands/stripe';
+import { registerPlugin } from './commands/plugin';
+import { registerToken } from './commands/token';
 import { CliContext } from './context';
 import { type Io, printFailure, processIo, toFailure, usageFailure } from './output';
 
@@ -44,6 +46,8 @@ const COMMANDS = [
   registerBudget,
   registerInvoice,
   registerStripe,
+  registerToken,
+  registerPlugin,
 ];
 
 /** --json anywhere before a `--` asks for JSON, including for errors found while parsing. */

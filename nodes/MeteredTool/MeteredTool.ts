@@ -1,0 +1,68 @@
+import { attachHandler, BillingRefusalHandler, DEFAULT_REFUSAL_MESSAGES, isChargeTypeName, sharedLedger, stepHandler, z } from '../../src/plugin';
+import { customerFor } from '../shared/customer';
+import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema } from '../shared/inputs';
+import { CHARGE_TYPES } from '../../src/plugin';
+
+/**
+ * Metered Tool: wraps any tool so each call is held before it runs and charged
+ * after as `quantity` × the ChargeType's price (released if the tool fails).
+ * The tool itself is returned, unchanged apart from its callbacks, so agents
+ * use it as before.
+ */
+class MeteredTool implements INode {
+  label = 'Metered Tool';
+  name = 'meteredTool';
+  version = 1.0;
+  type = 'MeteredTool';
+  icon = 'meteredtool.svg';
+  category = 'Billing';
+  description = 'Wraps a tool: every call is charged a ChargeType × quantity (held before, settled after, released on error)';
+  baseClasses = ['MeteredTool', 'Tool', 'StructuredTool', 'Runnable'];
+  credential: INodeParams = LEDGER_CREDENTIAL;
+  inputs: INodeParams[] = [
+    { label: 'Tool', name: 'tool', type: 'Tool' },
+    {
+      label: 'Charge Type',
+      name: 'chargeType',
+      type: 'options',
+      options: CHARGE_TYPES.map((c) => ({ label: c, name: c })),
+      default: 'ObjectTransformer',
+    },
+    { label: 'Quantity per Call', name: 'quantity', type: 'string', default: '1', description: 'Units of the Charge Type per call (e.g. 4 images)' },
+    ...customerInputs(),
+    { label: 'Refusal Message', name: 'refusalMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true, additionalParams: true },
+  ];
+
+  async init(nodeData: INodeData, _input: string, options: ICommonObject = {}): Promise<unknown> {
+    const i = parseInputs(this, inputSchema, nodeData.inputs);
+    const tool = nodeData.inputs?.tool;
+    const toolName = tool && typeof tool === 'object' ? (tool as { name?: unknown }).name : undefined;
+    if (typeof toolName !== 'string' || !toolName) throw new Error(`${this.label}: connect a tool to input "Tool"`);
+    const cred = await ledgerCredential(this, nodeData, options);
+    const logger = loggerOf(options);
+    const who = customerFor(i, cred, nodeData, options, logger, { unauthorized: i.refusalMessage });
+    if ('refusal' in who) return attachHandler(tool, new BillingRefusalHandler(who.refusal.message));
+    const { ledger } = await sharedLedger(cred.ledgerDatabase);
+    const handler = stepHandler({
+      ledger,
+      customerId: who.customerId,
+      conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
+      // This handler sees only this tool's runs. LangChain reports a tool run under its class name
+      // (toJSON().id), not its `name`, so price every run it sees ("*") rather than match a name.
+      tools: { '*': { chargeType: i.chargeType, quantity: i.quantity ?? '1' } },
+      actor: `node:${this.name}`,
+      onError: (error, context) => logger.warn(`[flowise-billing] ${String(context.operation ?? 'metering')} failed: ${(error as Error)?.message ?? error}`),
+    });
+    return attachHandler(tool, handler);
+  }
+}
+
+const inputSchema = {
+  ...customerSchema,
+  chargeType: z.preprocess((v) => (v === '' || v == null ? 'ObjectTransformer' : v), z.string().refine(isChargeTypeName, `must be one of ${CHARGE_TYPES.join(', ')}`)),
+  quantity: quantitySchema,
+  refusalMessage: textSchema,
+};
+
+export const nodeClass = MeteredTool;

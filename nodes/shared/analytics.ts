@@ -1,0 +1,64 @@
+import type { ICommonObject } from './flowise';
+
+/**
+ * Agentflow v2 runs its own Langfuse trace (no LangChain callbacks): nodes get
+ * `options.analyticHandlers` and `options.parentTraceIds`. These helpers put
+ * billing metadata and charged costs onto that same trace with the Langfuse
+ * client Flowise already holds. Fire and forget: the SDK queues and sends in
+ * the background, and any failure is swallowed; the ledger already has the
+ * charge (billing never depends on an observer).
+ */
+interface LangfuseLike {
+  trace(body: Record<string, unknown>): unknown;
+  generation(body: Record<string, unknown>): unknown;
+}
+
+function langfuseOf(options: ICommonObject): { client: LangfuseLike; traceId: string; spanId?: string } | null {
+  try {
+    const handlers = options.analyticHandlers?.getHandlers?.();
+    const client = handlers?.langFuse?.client as LangfuseLike | undefined;
+    const traceId = options.parentTraceIds?.langFuse?.trace;
+    if (!client || typeof client.trace !== 'function' || typeof traceId !== 'string' || !traceId) return null;
+    return { client, traceId, spanId: options.parentTraceIds?.langFuse?.span };
+  } catch {
+    return null;
+  }
+}
+
+/** Adds billing fields to the flow's trace metadata. */
+export function traceMetadata(options: ICommonObject, metadata: Record<string, unknown>): void {
+  const lf = langfuseOf(options);
+  if (!lf) return;
+  try {
+    lf.client.trace({ id: lf.traceId, metadata });
+  } catch {
+    // an observer never fails a run
+  }
+}
+
+/** Records a settled charge as a zero-duration generation carrying its cost, under the flow's current span. */
+export function traceCharge(
+  options: ICommonObject,
+  c: { chargeId: string; name: string; unit: string; quantity: string; costUsd: string; metadata: Record<string, unknown>; at: Date },
+): void {
+  const lf = langfuseOf(options);
+  if (!lf) return;
+  try {
+    const qty = Number(c.quantity);
+    lf.client.generation({
+      // Deterministic id: a repeated report upserts instead of adding the cost twice.
+      id: `billing-${c.chargeId}`,
+      traceId: lf.traceId,
+      parentObservationId: lf.spanId,
+      name: c.name,
+      startTime: c.at,
+      endTime: c.at,
+      // Langfuse wants numbers; the exact amount stays in metadata as a decimal string.
+      costDetails: { total: Number(c.costUsd) },
+      ...(Number.isSafeInteger(qty) ? { usageDetails: { [c.unit]: qty } } : {}),
+      metadata: { ...c.metadata, billing_cost_usd: c.costUsd, billing_charge_id: c.chargeId },
+    });
+  } catch {
+    // an observer never fails a run
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * The little the billing nodes need from Flowise, typed locally so this
+ * package does not depend on flowise-components at build time. At run time the
+ * nodes live inside flowise-components/dist/nodes/billing/, and the helpers
+ * here find that flowise-components by walking up from this file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+export type ICommonObject = { [key: string]: any };
+
+export interface INodeParams {
+  label: string;
+  name: string;
+  type: string;
+  default?: unknown;
+  description?: string;
+  placeholder?: string;
+  optional?: boolean;
+  additionalParams?: boolean;
+  options?: Array<{ label: string; name: string; description?: string }>;
+  credentialNames?: string[];
+  rows?: number;
+  step?: number;
+  list?: boolean;
+  acceptVariable?: boolean;
+  show?: Record<string, unknown>;
+  [key: string]: unknown;
+}
+
+export interface INodeData {
+  id: string;
+  label?: string;
+  name?: string;
+  inputs?: ICommonObject;
+  outputs?: ICommonObject;
+  credential?: string;
+  [key: string]: unknown;
+}
+
+export interface INode {
+  label: string;
+  name: string;
+  version: number;
+  type: string;
+  icon: string;
+  category: string;
+  description: string;
+  baseClasses: string[];
+  inputs?: INodeParams[];
+  credential?: INodeParams;
+  color?: string;
+  init?(nodeData: INodeData, input: string, options?: ICommonObject): Promise<any>;
+  run?(nodeData: INodeData, input: string, options?: ICommonObject): Promise<any>;
+}
+
+export interface Logger {
+  warn(message: string, ...rest: unknown[]): void;
+  error(message: string, ...rest: unknown[]): void;
+  info?(message: string, ...rest: unknown[]): void;
+}
+
+interface FlowiseComponents {
+  getCredentialData(credentialId: string, options: ICommonObject): Promise<ICommonObject>;
+}
+
+let components: FlowiseComponents | undefined;
+
+/** flowise-components: the package these files were installed into, else whatever `require` finds. */
+function flowiseComponents(): FlowiseComponents {
+  if (components) return components;
+  for (let dir = __dirname; path.dirname(dir) !== dir; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, 'package.json');
+    if (!fs.existsSync(pkg)) continue;
+    try {
+      if (JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'flowise-components') {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        components = require(dir) as FlowiseComponents;
+        return components;
+      }
+    } catch {
+      // unreadable package.json: keep walking
+    }
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  components = require('flowise-components') as FlowiseComponents;
+  return components;
+}
+
+/** Seams for tests; the defaults call Flowise. */
+export const flowise = {
+  getCredentialData: (credentialId: string, options: ICommonObject): Promise<ICommonObject> => flowiseComponents().getCredentialData(credentialId, options),
+};
+
+/** The credential id a node was saved with (chatflow: `credential`; while editing / agentflow: `FLOWISE_CREDENTIAL_ID`). */
+export function credentialIdOf(nodeData: INodeData): string | undefined {
+  const id = nodeData.credential || nodeData.inputs?.FLOWISE_CREDENTIAL_ID;
+  return typeof id === 'string' && id ? id : undefined;
+}
+
+export function loggerOf(options: ICommonObject | undefined): Logger {
+  const l = options?.logger;
+  if (l && typeof l.warn === 'function' && typeof l.error === 'function') return l as Logger;
+  return console;
+}

@@ -1,0 +1,140 @@
+/**
+ * Node inputs: the shared form fields of every billing node, and parsing with
+ * zod so that a bad value is named ("Quota Guard: Minimum Balance (USD)
+ * (minimumBalanceUsd): …") instead of surfacing later as a vague failure.
+ */
+import { type Billable, BILLABLES, CUSTOMER_SOURCES, DEFAULT_RAW_ID_VARIABLE, DEFAULT_TOKEN_VARIABLE, ValidationError, z } from '../../src/plugin';
+import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams } from './flowise';
+
+export const LEDGER_CREDENTIAL: INodeParams = {
+  label: 'Billing Ledger',
+  name: 'credential',
+  type: 'credential',
+  credentialNames: ['billingLedger'],
+};
+
+const SOURCE_LABELS: Record<(typeof CUSTOMER_SOURCES)[number], { label: string; description: string }> = {
+  billingToken: { label: 'Signed billing token', description: 'A JWT signed with the Billing Ledger secret, sent in an override variable' },
+  workspace: { label: 'Flowise workspace', description: "The customer is the flow's Flowise workspace id" },
+  organization: { label: 'Flowise organization', description: "The customer is the flow's Flowise organization id" },
+  fixed: { label: 'Fixed customer', description: 'Every run of this flow bills one customer id set here' },
+  insecureRawId: { label: 'Unsigned id variable (INSECURE)', description: 'Testing only: any caller can name any customer; logs a warning' },
+};
+
+/** The customer-identity fields, shared by every node. */
+export function customerInputs(): INodeParams[] {
+  return [
+    {
+      label: 'Customer Source',
+      name: 'customerSource',
+      type: 'options',
+      options: CUSTOMER_SOURCES.map((s) => ({ name: s, ...SOURCE_LABELS[s] })),
+      default: 'billingToken',
+      description: 'Who pays. Request fields (chatId, sessionId, vars) never name the customer by themselves.',
+    },
+    {
+      label: 'Billing Token Variable',
+      name: 'tokenVariable',
+      type: 'string',
+      default: DEFAULT_TOKEN_VARIABLE,
+      optional: true,
+      additionalParams: true,
+      description: 'Override variable carrying the billing token (enable it under the flow\'s API → Override Config → Variables).',
+    },
+    {
+      label: 'Fixed Customer ID',
+      name: 'fixedCustomerId',
+      type: 'string',
+      optional: true,
+      placeholder: 'cust_123',
+      description: 'Used when Customer Source is "Fixed customer".',
+    },
+    {
+      label: 'Unsigned ID Variable',
+      name: 'rawIdVariable',
+      type: 'string',
+      default: DEFAULT_RAW_ID_VARIABLE,
+      optional: true,
+      additionalParams: true,
+      description: 'Used only with the INSECURE source.',
+    },
+  ];
+}
+
+const blankToUndefined = (v: unknown) => (v === '' || v === null ? undefined : v);
+const optionalString = z.preprocess(blankToUndefined, z.string().trim().max(500).optional());
+export const usd = (what: string) =>
+  z.preprocess(
+    (v) => (typeof v === 'number' ? String(v) : blankToUndefined(v)),
+    z.string().trim().regex(/^\d+(\.\d{1,9})?$/, `${what} must be a non-negative amount in USD, e.g. "0.01"`).optional(),
+  );
+
+/** A ChargeType or resource; `withNone` adds "none". Blank means `fallback`. */
+export function billableSchema<N extends boolean>(fallback: string, withNone: N): z.ZodType<N extends true ? Billable | 'none' : Billable, z.ZodTypeDef, unknown> {
+  const values = (withNone ? ['none', ...BILLABLES] : [...BILLABLES]) as [string, ...string[]];
+  return z.preprocess((v) => (v === '' || v == null ? fallback : v), z.enum(values, { message: `must be one of ${values.join(', ')}` })) as never;
+}
+
+/** A non-negative decimal quantity (string or integer); blank means undefined. */
+export const quantitySchema = z.preprocess(
+  (v) => (v === '' || v == null ? undefined : typeof v === 'number' ? String(v) : typeof v === 'string' ? v.trim() : v),
+  z.string().regex(/^\d+(\.\d{1,9})?$/, 'must be a non-negative number (up to 9 decimals)').optional(),
+);
+
+export const booleanSchema = (fallback: boolean) =>
+  z.preprocess((v) => (v === '' || v == null ? fallback : v === 'false' ? false : v === 'true' ? true : v), z.boolean());
+
+export const textSchema = z.preprocess((v) => (v === '' || v === null ? undefined : v), z.string().max(2000).optional());
+
+export const customerSchema = {
+  customerSource: z.preprocess(blankToUndefined, z.enum(CUSTOMER_SOURCES).default('billingToken')),
+  tokenVariable: optionalString,
+  fixedCustomerId: optionalString,
+  rawIdVariable: optionalString,
+};
+
+/**
+ * Parses `nodeData.inputs` with `schema`; an error names the node, each bad
+ * input's label and name, and never echoes its value (it might be a secret
+ * someone pasted into the wrong field).
+ */
+export function parseInputs<S extends z.ZodRawShape>(node: { label: string; inputs?: INodeParams[] }, shape: S, inputs: ICommonObject | undefined): z.output<z.ZodObject<S>> {
+  const r = z.object(shape).safeParse(inputs ?? {});
+  if (r.success) return r.data;
+  const labelOf = (name: string) => node.inputs?.find((i) => i.name === name)?.label ?? name;
+  const issues = r.error.issues.map((i) => {
+    const name = String(i.path[0] ?? '(inputs)');
+    return { input: name, label: labelOf(name), message: i.message };
+  });
+  throw new ValidationError(`${node.label}: ${issues.map((i) => `input "${i.label}" (${i.input}): ${i.message}`).join('; ')}`, { issues });
+}
+
+export interface LedgerCredential {
+  readonly ledgerDatabase?: string;
+  readonly tokenSecret?: string;
+}
+
+/** Reads the Billing Ledger credential; its values are never logged or put in an error. */
+export async function ledgerCredential(node: { label: string }, nodeData: INodeData, options: ICommonObject | undefined): Promise<LedgerCredential> {
+  const id = credentialIdOf(nodeData);
+  if (!id) throw new ValidationError(`${node.label}: select a Billing Ledger credential`, { field: 'credential' });
+  const data = await flowise.getCredentialData(id, options ?? {});
+  if (!data || Object.keys(data).length === 0) throw new ValidationError(`${node.label}: the selected Billing Ledger credential was not found`, { field: 'credential' });
+  const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
+  return { ledgerDatabase: str(data.ledgerDatabase), tokenSecret: str(data.billingTokenSecret) };
+}
+
+/** The override variables of this prediction (caller-controlled; only a signed token in them is trusted). */
+export function varsOf(nodeData: INodeData): Record<string, unknown> {
+  const v = nodeData.inputs?.vars;
+  if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
+  if (typeof v === 'string') {
+    try {
+      const parsed = JSON.parse(v);
+      if (parsed && typeof parsed === 'object') return parsed as Record<string, unknown>;
+    } catch {
+      // not JSON: no variables
+    }
+  }
+  return {};
+}

@@ -1,0 +1,121 @@
+import jwt from 'jsonwebtoken';
+import { BillingError, ValidationError } from '../errors';
+
+/**
+ * Signed billing tokens: an HS256 JWT naming the customer (`sub`) with an
+ * expiry, signed with the secret of the Billing Ledger credential. The operator's
+ * backend signs one per end user; Flowise nodes verify it. Issuer and audience
+ * are fixed, so a JWT minted for anything else (a Flowise session, another
+ * product sharing the secret by mistake) is refused.
+ */
+export const BILLING_TOKEN_ISSUER = 'flowise-billing';
+export const BILLING_TOKEN_AUDIENCE = 'flowise-billing:customer';
+/** Seconds of clock skew tolerated on `exp`/`nbf`/`iat`. */
+export const BILLING_TOKEN_CLOCK_TOLERANCE_S = 5;
+/** Shortest accepted secret (bytes): HS256 keys shorter than the hash are brute-forceable. */
+export const MIN_SECRET_BYTES = 32;
+/** Longest lifetime `signBillingToken` issues: 30 days. */
+export const MAX_TOKEN_TTL_S = 30 * 24 * 3600;
+
+const CUSTOMER_ID = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/;
+
+/**
+ * Why a token was refused. A closed set: callers map it to a message; the token
+ * and the secret are never part of the error.
+ */
+export const TOKEN_FAILURES = ['missing', 'malformed', 'bad_signature', 'expired', 'not_yet_valid', 'wrong_issuer', 'wrong_audience', 'no_expiry', 'bad_customer', 'no_secret'] as const;
+export type TokenFailure = (typeof TOKEN_FAILURES)[number];
+
+const MESSAGES: Record<TokenFailure, string> = {
+  missing: 'no billing token was sent',
+  malformed: 'the billing token is not a valid JWT',
+  bad_signature: 'the billing token signature is invalid (forged, or signed with another secret)',
+  expired: 'the billing token has expired',
+  not_yet_valid: 'the billing token is not valid yet',
+  wrong_issuer: `the billing token was not issued by ${BILLING_TOKEN_ISSUER}`,
+  wrong_audience: `the billing token is not meant for ${BILLING_TOKEN_AUDIENCE}`,
+  no_expiry: 'the billing token has no expiry (exp)',
+  bad_customer: 'the billing token names no valid customer id',
+  no_secret: 'no billing token secret is configured in the Billing Ledger credential',
+};
+
+/** A refused billing token (code UNAUTHORIZED); `details.reason` says which check failed. */
+export class BillingTokenError extends BillingError {
+  readonly reason: TokenFailure;
+  constructor(reason: TokenFailure) {
+    super('UNAUTHORIZED', `Billing token refused: ${MESSAGES[reason]}`, { field: 'billingToken', reason });
+    this.reason = reason;
+  }
+}
+
+export interface BillingTokenClaims {
+  readonly customerId: string;
+  /** Expiry, seconds since the epoch. */
+  readonly expiresAt: number;
+  readonly issuedAt: number | null;
+}
+
+function checkSecret(secret: string | undefined): string {
+  if (typeof secret !== 'string' || secret.length === 0) throw new BillingTokenError('no_secret');
+  if (Buffer.byteLength(secret, 'utf8') < MIN_SECRET_BYTES) {
+    throw new ValidationError(`The billing token secret must be at least ${MIN_SECRET_BYTES} bytes long`, { field: 'tokenSecret' });
+  }
+  return secret;
+}
+
+export interface SignOptions {
+  /** Lifetime in seconds (default 3600, at most 30 days). */
+  readonly ttlSeconds?: number;
+  /** Clock for tests: seconds since the epoch. */
+  readonly now?: number;
+}
+
+/** Signs a token for `customerId` (what the operator's backend does for each end user). */
+export function signBillingToken(secret: string, customerId: string, opts: SignOptions = {}): string {
+  checkSecret(secret);
+  if (typeof customerId !== 'string' || !CUSTOMER_ID.test(customerId)) {
+    throw new ValidationError('customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)', { field: 'customerId' });
+  }
+  const ttl = opts.ttlSeconds ?? 3600;
+  if (!Number.isSafeInteger(ttl) || ttl <= 0 || ttl > MAX_TOKEN_TTL_S) {
+    throw new ValidationError(`ttlSeconds must be an integer from 1 to ${MAX_TOKEN_TTL_S}`, { field: 'ttlSeconds', value: ttl });
+  }
+  const iat = opts.now ?? Math.floor(Date.now() / 1000);
+  return jwt.sign({ sub: customerId, iat, exp: iat + ttl }, secret, { algorithm: 'HS256', issuer: BILLING_TOKEN_ISSUER, audience: BILLING_TOKEN_AUDIENCE });
+}
+
+/** Verifies a token and returns its customer; throws BillingTokenError (never echoing the token) when refused. */
+export function verifyBillingToken(token: unknown, secret: string | undefined, opts: { now?: number } = {}): BillingTokenClaims {
+  if (token === undefined || token === null || token === '') throw new BillingTokenError('missing');
+  if (typeof token !== 'string' || token.length > 4096) throw new BillingTokenError('malformed');
+  const key = checkSecret(secret);
+  let payload: string | jwt.JwtPayload;
+  try {
+    payload = jwt.verify(token.trim(), key, {
+      algorithms: ['HS256'],
+      issuer: BILLING_TOKEN_ISSUER,
+      audience: BILLING_TOKEN_AUDIENCE,
+      clockTolerance: BILLING_TOKEN_CLOCK_TOLERANCE_S,
+      clockTimestamp: opts.now,
+    });
+  } catch (e) {
+    throw new BillingTokenError(classify(e));
+  }
+  if (typeof payload === 'string') throw new BillingTokenError('malformed');
+  if (typeof payload.exp !== 'number') throw new BillingTokenError('no_expiry');
+  if (typeof payload.sub !== 'string' || !CUSTOMER_ID.test(payload.sub)) throw new BillingTokenError('bad_customer');
+  return { customerId: payload.sub, expiresAt: payload.exp, issuedAt: typeof payload.iat === 'number' ? payload.iat : null };
+}
+
+function classify(e: unknown): TokenFailure {
+  const err = e as { name?: string; message?: string };
+  if (err?.name === 'TokenExpiredError') return 'expired';
+  if (err?.name === 'NotBeforeError') return 'not_yet_valid';
+  const msg = String(err?.message ?? '');
+  if (/signature/.test(msg)) return 'bad_signature';
+  if (/audience/.test(msg)) return 'wrong_audience';
+  if (/issuer/.test(msg)) return 'wrong_issuer';
+  // "invalid algorithm" (e.g. alg none / RS256 header) is a forgery attempt as far as we are concerned.
+  if (/algorithm/.test(msg)) return 'bad_signature';
+  return 'malformed';
+}

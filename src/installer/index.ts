@@ -1,0 +1,487 @@
+import { BillingError } from '../errors';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { findFlowiseComponents, findFlowiseServer, ownPackageRoot, readPackage, resolvePackageDir } from './locate';
+
+/**
+ * `flowise-billing install | uninstall | doctor`.
+ *
+ * Flowise loads nodes only from flowise-components/dist/nodes/** and
+ * credentials from flowise-components/dist/credentials/**, so installing means
+ * copying files there (copies, not symlinks: Flowise does not descend into a
+ * symlinked folder). Layout inside flowise-components (FC):
+ *
+ *   FC/dist/nodes/billing/<Node>/<Node>.js + icon   our nodes (relative requires
+ *                                                    into our engine rewritten to
+ *                                                    `flowise-billing/dist/src/…`)
+ *   FC/dist/credentials/billing/*.credential.js     our credentials (no imports)
+ *   FC/node_modules/flowise-billing/                 the engine (dist/src, ratecards)
+ *     node_modules/…                                 its runtime dependencies
+ *   FC/flowise-billing.manifest.json                 what was added
+ *
+ * Module resolution walks up from the requiring file, so our engine finds its
+ * own dependencies first, then FC/node_modules, then the Flowise root: for
+ * `@langchain/core` (never copied) that is flowise-components' own copy, the
+ * one its chains, agents and callback manager use. better-sqlite3 is not copied
+ * (native, built for one Node ABI); under Flowise's Node 24 the ledger uses the
+ * built-in node:sqlite instead.
+ */
+
+export const MANIFEST_NAME = 'flowise-billing.manifest.json';
+const MANIFEST_FORMAT = 1;
+const RUNTIME_REL = path.join('node_modules', 'flowise-billing');
+const RUNTIME_MARKER = '.flowise-billing-runtime';
+const NODES_REL = path.join('dist', 'nodes', 'billing');
+const CREDENTIALS_REL = path.join('dist', 'credentials', 'billing');
+/** Never copied: native (built for another Node), types, and anything LangChain (must be Flowise's copy). */
+const NOT_COPIED = (name: string) => name === 'better-sqlite3' || name.startsWith('@types/') || name.startsWith('@langchain/') || name === 'langchain';
+const ICON = /\.(svg|png|jpg)$/;
+
+export interface Problem {
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface Manifest {
+  readonly format: number;
+  readonly package: { readonly name: string; readonly version: string };
+  readonly installedAt: string;
+  /** Files added, relative to flowise-components, '/'-separated. */
+  readonly files: string[];
+  /** Directories created (removed when empty, deepest first). */
+  readonly dirs: string[];
+  /** Whole trees created by us (each holds a marker file). */
+  readonly trees: string[];
+  readonly runtimeDependencies: Record<string, string>;
+}
+
+export interface InstallOptions {
+  /** A Flowise install, monorepo or flowise-components directory; default: look around the cwd, then the global npm root. */
+  readonly flowise?: string;
+  /** This package's root (default: where this file lives). */
+  readonly packageRoot?: string;
+}
+
+export interface InstallResult {
+  readonly ok: true;
+  readonly action: 'installed' | 'reinstalled';
+  readonly componentsDir: string;
+  readonly componentsVersion: string | null;
+  readonly flowiseVersion: string | null;
+  readonly packageVersion: string;
+  readonly nodes: string[];
+  readonly credentials: string[];
+  readonly runtimeDir: string;
+  readonly runtimeDependencies: Record<string, string>;
+  readonly files: number;
+  readonly manifest: string;
+  readonly warnings: string[];
+}
+
+export class InstallerError extends BillingError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('INSTALL_FAILED', message, details);
+  }
+}
+
+const posix = (p: string) => p.split(path.sep).join('/');
+
+function components(hint?: string): string {
+  const r = findFlowiseComponents(hint);
+  if (!r.dir) {
+    throw new InstallerError(
+      hint
+        ? `flowise-components not found at or under ${path.resolve(hint)} (give a Flowise install directory, its node_modules/flowise, a Flowise monorepo or flowise-components itself)`
+        : 'flowise-components not found in the current directory, its parents or the global npm root; pass --flowise <path>',
+      { tried: r.tried },
+    );
+  }
+  return r.dir;
+}
+
+function walk(dir: string, filter: (rel: string) => boolean, base = dir, out: string[] = []): string[] {
+  if (!fs.existsSync(dir)) return out;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const abs = path.join(dir, e.name);
+    if (e.isDirectory()) walk(abs, filter, base, out);
+    else if (e.isFile() && filter(path.relative(base, abs))) out.push(path.relative(base, abs));
+  }
+  return out.sort();
+}
+
+export function readManifest(componentsDir: string): Manifest | null {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(componentsDir, MANIFEST_NAME), 'utf8')) as Manifest;
+    return m && m.format === MANIFEST_FORMAT ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Rewrites `require("../../src/x")` in a copied node file: a target inside the
+ * copied nodes tree stays relative; a target elsewhere in our dist becomes
+ * `flowise-billing/dist/…` (the engine copy in FC/node_modules).
+ */
+export function rewriteRequires(code: string, fileInDist: string, distDir: string, copiedRoot: string): string {
+  return code.replace(/require\("(\.{1,2}\/[^"]*)"\)/g, (whole, spec: string) => {
+    const target = path.resolve(path.dirname(fileInDist), spec);
+    const inCopied = !path.relative(copiedRoot, target).startsWith('..');
+    if (inCopied) return whole;
+    const rel = path.relative(distDir, target);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) throw new InstallerError(`${fileInDist} requires ${spec}, outside the package's dist`);
+    return `require("flowise-billing/dist/${posix(rel)}")`;
+  });
+}
+
+interface Dep {
+  readonly name: string;
+  readonly version: string;
+  readonly src: string;
+  readonly dest: string;
+}
+
+/** The runtime dependency closure of `root`, placed like npm would (flat, nested only on a version conflict). */
+function dependencyPlan(root: string, runtimeDir: string): Dep[] {
+  const plan: Dep[] = [];
+  const top = new Map<string, string>(); // name -> src dir placed at the top level
+  const visit = (fromSrc: string, fromDest: string, deps: Record<string, string>, optional: Set<string>) => {
+    for (const name of Object.keys(deps).sort()) {
+      if (NOT_COPIED(name)) continue;
+      const src = resolvePackageDir(name, fromSrc);
+      if (!src) {
+        if (optional.has(name)) continue;
+        throw new InstallerError(`runtime dependency ${name} of ${path.basename(fromSrc)} is not installed (run npm install in ${root})`);
+      }
+      const real = fs.realpathSync(src);
+      let dest: string;
+      const placed = top.get(name);
+      if (placed === undefined) {
+        dest = path.join(runtimeDir, 'node_modules', name);
+        top.set(name, real);
+      } else if (placed === real) {
+        continue;
+      } else {
+        dest = path.join(fromDest, 'node_modules', name);
+        if (plan.some((p) => p.dest === dest)) continue;
+      }
+      const pkg = readPackage(real) ?? {};
+      plan.push({ name, version: pkg.version ?? '?', src: real, dest });
+      const opt = new Set(Object.keys(pkg.optionalDependencies ?? {}));
+      visit(real, dest, { ...(pkg.dependencies ?? {}), ...(pkg.optionalDependencies ?? {}) }, opt);
+    }
+  };
+  const pkg = readPackage(root) ?? {};
+  visit(root, runtimeDir, pkg.dependencies ?? {}, new Set(Object.keys(pkg.optionalDependencies ?? {})));
+  return plan;
+}
+
+function copyPackage(src: string, dest: string, added: string[], fcDir: string): void {
+  for (const rel of walk(src, (r) => !r.split(path.sep).includes('node_modules'))) {
+    const to = path.join(dest, rel);
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    fs.copyFileSync(path.join(src, rel), to);
+    added.push(posix(path.relative(fcDir, to)));
+  }
+}
+
+function removeAdded(fcDir: string, m: Manifest): { removed: number; missing: string[] } {
+  let removed = 0;
+  const missing: string[] = [];
+  for (const rel of m.files) {
+    const abs = path.join(fcDir, rel);
+    if (m.trees.some((t) => rel.startsWith(`${t}/`))) continue;
+    if (fs.existsSync(abs)) {
+      fs.rmSync(abs, { force: true });
+      removed++;
+    } else missing.push(rel);
+  }
+  for (const t of m.trees) {
+    const abs = path.join(fcDir, t);
+    // Only a tree carrying our marker is ours to delete.
+    if (fs.existsSync(path.join(abs, RUNTIME_MARKER))) {
+      removed += m.files.filter((f) => f.startsWith(`${t}/`)).length;
+      fs.rmSync(abs, { recursive: true, force: true });
+    }
+  }
+  for (const d of [...m.dirs].sort((a, b) => b.length - a.length)) {
+    const abs = path.join(fcDir, d);
+    try {
+      if (fs.readdirSync(abs).length === 0) fs.rmdirSync(abs);
+    } catch {
+      // already gone
+    }
+  }
+  fs.rmSync(path.join(fcDir, MANIFEST_NAME), { force: true });
+  return { removed, missing };
+}
+
+/** Copies the plugin into flowise-components. Safe to re-run (e.g. after a Flowise upgrade): it replaces what it added before. */
+export function install(opts: InstallOptions = {}): InstallResult {
+  const root = opts.packageRoot ?? ownPackageRoot();
+  const pkg = readPackage(root)!;
+  const dist = path.join(root, 'dist');
+  const distNodes = path.join(dist, 'nodes');
+  const distCreds = path.join(dist, 'credentials');
+  if (!fs.existsSync(path.join(distNodes)) || !fs.existsSync(distCreds) || !fs.existsSync(path.join(dist, 'src', 'index.js'))) {
+    throw new InstallerError(`${root} is not built (no dist/nodes, dist/credentials or dist/src); run npm run build first`);
+  }
+  const fc = components(opts.flowise);
+  const previous = readManifest(fc);
+  const warnings: string[] = [];
+
+  const nodeFiles = walk(distNodes, (r) => r.endsWith('.js'));
+  // Icons: next to the compiled node, else next to its source (tsc does not copy them).
+  const icons = new Map<string, string>();
+  for (const base of [path.join(root, 'nodes'), distNodes]) for (const r of walk(base, (x) => ICON.test(x))) icons.set(r, path.join(base, r));
+  for (const r of nodeFiles) {
+    const dir = path.dirname(r);
+    if (dir !== 'shared' && ![...icons.keys()].some((i) => path.dirname(i) === dir)) {
+      warnings.push(`no icon found for ${dir} (looked in ${path.join(root, 'nodes', dir)} and ${path.join(distNodes, dir)}); Flowise will show a blank icon`);
+    }
+  }
+  const credFiles = walk(distCreds, (r) => r.endsWith('.credential.js'));
+  const runtimeDir = path.join(fc, RUNTIME_REL);
+  const plan = dependencyPlan(root, runtimeDir);
+
+  // Never overwrite something that is not ours.
+  const ours = new Set(previous?.files ?? []);
+  const targets = [
+    ...nodeFiles.map((r) => path.join(NODES_REL, r)),
+    ...[...icons.keys()].map((r) => path.join(NODES_REL, r)),
+    ...credFiles.map((r) => path.join(CREDENTIALS_REL, r)),
+  ].map(posix);
+  for (const t of targets) {
+    if (fs.existsSync(path.join(fc, t)) && !ours.has(t)) throw new InstallerError(`${path.join(fc, t)} exists and was not installed by flowise-billing; not overwriting it`);
+  }
+  if (fs.existsSync(runtimeDir) && !fs.existsSync(path.join(runtimeDir, RUNTIME_MARKER))) {
+    throw new InstallerError(`${runtimeDir} exists and was not installed by flowise-billing; remove it or install elsewhere`);
+  }
+
+  if (previous) removeAdded(fc, previous);
+
+  const added: string[] = [];
+  const dirs = new Set<string>();
+  const mkdir = (absDir: string) => {
+    // Record every directory we create, so uninstall can remove it again when empty.
+    const missing: string[] = [];
+    for (let d = absDir; !fs.existsSync(d); d = path.dirname(d)) missing.push(d);
+    fs.mkdirSync(absDir, { recursive: true });
+    for (const d of missing) dirs.add(posix(path.relative(fc, d)));
+  };
+
+  // 1. the engine and its runtime dependencies
+  mkdir(runtimeDir);
+  fs.writeFileSync(path.join(runtimeDir, RUNTIME_MARKER), `installed by flowise-billing ${pkg.version}; removed by flowise-billing uninstall\n`);
+  added.push(posix(path.join(RUNTIME_REL, RUNTIME_MARKER)));
+  fs.writeFileSync(
+    path.join(runtimeDir, 'package.json'),
+    JSON.stringify({ name: pkg.name, version: pkg.version, main: 'dist/src/index.js', private: true, description: 'flowise-billing runtime, copied by flowise-billing install' }, null, 2) + '\n',
+  );
+  added.push(posix(path.join(RUNTIME_REL, 'package.json')));
+  for (const sub of ['src', 'ratecards']) {
+    for (const r of walk(path.join(dist, sub), (x) => x.endsWith('.js') || x.endsWith('.json'))) {
+      const to = path.join(runtimeDir, 'dist', sub, r);
+      fs.mkdirSync(path.dirname(to), { recursive: true });
+      fs.copyFileSync(path.join(dist, sub, r), to);
+      added.push(posix(path.relative(fc, to)));
+    }
+  }
+  for (const d of plan) copyPackage(d.src, d.dest, added, fc);
+
+  // 2. nodes (requires into the engine rewritten) and their icons
+  for (const r of nodeFiles) {
+    const src = path.join(distNodes, r);
+    const to = path.join(fc, NODES_REL, r);
+    mkdir(path.dirname(to));
+    fs.writeFileSync(to, rewriteRequires(fs.readFileSync(src, 'utf8'), src, dist, distNodes));
+    added.push(posix(path.relative(fc, to)));
+  }
+  for (const [r, src] of icons) {
+    const to = path.join(fc, NODES_REL, r);
+    mkdir(path.dirname(to));
+    fs.copyFileSync(src, to);
+    added.push(posix(path.relative(fc, to)));
+  }
+  // 3. credentials (they import nothing, so they are copied as they are)
+  for (const r of credFiles) {
+    const to = path.join(fc, CREDENTIALS_REL, r);
+    mkdir(path.dirname(to));
+    const code = fs.readFileSync(path.join(distCreds, r), 'utf8');
+    if (/require\(/.test(code)) warnings.push(`${r} has a require(); a credential that throws on load stops Flowise from starting`);
+    fs.writeFileSync(to, code);
+    added.push(posix(path.relative(fc, to)));
+  }
+
+  const runtimeDependencies = Object.fromEntries(plan.map((d) => [posix(path.relative(runtimeDir, d.dest)).replace(/^node_modules\//, ''), d.version]));
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    package: { name: pkg.name!, version: pkg.version! },
+    installedAt: new Date().toISOString(),
+    files: added.sort(),
+    dirs: [...dirs].sort(),
+    trees: [posix(RUNTIME_REL)],
+    runtimeDependencies,
+  };
+  fs.writeFileSync(path.join(fc, MANIFEST_NAME), JSON.stringify(manifest, null, 2) + '\n');
+  const server = findFlowiseServer(fc);
+  return {
+    ok: true,
+    action: previous ? 'reinstalled' : 'installed',
+    componentsDir: fc,
+    componentsVersion: readPackage(fc)?.version ?? null,
+    flowiseVersion: server ? (readPackage(server)?.version ?? null) : null,
+    packageVersion: pkg.version!,
+    nodes: nodeFiles.filter((r) => !r.startsWith(`shared${path.sep}`)).map((r) => posix(path.join(NODES_REL, r))),
+    credentials: credFiles.map((r) => posix(path.join(CREDENTIALS_REL, r))),
+    runtimeDir,
+    runtimeDependencies,
+    files: added.length,
+    manifest: path.join(fc, MANIFEST_NAME),
+    warnings,
+  };
+}
+
+export interface UninstallResult {
+  readonly ok: true;
+  readonly componentsDir: string;
+  readonly removed: number;
+  /** Files the manifest lists that were already gone. */
+  readonly missing: string[];
+  readonly wasInstalled: boolean;
+}
+
+/** Removes exactly what the manifest says install added. */
+export function uninstall(opts: InstallOptions = {}): UninstallResult {
+  const fc = components(opts.flowise);
+  const m = readManifest(fc);
+  if (!m) return { ok: true, componentsDir: fc, removed: 0, missing: [], wasInstalled: false };
+  const { removed, missing } = removeAdded(fc, m);
+  return { ok: true, componentsDir: fc, removed, missing, wasInstalled: true };
+}
+
+export interface DoctorOptions extends InstallOptions {
+  /** A Node binary to load the installed files with (the one Flowise runs on), to prove they load. */
+  readonly node?: string;
+}
+
+export interface DoctorResult {
+  readonly ok: boolean;
+  readonly componentsDir: string | null;
+  readonly componentsVersion: string | null;
+  readonly flowiseVersion: string | null;
+  readonly installed: { readonly version: string; readonly installedAt: string; readonly files: number } | null;
+  readonly packageVersion: string | null;
+  readonly langchainCore: {
+    /** What flowise-components' own code loads. */
+    readonly flowise: { readonly dir: string; readonly version: string | null } | null;
+    /** What our installed engine loads. */
+    readonly billing: { readonly dir: string; readonly version: string | null } | null;
+    /** Every copy found in the install (informational: Flowise itself carries several). */
+    readonly copies: Array<{ readonly dir: string; readonly version: string | null }>;
+  };
+  readonly load?: { readonly node: string; readonly nodeVersion: string | null; readonly nodes: string[]; readonly credentials: string[]; readonly sqliteDriver: string | null; readonly errors: string[] };
+  readonly problems: Problem[];
+}
+
+function findCopies(rootNodeModules: string, name: string, depth = 4): string[] {
+  const out: string[] = [];
+  const visit = (nm: string, d: number) => {
+    if (d < 0 || !fs.existsSync(nm)) return;
+    const p = path.join(nm, name);
+    if (fs.existsSync(path.join(p, 'package.json'))) out.push(p);
+    let entries: fs.Dirent[] = [];
+    try {
+      entries = fs.readdirSync(nm, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory() || e.name.startsWith('.')) continue;
+      if (e.name.startsWith('@')) {
+        for (const s of fs.readdirSync(path.join(nm, e.name), { withFileTypes: true })) {
+          if (s.isDirectory()) visit(path.join(nm, e.name, s.name, 'node_modules'), d - 1);
+        }
+      } else visit(path.join(nm, e.name, 'node_modules'), d - 1);
+    }
+  };
+  visit(rootNodeModules, depth);
+  return out.sort();
+}
+
+/** Reports what is installed, versions, and problems; never changes anything. */
+export function doctor(opts: DoctorOptions = {}): DoctorResult {
+  const problems: Problem[] = [];
+  let packageVersion: string | null = null;
+  try {
+    packageVersion = readPackage(opts.packageRoot ?? ownPackageRoot())?.version ?? null;
+  } catch {
+    // running from an unusual place: no version to compare
+  }
+  const found = findFlowiseComponents(opts.flowise);
+  if (!found.dir) {
+    problems.push({ code: 'FLOWISE_NOT_FOUND', message: `flowise-components not found (tried ${(found.tried ?? []).slice(0, 6).join(', ')}${(found.tried ?? []).length > 6 ? ', …' : ''})` });
+    return { ok: false, componentsDir: null, componentsVersion: null, flowiseVersion: null, installed: null, packageVersion, langchainCore: { flowise: null, billing: null, copies: [] }, problems };
+  }
+  const fc = found.dir;
+  const server = findFlowiseServer(fc);
+  const m = readManifest(fc);
+  if (!m) problems.push({ code: 'NOT_INSTALLED', message: `flowise-billing is not installed in ${fc}; run flowise-billing install` });
+  else {
+    const missing = m.files.filter((f) => !fs.existsSync(path.join(fc, f)));
+    if (missing.length) problems.push({ code: 'FILES_MISSING', message: `${missing.length} installed file(s) are missing (e.g. ${missing[0]}); a Flowise upgrade replaces flowise-components: re-run flowise-billing install` });
+    if (packageVersion && m.package.version !== packageVersion) {
+      problems.push({ code: 'VERSION_MISMATCH', message: `installed flowise-billing ${m.package.version}, this CLI is ${packageVersion}; re-run flowise-billing install` });
+    }
+  }
+  const coreInfo = (dir: string | null) => (dir ? { dir, version: readPackage(dir)?.version ?? null } : null);
+  const flowiseCore = coreInfo(resolvePackageDir('@langchain/core', path.join(fc, 'dist', 'src')));
+  const billingCore = coreInfo(resolvePackageDir('@langchain/core', path.join(fc, RUNTIME_REL, 'dist', 'src', 'metering')));
+  if (m) {
+    if (!billingCore) problems.push({ code: 'LANGCHAIN_MISSING', message: '@langchain/core does not resolve from the installed engine' });
+    else if (flowiseCore && fs.realpathSync(billingCore.dir) !== fs.realpathSync(flowiseCore.dir)) {
+      problems.push({
+        code: 'SECOND_LANGCHAIN_CORE',
+        message: `the billing engine resolves @langchain/core ${billingCore.version} at ${billingCore.dir}, not flowise-components' ${flowiseCore.version} at ${flowiseCore.dir}`,
+      });
+    }
+  }
+  const rootNm = path.resolve(fc, '..').endsWith(`${path.sep}node_modules`) ? path.resolve(fc, '..') : path.join(fc, 'node_modules');
+  const copies = findCopies(rootNm, path.join('@langchain', 'core')).map((d) => coreInfo(d)!);
+
+  let load: DoctorResult['load'];
+  if (opts.node && m) {
+    const nodeFiles = m.files.filter((f) => f.startsWith(posix(NODES_REL) + '/') && f.endsWith('.js')).map((f) => path.join(fc, f));
+    const credFiles = m.files.filter((f) => f.endsWith('.credential.js')).map((f) => path.join(fc, f));
+    const script = `
+      const out = { nodeVersion: process.version, nodes: [], credentials: [], errors: [], sqliteDriver: null };
+      for (const f of ${JSON.stringify(nodeFiles)}) { try { const m = require(f); if (m.nodeClass) { const n = new m.nodeClass(); out.nodes.push(n.name); if (n.author) out.errors.push(n.name + ' sets author'); } } catch (e) { out.errors.push(f + ': ' + e.message); } }
+      for (const f of ${JSON.stringify(credFiles)}) { try { const m = require(f); out.credentials.push(new m.credClass().name); } catch (e) { out.errors.push(f + ': ' + e.message); } }
+      try { out.sqliteDriver = require(${JSON.stringify(path.join(fc, RUNTIME_REL, 'dist', 'src', 'ledger', 'sqlite.js'))}).sqliteDriver(); } catch (e) { out.errors.push('sqlite: ' + e.message); }
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync(opts.node, ['-e', script], { cwd: fc, encoding: 'utf8', timeout: 120_000, env: { ...process.env, NODE_OPTIONS: '' } });
+    try {
+      const parsed = JSON.parse(r.stdout);
+      load = { node: opts.node, ...parsed };
+      for (const e of parsed.errors as string[]) problems.push({ code: 'LOAD_ERROR', message: e });
+    } catch {
+      load = { node: opts.node, nodeVersion: null, nodes: [], credentials: [], sqliteDriver: null, errors: [String(r.stderr || r.error || 'no output').slice(0, 500)] };
+      problems.push({ code: 'LOAD_ERROR', message: `loading the installed files with ${opts.node} failed: ${load.errors[0]}` });
+    }
+  }
+
+  return {
+    ok: problems.length === 0,
+    componentsDir: fc,
+    componentsVersion: readPackage(fc)?.version ?? null,
+    flowiseVersion: server ? (readPackage(server)?.version ?? null) : null,
+    installed: m ? { version: m.package.version, installedAt: m.installedAt, files: m.files.length } : null,
+    packageVersion,
+    langchainCore: { flowise: flowiseCore, billing: billingCore, copies },
+    ...(load ? { load } : {}),
+    problems,
+  };
+}
+
+export { findFlowiseComponents } from './locate';

@@ -1,0 +1,17 @@
+/**
+ * What the Flowise nodes call (no Flowise imports here): the shared ledger per
+ * location, the checks before a run, step charges, refusal messages and the
+ * customer's own usage view.
+ */
+export * from './ledgers';
+export * from './guard';
+export * from './usage';
+export * from '../identity';
+export { z } from 'zod';
+export { ValidationError, BillingError, isBillingError } from '../errors';
+export { formatUsd, parseUsd } from '../money';
+export { CHARGE_TYPES, isChargeType as isChargeTypeName, type ChargeType } from '../pricing/ratecard';
+export * from './admit';
+export * from './metered';
+export * from './usage-tool';
+export { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';

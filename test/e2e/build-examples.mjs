@@ -1,0 +1,102 @@
+// Regenerates examples/*.json from the node definitions of a running Flowise with flowise-billing installed,
+// the way the UI builds a node when it is dropped on the canvas (flowNode/connect in flowise-env.mjs).
+//
+//   node test/e2e/build-examples.mjs        (starts the cached Flowise 3.1.4, writes examples/, stops it)
+//
+// The files use the single-flow export format ({ nodes, edges }); credentials are left empty (the operator
+// picks them after loading, or the e2e test fills them in) and the ChatOpenAI base path points at a
+// placeholder OpenAI-compatible server.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { api, connect, ensureFlowise, flowNode, startFlowise } from './flowise-env.mjs';
+
+const EXAMPLES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples');
+const BASEPATH = 'http://127.0.0.1:8080/v1';
+
+/** Export format: drop what the UI strips (credential ids, password fields) and absolute icon paths. */
+function exported(nodes, edges) {
+  for (const n of nodes) {
+    delete n.data.credential;
+    delete n.data.icon;
+    delete n.data.filePath;
+    for (const p of n.data.inputParams ?? []) if (p.type === 'password') delete n.data.inputs[p.name];
+  }
+  return { nodes, edges };
+}
+
+export async function buildExamples(client) {
+  const def = async (name) => client.getNode(name);
+  // 1. Chatflow: ChatOpenAI → Metered Chat Model → Conversation Chain, guarded by Quota Guard.
+  {
+    const model = flowNode(await def('chatOpenAI'), { id: 'chatOpenAI_0', position: { x: 80, y: 80 }, inputs: { modelName: 'gpt-4o-mini', temperature: 0, basepath: BASEPATH } });
+    const metered = flowNode(await def('meteredChatModel'), { id: 'meteredChatModel_0', position: { x: 440, y: 80 } });
+    const memory = flowNode(await def('bufferMemory'), { id: 'bufferMemory_0', position: { x: 800, y: 560 } });
+    const guard = flowNode(await def('quotaGuard'), { id: 'quotaGuard_0', position: { x: 440, y: 560 }, inputs: { runFee: 'PrivateFlowRun', minimumBalanceUsd: '0.01' } });
+    const chain = flowNode(await def('conversationChain'), { id: 'conversationChain_0', position: { x: 800, y: 80 } });
+    const edges = [connect(model, metered, 'model'), connect(metered, chain, 'model'), connect(memory, chain, 'memory'), connect(guard, chain, 'inputModeration')];
+    fs.writeFileSync(path.join(EXAMPLES, 'metered-conversation-chatflow.json'), JSON.stringify(exported([model, metered, memory, guard, chain], edges), null, 2) + '\n');
+  }
+  // 2. Chatflow: a Tool Agent with a metered calculator and the Usage Tool, guarded by Quota Guard.
+  {
+    const model = flowNode(await def('chatOpenAI'), { id: 'chatOpenAI_0', position: { x: 80, y: 80 }, inputs: { modelName: 'gpt-4o-mini', temperature: 0, basepath: BASEPATH } });
+    const metered = flowNode(await def('meteredChatModel'), { id: 'meteredChatModel_0', position: { x: 440, y: 80 } });
+    const calc = flowNode(await def('calculator'), { id: 'calculator_0', position: { x: 80, y: 640 } });
+    const meteredTool = flowNode(await def('meteredTool'), { id: 'meteredTool_0', position: { x: 440, y: 640 }, inputs: { chargeType: 'ObjectTransformer', quantity: '1' } });
+    const usage = flowNode(await def('billingUsageTool'), { id: 'billingUsageTool_0', position: { x: 80, y: 900 } });
+    const memory = flowNode(await def('bufferMemory'), { id: 'bufferMemory_0', position: { x: 1160, y: 640 } });
+    const guard = flowNode(await def('quotaGuard'), { id: 'quotaGuard_0', position: { x: 800, y: 640 } });
+    const agent = flowNode(await def('toolAgent'), { id: 'toolAgent_0', position: { x: 800, y: 80 } });
+    const edges = [
+      connect(model, metered, 'model'),
+      connect(calc, meteredTool, 'tool'),
+      connect(meteredTool, agent, 'tools'),
+      connect(usage, agent, 'tools'),
+      connect(metered, agent, 'model'),
+      connect(memory, agent, 'memory'),
+      connect(guard, agent, 'inputModeration'),
+    ];
+    fs.writeFileSync(path.join(EXAMPLES, 'metered-tool-agent-chatflow.json'), JSON.stringify(exported([model, metered, calc, meteredTool, usage, memory, guard, agent], edges), null, 2) + '\n');
+  }
+  // 3. Agentflow v2: Start → Billing Gate → LLM → Charge (tokens of the LLM node's reply).
+  {
+    const start = flowNode(await def('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 100 } });
+    const gate = flowNode(await def('billingGateAgentflow'), { id: 'billingGateAgentflow_0', position: { x: 220, y: 100 } });
+    const llm = flowNode(await def('llmAgentflow'), {
+      id: 'llmAgentflow_0',
+      position: { x: 500, y: 100 },
+      inputs: {
+        llmModel: 'chatOpenAI',
+        llmModelConfig: { llmModel: 'chatOpenAI', modelName: 'gpt-4o-mini', temperature: 0, streaming: false, basepath: BASEPATH, credential: '', FLOWISE_CREDENTIAL_ID: '' },
+        llmMessages: [],
+        llmEnableMemory: true,
+        llmReturnResponseAs: 'userMessage',
+      },
+    });
+    const charge = flowNode(await def('chargeAgentflow'), {
+      id: 'chargeAgentflow_0',
+      position: { x: 750, y: 100 },
+      inputs: { chargeType: 'ObjectGenerator', quantity: '{{ llmAgentflow_0.output.usageMetadata.total_tokens }}', reply: '{{ llmAgentflow_0 }}' },
+    });
+    const edges = [connect(start, gate), connect(gate, llm), connect(llm, charge)];
+    fs.writeFileSync(path.join(EXAMPLES, 'billing-gate-agentflow.json'), JSON.stringify(exported([start, gate, llm, charge], edges), null, 2) + '\n');
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // The plugin must be installed for Flowise to know its nodes (needs `npm run build` first).
+  const { install, uninstall } = createRequire(import.meta.url)('../../dist/src/installer/index.js');
+  const inst = await ensureFlowise();
+  install({ flowise: inst.dir });
+  const fw = await startFlowise();
+  try {
+    const client = api(fw.url);
+    await client.setup();
+    await buildExamples(client);
+    console.log(`examples written to ${EXAMPLES}`);
+  } finally {
+    await fw.stop();
+    uninstall({ flowise: inst.dir });
+  }
+}

@@ -1,0 +1,160 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { doctor, install, MANIFEST_NAME, rewriteRequires, uninstall } from '../src/installer';
+import { findFlowiseComponents } from '../src/installer/locate';
+
+const ROOT = path.resolve(__dirname, '..');
+const built = fs.existsSync(path.join(ROOT, 'dist', 'nodes')) && fs.existsSync(path.join(ROOT, 'dist', 'src', 'index.js'));
+
+/** A directory shaped like `npm install flowise`: node_modules/{flowise, flowise-components (with its own @langchain/core)}. */
+function fakeFlowise(): { dir: string; fc: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-installer-'));
+  const nm = path.join(dir, 'node_modules');
+  const fc = path.join(nm, 'flowise-components');
+  fs.mkdirSync(path.join(fc, 'dist', 'nodes', 'moderation', 'SimplePromptModeration'), { recursive: true });
+  fs.mkdirSync(path.join(fc, 'dist', 'credentials'), { recursive: true });
+  fs.mkdirSync(path.join(fc, 'dist', 'src'), { recursive: true });
+  fs.writeFileSync(path.join(fc, 'package.json'), JSON.stringify({ name: 'flowise-components', version: '3.1.4', main: 'dist/src/index.js' }));
+  fs.writeFileSync(path.join(fc, 'dist', 'src', 'index.js'), 'exports.getCredentialData = async () => ({});\n');
+  fs.writeFileSync(path.join(fc, 'dist', 'nodes', 'moderation', 'SimplePromptModeration', 'SimplePromptModeration.js'), 'module.exports = {};\n');
+  fs.writeFileSync(path.join(fc, 'dist', 'credentials', 'OpenAIApi.credential.js'), 'module.exports = {};\n');
+  // flowise-components' own @langchain/core (a link to ours, so its dependencies resolve: what matters is where it resolves)
+  fs.mkdirSync(path.join(fc, 'node_modules', '@langchain'), { recursive: true });
+  fs.symlinkSync(path.join(ROOT, 'node_modules', '@langchain', 'core'), path.join(fc, 'node_modules', '@langchain', 'core'), 'dir');
+  fs.mkdirSync(path.join(nm, 'flowise'), { recursive: true });
+  fs.writeFileSync(path.join(nm, 'flowise', 'package.json'), JSON.stringify({ name: 'flowise', version: '3.1.4' }));
+  return { dir, fc };
+}
+
+function listing(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      out.push(`${path.relative(dir, p)}${e.isDirectory() ? '/' : `:${fs.statSync(p).size}`}`);
+      if (e.isDirectory()) walk(p);
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm install)', () => {
+  let env: { dir: string; fc: string };
+  beforeEach(() => {
+    env = fakeFlowise();
+  });
+  afterEach(() => fs.rmSync(env.dir, { recursive: true, force: true }));
+
+  it('finds flowise-components from an install dir, node_modules/flowise, the monorepo layout or itself', () => {
+    expect(findFlowiseComponents(env.dir).dir).toBe(env.fc);
+    expect(findFlowiseComponents(path.join(env.dir, 'node_modules', 'flowise')).dir).toBe(env.fc);
+    expect(findFlowiseComponents(env.fc).dir).toBe(env.fc);
+    const mono = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-mono-'));
+    fs.cpSync(env.fc, path.join(mono, 'packages', 'components'), { recursive: true });
+    expect(findFlowiseComponents(mono).dir).toBe(path.join(mono, 'packages', 'components'));
+    fs.rmSync(mono, { recursive: true, force: true });
+    const none = findFlowiseComponents(path.join(env.dir, 'nope'));
+    expect(none.dir).toBeNull();
+    expect(() => install({ flowise: path.join(env.dir, 'nope') })).toThrow(/flowise-components not found/);
+  });
+
+  it('installs, loads in Node, is idempotent, and uninstall restores the tree exactly', () => {
+    const before = listing(env.dir);
+    const r = install({ flowise: env.dir });
+    expect(r.action).toBe('installed');
+    expect(r.componentsVersion).toBe('3.1.4');
+    expect(r.flowiseVersion).toBe('3.1.4');
+    expect(r.nodes.map((n) => path.basename(n)).sort()).toEqual(['BillingGate.js', 'Charge.js', 'MeteredChatModel.js', 'MeteredTool.js', 'QuotaGuard.js', 'UsageTool.js']);
+    expect(r.credentials).toEqual(['dist/credentials/billing/BillingLedger.credential.js', 'dist/credentials/billing/StripeBilling.credential.js']);
+    for (const dep of ['zod', 'jsonwebtoken', 'jws', 'ms', 'pg']) expect(Object.keys(r.runtimeDependencies)).toContain(dep);
+    expect(Object.keys(r.runtimeDependencies).some((d) => d.startsWith('@langchain/') || d === 'better-sqlite3')).toBe(false);
+    // icons sit next to the node files
+    expect(fs.existsSync(path.join(env.fc, 'dist/nodes/billing/QuotaGuard/quotaguard.svg'))).toBe(true);
+    // node files point into the engine copy, never outside
+    const guard = fs.readFileSync(path.join(env.fc, 'dist/nodes/billing/QuotaGuard/QuotaGuard.js'), 'utf8');
+    expect(guard).toContain('require("flowise-billing/dist/src/plugin")');
+    expect(guard).toContain('require("../shared/flowise")');
+    expect(guard).not.toMatch(/require\("\.\.\/\.\.\/src/);
+
+    // Every node and credential loads from its installed place, and our @langchain/core is flowise-components' copy.
+    const script = `
+      const path = require('path');
+      const fc = ${JSON.stringify(env.fc)};
+      const names = [];
+      for (const n of ['QuotaGuard','MeteredChatModel','MeteredTool','UsageTool','BillingGate','Charge']) {
+        const m = require(path.join(fc, 'dist/nodes/billing', n, n + '.js'));
+        const node = new m.nodeClass();
+        if (node.author) throw new Error('author set');
+        names.push(node.name + ':' + node.category);
+      }
+      for (const c of ['BillingLedger','StripeBilling']) names.push(new (require(path.join(fc, 'dist/credentials/billing', c + '.credential.js')).credClass)().name);
+      const core = require.resolve('@langchain/core/callbacks/base', { paths: [path.join(fc, 'node_modules/flowise-billing/dist/src/metering')] });
+      process.stdout.write(JSON.stringify({ names, core }));`;
+    const out = spawnSync(process.execPath, ['-e', script], { cwd: os.tmpdir(), encoding: 'utf8' });
+    expect(out.stderr).toBe('');
+    const loaded = JSON.parse(out.stdout);
+    expect(loaded.names).toEqual([
+      'quotaGuard:Billing',
+      'meteredChatModel:Billing',
+      'meteredTool:Billing',
+      'billingUsageTool:Billing',
+      'billingGateAgentflow:Agent Flows',
+      'chargeAgentflow:Agent Flows',
+      'billingLedger',
+      'stripeBilling',
+    ]);
+    expect(loaded.core.startsWith(fs.realpathSync(path.join(env.fc, 'node_modules', '@langchain', 'core')))).toBe(true);
+
+    const d = doctor({ flowise: env.dir });
+    expect(d.problems).toEqual([]);
+    expect(d.ok).toBe(true);
+    expect(d.installed?.version).toBe('0.1.0');
+    expect(d.langchainCore.billing?.dir).toBe(d.langchainCore.flowise?.dir);
+
+    const after1 = listing(env.dir).filter((l) => !l.startsWith(`node_modules/flowise-components/${MANIFEST_NAME}`));
+    const again = install({ flowise: env.dir });
+    expect(again.action).toBe('reinstalled');
+    expect(again.files).toBe(r.files);
+    expect(listing(env.dir).filter((l) => !l.startsWith(`node_modules/flowise-components/${MANIFEST_NAME}`))).toEqual(after1);
+
+    const u = uninstall({ flowise: env.dir });
+    expect(u.wasInstalled).toBe(true);
+    expect(u.missing).toEqual([]);
+    expect(listing(env.dir)).toEqual(before);
+    expect(uninstall({ flowise: env.dir }).wasInstalled).toBe(false);
+    expect(doctor({ flowise: env.dir }).problems.map((p) => p.code)).toEqual(['NOT_INSTALLED']);
+  });
+
+  it('reports a second @langchain/core visible to the engine, and missing files after an upgrade', () => {
+    install({ flowise: env.dir });
+    const stray = path.join(env.fc, 'node_modules', 'flowise-billing', 'node_modules', '@langchain', 'core');
+    fs.mkdirSync(stray, { recursive: true });
+    fs.writeFileSync(path.join(stray, 'package.json'), JSON.stringify({ name: '@langchain/core', version: '0.3.0' }));
+    fs.rmSync(path.join(env.fc, 'dist', 'nodes', 'billing', 'Charge'), { recursive: true });
+    const codes = doctor({ flowise: env.dir }).problems.map((p) => p.code);
+    expect(codes).toContain('SECOND_LANGCHAIN_CORE');
+    expect(codes).toContain('FILES_MISSING');
+  });
+
+  it('never overwrites files it did not install', () => {
+    const foreign = path.join(env.fc, 'dist', 'nodes', 'billing', 'QuotaGuard');
+    fs.mkdirSync(foreign, { recursive: true });
+    fs.writeFileSync(path.join(foreign, 'QuotaGuard.js'), '// someone else\n');
+    expect(() => install({ flowise: env.dir })).toThrow(/not installed by flowise-billing/);
+    expect(fs.readFileSync(path.join(foreign, 'QuotaGuard.js'), 'utf8')).toBe('// someone else\n');
+    expect(fs.existsSync(path.join(env.fc, MANIFEST_NAME))).toBe(false);
+  });
+
+  it('rewrites only requires that leave the copied tree', () => {
+    const dist = '/p/dist';
+    const code = 'require("../../src/plugin"); require("../shared/x"); require("zod"); require("./y")';
+    expect(rewriteRequires(code, '/p/dist/nodes/A/A.js', dist, '/p/dist/nodes')).toBe(
+      'require("flowise-billing/dist/src/plugin"); require("../shared/x"); require("zod"); require("./y")',
+    );
+    expect(() => rewriteRequires('require("../../../x")', '/p/dist/nodes/A/A.js', dist, '/p/dist/nodes')).toThrow(/outside/);
+  });
+});

@@ -1,0 +1,167 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FakeListChatModel } from '@langchain/core/utils/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeClass as BillingGate } from '../nodes/BillingGate/BillingGate';
+import { nodeClass as Charge } from '../nodes/Charge/Charge';
+import { nodeClass as MeteredChatModel } from '../nodes/MeteredChatModel/MeteredChatModel';
+import { nodeClass as QuotaGuard } from '../nodes/QuotaGuard/QuotaGuard';
+import { nodeClass as UsageTool } from '../nodes/UsageTool/UsageTool';
+import { credClass as BillingLedgerCredential } from '../credentials/BillingLedger.credential';
+import { credClass as StripeBillingCredential } from '../credentials/StripeBilling.credential';
+import { flowise } from '../nodes/shared/flowise';
+import { signBillingToken } from '../src/identity';
+import { formatUsd, parseUsd } from '../src/money';
+import { closeSharedLedgers, DEFAULT_REFUSAL_MESSAGES, sharedLedger, type LedgerHandle } from '../src/plugin';
+
+const SECRET = 'unit-test-billing-secret-0123456789abcdef';
+let dir: string;
+let dbPath: string;
+let h: LedgerHandle;
+const quiet = { warn: () => undefined, error: () => undefined };
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-nodes-'));
+  dbPath = path.join(dir, 'billing.sqlite');
+  flowise.getCredentialData = async (id: string) => (id === 'cred-1' ? { ledgerDatabase: dbPath, billingTokenSecret: SECRET } : {});
+  h = await sharedLedger(dbPath);
+  for (const [id, usd] of [['alice', '1'], ['bob', '0.015'], ['carol', '1']] as const) {
+    await h.ledger.createCustomer({ id });
+    await h.ledger.topUp({ customerId: id, amount: parseUsd(usd), idempotencyKey: `t-${id}` });
+  }
+});
+afterAll(async () => {
+  await closeSharedLedgers();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const tokenVars = (customerId: string, secret = SECRET) => ({ vars: { billingToken: signBillingToken(secret, customerId) } });
+const nodeData = (inputs: Record<string, unknown>, id = 'node_0') => ({ id, credential: 'cred-1', inputs });
+
+describe('node definitions', () => {
+  it('have stable names, versions, own icons, no author, and the categories Flowise shows', () => {
+    const nodes = [new QuotaGuard(), new MeteredChatModel(), new UsageTool(), new BillingGate(), new Charge()];
+    for (const n of nodes) {
+      expect(n.name).toMatch(/^[a-z][A-Za-z]+$/);
+      expect(n.version).toBeGreaterThan(0);
+      expect(n.icon).toMatch(/\.svg$/);
+      expect('author' in n).toBe(false);
+      expect(n.credential?.credentialNames).toEqual(['billingLedger']);
+    }
+    expect(nodes.map((n) => n.category)).toEqual(['Billing', 'Billing', 'Billing', 'Agent Flows', 'Agent Flows']);
+    expect(new QuotaGuard().baseClasses).toEqual(['Moderation']);
+  });
+
+  it('credentials keep secrets in password fields', () => {
+    const ledger = new BillingLedgerCredential();
+    expect(ledger.name).toBe('billingLedger');
+    expect(ledger.inputs.map((i) => [i.name, i.type])).toEqual([
+      ['ledgerDatabase', 'password'],
+      ['billingTokenSecret', 'password'],
+    ]);
+    expect(new StripeBillingCredential().inputs.every((i) => i.type === 'password')).toBe(true);
+  });
+});
+
+describe('Quota Guard', () => {
+  it('names a bad input and a missing credential', async () => {
+    await expect(new QuotaGuard().init(nodeData({ runFee: 'Bogus' }), '', {})).rejects.toThrow(/Quota Guard: input "Run Fee" \(runFee\): must be one of/);
+    await expect(new QuotaGuard().init(nodeData({ minimumBalanceUsd: '1e3' }), '', {})).rejects.toThrow(/input "Minimum Balance \(USD\)" \(minimumBalanceUsd\)/);
+    await expect(new QuotaGuard().init({ id: 'q', inputs: {} }, '', {})).rejects.toThrow(/select a Billing Ledger credential/);
+  });
+
+  it('admits a verified customer and charges the run fee once per prediction; refuses others with the operator message', async () => {
+    const before = (await h.ledger.balance('alice')).balance;
+    const runner = await new QuotaGuard().init(nodeData(tokenVars('alice')), '', { chatId: 'c-1', chatflowid: 'f', logger: quiet });
+    expect(await runner.checkForViolations('hi')).toBe('hi');
+    expect(before - (await h.ledger.balance('alice')).balance).toBe(parseUsd('0.01'));
+    const usage = await h.quota.usage('alice');
+    expect(usage.sessionsUsed).toBe(1);
+
+    const forged = await new QuotaGuard().init(nodeData(tokenVars('alice', 'x'.repeat(40))), '', { chatId: 'c-2', logger: quiet });
+    await expect(forged.checkForViolations('hi')).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    const unknown = await new QuotaGuard().init(nodeData(tokenVars('nobody')), '', { chatId: 'c-3', logger: quiet });
+    await expect(unknown.checkForViolations('hi')).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    const custom = await new QuotaGuard().init(nodeData({ ...tokenVars('bob'), minimumBalanceUsd: '0.01', insufficientFundsMessage: 'Top up at example.com' }), '', {
+      chatId: 'c-4',
+      logger: quiet,
+    });
+    await expect(custom.checkForViolations('hi')).rejects.toThrow(/^Top up at example\.com$/);
+    expect(formatUsd((await h.ledger.balance('bob')).balance)).toBe('0.015');
+  });
+});
+
+describe('Metered Chat Model', () => {
+  it('attaches one billing handler to the model instance; a refused customer never reaches the model', async () => {
+    const model = new FakeListChatModel({ responses: ['ok'] });
+    const out = (await new MeteredChatModel().init(nodeData({ model, ...tokenVars('carol') }), '', { chatId: 'm-1', logger: quiet })) as FakeListChatModel;
+    expect(out).toBe(model);
+    await new MeteredChatModel().init(nodeData({ model, ...tokenVars('carol') }), '', { chatId: 'm-1', logger: quiet });
+    const names = (model.callbacks as Array<{ name: string }>).map((c) => c.name);
+    expect(names).toEqual(['BillingCallbackHandler']);
+
+    const guarded = new FakeListChatModel({ responses: ['should not be produced'] });
+    await new MeteredChatModel().init(nodeData({ model: guarded, vars: { billingToken: 'forged' } }), '', { chatId: 'm-2', logger: quiet });
+    await expect(guarded.invoke('hello')).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    await expect(new MeteredChatModel().init(nodeData({ ...tokenVars('carol') }), '', {})).rejects.toThrow(/connect a chat model/);
+  });
+});
+
+describe('Billing Gate and Charge (agentflow v2)', () => {
+  const opts = (apiMessageId: string, extra: Record<string, unknown> = {}) => ({
+    chatId: 'af-1',
+    chatflowid: 'agentflow-1',
+    apiMessageId,
+    logger: quiet,
+    agentflowRuntime: { state: { keep: 1 }, chatHistory: [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'the answer' }] },
+    ...extra,
+  });
+
+  it('Billing Gate charges the run fee once per execution, and on refusal stops or writes flow state', async () => {
+    const before = (await h.ledger.balance('carol')).balance;
+    const gate = new BillingGate();
+    const r1 = await gate.run(nodeData(tokenVars('carol'), 'billingGateAgentflow_0'), 'q', opts('msg-1'));
+    const r2 = await gate.run(nodeData(tokenVars('carol'), 'billingGateAgentflow_0'), 'q', opts('msg-1'));
+    expect(r1.output.billing).toMatchObject({ allowed: true, customerId: 'carol', runFeeUsd: '0.01' });
+    expect(r2.output.billing.allowed).toBe(true);
+    expect(r1.state).toEqual({ keep: 1, billingRefused: false, billingRefusal: '', billingMessage: '' });
+    expect(before - (await h.ledger.balance('carol')).balance).toBe(parseUsd('0.01'));
+
+    await expect(gate.run(nodeData({ vars: { billingToken: 'nope' } }, 'g'), 'q', opts('msg-2'))).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    const soft = await gate.run(nodeData({ vars: {}, onRefusal: 'state' }, 'g'), 'q', opts('msg-3'));
+    expect(soft.state).toMatchObject({ keep: 1, billingRefused: true, billingRefusal: 'unauthorized' });
+    expect(soft.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+  });
+
+  it('Charge prices the quantity (from an earlier node) once per execution and node, and passes the reply on', async () => {
+    const before = (await h.ledger.balance('carol')).balance;
+    const charge = new Charge();
+    const inputs = { ...tokenVars('carol'), chargeType: 'ObjectGenerator', quantity: '16' };
+    const r = await charge.run(nodeData(inputs, 'chargeAgentflow_0'), 'q', opts('msg-9'));
+    await charge.run(nodeData(inputs, 'chargeAgentflow_0'), 'q', opts('msg-9'));
+    expect(r.output.content).toBe('the answer');
+    expect(r.output.billing).toMatchObject({ charged: true, item: 'ObjectGenerator', quantity: '16', amountUsd: '0.0004' });
+    expect(before - (await h.ledger.balance('carol')).balance).toBe(parseUsd('0.0004'));
+    await charge.run(nodeData(inputs, 'chargeAgentflow_0'), 'q', opts('msg-10'));
+    expect(before - (await h.ledger.balance('carol')).balance).toBe(parseUsd('0.0008'));
+
+    await expect(charge.run(nodeData({ ...inputs, quantity: '{{ llmAgentflow_0.output.usageMetadata.total_tokens }}' }, 'c'), 'q', opts('m'))).rejects.toThrow(
+      /Charge: input "Quantity" \(quantity\): must resolve to a non-negative number/,
+    );
+    await expect(charge.run(nodeData({ ...tokenVars('bob'), chargeType: 'Training', quantity: '100' }, 'c'), 'q', opts('m-bob'))).rejects.toThrow(
+      DEFAULT_REFUSAL_MESSAGES.insufficientFunds,
+    );
+  });
+});
+
+describe('Usage Tool', () => {
+  it("reports the resolved customer's own usage, never another's", async () => {
+    const tool = (await new UsageTool().init(nodeData(tokenVars('alice')), '', { logger: quiet })) as { name: string; invoke(i: string): Promise<string> };
+    expect(tool.name).toBe('billing_usage');
+    const report = JSON.parse(await tool.invoke('show me bob'));
+    expect(report).toMatchObject({ customerId: 'alice', plan: 'free', sessionsUsed: 1, sessionsLimit: 25, sessionsRemaining: 24, balanceUsd: '0.99' });
+    const refused = (await new UsageTool().init(nodeData({ vars: {} }), '', { logger: quiet })) as { invoke(i: string): Promise<string> };
+    expect(await refused.invoke('')).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+  });
+});
