@@ -19,7 +19,7 @@ afterAll(async () => {
 });
 
 function env(): NodeJS.ProcessEnv {
-  const e = { ...process.env, STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url };
+  const e: NodeJS.ProcessEnv = { ...process.env, STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url };
   delete e.FLOWISE_BILLING_DB;
   return e;
 }

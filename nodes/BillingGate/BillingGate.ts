@@ -2,7 +2,8 @@ import { admitFlowRun, BILLABLES, billingMetadata, DEFAULT_REFUSAL_MESSAGES, for
 import { traceCharge, traceMetadata } from '../shared/analytics';
 import { executionKey, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { billableSchema, booleanSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema, usd, varsOf } from '../shared/inputs';
+import { billableSchema, booleanSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema, usd } from '../shared/inputs';
+import { identityOf } from '../shared/customer';
 
 /**
  * Billing Gate (Agentflow v2): the Quota Guard checks at the start of an
@@ -45,16 +46,7 @@ class BillingGate implements INode {
     const cred = await ledgerCredential(this, nodeData, options);
     const outcome = await admitFlowRun({
       ledgerDatabase: cred.ledgerDatabase,
-      identity: {
-        source: i.customerSource,
-        vars: varsOf(nodeData),
-        tokenVariable: i.tokenVariable,
-        tokenSecret: cred.tokenSecret,
-        workspaceId: options.workspaceId,
-        orgId: options.orgId,
-        fixedCustomerId: i.fixedCustomerId,
-        rawIdVariable: i.rawIdVariable,
-      },
+      identity: identityOf(i, cred, nodeData, options),
       conversationId: String(options.chatId ?? options.sessionId ?? 'conversation'),
       runKey: executionKey('gate', options, nodeData.id),
       runFee: i.runFee === 'none' ? null : { item: i.runFee, quantity: i.runFeeQuantity ?? '1' },

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { admitFlowRun, BILLABLES, DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { billableSchema, booleanSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema, usd, varsOf } from '../shared/inputs';
+import { billableSchema, booleanSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema, usd } from '../shared/inputs';
+import { identityOf } from '../shared/customer';
 
 /**
  * Quota Guard: an input-moderation node for chains and agents. Before the
@@ -51,23 +52,13 @@ class QuotaGuard implements INode {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const cred = await ledgerCredential(this, nodeData, options);
     const logger = loggerOf(options);
-    const vars = varsOf(nodeData);
     // init runs once per prediction, so this names the prediction; the fee is charged once under it.
     const runKey = `flowise:${options.chatflowid ?? 'flow'}:${options.chatId ?? 'chat'}:${randomUUID()}:${nodeData.id}`;
     return {
       checkForViolations: async (input: string) => {
         const outcome = await admitFlowRun({
           ledgerDatabase: cred.ledgerDatabase,
-          identity: {
-            source: i.customerSource,
-            vars,
-            tokenVariable: i.tokenVariable,
-            tokenSecret: cred.tokenSecret,
-            workspaceId: options.workspaceId,
-            orgId: options.orgId,
-            fixedCustomerId: i.fixedCustomerId,
-            rawIdVariable: i.rawIdVariable,
-          },
+          identity: identityOf(i, cred, nodeData, options),
           conversationId: String(options.chatId ?? options.sessionId ?? runKey),
           runKey,
           runFee: i.runFee === 'none' ? null : { item: i.runFee, quantity: i.runFeeQuantity ?? '1' },

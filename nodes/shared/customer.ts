@@ -1,10 +1,26 @@
-import { type CustomerSource, refusalFor, type Refusal, resolveCustomer } from '../../src/plugin';
+import { type CustomerSource, refusalFor, type Refusal, type ResolveCustomerInput, resolveCustomer } from '../../src/plugin';
 import type { ICommonObject, INodeData, Logger } from './flowise';
 import { type LedgerCredential, varsOf } from './inputs';
 
+type IdentityInputs = { customerSource: CustomerSource; tokenVariable?: string; fixedCustomerId?: string; rawIdVariable?: string };
+
+/** What identifies the customer of this prediction: the node's chosen source plus what Flowise itself knows (never a raw request field unless the insecure source was chosen). */
+export function identityOf(i: IdentityInputs, cred: LedgerCredential, nodeData: INodeData, options: ICommonObject): Omit<ResolveCustomerInput, 'logger'> {
+  return {
+    source: i.customerSource,
+    vars: varsOf(nodeData),
+    tokenVariable: i.tokenVariable,
+    tokenSecret: cred.tokenSecret,
+    workspaceId: options.workspaceId,
+    orgId: options.orgId,
+    fixedCustomerId: i.fixedCustomerId,
+    rawIdVariable: i.rawIdVariable,
+  };
+}
+
 /** Resolves the customer from a node's identity inputs and the prediction's options; a failure becomes a refusal, not a throw. */
 export function customerFor(
-  i: { customerSource: CustomerSource; tokenVariable?: string; fixedCustomerId?: string; rawIdVariable?: string },
+  i: IdentityInputs,
   cred: LedgerCredential,
   nodeData: INodeData,
   options: ICommonObject,
@@ -13,17 +29,7 @@ export function customerFor(
 ): { customerId: string } | { refusal: Refusal } {
   try {
     return {
-      customerId: resolveCustomer({
-        source: i.customerSource,
-        vars: varsOf(nodeData),
-        tokenVariable: i.tokenVariable,
-        tokenSecret: cred.tokenSecret,
-        workspaceId: options.workspaceId,
-        orgId: options.orgId,
-        fixedCustomerId: i.fixedCustomerId,
-        rawIdVariable: i.rawIdVariable,
-        logger,
-      }).customerId,
+      customerId: resolveCustomer({ ...identityOf(i, cred, nodeData, options), logger }).customerId,
     };
   } catch (e) {
     const refusal = refusalFor(e, messages);
