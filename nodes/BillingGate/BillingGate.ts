@@ -1,9 +1,10 @@
-import { admitFlowRun, BILLABLES, billingMetadata, DEFAULT_REFUSAL_MESSAGES, formatUsd, z } from '../../src/plugin';
+import { admitFlowRun, billingMetadata, formatUsd, z } from '../../src/plugin';
 import { traceCharge, traceMetadata } from '../shared/analytics';
 import { executionKey, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { billableSchema, booleanSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema, usd } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
 import { identityOf } from '../shared/customer';
+import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
  * Billing Gate (Agentflow v2): the Quota Guard checks at the start of an
@@ -23,22 +24,9 @@ class BillingGate implements INode {
   credential: INodeParams = LEDGER_CREDENTIAL;
   inputs: INodeParams[] = [
     ...customerInputs(),
-    {
-      label: 'Run Fee',
-      name: 'runFee',
-      type: 'options',
-      options: [{ label: 'None', name: 'none' }, ...BILLABLES.map((b) => ({ label: b, name: b }))],
-      default: 'PrivateFlowRun',
-    },
-    { label: 'Run Fee Quantity', name: 'runFeeQuantity', type: 'string', default: '1', optional: true },
-    { label: 'Minimum Balance (USD)', name: 'minimumBalanceUsd', type: 'string', default: '0.01', optional: true },
-    { label: 'Count Sessions', name: 'checkSessions', type: 'boolean', default: true, optional: true },
+    ...admissionInputs(),
     { label: 'On Refusal', name: 'onRefusal', type: 'options', options: ON_REFUSAL_OPTIONS, default: 'stop' },
-    { label: 'Insufficient Funds Message', name: 'insufficientFundsMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.insufficientFunds, optional: true },
-    { label: 'Quota Exceeded Message', name: 'quotaExceededMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.quotaExceeded, optional: true },
-    { label: 'Budget Exceeded Message', name: 'budgetExceededMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.budgetExceeded, optional: true },
-    { label: 'Unauthorized Message', name: 'unauthorizedMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true },
-    { label: 'Unavailable Message', name: 'unavailableMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unavailable, optional: true },
+    ...refusalMessageInputs(),
   ];
 
   async run(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<ICommonObject> {
@@ -53,13 +41,7 @@ class BillingGate implements INode {
       minimumBalanceUsd: i.minimumBalanceUsd,
       checkSessions: i.checkSessions,
       actor: `node:${this.name}`,
-      messages: {
-        insufficientFunds: i.insufficientFundsMessage,
-        quotaExceeded: i.quotaExceededMessage,
-        budgetExceeded: i.budgetExceededMessage,
-        unauthorized: i.unauthorizedMessage,
-        unavailable: i.unavailableMessage,
-      },
+      messages: refusalMessages(i),
       logger: loggerOf(options),
       metadata: { chatflowId: options.chatflowid, executionKey: options.apiMessageId, nodeId: nodeData.id },
     });
@@ -116,16 +98,9 @@ class BillingGate implements INode {
 
 const inputSchema = {
   ...customerSchema,
-  runFee: billableSchema('PrivateFlowRun', true),
-  runFeeQuantity: quantitySchema,
-  minimumBalanceUsd: usd('Minimum Balance'),
-  checkSessions: booleanSchema(true),
+  ...admissionSchema,
   onRefusal: z.preprocess((v) => (v === '' || v == null ? 'stop' : v), z.enum(['stop', 'state'])),
-  insufficientFundsMessage: textSchema,
-  quotaExceededMessage: textSchema,
-  budgetExceededMessage: textSchema,
-  unauthorizedMessage: textSchema,
-  unavailableMessage: textSchema,
+  ...refusalMessageSchema,
 };
 
 export const nodeClass = BillingGate;

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { admitFlowRun, BILLABLES, DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin';
+import { admitFlowRun } from '../../src/plugin';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { billableSchema, booleanSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema, usd } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
 import { identityOf } from '../shared/customer';
+import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
  * Quota Guard: an input-moderation node for chains and agents. Before the
@@ -21,32 +22,7 @@ class QuotaGuard implements INode {
   description = 'Checks the customer’s session quota, budget and balance before the chain runs and charges the per-run fee; refuses with your message';
   baseClasses = ['Moderation'];
   credential: INodeParams = LEDGER_CREDENTIAL;
-  inputs: INodeParams[] = [
-    ...customerInputs(),
-    {
-      label: 'Run Fee',
-      name: 'runFee',
-      type: 'options',
-      options: [{ label: 'None', name: 'none' }, ...BILLABLES.map((b) => ({ label: b, name: b }))],
-      default: 'PrivateFlowRun',
-      description: 'Charged once per prediction, priced by the active rate card',
-    },
-    { label: 'Run Fee Quantity', name: 'runFeeQuantity', type: 'string', default: '1', optional: true, additionalParams: true },
-    {
-      label: 'Minimum Balance (USD)',
-      name: 'minimumBalanceUsd',
-      type: 'string',
-      default: '0.01',
-      optional: true,
-      description: 'Refuse unless this much is available beyond the run fee (covers the first model call)',
-    },
-    { label: 'Count Sessions', name: 'checkSessions', type: 'boolean', default: true, optional: true, additionalParams: true },
-    { label: 'Insufficient Funds Message', name: 'insufficientFundsMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.insufficientFunds, optional: true },
-    { label: 'Quota Exceeded Message', name: 'quotaExceededMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.quotaExceeded, optional: true, additionalParams: true },
-    { label: 'Budget Exceeded Message', name: 'budgetExceededMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.budgetExceeded, optional: true, additionalParams: true },
-    { label: 'Unauthorized Message', name: 'unauthorizedMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true, additionalParams: true },
-    { label: 'Unavailable Message', name: 'unavailableMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unavailable, optional: true, additionalParams: true },
-  ];
+  inputs: INodeParams[] = [...customerInputs(), ...admissionInputs(), ...refusalMessageInputs()];
 
   async init(nodeData: INodeData, _input: string, options: ICommonObject = {}): Promise<{ checkForViolations(input: string): Promise<string> }> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
@@ -65,13 +41,7 @@ class QuotaGuard implements INode {
           minimumBalanceUsd: i.minimumBalanceUsd,
           checkSessions: i.checkSessions,
           actor: `node:${this.name}`,
-          messages: {
-            insufficientFunds: i.insufficientFundsMessage,
-            quotaExceeded: i.quotaExceededMessage,
-            budgetExceeded: i.budgetExceededMessage,
-            unauthorized: i.unauthorizedMessage,
-            unavailable: i.unavailableMessage,
-          },
+          messages: refusalMessages(i),
           logger,
           metadata: { chatflowId: options.chatflowid, chatId: options.chatId, nodeId: nodeData.id },
         });
@@ -84,15 +54,8 @@ class QuotaGuard implements INode {
 
 const inputSchema = {
   ...customerSchema,
-  runFee: billableSchema('PrivateFlowRun', true),
-  runFeeQuantity: quantitySchema,
-  minimumBalanceUsd: usd('Minimum Balance'),
-  checkSessions: booleanSchema(true),
-  insufficientFundsMessage: textSchema,
-  quotaExceededMessage: textSchema,
-  budgetExceededMessage: textSchema,
-  unauthorizedMessage: textSchema,
-  unavailableMessage: textSchema,
+  ...admissionSchema,
+  ...refusalMessageSchema,
 };
 
 export const nodeClass = QuotaGuard;
