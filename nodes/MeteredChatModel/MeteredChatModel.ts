@@ -1,3 +1,4 @@
+import { chatflowLangfuse } from '../shared/analytics';
 import { BillingRefusalHandler, attachHandler, DEFAULT_REFUSAL_MESSAGES, sharedLedger, stepHandler } from '../../src/plugin';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
@@ -56,6 +57,7 @@ class MeteredChatModel implements INode {
       usageCategory: i.usageCategory,
       costCenter: i.costCenter,
       actor: `node:${this.name}`,
+      langfuse: await chatflowLangfuse(options),
       onError: (error, context) => logger.warn(`[flowise-billing] ${String(context.operation ?? 'metering')} failed: ${(error as Error)?.message ?? error}`),
     });
     return attachHandler(model, handler);

@@ -1,4 +1,4 @@
-import type { ICommonObject } from './flowise';
+import { flowise, type ICommonObject } from './flowise';
 
 /**
  * Agentflow v2 runs its own Langfuse trace (no LangChain callbacks): nodes get
@@ -60,5 +60,28 @@ export function traceCharge(
     });
   } catch {
     // an observer never fails a run
+  }
+}
+
+/**
+ * The Langfuse credentials of a chatflow's own analytics settings, read
+ * server-side from Flowise's database (never from the request), or undefined
+ * when Langfuse is off or anything is missing. Chatflow nodes get no Langfuse
+ * client, so the Metered Chat Model reports costs with its own.
+ */
+export async function chatflowLangfuse(options: ICommonObject): Promise<{ publicKey: string; secretKey: string; baseUrl: string } | undefined> {
+  try {
+    const entity = options.databaseEntities?.ChatFlow;
+    if (!options.appDataSource || !entity || !options.chatflowid) return undefined;
+    const flow = await options.appDataSource.getRepository(entity).findOneBy({ id: options.chatflowid });
+    const analytic = typeof flow?.analytic === 'string' && flow.analytic ? JSON.parse(flow.analytic) : null;
+    const lf = analytic?.langFuse;
+    if (!lf?.status || !lf.credentialId) return undefined;
+    const data = await flowise.getCredentialData(String(lf.credentialId), options);
+    if (!data?.langFusePublicKey || !data?.langFuseSecretKey) return undefined;
+    return { publicKey: String(data.langFusePublicKey), secretKey: String(data.langFuseSecretKey), baseUrl: String(data.langFuseEndpoint || 'https://cloud.langfuse.com') };
+  } catch {
+    // Analytics are an observer: without them the model is still metered.
+    return undefined;
   }
 }

@@ -42,8 +42,12 @@ export type LangfuseCredentials = z.input<typeof langfuseCredentialsSchema>;
 const nanosToUsdNumber = (n: Nanos): number => Number(formatUsd(n));
 
 export interface ChargeReport {
-  /** The Langfuse trace: the root LangChain run id. */
-  readonly traceId: string;
+  /**
+   * The Langfuse trace: the root LangChain run id. Absent when the handler only
+   * saw a nested run: the cost then updates the generation Langfuse's own
+   * handler created for that run, in whatever trace it belongs to.
+   */
+  readonly traceId?: string;
   /** The observation that carries the cost (an LLM run id, or `billing-<chargeId>`). */
   readonly observationId: string;
   readonly parentObservationId?: string;
@@ -142,6 +146,15 @@ export class LangfuseCostReporter {
     const costDetails: Record<string, number> = { total: nanosToUsdNumber(r.cost.total) };
     if (r.cost.input !== undefined) costDetails.input = nanosToUsdNumber(r.cost.input);
     if (r.cost.output !== undefined) costDetails.output = nanosToUsdNumber(r.cost.output);
+    if (r.traceId === undefined) {
+      // generation-update upserts by observation id; unlike generation() it creates no trace.
+      (this.client as unknown as { updateGenerationStateless(b: Record<string, unknown>): string }).updateGenerationStateless({
+        id: r.observationId,
+        costDetails,
+        metadata: r.metadata,
+      });
+      return;
+    }
     this.client.generation({
       id: r.observationId,
       traceId: r.traceId,

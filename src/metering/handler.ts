@@ -43,6 +43,11 @@ interface RootState {
   lastAvailable?: Nanos;
   readonly steps: Set<string>;
   readonly chargeIds: string[];
+  /**
+   * The run has a parent this handler never saw (e.g. attached to a model inside
+   * someone else's chain): the Langfuse trace id belongs to that unseen root.
+   */
+  readonly nested: boolean;
 }
 
 /** What the handler keeps for one step (chain, LLM call or tool), keyed by run id. */
@@ -208,19 +213,19 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     let root = parent ? this.state.roots.get(parent.rootId) : undefined;
     // Synchronously, before any await: handlers listed after this one read the same object.
     if (root && metadata) Object.assign(metadata, root.dynamic);
-    if (!root) root = await this.startRoot(runId, metadata);
+    if (!root) root = await this.startRoot(runId, metadata, parentRunId !== undefined);
     const step: StepState = { runId, rootId: root.id, parentRunId, kind, startTime: new Date(), promptEstimate: 0, streamedChunks: 0, streamedText: '' };
     this.state.steps.set(runId, step);
     root.steps.add(runId);
     return { step, root, replay: false };
   }
 
-  private async startRoot(runId: string, metadata: Metadata | undefined): Promise<RootState> {
+  private async startRoot(runId: string, metadata: Metadata | undefined, nested: boolean): Promise<RootState> {
     const o = this.options;
     // Static fields go in synchronously: handlers listed after this one see them.
     const fields = this.billingMetadata();
     if (metadata) Object.assign(metadata, fields);
-    const root: RootState = { id: runId, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [] };
+    const root: RootState = { id: runId, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [], nested };
     this.state.roots.set(runId, root);
     try {
       const card = o.rateCard ?? (await this.ledger.activeRateCard());
@@ -342,7 +347,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     }
     const run: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused };
     pushBounded(this.state.runs, run);
-    this.reporter?.reportTraceMetadata({
+    // A nested root does not know its trace; its costs still reach the generations (see recorded()).
+    if (!root.nested) this.reporter?.reportTraceMetadata({
       traceId: root.id,
       timestamp: root.startTime,
       metadata: {
@@ -363,7 +369,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       ...(this.options.usageCategory ? { usageCategory: this.options.usageCategory } : {}),
       ...(this.options.costCenter ? { costCenter: this.options.costCenter } : {}),
       // Where the cost went in Langfuse, so a reconciler can re-send it.
-      langfuseTraceId: root.id,
+      langfuseTraceId: root.nested ? null : root.id,
       ...extra,
     };
   }
@@ -381,10 +387,12 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     root.chargeIds.push(charge.id);
     pushBounded(this.state.charges, { rootRunId: root.id, runId, kind, charge });
     if (!this.reporter) return;
+    // Without the trace id only an existing generation (the LLM run's own) can be updated.
+    if (root.nested && lf.observationId !== runId) return;
     // Token charges split input/output as priced; when a shortfall cut the collected amount, only the total is exact.
     const split = lf.quote && charge.shortfall === 0n && charge.amount === lf.quote.amount ? { input: lf.quote.inputAmount, output: lf.quote.outputAmount } : {};
     this.reporter.reportCharge({
-      traceId: root.id,
+      traceId: root.nested ? undefined : root.id,
       observationId: lf.observationId,
       parentObservationId: lf.parent,
       name: lf.name,
