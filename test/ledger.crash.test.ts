@@ -14,8 +14,10 @@ describe.each(BACKENDS)('crash safety on $name', (backend) => {
     for (let round = 0; round < 3; round++) {
       const w = spawnWorker('crash-worker.cjs', [target, 'crashy']);
       await w.ready;
-      // Kill only once work is flowing: a few hundred ms of holds and settles in flight.
-      await new Promise((r) => setTimeout(r, 400 + round * 150));
+      // Kill only once work is flowing (the worker says so), a little later each round.
+      for (let i = 0; i < 600 && !w.output().includes('flowing'); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(w.output()).toContain('flowing');
+      await new Promise((r) => setTimeout(r, 100 + round * 150));
       w.child.kill('SIGKILL');
       await w.result.catch(() => undefined);
       expect(w.child.signalCode).toBe('SIGKILL');
@@ -32,7 +34,7 @@ describe.each(BACKENDS)('crash safety on $name', (backend) => {
     expect(entries.filter((e) => e.type === 'settle').length).toBeGreaterThan(10);
 
     // Orphaned holds stop counting once past their expiry, and a sweep journals their release.
-    now += 10_000;
+    now += 120_000;
     const bal = await ledger.balance('crashy');
     expect(bal.available).toBe(bal.balance);
     await ledger.sweepExpiredHolds();

@@ -2,16 +2,19 @@
 const { openLedger } = require('../../dist/src/ledger/open.js');
 
 const [target, customerId] = process.argv.slice(2);
+let settled = 0;
 
 async function loop(ledger, lane) {
   for (let i = 0; ; i++) {
     const key = `crash:${lane}:${i}`;
     try {
-      const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key, ttlMs: 5_000 });
+      const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key, ttlMs: 60_000 });
       // Some steps take a while (an LLM call), so holds are open whenever the kill lands.
-      if (lane % 4 === 0) await new Promise((r) => setTimeout(r, 20));
+      if (lane % 4 === 0) await new Promise((r) => setTimeout(r, 100));
       if (i % 4 === 3) await ledger.release({ holdId: h.id, idempotencyKey: `${key}:r` });
       else await ledger.settle({ holdId: h.id, amount: BigInt(1000 + i), idempotencyKey: `${key}:s` });
+      // Tells the test that work is flowing, so its kill lands mid-stream however slow the machine is.
+      if (++settled === 20) process.stdout.write('flowing\n');
     } catch (e) {
       if (e.code !== 'INSUFFICIENT_FUNDS') throw e;
     }
