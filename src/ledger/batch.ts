@@ -12,6 +12,10 @@ import { periodContaining } from '../period';
 import { outboxWrites } from './outbox';
 import { type Dialect, placeholders, type SqlConnection, upsertClause, writeTables } from './dialect';
 import {
+  AUDIT_COLUMNS,
+  AUDIT_TABLE,
+  type AuditRow,
+  auditValues,
   CHARGE_COLUMNS,
   type ChargeRow,
   chargeFromRow,
@@ -87,16 +91,6 @@ interface IdemRow {
   customerId: string | null;
   result: string;
   createdAt: number;
-}
-
-interface AuditRow {
-  at: number;
-  actor: string;
-  operation: string;
-  idempotencyKey: string | null;
-  customerId: string | null;
-  rateCardVersion: string | null;
-  details: Record<string, unknown>;
 }
 
 const newId = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, '')}`;
@@ -486,9 +480,9 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]),
     },
     {
-      table: 'billing_audit',
-      columns: ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'],
-      rows: newAudit.map((a) => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)]),
+      table: AUDIT_TABLE,
+      columns: AUDIT_COLUMNS,
+      rows: newAudit.map(auditValues),
     },
     ...outbox,
   ]);

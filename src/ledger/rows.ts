@@ -209,6 +209,21 @@ export function publicCharge(c: ChargeRow): Charge {
   };
 }
 
+/** One line of the audit trail, as every module that mutates the ledger database writes it. */
+export interface AuditRow {
+  at: number;
+  actor: string;
+  operation: string;
+  idempotencyKey: string | null;
+  customerId: string | null;
+  rateCardVersion: string | null;
+  details: Record<string, unknown>;
+}
+
+export const AUDIT_TABLE = 'billing_audit';
+export const AUDIT_COLUMNS = ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'] as const;
+export const auditValues = (a: AuditRow): SqlValue[] => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)];
+
 /** JSON that keeps bigints exact, for stored idempotent results. */
 export function encodeResult(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? { $big: v.toString() } : v));

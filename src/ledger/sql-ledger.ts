@@ -4,10 +4,10 @@ import { formatUsd, MAX_AMOUNT } from '../money';
 import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
 import { budgetOut, executeBatch, type Op, type PricedFields } from './batch';
 import { periodContaining } from '../period';
-import type { Dialect, Row, SqlConnection } from './dialect';
+import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
 import { migrate } from './migrations';
-import { chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
+import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
 import type {
   AuditRecord,
   Balance,
@@ -392,13 +392,16 @@ export class SqlLedger implements Ledger {
   }
 
   private async auditRow(c: SqlConnection, who: string | undefined, operation: string, version: string | null, details: Record<string, unknown>) {
-    await c.run('INSERT INTO billing_audit (at, actor, operation, idempotency_key, customer_id, rate_card_version, details) VALUES (?, ?, ?, ?, NULL, ?, ?)', [
-      this.clock(),
-      who ?? this.actor,
-      operation,
-      version ? `ratecard:${operation}:${version}` : null,
-      version,
-      JSON.stringify(details),
+    await insertRows(c, this.d, AUDIT_TABLE, AUDIT_COLUMNS, [
+      auditValues({
+        at: this.clock(),
+        actor: who ?? this.actor,
+        operation,
+        idempotencyKey: version ? `ratecard:${operation}:${version}` : null,
+        customerId: null,
+        rateCardVersion: version,
+        details,
+      }),
     ]);
   }
 
