@@ -51,7 +51,8 @@ export type Op =
   | { kind: 'createCustomer'; customerId: string; name: string | null; actor: string }
   | { kind: 'topUp'; key: string; actor: string; customerId: string; amount: bigint; memo: string | null }
   | { kind: 'hold'; key: string; actor: string; customerId: string; amount: bigint; ttlMs: number; priced: PricedFields }
-  | { kind: 'settle'; key: string; actor: string; holdId: string; amount: bigint; priced: Partial<PricedFields> }
+  /** `final: false` captures part of the hold and leaves it pending with what is left (multicapture). */
+  | { kind: 'settle'; key: string; actor: string; holdId: string; amount: bigint; final?: boolean; priced: Partial<PricedFields> }
   | { kind: 'release'; key: string; actor: string; holdId: string }
   | { kind: 'charge'; key: string; actor: string; customerId: string; amount: bigint; priced: PricedFields }
   | { kind: 'refund'; key: string; actor: string; chargeId: string; amount: bigint | null; reason: string | null }
@@ -72,7 +73,7 @@ function fingerprint(op: Op): string {
     case 'hold':
       return encodeResult([op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion]);
     case 'settle':
-      return encodeResult([op.holdId, op.amount, op.priced.chargeType ?? null, op.priced.quantity ?? null, op.priced.rateCardVersion ?? null]);
+      return encodeResult([op.holdId, op.amount, op.priced.chargeType ?? null, op.priced.quantity ?? null, op.priced.rateCardVersion ?? null, ...(op.final === false ? ['partial'] : [])]);
     case 'release':
       return encodeResult([op.holdId]);
     case 'charge':
@@ -345,8 +346,11 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       case 'settle': {
         const h = pendingHold(holds, op.holdId, 'settle');
         const cust = customerOf(h.customerId);
-        // Releasing this hold frees its amount; anything above the hold comes out of what else is available.
-        const canCollect = cust.balance - (cust.held - h.amount);
+        // A final settle frees the whole hold; a partial one (final: false) only what it takes, the rest stays held.
+        const partial = op.final === false;
+        const freed = partial ? (op.amount < h.amount ? op.amount : h.amount) : h.amount;
+        // Anything above what the hold gives comes out of what else is available.
+        const canCollect = cust.balance - (cust.held - freed);
         const collected = op.amount <= canCollect ? op.amount : canCollect;
         const ch: ChargeRow = {
           id: newId('chg'), customerId: cust.id, holdId: h.id, amount: collected, shortfall: op.amount - collected, refunded: 0n,
@@ -354,13 +358,14 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
           rateCardVersion: op.priced.rateCardVersion ?? h.rateCardVersion, createdAt: now, balanceAfter: 0n, metadata: op.priced.metadata ?? {},
         };
         entry(cust, {
-          type: 'settle', amount: -collected, heldDelta: -h.amount, holdId: h.id, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
+          type: 'settle', amount: -collected, heldDelta: -freed, holdId: h.id, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
           rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: ch.quantity,
           memo: ch.shortfall > 0n ? `shortfall ${formatUsd(ch.shortfall)}` : null,
         });
         ch.balanceAfter = cust.balance;
         addSpend(cust, collected, now);
-        h.status = 'settled';
+        if (partial) h.amount -= freed;
+        else h.status = 'settled';
         h.chargeId = ch.id;
         holds.set(h.id, h);
         dirtyHolds.add(h.id);
@@ -471,7 +476,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       rows: [...dirtyCustomers].map((id) => customerValues(customers.get(id)!)),
       onConflict: upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']),
     },
-    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: upsertClause('id', ['status', 'charge_id']) },
+    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: upsertClause('id', ['amount', 'status', 'charge_id']) },
     { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: upsertClause('id', ['refunded']) },
     { table: 'billing_entries', columns: ENTRY_COLUMNS, rows: newEntries.map(entryValues) },
     {

@@ -150,6 +150,12 @@ export interface HoldInput extends Mutation, Priced {
 export interface SettleInput extends Mutation, Priced {
   readonly holdId: string;
   readonly amount: Nanos;
+  /**
+   * Default true: the hold is closed and what it does not take is released.
+   * false (partial capture): takes `amount` from the hold, which stays pending
+   * with the rest; more than the hold has left comes from what is available.
+   */
+  readonly final?: boolean;
 }
 export interface ReleaseInput extends Mutation {
   readonly holdId: string;

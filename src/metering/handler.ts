@@ -1,7 +1,6 @@
 import type { Serialized } from '@langchain/core/load/serializable';
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
-import { BillingError } from '../errors';
-import type { Charge, Hold, Ledger } from '../ledger/types';
+import type { Charge, Ledger } from '../ledger/types';
 import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
 import { langfuseReporterFor, type LangfuseCostReporter } from '../langfuse/reporter';
 import { formatUsd, type Nanos, parseUsd } from '../money';
@@ -19,7 +18,9 @@ import {
   usageOf,
   type TokenUsage,
 } from './estimate';
-import { meteringKey } from './keys';
+import { meteringKey, type KeyStep } from './keys';
+import { type RunCost, RunFinishError, RunLedger, type StepHold, isRefusal } from './run-ledger';
+import { ByokRequiredError } from '../errors';
 import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
 
 type Metadata = Record<string, unknown>;
@@ -31,16 +32,15 @@ interface RootState {
   readonly startTime: Date;
   card?: RateCard;
   admission?: RunAdmission;
-  fee?: { chargeType: ChargeType; amount: Nanos; hold: Hold };
-  computeHold?: Hold;
-  /** Set when this handler refused a step (funds, budget): the run then pays no fee and no compute. */
+  /** The run's money: reservation, step holds, fee and compute (set once the rate card is known). */
+  run?: RunLedger;
+  /** Set when billing refused a step (funds, budget, BYOK): the run then pays no fee and no compute. */
   refused: boolean;
   /** Billing fields every child run's metadata receives (updated as the run goes). */
   dynamic: Record<string, string | number>;
   /** Net cost of the run so far (what the ledger took). */
   cost: Nanos;
   lastBalance?: Nanos;
-  lastAvailable?: Nanos;
   readonly steps: Set<string>;
   readonly chargeIds: string[];
   /**
@@ -57,7 +57,7 @@ interface StepState {
   readonly parentRunId?: string;
   readonly kind: 'chain' | 'llm' | 'tool';
   readonly startTime: Date;
-  hold?: Hold;
+  hold?: StepHold;
   model?: string;
   promptEstimate: number;
   streamedChunks: number;
@@ -98,10 +98,6 @@ interface SharedState {
 
 const MAX_KEPT = 1000;
 
-/** Billing said no (funds, budget): the run is refused, not failed. */
-function isRefusal(e: unknown): boolean {
-  return e instanceof BillingError && (e.code === 'INSUFFICIENT_FUNDS' || e.code === 'BUDGET_EXCEEDED');
-}
 const pushBounded = <T>(arr: T[], v: T) => {
   arr.push(v);
   if (arr.length > MAX_KEPT) arr.splice(0, arr.length - MAX_KEPT);
@@ -186,7 +182,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     return this.reporter ? this.reporter.flush(timeoutMs) : true;
   }
 
-  private key(runId: string, step: Parameters<typeof meteringKey>[1]) {
+  private key(runId: string, step: KeyStep) {
     return meteringKey(runId, step, this.options.messageId);
   }
 
@@ -232,37 +228,25 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       root.card = card;
       this.lastCardVersion = card.version;
       if (o.gate) root.admission = await o.gate.admitRun({ customerId: o.customerId, conversationId: o.conversationId });
-      // The run's own costs are held up front (fee + compute reserve, in one group commit)
-      // and settled when the run ends; a run that billing refuses pays neither.
-      const fee = this.runFee(card);
       const reserveMs = this.computeReserveMs();
       const compute = reserveMs === null ? null : priceComputeMs(card, reserveMs);
-      const [feeHold, computeHold] = await Promise.allSettled([
-        fee
-          ? this.ledger.hold({
-              customerId: o.customerId, amount: fee.amount, idempotencyKey: this.key(runId, 'fee-hold'), actor: o.actor, chargeType: fee.chargeType,
-              quantity: '1', rateCardVersion: card.version, ttlMs: o.holdTtlMs, metadata: this.chargeMetadata(root, runId, { kind: 'fee' }),
-            })
-          : Promise.resolve(undefined),
-        compute
-          ? this.ledger.hold({
-              customerId: o.customerId, amount: compute.amount, idempotencyKey: this.key(runId, 'compute-hold'), actor: o.actor, chargeType: 'compute',
-              quantity: compute.quantity, rateCardVersion: card.version, ttlMs: o.holdTtlMs, metadata: this.chargeMetadata(root, runId, { kind: 'compute' }),
-            })
-          : Promise.resolve(undefined),
-      ]);
-      if (feeHold.status === 'fulfilled' && feeHold.value && fee) root.fee = { ...fee, hold: feeHold.value };
-      if (computeHold.status === 'fulfilled' && computeHold.value) root.computeHold = computeHold.value;
-      const failed = [feeHold, computeHold].find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-      if (failed) throw failed.reason;
-      for (const h of [root.fee?.hold, root.computeHold]) if (h && (root.lastAvailable === undefined || h.availableAfter < root.lastAvailable)) root.lastAvailable = h.availableAfter;
+      const runKey = (step: KeyStep) => (o.runKey ? `${o.runKey}:${step}` : this.key(runId, step));
+      root.run = new RunLedger({
+        ledger: this.ledger, customerId: o.customerId, runKey, actor: o.actor, rateCardVersion: card.version, ttlMs: o.holdTtlMs,
+        fee: this.runFee(card), computeReserve: compute ? { chargeType: 'compute', amount: compute.amount, quantity: compute.quantity } : null,
+        budget: o.runBudgetUsd === undefined ? undefined : parseUsd(o.runBudgetUsd, { field: 'runBudgetUsd' }),
+        feeOn: 'finish',
+        metadata: (kind) => this.chargeMetadata(root, runId, { kind }),
+      });
+      // With a run budget the reservation is taken now; otherwise with the first paid step (its maximum is known then).
+      if (o.runBudgetUsd !== undefined) await root.run.admit(0n);
       Object.assign(
         root.dynamic,
         billingMetadata({
           rateCardVersion: card.version,
           planTier: root.admission ? root.admission.tier : o.planTier,
           quotaRemaining: root.admission ? root.admission.sessionsRemaining : undefined,
-          available: root.lastAvailable,
+          available: root.run.lastAvailable,
         }),
       );
       // The root's own later readers (and LangChain tracers that keep this object) see the admission fields too.
@@ -270,22 +254,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       return root;
     } catch (e) {
       this.state.roots.delete(runId);
-      await this.releaseRootHolds(root);
       throw e;
     }
-  }
-
-  private async releaseRootHolds(root: RootState): Promise<void> {
-    for (const [hold, step] of [[root.fee?.hold, 'fee-release'], [root.computeHold, 'compute-release']] as const) {
-      if (!hold) continue;
-      try {
-        await this.ledger.release({ holdId: hold.id, idempotencyKey: this.key(root.id, step), actor: this.options.actor });
-      } catch (e) {
-        if (!(e instanceof BillingError && e.code === 'HOLD_NOT_PENDING')) this.fail(e, { operation: step, runId: root.id });
-      }
-    }
-    root.fee = undefined;
-    root.computeHold = undefined;
   }
 
   private computeReserveMs(): number | null {
@@ -294,59 +264,46 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     return c === true ? DEFAULT_COMPUTE_RESERVE_MS : c.reserveMs;
   }
 
-  private runFee(card: RateCard): { chargeType: ChargeType; amount: Nanos } | null {
+  private runFee(card: RateCard): RunCost | null {
     const f = this.options.runFee;
     if (f === false) return null;
-    if (typeof f === 'string') return { chargeType: f, amount: priceChargeType(card, f, 1).amount };
-    return { chargeType: 'PaidPublicFlowRun', amount: paidPublicFlowSplit(card, parseUsd(f.priceUsd)).fee };
+    if (typeof f === 'string') return { chargeType: f, amount: priceChargeType(card, f, 1).amount, quantity: '1' };
+    return { chargeType: 'PaidPublicFlowRun', amount: paidPublicFlowSplit(card, parseUsd(f.priceUsd)).fee, quantity: '1' };
   }
 
   /**
-   * Ends a root run: settles the fee and compute time (or releases both when
-   * billing refused the run), releases anything a lost callback left held, and
-   * reports the run's totals to Langfuse.
+   * Ends a root run: releases anything a lost callback left held, captures the
+   * fee and compute time from the reservation (neither when billing refused
+   * the run) and releases the rest, then reports the run's totals to Langfuse.
    */
   private async finishRoot(root: RootState, failed: boolean): Promise<void> {
     if (!this.state.roots.delete(root.id)) return;
-    const o = this.options;
     for (const stepId of root.steps) {
       const s = this.state.steps.get(stepId);
       this.state.steps.delete(stepId);
       if (s?.hold) await this.releaseHold(s, 'orphaned step at root end');
     }
-    if (root.refused) {
-      await this.releaseRootHolds(root);
-    } else if (root.card) {
-      const card = root.card;
+    const run = root.run;
+    if (run && root.card) {
+      if (root.refused) run.refused = true;
       const ms = BigInt(Math.max(0, Math.round(performance.now() - root.startedAt)));
-      const q = priceComputeMs(card, ms);
-      const settles: Array<Promise<void>> = [];
-      if (root.fee) {
-        const fee = root.fee;
-        settles.push(
-          this.ledger
-            .settle({ holdId: fee.hold.id, amount: fee.amount, idempotencyKey: this.key(root.id, 'fee'), actor: o.actor, chargeType: fee.chargeType, quantity: '1', rateCardVersion: card.version, metadata: this.chargeMetadata(root, root.id, { kind: 'fee' }) })
-            .then(
-              (charge) => this.recorded(root, root.id, 'fee', charge, { name: `billing:${fee.chargeType}`, observationId: `billing-${charge.id}`, parent: root.id }),
-              (e) => this.fail(e, { operation: 'settle fee', runId: root.id }),
-            ),
-        );
+      const q = priceComputeMs(root.card, ms);
+      const record = (r: { fee?: Charge; compute?: Charge }) => {
+        const fee = run.o.fee;
+        if (r.fee && fee) this.recorded(root, root.id, 'fee', r.fee, { name: `billing:${fee.chargeType}`, observationId: `billing-${r.fee.id}`, parent: root.id });
+        if (r.compute) this.recorded(root, root.id, 'compute', r.compute, { name: 'billing:compute', observationId: `billing-${r.compute.id}`, parent: root.id });
+      };
+      try {
+        record(await run.finish({ chargeType: 'compute', amount: q.amount, quantity: q.quantity }));
+      } catch (e) {
+        if (e instanceof RunFinishError) {
+          record(e.partial);
+          for (const f of e.failures) this.fail(f, { operation: 'finish run', runId: root.id });
+        } else this.fail(e, { operation: 'finish run', runId: root.id });
       }
-      if (root.computeHold) {
-        settles.push(
-          this.ledger
-            .settle({ holdId: root.computeHold.id, amount: q.amount, idempotencyKey: this.key(root.id, 'compute'), actor: o.actor, chargeType: 'compute', quantity: q.quantity, rateCardVersion: card.version, metadata: this.chargeMetadata(root, root.id, { kind: 'compute', ms: Number(ms) }) })
-            .then(
-              (charge) => this.recorded(root, root.id, 'compute', charge, { name: 'billing:compute', observationId: `billing-${charge.id}`, parent: root.id }),
-              (e) => this.fail(e, { operation: 'settle compute', runId: root.id }),
-            ),
-        );
-      }
-      // One group commit for both.
-      await Promise.all(settles);
     }
-    const run: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused };
-    pushBounded(this.state.runs, run);
+    const run_: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused || !!run?.refused };
+    pushBounded(this.state.runs, run_);
     // A nested root does not know its trace; its costs still reach the generations (see recorded()).
     if (!root.nested) this.reporter?.reportTraceMetadata({
       traceId: root.id,
@@ -354,7 +311,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       metadata: {
         ...root.dynamic,
         ...billingMetadata({ balanceAfter: root.lastBalance, runCost: root.cost }),
-        billing_refused: root.refused,
+        billing_refused: run_.refused,
       },
     });
   }
@@ -412,14 +369,44 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   }
 
   private async releaseHold(step: StepState, reason: string): Promise<void> {
-    if (!step.hold) return;
-    try {
-      await this.ledger.release({ holdId: step.hold.id, idempotencyKey: this.key(step.runId, 'release'), actor: this.options.actor });
-    } catch (e) {
-      // Already settled or released by an earlier delivery of the same callback: nothing to give back.
-      if (!(e instanceof BillingError && e.code === 'HOLD_NOT_PENDING')) this.fail(e, { operation: 'release', runId: step.runId, reason });
-    }
+    const root = this.state.roots.get(step.rootId);
+    if (!step.hold || !root?.run) return;
+    const hold = step.hold;
     step.hold = undefined;
+    try {
+      await root.run.releaseStep(hold, this.key(step.runId, 'release'));
+    } catch (e) {
+      this.fail(e, { operation: 'release', runId: step.runId, reason });
+    }
+  }
+
+  /** Covers a step's maximum cost before the provider is called; a refusal ends the step (and a root that was only this step). */
+  private async holdStep(root: RootState, step: StepState, amount: Nanos, priced: { chargeType: string; quantity: string; metadata: Metadata }, runMetadata?: Metadata): Promise<void> {
+    try {
+      step.hold = await root.run!.holdStep(amount, this.key(step.runId, 'hold'), { ...priced, rateCardVersion: root.card!.version });
+      if (root.run!.lastAvailable !== undefined) {
+        root.dynamic[BILLING_METADATA_KEYS.availableUsd] = formatUsd(root.run!.lastAvailable);
+        // Handlers listed after this one (awaited in order) read the step's metadata after the hold.
+        if (runMetadata) runMetadata[BILLING_METADATA_KEYS.availableUsd] = root.dynamic[BILLING_METADATA_KEYS.availableUsd]!;
+      }
+    } catch (e) {
+      if (isRefusal(e) || e instanceof ByokRequiredError) root.refused = true;
+      await this.leave(step.runId, true);
+      throw e;
+    }
+  }
+
+  /** Charges a step from its cover; the run-level `recorded` bookkeeping and the Langfuse report follow. */
+  private async settleStep(root: RootState, step: StepState, amount: Nanos, priced: { chargeType?: string; quantity?: string; metadata: Metadata }): Promise<Charge | undefined> {
+    if (!step.hold || !root.run || !root.card) return undefined;
+    const hold = step.hold;
+    step.hold = undefined;
+    try {
+      return await root.run.settleStep(hold, amount, this.key(step.runId, 'settle'), { ...priced, rateCardVersion: root.card.version }, step.runId === root.id);
+    } catch (e) {
+      this.fail(e, { operation: `settle ${step.kind}`, runId: step.runId });
+      return undefined;
+    }
   }
 
   /** Leaves a step; ends the root when the step was the root. */
@@ -459,31 +446,22 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private async llmStart(messages: readonly unknown[], runId: string, parentRunId: string | undefined, extraParams: Metadata | undefined, metadata: Metadata | undefined): Promise<void> {
     const { step, root, replay } = await this.enter('llm', runId, parentRunId, metadata);
     if (replay && step.hold) return;
-    try {
-      const card = root.card!;
-      const o = this.options;
-      step.model = modelNameOf(extraParams, metadata);
-      step.promptEstimate = estimatePromptTokens(messages, toolsOf(extraParams));
-      const maxOut = (maxOutputTokensOf(extraParams, metadata) ?? o.maxOutputTokensCap) * choicesOf(extraParams);
-      const q = priceTokens(card, step.model, step.promptEstimate, maxOut);
-      step.hold = await this.ledger.hold({
-        customerId: o.customerId,
-        amount: q.amount,
-        idempotencyKey: this.key(runId, 'hold'),
-        actor: o.actor,
-        chargeType: q.item,
-        quantity: q.quantity,
-        rateCardVersion: card.version,
-        ttlMs: o.holdTtlMs,
-        metadata: this.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
-      });
-      root.lastAvailable = step.hold.availableAfter;
-    } catch (e) {
-      // Refused: the call never reaches the provider. A root that was only this call ends here.
-      if (isRefusal(e)) root.refused = true;
+    const o = this.options;
+    if (root.admission && !root.admission.managedModels && !o.usesCustomerKey) {
+      // BYOK plan: the operator's credential is never spent for this customer.
+      root.refused = true;
       await this.leave(runId, true);
-      throw e;
+      throw new ByokRequiredError({ customerId: o.customerId, plan: root.admission.tier });
     }
+    step.model = modelNameOf(extraParams, metadata);
+    step.promptEstimate = estimatePromptTokens(messages, toolsOf(extraParams));
+    const maxOut = (maxOutputTokensOf(extraParams, metadata) ?? o.maxOutputTokensCap) * choicesOf(extraParams);
+    const q = priceTokens(root.card!, step.model, step.promptEstimate, maxOut);
+    await this.holdStep(root, step, q.amount, {
+      chargeType: q.item,
+      quantity: q.quantity,
+      metadata: this.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
+    }, metadata);
   }
 
   override async handleLLMNewToken(token: string, _idx: unknown, runId: string, _parentRunId?: string, _tags?: string[], fields?: unknown): Promise<void> {
@@ -524,32 +502,21 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private async settleTokens(step: StepState, usage: TokenUsage, note?: string): Promise<void> {
     const root = this.state.roots.get(step.rootId);
     if (!step.hold || !root?.card) return;
-    const hold = step.hold;
-    step.hold = undefined;
-    try {
-      const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens);
-      const charge = await this.ledger.settle({
-        holdId: hold.id,
-        amount: q.amount,
-        idempotencyKey: this.key(step.runId, 'settle'),
-        actor: this.options.actor,
-        chargeType: q.item,
-        quantity: q.quantity,
-        rateCardVersion: root.card.version,
-        metadata: this.chargeMetadata(root, step.runId, {
-          kind: 'llm',
-          model: step.model ?? null,
-          inputTokens: usage.inputTokens,
-          outputTokens: usage.outputTokens,
-          usageSource: usage.source,
-          ...(note ? { note } : {}),
-        }),
-      });
-      // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.
-      this.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
-    } catch (e) {
-      this.fail(e, { operation: 'settle llm', runId: step.runId });
-    }
+    const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens);
+    const charge = await this.settleStep(root, step, q.amount, {
+      chargeType: q.item,
+      quantity: q.quantity,
+      metadata: this.chargeMetadata(root, step.runId, {
+        kind: 'llm',
+        model: step.model ?? null,
+        inputTokens: usage.inputTokens,
+        outputTokens: usage.outputTokens,
+        usageSource: usage.source,
+        ...(note ? { note } : {}),
+      }),
+    });
+    // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.
+    if (charge) this.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
   }
 
   // ---- tools ------------------------------------------------------------------
@@ -561,51 +528,20 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const price = this.options.tools[name] ?? this.options.tools['*'];
     step.toolName = name;
     if (!price) return;
-    try {
-      const q = priceChargeType(root.card!, price.chargeType, price.quantity);
-      step.chargeType = price.chargeType;
-      step.quantity = q.quantity;
-      step.toolAmount = q.amount;
-      step.hold = await this.ledger.hold({
-        customerId: this.options.customerId,
-        amount: q.amount,
-        idempotencyKey: this.key(runId, 'hold'),
-        actor: this.options.actor,
-        chargeType: price.chargeType,
-        quantity: q.quantity,
-        rateCardVersion: root.card!.version,
-        ttlMs: this.options.holdTtlMs,
-        metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: name }),
-      });
-    } catch (e) {
-      if (isRefusal(e)) root.refused = true;
-      await this.leave(runId, true);
-      throw e;
-    }
+    const q = priceChargeType(root.card!, price.chargeType, price.quantity);
+    step.chargeType = price.chargeType;
+    step.quantity = q.quantity;
+    step.toolAmount = q.amount;
+    await this.holdStep(root, step, q.amount, { chargeType: price.chargeType, quantity: q.quantity, metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: name }) });
   }
 
   override async handleToolEnd(_output: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
     if (!step) return;
     const root = this.state.roots.get(step.rootId);
-    if (step.hold && root?.card && step.toolAmount !== undefined) {
-      const hold = step.hold;
-      step.hold = undefined;
-      try {
-        const charge = await this.ledger.settle({
-          holdId: hold.id,
-          amount: step.toolAmount,
-          idempotencyKey: this.key(runId, 'settle'),
-          actor: this.options.actor,
-          chargeType: step.chargeType,
-          quantity: step.quantity,
-          rateCardVersion: root.card.version,
-          metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: step.toolName ?? null }),
-        });
-        this.recorded(root, runId, 'tool', charge, { name: `billing:tool:${step.toolName}`, observationId: `billing-${charge.id}`, parent: runId, startTime: step.startTime });
-      } catch (e) {
-        this.fail(e, { operation: 'settle tool', runId });
-      }
+    if (root && step.toolAmount !== undefined) {
+      const charge = await this.settleStep(root, step, step.toolAmount, { chargeType: step.chargeType, quantity: step.quantity, metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: step.toolName ?? null }) });
+      if (charge) this.recorded(root, runId, 'tool', charge, { name: `billing:tool:${step.toolName}`, observationId: `billing-${charge.id}`, parent: runId, startTime: step.startTime });
     }
     await this.leave(runId, false);
   }
