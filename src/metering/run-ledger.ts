@@ -175,6 +175,11 @@ export class RunLedger {
     });
   }
 
+  /** Ended (or closed by a one-step run's settle): a later step needs a new run. */
+  get ended(): boolean {
+    return this.closed;
+  }
+
   get feeDue(): boolean {
     return !!this.o.fee && !this.feeCaptured;
   }
@@ -185,8 +190,9 @@ export class RunLedger {
    * capture closes the hold). A run that never reached admission (no paid
    * step) is admitted here for its own costs. Call it when no step is in flight.
    */
-  async finish(computeActual: RunCost | null): Promise<RunFinish> {
+  async finish(computeActual: RunCost | null, opts: { chargeFee?: boolean } = {}): Promise<RunFinish> {
     if (this.closed) return {};
+    if (opts.chargeFee === false) this.feeCaptured = true;
     if (!this.reservation && !this.admissionFailed && (this.feeDue || (computeActual && this.o.computeReserve))) await this.admit(0n);
     this.closed = true;
     const r = this.reservation;
