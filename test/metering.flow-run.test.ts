@@ -207,6 +207,18 @@ describe.each(BACKENDS)('FlowRun (the nodes’ billing API) on $name', (backend)
     expect(view.trace.metadata).toMatchObject({ [K.customerId]: c, [K.conversationId]: 'conv-lf', [K.rateCardVersion]: (await ledger.activeRateCard()).version });
   });
 
+  it('precheck (guard nodes): refuses early on funds or quota without reserving or charging anything', async () => {
+    const poor = await customer(usd('0.005'));
+    const r1 = await openFlowRun(base(poor));
+    expect(await r1.precheck('0.01')).toMatchObject({ kind: 'insufficientFunds' });
+    await r1.close();
+    const rich = await customer(usd('1'));
+    const r2 = await openFlowRun(base(rich));
+    expect(await r2.precheck('0.01')).toBeNull();
+    await r2.close();
+    for (const c of [poor, rich]) expect((await ledger.statement(c)).map((e) => e.type)).toEqual(['topup']);
+  });
+
   it('renders only known placeholders', () => {
     expect(renderRefusal('{plan} plan: {availableUsd} left {unknown}', { plan: 'free', availableUsd: '0.01' })).toBe('free plan: 0.01 left {unknown}');
   });

@@ -1,4 +1,4 @@
-import { BillingError, ByokRequiredError, ValidationError } from '../errors';
+import { BillingError, ByokRequiredError, InsufficientFundsError, ValidationError } from '../errors';
 import type { WarnLogger } from '../identity/customer';
 import { billingMetadata } from '../langfuse/metadata';
 import { type LangfuseCostReporter, type LangfuseCredentials, langfuseReporterFor } from '../langfuse/reporter';
@@ -77,6 +77,8 @@ export interface ModelCall {
   readonly usesCustomerKey?: boolean;
   /** The Langfuse generation of this call (the LangChain run id), for chatflows without a trace id. */
   readonly observationId?: string;
+  /** The Langfuse trace this call runs in, when the caller can see it (the run adopts the first one). */
+  readonly traceId?: string;
 }
 
 export type Before = { readonly ok: true; readonly ticket: Ticket } | { readonly ok: false; readonly refusal: Refusal };
@@ -130,12 +132,16 @@ export class FlowRun {
   private idle?: NodeJS.Timeout;
   private endWanted = false;
   private readonly reporter?: LangfuseCostReporter;
+  /** The Langfuse trace costs go to: the run's, or the first one a call names. */
+  private traceId?: string;
+  private traceMetadata?: Record<string, string | number>;
   closed = false;
 
   constructor(
     private readonly i: OpenFlowRunInput,
     private readonly unregister: () => void,
   ) {
+    this.traceId = i.traceId;
     if (i.refusal) this.refusal = i.refusal;
     else if (!i.customerId) this.refusal = refusalFor(new BillingError('UNAUTHORIZED', 'No customer for this run', {}), i.messages);
     try {
@@ -167,10 +173,46 @@ export class FlowRun {
         quotaRemaining: this.admission ? this.admission.sessionsRemaining : undefined,
         rateCardVersion: this.card.version,
       });
+      this.traceMetadata = meta;
       this.observe(() => this.i.onTraceMetadata?.(meta));
-      if (this.reporter && this.i.traceId) this.observe(() => this.reporter!.reportTraceMetadata({ traceId: this.i.traceId!, metadata: meta }));
+      this.reportTraceMetadata();
     })();
     return this.admitting;
+  }
+
+  private reportTraceMetadata(): void {
+    if (this.reporter && this.traceId && this.traceMetadata) {
+      const traceId = this.traceId;
+      const metadata = this.traceMetadata;
+      this.observe(() => this.reporter!.reportTraceMetadata({ traceId, metadata }));
+    }
+  }
+
+  /** A call names the Langfuse trace it runs in (chatflows: the LangChain Langfuse handler's trace). */
+  private adoptTrace(traceId: string | undefined): void {
+    if (!traceId || this.traceId) return;
+    this.traceId = traceId;
+    this.reportTraceMetadata();
+  }
+
+  /**
+   * The checks a guard node makes before the flow runs, without reserving or
+   * charging anything: identity (a refused run), quota admission, and whether
+   * the available balance covers the run fee plus `minimumUsd`. Returns the
+   * refusal to answer with, or null. The money is reserved by the first call.
+   */
+  async precheck(minimumUsd = '0'): Promise<Refusal | null> {
+    if (this.refusal) return this.refusal;
+    try {
+      await this.admit();
+      const fee = this.i.runFee ? (await priceBillable(this.handle!, this.i.runFee.item, this.i.runFee.quantity)).amount : 0n;
+      const need = fee + parseUsd(minimumUsd, { field: 'minimumUsd' });
+      const bal = await this.handle!.ledger.balance(this.customerId);
+      if (bal.available < need) throw new InsufficientFundsError({ customerId: this.customerId, requiredUsd: formatUsd(need), availableUsd: formatUsd(bal.available) });
+      return null;
+    } catch (e) {
+      return this.refuse(e);
+    }
   }
 
   /** The run's money; a new segment (no fee) when an idle end already closed the previous one. */
@@ -228,6 +270,7 @@ export class FlowRun {
 
   /** Before a provider call: its maximum cost is covered (the first call admits the run), or the refusal to answer with. */
   async beforeModelCall(call: ModelCall): Promise<Before> {
+    this.adoptTrace(call.traceId);
     let promptEstimate = 0;
     let model = call.model;
     const maxOut = call.maxOutputTokens ?? this.i.maxOutputTokensCap ?? 4096;
@@ -404,14 +447,14 @@ export class FlowRun {
         },
       };
       this.observe(() => this.i.onCharge?.(fc));
-      if (this.reporter && this.i.traceId) {
+      if (this.reporter && this.traceId) {
         this.observe(() =>
-          this.reporter!.reportCharge({ traceId: this.i.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: { total: c.amount }, metadata: { ...fc.metadata, billing_charge_id: c.id, billing_usd: fc.costUsd } }),
+          this.reporter!.reportCharge({ traceId: this.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: { total: c.amount }, metadata: { ...fc.metadata, billing_charge_id: c.id, billing_usd: fc.costUsd } }),
         );
       }
     }
     // No trace id (a chatflow): the call's own generation carries the cost of everything this call settled (its tokens and the fee).
-    if (this.reporter && !this.i.traceId && observationId) {
+    if (this.reporter && !this.traceId && observationId) {
       const total = list.reduce((a, x) => a + x.charge.amount, 0n);
       this.observe(() =>
         this.reporter!.reportCharge({
