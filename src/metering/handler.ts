@@ -4,9 +4,8 @@ import type { Charge, Ledger } from '../ledger/types';
 import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
 import { langfuseReporterFor, type LangfuseCostReporter } from '../langfuse/reporter';
 import { formatUsd, type Nanos, parseUsd } from '../money';
-import { paidPublicFlowSplit, priceChargeType, priceComputeMs, priceTokens, type TokenQuote } from '../pricing/price';
-import type { ChargeType, RateCard } from '../pricing/ratecard';
-import type { RunAdmission } from '../quota/gate';
+import { paidPublicFlowSplit, priceChargeType, priceComputeMs, priceTokens } from '../pricing/price';
+import type { RateCard } from '../pricing/ratecard';
 import {
   choicesOf,
   estimatePromptTokens,
@@ -19,97 +18,13 @@ import {
   type TokenUsage,
 } from './estimate';
 import { meteringKey, type KeyStep } from './keys';
-import { type RunCost, RunFinishError, RunLedger, type StepHold, isRefusal } from './run-ledger';
+import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
 import { ByokRequiredError } from '../errors';
+import { RunRecorder } from './run-report';
+import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, type SharedState, type StepState } from './run-state';
 import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
 
-type Metadata = Record<string, unknown>;
-
-/** What the handler keeps for a root run (a run with no parent this handler has seen). */
-interface RootState {
-  readonly id: string;
-  readonly startedAt: number;
-  readonly startTime: Date;
-  card?: RateCard;
-  admission?: RunAdmission;
-  /** The run's money: reservation, step holds, fee and compute (set once the rate card is known). */
-  run?: RunLedger;
-  /** Set when billing refused a step (funds, budget, BYOK): the run then pays no fee and no compute. */
-  refused: boolean;
-  /** Billing fields every child run's metadata receives (updated as the run goes). */
-  dynamic: Record<string, string | number>;
-  /** Net cost of the run so far (what the ledger took). */
-  cost: Nanos;
-  lastBalance?: Nanos;
-  readonly steps: Set<string>;
-  readonly chargeIds: string[];
-  /**
-   * The run has a parent this handler never saw (e.g. attached to a model inside
-   * someone else's chain): the Langfuse trace id belongs to that unseen root.
-   */
-  readonly nested: boolean;
-}
-
-/** What the handler keeps for one step (chain, LLM call or tool), keyed by run id. */
-interface StepState {
-  readonly runId: string;
-  readonly rootId: string;
-  readonly parentRunId?: string;
-  readonly kind: 'chain' | 'llm' | 'tool';
-  readonly startTime: Date;
-  hold?: StepHold;
-  model?: string;
-  promptEstimate: number;
-  streamedChunks: number;
-  streamedText: string;
-  toolName?: string;
-  chargeType?: ChargeType;
-  quantity?: string;
-  toolAmount?: Nanos;
-}
-
-/** One settled charge as the handler saw it (for callers, tests and the demo). */
-export interface MeteredCharge {
-  readonly rootRunId: string;
-  readonly runId: string;
-  readonly kind: 'llm' | 'tool' | 'fee' | 'compute';
-  readonly charge: Charge;
-}
-
-/** Per-run outcome: every charge of a finished root run and its total. */
-export interface MeteredRun {
-  readonly rootRunId: string;
-  readonly cost: Nanos;
-  readonly chargeIds: readonly string[];
-  readonly balanceAfter?: Nanos;
-  readonly admission?: RunAdmission;
-  readonly failed: boolean;
-  /** Billing refused a step (funds or budget): the fee and compute time were released. */
-  readonly refused: boolean;
-}
-
-interface SharedState {
-  readonly roots: Map<string, RootState>;
-  readonly steps: Map<string, StepState>;
-  readonly charges: MeteredCharge[];
-  readonly runs: MeteredRun[];
-  readonly failures: Array<{ error: unknown; context: Metadata }>;
-}
-
-const MAX_KEPT = 1000;
-
-const pushBounded = <T>(arr: T[], v: T) => {
-  arr.push(v);
-  if (arr.length > MAX_KEPT) arr.splice(0, arr.length - MAX_KEPT);
-};
-
-function runNameOf(serialized: unknown, runName?: string): string {
-  if (runName) return runName;
-  const s = serialized as { name?: unknown; id?: unknown } | undefined;
-  if (s && typeof s.name === 'string') return s.name;
-  if (s && Array.isArray(s.id) && s.id.length) return String(s.id[s.id.length - 1]);
-  return 'unknown';
-}
+export type { MeteredCharge, MeteredRun };
 
 /**
  * Meters LangChain runs: admission, per-run fee and compute time for each root
@@ -132,6 +47,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private readonly ledger: Ledger;
   private readonly state: SharedState;
   private readonly reporter?: LangfuseCostReporter;
+  private readonly recorder: RunRecorder;
   private lastCardVersion?: string;
 
   constructor(input: BillingHandlerOptions | BillingCallbackHandler) {
@@ -145,6 +61,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     this.state = from ? from.state : { roots: new Map(), steps: new Map(), charges: [], runs: [], failures: [] };
     this.reporter = from ? from.reporter : this.options.langfuse ? langfuseReporterFor(this.options.langfuse) : undefined;
     this.lastCardVersion = this.options.rateCard?.version;
+    this.recorder = new RunRecorder(this.options, this.state, this.reporter);
   }
 
   /** Charges settled by this handler, newest last (at most 1,000 kept). */
@@ -209,19 +126,19 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     let root = parent ? this.state.roots.get(parent.rootId) : undefined;
     // Synchronously, before any await: handlers listed after this one read the same object.
     if (root && metadata) Object.assign(metadata, root.dynamic);
-    if (!root) root = await this.startRoot(runId, metadata, parentRunId !== undefined);
+    if (!root) root = await this.startRoot(kind, runId, metadata, parentRunId !== undefined);
     const step: StepState = { runId, rootId: root.id, parentRunId, kind, startTime: new Date(), promptEstimate: 0, streamedChunks: 0, streamedText: '' };
     this.state.steps.set(runId, step);
     root.steps.add(runId);
     return { step, root, replay: false };
   }
 
-  private async startRoot(runId: string, metadata: Metadata | undefined, nested: boolean): Promise<RootState> {
+  private async startRoot(kind: RootState['kind'], runId: string, metadata: Metadata | undefined, nested: boolean): Promise<RootState> {
     const o = this.options;
     // Static fields go in synchronously: handlers listed after this one see them.
     const fields = this.billingMetadata();
     if (metadata) Object.assign(metadata, fields);
-    const root: RootState = { id: runId, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [], nested };
+    const root: RootState = { id: runId, kind, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [], nested };
     this.state.roots.set(runId, root);
     try {
       const card = o.rateCard ?? (await this.ledger.activeRateCard());
@@ -236,7 +153,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
         fee: this.runFee(card), computeReserve: compute ? { chargeType: 'compute', amount: compute.amount, quantity: compute.quantity } : null,
         budget: o.runBudgetUsd === undefined ? undefined : parseUsd(o.runBudgetUsd, { field: 'runBudgetUsd' }),
         feeOn: 'finish',
-        metadata: (kind) => this.chargeMetadata(root, runId, { kind }),
+        metadata: (kind) => this.recorder.chargeMetadata(root, runId, { kind }),
       });
       // With a run budget the reservation is taken now; otherwise with the first paid step (its maximum is known then).
       if (o.runBudgetUsd !== undefined) await root.run.admit(0n);
@@ -290,8 +207,9 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       const q = priceComputeMs(root.card, ms);
       const record = (r: { fee?: Charge; compute?: Charge }) => {
         const fee = run.o.fee;
-        if (r.fee && fee) this.recorded(root, root.id, 'fee', r.fee, { name: `billing:${fee.chargeType}`, observationId: `billing-${r.fee.id}`, parent: root.id });
-        if (r.compute) this.recorded(root, root.id, 'compute', r.compute, { name: 'billing:compute', observationId: `billing-${r.compute.id}`, parent: root.id });
+        // In ledger order (compute is captured before the fee closes the reservation): the last balance is the fee's.
+        if (r.compute) this.recorder.recorded(root, root.id, 'compute', r.compute, { name: 'billing:compute', observationId: `billing-${r.compute.id}`, parent: root.id });
+        if (r.fee && fee) this.recorder.recorded(root, root.id, 'fee', r.fee, { name: `billing:${fee.chargeType}`, observationId: `billing-${r.fee.id}`, parent: root.id });
       };
       try {
         record(await run.finish({ chargeType: 'compute', amount: q.amount, quantity: q.quantity }));
@@ -302,70 +220,10 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
         } else this.fail(e, { operation: 'finish run', runId: root.id });
       }
     }
-    const run_: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused || !!run?.refused };
-    pushBounded(this.state.runs, run_);
-    // A nested root does not know its trace; its costs still reach the generations (see recorded()).
-    if (!root.nested) this.reporter?.reportTraceMetadata({
-      traceId: root.id,
-      timestamp: root.startTime,
-      metadata: {
-        ...root.dynamic,
-        ...billingMetadata({ balanceAfter: root.lastBalance, runCost: root.cost }),
-        billing_refused: run_.refused,
-      },
-    });
-  }
-
-  private chargeMetadata(root: RootState, runId: string, extra: Metadata): Metadata {
-    return {
-      source: 'langchain',
-      rootRunId: root.id,
-      runId,
-      conversationId: this.options.conversationId,
-      ...(this.options.messageId ? { messageId: this.options.messageId } : {}),
-      ...(this.options.usageCategory ? { usageCategory: this.options.usageCategory } : {}),
-      ...(this.options.costCenter ? { costCenter: this.options.costCenter } : {}),
-      // Where the cost went in Langfuse, so a reconciler can re-send it.
-      langfuseTraceId: root.nested ? null : root.id,
-      ...extra,
-    };
-  }
-
-  private recorded(
-    root: RootState,
-    runId: string,
-    kind: MeteredCharge['kind'],
-    charge: Charge,
-    lf: { name: string; observationId: string; parent?: string; model?: string; quote?: TokenQuote; startTime?: Date },
-  ): void {
-    root.cost += charge.amount;
-    root.lastBalance = charge.balanceAfter;
-    root.dynamic[BILLING_METADATA_KEYS.balanceAfterUsd] = formatUsd(charge.balanceAfter);
-    root.chargeIds.push(charge.id);
-    pushBounded(this.state.charges, { rootRunId: root.id, runId, kind, charge });
-    if (!this.reporter) return;
-    // Without the trace id only an existing generation (the LLM run's own) can be updated.
-    if (root.nested && lf.observationId !== runId) return;
-    // Token charges split input/output as priced; when a shortfall cut the collected amount, only the total is exact.
-    const split = lf.quote && charge.shortfall === 0n && charge.amount === lf.quote.amount ? { input: lf.quote.inputAmount, output: lf.quote.outputAmount } : {};
-    this.reporter.reportCharge({
-      traceId: root.nested ? undefined : root.id,
-      observationId: lf.observationId,
-      parentObservationId: lf.parent,
-      name: lf.name,
-      model: lf.model,
-      startTime: lf.startTime,
-      endTime: new Date(),
-      cost: { total: charge.amount, ...split },
-      metadata: {
-        billing_charge_id: charge.id,
-        billing_usd: formatUsd(charge.amount),
-        billing_charge_type: charge.chargeType,
-        billing_quantity: charge.quantity,
-        ...(charge.shortfall > 0n ? { billing_shortfall_usd: formatUsd(charge.shortfall) } : {}),
-        ...billingMetadata({ customerId: this.options.customerId, rateCardVersion: charge.rateCardVersion ?? undefined, balanceAfter: charge.balanceAfter }),
-      },
-    });
+    const outcome: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused || !!run?.refused };
+    pushBounded(this.state.runs, outcome);
+    // A nested root does not know its trace; its costs still reach the generations (see RunRecorder).
+    this.recorder.finished(root, outcome.refused);
   }
 
   private async releaseHold(step: StepState, reason: string): Promise<void> {
@@ -460,7 +318,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     await this.holdStep(root, step, q.amount, {
       chargeType: q.item,
       quantity: q.quantity,
-      metadata: this.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
+      metadata: this.recorder.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
     }, metadata);
   }
 
@@ -506,7 +364,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const charge = await this.settleStep(root, step, q.amount, {
       chargeType: q.item,
       quantity: q.quantity,
-      metadata: this.chargeMetadata(root, step.runId, {
+      metadata: this.recorder.chargeMetadata(root, step.runId, {
         kind: 'llm',
         model: step.model ?? null,
         inputTokens: usage.inputTokens,
@@ -516,7 +374,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       }),
     });
     // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.
-    if (charge) this.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
+    if (charge) this.recorder.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
   }
 
   // ---- tools ------------------------------------------------------------------
@@ -532,7 +390,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     step.chargeType = price.chargeType;
     step.quantity = q.quantity;
     step.toolAmount = q.amount;
-    await this.holdStep(root, step, q.amount, { chargeType: price.chargeType, quantity: q.quantity, metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: name }) });
+    await this.holdStep(root, step, q.amount, { chargeType: price.chargeType, quantity: q.quantity, metadata: this.recorder.chargeMetadata(root, runId, { kind: 'tool', tool: name }) });
   }
 
   override async handleToolEnd(_output: unknown, runId: string): Promise<void> {
@@ -540,8 +398,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     if (!step) return;
     const root = this.state.roots.get(step.rootId);
     if (root && step.toolAmount !== undefined) {
-      const charge = await this.settleStep(root, step, step.toolAmount, { chargeType: step.chargeType, quantity: step.quantity, metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: step.toolName ?? null }) });
-      if (charge) this.recorded(root, runId, 'tool', charge, { name: `billing:tool:${step.toolName}`, observationId: `billing-${charge.id}`, parent: runId, startTime: step.startTime });
+      const charge = await this.settleStep(root, step, step.toolAmount, { chargeType: step.chargeType, quantity: step.quantity, metadata: this.recorder.chargeMetadata(root, runId, { kind: 'tool', tool: step.toolName ?? null }) });
+      if (charge) this.recorder.recorded(root, runId, 'tool', charge, { name: `billing:tool:${step.toolName}`, observationId: `billing-${charge.id}`, parent: runId, startTime: step.startTime });
     }
     await this.leave(runId, false);
   }
