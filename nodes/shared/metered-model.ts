@@ -24,6 +24,7 @@ export interface CallMeter {
     tools?: unknown;
     maxOutputTokens?: number;
     usesCustomerKey?: boolean;
+    observationId?: string;
   }): Promise<{ ok: true; ticket: unknown } | { ok: false; refusal: RefusalLike }>;
   afterModelCall(ticket: unknown, result: { usage?: { inputTokens: number; outputTokens: number }; text?: string }): Promise<unknown>;
   failModelCall(ticket: unknown, result: { streamedText?: string }): Promise<unknown>;
@@ -102,6 +103,8 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       tools: options?.tools,
       maxOutputTokens: maxOutputTokens(self, options),
       usesCustomerKey: opts.usesCustomerKey,
+      // The LangChain run id is the Langfuse generation of this call (chatflow traces).
+      ...(runManager?.runId ? { observationId: runManager.runId } : {}),
     });
     return { meter, t };
   };

@@ -1,5 +1,6 @@
 import { AIMessage, AIMessageChunk } from '@langchain/core/messages';
 import { ChatGenerationChunk } from '@langchain/core/outputs';
+import { REFUSAL_MARKER_KEY } from '../../src/plugin';
 
 /**
  * Refusals as answers. Flowise turns every error thrown during a prediction
@@ -14,13 +15,11 @@ export interface RefusalLike {
   readonly kind: string;
   readonly code: string;
   readonly message: string;
+  readonly marker?: object;
 }
 
-/** The key of the marker in a refusal answer's `response_metadata` and `additional_kwargs`. */
-export const REFUSAL_METADATA_KEY = 'billing_refusal';
-
 function fields(refusal: RefusalLike) {
-  const meta = { [REFUSAL_METADATA_KEY]: { type: REFUSAL_METADATA_KEY, kind: refusal.kind, code: refusal.code } };
+  const meta = { [REFUSAL_MARKER_KEY]: refusal.marker ?? { type: REFUSAL_MARKER_KEY, kind: refusal.kind, code: refusal.code } };
   return { content: refusal.message, response_metadata: meta, additional_kwargs: meta, tool_calls: [] };
 }
 

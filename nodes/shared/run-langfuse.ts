@@ -1,4 +1,4 @@
-import { chatflowLangfuse, traceCharge } from './analytics';
+import { chatflowLangfuse, traceCharge, traceMetadata } from './analytics';
 import type { ICommonObject } from './flowise';
 
 /**
@@ -10,7 +10,11 @@ import type { ICommonObject } from './flowise';
 export async function langfuseTarget(options: ICommonObject): Promise<Record<string, unknown>> {
   const traceId = options.parentTraceIds?.langFuse?.trace;
   if (typeof traceId === 'string' && traceId) {
-    return { traceId, onCharge: (c: Parameters<typeof traceCharge>[1]) => traceCharge(options, c) };
+    return {
+      traceId,
+      onCharge: (c: Parameters<typeof traceCharge>[1]) => traceCharge(options, c),
+      onTraceMetadata: (m: Record<string, unknown>) => traceMetadata(options, m),
+    };
   }
   const langfuse = await chatflowLangfuse(options);
   return langfuse ? { langfuse } : {};

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { findFlowiseComponents, findFlowiseServer, ownPackageRoot, readPackage, resolvePackageDir } from './locate';
-import { chatModelFiles, variantPath, writeVariants } from './variants';
+import { variantTargets, writeVariants } from './variants';
 
 /**
  * `flowise-billing install | uninstall | doctor`.
@@ -73,7 +73,7 @@ export interface InstallResult {
   readonly packageVersion: string;
   readonly nodes: string[];
   readonly credentials: string[];
-  /** Metered chat model variants written beside flowise-components' chat models. */
+  /** Metered variants written beside flowise-components' chat models and tools. */
   readonly variants: string[];
   readonly runtimeDir: string;
   readonly runtimeDependencies: Record<string, string>;
@@ -254,7 +254,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
     ...nodeFiles.map((r) => path.join(NODES_REL, r)),
     ...[...icons.keys()].map((r) => path.join(NODES_REL, r)),
     ...credFiles.map((r) => path.join(CREDENTIALS_REL, r)),
-    ...chatModelFiles(fc).map(variantPath),
+    ...variantTargets(fc),
   ].map(posix);
   for (const t of targets) {
     if (fs.existsSync(path.join(fc, t)) && !ours.has(t)) throw new InstallerError(`${path.join(fc, t)} exists and was not installed by flowise-billing; not overwriting it`);
@@ -308,7 +308,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
     fs.copyFileSync(src, to);
     added.push(posix(path.relative(fc, to)));
   }
-  // 2b. a metered variant beside each chat model (see variants.ts)
+  // 2b. a metered variant beside each chat model and tool (see variants.ts)
   const variants = writeVariants(fc);
   added.push(...variants);
   // 3. credentials (they import nothing, so they are copied as they are)

@@ -21,6 +21,7 @@ import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin/guard';
 import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import { startLangfuseServer, type LangfuseServer } from '../support/langfuse-server';
 import { startOpenAIServer, type OpenAIServer, type RecordedCall } from '../support/openai-server';
+import { registerMeteredScenarios } from './metered.scenarios';
 // @ts-expect-error plain ESM helper without types
 import * as env from './flowise-env.mjs';
 
@@ -70,7 +71,16 @@ function prepare(flow: Flow, ids: { ledger: string; openai: string }, basepath: 
 }
 
 /** Let callers send the billing token as an override variable (API → Override Config → Variables). */
-const API_CONFIG = { overrideConfig: { status: true, nodes: {}, variables: [{ id: '', name: 'billingToken', type: 'static', enabled: true }] } };
+const API_CONFIG = {
+  overrideConfig: {
+    status: true,
+    nodes: {},
+    variables: [
+      { id: '', name: 'billingToken', type: 'static', enabled: true },
+      { id: '', name: 'customerApiKey', type: 'static', enabled: true },
+    ],
+  },
+};
 
 describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   let fw: any;
@@ -471,4 +481,46 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await browser.close();
     }
   }, 120_000, { retry: 1 }); // a UI on a loaded 2-core machine can miss one render; the checks are unchanged
+
+  /** A logged-in headless Chromium page on this Flowise (CDP screenshots into .test-artifacts). */
+  async function withBrowser(fn: (page: any, shot: (name: string) => Promise<string>) => Promise<void>): Promise<void> {
+    if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      const shot = async (name: string) => {
+        const cdp = await page.context().newCDPSession(page);
+        const { data } = await cdp.send('Page.captureScreenshot', { format: 'png' });
+        const file = path.join(ARTIFACTS, `${name}.png`);
+        fs.writeFileSync(file, Buffer.from(data, 'base64'));
+        return file;
+      };
+      await page.goto(`${fw.url}/`, { waitUntil: 'domcontentloaded' });
+      await page.waitForURL(/\/signin/, { timeout: 30_000 });
+      await page.fill('#username', client.email);
+      await page.fill('#password', env.DEFAULT_PASSWORD ?? 'Billing-e2e-1!');
+      await page.click('button:has-text("Login")');
+      await page.waitForURL((u: URL) => !u.pathname.startsWith('/signin'), { timeout: 30_000 });
+      await fn(page, shot);
+    } finally {
+      await browser.close();
+    }
+  }
+
+  registerMeteredScenarios({
+    e2e,
+    step,
+    client: () => client,
+    model: () => model,
+    langfuse: () => langfuse,
+    ledger: () => ledger,
+    quota: () => quota,
+    card: () => card,
+    ids: () => ids,
+    secret: SECRET,
+    apiConfig: API_CONFIG,
+    customer,
+    browser: withBrowser,
+  });
 });
