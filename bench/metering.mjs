@@ -93,10 +93,10 @@ await paired(
   console.log(`  added              p50 ${f(pct(b, 0.5) - pct(a, 0.5))}   p99 ${f(pct(b, 0.99) - pct(a, 0.99))}`);
 }
 
-// 3. A whole one-call run: admission holds (fee + compute), the LLM hold/settle, and the root settles.
+// 3. A whole one-call run: admission reserves fee + compute + the call in one hold; the call, compute and fee are captured from it.
 const runHandler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench-run' });
 await paired(
-  'whole run of one LLM call (fee + compute holds, LLM hold/settle, fee + compute settles)',
+  'whole run of one LLM call (one reservation hold for fee + compute + the call, the call captured, compute + fee captured at the end)',
   () => model.invoke(msgs),
   () => model.invoke(msgs, { callbacks: [runHandler] }),
 );
