@@ -207,6 +207,31 @@ describe.each(BACKENDS)('FlowRun (the nodes’ billing API) on $name', (backend)
     expect(view.trace.metadata).toMatchObject({ [K.customerId]: c, [K.conversationId]: 'conv-lf', [K.rateCardVersion]: (await ledger.activeRateCard()).version });
   });
 
+  it('Langfuse without a trace id (chatflows): each call’s generation carries its cost, the first also the fee (sum = ledger)', async () => {
+    const c = await customer(usd('1'));
+    const lf = { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushIntervalMs: 50 };
+    const run = await openFlowRun(base(c, { langfuse: lf }));
+    const ids: string[] = [];
+    for (const q of ['one', 'two']) {
+      const runId = randomUUID();
+      ids.push(runId);
+      const b = await run.beforeModelCall({ callKey: `n:${runId}`, model: 'gpt-4o', messages: [{ content: q }], maxOutputTokens: MAX, observationId: runId });
+      expect(b.ok).toBe(true);
+      if (b.ok) await run.afterModelCall(b.ticket, { usage: { inputTokens: 10, outputTokens: 20 } });
+    }
+    await run.close();
+    const charges = await chargesOf(ledger, c);
+    const card = await ledger.activeRateCard();
+    const call = priceTokens(card, 'gpt-4o', 10, 20).amount;
+    const fee = priceChargeType(card, 'PrivateFlowRun', 1).amount;
+    expect(sum(charges.map((x) => x.amount))).toBe(2n * call + fee);
+    const costs = await langfuse.waitFor(() => {
+      const obs = ids.map((id) => langfuse.observations().get(id)?.costDetails?.total);
+      return obs.every((v) => v !== undefined) ? obs.map((v) => BigInt(Math.round(v! * 1e9))) : undefined;
+    });
+    expect(costs).toEqual([call + fee, call]);
+  });
+
   it('precheck (guard nodes): refuses early on funds or quota without reserving or charging anything', async () => {
     const poor = await customer(usd('0.005'));
     const r1 = await openFlowRun(base(poor));

@@ -28,7 +28,7 @@ const MAX_TOKENS = 200;
 beforeAll(async () => {
   uninstallTiktoken = installOfflineTiktoken();
   openai = await startOpenAIServer({ delayMs: 40 });
-  openai.setScript((req: ChatRequest) => ({ content: 'ok', usage: { prompt_tokens: estimatePromptTokens(req.messages), completion_tokens: MAX_TOKENS } }));
+  openai.setScript((req: ChatRequest) => ({ content: 'ok', usage: { prompt_tokens: estimatePromptTokens(req.messages ?? []), completion_tokens: MAX_TOKENS } }));
 });
 afterAll(async () => {
   uninstallTiktoken?.();
@@ -99,6 +99,31 @@ describe.each(BACKENDS)('run reservations on $name', (backend) => {
     const b = await ledger.balance(c);
     expect(b).toMatchObject({ held: 0n, balance: run / 2n });
     expect(h.runs.filter((r) => r.refused).every((r) => r.cost === 0n)).toBe(true);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('a job re-run under the same run key (after the first attempt ended): the fee is paid once, every provider call is paid', async () => {
+    const card = await ledger.activeRateCard();
+    const c = await customer(usd('1'));
+    const chain = ChatPromptTemplate.fromMessages([['human', 'same job {i}']]).pipe(model());
+    const handlers: BillingCallbackHandler[] = [];
+    const attempt = () => {
+      const h = new BillingCallbackHandler({ ledger, customerId: c, conversationId: 'job', runKey: `queue:job-${c}`, computeTime: false, onError: () => undefined });
+      handlers.push(h);
+      return chain.invoke({ i: 1 }, billingRunConfig(h));
+    };
+    await attempt();
+    // The ledger hands the same reservation back to the re-run; old enough to be recognised as a replay.
+    await new Promise((r) => setTimeout(r, 2100));
+    await attempt();
+    expect(openai.callCount()).toBe(2);
+    expect(handlers.flatMap((h) => h.failures)).toEqual([]);
+    const all = await charges(ledger, c);
+    expect(all.filter((x) => x.chargeType === 'PrivateFlowRun').map((x) => x.amount)).toEqual([priceChargeType(card, 'PrivateFlowRun', 1).amount]);
+    expect(all.filter((x) => x.chargeType === 'tokens:gpt-4o')).toHaveLength(2);
+    const b = await ledger.balance(c);
+    expect(b.held).toBe(0n);
+    expect(b.balance).toBe(usd('1') - sum(all.map((x) => x.amount)));
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 

@@ -94,13 +94,26 @@ export class RunLedger {
   admit(firstStep: Nanos): Promise<void> {
     if (!this.admitting) {
       const amount = this.runCosts + (this.o.budget ?? firstStep);
-      this.admitting = this.o.ledger
-        .hold({
-          customerId: this.o.customerId, amount, idempotencyKey: this.o.runKey('reserve'), actor: this.o.actor,
+      const reserve = (key: string) =>
+        this.o.ledger.hold({
+          customerId: this.o.customerId, amount, idempotencyKey: key, actor: this.o.actor,
           chargeType: 'run-reservation', quantity: '1', rateCardVersion: this.o.rateCardVersion, ttlMs: this.o.ttlMs,
           metadata: this.o.metadata('reservation'),
-        })
-        .then((hold) => {
+        });
+      this.admitting = reserve(this.o.runKey('reserve'))
+        .then(async (hold) => {
+          if (Date.now() - Date.parse(hold.createdAt) > REPLAY_AGE_MS) {
+            // A replayed key: an earlier attempt of this run (a re-run job) made this reservation. Resume it
+            // as it is now; if that attempt already ended, it settled the fee: reserve anew for the steps only.
+            const now = await this.o.ledger.getHold(hold.id);
+            if (now.status === 'pending') hold = now;
+            else {
+              this.feeCaptured = true;
+              hold = await reserve(`${this.o.runKey('reserve')}:rerun`);
+              if (hold.status !== 'pending' || Date.now() - Date.parse(hold.createdAt) > REPLAY_AGE_MS) hold = await this.o.ledger.getHold(hold.id);
+              if (hold.status !== 'pending') throw new BillingError('HOLD_NOT_PENDING', 'This run has already ended (twice); start it under a new run key', { holdId: hold.id });
+            }
+          }
           this.reservation = hold;
           this.reserved = hold.amount;
           this.committed = this.runCosts;
@@ -235,6 +248,9 @@ export class RunFinishError extends Error {
     super(`Ending the run failed: ${failures.map((f) => (f as Error)?.message ?? String(f)).join('; ')}`);
   }
 }
+
+/** A reservation older than this when the ledger hands it back is a replay of an earlier attempt's. */
+const REPLAY_AGE_MS = 2000;
 
 /** Billing said no (funds, budget): the run is refused, not failed. */
 export function isRefusal(e: unknown): boolean {
