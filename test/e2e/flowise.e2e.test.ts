@@ -22,6 +22,7 @@ import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import { startLangfuseServer, type LangfuseServer } from '../support/langfuse-server';
 import { startOpenAIServer, type OpenAIServer, type RecordedCall } from '../support/openai-server';
 import { registerMeteredScenarios } from './metered.scenarios';
+import { flowiseDatabase } from './flowise-database';
 // @ts-expect-error plain ESM helper without types
 import * as env from './flowise-env.mjs';
 
@@ -84,6 +85,7 @@ const API_CONFIG = {
 
 describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   let fw: any;
+  let flowiseDb: Awaited<ReturnType<typeof flowiseDatabase>> | undefined;
   let client: Api;
   let model: OpenAIServer;
   let langfuse: LangfuseServer;
@@ -144,7 +146,9 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     card = await ledger.activeRateCard();
 
     // 3. Flowise with a temporary home; account, credentials and flows through its REST API
-    fw = await env.startFlowise({ home: path.join(home, 'flowise-home'), log: () => undefined });
+    // Flowise's own database on PostgreSQL: its SQLite answers concurrent predictions with SQLITE_BUSY (after the model was called).
+    flowiseDb = await flowiseDatabase();
+    fw = await env.startFlowise({ home: path.join(home, 'flowise-home'), log: () => undefined, env: flowiseDb.env });
     step(`Flowise up in ${(fw.startupMs / 1000).toFixed(1)}s at ${fw.url}`);
     client = env.api(fw.url);
     await client.setup();
@@ -171,6 +175,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
 
   afterAll(async () => {
     await fw?.stop({ keepHome: false });
+    await flowiseDb?.drop();
     await model?.close();
     await langfuse?.close();
     await ledger?.close();

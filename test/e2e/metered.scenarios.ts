@@ -140,8 +140,8 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
     await c.customer(cal, '1');
     const r0 = await predict(flowId, cal, question, `${cal}-1`);
     expect(r0.data.text).toBe(`echo: ${question}`);
-    const reserve = (await c.ledger().statement(cal)).find((e) => e.type === 'hold')!.amount;
-    const hold = reserve < 0n ? -reserve : reserve;
+    const hold = (await c.ledger().statement(cal)).find((e) => e.type === 'hold')!.heldDelta;
+    expect(hold).toBeGreaterThan(fee());
     const who = `m-burst-${canvas}`;
     const topUp = formatUsd(hold * BigInt(K) + hold / 2n);
     await c.customer(who, topUp);
@@ -218,20 +218,23 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
     }
   }, 90_000);
 
-  c.e2e('a real browser: ChatOpenAI (metered) is in the LLM node’s Model list, its provider and billing settings render, and the flow saves', async () => {
+  c.e2e('a real browser: OpenAI (metered) is in the LLM node’s Model list, its provider and billing settings render, and the flow saves', async () => {
     const id = await llmFlow();
     await c.browser(async (page, shot) => {
       await page.goto(`${c.client().url}/v2/agentcanvas/${id}`, { waitUntil: 'domcontentloaded' });
       await page.getByText('LLM 0', { exact: true }).first().waitFor({ timeout: 30_000 });
       await page.waitForTimeout(1000);
       await page.getByText('LLM 0', { exact: true }).first().dblclick();
-      await page.getByText('ChatOpenAI (metered) Parameters').first().click({ timeout: 30_000 });
-      for (const label of ['Model Name', 'Base Path', 'Billing Ledger', 'Customer Source']) await page.getByText(label, { exact: true }).first().waitFor({ timeout: 15_000 });
+      await page.waitForTimeout(1500);
+      await shot('metered-model-dialog');
+      await page.getByText('OpenAI (metered) Parameters').first().click({ timeout: 30_000 });
+      // Required fields carry a "*" in the same element, so match the label's start.
+      for (const label of ['Model Name', 'Temperature', 'Billing Ledger', 'Customer Source']) await page.getByText(new RegExp(`^${label}`)).first().waitFor({ timeout: 15_000 });
       await shot('metered-model-config');
       // The Model list offers the variant beside the original.
-      await page.locator('input[value="ChatOpenAI (metered)"]').first().click();
-      await page.getByRole('option', { name: 'ChatOpenAI (metered)' }).first().waitFor({ timeout: 15_000 });
-      await page.getByRole('option', { name: 'ChatOpenAI', exact: true }).first().waitFor({ timeout: 15_000 });
+      await page.locator('input[value="OpenAI (metered)"]').first().click();
+      await page.getByRole('option', { name: 'OpenAI (metered)' }).first().waitFor({ timeout: 15_000 });
+      await page.getByRole('option', { name: 'OpenAI', exact: true }).first().waitFor({ timeout: 15_000 });
       await shot('metered-model-list');
       await page.keyboard.press('Escape');
       await page.keyboard.press('Escape');
