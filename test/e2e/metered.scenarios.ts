@@ -16,7 +16,10 @@ import type { QuotaService } from '../../src/quota/service';
 import { DEFAULT_REFUSAL_MESSAGES, REFUSAL_MARKER_KEY } from '../../src/plugin';
 import type { LangfuseServer } from '../support/langfuse-server';
 import type { OpenAIServer, RecordedCall } from '../support/openai-server';
-import { type FlowIds, llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows';
+// @ts-expect-error plain ESM helper without types
+import { llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
+
+type FlowIds = { readonly ledger: string; readonly openai: string };
 
 export interface ScenarioContext {
   readonly e2e: (name: string, fn: () => Promise<void>, timeout?: number, opts?: { retry?: number }) => void;

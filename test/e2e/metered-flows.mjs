@@ -1,25 +1,17 @@
-/**
- * Flows built on the metered variants ("ChatOpenAI (metered)", "Calculator
- * (metered)") the installer generates, the way the UI builds them from the
- * node definitions of the running Flowise (flowNode/connect in flowise-env.mjs).
- */
-// @ts-expect-error plain ESM helper without types
+// Flows built on the metered variants ("OpenAI (metered)" = chatOpenAIMetered, "Calculator (metered)") that
+// the installer generates, the way the UI builds them from the node definitions of a running Flowise
+// (flowNode/connect in flowise-env.mjs). The e2e test runs them with real credential ids; build-examples.mjs
+// writes them to examples/ with the credentials left empty. Plain ESM, shared by both.
+//
+// ids: { ledger: Billing Ledger credential id, openai: OpenAI credential id }.
 import * as env from './flowise-env.mjs';
 
-export interface FlowIds {
-  readonly ledger: string;
-  readonly openai: string;
-}
-
-type Api = { getNode(name: string): Promise<any> };
-type Flow = { nodes: any[]; edges: any[] };
-
-/** What the metered model's config holds besides the provider's own settings. */
-export function billingConfig(ids: FlowIds, extra: Record<string, unknown> = {}): Record<string, unknown> {
+// What the metered model's config holds besides the provider's own settings.
+export function billingConfig(ids, extra = {}) {
   return { billingLedgerCredential: ids.ledger, customerSource: 'billingToken', tokenVariable: 'billingToken', runFee: 'PrivateFlowRun', checkSessions: true, ...extra };
 }
 
-function modelConfig(ids: FlowIds, basepath: string, extra: Record<string, unknown>) {
+function modelConfig(ids, basepath, extra) {
   return {
     modelName: 'gpt-4o-mini',
     temperature: 0,
@@ -32,8 +24,8 @@ function modelConfig(ids: FlowIds, basepath: string, extra: Record<string, unkno
   };
 }
 
-/** Start → LLM (ChatOpenAI (metered)). */
-export async function llmAgentflow(api: Api, ids: FlowIds, basepath: string, extra: Record<string, unknown> = {}): Promise<Flow> {
+// Start → LLM (OpenAI (metered)).
+export async function llmAgentflow(api, ids, basepath, extra = {}) {
   const start = env.flowNode(await api.getNode('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 0 } });
   const llm = env.flowNode(await api.getNode('llmAgentflow'), {
     id: 'llmAgentflow_0',
@@ -43,8 +35,8 @@ export async function llmAgentflow(api: Api, ids: FlowIds, basepath: string, ext
   return { nodes: [start, llm], edges: [env.connect(start, llm)] };
 }
 
-/** Start → Agent (ChatOpenAI (metered)) with the Calculator (metered) tool. */
-export async function toolAgentflow(api: Api, ids: FlowIds, basepath: string, toolPrice = 'ObjectTransformer'): Promise<Flow> {
+// Start → Agent (OpenAI (metered)) with the Calculator (metered) tool.
+export async function toolAgentflow(api, ids, basepath, toolPrice = 'ObjectTransformer') {
   const start = env.flowNode(await api.getNode('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 0 } });
   const agent = env.flowNode(await api.getNode('agentAgentflow'), {
     id: 'agentAgentflow_0',
@@ -70,10 +62,10 @@ export async function toolAgentflow(api: Api, ids: FlowIds, basepath: string, to
   return { nodes: [start, agent], edges: [env.connect(start, agent)] };
 }
 
-/** Chatflow: ChatOpenAI (metered) → Conversation Chain with a buffer memory. */
-export async function meteredChatflow(api: Api, ids: FlowIds, basepath: string): Promise<Flow> {
+// Chatflow: OpenAI (metered) → Conversation Chain with a buffer memory.
+export async function meteredChatflow(api, ids, basepath) {
   const cfg = modelConfig(ids, basepath, {});
-  const { credential, FLOWISE_CREDENTIAL_ID: _c, ...inputs } = cfg;
+  const { credential, FLOWISE_CREDENTIAL_ID: _c, ...inputs } = cfg; // the chatflow node keeps its credential apart
   const model = env.flowNode(await api.getNode('chatOpenAIMetered'), { id: 'chatOpenAIMetered_0', position: { x: 0, y: 0 }, inputs, credential });
   const memory = env.flowNode(await api.getNode('bufferMemory'), { id: 'bufferMemory_0', position: { x: 0, y: 600 } });
   const chain = env.flowNode(await api.getNode('conversationChain'), { id: 'conversationChain_0', position: { x: 400, y: 0 } });
