@@ -127,6 +127,40 @@ describe.each(BACKENDS)('run reservations on $name', (backend) => {
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
+  it('multi-call runs without a run budget (usage below the maximum, as usual): at least 90 % of what the balance pays for complete', async () => {
+    openai.setScript(null); // the server's own echo and usage: far below max_tokens
+    try {
+      const CALLS = 3;
+      const llm = model();
+      const agent = RunnableLambda.from(async (_: string, config) => {
+        for (let t = 0; t < CALLS; t++) await llm.invoke([new HumanMessage(`turn ${t} of a run`)], config);
+        return 'done';
+      });
+      // What one complete run costs, measured alone.
+      const solo = await customer(usd('1'));
+      await agent.invoke('go', billingRunConfig(new BillingCallbackHandler({ ledger, customerId: solo, conversationId: 'solo', computeTime: false })));
+      const runCost = usd('1') - (await ledger.balance(solo)).balance;
+      const K = 12;
+      const c = await customer(BigInt(K) * runCost + runCost / 2n);
+      openai.reset();
+      const h = new BillingCallbackHandler({ ledger, customerId: c, conversationId: 'multi', computeTime: false, onError: () => undefined });
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => agent.invoke('go', billingRunConfig(h))));
+      const done = results.filter((r) => r.status === 'fulfilled').length;
+      for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(InsufficientFundsError);
+      expect(done).toBeGreaterThanOrEqual(Math.ceil(0.9 * K));
+      expect(done).toBeLessThanOrEqual(K);
+      const all = await charges(ledger, c);
+      expect(all.filter((x) => x.chargeType === 'tokens:gpt-4o')).toHaveLength(openai.callCount());
+      expect(all.every((x) => x.shortfall === 0n)).toBe(true);
+      const b = await ledger.balance(c);
+      expect(b.held).toBe(0n);
+      expect(b.balance >= 0n).toBe(true);
+      expect((await ledger.checkInvariants()).ok).toBe(true);
+    } finally {
+      openai.setScript((req: ChatRequest) => ({ content: 'ok', usage: { prompt_tokens: estimatePromptTokens(req.messages ?? []), completion_tokens: MAX_TOKENS } }));
+    }
+  });
+
   it('multi-call runs with a run budget: every admitted run finishes, at least 90 % of what the balance pays for; every call paid', async () => {
     const card = await ledger.activeRateCard();
     const fee = priceChargeType(card, 'PrivateFlowRun', 1).amount;

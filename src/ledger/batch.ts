@@ -50,7 +50,8 @@ export interface PricedFields {
 export type Op =
   | { kind: 'createCustomer'; customerId: string; name: string | null; actor: string }
   | { kind: 'topUp'; key: string; actor: string; customerId: string; amount: bigint; memo: string | null }
-  | { kind: 'hold'; key: string; actor: string; customerId: string; amount: bigint; ttlMs: number; priced: PricedFields }
+  /** With `addTo`, the amount is added to that pending hold of the same customer (its expiry moves to now + ttl if later). */
+  | { kind: 'hold'; key: string; actor: string; customerId: string; amount: bigint; ttlMs: number; priced: PricedFields; addTo?: string }
   /** `final: false` captures part of the hold and leaves it pending with what is left (multicapture). */
   | { kind: 'settle'; key: string; actor: string; holdId: string; amount: bigint; final?: boolean; priced: Partial<PricedFields> }
   | { kind: 'release'; key: string; actor: string; holdId: string }
@@ -71,7 +72,7 @@ function fingerprint(op: Op): string {
     case 'topUp':
       return encodeResult([op.customerId, op.amount]);
     case 'hold':
-      return encodeResult([op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion]);
+      return encodeResult([op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion, ...(op.addTo ? [op.addTo] : [])]);
     case 'settle':
       return encodeResult([op.holdId, op.amount, op.priced.chargeType ?? null, op.priced.quantity ?? null, op.priced.rateCardVersion ?? null, ...(op.final === false ? ['partial'] : [])]);
     case 'release':
@@ -115,6 +116,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   for (const op of ops) {
     if ('key' in op) keys.add(op.key);
     if (op.kind === 'settle' || op.kind === 'release') holdIds.add(op.holdId);
+    else if (op.kind === 'hold' && op.addTo) holdIds.add(op.addTo);
     else if (op.kind === 'refund') chargeIds.add(op.chargeId);
     else customerIds.add(op.customerId);
   }
@@ -328,6 +330,19 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
         const cust = customerOf(op.customerId);
         if (op.amount > available(cust)) throw insufficient(cust, op.amount, { operation: 'hold' });
         checkBudget(cust, op.amount);
+        if (op.addTo) {
+          const into = pendingHold(holds, op.addTo, 'add to');
+          if (into.customerId !== cust.id) throw new ValidationError(`Hold ${into.id} belongs to another customer`, { holdId: into.id });
+          into.amount += op.amount;
+          if (now + op.ttlMs > into.expiresAt) into.expiresAt = now + op.ttlMs;
+          dirtyHolds.add(into.id);
+          entry(cust, {
+            type: 'hold', amount: 0n, heldDelta: op.amount, holdId: into.id, chargeId: null, idempotencyKey: op.key, actor: op.actor,
+            rateCardVersion: op.priced.rateCardVersion ?? into.rateCardVersion, chargeType: op.priced.chargeType ?? into.chargeType, quantity: op.priced.quantity, memo: 'added to the hold',
+          });
+          audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: into.rateCardVersion, details: { holdId: into.id, addedUsd: formatUsd(op.amount), amountUsd: formatUsd(into.amount), expiresAt: iso(into.expiresAt) } });
+          return { ...publicHold(into), availableAfter: available(cust) };
+        }
         const h: HoldRow = {
           id: newId('hold'), customerId: cust.id, amount: op.amount, status: 'pending', expiresAt: now + op.ttlMs, createdAt: now,
           chargeType: op.priced.chargeType, quantity: op.priced.quantity, rateCardVersion: op.priced.rateCardVersion, chargeId: null,
@@ -476,7 +491,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       rows: [...dirtyCustomers].map((id) => customerValues(customers.get(id)!)),
       onConflict: upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']),
     },
-    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: upsertClause('id', ['amount', 'status', 'charge_id']) },
+    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: upsertClause('id', ['amount', 'status', 'expires_at', 'charge_id']) },
     { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: upsertClause('id', ['refunded']) },
     { table: 'billing_entries', columns: ENTRY_COLUMNS, rows: newEntries.map(entryValues) },
     {

@@ -146,6 +146,12 @@ export interface HoldInput extends Mutation, Priced {
   readonly amount: Nanos;
   /** Defaults to the ledger's holdTtlMs (15 minutes). */
   readonly ttlMs?: number;
+  /**
+   * Adds `amount` to this pending hold of the same customer instead of opening a
+   * new one (an incremental authorization); same availability and budget checks.
+   * The hold's expiry moves to now + ttl when that is later.
+   */
+  readonly addTo?: string;
 }
 export interface SettleInput extends Mutation, Priced {
   readonly holdId: string;

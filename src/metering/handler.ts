@@ -153,6 +153,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
         fee: this.runFee(card), computeReserve: compute ? { chargeType: 'compute', amount: compute.amount, quantity: compute.quantity } : null,
         budget: o.runBudgetUsd === undefined ? undefined : parseUsd(o.runBudgetUsd, { field: 'runBudgetUsd' }),
         feeOn: 'finish',
+        fundsWaitMs: o.fundsWaitMs,
         metadata: (kind) => this.recorder.chargeMetadata(root, runId, { kind }),
       });
       // With a run budget the reservation is taken now; otherwise with the first paid step (its maximum is known then).
@@ -241,7 +242,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   /** Covers a step's maximum cost before the provider is called; a refusal ends the step (and a root that was only this step). */
   private async holdStep(root: RootState, step: StepState, amount: Nanos, priced: { chargeType: string; quantity: string; metadata: Metadata }, runMetadata?: Metadata): Promise<void> {
     try {
-      step.hold = await root.run!.holdStep(amount, this.key(step.runId, 'hold'), { ...priced, rateCardVersion: root.card!.version });
+      step.hold = await root.run!.holdStep(amount, this.key(step.runId, 'hold'), { ...priced, rateCardVersion: root.card!.version }, step.kind === 'llm');
       if (root.run!.lastAvailable !== undefined) {
         root.dynamic[BILLING_METADATA_KEYS.availableUsd] = formatUsd(root.run!.lastAvailable);
         // Handlers listed after this one (awaited in order) read the step's metadata after the hold.

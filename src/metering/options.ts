@@ -49,6 +49,11 @@ export const billingHandlerOptionsSchema = z
     runKey: id('runKey', 200).optional(),
     /** Operator's budget for the run's steps (USD decimal), reserved with the fee at admission; default: the first step's maximum. */
     runBudgetUsd: z.string().regex(/^\d+(\.\d{1,9})?$/, 'runBudgetUsd must be a decimal string').optional(),
+    /**
+     * A run refused for funds while other runs of the same customer are in flight in this process waits up to
+     * this long for them to return money (their unused reservations) and tries again; 0 refuses at once.
+     */
+    fundsWaitMs: z.number().int().min(0).max(600_000).default(30_000),
     /** The model runs on the customer's own provider key (required by plans without managed models). Never the key itself. */
     usesCustomerKey: z.boolean().default(false),
     /** External message id (e.g. Flowise apiMessageId), part of every idempotency key. */

@@ -1,6 +1,7 @@
 import { BillingError } from '../errors';
 import type { Charge, Hold, Ledger } from '../ledger/types';
 import type { Nanos } from '../money';
+import { type CustomerFunds, customerFunds } from './run-funds';
 
 /**
  * The money of one run (a root LangChain run, or one Flowise prediction): its
@@ -15,8 +16,9 @@ import type { Nanos } from '../money';
  *    from it (no ledger write before the provider call); it is charged with a
  *    partial capture of the reservation (`settle` with `final: false`), so what
  *    the step did not use stays reserved for the run's next step.
- *  - A step that does not fit takes its own hold for its whole maximum
- *    (refused → the step, and the run, are refused), settled as usual.
+ *  - A model call that does not fit adds the difference to the reservation
+ *    (an incremental hold); a priced tool that does not fit takes a hold of
+ *    its own, settled as usual. Refused → the step, and the run, are refused.
  *  - The fee and compute time are captured from the reservation; what is left
  *    is released when the run ends (or when the hold expires, if nobody ends it).
  */
@@ -47,6 +49,11 @@ export interface RunLedgerOptions {
   readonly feeOn: 'finish' | 'firstSettle';
   /** Metadata for the run-level ledger rows. */
   readonly metadata: (kind: 'reservation' | 'fee' | 'compute') => Record<string, unknown>;
+  /**
+   * How long a run refused for funds may wait for other runs of the same
+   * customer in this process to return money (see run-funds.ts); 0 = never wait.
+   */
+  readonly fundsWaitMs?: number;
 }
 
 /** How a step is covered: by the run's reservation, or by its own hold. */
@@ -72,7 +79,28 @@ export class RunLedger {
   /** Available balance right after the latest hold of the run. */
   lastAvailable?: Nanos;
 
-  constructor(readonly o: RunLedgerOptions) {}
+  private readonly funds: CustomerFunds;
+
+  constructor(readonly o: RunLedgerOptions) {
+    this.funds = customerFunds(o.ledger, o.customerId);
+  }
+
+  /**
+   * Runs a ledger write that may be refused for funds; while other runs of the
+   * customer are in flight here, waits for them to return money and tries again.
+   */
+  private async withFunds<T>(admitted: boolean, write: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + (this.o.fundsWaitMs ?? 0);
+    for (;;) {
+      try {
+        return await write();
+      } catch (e) {
+        if (!(e instanceof BillingError && e.code === 'INSUFFICIENT_FUNDS')) throw e;
+        const left = deadline - Date.now();
+        if ((await this.funds.wait(this, admitted, left)) === 'refuse') throw e;
+      }
+    }
+  }
 
   get admitted(): boolean {
     return this.reservation !== undefined;
@@ -100,7 +128,7 @@ export class RunLedger {
           chargeType: 'run-reservation', quantity: '1', rateCardVersion: this.o.rateCardVersion, ttlMs: this.o.ttlMs,
           metadata: this.o.metadata('reservation'),
         });
-      this.admitting = reserve(this.o.runKey('reserve'))
+      this.admitting = this.withFunds(false, () => reserve(this.o.runKey('reserve')))
         .then(async (hold) => {
           if (Date.now() - Date.parse(hold.createdAt) > REPLAY_AGE_MS) {
             // A replayed key: an earlier attempt of this run (a re-run job) made this reservation. Resume it
@@ -118,6 +146,7 @@ export class RunLedger {
           this.reserved = hold.amount;
           this.committed = this.runCosts;
           this.lastAvailable = hold.availableAfter;
+          this.funds.enter(this);
         })
         .catch((e) => {
           if (isRefusal(e)) this.refused = true;
@@ -130,20 +159,48 @@ export class RunLedger {
     return this.admitting;
   }
 
-  /** Covers a step's maximum before the provider is called: from the reservation when it fits, else its own hold. */
-  async holdStep(amount: Nanos, key: string, priced: Priced): Promise<StepHold> {
+  /**
+   * Covers a step's maximum before the provider is called: from what the
+   * reservation has free when it fits; otherwise a model call (`grow`) adds the
+   * difference to the reservation, and a priced tool takes a hold of its own.
+   */
+  async holdStep(amount: Nanos, key: string, priced: Priced, grow = false): Promise<StepHold> {
     if (this.closed) throw new BillingError('HOLD_NOT_PENDING', 'The run has already ended', {});
     if (!this.reservation) await this.admit(amount);
     const r = this.reservation!;
-    if (this.reserved - this.committed >= amount) {
+    const free = this.reserved - this.committed;
+    if (free >= amount) {
       this.committed += amount;
       return { via: 'reservation', amount, hold: r };
     }
+    if (grow) {
+      // The share is taken before the await, so a concurrent step of the run cannot count it too.
+      const share = free > 0n ? free : 0n;
+      this.committed += share;
+      try {
+        const grown = await this.withFunds(true, () =>
+          this.o.ledger.hold({
+            customerId: this.o.customerId, amount: amount - share, idempotencyKey: key, actor: this.o.actor, ttlMs: this.o.ttlMs, addTo: r.id,
+            chargeType: priced.chargeType, quantity: priced.quantity, rateCardVersion: priced.rateCardVersion ?? this.o.rateCardVersion, metadata: priced.metadata,
+          }),
+        );
+        this.reserved += amount - share;
+        this.committed += amount - share;
+        this.lastAvailable = grown.availableAfter;
+        return { via: 'reservation', amount, hold: r };
+      } catch (e) {
+        this.committed -= share;
+        if (isRefusal(e)) this.refused = true;
+        throw e;
+      }
+    }
     try {
-      const hold = await this.o.ledger.hold({
-        customerId: this.o.customerId, amount, idempotencyKey: key, actor: this.o.actor, ttlMs: this.o.ttlMs,
-        chargeType: priced.chargeType, quantity: priced.quantity, rateCardVersion: priced.rateCardVersion ?? this.o.rateCardVersion, metadata: priced.metadata,
-      });
+      const hold = await this.withFunds(true, () =>
+        this.o.ledger.hold({
+          customerId: this.o.customerId, amount, idempotencyKey: key, actor: this.o.actor, ttlMs: this.o.ttlMs,
+          chargeType: priced.chargeType, quantity: priced.quantity, rateCardVersion: priced.rateCardVersion ?? this.o.rateCardVersion, metadata: priced.metadata,
+        }),
+      );
       this.lastAvailable = hold.availableAfter;
       return { via: 'own', amount, hold };
     } catch (e) {
@@ -157,7 +214,11 @@ export class RunLedger {
    * that is this one step): its settle closes the reservation directly.
    */
   async settleStep(step: StepHold, amount: Nanos, key: string, priced: Priced, last = false): Promise<Charge> {
-    if (step.via === 'own') return this.o.ledger.settle({ holdId: step.hold.id, amount, idempotencyKey: key, actor: this.o.actor, ...priced });
+    if (step.via === 'own') {
+      const c = await this.o.ledger.settle({ holdId: step.hold.id, amount, idempotencyKey: key, actor: this.o.actor, ...priced });
+      if (amount < step.amount) this.funds.changed();
+      return c;
+    }
     this.committed -= step.amount;
     const final = last && this.committed === 0n && this.reserved === step.amount;
     const taken = amount < this.reserved ? amount : this.reserved;
@@ -173,6 +234,7 @@ export class RunLedger {
       return;
     }
     await this.o.ledger.release({ holdId: step.hold.id, idempotencyKey: key, actor: this.o.actor }).catch(ignoreNotPending);
+    this.funds.changed();
   }
 
   /** Captures the fee now (runs with `feeOn: 'firstSettle'`, after their first charged step). Once. */
@@ -204,7 +266,19 @@ export class RunLedger {
    * step) is admitted here for its own costs. Call it when no step is in flight.
    */
   async finish(computeActual: RunCost | null, opts: { chargeFee?: boolean } = {}): Promise<RunFinish> {
-    if (this.closed) return {};
+    if (this.closed) {
+      this.funds.leave(this);
+      return {};
+    }
+    try {
+      return await this.close(computeActual, opts);
+    } finally {
+      // Its reservation is back (or its expiry will bring it back): runs waiting for money try again.
+      this.funds.leave(this);
+    }
+  }
+
+  private async close(computeActual: RunCost | null, opts: { chargeFee?: boolean }): Promise<RunFinish> {
     if (opts.chargeFee === false) this.feeCaptured = true;
     if (!this.reservation && !this.admissionFailed && (this.feeDue || (computeActual && this.o.computeReserve))) await this.admit(0n);
     this.closed = true;

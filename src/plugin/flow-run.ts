@@ -60,8 +60,13 @@ export interface OpenFlowRunInput {
   /** The billing metadata for the run's trace, once admitted. */
   readonly onTraceMetadata?: (metadata: Record<string, string | number>) => void;
   readonly logger?: WarnLogger & { error?(m: string): void };
-  /** The run ends (unused reservation returned) after this long without a call in flight (default 60 s). */
+  /**
+   * The run ends (unused reservation returned) after this long without a call in flight (default 2 s);
+   * a later call of the same prediction then opens a fee-less continuation. Call `end()` when the prediction is done.
+   */
   readonly idleMs?: number;
+  /** How long a call refused for funds may wait for this customer's other runs in this process to return money (default 10 s; 0: never). */
+  readonly fundsWaitMs?: number;
   readonly holdTtlMs?: number;
   readonly metadata?: Record<string, unknown>;
 }
@@ -233,6 +238,7 @@ export class FlowRun {
       computeReserve: null,
       budget: this.i.runBudgetUsd ? parseUsd(this.i.runBudgetUsd, { field: 'runBudgetUsd' }) : undefined,
       feeOn: 'firstSettle',
+      fundsWaitMs: this.i.fundsWaitMs ?? 10_000,
       metadata: (kind) => ({ ...this.i.metadata, kind, runKey: this.i.runKey, conversationId: this.i.conversationId }),
     });
     return this.run;
@@ -248,6 +254,7 @@ export class FlowRun {
     return this.refusal;
   }
 
+  /** `byokCheck`: null for a tool; for a model call, whether it runs on the customer's key (and it may grow the reservation). */
   private async cover(amount: () => Promise<{ amount: Nanos; chargeType: string; quantity: string }>, callKey: string, byokCheck: boolean | null): Promise<{ step: StepHold; run: RunLedger } | Refusal> {
     if (this.refusal) return this.refusal;
     if (this.closed) return this.refuse(new Error('the run has ended'));
@@ -260,11 +267,14 @@ export class FlowRun {
       const run = await this.ledgerRun();
       const step = await run.holdStep(a.amount, `${this.i.runKey}:${callKey}:hold`, {
         chargeType: a.chargeType, quantity: a.quantity, metadata: { ...this.i.metadata, kind: 'step', callKey, conversationId: this.i.conversationId },
-      });
+      }, byokCheck !== null);
       return { step, run };
     } catch (e) {
+      const refusal = this.refuse(e);
+      // A refused run returns its reservation now (other runs of the customer may be waiting for it).
+      this.endWanted = true;
       this.callDone();
-      return this.refuse(e);
+      return refusal;
     }
   }
 
@@ -424,7 +434,7 @@ export class FlowRun {
       return;
     }
     clearTimeout(this.idle);
-    this.idle = setTimeout(() => void this.close(), this.i.idleMs ?? 60_000);
+    this.idle = setTimeout(() => void this.close(), this.i.idleMs ?? 2_000);
     this.idle.unref?.();
   }
 
