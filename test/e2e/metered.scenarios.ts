@@ -135,18 +135,24 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
     }
   }, 120_000);
 
-  /** 30 concurrent one-call predictions on a balance that reserves for exactly K: K answered, the rest refused with HTTP 200. */
+  /**
+   * 30 concurrent one-call predictions on a balance that pays for exactly K of them at their actual cost
+   * (the K-th still has its fee + maximum to reserve at admission; a (K+1)-th would not): K answered, the rest
+   * refused with HTTP 200, every provider call paid.
+   */
   async function burst(canvas: string, flowId: string, K: number): Promise<void> {
     const question = `burst on the ${canvas}`;
-    // What one prediction reserves at admission (fee + its call's maximum), read from a calibration run.
+    // What one prediction reserves at admission (fee + its call's maximum) and what it costs, from a calibration run.
     const cal = `m-cal-${canvas}`;
     await c.customer(cal, '1');
     const r0 = await predict(flowId, cal, question, `${cal}-1`);
     expect(r0.data.text).toBe(`echo: ${question}`);
     const hold = (await c.ledger().statement(cal)).find((e) => e.type === 'hold')!.heldDelta;
-    expect(hold).toBeGreaterThan(fee());
+    const cost = parseUsd('1') - (await balance(cal));
+    expect(hold).toBeGreaterThan(cost);
+    expect(cost).toBeGreaterThan(fee());
     const who = `m-burst-${canvas}`;
-    const topUp = formatUsd(hold * BigInt(K) + hold / 2n);
+    const topUp = formatUsd(cost * BigInt(K) + (hold - cost) + (cost - (hold - cost)) / 2n);
     await c.customer(who, topUp);
     const n = c.model().calls.length;
     const results = await Promise.all(Array.from({ length: 30 }, (_, k) => predict(flowId, who, question, `${who}-${k}`)));
@@ -161,14 +167,14 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
     expect(b.balance).toBeGreaterThanOrEqual(0n);
     expect(formatUsd(parseUsd(topUp) - b.balance)).toBe(formatUsd(BigInt(K) * fee() + calls.reduce((a, x) => a + callPrice(x), 0n)));
     expect((await c.ledger().checkInvariants()).ok).toBe(true);
-    c.step(`${canvas} burst: 30 concurrent on $${topUp} (reserve $${formatUsd(hold)} each) → ${answered.length} answered, ${refused.length} refused (HTTP 200), ${calls.length} provider calls, all paid`);
+    c.step(`${canvas} burst: 30 concurrent on $${topUp} (cost $${formatUsd(cost)}, reserve $${formatUsd(hold)} each) → ${answered.length} answered, ${refused.length} refused (HTTP 200), ${calls.length} provider calls, all paid`);
   }
 
-  c.e2e('burst of 30 concurrent agentflow predictions on a balance for 5: exactly 5 answered, 25 refusals with HTTP 200, every call paid', async () => {
+  c.e2e('burst of 30 concurrent agentflow predictions on a balance that pays for 5: exactly 5 answered, 25 refusals with HTTP 200, every call paid', async () => {
     await burst('agentflow', await llmFlow(), 5);
   }, 180_000);
 
-  c.e2e('burst of 30 concurrent chatflow predictions on a balance for 5: exactly 5 answered, 25 refusals with HTTP 200, every call paid', async () => {
+  c.e2e('burst of 30 concurrent chatflow predictions on a balance that pays for 5: exactly 5 answered, 25 refusals with HTTP 200, every call paid', async () => {
     await burst('chatflow', await chatFlow(), 5);
   }, 180_000);
 
