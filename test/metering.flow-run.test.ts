@@ -167,6 +167,21 @@ describe.each(BACKENDS)('FlowRun (the nodes’ billing API) on $name', (backend)
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
+  it('a pause longer than idleMs returns the reservation; the next call of the prediction still runs, without a second fee', async () => {
+    const card = await ledger.activeRateCard();
+    const c = await customer(usd('1'));
+    const run = await openFlowRun(base(c, { idleMs: 30 }));
+    expect('text' in (await call(run, 'before the pause'))).toBe(true);
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await ledger.balance(c)).held).toBe(0n);
+    expect('text' in (await call(run, 'after the pause'))).toBe(true);
+    await run.close();
+    const charges = await chargesOf(ledger, c);
+    expect(charges.filter((x) => x.chargeType === 'PrivateFlowRun').map((x) => x.amount)).toEqual([priceChargeType(card, 'PrivateFlowRun', 1).amount]);
+    expect(charges.filter((x) => x.chargeType === 'tokens:gpt-4o')).toHaveLength(2);
+    expect(await ledger.balance(c)).toMatchObject({ held: 0n, balance: usd('1') - sum(charges.map((x) => x.amount)) });
+  });
+
   it('bring your own key: a plan without managed models is refused on the operator’s key and runs on the customer’s', async () => {
     const c = await customer(usd('1'));
     const { quota } = await sharedLedger(target);

@@ -104,6 +104,8 @@ export interface Ticket {
 }
 
 const runs = new Map<string, FlowRun>();
+/** A run nobody used for this long is forgotten by the registry. */
+const FORGET_MS = 15 * 60_000;
 
 /**
  * The run of a prediction: the first node to ask opens it, the others of the
@@ -135,6 +137,7 @@ export class FlowRun {
   private inFlight = 0;
   private settledAny = false;
   private idle?: NodeJS.Timeout;
+  private forget?: NodeJS.Timeout;
   private endWanted = false;
   private readonly reporter?: LangfuseCostReporter;
   /** The Langfuse trace costs go to: the run's, or the first one a call names. */
@@ -421,6 +424,7 @@ export class FlowRun {
 
   /** Ends the run for good and forgets it (the next prediction with this key starts afresh). */
   async close(): Promise<void> {
+    clearTimeout(this.forget);
     await this.end();
     this.closed = true;
     this.unregister();
@@ -434,8 +438,12 @@ export class FlowRun {
       return;
     }
     clearTimeout(this.idle);
-    this.idle = setTimeout(() => void this.close(), this.i.idleMs ?? 2_000);
+    this.idle = setTimeout(() => void this.end(), this.i.idleMs ?? 2_000);
     this.idle.unref?.();
+    // Forgotten (unregistered) long after the prediction can still be running; a later call still works.
+    clearTimeout(this.forget);
+    this.forget = setTimeout(() => void this.close(), FORGET_MS);
+    this.forget.unref?.();
   }
 
   private report(items: Array<{ charge?: Charge; name: string; unit: string }>, observationId?: string): void {
