@@ -25,6 +25,7 @@ export interface CallMeter {
     maxOutputTokens?: number;
     usesCustomerKey?: boolean;
     observationId?: string;
+    traceId?: string;
   }): Promise<{ ok: true; ticket: unknown } | { ok: false; refusal: RefusalLike }>;
   afterModelCall(ticket: unknown, result: { usage?: { inputTokens: number; outputTokens: number }; text?: string }): Promise<unknown>;
   failModelCall(ticket: unknown, result: { streamedText?: string }): Promise<unknown>;
@@ -78,6 +79,21 @@ function textOf(content: unknown): string {
 }
 
 /**
+ * The trace of the Langfuse handler Flowise attached to this prediction's chain
+ * (chatflow analytics): one handler per prediction, so its trace is this call's.
+ */
+function langfuseTraceOf(runManager: { handlers?: unknown[] } | undefined): { traceId?: string } {
+  for (const h of runManager?.handlers ?? []) {
+    const lf = h as { langfuse?: unknown; getTraceId?: () => unknown };
+    if (lf && lf.langfuse && typeof lf.getTraceId === 'function') {
+      const id = lf.getTraceId();
+      if (typeof id === 'string' && id) return { traceId: id };
+    }
+  }
+  return {};
+}
+
+/**
  * Whether the model's class implements streaming itself. LangChain falls back
  * to invoke when `_streamResponseChunks` is still BaseChatModel's own (it
  * compares the two), so an instance patch there must not break that test.
@@ -103,8 +119,9 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       tools: options?.tools,
       maxOutputTokens: maxOutputTokens(self, options),
       usesCustomerKey: opts.usesCustomerKey,
-      // The LangChain run id is the Langfuse generation of this call (chatflow traces).
+      // The LangChain run id is the Langfuse generation of this call, and a chatflow's Langfuse handler knows its trace.
       ...(runManager?.runId ? { observationId: runManager.runId } : {}),
+      ...langfuseTraceOf(runManager),
     });
     return { meter, t };
   };

@@ -14,6 +14,7 @@ import { priceChargeType, priceTokens } from '../../src/pricing/price';
 import type { RateCard } from '../../src/pricing/ratecard';
 import type { QuotaService } from '../../src/quota/service';
 import { DEFAULT_REFUSAL_MESSAGES, REFUSAL_MARKER_KEY } from '../../src/plugin';
+import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import type { LangfuseServer } from '../support/langfuse-server';
 import type { OpenAIServer, RecordedCall } from '../support/openai-server';
 // @ts-expect-error plain ESM helper without types
@@ -215,13 +216,40 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
         for (const v of c.langfuse().traces().values()) {
           if (v.trace.sessionId !== 'm-traced-1') continue;
           const costs = v.observations.filter((o: any) => o.metadata?.billing_cost_usd !== undefined);
-          if (costs.length >= 2) return { v, costs };
+          // the trace carries the billing metadata too
+          if (costs.length >= 2 && v.trace.metadata?.[BILLING_METADATA_KEYS.customerId] === 'm-traced') return { v, costs };
         }
         return undefined;
       }, 45_000);
       const sum = found.costs.reduce((a: Nanos, o: any) => a + parseUsd(String(o.metadata.billing_cost_usd)), 0n);
       expect(formatUsd(sum)).toBe(formatUsd(spent));
       c.step(`langfuse metered agentflow: ${found.costs.length} costs sum to $${formatUsd(sum)} = ledger`);
+    } finally {
+      await c.client().updateChatflow(id, { analytic: {} });
+    }
+  }, 90_000);
+
+  c.e2e('Langfuse on the metered chatflow: the trace’s costs (fee and call) sum to the ledger’s charges for the prediction', async () => {
+    const id = await chatFlow();
+    await c.client().updateChatflow(id, { analytic: { langFuse: { credentialId: c.ids().langfuse, status: true } } });
+    try {
+      await c.customer('m-traced-chat', '1');
+      const before = await balance('m-traced-chat');
+      const r = await predict(id, 'm-traced-chat', 'trace the metered chatflow', 'm-traced-chat-1');
+      expect(r.data.text).toBe('echo: trace the metered chatflow');
+      const spent = before - (await balance('m-traced-chat'));
+      const usdOf = (o: any) => o.metadata?.billing_cost_usd ?? o.metadata?.billing_usd;
+      const found = await c.langfuse().waitFor(() => {
+        for (const v of c.langfuse().traces().values()) {
+          if (v.trace.sessionId !== 'm-traced-chat-1') continue;
+          const costs = v.observations.filter((o: any) => usdOf(o) !== undefined);
+          if (costs.length >= 2 && v.trace.metadata?.[BILLING_METADATA_KEYS.customerId] === 'm-traced-chat') return { v, costs };
+        }
+        return undefined;
+      }, 45_000);
+      const sum = found.costs.reduce((a: Nanos, o: any) => a + parseUsd(String(usdOf(o))), 0n);
+      expect(formatUsd(sum)).toBe(formatUsd(spent));
+      c.step(`langfuse metered chatflow: ${found.costs.length} costs sum to $${formatUsd(sum)} = ledger`);
     } finally {
       await c.client().updateChatflow(id, { analytic: {} });
     }
