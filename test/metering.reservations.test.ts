@@ -76,6 +76,26 @@ describe.each(BACKENDS)('run reservations on $name', (backend) => {
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
+  it('incremental hold (hold addTo) grows a pending hold atomically; refused or misdirected, nothing changes', async () => {
+    const c = await customer(usd('1'));
+    const other = await customer(usd('1'));
+    const h = await ledger.hold({ customerId: c, amount: usd('0.4'), idempotencyKey: `${c}-h` });
+    const grown = await ledger.hold({ customerId: c, amount: usd('0.3'), idempotencyKey: `${c}-g1`, addTo: h.id, chargeType: 'tokens:gpt-4o' });
+    expect(grown).toMatchObject({ id: h.id, amount: usd('0.7'), status: 'pending', availableAfter: usd('0.3') });
+    // Replayed: same result, nothing moves.
+    expect((await ledger.hold({ customerId: c, amount: usd('0.3'), idempotencyKey: `${c}-g1`, addTo: h.id, chargeType: 'tokens:gpt-4o' })).amount).toBe(usd('0.7'));
+    expect(await ledger.balance(c)).toMatchObject({ held: usd('0.7'), available: usd('0.3') });
+    await expect(ledger.hold({ customerId: c, amount: usd('0.31'), idempotencyKey: `${c}-g2`, addTo: h.id })).rejects.toMatchObject({ code: 'INSUFFICIENT_FUNDS' });
+    await expect(ledger.hold({ customerId: other, amount: usd('0.1'), idempotencyKey: `${c}-g3`, addTo: h.id })).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
+    expect((await ledger.getHold(h.id)).amount).toBe(usd('0.7'));
+    expect(await ledger.balance(other)).toMatchObject({ held: 0n });
+    const ch = await ledger.settle({ holdId: h.id, amount: usd('0.5'), idempotencyKey: `${c}-s` });
+    expect(ch.amount).toBe(usd('0.5'));
+    await expect(ledger.hold({ customerId: c, amount: usd('0.1'), idempotencyKey: `${c}-g4`, addTo: h.id })).rejects.toMatchObject({ code: 'HOLD_NOT_PENDING' });
+    expect(await ledger.balance(c)).toMatchObject({ balance: usd('0.5'), held: 0n });
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
   it('20 concurrent one-call runs on a balance that pays for 14: exactly 14 complete, 6 are refused and pay nothing', async () => {
     const card = await ledger.activeRateCard();
     const fee = priceChargeType(card, 'PrivateFlowRun', 1).amount;

@@ -116,9 +116,9 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   for (const op of ops) {
     if ('key' in op) keys.add(op.key);
     if (op.kind === 'settle' || op.kind === 'release') holdIds.add(op.holdId);
-    else if (op.kind === 'hold' && op.addTo) holdIds.add(op.addTo);
     else if (op.kind === 'refund') chargeIds.add(op.chargeId);
     else customerIds.add(op.customerId);
+    if (op.kind === 'hold' && op.addTo) holdIds.add(op.addTo);
   }
 
   // Holds and charges never change owner, so their customer can be read before locking.
