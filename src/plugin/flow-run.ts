@@ -322,10 +322,13 @@ export class FlowRun {
     t.done = true;
     try {
       const q = priceTokens(this.card!, t.model, inputTokens, outputTokens);
-      const charge = await t.run.settleStep(t.step, q.amount, `${this.i.runKey}:${t.callKey}:settle`, {
-        chargeType: q.item, quantity: q.quantity, metadata: { ...this.i.metadata, kind: 'llm', callKey: t.callKey, model: t.model ?? null, inputTokens, outputTokens, usageSource },
-      });
-      const fee = await this.feeAfterSettle(t.run);
+      // Submitted together: one group commit for the call and (first time) the run fee.
+      const [charge, fee] = await Promise.all([
+        t.run.settleStep(t.step, q.amount, `${this.i.runKey}:${t.callKey}:settle`, {
+          chargeType: q.item, quantity: q.quantity, metadata: { ...this.i.metadata, kind: 'llm', callKey: t.callKey, model: t.model ?? null, inputTokens, outputTokens, usageSource },
+        }),
+        this.feeAfterSettle(t.run),
+      ]);
       this.report([{ charge, name: `billing:${q.item}`, unit: 'token' }, this.feeItem(fee)], t.observationId);
       return { charge, fee };
     } catch (e) {
@@ -380,10 +383,12 @@ export class FlowRun {
     if (t.done) return {};
     t.done = true;
     try {
-      const charge = await t.run.settleStep(t.step, t.step.amount, `${this.i.runKey}:${t.callKey}:settle`, {
-        chargeType: t.item, quantity: t.quantity, metadata: { ...this.i.metadata, kind: 'tool', callKey: t.callKey },
-      });
-      const fee = await this.feeAfterSettle(t.run);
+      const [charge, fee] = await Promise.all([
+        t.run.settleStep(t.step, t.step.amount, `${this.i.runKey}:${t.callKey}:settle`, {
+          chargeType: t.item, quantity: t.quantity, metadata: { ...this.i.metadata, kind: 'tool', callKey: t.callKey },
+        }),
+        this.feeAfterSettle(t.run),
+      ]);
       this.report([{ charge, name: `billing:${t.item}`, unit: t.unit ?? 'unit' }, this.feeItem(fee)]);
       return { charge, fee };
     } catch (e) {
