@@ -199,7 +199,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     for (const stepId of root.steps) {
       const s = this.state.steps.get(stepId);
       this.state.steps.delete(stepId);
-      if (s?.hold) await this.releaseHold(s, 'orphaned step at root end');
+      if (s?.hold) await this.releaseHold(s, 'orphaned step at root end', root);
     }
     const run = root.run;
     if (run && root.card) {
@@ -227,8 +227,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     this.recorder.finished(root, outcome.refused);
   }
 
-  private async releaseHold(step: StepState, reason: string): Promise<void> {
-    const root = this.state.roots.get(step.rootId);
+  private async releaseHold(step: StepState, reason: string, root = this.state.roots.get(step.rootId)): Promise<void> {
     if (!step.hold || !root?.run) return;
     const hold = step.hold;
     step.hold = undefined;
