@@ -167,6 +167,25 @@ describe.each(BACKENDS)('FlowRun (the nodes’ billing API) on $name', (backend)
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
+  it('concurrent calls of one prediction share one reservation and one fee; a call that does not fit grows it', async () => {
+    const card = await ledger.activeRateCard();
+    const c = await customer(usd('1'));
+    const run = await openFlowRun(base(c));
+    const again = await openFlowRun({ ...base(c), runKey: (run as unknown as { i: OpenFlowRunInput }).i.runKey });
+    expect(again).toBe(run);
+    const answers = await Promise.all(['a b', 'c d', 'e f'].map((q) => call(run, q)));
+    expect(answers.every((a) => 'text' in a)).toBe(true);
+    await run.close();
+    const entries = await ledger.statement(c);
+    expect(entries.filter((e) => e.type === 'hold' && e.chargeType === 'run-reservation' && e.memo === null)).toHaveLength(1);
+    expect(entries.filter((e) => e.type === 'hold' && e.memo === 'added to the hold')).toHaveLength(2);
+    const charges = await chargesOf(ledger, c);
+    expect(charges.filter((x) => x.chargeType === 'PrivateFlowRun').map((x) => x.amount)).toEqual([priceChargeType(card, 'PrivateFlowRun', 1).amount]);
+    expect(charges.filter((x) => x.chargeType === 'tokens:gpt-4o')).toHaveLength(3);
+    expect(await ledger.balance(c)).toMatchObject({ held: 0n, balance: usd('1') - sum(charges.map((x) => x.amount)) });
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
   it('a pause longer than idleMs returns the reservation; the next call of the prediction still runs, without a second fee', async () => {
     const card = await ledger.activeRateCard();
     const c = await customer(usd('1'));

@@ -133,6 +133,7 @@ export class FlowRun {
   private admission: RunAdmission | null = null;
   private admitting?: Promise<void>;
   private run?: RunLedger;
+  private feeQuote: Awaited<ReturnType<typeof priceBillable>> | null = null;
   private segment = 0;
   private inFlight = 0;
   private settledAny = false;
@@ -173,6 +174,7 @@ export class FlowRun {
     this.admitting ??= (async () => {
       this.handle = await sharedLedger(this.i.ledgerDatabase);
       this.card = await this.handle.ledger.activeRateCard();
+      this.feeQuote = this.i.runFee ? await priceBillable(this.handle, this.i.runFee.item, this.i.runFee.quantity) : null;
       if (this.i.checkSessions) this.admission = await this.handle.quota.admitRun({ customerId: this.customerId, conversationId: this.i.conversationId });
       const meta = billingMetadata({
         customerId: this.customerId,
@@ -213,8 +215,7 @@ export class FlowRun {
     if (this.refusal) return this.refusal;
     try {
       await this.admit();
-      const fee = this.i.runFee ? (await priceBillable(this.handle!, this.i.runFee.item, this.i.runFee.quantity)).amount : 0n;
-      const need = fee + parseUsd(minimumUsd, { field: 'minimumUsd' });
+      const need = (this.feeQuote?.amount ?? 0n) + parseUsd(minimumUsd, { field: 'minimumUsd' });
       const bal = await this.handle!.ledger.balance(this.customerId);
       if (bal.available < need) throw new InsufficientFundsError({ customerId: this.customerId, requiredUsd: formatUsd(need), availableUsd: formatUsd(bal.available) });
       return null;
@@ -224,12 +225,13 @@ export class FlowRun {
   }
 
   /** The run's money; a new segment (no fee) when an idle end already closed the previous one. */
-  private async ledgerRun(): Promise<RunLedger> {
+  private ledgerRun(): RunLedger {
+    // Synchronous: concurrent first calls share one run (and its admission).
     if (this.run && !this.run.ended) return this.run;
     const first = this.segment === 0;
     const runKey = first ? this.i.runKey : `${this.i.runKey}:seg${this.segment}`;
     this.segment++;
-    const fee = first && this.i.runFee ? await priceBillable(this.handle!, this.i.runFee.item, this.i.runFee.quantity) : null;
+    const fee = first ? this.feeQuote : null;
     this.run = new RunLedger({
       ledger: this.handle!.ledger,
       customerId: this.customerId,
@@ -267,7 +269,7 @@ export class FlowRun {
       await this.admit();
       if (byokCheck === false && this.admission && !this.admission.managedModels) throw new ByokRequiredError({ customerId: this.customerId, plan: this.admission.tier });
       const a = await amount();
-      const run = await this.ledgerRun();
+      const run = this.ledgerRun();
       const step = await run.holdStep(a.amount, `${this.i.runKey}:${callKey}:hold`, {
         chargeType: a.chargeType, quantity: a.quantity, metadata: { ...this.i.metadata, kind: 'step', callKey, conversationId: this.i.conversationId },
       }, byokCheck !== null);
