@@ -181,6 +181,38 @@ describe.each(BACKENDS)('run reservations on $name', (backend) => {
     }
   });
 
+  it('worst case, no run budget and every call costing its maximum: the deadlock breaker lets all but one of what the balance pays for finish', async () => {
+    const card = await ledger.activeRateCard();
+    const fee = priceChargeType(card, 'PrivateFlowRun', 1).amount;
+    const CALLS = 3;
+    const llm = model();
+    const q = (turn: number) => [new HumanMessage(`turn ${turn} of a run`)];
+    const steps = sum(Array.from({ length: CALLS }, (_, t) => priceTokens(card, 'gpt-4o', estimatePromptTokens(q(t)), MAX_TOKENS).amount));
+    const K = 9;
+    const c = await customer(BigInt(K) * (fee + steps) + steps / 3n);
+    // Admission reserves only fee + the first call, so the burst admits more runs than can finish; when every
+    // admitted run waits for money, the most recently admitted one is refused and returns its reservation.
+    const h = new BillingCallbackHandler({ ledger, customerId: c, conversationId: 'worst', computeTime: false, onError: () => undefined });
+    const agent = RunnableLambda.from(async (_: string, config) => {
+      for (let t = 0; t < CALLS; t++) await llm.invoke(q(t), config);
+      return 'done';
+    });
+    const started = Date.now();
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => agent.invoke('go', billingRunConfig(h))));
+    expect(Date.now() - started).toBeLessThan(20_000); // nobody sat out the 30 s wait: deadlocks were broken
+    const done = results.filter((r) => r.status === 'fulfilled').length;
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(InsufficientFundsError);
+    expect(done).toBeGreaterThanOrEqual(K - 1);
+    const all = await charges(ledger, c);
+    expect(all.filter((x) => x.chargeType === 'tokens:gpt-4o')).toHaveLength(openai.callCount());
+    expect(all.filter((x) => x.chargeType === 'PrivateFlowRun')).toHaveLength(done);
+    expect(all.every((x) => x.shortfall === 0n)).toBe(true);
+    const b = await ledger.balance(c);
+    expect(b.held).toBe(0n);
+    expect(b.balance >= 0n).toBe(true);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
   it('multi-call runs with a run budget: every admitted run finishes, at least 90 % of what the balance pays for; every call paid', async () => {
     const card = await ledger.activeRateCard();
     const fee = priceChargeType(card, 'PrivateFlowRun', 1).amount;
