@@ -27,6 +27,8 @@ export const ERROR_CODES = [
   'SUBSCRIPTION_NOT_FOUND',
   'SUBSCRIPTION_INACTIVE',
   'DATABASE_ERROR',
+  /** The ledger database was migrated by a newer flowise-billing than this one; upgrade before using it. */
+  'SCHEMA_TOO_NEW',
   /** The Stripe secret key was refused (401/403). */
   'STRIPE_AUTH_FAILED',
   /** Something Stripe needs is not set up: outbox off, no meter, no payment method, no key or webhook secret. */

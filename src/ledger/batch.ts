@@ -181,6 +181,8 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   }
 
   const dirtyCustomers = new Set<string>();
+  /** Customers this batch inserts; every other dirty customer was locked above and is updated in place. */
+  const createdCustomers = new Set<string>();
   const dirtyHolds = new Set<string>();
   const dirtyCharges = new Set<string>();
   const newEntries: EntryRow[] = [];
@@ -305,6 +307,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
         };
         customers.set(cust.id, cust);
         dirtyCustomers.add(cust.id);
+        createdCustomers.add(cust.id);
         audit({ actor: op.actor, operation: 'createCustomer', idempotencyKey: `customer:${cust.id}`, customerId: cust.id, rateCardVersion: null, details: { name: op.name } });
         return customerOut(cust);
       }
@@ -465,10 +468,14 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   const outbox = await outboxWrites(c, newEntries, now);
 
   await writeTables(c, d, [
+    // A plain INSERT: if another process created the customer after this batch looked (its row was
+    // invisible, so unlocked), the unique violation aborts the batch and it is retried against the
+    // committed row, instead of an upsert overwriting that row's balance with this batch's zero.
+    { table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: [...createdCustomers].map((id) => customerValues(customers.get(id)!)) },
     {
       table: 'billing_customers',
       columns: CUSTOMER_COLUMNS,
-      rows: [...dirtyCustomers].map((id) => customerValues(customers.get(id)!)),
+      rows: [...dirtyCustomers].filter((id) => !createdCustomers.has(id)).map((id) => customerValues(customers.get(id)!)),
       onConflict: upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']),
     },
     { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: upsertClause('id', ['status', 'charge_id']) },
