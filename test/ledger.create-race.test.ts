@@ -59,7 +59,7 @@ function pausedAfterCustomerLookup(d: Dialect) {
           run: (sql, params) => c.run(sql, params),
           async query(sql, params) {
             const rows = await c.query(sql, params);
-            if (armed && /FROM billing_customers WHERE id IN/.test(sql)) {
+            if (armed && /FROM billing_customers WHERE/.test(sql)) {
               armed = false;
               reached();
               await go;

@@ -62,6 +62,11 @@ export type Op =
 
 export type Outcome = { ok: true; value: unknown } | { ok: false; error: BillingError };
 
+// Rows loaded (and, for customers, locked) by this batch are written back over themselves.
+const CUSTOMER_UPSERT = upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']);
+const HOLD_UPSERT = upsertClause('id', ['status', 'charge_id']);
+const CHARGE_UPSERT = upsertClause('id', ['refunded']);
+
 /** A balance may not grow past this (int64 headroom for the running sums). */
 const MAX_BALANCE = 9n * MAX_AMOUNT;
 
@@ -118,21 +123,25 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
     else customerIds.add(op.customerId);
   }
 
-  // Holds and charges never change owner, so their customer can be read before locking.
+  // Holds and charges never change owner, so their customers are found and locked in the same statement.
+  const customers = new Map<string, CustomerRow>();
+  const conds: string[] = [];
+  const params: string[] = [];
+  if (customerIds.size) {
+    conds.push(`id IN ${inList(customerIds.size)}`);
+    params.push(...customerIds);
+  }
   if (holdIds.size) {
-    const rows = await c.query(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(holdIds.size)}`, [...holdIds]);
-    for (const r of rows) customerIds.add(String(r.customer_id));
+    conds.push(`id IN (SELECT customer_id FROM billing_holds WHERE id IN ${inList(holdIds.size)})`);
+    params.push(...holdIds);
   }
   if (chargeIds.size) {
-    const rows = await c.query(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds]);
-    for (const r of rows) customerIds.add(String(r.customer_id));
+    conds.push(`id IN (SELECT customer_id FROM billing_charges WHERE id IN ${inList(chargeIds.size)})`);
+    params.push(...chargeIds);
   }
-
-  const customers = new Map<string, CustomerRow>();
-  const ids = [...customerIds].sort();
-  if (ids.length) {
+  if (conds.length) {
     // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
-    const rows = await c.query(`SELECT * FROM billing_customers WHERE id IN ${inList(ids.length)} ORDER BY id ${d.forUpdate}`, ids);
+    const rows = await c.query(`SELECT * FROM billing_customers WHERE ${conds.join(' OR ')} ORDER BY id ${d.forUpdate}`, params);
     for (const r of rows) customers.set(String(r.id), customerFromRow(r));
   }
   const lockedIds = [...customers.keys()];
@@ -476,10 +485,10 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
       table: 'billing_customers',
       columns: CUSTOMER_COLUMNS,
       rows: [...dirtyCustomers].filter((id) => !createdCustomers.has(id)).map((id) => customerValues(customers.get(id)!)),
-      onConflict: upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']),
+      onConflict: CUSTOMER_UPSERT,
     },
-    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: upsertClause('id', ['status', 'charge_id']) },
-    { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: upsertClause('id', ['refunded']) },
+    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: HOLD_UPSERT },
+    { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: CHARGE_UPSERT },
     { table: 'billing_entries', columns: ENTRY_COLUMNS, rows: newEntries.map(entryValues) },
     {
       table: 'billing_idempotency',
