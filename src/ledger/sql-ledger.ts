@@ -72,7 +72,7 @@ const priced = {
 };
 
 /** Largest metadata object a charge may carry, as JSON. */
-export const MAX_METADATA_BYTES = 16_384;
+const MAX_METADATA_BYTES = 16_384;
 
 /** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
 function jsonProblem(m: unknown): string | null {
