@@ -447,7 +447,18 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await page.goto(`${fw.url}/canvas`, { waitUntil: 'domcontentloaded' });
       await page.locator('button[aria-label="add"]').click();
       await page.fill('#input-search-node', 'Billing');
-      for (const label of ['Quota Guard', 'Metered Chat Model', 'Metered Tool', 'Usage Tool']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      // The palette expands the matching categories only when few match; with the metered variants installed
+      // "Billing" can match many (their billing inputs), and then each category is a closed accordion.
+      await page.waitForTimeout(1000);
+      if ((await page.getByText('Quota Guard', { exact: true }).filter({ visible: true }).count()) === 0) {
+        await page.getByText('Billing', { exact: true }).filter({ visible: true }).first().click();
+      }
+      try {
+        for (const label of ['Quota Guard', 'Metered Chat Model', 'Metered Tool', 'Usage Tool']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      } catch (e) {
+        await shot('palette-chatflow-billing-failed');
+        throw e;
+      }
       await page.waitForTimeout(500);
       const palette = await shot('palette-chatflow-billing');
 
