@@ -476,7 +476,12 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await page.goto(`${fw.url}/credentials`, { waitUntil: 'domcontentloaded' });
       await page.click('button:has-text("Add Credential")');
       await page.fill('#input-search-credential', 'Billing');
-      for (const label of ['Billing Ledger', 'Stripe Billing']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      try {
+        for (const label of ['Billing Ledger', 'Stripe Billing']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      } catch (e) {
+        await shot('credentials-billing-failed');
+        throw e;
+      }
       await page.waitForTimeout(500);
       await shot('credentials-billing');
 
