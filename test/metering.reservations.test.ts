@@ -7,7 +7,7 @@ import { RunnableLambda } from '@langchain/core/runnables';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import { billingRunConfig } from '../src/metering/run-config';
 import { estimatePromptTokens } from '../src/metering/estimate';
-import { InsufficientFundsError } from '../src/errors';
+import { ByokRequiredError, InsufficientFundsError } from '../src/errors';
 import { parseUsd } from '../src/money';
 import { priceChargeType, priceTokens } from '../src/pricing/price';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
@@ -94,6 +94,20 @@ describe.each(BACKENDS)('run reservations on $name', (backend) => {
     await expect(ledger.hold({ customerId: c, amount: usd('0.1'), idempotencyKey: `${c}-g4`, addTo: h.id })).rejects.toMatchObject({ code: 'HOLD_NOT_PENDING' });
     expect(await ledger.balance(c)).toMatchObject({ balance: usd('0.5'), held: 0n });
     expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('bring your own key in the library: a plan without managed models is refused before the provider on the operator’s key', async () => {
+    const { QuotaService } = await import('../src/quota/service');
+    const quota = new QuotaService(ledger);
+    const c = await customer(usd('1'));
+    await quota.subscribe({ customerId: c, planId: 'free' });
+    const chain = ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(model());
+    const refused = await chain.invoke({ q: 'hello' }, billingRunConfig(new BillingCallbackHandler({ ledger, customerId: c, conversationId: 'byok', gate: quota }))).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ByokRequiredError);
+    expect(openai.callCount()).toBe(0);
+    expect((await ledger.statement(c)).map((e) => e.type)).toEqual(['topup']);
+    await chain.invoke({ q: 'hello' }, billingRunConfig(new BillingCallbackHandler({ ledger, customerId: c, conversationId: 'byok', gate: quota, usesCustomerKey: true })));
+    expect(openai.callCount()).toBe(1);
   });
 
   it('20 concurrent one-call runs on a balance that pays for 14: exactly 14 complete, 6 are refused and pay nothing', async () => {

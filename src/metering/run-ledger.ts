@@ -280,7 +280,7 @@ export class RunLedger {
 
   private async close(computeActual: RunCost | null, opts: { chargeFee?: boolean }): Promise<RunFinish> {
     if (opts.chargeFee === false) this.feeCaptured = true;
-    if (!this.reservation && !this.admissionFailed && (this.feeDue || (computeActual && this.o.computeReserve))) await this.admit(0n);
+    if (!this.reservation && !this.admissionFailed && !this.refused && (this.feeDue || (computeActual && this.o.computeReserve))) await this.admit(0n);
     this.closed = true;
     const r = this.reservation;
     if (!r) return {};
