@@ -110,6 +110,21 @@ export const isoTime = (field: string) =>
     return new Date(t);
   });
 
+/**
+ * `--period` of reports: the same spellings as `stripe reconcile --period`
+ * (YYYY-MM, YYYY-MM-DD) plus an ISO time; the report covers the billing period
+ * containing that instant (YYYY-MM: its first day, 00:00 UTC).
+ */
+export const periodAt = (field: string) =>
+  via((s): Date => {
+    const month = /^(\d{4})-(\d{2})$/.exec(s);
+    const t = month ? Date.UTC(+month[1]!, +month[2]! - 1, 1) : Date.parse(s);
+    if (month ? +month[2]! < 1 || +month[2]! > 12 : !/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || Number.isNaN(t)) {
+      throw new ValidationError(`${field} must be YYYY-MM, YYYY-MM-DD or an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
+    }
+    return new Date(t);
+  });
+
 /** Where the CLI keeps its ledger: an SQLite path or a postgres:// URL. */
 export const dbTarget = z
   .string()

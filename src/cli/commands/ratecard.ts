@@ -62,7 +62,7 @@ export function registerRatecard(program: Command, cli: CliContext): void {
     .option('--version <version>', 'an imported version instead of the active one')
     .action(async (opts: { version?: string }) => {
       const input = parseInput(z.object({ version: rateCardVersion.optional() }), opts);
-      const { card, record } = await cli.withLedger(async (ledger) => {
+      const { card, record } = await cli.readLedger(async (ledger) => {
         const card = input.version ? await ledger.getRateCard(input.version) : await ledger.activeRateCard();
         const record = (await ledger.listRateCards()).find((r) => r.version === card.version);
         return { card, record };
@@ -80,7 +80,7 @@ export function registerRatecard(program: Command, cli: CliContext): void {
     .command('list')
     .description('every imported rate card; one is active')
     .action(async () => {
-      const records = await cli.withLedger(async (ledger) => {
+      const records = await cli.readLedger(async (ledger) => {
         await ledger.activeRateCard(); // first use installs the packaged default, as a charge would
         return ledger.listRateCards();
       });
