@@ -25,7 +25,7 @@ import { registerPlugin } from './commands/plugin';
 import { registerToken } from './commands/token';
 import { CliContext } from './context';
 import { addExamples } from './examples';
-import { configureRendering, type Format, FORMATS, type Io, printFailure, processIo, quietOnClosedPipe, terminalWidth, toFailure, usageFailure } from './output';
+import { configureRendering, type Format, FORMATS, type Io, jsonLine, printFailure, processIo, quietOnClosedPipe, terminalWidth, toFailure, usageFailure } from './output';
 
 /** Every command, in help order. A new command is one module and one line here. */
 const COMMANDS = [
@@ -88,7 +88,7 @@ export function buildProgram(io: Io, json: boolean): Command {
     .option('--db <location>', 'SQLite file path or postgres:// URL (default: $FLOWISE_BILLING_DB, else billing.sqlite in $DATABASE_PATH or ~/.flowise)')
     .option('--json', 'print exactly one JSON object on stdout (errors too: {"error":{code,message,details}}); same as --format json')
     .addOption(new Option('--format <format>', 'table (aligned, fits the terminal; default), csv or tsv (every value in full, for spreadsheets and cut), or json').choices(FORMATS))
-    .version(packageVersion(), '-V, --version', 'print the version')
+    .version(packageVersion(), '-V', 'print the version (also --version, given first)')
     // Settings below are inherited by every subcommand created after them.
     .exitOverride()
     .configureOutput({
@@ -128,6 +128,12 @@ export async function run(argv: readonly string[], io: Io = processIo): Promise<
   const json = format === 'json';
   if (io === processIo) quietOnClosedPipe();
   configureRendering(format, terminalWidth(io.env));
+  // `--version` is also a subcommand option (price/ratecard --version <rate card>), so commander cannot own it
+  // globally; given first, it is the program's version.
+  if (args[0] === '--version') {
+    io.out(json ? jsonLine({ version: packageVersion() }) : `${packageVersion()}\n`);
+    return 0;
+  }
   try {
     const program = buildProgram(io, json);
     await program.parseAsync([...args], { from: 'user' });

@@ -6,7 +6,9 @@ import type { Dialect } from './dialect';
 import { type LedgerOptions, SqlLedger } from './sql-ledger';
 import { postgresDialect } from './postgres';
 import { redactUrl } from './redact';
-import { sqliteDialect, type SqliteOptions } from './sqlite';
+import { sqliteDialect, sqliteHasTable, type SqliteOptions } from './sqlite';
+
+const MIGRATIONS_TABLE = 'billing_schema_migrations';
 
 export interface OpenLedgerOptions extends LedgerOptions {
   readonly sqlite?: Omit<SqliteOptions, 'path'>;
@@ -76,7 +78,7 @@ export function ledgerTarget(target: string): LedgerTarget {
 /** Whether the ledger's own bookkeeping table is there; a connection failure is rethrown. */
 async function ledgerExists(d: Dialect): Promise<boolean> {
   try {
-    await d.read((c) => c.query('SELECT version FROM billing_schema_migrations LIMIT 1'));
+    await d.read((c) => c.query(`SELECT version FROM ${MIGRATIONS_TABLE} LIMIT 1`));
     return true;
   } catch (e) {
     const err = e as { code?: unknown; message?: unknown };
@@ -101,6 +103,8 @@ export async function openLedger(target: string = defaultLedgerLocation(), opts:
   const create = opts.create ?? true;
   if (!create && t.kind === 'sqlite' && !fs.existsSync(t.path)) throw notFound(t, 'the file does not exist (create it with a write command, e.g. `flowise-billing migrate`)');
   if (!create && t.kind === 'memory') throw notFound(t, 'an in-memory ledger is always new');
+  // Asked read-only first: opening the dialect would switch a foreign SQLite file (e.g. Flowise's own database) to WAL mode.
+  if (!create && t.kind === 'sqlite' && !sqliteHasTable(t.path, MIGRATIONS_TABLE)) throw notFound(t, 'the file is not a flowise-billing ledger');
   let d: Dialect;
   try {
     d = t.kind === 'postgres' ? postgresDialect({ url: t.url, poolSize: opts.poolSize }) : sqliteDialect({ path: t.kind === 'memory' ? ':memory:' : t.path, ...opts.sqlite });
