@@ -151,6 +151,7 @@ export function rateCardFromCatalogue(
   const asOf = opts.asOf ?? new Date();
   const models: Record<string, { inputUsdPer1k: string; outputUsdPer1k: string }> = {};
   const owner = new Map<string, string>();
+  const modelOf = new Map<string, string>();
   const imported: Record<string, number> = {};
   const skipped: SkippedModel[] = [];
   const approximations: SkippedModel[] = [];
@@ -192,6 +193,7 @@ export function rateCardFromCatalogue(
         }
         if (first === providerId && models[key]) continue;
         owner.set(key, providerId);
+        modelOf.set(key, `${providerId}/${model.id}`);
         models[key] = { inputUsdPer1k, outputUsdPer1k };
         wrote++;
       }
@@ -199,6 +201,7 @@ export function rateCardFromCatalogue(
       if (notes.length) approximations.push({ provider: providerId, model: model.id, reason: notes.join('; ') });
     }
   }
+  dropRedundantAliases(models, modelOf);
   const keptFromBase: string[] = [];
   for (const [key, p] of Object.entries(base.document.models)) {
     if (models[key]) continue;
@@ -212,6 +215,26 @@ export function rateCardFromCatalogue(
     models: Object.fromEntries(Object.entries(models).sort(([a], [b]) => (a === '*' ? 1 : b === '*' ? -1 : a.localeCompare(b)))),
   };
   return { card: parseRateCard(doc), catalogueVersion: opts.catalogueVersion, imported, skipped, approximations, keptFromBase: keptFromBase.sort() };
+}
+
+/**
+ * Drops a key that prefix matching already finds: a dated alias such as
+ * "gpt-4o-mini-2024-07-18" whose longest other prefix key is "gpt-4o-mini" of
+ * the same catalogue model at the same price. Charges then name the model, not
+ * the alias; a name's price never changes (checked against the remaining keys).
+ */
+function dropRedundantAliases(models: Record<string, { inputUsdPer1k: string; outputUsdPer1k: string }>, modelOf: Map<string, string>): void {
+  const keys = Object.keys(models).sort((a, b) => b.length - a.length);
+  for (const key of keys) {
+    let best: string | undefined;
+    for (const other of Object.keys(models)) {
+      if (other !== key && key.startsWith(other) && (!best || other.length > best.length)) best = other;
+    }
+    if (!best || modelOf.get(best) !== modelOf.get(key)) continue;
+    const a = models[key]!;
+    const b = models[best]!;
+    if (a.inputUsdPer1k === b.inputUsdPer1k && a.outputUsdPer1k === b.outputUsdPer1k) delete models[key];
+  }
 }
 
 /** The installed catalogue and its version (loaded only when asked for: it is half a megabyte). */
