@@ -135,10 +135,15 @@ describe('a good Unix tool', () => {
     expect(csvCustomers.stdout.split('\n')[1]).toContain('"Acme, ""Inc"""');
 
     const wide = await runCli(['--db', db, 'statement', 'acme']);
-    const narrow = await runCli(['--db', db, 'statement', 'acme'], { env: { COLUMNS: '80' } });
-    expect(Math.max(...wide.stdout.split('\n').map((l) => [...l].length))).toBeGreaterThan(80);
-    for (const line of narrow.stdout.split('\n')) expect([...line].length, line).toBeLessThanOrEqual(80);
+    const narrow = await runCli(['--db', db, 'statement', 'acme'], { env: { COLUMNS: '100' } });
+    expect(Math.max(...wide.stdout.split('\n').map((l) => [...l].length))).toBeGreaterThan(100);
+    for (const line of narrow.stdout.split('\n')) expect([...line].length, line).toBeLessThanOrEqual(100);
     expect(narrow.stdout).toContain('…');
+    // Ids to copy and amounts are never shortened; the idempotency key column is the first to go.
+    for (const id of charges) expect(narrow.stdout).toContain(id);
+    expect(narrow.stdout).toContain('+$100.00');
+    expect(narrow.stdout).not.toContain('fmt-topup');
+    expect(wide.stdout).toContain('fmt-topup');
 
     const all = (await runJson(['--db', db, 'statement', 'acme'])).value.entries.map((e: any) => e.seq);
     expect((await runJson(['--db', db, 'statement', 'acme', '--limit', '2'])).value.entries.map((e: any) => e.seq)).toEqual(all.slice(-2));

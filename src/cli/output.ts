@@ -118,6 +118,13 @@ export type Align = 'left' | 'right';
 export interface Column<R> {
   readonly header: string;
   readonly align?: Align;
+  /**
+   * When the table is wider than the terminal: `drop` columns go first (right
+   * to left), then the widest text columns are shortened with "…"; `keep`
+   * columns (ids to copy) and right-aligned ones (amounts) never are.
+   * csv/tsv/json always have everything.
+   */
+  readonly narrow?: 'drop' | 'keep';
   readonly value: (row: R) => string | number | null | undefined;
 }
 
@@ -141,11 +148,17 @@ export function table<R>(columns: readonly Column<R>[], rows: readonly R[], opts
     return text;
   }
   const indent = opts.indent ?? '';
+  const limit = settings.width - width(indent);
+  const natural = (cols: readonly Column<R>[]) => cols.map((c) => Math.max(width(c.header), ...rows.map((r) => width(clean(c.value(r))))));
+  const total = (ws: number[]) => ws.reduce((a, b) => a + b, 0) + GUTTER.length * Math.max(0, ws.length - 1);
+  let shown = [...columns];
+  for (let i = shown.length - 1; i >= 0 && total(natural(shown)) > limit; i--) {
+    if (shown[i]!.narrow === 'drop') shown = shown.filter((_, j) => j !== i);
+  }
+  columns = shown;
   const cells = rows.map((r) => columns.map((c) => clean(c.value(r))));
-  const widths = fit(
-    columns.map((c, i) => Math.max(width(c.header), ...cells.map((row) => width(row[i]!)))),
-    settings.width - width(indent),
-  );
+  // Numbers (right-aligned: amounts, counts) are never shortened: a cut amount is a wrong amount.
+  const widths = fit(natural(columns), limit, columns.map((c) => c.narrow === 'keep' || c.align === 'right'));
   for (const row of [...cells]) row.forEach((v, i) => (row[i] = truncate(v, widths[i]!)));
   const line = (values: string[]) =>
     indent + values.map((v, i) => pad(v, widths[i]!, columns[i]!.align ?? 'left')).join(GUTTER).replace(/\s+$/, '');
@@ -159,13 +172,13 @@ export function table<R>(columns: readonly Column<R>[], rows: readonly R[], opts
  * Column widths that fit `limit` characters: the widest column gives up
  * characters first, down to 6, so ids and amounts keep most of their width.
  */
-function fit(widths: number[], limit: number): number[] {
+function fit(widths: number[], limit: number, keep: boolean[]): number[] {
   const w = [...widths];
   const total = () => w.reduce((a, b) => a + b, 0) + GUTTER.length * Math.max(0, w.length - 1);
   while (total() > limit) {
-    let widest = 0;
-    for (let i = 1; i < w.length; i++) if (w[i]! > w[widest]!) widest = i;
-    if (w[widest]! <= 6) break;
+    let widest = -1;
+    for (let i = 0; i < w.length; i++) if (!keep[i] && (widest < 0 || w[i]! > w[widest]!)) widest = i;
+    if (widest < 0 || w[widest]! <= 6) break;
     w[widest]! -= 1;
   }
   return w;

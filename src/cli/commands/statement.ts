@@ -31,13 +31,13 @@ export const STATEMENT_COLUMNS: readonly Column<Entry>[] = [
   { header: 'time (UTC)', value: (e) => shortTime(e.createdAt) },
   { header: 'type', value: (e) => e.type },
   { header: 'amount', align: 'right', value: (e) => signedUsd(e.amount) },
-  { header: 'held Δ', align: 'right', value: (e) => signedUsd(e.heldDelta) },
+  { header: 'held Δ', align: 'right', narrow: 'drop', value: (e) => signedUsd(e.heldDelta) },
   { header: 'balance after', align: 'right', value: (e) => usd(e.balanceAfter) },
   { header: 'charge type', value: (e) => e.chargeType ?? '' },
   { header: 'quantity', align: 'right', value: (e) => e.quantity ?? '' },
-  // What `refund <chargeId>` takes.
-  { header: 'charge id', value: (e) => e.chargeId ?? '' },
-  { header: 'key', value: (e) => e.idempotencyKey ?? '' },
+  // What `refund <chargeId>` takes: never shortened.
+  { header: 'charge id', narrow: 'keep', value: (e) => e.chargeId ?? '' },
+  { header: 'key', narrow: 'drop', value: (e) => e.idempotencyKey ?? '' },
 ];
 
 export function statementTable(entries: readonly Entry[], indent = ''): string {
