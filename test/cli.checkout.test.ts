@@ -85,6 +85,18 @@ describe('stripe checkout', () => {
     expect(server.checkoutSessions.length).toBe(sessions);
   });
 
+  it('doctor --online asks Stripe whether the key is accepted', async () => {
+    const db = path.join(tmp, 'doctor.sqlite');
+    await runJson(['--db', db, 'customers', 'create', 'acme']);
+    const noFlowise = ['--db', db, 'doctor', '--online', '--flowise', path.join(tmp, 'no-flowise')];
+    const good = await runJson(noFlowise, { env: { STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url } });
+    expect(good.value.error.details.checks[2]).toEqual({ name: 'stripe key', status: 'ok', detail: 'test key, accepted by Stripe' });
+    const bad = await runJson(noFlowise, { env: { STRIPE_SECRET_KEY: 'sk_test_revokedrevoked', STRIPE_API_BASE: server.url } });
+    const problem = bad.value.error.details.problems.find((p: any) => p.code === 'STRIPE_AUTH_FAILED');
+    expect(problem.fix).toContain('Stripe dashboard');
+    expect(JSON.stringify(bad.value)).not.toContain('sk_test_revokedrevoked');
+  });
+
   it('library: a linked Stripe customer is used, and a refused key is STRIPE_AUTH_FAILED', async () => {
     const ledger = await openLedger(path.join(tmp, 'lib.sqlite'));
     try {

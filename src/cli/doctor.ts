@@ -24,7 +24,7 @@ export interface EnvironmentOptions {
   /** Ledger location (already validated by the CLI). */
   readonly db: string;
   readonly env: NodeJS.ProcessEnv;
-  /** Ask Stripe whether the key is accepted (one GET /v1/balance). */
+  /** Ask Stripe whether the key is accepted (one read-only GET /v1/customers?limit=1). */
   readonly stripeOnline: boolean;
 }
 
@@ -84,7 +84,7 @@ async function checkStripe(env: NodeJS.ProcessEnv, online: boolean, problems: Pr
   try {
     // Loaded only here: doctor without --online never loads the Stripe SDK.
     const { createStripeClient } = require('../stripe/client') as typeof import('../stripe/client');
-    await createStripeClient({ timeoutMs: 10_000 }, env).balance.retrieve();
+    await createStripeClient({ timeoutMs: 10_000 }, env).customers.list({ limit: 1 });
     return { name: 'stripe key', status: 'ok', detail: `${kind} key, accepted by Stripe` };
   } catch (e) {
     const status = (e as { statusCode?: number }).statusCode;
