@@ -125,25 +125,8 @@ export const periodAt = (field: string) =>
     return new Date(t);
   });
 
-/** Where the CLI keeps its ledger: an SQLite path or a postgres:// URL. */
-export const dbTarget = z
-  .string()
-  .min(1, 'database location (--db / FLOWISE_BILLING_DB) must not be empty')
-  .max(4096)
-  .superRefine((s, ctx) => {
-    if (!/^postgres(ql)?:\/\//i.test(s)) return;
-    let url: URL;
-    try {
-      url = new URL(s);
-    } catch {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'database URL is not a valid postgres:// URL' });
-      return;
-    }
-    const schema = url.searchParams.get('schema');
-    if (schema !== null && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `database URL schema "${schema}" must be a lower-case SQL identifier (a-z, 0-9, _)` });
-    }
-  });
+/** Where the CLI keeps its ledger: present and bounded here; what it may be (schemes, URL, schema) is ledgerTarget's rule. */
+export const dbTarget = z.string().min(1, 'database location (--db / FLOWISE_BILLING_DB) must not be empty').max(4096);
 
 /**
  * Parses an object of raw CLI strings; every problem is named in one VALIDATION_ERROR:
