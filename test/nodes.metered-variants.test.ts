@@ -130,7 +130,7 @@ describe('install-time variant files', () => {
         { rel: path.join('dist/nodes/tools/Calc/Calc.js'), factory: 'meteredToolModule' },
       ]);
       expect(variantPath('dist/nodes/tools/Calc/Calc.js')).toBe('dist/nodes/tools/Calc/Calc.billing-metered.js');
-      expect(variantSource('dist/nodes/tools/Calc/Calc.js', 'meteredToolModule')).toContain('require("../../billing/shared/variant.js").meteredToolModule(require("./Calc.js"))');
+      expect(variantSource('dist/nodes/tools/Calc/Calc.js', 'meteredToolModule')).toContain('require("../../billing/MeteredVariants/MeteredVariants.js").meteredToolModule(require("./Calc.js"))');
     } finally {
       fs.rmSync(fc, { recursive: true, force: true });
     }

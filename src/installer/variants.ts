@@ -14,7 +14,7 @@ import path from 'node:path';
  */
 export const VARIANT_SUFFIX = '.billing-metered.js';
 /** From dist/nodes/<family>/<Node>/ to the installed shared variant factory. */
-const FACTORY_FROM_NODE_DIR = '../../billing/shared/variant.js';
+const FACTORY_FROM_NODE_DIR = '../../billing/MeteredVariants/MeteredVariants.js';
 const FAMILIES = [
   { dir: path.join('dist', 'nodes', 'chatmodels'), factory: 'meteredModelModule' },
   { dir: path.join('dist', 'nodes', 'tools'), factory: 'meteredToolModule' },
