@@ -20,6 +20,9 @@ export interface FundsWaiter {
 }
 
 export class CustomerFunds {
+  /** Called when nothing is in flight or waiting any more (the registry then forgets this customer). */
+  constructor(private readonly idle: () => void = () => undefined) {}
+
   private readonly active = new Set<object>();
   private readonly admittedOrder: object[] = [];
   private readonly stepWaiters = new Map<object, FundsWaiter>();
@@ -40,6 +43,13 @@ export class CustomerFunds {
     if (!this.active.delete(run)) return;
     this.admittedOrder.splice(this.admittedOrder.indexOf(run), 1);
     this.changed();
+    if (this.active.size === 0) {
+      // Forgotten only if it stays quiet a moment (woken waiters may still come back).
+      const t = setTimeout(() => {
+        if (this.active.size === 0 && this.stepWaiters.size === 0 && this.admissionWaiters.size === 0) this.idle();
+      }, FORGET_AFTER_MS);
+      t.unref?.();
+    }
   }
 
   /** Money came back without a run ending (a hold of its own released or settled below its amount). */
@@ -102,6 +112,9 @@ export class CustomerFunds {
   }
 }
 
+/** A customer with nothing in flight is forgotten after this long. */
+const FORGET_AFTER_MS = 60_000;
+
 /** How long admissions let woken admitted runs go first. */
 const ADMISSION_DEFER_MS = 5;
 
@@ -112,6 +125,12 @@ export function customerFunds(ledger: Ledger, customerId: string): CustomerFunds
   let byCustomer = registry.get(ledger);
   if (!byCustomer) registry.set(ledger, (byCustomer = new Map()));
   let f = byCustomer.get(customerId);
-  if (!f) byCustomer.set(customerId, (f = new CustomerFunds()));
+  if (!f) {
+    const map = byCustomer;
+    const created: CustomerFunds = new CustomerFunds(() => {
+      if (map.get(customerId) === created) map.delete(customerId);
+    });
+    map.set(customerId, (f = created));
+  }
   return f;
 }

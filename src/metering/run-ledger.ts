@@ -79,10 +79,13 @@ export class RunLedger {
   /** Available balance right after the latest hold of the run. */
   lastAvailable?: Nanos;
 
-  private readonly funds: CustomerFunds;
+  /** The customer's coordinator, taken when the run first needs it and kept (enter, wait and leave on the same one). */
+  private fundsRef?: CustomerFunds;
 
-  constructor(readonly o: RunLedgerOptions) {
-    this.funds = customerFunds(o.ledger, o.customerId);
+  constructor(readonly o: RunLedgerOptions) {}
+
+  private get funds(): CustomerFunds {
+    return (this.fundsRef ??= customerFunds(this.o.ledger, this.o.customerId));
   }
 
   /**
@@ -267,14 +270,14 @@ export class RunLedger {
    */
   async finish(computeActual: RunCost | null, opts: { chargeFee?: boolean } = {}): Promise<RunFinish> {
     if (this.closed) {
-      this.funds.leave(this);
+      this.fundsRef?.leave(this);
       return {};
     }
     try {
       return await this.close(computeActual, opts);
     } finally {
       // Its reservation is back (or its expiry will bring it back): runs waiting for money try again.
-      this.funds.leave(this);
+      this.fundsRef?.leave(this);
     }
   }
 
