@@ -26,11 +26,15 @@ describe('classifyFailure', () => {
   it('a duplicate identifier (400, no code, Stripe-Should-Retry: false) counts as delivered', () => {
     expect(classifyFailure({ statusCode: 400, rawType: 'invalid_request_error', message: 'An event already exists with identifier fb_ent_1.', shouldRetryHeader: 'false' })).toBe('duplicate');
   });
-  it('auth failures stop the sync; other 4xx reject the event; 429/5xx/network retry', () => {
+  it('auth failures stop the sync; other 4xx reject the event; 429/409 throttle; 5xx/network retry, even a saved 500', () => {
     expect(classifyFailure({ statusCode: 401, type: 'StripeAuthenticationError' })).toBe('fatal');
     expect(classifyFailure({ statusCode: 403 })).toBe('fatal');
     expect(classifyFailure({ statusCode: 400, message: 'Timestamp must be within the past 35 calendar days.' })).toBe('rejected');
-    expect(classifyFailure({ statusCode: 429 })).toBe('retry');
+    expect(classifyFailure({ statusCode: 429 })).toBe('throttled');
+    expect(classifyFailure({ statusCode: 429, code: 'lock_timeout', shouldRetryHeader: 'true' })).toBe('throttled');
+    expect(classifyFailure({ statusCode: 409 })).toBe('throttled');
+    expect(classifyFailure({ statusCode: 500, shouldRetryHeader: 'false' })).toBe('retry');
+    expect(classifyFailure({ statusCode: 400, message: 'Invalid integer', shouldRetryHeader: 'false' })).toBe('rejected');
     expect(classifyFailure({ statusCode: 502 })).toBe('retry');
     expect(classifyFailure({ type: 'StripeConnectionError' })).toBe('retry');
   });

@@ -1,9 +1,10 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
 import type { Row, SqlConnection } from '../ledger/dialect';
 import type { SqlLedger } from '../ledger/sql-ledger';
 import { ensureStripeCustomer, stripeCustomersFor } from './customers';
 import { StripeIntegrationError } from './errors';
+import { type LaneOutcome, runLanes } from './lanes';
 import {
   type BackoffOptions,
   backoffMs,
@@ -12,6 +13,7 @@ import {
   classifyFailure,
   factsOf,
   RateLimiter,
+  retryAfterMs,
 } from './retry';
 
 /**
@@ -23,11 +25,19 @@ import {
  *   was marked — the resend reuses the row's identifier and Stripe rejects it
  *   as a duplicate, which counts as delivered. (Stripe enforces identifier
  *   uniqueness for 24 h; a lease is seconds.)
- * - Every POST carries our own idempotency key `fbme:<identifier>:<timestamp>`.
- *   The SDK's own retries are off (maxNetworkRetries 0 is recommended): this
- *   loop retries 429, 5xx and connection failures with capped exponential
- *   backoff and 50–100 % jitter, and a circuit breaker stops calls while
- *   Stripe keeps failing.
+ * - The identifier is what prevents double counting, so every attempt carries
+ *   a fresh idempotency key `fbme:<identifier>:<uuid>`. Reusing one key would
+ *   be wrong here: Stripe saves the result of a request that began executing
+ *   under its key, a 500 included, and replays it for that key for 24 h.
+ * - One request at a time per customer and meter (Stripe's rule for this
+ *   endpoint), many customers in parallel (`concurrency`), under a global
+ *   rate limit. A 429 makes only that customer and meter wait (Retry-After
+ *   when given, else backoff) and never trips the circuit breaker, which
+ *   counts server failures (5xx, no answer) only.
+ * - After an outage the breaker lets one probe through; every other call of
+ *   the round waits for its result and goes on at once when it succeeds.
+ * - The SDK's own retries are off (maxNetworkRetries 0): failed events are
+ *   retried with capped exponential backoff and 50–100 % jitter.
  * - Optional aggregation: pending rows of one customer, meter and time window
  *   are frozen into a group (agg_id, committed before the send) and sent as one
  *   event whose identifier is the group id, so a restart resends the same group.
@@ -36,9 +46,9 @@ export interface OutboxDeliveryOptions {
   readonly stripe: Stripe;
   /** Rows leased per round (default 200). */
   readonly batchSize?: number;
-  /** Concurrent requests (default 8). */
+  /** Customers (customer + meter pairs) sent to in parallel, one request each at a time (default 16). */
   readonly concurrency?: number;
-  /** Requests a second (default 80; Stripe's meter-event endpoint takes ~1,000/s in live mode, 25/s global in test mode). */
+  /** Requests a second (default 80; Stripe's meter-event endpoint takes 1,000/s in live mode; in test mode it shares the 25/s basic limit). */
   readonly ratePerSecond?: number;
   readonly backoff?: BackoffOptions;
   readonly breaker?: BreakerOptions;
@@ -50,6 +60,8 @@ export interface OutboxDeliveryOptions {
   readonly aggregateWindowSeconds?: number;
   /** Create Stripe customers for unmapped ledger customers (default true); otherwise their rows wait. */
   readonly createCustomers?: boolean;
+  /** How long rows of a customer without a Stripe customer (not linked, or the create failed) wait before the next try (default 60 s). */
+  readonly customerRetryMs?: number;
   readonly clock?: () => number;
   readonly random?: () => number;
 }
@@ -57,6 +69,8 @@ export interface OutboxDeliveryOptions {
 export interface RoundResult {
   readonly leased: number;
   readonly requests: number;
+  /** Requests answered 429 (the customer and meter waited; not an attempt against the event). */
+  readonly throttled: number;
   readonly delivered: number;
   readonly duplicates: number;
   readonly retried: number;
@@ -100,6 +114,8 @@ interface Send {
   value: bigint;
   occurredAt: number;
   rows: OutboxRow[];
+  /** Why its last request this round did not go through (a 429), if it is given back. */
+  lastError?: string;
 }
 
 const DAY_S = 86_400;
@@ -127,14 +143,31 @@ export function meterTimestamp(occurredMs: number, nowMs: number): number {
   return ts;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 const inList = (n: number) => `(${Array.from({ length: n }, () => '?').join(', ')})`;
+/** Stripe's rule is per customer and meter: the lane a send waits in. */
+const laneOf = (s: Send) => `${s.customerId}\u0000${s.eventName}`;
 
 export class OutboxDelivery {
   readonly breaker: CircuitBreaker;
   private readonly limiter: RateLimiter;
   private readonly clock: () => number;
   private readonly random: () => number;
+  private readonly stripe: Stripe;
+  /** Per customer + meter: when it may be called again after a 429 (real time), across rounds. */
+  private readonly laneReadyAt = new Map<string, number>();
+  /** Per customer + meter: 429s in a row, for the backoff when Stripe gives no Retry-After. */
+  private readonly laneStrikes = new Map<string, number>();
   private readonly o: Required<Omit<OutboxDeliveryOptions, 'stripe' | 'backoff' | 'breaker' | 'clock' | 'random' | 'aggregateWindowSeconds'>> & {
     aggregateWindowSeconds: number | null;
     backoff: BackoffOptions;
@@ -149,11 +182,12 @@ export class OutboxDelivery {
     this.breaker = new CircuitBreaker(opts.breaker);
     this.o = {
       batchSize: opts.batchSize ?? 200,
-      concurrency: opts.concurrency ?? 8,
+      concurrency: opts.concurrency ?? 16,
       ratePerSecond: opts.ratePerSecond ?? 80,
       maxAttempts: opts.maxAttempts ?? 20,
       leaseMs: opts.leaseMs ?? 30_000,
       createCustomers: opts.createCustomers ?? true,
+      customerRetryMs: opts.customerRetryMs ?? 60_000,
       aggregateWindowSeconds: opts.aggregateWindowSeconds ?? null,
       backoff: opts.backoff ?? {},
     };
@@ -161,8 +195,6 @@ export class OutboxDelivery {
     this.limiter = new RateLimiter(this.o.ratePerSecond, Math.max(1, Math.ceil(this.o.ratePerSecond / 10)), Date.now());
     this.stripe = opts.stripe;
   }
-
-  private readonly stripe: Stripe;
 
   private get d() {
     return this.ledger.dialect;
@@ -200,19 +232,32 @@ export class OutboxDelivery {
     );
   }
 
-  /** Leases up to batchSize due rows (freezing aggregation groups first) and delivers them once. */
-  async deliverRound(): Promise<RoundResult> {
-    const now = this.clock();
-    const empty = { leased: 0, requests: 0, delivered: 0, duplicates: 0, retried: 0, failed: 0, waiting: 0 };
-    if (this.breaker.waitMs(now) > 0) return empty;
-    const rows = await this.d.writeTransaction(async (c) => {
+  /**
+   * Leases due rows (freezing aggregation groups first): at most batchSize,
+   * and at most a quarter of them for any one customer and meter, so a heavy
+   * customer's backlog (which goes one request at a time) does not hold the
+   * others back. Over-fetches candidates to choose from.
+   */
+  private async lease(now: number): Promise<OutboxRow[]> {
+    const perLane = Math.max(10, Math.ceil(this.o.batchSize / 4));
+    return this.d.writeTransaction(async (c) => {
       if (this.o.aggregateWindowSeconds) await this.freezeGroups(c, now);
-      const due = (
+      const candidates = (
         await c.query(
           `SELECT * FROM billing_stripe_outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ? ${this.d.forUpdate}`,
-          [now, this.o.batchSize],
+          [now, this.o.batchSize * 4],
         )
       ).map(rowFrom);
+      const taken = new Map<string, number>();
+      const due: OutboxRow[] = [];
+      for (const r of candidates) {
+        if (due.length >= this.o.batchSize) break;
+        const lane = `${r.customerId}\u0000${r.eventName}`;
+        const n = taken.get(lane) ?? 0;
+        if (n >= perLane && r.aggId === null) continue;
+        taken.set(lane, n + 1);
+        due.push(r);
+      }
       // A group is only sent whole: pull in any of its rows the LIMIT cut off.
       const groups = [...new Set(due.map((r) => r.aggId).filter((g): g is string => g !== null))];
       const seen = new Set(due.map((r) => r.id));
@@ -221,75 +266,103 @@ export class OutboxDelivery {
           if (!seen.has(String(r.id))) due.push(rowFrom(r));
         }
       }
-      if (due.length) {
-        await c.run(`UPDATE billing_stripe_outbox SET next_attempt_at = ? WHERE id IN ${inList(due.length)}`, [now + this.o.leaseMs, ...due.map((r) => r.id)]);
+      for (let i = 0; i < due.length; i += 500) {
+        const chunk = due.slice(i, i + 500);
+        await c.run(`UPDATE billing_stripe_outbox SET next_attempt_at = ? WHERE id IN ${inList(chunk.length)}`, [now + this.o.leaseMs, ...chunk.map((r) => r.id)]);
       }
       return due;
     });
+  }
+
+  /** Leases due rows and delivers them once: one request at a time per customer and meter, many customers at once. */
+  async deliverRound(): Promise<RoundResult> {
+    const now = this.clock();
+    const empty = { leased: 0, requests: 0, throttled: 0, delivered: 0, duplicates: 0, retried: 0, failed: 0, waiting: 0 };
+    if (this.breaker.waitMs(now) > 0) return empty;
+    const rows = await this.lease(now);
     if (rows.length === 0) return empty;
 
-    const sends = this.toSends(rows);
-    const customers = await this.resolveCustomers([...new Set(sends.map((s) => s.customerId))]);
     const result = { ...empty, leased: rows.length };
     const done: Done[] = [];
-    let fatal: unknown = null;
+    const sends: Send[] = [];
+    const customers = await this.resolveCustomers([...new Set(rows.map((r) => r.customerId))]);
+    for (const send of this.toSends(rows)) {
+      if (!customers.has(send.customerId)) {
+        done.push({ send, verdict: 'waiting', delayMs: this.o.customerRetryMs, error: `customer ${send.customerId} has no Stripe customer (link it or allow createCustomers)` });
+      } else if (send.value === 0n) {
+        // An aggregated group whose refunds cancelled its charges: nothing to tell Stripe.
+        done.push({ send, verdict: 'delivered' });
+      } else {
+        sends.push(send);
+      }
+    }
 
-    let next = 0;
-    const worker = async () => {
-      while (next < sends.length && fatal === null) {
-        const send = sends[next++]!;
-        const stripeCustomer = customers.get(send.customerId);
-        if (!stripeCustomer) {
-          done.push({ send, verdict: 'waiting', delayMs: 60_000, error: `customer ${send.customerId} has no Stripe customer (link it or allow createCustomers)` });
-          continue;
-        }
-        if (send.value === 0n) {
-          // An aggregated group whose refunds cancelled its charges: nothing to tell Stripe.
-          done.push({ send, verdict: 'delivered' });
-          continue;
-        }
-        if (!this.breaker.tryAcquire(this.clock())) {
-          // Not an attempt: the row waits for the breaker, its attempt count unchanged.
-          done.push({ send, verdict: 'waiting', delayMs: Math.max(100, this.breaker.waitMs(this.clock())), error: 'circuit breaker open' });
-          continue;
-        }
-        for (let wait = this.limiter.take(Date.now()); wait > 0; wait = this.limiter.take(Date.now())) await sleep(wait);
-        const ts = meterTimestamp(send.occurredAt, this.clock());
-        result.requests += 1;
-        try {
-          await this.stripe.billing.meterEvents.create(
-            {
-              event_name: send.eventName,
-              identifier: send.identifier,
-              timestamp: ts,
-              payload: { stripe_customer_id: stripeCustomer, value: send.value.toString() },
-            },
-            { idempotencyKey: `fbme:${send.identifier}:${ts}` },
-          );
-          this.breaker.success();
-          done.push({ send, verdict: 'delivered' });
-        } catch (e) {
-          const facts = factsOf(e);
-          const verdict = classifyFailure(facts);
-          if (verdict === 'duplicate') {
+    let fatal: unknown = null;
+    const attempt = async (send: Send, probe: boolean): Promise<LaneOutcome> => {
+      for (let wait = this.limiter.take(Date.now()); wait > 0; wait = this.limiter.take(Date.now())) await sleep(wait);
+      const ts = meterTimestamp(send.occurredAt, this.clock());
+      result.requests += 1;
+      try {
+        await this.stripe.billing.meterEvents.create(
+          {
+            event_name: send.eventName,
+            identifier: send.identifier,
+            timestamp: ts,
+            payload: { stripe_customer_id: customers.get(send.customerId)!, value: send.value.toString() },
+          },
+          // A fresh key per attempt: a key's saved result (even a 500) would only be replayed.
+          { idempotencyKey: `fbme:${send.identifier}:${randomUUID()}` },
+        );
+        this.breaker.success();
+        this.laneStrikes.delete(laneOf(send));
+        done.push({ send, verdict: 'delivered' });
+        return { kind: 'next' };
+      } catch (e) {
+        const facts = factsOf(e);
+        const verdict = classifyFailure(facts);
+        const error = `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500);
+        switch (verdict) {
+          case 'duplicate':
             this.breaker.success();
             done.push({ send, verdict: 'duplicate' });
-          } else if (verdict === 'fatal') {
+            return { kind: 'next' };
+          case 'fatal':
             this.breaker.failure(this.clock());
             fatal = e;
             done.push({ send, verdict: 'waiting', delayMs: 0, error: facts.message ?? 'authentication failed' });
-          } else {
-            if (verdict === 'retry') this.breaker.failure(this.clock());
-            else this.breaker.success(); // Stripe answered sensibly; the event itself is bad
-            done.push({ send, verdict, error: `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500) });
+            return { kind: 'halt' };
+          case 'throttled': {
+            // Stripe is up and answering: a probe that gets a 429 has done its job.
+            if (probe) this.breaker.success();
+            result.throttled += 1;
+            const lane = laneOf(send);
+            const strikes = (this.laneStrikes.get(lane) ?? 0) + 1;
+            this.laneStrikes.set(lane, strikes);
+            const waitMs = retryAfterMs(facts.retryAfterHeader) ?? backoffMs(strikes, this.o.backoff, this.random);
+            send.lastError = error;
+            return { kind: 'throttled', waitMs };
           }
+          case 'retry':
+            this.breaker.failure(this.clock());
+            done.push({ send, verdict: 'retry', error });
+            return { kind: 'next' };
+          case 'rejected':
+            this.breaker.success(); // Stripe answered sensibly; the event itself is bad
+            done.push({ send, verdict: 'rejected', error });
+            return { kind: 'next' };
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.o.concurrency, sends.length) }, worker));
-    // Rows never reached (fatal stop) go back to the queue untouched.
-    const reached = new Set(done.map((d) => d.send.identifier));
-    for (const s of sends) if (!reached.has(s.identifier)) done.push({ send: s, verdict: 'waiting', delayMs: 0, error: 'not attempted' });
+    const run = await runLanes(sends, laneOf, attempt, {
+      workers: this.o.concurrency,
+      breaker: this.breaker,
+      clock: this.clock,
+      deadline: Date.now() + this.o.leaseMs / 2,
+      readyAt: this.laneReadyAt,
+    });
+    // Not attempts: their attempt counts stay, and they are due again at once (or after their customer's wait).
+    for (const send of run.unattempted) done.push({ send, verdict: 'waiting', delayMs: 0, error: send.lastError ?? 'not attempted' });
+    for (const { item: send, delayMs } of run.deferred) done.push({ send, verdict: 'waiting', delayMs, error: send.lastError ?? 'rate limited' });
 
     await this.record(done, result);
     if (fatal !== null) {
@@ -425,8 +498,9 @@ export class OutboxDelivery {
       if (!opts.watch && status.pending === 0) return status;
       if (!opts.watch && opts.timeoutMs !== undefined && this.clock() - started > opts.timeoutMs) return status;
       if (round.leased === 0 || round.requests === 0) {
-        const wait = Math.max(20, Math.min(idle, await this.msUntilDue(), this.breaker.waitMs(this.clock()) || idle));
-        await sleep(wait);
+        // An open breaker decides alone when the next call may go (its probe); otherwise the next due row does.
+        const breakerWait = this.breaker.waitMs(this.clock());
+        await sleep(breakerWait > 0 ? breakerWait : Math.max(20, Math.min(idle, await this.msUntilDue())), opts.signal);
       }
     }
     return this.status();
