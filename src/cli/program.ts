@@ -68,7 +68,7 @@ function packageVersion(): string {
   }
 }
 
-export function buildProgram(io: Io, json: boolean): Command {
+export function buildProgram(io: Io, json: boolean): { program: Command; cli: CliContext } {
   const program = new Command('flowise-billing');
   const cli = new CliContext(io, json, () => program.opts<{ db?: string }>());
   program
@@ -104,7 +104,7 @@ Examples:
   flowise-billing statement acme --limit 20`,
     );
   for (const register of COMMANDS) register(program, cli);
-  return program;
+  return { program, cli };
 }
 
 /** Runs the CLI; resolves to the process exit code. Never throws, never prints a stack (unless FLOWISE_BILLING_DEBUG). */
@@ -112,9 +112,9 @@ export async function run(argv: readonly string[], io: Io = processIo): Promise<
   const args = argv.slice(2);
   const json = wantsJson(args);
   try {
-    const program = buildProgram(io, json);
+    const { program, cli } = buildProgram(io, json);
     await program.parseAsync([...args], { from: 'user' });
-    return 0;
+    return cli.exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return 0; // --help, -V

@@ -72,6 +72,6 @@ export function registerPlugin(program: Command, cli: CliContext): void {
               : 'No problems found.',
           ].join('\n'),
       });
-      if (!r.ok) process.exitCode = 1;
+      cli.verdict(r.ok);
     });
 }
