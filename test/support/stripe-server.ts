@@ -870,6 +870,12 @@ export class StripeTestServer {
       answeredAt: null,
     };
     this.requests.push(record);
+    // Parsed leniently up front so requests answered before the endpoint runs (limits, faults) still show their params.
+    try {
+      if (record.method === 'POST') record.params = parseForm(rawBody);
+    } catch {
+      // process() reports the encoding error
+    }
 
     const lane = record.method === 'POST' && record.path === '/v1/billing/meter_events' ? meterLane(rawBody) : null;
     if (lane !== null) {
