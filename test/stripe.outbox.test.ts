@@ -138,7 +138,7 @@ describe.each(BACKENDS)('stripe meter-event outbox on $name', (backend) => {
     const perKey = new Map<string, number>();
     for (const p of posts) perKey.set(p.idempotencyKey!, (perKey.get(p.idempotencyKey!) ?? 0) + 1);
     expect(Math.max(...perKey.values())).toBeLessThanOrEqual(2);
-    expect(result.duplicatesNow).toBeGreaterThanOrEqual(4);
+    expect(result.duplicatesNow).toBeGreaterThan(0);
     const atStripe = eventsByIdentifier(server);
     const rows = await outboxRows(ledger);
     expect(atStripe.size).toBe(rows.length);
