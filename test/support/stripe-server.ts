@@ -58,6 +58,8 @@ export interface FaultSpec {
   kind: FaultKind;
   /** How many matching requests get the fault; default 1. */
   count?: number;
+  /** Fault only every Nth matching request (default 1: each), spreading faults over a run instead of an outage. */
+  every?: number;
   /** Only requests whose path starts with this string (or matches the RegExp). */
   path?: string | RegExp;
   method?: 'GET' | 'POST';
@@ -648,6 +650,8 @@ interface StoredIdempotentResult {
 interface ActiveFault {
   spec: FaultSpec;
   remaining: number;
+  /** Matching requests seen, for `every`. */
+  seen: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -796,7 +800,7 @@ export class StripeTestServer {
   // --- test controls -------------------------------------------------------
 
   injectFaults(spec: FaultSpec): void {
-    this.faults.push({ spec, remaining: spec.count ?? 1 });
+    this.faults.push({ spec, remaining: spec.count ?? 1, seen: 0 });
   }
 
   clearFaults(): void {
@@ -922,11 +926,14 @@ export class StripeTestServer {
   }
 
   private takeFault(record: RecordedRequest): FaultSpec | undefined {
-    const active = this.faults.find(({ spec, remaining }) => {
+    const active = this.faults.find((f) => {
+      const { spec, remaining } = f;
       if (remaining <= 0) return false;
       if (spec.method && spec.method !== record.method) return false;
-      if (spec.path instanceof RegExp) return spec.path.test(record.path);
-      return spec.path === undefined || record.path.startsWith(spec.path);
+      const matches = spec.path instanceof RegExp ? spec.path.test(record.path) : spec.path === undefined || record.path.startsWith(spec.path);
+      if (!matches) return false;
+      f.seen += 1;
+      return f.seen % (spec.every ?? 1) === 0;
     });
     if (!active) return undefined;
     active.remaining -= 1;
