@@ -76,7 +76,7 @@ describe.each(BACKENDS)('stripe sync worker crash safety on $name', (backend) =>
     server.injectFaults({ kind: 'reset', count: 20, path: path_, afterProcessing: true, every: 17 });
 
     const main = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
-    const env = { ...process.env, STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url };
+    const env: NodeJS.ProcessEnv = { ...process.env, STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url };
     delete env.FLOWISE_BILLING_DB;
     const sync = (mode: string) =>
       spawn(process.execPath, [main, '--db', target, 'stripe', 'sync', mode, '--lease-seconds', '2', '--rate', '2000', '--concurrency', '8', '--json'], {

@@ -95,16 +95,26 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
   if (typeof rawBody !== 'string' && !Buffer.isBuffer(rawBody)) {
     return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', 'the webhook body must be the raw request bytes (Buffer or string), not parsed JSON'));
   }
+  const receivedAt = deps.clock ? Math.floor(deps.clock() / 1000) : undefined;
+  const tolerance = deps.toleranceSeconds ?? WEBHOOK_TOLERANCE_SECONDS;
   let verified: unknown;
+  let thin: { id: string; type: string; related?: string } | null = null;
   try {
-    const receivedAt = deps.clock ? Math.floor(deps.clock() / 1000) : undefined;
-    verified = stripe.webhooks.constructEvent(rawBody, header, deps.secret, deps.toleranceSeconds ?? WEBHOOK_TOLERANCE_SECONDS, undefined, receivedAt);
+    verified = stripe.webhooks.constructEvent(rawBody, header, deps.secret, tolerance, undefined, receivedAt);
   } catch (e) {
-    return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', `signature verification failed: ${(e as Error).message}`));
+    const message = (e as Error).message;
+    if (!/thin event/.test(message)) return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', `signature verification failed: ${message}`));
+    // A v2 "thin" event notification (an event destination, e.g. v1.billing.meter.error_report_triggered): verified its own way.
+    try {
+      const n = stripe.parseEventNotification(rawBody, header, deps.secret, tolerance, undefined, receivedAt) as { id: string; type: string; related_object?: { id?: string } | null };
+      thin = { id: n.id, type: n.type, related: n.related_object?.id };
+    } catch (e2) {
+      return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', `signature verification failed: ${(e2 as Error).message}`));
+    }
   }
   let event: WebhookEvent;
   try {
-    event = parseWebhookEvent(verified);
+    event = thin ? { id: thin.id, type: thin.type, object: null, unhandled: true } : parseWebhookEvent(verified);
   } catch (e) {
     // Signed but malformed: retrying cannot fix it, and nothing was touched.
     if (e instanceof BillingError) return refused(deps, 400, e);
@@ -120,7 +130,7 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
 
   let applied: unknown;
   try {
-    applied = event.object === null ? ignore(`event type ${event.type} is not handled`) : await apply(deps, event);
+    applied = event.object === null ? ignore(unhandledReason(event.type, thin?.related)) : await apply(deps, event);
   } catch (e) {
     // Not recorded: Stripe redelivers, and every action is idempotent.
     const msg = e instanceof Error ? e.message : String(e);
@@ -139,6 +149,14 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
   }
   deps.log?.(`webhook ${event.id} (${event.type}) applied: ${JSON.stringify(applied)}`);
   return { status: 200, body: { received: true, eventId: event.id, type: event.type, ignored: false, applied } };
+}
+
+function unhandledReason(type: string, related: string | undefined): string {
+  if (type === 'v1.billing.meter.error_report_triggered') {
+    // Stripe validates meter events asynchronously; this says some were dropped. Which rows: reconcile shows the customers.
+    return `Stripe reports meter events it rejected for meter ${related ?? '?'}: run \`flowise-billing stripe reconcile\` to find the customers whose usage is missing, and see the meter's errors in the Dashboard`;
+  }
+  return `event type ${type} is not handled`;
 }
 
 async function customerFrom(deps: WebhookDeps, metadataId: string | undefined | null, stripeCustomer: string | null): Promise<string | null> {
