@@ -234,9 +234,10 @@ export class OutboxDelivery {
 
   /**
    * Leases due rows (freezing aggregation groups first): at most batchSize,
-   * and at most a quarter of them for any one customer and meter, so a heavy
-   * customer's backlog (which goes one request at a time) does not hold the
-   * others back. Over-fetches candidates to choose from.
+   * and at most a quarter of them for any one customer and meter while other
+   * customers have rows waiting, so a heavy customer's backlog (which goes one
+   * request at a time) does not hold the others back. Over-fetches candidates
+   * to choose from.
    */
   private async lease(now: number): Promise<OutboxRow[]> {
     const perLane = Math.max(10, Math.ceil(this.o.batchSize / 4));
@@ -250,14 +251,20 @@ export class OutboxDelivery {
       ).map(rowFrom);
       const taken = new Map<string, number>();
       const due: OutboxRow[] = [];
+      const rest: OutboxRow[] = [];
       for (const r of candidates) {
         if (due.length >= this.o.batchSize) break;
         const lane = `${r.customerId}\u0000${r.eventName}`;
         const n = taken.get(lane) ?? 0;
-        if (n >= perLane && r.aggId === null) continue;
+        if (n >= perLane && r.aggId === null) {
+          rest.push(r);
+          continue;
+        }
         taken.set(lane, n + 1);
         due.push(r);
       }
+      // Room left (few customers have work): fill it, so a lone heavy customer still gets whole batches.
+      due.push(...rest.slice(0, Math.max(0, this.o.batchSize - due.length)));
       // A group is only sent whole: pull in any of its rows the LIMIT cut off.
       const groups = [...new Set(due.map((r) => r.aggId).filter((g): g is string => g !== null))];
       const seen = new Set(due.map((r) => r.id));
