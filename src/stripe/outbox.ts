@@ -1,10 +1,10 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
-import type { Row, SqlConnection } from '../ledger/dialect';
 import type { SqlLedger } from '../ledger/sql-ledger';
 import { ensureStripeCustomer, stripeCustomersFor } from './customers';
 import { StripeIntegrationError } from './errors';
 import { type LaneOutcome, runLanes } from './lanes';
+import { laneKey, OutboxQueue, type OutboxRow, type QueueCounts, type RowUpdate } from './outbox-queue';
 import {
   type BackoffOptions,
   backoffMs,
@@ -78,24 +78,8 @@ export interface RoundResult {
   readonly waiting: number;
 }
 
-export interface OutboxStatus {
-  readonly pending: number;
-  readonly due: number;
-  readonly delivered: number;
-  readonly failed: number;
-  readonly oldestPendingAt: string | null;
-  readonly lastErrors: Array<{ id: string; attempts: number; error: string }>;
+export interface OutboxStatus extends QueueCounts {
   readonly breaker: 'closed' | 'open' | 'half-open';
-}
-
-interface OutboxRow {
-  id: string;
-  customerId: string;
-  eventName: string;
-  value: bigint;
-  occurredAt: number;
-  attempts: number;
-  aggId: string | null;
 }
 
 interface Done {
@@ -122,18 +106,6 @@ const DAY_S = 86_400;
 /** Stripe takes meter events up to 35 days old and 5 minutes ahead; keep an hour of margin on the old side. */
 const OLDEST_S = 35 * DAY_S - 3600;
 
-function rowFrom(r: Row): OutboxRow {
-  return {
-    id: String(r.id),
-    customerId: String(r.customer_id),
-    eventName: String(r.event_name),
-    value: BigInt(String(r.value)),
-    occurredAt: Number(r.occurred_at),
-    attempts: Number(r.attempts),
-    aggId: r.agg_id === null || r.agg_id === undefined ? null : String(r.agg_id),
-  };
-}
-
 /** Seconds-since-epoch timestamp Stripe will accept for an event that happened at `occurredMs`. */
 export function meterTimestamp(occurredMs: number, nowMs: number): number {
   const now = Math.floor(nowMs / 1000);
@@ -154,9 +126,8 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     const timer = setTimeout(done, ms);
     signal?.addEventListener('abort', done, { once: true });
   });
-const inList = (n: number) => `(${Array.from({ length: n }, () => '?').join(', ')})`;
 /** Stripe's rule is per customer and meter: the lane a send waits in. */
-const laneOf = (s: Send) => `${s.customerId}\u0000${s.eventName}`;
+const laneOf = (s: Send) => laneKey(s.customerId, s.eventName);
 
 export class OutboxDelivery {
   readonly breaker: CircuitBreaker;
@@ -164,6 +135,7 @@ export class OutboxDelivery {
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly stripe: Stripe;
+  private readonly queue: OutboxQueue;
   /** Per customer + meter: when it may be called again after a 429 (real time), across rounds. */
   private readonly laneReadyAt = new Map<string, number>();
   /** Per customer + meter: 429s in a row, for the backoff when Stripe gives no Retry-After. */
@@ -194,91 +166,18 @@ export class OutboxDelivery {
     // Rate limiting is about real time, whatever clock the rows are judged by.
     this.limiter = new RateLimiter(this.o.ratePerSecond, Math.max(1, Math.ceil(this.o.ratePerSecond / 10)), Date.now());
     this.stripe = opts.stripe;
+    this.queue = new OutboxQueue(ledger);
   }
 
-  private get d() {
-    return this.ledger.dialect;
-  }
-
-  /** Pending, delivered and failed counts, and why the last attempts failed. */
+  /** Pending, delivered and failed counts, why the last attempts failed, and the breaker. */
   async status(): Promise<OutboxStatus> {
     const now = this.clock();
-    return this.d.read(async (c) => {
-      const counts = await c.query('SELECT status, COUNT(*) AS n, MIN(occurred_at) AS oldest FROM billing_stripe_outbox GROUP BY status');
-      const [due] = await c.query("SELECT COUNT(*) AS n FROM billing_stripe_outbox WHERE status = 'pending' AND next_attempt_at <= ?", [now]);
-      const errors = await c.query(
-        "SELECT id, attempts, last_error FROM billing_stripe_outbox WHERE status IN ('pending', 'failed') AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 5",
-      );
-      const by = new Map(counts.map((r) => [String(r.status), r]));
-      const n = (s: string) => Number(by.get(s)?.n ?? 0);
-      const oldest = by.get('pending')?.oldest;
-      return {
-        pending: n('pending'),
-        due: Number(due?.n ?? 0),
-        delivered: n('delivered'),
-        failed: n('failed'),
-        oldestPendingAt: oldest === undefined || oldest === null ? null : new Date(Number(oldest)).toISOString(),
-        lastErrors: errors.map((r) => ({ id: String(r.id), attempts: Number(r.attempts), error: String(r.last_error) })),
-        breaker: this.breaker.state(now),
-      };
-    });
+    return { ...(await this.queue.counts(now)), breaker: this.breaker.state(now) };
   }
 
   /** Puts failed rows back in the queue (after fixing what made Stripe refuse them). */
-  async retryFailed(): Promise<number> {
-    const now = this.clock();
-    return this.d.writeTransaction((c) =>
-      c.run("UPDATE billing_stripe_outbox SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed'", [now]),
-    );
-  }
-
-  /**
-   * Leases due rows (freezing aggregation groups first): at most batchSize,
-   * and at most a quarter of them for any one customer and meter while other
-   * customers have rows waiting, so a heavy customer's backlog (which goes one
-   * request at a time) does not hold the others back. Over-fetches candidates
-   * to choose from.
-   */
-  private async lease(now: number): Promise<OutboxRow[]> {
-    const perLane = Math.max(10, Math.ceil(this.o.batchSize / 4));
-    return this.d.writeTransaction(async (c) => {
-      if (this.o.aggregateWindowSeconds) await this.freezeGroups(c, now);
-      const candidates = (
-        await c.query(
-          `SELECT * FROM billing_stripe_outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ? ${this.d.forUpdate}`,
-          [now, this.o.batchSize * 4],
-        )
-      ).map(rowFrom);
-      const taken = new Map<string, number>();
-      const due: OutboxRow[] = [];
-      const rest: OutboxRow[] = [];
-      for (const r of candidates) {
-        if (due.length >= this.o.batchSize) break;
-        const lane = `${r.customerId}\u0000${r.eventName}`;
-        const n = taken.get(lane) ?? 0;
-        if (n >= perLane && r.aggId === null) {
-          rest.push(r);
-          continue;
-        }
-        taken.set(lane, n + 1);
-        due.push(r);
-      }
-      // Room left (few customers have work): fill it, so a lone heavy customer still gets whole batches.
-      due.push(...rest.slice(0, Math.max(0, this.o.batchSize - due.length)));
-      // A group is only sent whole: pull in any of its rows the LIMIT cut off.
-      const groups = [...new Set(due.map((r) => r.aggId).filter((g): g is string => g !== null))];
-      const seen = new Set(due.map((r) => r.id));
-      if (groups.length) {
-        for (const r of await c.query(`SELECT * FROM billing_stripe_outbox WHERE status = 'pending' AND agg_id IN ${inList(groups.length)}`, groups)) {
-          if (!seen.has(String(r.id))) due.push(rowFrom(r));
-        }
-      }
-      for (let i = 0; i < due.length; i += 500) {
-        const chunk = due.slice(i, i + 500);
-        await c.run(`UPDATE billing_stripe_outbox SET next_attempt_at = ? WHERE id IN ${inList(chunk.length)}`, [now + this.o.leaseMs, ...chunk.map((r) => r.id)]);
-      }
-      return due;
-    });
+  retryFailed(): Promise<number> {
+    return this.queue.retryFailed(this.clock());
   }
 
   /** Leases due rows and delivers them once: one request at a time per customer and meter, many customers at once. */
@@ -286,7 +185,7 @@ export class OutboxDelivery {
     const now = this.clock();
     const empty = { leased: 0, requests: 0, throttled: 0, delivered: 0, duplicates: 0, retried: 0, failed: 0, waiting: 0 };
     if (this.breaker.waitMs(now) > 0) return empty;
-    const rows = await this.lease(now);
+    const rows = await this.queue.lease(now, this.o);
     if (rows.length === 0) return empty;
 
     const result = { ...empty, leased: rows.length };
@@ -384,7 +283,7 @@ export class OutboxDelivery {
   ): Promise<void> {
     const now = this.clock();
     const deliveredIds: string[] = [];
-    const updates: Array<[string, number, number, string | null, string]> = []; // status, attempts, next, error, id
+    const updates: RowUpdate[] = [];
     for (const { send, verdict, error, delayMs } of done) {
       if (verdict === 'delivered' || verdict === 'duplicate') {
         deliveredIds.push(...send.rows.map((r) => r.id));
@@ -395,30 +294,17 @@ export class OutboxDelivery {
       for (const r of send.rows) {
         if (verdict === 'waiting') {
           result.waiting += 1;
-          updates.push(['pending', r.attempts, now + (delayMs ?? 0), error ?? null, r.id]);
+          updates.push({ id: r.id, status: 'pending', attempts: r.attempts, nextAt: now + (delayMs ?? 0), error: error ?? null });
         } else if (verdict === 'rejected' || r.attempts + 1 >= this.o.maxAttempts) {
           result.failed += 1;
-          updates.push(['failed', r.attempts + 1, now, error ?? null, r.id]);
+          updates.push({ id: r.id, status: 'failed', attempts: r.attempts + 1, nextAt: now, error: error ?? null });
         } else {
           result.retried += 1;
-          updates.push(['pending', r.attempts + 1, now + backoffMs(r.attempts + 1, this.o.backoff, this.random), error ?? null, r.id]);
+          updates.push({ id: r.id, status: 'pending', attempts: r.attempts + 1, nextAt: now + backoffMs(r.attempts + 1, this.o.backoff, this.random), error: error ?? null });
         }
       }
     }
-    await this.d.writeTransaction(async (c) => {
-      for (let i = 0; i < deliveredIds.length; i += 500) {
-        const chunk = deliveredIds.slice(i, i + 500);
-        await c.run(
-          `UPDATE billing_stripe_outbox SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE status = 'pending' AND id IN ${inList(chunk.length)}`,
-          [now, ...chunk],
-        );
-      }
-      for (const [status, attempts, nextAt, error, id] of updates) {
-        await c.run("UPDATE billing_stripe_outbox SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'pending'", [
-          status, attempts, nextAt, error, id,
-        ]);
-      }
-    });
+    await this.queue.record(now, deliveredIds, updates);
   }
 
   private toSends(rows: OutboxRow[]): Send[] {
@@ -443,35 +329,6 @@ export class OutboxDelivery {
       });
     }
     return sends;
-  }
-
-  /**
-   * Freezes aggregation groups: due, ungrouped rows of one customer + meter +
-   * window get one agg_id, derived from their ids, committed before anything
-   * is sent. The current (still open) window is left alone until it closes.
-   */
-  private async freezeGroups(c: SqlConnection, now: number): Promise<void> {
-    const windowMs = this.o.aggregateWindowSeconds! * 1000;
-    const openWindowStart = Math.floor(now / windowMs) * windowMs;
-    const rows = await c.query(
-      `SELECT id, customer_id, event_name, occurred_at FROM billing_stripe_outbox
-        WHERE status = 'pending' AND agg_id IS NULL AND next_attempt_at <= ? AND occurred_at < ?
-        ORDER BY id LIMIT 5000 ${this.d.forUpdate}`,
-      [now, openWindowStart],
-    );
-    const groups = new Map<string, string[]>();
-    for (const r of rows) {
-      const w = Math.floor(Number(r.occurred_at) / windowMs);
-      const k = `${String(r.customer_id)}\u0000${String(r.event_name)}\u0000${w}`;
-      groups.set(k, [...(groups.get(k) ?? []), String(r.id)]);
-    }
-    for (const ids of groups.values()) {
-      const aggId = `fba_${createHash('sha256').update(ids.sort().join(',')).digest('hex').slice(0, 48)}`;
-      for (let i = 0; i < ids.length; i += 500) {
-        const chunk = ids.slice(i, i + 500);
-        await c.run(`UPDATE billing_stripe_outbox SET agg_id = ? WHERE agg_id IS NULL AND id IN ${inList(chunk.length)}`, [aggId, ...chunk]);
-      }
-    }
   }
 
   private async resolveCustomers(customerIds: string[]): Promise<Map<string, string>> {
@@ -507,15 +364,11 @@ export class OutboxDelivery {
       if (round.leased === 0 || round.requests === 0) {
         // An open breaker decides alone when the next call may go (its probe); otherwise the next due row does.
         const breakerWait = this.breaker.waitMs(this.clock());
-        await sleep(breakerWait > 0 ? breakerWait : Math.max(20, Math.min(idle, await this.msUntilDue())), opts.signal);
+        await sleep(breakerWait > 0 ? breakerWait : Math.max(20, Math.min(idle, await this.queue.msUntilDue(this.clock()))), opts.signal);
       }
     }
     return this.status();
   }
 
-  private async msUntilDue(): Promise<number> {
-    const [r] = await this.d.read((c) => c.query("SELECT MIN(next_attempt_at) AS t FROM billing_stripe_outbox WHERE status = 'pending'"));
-    if (!r || r.t === null || r.t === undefined) return Number.MAX_SAFE_INTEGER;
-    return Math.max(0, Number(r.t) - this.clock());
-  }
+
 }
