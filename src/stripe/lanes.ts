@@ -47,8 +47,6 @@ interface Lane<T> {
   busy: boolean;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 export async function runLanes<T>(
   items: readonly T[],
   laneOf: (item: T) => string,
@@ -153,7 +151,11 @@ export async function runLanes<T>(
       }
       // Lanes still owing items are in flight (their workers carry on with them) or sleeping.
       if (!waiting) return;
-      await Promise.race([changed.promise, sleep(Math.max(1, soonest - now))]);
+      // Whichever comes first: a lane frees up or the soonest sleeping lane is due. The timer is cleared either way,
+      // so a finished run leaves nothing behind that would hold the process open.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([changed.promise, new Promise<void>((r) => (timer = setTimeout(r, Math.max(1, soonest - now))))]);
+      clearTimeout(timer);
     }
   };
 
