@@ -74,13 +74,28 @@ export async function runLanes<T>(
     for (const item of lane.items.splice(0)) deferred.push({ item, delayMs });
   };
 
-  /** Waits until a call may start; `stop` when the breaker is open (no more calls this round). */
-  const admit = async (): Promise<'go' | 'probe' | 'stop'> => {
+  /**
+   * Waits until a call may start; `stop` when the breaker is open (no more calls this round).
+   * The probe's promise is set in the same tick as the breaker grants it, so no other worker
+   * can see "a probe is in flight" without something to wait on.
+   */
+  const admit = async (): Promise<{ kind: 'go' } | { kind: 'probe'; settled: () => void } | { kind: 'stop' }> => {
     for (;;) {
-      if (stopped) return 'stop';
+      if (stopped) return { kind: 'stop' };
       const a = opts.breaker.acquire(opts.clock());
-      if (a === 'go' || a === 'probe') return a;
-      if (a === 'refused' || probe === null) return 'stop';
+      if (a === 'go') return { kind: 'go' };
+      if (a === 'probe') {
+        let settled!: () => void;
+        probe = new Promise<void>((r) => (settled = r));
+        return {
+          kind: 'probe',
+          settled: () => {
+            probe = null;
+            settled();
+          },
+        };
+      }
+      if (a === 'refused' || probe === null) return { kind: 'stop' };
       await probe;
     }
   };
@@ -89,21 +104,16 @@ export async function runLanes<T>(
     lane.busy = true;
     try {
       const admitted = await admit();
-      if (admitted === 'stop') {
+      if (admitted.kind === 'stop') {
         stopped = true;
         return;
       }
       const item = lane.items[0]!;
-      let done!: () => void;
-      if (admitted === 'probe') probe = new Promise<void>((r) => (done = r));
       let outcome: LaneOutcome;
       try {
-        outcome = await attempt(item, admitted === 'probe');
+        outcome = await attempt(item, admitted.kind === 'probe');
       } finally {
-        if (admitted === 'probe') {
-          probe = null;
-          done();
-        }
+        if (admitted.kind === 'probe') admitted.settled();
       }
       if (outcome.kind === 'halt') {
         stopped = true;
