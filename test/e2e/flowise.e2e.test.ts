@@ -66,6 +66,7 @@ function prepare(flow: Flow, ids: { ledger: string; openai: string }, basepath: 
     }
     if (d.name === 'llmAgentflow') {
       d.inputs.llmModelConfig = { ...d.inputs.llmModelConfig, basepath, credential: ids.openai, FLOWISE_CREDENTIAL_ID: ids.openai };
+      if ('billingLedgerCredential' in d.inputs.llmModelConfig) d.inputs.llmModelConfig.billingLedgerCredential = ids.ledger;
     }
   }
   return flow;
@@ -208,9 +209,11 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     const total = expected.reduce((a, b) => a + b, 0n);
     expect(formatUsd(before - (await balance('acme')))).toBe(formatUsd(total));
     const entries = await ledger.statement('acme');
-    const settled = entries.filter((e) => e.type === 'settle').map((e) => -e.amount);
-    const fees = entries.filter((e) => e.type === 'charge').map((e) => -e.amount);
+    // The fee is taken from the run's reservation (held with the first call's maximum), not charged up front.
+    const isFee = (e: { chargeType: string | null }) => e.chargeType === 'PrivateFlowRun';
+    const fees = entries.filter((e) => isFee(e) && (e.type === 'charge' || e.type === 'settle')).map((e) => -e.amount);
     expect(fees).toEqual(conversations.map(() => fee()));
+    const settled = entries.filter((e) => e.type === 'settle' && !isFee(e)).map((e) => -e.amount);
     expect(settled).toEqual(expected.map((x) => x - fee()));
     expect((await ledger.balance('acme')).held).toBe(0n);
     const usage = await quota.usage('acme');
@@ -229,9 +232,10 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     // an unsigned customer id in the token variable is not a token
     const r2 = await predict(chatflowId, null, 'bill the victim', 'forged-2', 'victim');
     expect(r2.data.text).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    // Agentflow: the Billing Gate refuses, and the metered LLM and Charge after it answer the refusal without running.
     const r3 = await predict(agentflowId, null, 'bill the victim', 'forged-3', forged);
-    expect(r3.status).toBe(500);
-    expect(JSON.stringify(r3.data)).toContain(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    expect(r3.status, JSON.stringify(r3.data).slice(0, 300)).toBe(200);
+    expect(r3.data.text).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
     expect(model.calls.length).toBe(n);
     expect(await balance('victim')).toBe(before);
     expect(await ledger.statement('victim')).toHaveLength(1); // the top-up only
@@ -253,6 +257,26 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     // the refusal is stored as the answer in the chat history, as Flowise does for moderation
     const messages = await client.get(`/api/v1/chatmessage/${chatflowId}?chatId=poor-1`);
     expect(messages.map((m: any) => m.content)).toContain(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+  });
+
+  e2e('the pricier first call behind a Quota Guard: the guard only checks, the model cannot hold fee + call, so no fee is charged and the answer is the operator’s message (HTTP 200, zero provider calls)', async () => {
+    const flow = prepare(loadExample('metered-conversation-chatflow.json'), ids, model.baseURL);
+    for (const n of flow.nodes) {
+      if (n.data.name === 'chatOpenAI') n.data.inputs.modelName = 'gpt-4o'; // its 4096-token maximum costs more than is left after the fee
+      if (n.data.name === 'quotaGuard') n.data.inputs.minimumBalanceUsd = '0';
+    }
+    const pricey = await client.createChatflow({ name: 'Pricier first call', flowData: flow, type: 'CHATFLOW' });
+    await client.updateChatflow(pricey.id, { apiConfig: API_CONFIG });
+    await customer('pricey', '0.03');
+    const n = model.calls.length;
+    const r = await predict(pricey.id, 'pricey', 'an expensive question', 'pricey-1');
+    expect(r.status, JSON.stringify(r.data).slice(0, 300)).toBe(200);
+    expect(r.data.text).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(r.data.text).not.toMatch(/pricey|\$|\d\.\d/);
+    expect(model.calls.length).toBe(n);
+    expect(await balance('pricey')).toBe(parseUsd('0.03'));
+    expect((await ledger.balance('pricey')).held).toBe(0n);
+    expect((await ledger.statement('pricey')).filter((e) => e.type === 'charge' || e.type === 'settle')).toEqual([]);
   });
 
   e2e('a new conversation past the plan’s session quota gets the quota message; the open conversation continues', async () => {
@@ -280,7 +304,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     const calls = model.calls.slice(n);
     // every call that reached the model was paid for, and nothing else was charged
     const spent = parseUsd('0.1') - b.balance;
-    const fees = (await ledger.statement('burst')).filter((e) => e.type === 'charge').length;
+    const fees = (await ledger.statement('burst')).filter((e) => e.chargeType === 'PrivateFlowRun' && (e.type === 'charge' || e.type === 'settle')).length;
     expect(formatUsd(spent)).toBe(formatUsd(BigInt(fees) * fee() + calls.reduce((a, c) => a + callPrice(c), 0n)));
     expect(calls.length).toBe(answered.length);
     expect(answered.length).toBeGreaterThan(0);
@@ -324,7 +348,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     step(`tool agent: 3 model calls + 1 metered calculator call ($${formatUsd(transform)}) + fee = $${formatUsd(expected)}`);
   });
 
-  e2e('agentflow: Billing Gate → LLM → Charge charges the run fee and the LLM node’s tokens once per execution', async () => {
+  e2e('agentflow: Billing Gate → LLM (metered) → Charge: the run fee with the call’s reservation, the call’s exact tokens and the Charge, once per execution; a refused gate is an answer', async () => {
     await customer('agent', '2');
     const before = await balance('agent');
     const n = model.calls.length;
@@ -333,16 +357,23 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     expect(r.data.text).toBe('echo: hello agentflow');
     const calls = model.calls.slice(n);
     expect(calls).toHaveLength(1);
-    const tokens = calls[0]!.response!.usage!.total_tokens;
-    const expected = fee() + priceChargeType(card, 'ObjectGenerator', tokens).amount;
+    const stepPrice = priceChargeType(card, 'Inference', 1).amount;
+    const expected = fee() + callPrice(calls[0]!) + stepPrice;
     expect(formatUsd(before - (await balance('agent')))).toBe(formatUsd(expected));
-    const charges = (await ledger.statement('agent')).filter((e) => e.type === 'charge');
-    expect(charges.map((e) => [e.chargeType, e.quantity])).toEqual([
-      ['PrivateFlowRun', '1'],
-      ['ObjectGenerator', String(tokens)],
-    ]);
+    const charged = (await ledger.statement('agent')).filter((e) => e.type === 'charge' || e.type === 'settle');
+    expect(charged.filter((e) => e.chargeType === 'PrivateFlowRun').map((e) => -e.amount)).toEqual([fee()]);
+    expect(charged.filter((e) => e.chargeType === 'Inference').map((e) => -e.amount)).toEqual([stepPrice]);
+    expect((await ledger.balance('agent')).held).toBe(0n);
     expect((await quota.usage('agent')).sessionsUsed).toBe(1);
-    step(`agentflow: fee $${formatUsd(fee())} + ${tokens} tokens as ObjectGenerator = $${formatUsd(expected)}`);
+    // The gate refuses (fee + minimum not available): HTTP 200 with the operator's message, nothing charged, no provider call.
+    await customer('agent-poor', '0.015');
+    const m = model.calls.length;
+    const p = await predict(agentflowId, 'agent-poor', 'hello agentflow', 'agent-poor-1');
+    expect(p.status, JSON.stringify(p.data).slice(0, 500)).toBe(200);
+    expect(p.data.text).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(model.calls.length).toBe(m);
+    expect(await balance('agent-poor')).toBe(parseUsd('0.015'));
+    step(`agentflow: fee $${formatUsd(fee())} + tokens + Inference $${formatUsd(stepPrice)} = $${formatUsd(expected)}; refused gate → HTTP 200, 0 calls`);
   });
 
   e2e('Langfuse analytics on the agentflow: the flow trace carries billing metadata and every charge with the ledger’s cost', async () => {
@@ -357,7 +388,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
         for (const v of langfuse.traces().values()) {
           if (v.trace.sessionId !== 'agent-traced-1' || v.trace.metadata?.[K.customerId] !== 'agent-traced') continue;
           const costs = v.observations.filter((o) => o.name?.startsWith('billing:') && o.costDetails);
-          if (costs.length === 2) return { v, costs };
+          if (costs.length === 3) return { v, costs }; // fee, the call's tokens, Charge
         }
         return undefined;
       }, 45_000);
@@ -365,7 +396,8 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       fs.mkdirSync(ARTIFACTS, { recursive: true });
       fs.writeFileSync(path.join(ARTIFACTS, 'langfuse-agentflow-traces.json'), JSON.stringify([...langfuse.traces().values()], null, 2));
     }
-    const charges = (await ledger.statement('agent-traced')).filter((e) => e.type === 'charge');
+    const charges = (await ledger.statement('agent-traced')).filter((e) => e.type === 'charge' || e.type === 'settle');
+    expect(charges).toHaveLength(3);
     const byName = Object.fromEntries(found.costs.map((o) => [o.name, o]));
     for (const c of charges) {
       const o = byName[`billing:${c.chargeType}`]!;
