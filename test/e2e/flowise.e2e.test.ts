@@ -307,7 +307,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     const n = model.calls.length;
     const results = await Promise.all(Array.from({ length: 20 }, (_, k) => predict(chatflowId, 'burst', `burst question ${k}`, `burst-${k}`)));
     const answered = results.filter((r) => r.status === 200 && String(r.data.text).startsWith('echo:'));
-    const b = await ledger.balance('burst');
+    const b = await heldReturned('burst');
     expect(b.balance).toBeGreaterThanOrEqual(0n);
     expect(b.held).toBe(0n);
     const calls = model.calls.slice(n);
