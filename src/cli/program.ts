@@ -22,6 +22,9 @@ import { registerUsage } from './commands/usage';
 import { registerStripe } from './commands/stripe';
 import { registerPlugin } from './commands/plugin';
 import { registerToken } from './commands/token';
+import { registerServe } from './commands/serve';
+import { registerApikeys } from './commands/apikeys';
+import { registerEndpoints } from './commands/endpoints';
 import { CliContext } from './context';
 import { type Io, printFailure, processIo, toFailure, usageFailure } from './output';
 
@@ -48,6 +51,9 @@ const COMMANDS = [
   registerStripe,
   registerToken,
   registerPlugin,
+  registerServe,
+  registerApikeys,
+  registerEndpoints,
 ];
 
 /** --json anywhere before a `--` asks for JSON, including for errors found while parsing. */

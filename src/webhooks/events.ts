@@ -1,0 +1,171 @@
+import { createHash } from 'node:crypto';
+import type { BillingError } from '../errors';
+import type { SqlConnection } from '../ledger/dialect';
+import type { BatchOutcome, Charge, TopUp } from '../ledger/types';
+import { formatUsd, type Nanos } from '../money';
+import type { QuotaEvent } from '../quota/service';
+
+/** The closed set of outbound event types; endpoints subscribe to some of them (or "*"). */
+export const EVENT_TYPES = ['usage.threshold', 'budget.threshold', 'balance.low', 'run.refused', 'invoice.closed', 'topup.succeeded', 'recharge.failed'] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** An event as a receiver gets it (the Standard Webhooks payload shape: type, timestamp, data). */
+export interface WebhookEvent {
+  readonly id: string;
+  readonly type: EventType;
+  readonly customerId: string | null;
+  readonly timestamp: string;
+  readonly data: Record<string, unknown>;
+}
+
+/**
+ * Event ids are derived from the cause (the top-up id, the charge id, the
+ * refused request's idempotency key, the alert's period and threshold), never
+ * random: the cause replayed or retried yields the same id, which the unique
+ * index turns into no new row, and receivers can dedupe by `webhook-id`.
+ */
+export function eventId(type: EventType, ...cause: readonly (string | number)[]): string {
+  const h = createHash('sha256').update([type, ...cause].join('\u0000')).digest('hex').slice(0, 32);
+  return `evt_${h}`;
+}
+
+const REFUSAL_CODES = new Set(['INSUFFICIENT_FUNDS', 'BUDGET_EXCEEDED', 'QUOTA_EXCEEDED', 'SUBSCRIPTION_INACTIVE', 'UNAUTHORIZED']);
+
+function refusal(error: BillingError): Record<string, unknown> {
+  return { code: error.code, message: error.message, details: error.details };
+}
+
+/** Events caused by one ledger batch: top-ups, refusals, and balances crossing below their low threshold. */
+export function ledgerEvents(outcomes: readonly BatchOutcome[], now: number, thresholdOf: (customerId: string) => Nanos | null): WebhookEvent[] {
+  const at = new Date(now).toISOString();
+  const out: WebhookEvent[] = [];
+  for (const o of outcomes) {
+    if (o.error) {
+      if ((o.operation === 'hold' || o.operation === 'charge') && REFUSAL_CODES.has(o.error.code) && o.idempotencyKey) {
+        out.push({
+          id: eventId('run.refused', o.idempotencyKey, o.error.code),
+          type: 'run.refused',
+          customerId: o.customerId,
+          timestamp: at,
+          data: { customerId: o.customerId, operation: o.operation, idempotencyKey: o.idempotencyKey, reason: o.error.code, error: refusal(o.error) },
+        });
+      }
+      continue;
+    }
+    if (o.operation === 'topUp') {
+      const t = o.value as TopUp;
+      out.push({
+        id: eventId('topup.succeeded', t.id),
+        type: 'topup.succeeded',
+        customerId: t.customerId,
+        timestamp: at,
+        data: { customerId: t.customerId, topUpId: t.id, amountUsd: formatUsd(t.amount), balanceUsd: formatUsd(t.balanceAfter), idempotencyKey: o.idempotencyKey },
+      });
+    } else if (o.operation === 'charge' || o.operation === 'settle') {
+      const ch = o.value as Charge;
+      const threshold = thresholdOf(ch.customerId);
+      const before = ch.balanceAfter + ch.amount;
+      if (threshold !== null && before >= threshold && ch.balanceAfter < threshold) {
+        out.push({
+          id: eventId('balance.low', ch.id),
+          type: 'balance.low',
+          customerId: ch.customerId,
+          timestamp: at,
+          data: { customerId: ch.customerId, balanceUsd: formatUsd(ch.balanceAfter), thresholdUsd: formatUsd(threshold), chargeId: ch.id },
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** The event (if any) for a quota alert, refusal or closed invoice. */
+export function quotaEvent(e: QuotaEvent, now: number): WebhookEvent | null {
+  const at = new Date(now).toISOString();
+  switch (e.kind) {
+    case 'alert': {
+      const a = e.alert;
+      const type: EventType = a.kind === 'sessions' ? 'usage.threshold' : 'budget.threshold';
+      return {
+        id: eventId(type, a.customerId, a.periodStart, a.threshold),
+        type,
+        customerId: a.customerId,
+        timestamp: at,
+        data: { customerId: a.customerId, metric: a.kind, threshold: a.threshold, percentage: a.value, periodStart: a.periodStart, firedAt: a.firedAt },
+      };
+    }
+    case 'refused':
+      if (!REFUSAL_CODES.has(e.error.code)) return null;
+      return {
+        id: eventId('run.refused', e.customerId, e.conversationId, e.error.code, e.at),
+        type: 'run.refused',
+        customerId: e.customerId,
+        timestamp: at,
+        data: { customerId: e.customerId, conversationId: e.conversationId, reason: e.error.code, error: refusal(e.error) },
+      };
+    case 'invoiceClosed': {
+      const inv = e.invoice;
+      return {
+        id: eventId('invoice.closed', inv.customerId, inv.periodStart),
+        type: 'invoice.closed',
+        customerId: inv.customerId,
+        timestamp: at,
+        data: {
+          customerId: inv.customerId, invoiceId: inv.id, planId: inv.planId, periodStart: inv.periodStart, periodEnd: inv.periodEnd,
+          baseUsd: formatUsd(inv.base), overageUsd: formatUsd(inv.overage), totalUsd: formatUsd(inv.total),
+        },
+      };
+    }
+  }
+}
+
+/** Endpoint subscriptions as stored: a JSON array of event types, or ["*"]. */
+export function subscribes(events: readonly string[], type: EventType): boolean {
+  return events.includes('*') || events.includes(type);
+}
+
+/**
+ * Writes events and one pending delivery per subscribed, enabled endpoint, on
+ * the caller's connection (inside the cause's transaction). A replayed event
+ * id inserts nothing, so its deliveries are not duplicated either.
+ */
+export async function writeEvents(c: SqlConnection, events: readonly WebhookEvent[], now: number): Promise<number> {
+  if (events.length === 0) return 0;
+  const endpoints = (await c.query('SELECT id, events FROM billing_webhook_endpoints WHERE enabled = 1')).map((r) => ({
+    id: String(r.id),
+    events: JSON.parse(String(r.events)) as string[],
+  }));
+  let written = 0;
+  for (const e of events) {
+    const payload = JSON.stringify({ type: e.type, timestamp: e.timestamp, data: { id: e.id, ...e.data } });
+    const inserted = await c.run('INSERT INTO billing_webhook_events (id, type, customer_id, payload, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING', [
+      e.id, e.type, e.customerId, payload, now,
+    ]);
+    if (inserted === 0) continue;
+    written++;
+    for (const ep of endpoints) {
+      if (!subscribes(ep.events, e.type)) continue;
+      await c.run(
+        "INSERT INTO billing_webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, last_error, last_status, delivered_at, created_at) VALUES (?, ?, 'pending', 0, ?, NULL, NULL, NULL, ?)",
+        [e.id, ep.id, now, now],
+      );
+    }
+  }
+  return written;
+}
+
+/**
+ * Runs `fn` under a savepoint: a broken webhook table (say, never migrated)
+ * must not fail the charge that caused the event. The failure goes to onError.
+ */
+export async function guarded(c: SqlConnection, fn: () => Promise<void>, onError: (e: unknown) => void): Promise<void> {
+  await c.run('SAVEPOINT fb_webhooks');
+  try {
+    await fn();
+    await c.run('RELEASE SAVEPOINT fb_webhooks');
+  } catch (e) {
+    await c.run('ROLLBACK TO SAVEPOINT fb_webhooks');
+    await c.run('RELEASE SAVEPOINT fb_webhooks');
+    onError(e);
+  }
+}
