@@ -37,7 +37,6 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     // Request ids in logs; a client-sent one is not trusted as unique.
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,
-    disableRequestLogging: false,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

@@ -7,9 +7,9 @@ export interface StoredResponse {
   readonly body: string;
 }
 
-/** What makes two requests "the same": method, path and the parsed body. */
+/** What makes two requests "the same": method, path and the parsed body (amounts already exact bigints, so "1.5" and "1.50" agree). */
 export function fingerprint(method: string, path: string, body: unknown): string {
-  return createHash('sha256').update(`${method} ${path}\n${JSON.stringify(body ?? null)}`).digest('hex');
+  return createHash('sha256').update(`${method} ${path}\n${JSON.stringify(body ?? null, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))}`).digest('hex');
 }
 
 /**

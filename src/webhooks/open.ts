@@ -18,7 +18,7 @@ export interface OpenedServices {
  * webhook tables migrated. Whoever mutates billing and wants webhooks opens
  * the ledger this way: serve, the CLI, the Flowise plugin.
  */
-export async function openWithEvents(target: string, opts: { actor?: string; onEventError?: (e: unknown) => void; poolSize?: number } = {}): Promise<OpenedServices> {
+export async function openWithEvents(target: string, opts: { actor?: string; quotaActor?: string; onEventError?: (e: unknown) => void; poolSize?: number } = {}): Promise<OpenedServices> {
   const hooks = eventHooks({ onError: opts.onEventError });
   const ledger = await openLedger(target, { actor: opts.actor, onBatch: hooks.onBatch, poolSize: opts.poolSize });
   try {
@@ -27,7 +27,7 @@ export async function openWithEvents(target: string, opts: { actor?: string; onE
     await ledger.close().catch(() => undefined);
     throw e;
   }
-  const quota = new QuotaService(ledger, { actor: opts.actor, inTransaction: hooks.inTransaction });
+  const quota = new QuotaService(ledger, { actor: opts.quotaActor ?? opts.actor, inTransaction: hooks.inTransaction });
   return { ledger, quota, webhooks: new WebhookStore(ledger.dialect), close: () => ledger.close() };
 }
 

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { startServer } from '../../server/serve';
+import { DEFAULT_RETRY } from '../../webhooks/retry';
 import type { CliContext } from '../context';
 import { redactTarget } from '../context';
 import { integer, parseInput } from '../validate';
@@ -17,17 +18,21 @@ export function registerServe(program: Command, cli: CliContext): void {
     .option('--rate-limit <n>', 'requests per minute per API key', '6000')
     .option('--cors <origins>', 'comma-separated origins allowed to call the API from a browser (default: none)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
+    .option('--webhook-retry-base <ms>', 'first webhook retry delay; doubles per attempt up to an hour, with jitter', '5000')
+    .option('--webhook-poll <ms>', 'pause between webhook delivery passes when nothing is due', '1000')
     .option('--secure-cookies', 'mark the dashboard cookie Secure (serve behind HTTPS)')
-    .action(async (flags: { port: string; host: string; deliver: boolean; bodyLimit: string; rateLimit: string; cors?: string; logLevel: string; secureCookies?: boolean }) => {
+    .action(async (flags: { port: string; host: string; deliver: boolean; bodyLimit: string; rateLimit: string; cors?: string; logLevel: string; secureCookies?: boolean; webhookRetryBase: string; webhookPoll: string }) => {
       const f = parseInput(
         z.object({
           port: integer('port', 0, 65_535),
           bodyLimit: integer('body limit', 1024, 10 * 1024 * 1024),
           rateLimit: integer('rate limit', 1, 10_000_000),
+          retryBase: integer('webhook retry base', 10, 3_600_000),
+          poll: integer('webhook poll', 10, 60_000),
           logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
           cors: z.string().url('--cors takes absolute origins such as https://app.example.com').array().optional(),
         }),
-        { port: flags.port, bodyLimit: flags.bodyLimit, rateLimit: flags.rateLimit, logLevel: flags.logLevel, cors: flags.cors?.split(',').map((s) => s.trim()).filter(Boolean) },
+        { retryBase: flags.webhookRetryBase, poll: flags.webhookPoll, port: flags.port, bodyLimit: flags.bodyLimit, rateLimit: flags.rateLimit, logLevel: flags.logLevel, cors: flags.cors?.split(',').map((s) => s.trim()).filter(Boolean) },
       );
       const target = cli.target();
       const server = await startServer({
@@ -35,6 +40,8 @@ export function registerServe(program: Command, cli: CliContext): void {
         host: flags.host,
         port: f.port,
         deliver: flags.deliver,
+        delivery: { retry: { ...DEFAULT_RETRY, baseMs: f.retryBase } },
+        pollMs: f.poll,
         bodyLimit: f.bodyLimit,
         rateLimitPerMinute: f.rateLimit,
         corsOrigins: f.cors,

@@ -45,7 +45,7 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
 
   r.post('/v1/ratecards/:version/activate', {
     config: { scope: 'admin' },
-    schema: { tags: ['ratecards'], summary: 'Make a rate card the active one', params: z.object({ version }), headers: idempotencyHeaders, body: z.object({}).strict().optional() },
+    schema: { tags: ['ratecards'], summary: 'Make a rate card the active one', params: z.object({ version }), headers: idempotencyHeaders, body: z.object({}).strict().nullish() },
   }, (req, reply) => mutate(deps, req, reply, async () => ({ body: await metrics.time('activateRateCard', () => ledger.activateRateCard(req.params.version, { actor: actorOf(req) })) })));
 
   // ---- billing tokens
@@ -94,7 +94,7 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
 
   r.post('/v1/webhooks/endpoints/:endpointId/retry', {
     config: { scope: 'admin' },
-    schema: { tags: ['webhooks'], summary: 'Queue failed deliveries to this endpoint again', params: endpointParams, headers: idempotencyHeaders, body: z.object({}).strict().optional() },
+    schema: { tags: ['webhooks'], summary: 'Queue failed deliveries to this endpoint again', params: endpointParams, headers: idempotencyHeaders, body: z.object({}).strict().nullish() },
   }, (req, reply) =>
     mutate(deps, req, reply, async () => {
       await webhooks.getEndpoint(req.params.endpointId);

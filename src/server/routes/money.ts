@@ -112,7 +112,7 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
 
   r.post('/v1/holds/:holdId/release', {
     config: { scope: 'write' },
-    schema: { tags: ['holds'], summary: 'Release a hold', params: z.object({ holdId: entityId }), headers: idempotencyHeaders, body: z.object({}).strict().optional() },
+    schema: { tags: ['holds'], summary: 'Release a hold', params: z.object({ holdId: entityId }), headers: idempotencyHeaders, body: z.object({}).strict().nullish() },
   }, (req, reply) =>
     mutate(deps, req, reply, async (key) => ({
       body: await metrics.time('release', () => ledger.release({ holdId: req.params.holdId, idempotencyKey: key('release'), actor: actorOf(req) })),

@@ -103,7 +103,7 @@ export function planRoutes(app: FastifyInstance, deps: ServerDeps): void {
       description: 'Every ended period becomes an immutable invoice; its base price and overage are charged to the credit balance once per period (ChargeType InvoiceCollection on the statement). An invoice the credits do not cover is reported unpaid and collected on a later close.',
       params: customerParams,
       headers: idempotencyHeaders,
-      body: z.object({}).strict().optional(),
+      body: z.object({}).strict().nullish(),
     },
   }, (req, reply) =>
     mutate(deps, req, reply, async () => {
