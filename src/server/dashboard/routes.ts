@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BillingError } from '../../errors';
 import type { Entry } from '../../ledger/types';
 import { formatUsd } from '../../money';
+import { INVOICE_CHARGE_TYPE } from '../../quota/collect';
 import { stripeStatus } from '../../stripe/cli';
 import type { ApiKey } from '../apikeys';
 import { BEARER } from '../apikeys';
@@ -110,7 +111,10 @@ async function customerPage(deps: ServerDeps, id: string): Promise<Html> {
   const from = Date.parse(u.periodStart);
   const to = Date.parse(u.periodEnd);
   const entries = await deps.ledger.statement(id, { limit: 10_000 });
-  const inPeriod = entries.filter((e) => e.createdAt >= u.periodStart && e.createdAt < u.periodEnd && (e.type === 'settle' || e.type === 'charge' || e.type === 'refund'));
+  // Usage only: an invoice collection is the previous period's bill, shown on the statement, not in the charts.
+  const inPeriod = entries.filter(
+    (e) => e.createdAt >= u.periodStart && e.createdAt < u.periodEnd && (e.type === 'settle' || e.type === 'charge' || e.type === 'refund') && e.chargeType !== INVOICE_CHARGE_TYPE,
+  );
   const byType = groupSum(inPeriod.map((e) => ({ key: e.chargeType ?? (e.type === 'refund' ? 'refunds' : 'other'), nanos: -e.amount })));
   // Flow and node come from the charge's metadata (set by the Flowise nodes); the latest 300 charges are looked up.
   const chargeIds = [...new Set(inPeriod.filter((e) => e.chargeId && e.type !== 'refund').map((e) => e.chargeId!))].slice(-300);
