@@ -78,7 +78,7 @@ describe('dashboard in Chromium', () => {
     await page.fill('input[name=key]', readKey);
     await page.click('button[type=submit]');
     await page.waitForSelector('table');
-    expect(await page.evaluate(() => document.cookie)).toBe('');
+    expect(await page.evaluate('document.cookie')).toBe('');
     const cookie = (await page.context().cookies()).find((c) => c.name === 'fb_key')!;
     expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
     await page.click('text=Sign out');

@@ -35,28 +35,43 @@ declare module 'fastify' {
 export interface MutationResult {
   readonly status?: number;
   readonly body: unknown;
+  /** For ledger mutations: when the ledger created the result; earlier than the request means a replay. */
+  readonly createdAt?: string;
 }
 
 /**
  * Runs a mutation under its Idempotency-Key: a stored success is replayed
  * byte for byte (header `Idempotent-Replayed: true`), the same key with a
- * different request is IDEMPOTENCY_CONFLICT, and `key(op)` gives the ledger
- * idempotency key derived from the header for each ledger operation.
+ * different request is IDEMPOTENCY_CONFLICT.
+ *
+ * `ledger: true` marks a mutation that is exactly one ledger operation (top-up,
+ * hold, settle, release, refund): the ledger's own idempotency is the record,
+ * under the key `api:<Idempotency-Key>`, with its replay and conflict rules
+ * (a key reused for another operation, customer or amount conflicts). No extra
+ * write per request, so these ride the ledger's group commit.
  */
 export async function mutate(
   deps: ServerDeps,
   req: FastifyRequest,
   reply: FastifyReply,
   fn: (key: (operation: string) => string) => Promise<MutationResult>,
+  opts: { ledger?: boolean } = {},
 ): Promise<FastifyReply> {
   const httpKey = String(req.headers['idempotency-key']);
+  if (opts.ledger) {
+    const started = Date.now();
+    const r = await fn(() => ledgerKey(httpKey));
+    if (r.createdAt && Date.parse(r.createdAt) < started - 1) reply.header('idempotent-replayed', 'true');
+    deps.deliverer?.poke();
+    return reply.code(r.status ?? 200).send(apiJson(r.body));
+  }
   const path = req.url.split('?')[0]!;
   const fp = fingerprint(req.method, path, req.body);
   const prior = await deps.idempotency.lookup(httpKey, fp);
   if (prior) {
     return reply.code(prior.status).header('content-type', 'application/json; charset=utf-8').header('idempotent-replayed', 'true').send(prior.body);
   }
-  const r = await fn((operation) => ledgerKey(httpKey, operation));
+  const r = await fn((operation) => ledgerKey(`${operation}:${httpKey}`));
   const status = r.status ?? 200;
   const body = JSON.stringify(apiJson(r.body));
   await deps.idempotency.save(httpKey, fp, { status, body });

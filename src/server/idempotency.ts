@@ -19,7 +19,7 @@ export function fingerprint(method: string, path: string, body: unknown): string
  * stored (as in the ledger), so a refused top-up may be retried once fixed.
  * Money operations are additionally protected by the ledger itself: their
  * ledger idempotency key is derived from this header, so even two concurrent
- * first attempts move money once.
+ * first attempts move money once (see mutate's `ledger` option).
  */
 export class IdempotencyStore {
   constructor(
@@ -44,6 +44,6 @@ export class IdempotencyStore {
 }
 
 /** The ledger idempotency key for the ledger operation a request performs. */
-export function ledgerKey(httpKey: string, operation: string): string {
-  return `api:${operation}:${httpKey}`.slice(0, 255);
+export function ledgerKey(httpKey: string): string {
+  return `api:${httpKey}`;
 }

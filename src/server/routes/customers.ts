@@ -109,7 +109,7 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
       const t = await metrics.time('topUp', () =>
         ledger.topUp({ customerId: req.params.customerId, amount: req.body.amountUsd, memo: req.body.memo, idempotencyKey: key('topup'), actor: actorOf(req) }),
       );
-      return { status: 201, body: t };
-    }),
+      return { status: 201, body: t, createdAt: t.createdAt };
+    }, { ledger: true }),
   );
 }

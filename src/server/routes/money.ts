@@ -20,6 +20,9 @@ const chargeBody = z
   .strict()
   .refine((b) => (b.chargeType !== undefined && b.quantity !== undefined) !== (b.amountUsd !== undefined), 'give either chargeType and quantity (priced by the active rate card) or amountUsd');
 
+/** A ledger result with its creation time, so a replay is flagged. */
+const created = <T extends { createdAt: string }>(status: number, value: T) => ({ status, body: value, createdAt: value.createdAt });
+
 /** Charges, refunds and holds. */
 export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
@@ -58,12 +61,10 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
       body: z.object({ amountUsd: positiveUsd('amountUsd').optional(), reason: z.string().max(500).optional() }).strict(),
     },
   }, (req, reply) =>
-    mutate(deps, req, reply, async (key) => ({
-      status: 201,
-      body: await metrics.time('refund', () =>
+    mutate(deps, req, reply, async (key) => created(201, await metrics.time('refund', () =>
         ledger.refund({ chargeId: req.params.chargeId, amount: req.body.amountUsd, reason: req.body.reason, idempotencyKey: key('refund'), actor: actorOf(req) }),
-      ),
-    })),
+      )),
+    { ledger: true }),
   );
 
   r.post('/v1/customers/:customerId/holds', {
@@ -76,15 +77,13 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
       body: z.object({ amountUsd: usd('amountUsd'), ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(), chargeType: z.enum(CHARGE_TYPES).optional() }).strict(),
     },
   }, (req, reply) =>
-    mutate(deps, req, reply, async (key) => ({
-      status: 201,
-      body: await metrics.time('hold', () =>
+    mutate(deps, req, reply, async (key) => created(201, await metrics.time('hold', () =>
         ledger.hold({
           customerId: req.params.customerId, amount: req.body.amountUsd, ttlMs: req.body.ttlSeconds === undefined ? undefined : req.body.ttlSeconds * 1000,
           chargeType: req.body.chargeType, idempotencyKey: key('hold'), actor: actorOf(req),
         }),
-      ),
-    })),
+      )),
+    { ledger: true }),
   );
 
   r.get('/v1/holds/:holdId', {
@@ -102,12 +101,10 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
       body: z.object({ amountUsd: usd('amountUsd'), metadata }).strict(),
     },
   }, (req, reply) =>
-    mutate(deps, req, reply, async (key) => ({
-      status: 201,
-      body: await metrics.time('settle', () =>
+    mutate(deps, req, reply, async (key) => created(201, await metrics.time('settle', () =>
         ledger.settle({ holdId: req.params.holdId, amount: req.body.amountUsd, metadata: { source: 'api', ...req.body.metadata }, idempotencyKey: key('settle'), actor: actorOf(req) }),
-      ),
-    })),
+      )),
+    { ledger: true }),
   );
 
   r.post('/v1/holds/:holdId/release', {
@@ -116,6 +113,6 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
   }, (req, reply) =>
     mutate(deps, req, reply, async (key) => ({
       body: await metrics.time('release', () => ledger.release({ holdId: req.params.holdId, idempotencyKey: key('release'), actor: actorOf(req) })),
-    })),
+    }), { ledger: true }),
   );
 }
