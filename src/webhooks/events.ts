@@ -119,6 +119,17 @@ export function quotaEvent(e: QuotaEvent, now: number): WebhookEvent | null {
   }
 }
 
+/** A failed auto-recharge attempt (the Stripe adapter calls this in the transaction that records the failure). */
+export function rechargeFailedEvent(p: { customerId: string; key: string; paymentIntentId: string | null; error: string; now: number }): WebhookEvent {
+  return {
+    id: eventId('recharge.failed', p.customerId, p.key),
+    type: 'recharge.failed',
+    customerId: p.customerId,
+    timestamp: new Date(p.now).toISOString(),
+    data: { customerId: p.customerId, attemptKey: p.key, paymentIntentId: p.paymentIntentId, error: p.error.slice(0, 500) },
+  };
+}
+
 /** Endpoint subscriptions as stored: a JSON array of event types, or ["*"]. */
 export function subscribes(events: readonly string[], type: EventType): boolean {
   return events.includes('*') || events.includes(type);
