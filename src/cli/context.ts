@@ -3,6 +3,8 @@ import { BillingError, isBillingError, ValidationError } from '../errors';
 import { defaultLedgerLocation, isPostgresUrl, openLedger } from '../ledger/open';
 import { redactUrl } from '../ledger/redact';
 import type { SqlLedger } from '../ledger/sql-ledger';
+import { eventHooks } from '../webhooks/hooks';
+import { migrateWebhooks } from '../webhooks/schema';
 import { jsonLine, type Io, type Rendered } from './output';
 import { dbTarget } from './validate';
 
@@ -59,7 +61,13 @@ export function redactTarget(target: string): string {
 
 export async function openCliLedger(target: string): Promise<SqlLedger> {
   try {
-    return await openLedger(target, { actor: CLI_ACTOR });
+    // With the outbound-event hook, so a CLI top-up or charge raises its webhooks like any other.
+    const ledger = await openLedger(target, { actor: CLI_ACTOR, onBatch: eventHooks().onBatch });
+    await migrateWebhooks(ledger.dialect).catch(async (e: unknown) => {
+      await ledger.close().catch(() => undefined);
+      throw e;
+    });
+    return ledger;
   } catch (e) {
     if (isBillingError(e)) throw e;
     const message = e instanceof Error ? e.message : String(e);
