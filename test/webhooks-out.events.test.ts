@@ -3,6 +3,8 @@ import type { SqlLedger } from '../src/ledger/sql-ledger';
 import { parseUsd } from '../src/money';
 import { failRecharge } from '../src/stripe/recharge';
 import { openWithEvents } from '../src/webhooks/open';
+import { admitFlowRun } from '../src/plugin/admit';
+import { closeSharedLedgers } from '../src/plugin/ledgers';
 import { BACKENDS } from './support/backends';
 
 /** Events written in their cause's transaction, by the library (no serve running). */
@@ -80,5 +82,26 @@ describe.each(BACKENDS)('outbound events in the cause transaction on $name', (ba
     const refused = events.filter((e) => e.type === 'run.refused');
     expect(refused).toHaveLength(1);
     expect(refused[0]!.payload.data).toMatchObject({ reason: 'BUDGET_EXCEEDED', conversationId: 'c' });
+  });
+
+  it('run.refused for a forged billing token inside a flow run (the plugin path)', async () => {
+    const target = await backend.freshTarget();
+    const s = await openWithEvents(target);
+    open.push(s);
+    open.push({ close: closeSharedLedgers });
+    const out = await admitFlowRun({
+      ledgerDatabase: target,
+      identity: { source: 'billingToken', vars: { billingToken: 'forged.jwt.value' }, tokenSecret: 'x'.repeat(40) },
+      conversationId: 'chat-1',
+      runKey: 'msg-1',
+      runFee: null,
+      checkSessions: true,
+      actor: 'node:test',
+    });
+    expect(out.ok).toBe(false);
+    const events = await s.webhooks.listEvents();
+    expect(events.map((e) => e.type)).toEqual(['run.refused']);
+    expect(events[0]!.payload.data).toMatchObject({ reason: 'UNAUTHORIZED', runKey: 'msg-1', customerId: null });
+    expect(JSON.stringify(events[0]!.payload)).not.toContain('forged.jwt.value');
   });
 });

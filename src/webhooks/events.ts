@@ -180,3 +180,14 @@ export async function guarded(c: SqlConnection, fn: () => Promise<void>, onError
     onError(e);
   }
 }
+
+/** A refusal that happened before any transaction (a refused billing token): its event in a transaction of its own, keyed by the run. */
+export function unauthorizedRunEvent(p: { runKey: string; customerId: string | null; error: BillingError; now: number }): WebhookEvent {
+  return {
+    id: eventId('run.refused', p.runKey, p.error.code),
+    type: 'run.refused',
+    customerId: p.customerId,
+    timestamp: new Date(p.now).toISOString(),
+    data: { customerId: p.customerId, runKey: p.runKey, reason: p.error.code, error: refusal(p.error) },
+  };
+}
