@@ -305,12 +305,12 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
   });
 });
 
-describe('serve rate limit', () => {
-  it('answers 429 RATE_LIMITED per key past the limit, and other keys go on', async () => {
+describe('serve rate limit and CORS', () => {
+  it('answers 429 RATE_LIMITED per key past the limit, other keys go on, and CORS answers only the configured origin', async () => {
     const db = await BACKENDS[0]!.freshTarget();
     const a = await createKey(db, 'read');
     const b = await createKey(db, 'read');
-    const s = await startServe(db, ['--rate-limit', '5']);
+    const s = await startServe(db, ['--rate-limit', '5', '--cors', 'https://app.example.com']);
     try {
       const ca = client(s.url, a.token);
       const statuses = [];
@@ -321,6 +321,11 @@ describe('serve rate limit', () => {
       expect(r.json.error.code).toBe('RATE_LIMITED');
       expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
       expect((await client(s.url, b.token)('GET', '/v1/customers')).status).toBe(200);
+      // CORS only for the configured origin.
+      const ok = await fetch(`${s.url}/v1/customers`, { method: 'OPTIONS', headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST' } });
+      expect(ok.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
+      const evil = await fetch(`${s.url}/v1/customers`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
+      expect(evil.headers.get('access-control-allow-origin')).toBeNull();
     } finally {
       await s.stop();
     }

@@ -6,7 +6,7 @@ import { retryDelayMs } from '../src/webhooks/retry';
 import { signature, verifySignature } from '../src/webhooks/sign';
 import { openWithEvents } from '../src/webhooks/open';
 import { BACKENDS } from './support/backends';
-import { client, createKey, type ServeProcess, startServe } from './support/serve';
+import { cli, client, createKey, type ServeProcess, startServe } from './support/serve';
 
 interface Received {
   id: string;
@@ -176,5 +176,39 @@ describe.each(BACKENDS)('outbound webhooks through serve on $name', (backend) =>
     expect(low.body.data).toMatchObject({ customerId: 'hook-cust', balanceUsd: '4.00', thresholdUsd: '5.00' });
     expect(receiver.got.find((g) => g.type === 'run.refused')!.body.data).toMatchObject({ reason: 'INSUFFICIENT_FUNDS', operation: 'charge' });
     expect(receiver.got.find((g) => g.type === 'usage.threshold')!.body.data).toMatchObject({ metric: 'sessions', threshold: 75, percentage: '76.00' });
+  });
+});
+
+describe('endpoints CLI', () => {
+  it('creates, lists, updates, deletes endpoints and delivers once', async () => {
+    const db = await BACKENDS[0]!.freshTarget();
+    const receiver = new Receiver();
+    await receiver.up();
+    try {
+      const bad = await cli(['--db', db, '--json', 'endpoints', 'create', 'not a url']);
+      expect(bad.code).toBe(1);
+      expect(JSON.parse(bad.stdout).error.code).toBe('VALIDATION_ERROR');
+      const made = await cli(['--db', db, '--json', 'endpoints', 'create', `http://127.0.0.1:${receiver.port}/in`, '--events', 'topup.succeeded']);
+      expect(made.code).toBe(0);
+      const ep = JSON.parse(made.stdout);
+      receiver.secret = ep.secret;
+      const list = JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'list'])).stdout);
+      expect(list.endpoints).toHaveLength(1);
+      expect(list.endpoints[0]).toMatchObject({ id: ep.id, events: ['topup.succeeded'], enabled: true });
+      // A CLI top-up raises the event; `endpoints deliver` (once) sends it.
+      expect((await cli(['--db', db, 'customers', 'create', 'cli-c'])).code).toBe(0);
+      expect((await cli(['--db', db, 'topup', 'cli-c', '3', '--key', 'cli-pay'])).code).toBe(0);
+      const d = JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'deliver'])).stdout);
+      expect(d).toMatchObject({ attempted: 1, delivered: 1 });
+      expect(receiver.got).toHaveLength(1);
+      expect(receiver.got[0]).toMatchObject({ type: 'topup.succeeded', verified: true });
+      const upd = JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'update', ep.id, '--disable'])).stdout);
+      expect(upd.enabled).toBe(false);
+      expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'status'])).stdout)).toMatchObject({ delivered: 1, pending: 0, failed: 0 });
+      expect((await cli(['--db', db, 'endpoints', 'delete', ep.id])).code).toBe(0);
+      expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'delete', ep.id])).stdout).error.code).toBe('NOT_FOUND');
+    } finally {
+      await receiver.down();
+    }
   });
 });

@@ -35,13 +35,21 @@ export interface DeliveryCounts {
   readonly oldestPendingMs: number;
 }
 
-/** http(s) only; loopback http is allowed (tests, a sidecar), anything else must be https unless allowed. */
+/** An absolute http(s) URL without credentials in it. */
+const parsedUrl = (u: string): URL | null => {
+  try {
+    return new URL(u);
+  } catch {
+    return null;
+  }
+};
 export const endpointUrl = z
   .string()
   .max(2000)
   .url('url must be an absolute URL')
-  .refine((u) => /^https?:$/.test(new URL(u).protocol), 'url must be http or https')
-  .refine((u) => !new URL(u).username && !new URL(u).password, 'url must not carry credentials');
+  // zod runs refinements even after .url() failed, so each one parses defensively.
+  .refine((u) => { const p = parsedUrl(u); return !p || /^https?:$/.test(p.protocol); }, 'url must be http or https')
+  .refine((u) => { const p = parsedUrl(u); return !p || (!p.username && !p.password); }, 'url must not carry credentials');
 
 export const eventFilter = z.array(z.enum(['*', ...EVENT_TYPES])).min(1, 'subscribe to at least one event type (or "*")').max(EVENT_TYPES.length + 1);
 
