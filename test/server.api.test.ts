@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyBillingToken } from '../src/identity/token';
 import { BACKENDS } from './support/backends';
@@ -284,6 +286,22 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect((await cli(['--db', db, 'apikeys', 'revoke', other.id])).code).toBe(0);
     await new Promise((res) => setTimeout(res, 2_100));
     expect((await o('GET', '/v1/customers')).status).toBe(401);
+  });
+
+  it('runs the README operator backend example: sign-up, token, checkout credit once, balance', async () => {
+    // A plain .mjs file (what an operator copies), loaded by URL: it has no type declarations.
+    const ex = await import(pathToFileURL(path.resolve(__dirname, '..', 'examples', 'operator-backend.mjs')).href);
+    const billing = ex.billingClient(serve.url, keys.write.token);
+    const user = { id: 'shopper-1', email: 'shopper@example.com' };
+    await ex.onSignup(billing, user);
+    await ex.onSignup(billing, user);
+    const token = await ex.billingTokenFor(billing, user);
+    expect(verifyBillingToken(token, TOKEN_SECRET).customerId).toBe('shopper-1');
+    const session = { id: 'cs_test_1', amount_total: 1250 };
+    await ex.onCheckoutCompleted(billing, user, session);
+    await ex.onCheckoutCompleted(billing, user, session); // Stripe redelivers
+    expect(await ex.balanceOf(billing, user)).toBe('12.50');
+    await expect(ex.onCheckoutCompleted(billing, { id: 'nobody' }, { id: 'cs_x', amount_total: 100 })).rejects.toMatchObject({ code: 'CUSTOMER_NOT_FOUND' });
   });
 
   it('exports Prometheus metrics: operations and refusals by code, ledger latency, outbox lag', async () => {
