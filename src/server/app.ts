@@ -9,7 +9,7 @@ import { stripeStatus } from '../stripe/cli';
 import { allows, BEARER } from './apikeys';
 import type { ServerDeps } from './context';
 import { dashboardRoutes } from './dashboard/routes';
-import { errorBody, HTTP_STATUS, toBillingError } from './http-errors';
+import { errorBody, toBillingError } from './http-errors';
 import { adminRoutes } from './routes/admin';
 import { customerRoutes } from './routes/customers';
 import { moneyRoutes } from './routes/money';
@@ -131,4 +131,3 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
   return app;
 }
 
-export { HTTP_STATUS };
