@@ -135,10 +135,15 @@ export function subscribes(events: readonly string[], type: EventType): boolean 
   return events.includes('*') || events.includes(type);
 }
 
+/** Rows per multi-row INSERT: 5 columns × 200 stays far below every driver's parameter limit. */
+const CHUNK = 200;
+
 /**
  * Writes events and one pending delivery per subscribed, enabled endpoint, on
- * the caller's connection (inside the cause's transaction). A replayed event
- * id inserts nothing, so its deliveries are not duplicated either.
+ * the caller's connection (inside the cause's transaction): one read and two
+ * multi-row statements for a whole ledger batch. A replayed event id inserts
+ * nothing (RETURNING names only the new ones), so its deliveries are not
+ * duplicated either.
  */
 export async function writeEvents(c: SqlConnection, events: readonly WebhookEvent[], now: number): Promise<number> {
   if (events.length === 0) return 0;
@@ -146,23 +151,27 @@ export async function writeEvents(c: SqlConnection, events: readonly WebhookEven
     id: String(r.id),
     events: JSON.parse(String(r.events)) as string[],
   }));
-  let written = 0;
-  for (const e of events) {
-    const payload = JSON.stringify({ type: e.type, timestamp: e.timestamp, data: { id: e.id, ...e.data } });
-    const inserted = await c.run('INSERT INTO billing_webhook_events (id, type, customer_id, payload, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING', [
-      e.id, e.type, e.customerId, payload, now,
-    ]);
-    if (inserted === 0) continue;
-    written++;
-    for (const ep of endpoints) {
-      if (!subscribes(ep.events, e.type)) continue;
-      await c.run(
-        "INSERT INTO billing_webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, last_error, last_status, delivered_at, created_at) VALUES (?, ?, 'pending', 0, ?, NULL, NULL, NULL, ?)",
-        [e.id, ep.id, now, now],
-      );
-    }
+  const unique = [...new Map(events.map((e) => [e.id, e])).values()];
+  const fresh = new Set<string>();
+  for (let i = 0; i < unique.length; i += CHUNK) {
+    const chunk = unique.slice(i, i + CHUNK);
+    const rows = await c.query(
+      `INSERT INTO billing_webhook_events (id, type, customer_id, payload, created_at) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}
+       ON CONFLICT (id) DO NOTHING RETURNING id`,
+      chunk.flatMap((e) => [e.id, e.type, e.customerId, JSON.stringify({ type: e.type, timestamp: e.timestamp, data: { id: e.id, ...e.data } }), now]),
+    );
+    for (const r of rows) fresh.add(String(r.id));
   }
-  return written;
+  const deliveries = unique.filter((e) => fresh.has(e.id)).flatMap((e) => endpoints.filter((ep) => subscribes(ep.events, e.type)).map((ep) => [e.id, ep.id]));
+  for (let i = 0; i < deliveries.length; i += CHUNK) {
+    const chunk = deliveries.slice(i, i + CHUNK);
+    await c.run(
+      `INSERT INTO billing_webhook_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at, last_error, last_status, delivered_at, created_at)
+       VALUES ${chunk.map(() => "(?, ?, 'pending', 0, ?, NULL, NULL, NULL, ?)").join(', ')}`,
+      chunk.flatMap(([eventId, endpointId]) => [eventId!, endpointId!, now, now]),
+    );
+  }
+  return fresh.size;
 }
 
 /**
