@@ -2,7 +2,8 @@ import { BillingError } from '../errors';
 import { parseUsd } from '../money';
 import { guarded, unauthorizedRunEvent, writeEvents } from '../webhooks/events';
 import { type ResolveCustomerInput, resolveCustomer, type WarnLogger } from '../identity/customer';
-import { type GuardRunResult, guardRun, type Refusal, type RefusalKind, refusalFor, type RunFee } from './guard';
+import { type GuardRunResult, guardRun, type RunFee } from './guard';
+import { type Refusal, type RefusalKind, refusalFor } from './refusal';
 import { sharedLedger } from './ledgers';
 
 export interface AdmitInput {
