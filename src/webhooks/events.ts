@@ -29,7 +29,7 @@ export function eventId(type: EventType, ...cause: readonly (string | number)[])
   return `evt_${h}`;
 }
 
-const REFUSAL_CODES = new Set(['INSUFFICIENT_FUNDS', 'BUDGET_EXCEEDED', 'QUOTA_EXCEEDED', 'SUBSCRIPTION_INACTIVE', 'UNAUTHORIZED']);
+const REFUSAL_CODES = new Set(['INSUFFICIENT_FUNDS', 'BUDGET_EXCEEDED', 'QUOTA_EXCEEDED', 'SUBSCRIPTION_INACTIVE', 'BYOK_REQUIRED', 'UNAUTHORIZED']);
 
 function refusal(error: BillingError): Record<string, unknown> {
   return { code: error.code, message: error.message, details: error.details };
