@@ -45,7 +45,19 @@ let idCounter = 0;
  */
 export function newId(prefix: string): string {
   idCounter = (idCounter + 1) & 0xffff;
-  return `${prefix}_${Date.now().toString(16).padStart(12, '0')}${idCounter.toString(16).padStart(4, '0')}${randomBytes(8).toString('hex')}`;
+  return `${prefix}_${Date.now().toString(16).padStart(12, '0')}${idCounter.toString(16).padStart(4, '0')}${randomHex16()}`;
+}
+
+// One getrandom call per 512 ids instead of one per id.
+let pool = Buffer.alloc(0);
+let poolAt = 0;
+function randomHex16(): string {
+  if (poolAt + 8 > pool.length) {
+    pool = randomBytes(4096);
+    poolAt = 0;
+  }
+  poolAt += 8;
+  return pool.toString('hex', poolAt - 8, poolAt);
 }
 
 export class BatchState {
