@@ -1,9 +1,9 @@
-import { z } from '../../src/plugin';
+import { recordUnauthorizedRun, z } from '../../src/plugin';
 import { ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
 import { customerFor } from '../shared/customer';
-import { openPredictionRun } from '../shared/prediction-run';
+import { openPredictionRun, predictionRunKey } from '../shared/prediction-run';
 import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
@@ -47,6 +47,7 @@ class BillingGate implements INode {
     // so a first step that cannot be held costs nothing. A refusal is sticky: every later metered step of this
     // prediction answers it without the provider or the ledger.
     const refusal = await run.precheck(i.minimumBalanceUsd ?? '0');
+    if ('error' in who) await recordUnauthorizedRun({ ledgerDatabase: cred.ledgerDatabase, runKey: predictionRunKey(options, input), customerId: null, error: who.error });
     const customerId = 'customerId' in who ? who.customerId : null;
     const billing = refusal
       ? { allowed: false, customerId, refusal: refusal.kind, code: refusal.code }

@@ -1,7 +1,8 @@
+import { recordUnauthorizedRun } from '../../src/plugin';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
 import { customerFor } from '../shared/customer';
-import { openPredictionRun } from '../shared/prediction-run';
+import { openPredictionRun, predictionRunKey } from '../shared/prediction-run';
 import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
@@ -41,6 +42,7 @@ class QuotaGuard implements INode {
           messages,
         });
         const refusal = await run.precheck(i.minimumBalanceUsd ?? '0');
+        if ('error' in who) await recordUnauthorizedRun({ ledgerDatabase: cred.ledgerDatabase, runKey: predictionRunKey(options, input), customerId: null, error: who.error });
         // A moderation "violation": Flowise answers with this text (HTTP 200) and the chain never runs.
         if (refusal) throw new Error(refusal.message);
         return text;
