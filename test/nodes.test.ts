@@ -113,6 +113,10 @@ describe('Metered Chat Model', () => {
     const guarded = new FakeListChatModel({ responses: ['should not be produced'] });
     await new MeteredChatModel().init(nodeData({ model: guarded, vars: { billingToken: 'forged' } }), 'q', { chatId: 'm-2', logger: quiet });
     expect((await guarded.invoke('hello')).content).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    // Asked as Flowise's Condition Agent asks (it throws on anything but a JSON scenario answer): the refusal is a scenario answer.
+    const asked = `{"input": hello, "scenarios": ["billing question","anything else"], "instruction": route}`;
+    const routed = (await guarded.invoke([['human', asked]])).content as string;
+    expect(JSON.parse(routed.replace(/^```json\n|\n```$/g, ''))).toEqual({ output: DEFAULT_REFUSAL_MESSAGES.unauthorized });
     await expect(new MeteredChatModel().init(nodeData({ ...tokenVars('carol') }), '', {})).rejects.toThrow(/connect a chat model/);
   });
 });
