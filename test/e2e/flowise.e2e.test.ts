@@ -491,9 +491,8 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       // chatflow palette: category Billing with the four chatflow nodes
       await page.goto(`${fw.url}/canvas`, { waitUntil: 'domcontentloaded' });
       await page.locator('button[aria-label="add"]').click();
-      await page.fill('#input-search-node', 'Billing');
       try {
-        await reveal(page, 'Quota Guard', 'Billing');
+        await reveal(page, 'Quota Guard', 'Billing', 'Billing');
         for (const label of ['Metered Chat Model', 'Metered Tool', 'Usage Tool']) await visible(page, label).waitFor({ timeout: 30_000 });
       } catch (e) {
         await shot('palette-chatflow-billing-failed');
@@ -504,19 +503,19 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       // agentflow v2 palette: Billing Gate and Charge under Agent Flows
       await page.goto(`${fw.url}/v2/agentcanvas`, { waitUntil: 'domcontentloaded' });
       await page.locator('button[aria-label="add"]').click();
-      await page.fill('#input-search-node', 'Billing Gate');
-      await reveal(page, 'Billing Gate', 'Agent Flows');
+      await reveal(page, 'Billing Gate', 'Agent Flows', 'Billing Gate');
       await shot('palette-agentflow-billing-gate');
-      await page.fill('#input-search-node', 'Charge');
-      await reveal(page, 'Charge', 'Agent Flows');
+      await reveal(page, 'Charge', 'Agent Flows', 'Charge');
       await shot('palette-agentflow-charge');
 
       // credential dialog
       await page.goto(`${fw.url}/credentials`, { waitUntil: 'domcontentloaded' });
       await page.click('button:has-text("Add Credential")');
-      await page.fill('#input-search-credential', 'Billing');
       try {
-        for (const label of ['Billing Ledger', 'Stripe Billing']) await visible(page, label).waitFor({ timeout: 30_000 });
+        // The dialog filters the list it has when the search changes; on a loaded machine the list can arrive after
+        // the text, leaving the filtered list empty: type the search again until the result is there.
+        await searchUntil(page, '#input-search-credential', 'Billing', 'Billing Ledger');
+        await visible(page, 'Stripe Billing').waitFor({ timeout: 30_000 });
       } catch (e) {
         await shot('credentials-billing-failed');
         throw e;
@@ -549,18 +548,32 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
    * search (with the metered variants installed, many do), otherwise `category` is a closed accordion: open it
    * when it is there and the node is not, and keep checking (the list re-renders as the search settles).
    */
-  async function reveal(page: any, label: string, category: string, timeoutMs = 30_000): Promise<void> {
+  async function reveal(page: any, label: string, category: string, search: string, timeoutMs = 30_000): Promise<void> {
     const until = Date.now() + timeoutMs;
     let opened = 0;
+    await page.fill('#input-search-node', search);
     for (;;) {
       if (await visible(page, label).isVisible()) return;
       const header = visible(page, category);
-      if (Date.now() - opened > 3000 && (await header.isVisible())) {
-        await header.click().catch(() => undefined);
+      if (Date.now() - opened > 3000) {
+        // Neither the node nor its category: the node list may have arrived after the search text; type it again.
+        if (await header.isVisible()) await header.click().catch(() => undefined);
+        else await page.fill('#input-search-node', '').then(() => page.fill('#input-search-node', search));
         opened = Date.now();
       }
       if (Date.now() > until) throw new Error(`"${label}" did not appear in the palette (category ${category})`);
       await visible(page, label).waitFor({ timeout: 1000 }).catch(() => undefined);
+    }
+  }
+
+  /** Types `text` into the search box `selector` (again, every 3 s) until `label` shows. */
+  async function searchUntil(page: any, selector: string, text: string, label: string, timeoutMs = 30_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      await page.fill(selector, '');
+      await page.fill(selector, text);
+      if (await visible(page, label).waitFor({ timeout: 3000 }).then(() => true, () => false)) return;
+      if (Date.now() > until) throw new Error(`"${label}" did not appear after searching "${text}"`);
     }
   }
 
