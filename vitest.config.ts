@@ -9,5 +9,7 @@ export default defineConfig({
     fileParallelism: true,
     pool: 'forks',
     globalSetup: ['test/support/global-setup.ts'],
+    // The second reporter lists, after the summary, every check skipped for a reason of this machine.
+    reporters: ['default', './test/support/not-run-reporter.ts'],
   },
 });
