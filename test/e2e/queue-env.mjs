@@ -128,14 +128,16 @@ export async function createDatabase(adminUrl, name) {
   };
 }
 
-/** Installs the plugin into the Flowise install with the package's own CLI (what an operator runs). */
-export function installPlugin(flowiseDir) {
+/** Runs the package's own CLI (`install`/`uninstall` the plugin, as an operator does) against a Flowise install. */
+function pluginCli(command, flowiseDir) {
   const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
   if (!fs.existsSync(cli)) throw new Error(`${cli} missing: run npm run build first`);
-  const r = spawnSync(process.execPath, [cli, 'plugin', 'install', '--flowise', flowiseDir], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`plugin install failed: ${(r.stderr || r.stdout).trim()}`);
+  const r = spawnSync(process.execPath, [cli, command, '--flowise', flowiseDir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`plugin ${command} failed: ${(r.stderr || r.stdout).trim()}`);
   return r.stdout.trim();
 }
+export const installPlugin = (flowiseDir) => pluginCli('install', flowiseDir);
+export const uninstallPlugin = (flowiseDir) => pluginCli('uninstall', flowiseDir);
 
 function tail(file, lines = 40) {
   try {
@@ -213,7 +215,7 @@ export async function startQueueTopology({ dir, pg: server, ledgerUrl, workers =
   const inst = await ensureFlowise({ dir, log });
   log(installPlugin(inst.dir).split('\n')[0]);
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-queue-'));
-  const cleanups = [];
+  const cleanups = [async () => log(uninstallPlugin(inst.dir).split('\n')[0])];
   const stopAll = async () => {
     for (const f of cleanups.reverse()) await f().catch((e) => log(`cleanup: ${e.message}`));
     cleanups.length = 0;
