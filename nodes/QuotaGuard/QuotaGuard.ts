@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { admitFlowRun } from '../../src/plugin';
 import { flowRunKey } from '../../src/plugin/run-key';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
@@ -28,15 +29,18 @@ class QuotaGuard implements INode {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const cred = await ledgerCredential(this, nodeData, options);
     const logger = loggerOf(options);
+    // init runs once per prediction: outside queue mode this id names it (nothing re-runs a prediction there).
+    const predictionId = randomUUID();
     return {
       checkForViolations: async (input: string) => {
-        // The fee's key derives from what a BullMQ retry on another worker keeps (flow, conversation,
-        // history, question), never a random id: a retried prediction pays its fee once.
+        // In queue mode the fee's key derives from what a BullMQ retry on another worker keeps (flow,
+        // conversation, history, question), so a retried prediction pays its fee once.
         const runKey = flowRunKey({
           chatflowId: String(options.chatflowid ?? 'flow'),
           chatId: String(options.chatId ?? options.sessionId ?? 'chat'),
           question: input,
           historyLength: Array.isArray(options.chatHistory) ? options.chatHistory.length : 0,
+          predictionId,
           nodeId: nodeData.id,
         });
         const outcome = await admitFlowRun({

@@ -18,6 +18,12 @@ export interface FlowRunKeyInput {
   /** Messages the conversation had before this prediction. */
   readonly historyLength?: number;
   readonly jobId?: string;
+  /**
+   * Outside queue mode, any id unique to this prediction that every node of it
+   * sees (e.g. one kept per prediction-scoped object): used when there is no
+   * apiMessageId, so concurrent identical questions in one conversation stay apart.
+   */
+  readonly predictionId?: string;
   readonly nodeId?: string;
   /** Default: `process.env.MODE === 'queue'` (Flowise's queue mode, where jobs are retried). */
   readonly queueMode?: boolean;
@@ -31,6 +37,7 @@ export function flowRunKey(i: FlowRunKeyInput): string {
   let id: string;
   if (i.jobId) id = `job:${clean(i.jobId)}`;
   else if (!queue && i.apiMessageId) id = `msg:${clean(i.apiMessageId)}`;
+  else if (!queue && i.predictionId) id = `pred:${clean(i.predictionId)}`;
   else {
     const q = createHash('sha256').update(i.question ?? '').digest('hex').slice(0, 24);
     id = `turn:${i.historyLength ?? 0}:${q}`;
