@@ -231,6 +231,11 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
 
     // Nobody died; the service comes back on its own.
     expect((topo.workers as Worker[]).every((w) => w.alive())).toBe(true);
+    const uncaught = [topo.main.logFile, ...(topo.workers as Array<Worker & { logFile: string }>).map((w) => w.logFile)]
+      .flatMap((f: string) => fs.readFileSync(f, 'utf8').split('\n'))
+      .filter((l: string) => /uncaught/i.test(l));
+    // Staying up only because Flowise's own handler swallowed an uncaught `pg` error does not count.
+    expect(uncaught, 'uncaught exceptions in the main or worker logs').toEqual([]);
     expect((await fetch(`${topo.url}/api/v1/ping`)).ok).toBe(true);
     let back: Reply | undefined;
     const deadline = Date.now() + 90_000;
