@@ -1,5 +1,11 @@
-// npm run bench: prints throughput and latency figures for the ledger on each backend.
-// Options (env): BENCH_SECONDS (default 3 per measurement), FB_BACKENDS=sqlite|postgres, FB_TEST_PG_URL.
+// npm run bench: ledger throughput and latency, each figure next to a baseline measured in the same run.
+//   SQLite: a naive one-transaction-per-operation loop on the same driver and disk
+//           (BEGIN IMMEDIATE; SELECT balance; UPDATE; INSERT entry with a unique key; COMMIT).
+//   PostgreSQL: pgbench's built-in TPC-B-like script at the same client count on the same server.
+// A ratio is ledger operations/s (a hold+settle pair is 2 operations) ÷ baseline transactions/s.
+// Env: BENCH_SECONDS (default 3 per measurement), FB_BACKENDS=sqlite|postgres, FB_TEST_PG_URL,
+//      BENCH_MEMORY_PAIRS (default 200000; 0 skips the memory run), BENCH_JSON (write rows there).
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -7,25 +13,30 @@ import path from 'node:path';
 
 const require = createRequire(import.meta.url);
 const { openLedger } = require('../dist/src/ledger/open.js');
+const { sqliteDriver } = require('../dist/src/ledger/sqlite.js');
+const { Client } = require('pg');
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
+const MEMORY_PAIRS = Number(process.env.BENCH_MEMORY_PAIRS ?? 200_000);
 const only = process.env.FB_BACKENDS?.split(',');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-'));
+const benchSchema = `bench_${process.pid}_${Date.now()}`;
 
 const backends = [
-  { name: 'sqlite', label: 'sqlite (synchronous=NORMAL, default)', target: () => path.join(tmp, `bench-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'NORMAL' } } },
-  { name: 'sqlite', label: 'sqlite (synchronous=FULL)', target: () => path.join(tmp, `bench-full-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'FULL' } } },
-  { name: 'postgres', label: 'postgres', target: () => `${PG}?schema=bench_${Date.now()}`, opts: {} },
+  { name: 'sqlite', sync: 'NORMAL', label: 'sqlite (synchronous=NORMAL, default)', target: () => path.join(tmp, `bench-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'NORMAL' } } },
+  { name: 'sqlite', sync: 'FULL', label: 'sqlite (synchronous=FULL)', target: () => path.join(tmp, `bench-full-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'FULL' } } },
+  { name: 'postgres', label: 'postgres', target: () => `${PG}?schema=${benchSchema}`, opts: {} },
 ].filter((b) => !only || only.includes(b.name));
 
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 const ms = (v) => `${v.toFixed(3)} ms`;
+const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
 
-async function measure(ledger, concurrency, customers, label) {
+async function measure(ledger, concurrency, customers, label, seconds = SECONDS) {
   const holdLat = [];
   let pairs = 0;
-  const deadline = performance.now() + SECONDS * 1000;
+  const deadline = performance.now() + seconds * 1000;
   const started = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async (_, lane) => {
@@ -42,29 +53,216 @@ async function measure(ledger, concurrency, customers, label) {
   );
   const elapsed = (performance.now() - started) / 1000;
   holdLat.sort((a, b) => a - b);
-  return { pairsPerSec: Math.round(pairs / elapsed), p50: pct(holdLat, 0.5), p99: pct(holdLat, 0.99), pairs };
+  return { pairsPerSec: Math.round(pairs / elapsed), opsPerSec: Math.round((2 * pairs) / elapsed), p50: pct(holdLat, 0.5), p99: pct(holdLat, 0.99), pairs, elapsed, holdLat };
 }
 
-console.log(`flowise-billing ledger benchmark — ${os.cpus().length} cores, ${SECONDS}s per measurement, node ${process.version}`);
-console.log('hold+settle pairs per second (each pair = 2 durable ledger operations), and hold latency\n');
+/**
+ * The machine is shared and its load swings within seconds, so the baseline
+ * and the ledger run in alternating short slices and each figure sums its own
+ * slices: both see the same noise.
+ */
+async function interleaved(slices, sliceSeconds, baselineSlice, ledgerSlice) {
+  let baseOps = 0;
+  let baseSeconds = 0;
+  let pairs = 0;
+  let seconds = 0;
+  const lat = [];
+  for (let i = 0; i < slices; i++) {
+    const b = await baselineSlice(i, sliceSeconds);
+    baseOps += b.ops;
+    baseSeconds += b.seconds;
+    const r = await ledgerSlice(i, sliceSeconds);
+    pairs += r.pairs;
+    seconds += r.elapsed;
+    lat.push(...r.holdLat);
+  }
+  lat.sort((a, b) => a - b);
+  return {
+    baseline: Math.round(baseOps / baseSeconds),
+    r: { pairsPerSec: Math.round(pairs / seconds), opsPerSec: Math.round((2 * pairs) / seconds), p50: pct(lat, 0.5), p99: pct(lat, 0.99), pairs },
+  };
+}
+
+// ---- SQLite baseline: one transaction per operation, same driver, same disk ------------------
+
+function openNaive(file, sync) {
+  const driver = sqliteDriver();
+  let db;
+  if (driver === 'better-sqlite3') {
+    const Database = require('better-sqlite3');
+    db = new Database(file);
+    db.defaultSafeIntegers(true);
+  } else {
+    const { DatabaseSync } = require('node:sqlite');
+    db = new DatabaseSync(file);
+  }
+  db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${sync}; PRAGMA busy_timeout = 15000`);
+  db.exec(`CREATE TABLE accounts (id TEXT PRIMARY KEY, balance INTEGER NOT NULL);
+           CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, account_id TEXT NOT NULL, amount INTEGER NOT NULL, balance_after INTEGER NOT NULL)`);
+  return { db, driver };
+}
+
+/** BEGIN IMMEDIATE; SELECT balance; UPDATE; INSERT entry (unique key); COMMIT — per operation, prepared statements. */
+function naiveSqlite(sync, accounts) {
+  const { db, driver } = openNaive(path.join(tmp, `naive-${sync}-${Date.now()}.sqlite`), sync);
+  const ins = db.prepare('INSERT INTO accounts (id, balance) VALUES (?, ?)');
+  for (const a of accounts) ins.run(a, 1_000_000_000_000n);
+  const begin = db.prepare('BEGIN IMMEDIATE');
+  const commit = db.prepare('COMMIT');
+  const select = db.prepare('SELECT balance FROM accounts WHERE id = ?');
+  const update = db.prepare('UPDATE accounts SET balance = ? WHERE id = ?');
+  const entry = db.prepare('INSERT INTO entries (key, account_id, amount, balance_after) VALUES (?, ?, ?, ?)');
+  if (driver === 'node:sqlite') select.setReadBigInts(true);
+  let seq = 0;
+  return {
+    async slice(concurrency, n, seconds) {
+      let ops = 0;
+      const deadline = performance.now() + seconds * 1000;
+      const started = performance.now();
+      await Promise.all(
+        Array.from({ length: concurrency }, async (_, lane) => {
+          const id = accounts[lane % n];
+          while (performance.now() < deadline) {
+            begin.run();
+            const [{ balance }] = select.all(id);
+            const after = BigInt(balance) - 25_000n;
+            update.run(after, id);
+            entry.run(`k${seq++}`, id, -25_000n, after);
+            commit.run();
+            ops++;
+            // Callers interleave as the ledger's callers do.
+            if (concurrency > 1) await null;
+          }
+        }),
+      );
+      return { ops, seconds: (performance.now() - started) / 1000 };
+    },
+    close: () => db.close(),
+  };
+}
+
+// ---- PostgreSQL baseline: pgbench TPC-B-like, same server, its own database -----------------
+
+function pgConn() {
+  const u = new URL(PG);
+  return { host: u.hostname || '127.0.0.1', port: u.port || '5432', user: decodeURIComponent(u.username || 'postgres'), password: decodeURIComponent(u.password) };
+}
+
+async function preparePgbench() {
+  const { host, port, user, password } = pgConn();
+  const admin = new Client({ host, port: Number(port), user, password: password || undefined, database: 'postgres' });
+  await admin.connect();
+  const { rows } = await admin.query("SELECT 1 FROM pg_database WHERE datname = 'flowise_billing_bench'");
+  if (!rows[0]) await admin.query('CREATE DATABASE flowise_billing_bench');
+  await admin.end();
+  const env = { ...process.env, PGPASSWORD: password };
+  execFileSync('pgbench', ['-h', host, '-p', port, '-U', user, '-i', '-q', '-s', '1', 'flowise_billing_bench'], { env, stdio: 'ignore' });
+}
+
+function pgbench(clients, seconds) {
+  const { host, port, user, password } = pgConn();
+  const r = spawnSync('pgbench', ['-n', '-h', host, '-p', port, '-U', user, '-c', String(clients), '-j', String(Math.min(clients, os.cpus().length)), '-T', String(seconds), 'flowise_billing_bench'], {
+    env: { ...process.env, PGPASSWORD: password },
+    encoding: 'utf8',
+  });
+  const m = /tps = ([\d.]+) \(without initial connection time\)/.exec(r.stdout ?? '');
+  if (!m) throw new Error(`pgbench failed: ${(r.stderr || r.stdout || '').slice(0, 500)}`);
+  return { ops: Number(m[1]) * seconds, seconds };
+}
+
+async function dropBenchSchema() {
+  const { host, port, user, password } = pgConn();
+  const c = new Client({ host, port: Number(port), user, password: password || undefined, database: new URL(PG).pathname.slice(1) });
+  await c.connect();
+  await c.query(`DROP SCHEMA IF EXISTS ${benchSchema} CASCADE`);
+  await c.end();
+}
+
+// ---- memory: RSS over many pairs ------------------------------------------------------------
+
+async function memoryRun() {
+  const ledger = await openLedger(path.join(tmp, `memory-${Date.now()}.sqlite`), { sqlite: { synchronous: 'NORMAL' } });
+  const ids = ['mem-a', 'mem-b', 'mem-c', 'mem-d'];
+  for (const id of ids) {
+    await ledger.createCustomer({ id });
+    await ledger.topUp({ customerId: id, amount: 1_000_000_000_000_000n, idempotencyKey: `seed-${id}` });
+  }
+  const lanes = 32;
+  const perLane = Math.ceil(MEMORY_PAIRS / lanes);
+  const samples = [];
+  let done = 0;
+  const step = Math.max(1, Math.floor(MEMORY_PAIRS / 10));
+  const sample = () => {
+    globalThis.gc?.();
+    samples.push({ pairs: done, rssMb: process.memoryUsage().rss / 2 ** 20, heapMb: process.memoryUsage().heapUsed / 2 ** 20 });
+  };
+  sample();
+  await Promise.all(
+    Array.from({ length: lanes }, async (_, lane) => {
+      for (let i = 0; i < perLane; i++) {
+        const key = `m:${lane}:${i}`;
+        const h = await ledger.hold({ customerId: ids[lane % ids.length], amount: 1_000_000n, idempotencyKey: key });
+        await ledger.settle({ holdId: h.id, amount: 25_000n, idempotencyKey: `${key}:s` });
+        if (++done % step === 0) sample();
+      }
+    }),
+  );
+  await ledger.close();
+  return samples;
+}
+
+// ---- run ------------------------------------------------------------------------------------
+
+console.log(`flowise-billing ledger benchmark — ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}, ${SECONDS}s per measurement, node ${process.version}, SQLite driver ${sqliteDriver()}`);
+console.log('ledger: hold+settle pairs/s (2 operations each) and hold latency; ratio = ledger operations/s ÷ baseline transactions/s\n');
 const rows = [];
+const cases = [
+  [1, 1],
+  [32, 1],
+  [32, 4],
+];
 for (const b of backends) {
   const ledger = await openLedger(b.target(), b.opts);
   console.log(b.label);
+  if (b.name === 'postgres') await preparePgbench();
   const customers = ['bench-a', 'bench-b', 'bench-c', 'bench-d'];
   for (const id of customers) {
     await ledger.createCustomer({ id });
     await ledger.topUp({ customerId: id, amount: 1_000_000_000_000n, idempotencyKey: `seed-${id}` });
   }
-  for (const [concurrency, custs] of [[1, customers.slice(0, 1)], [32, customers.slice(0, 1)], [32, customers]]) {
-    const r = await measure(ledger, concurrency, custs, `c${concurrency}x${custs.length}`);
-    rows.push({ backend: b.label, concurrency, customers: custs.length, ...r });
+  const naive = b.name === 'sqlite' ? naiveSqlite(b.sync, customers) : null;
+  for (const [concurrency, n] of cases) {
+    const custs = customers.slice(0, n);
+    // pgbench is a process of its own (slices of 1 s); the SQLite loop runs in-process (slices of 0.25 s).
+    const sliceSeconds = b.name === 'postgres' ? 1 : 0.25;
+    const { baseline, r } = await interleaved(
+      Math.max(1, Math.round(SECONDS / sliceSeconds)),
+      sliceSeconds,
+      (i, sec) => (b.name === 'postgres' ? pgbench(concurrency, sec) : naive.slice(concurrency, n, sec)),
+      (i, sec) => measure(ledger, concurrency, custs, `c${concurrency}x${n}:${i}`, sec),
+    );
+    const baseName = b.name === 'postgres' ? 'pgbench tps' : 'naive ops/s';
+    rows.push({ backend: b.label, concurrency, customers: n, ...r, baseline, baselineName: baseName, ratio: r.opsPerSec / baseline });
     console.log(
-      `  concurrency ${String(concurrency).padStart(2)} customers ${custs.length}  ${String(r.pairsPerSec).padStart(7)} pairs/s   hold p50 ${ms(r.p50)}  p99 ${ms(r.p99)}`,
+      `  callers ${String(concurrency).padStart(2)} customers ${n}  ${String(r.pairsPerSec).padStart(6)} pairs/s = ${String(r.opsPerSec).padStart(6)} ops/s` +
+        `  | ${baseName} ${String(baseline).padStart(6)}  ratio ${ratio(r.opsPerSec, baseline).padStart(6)}  | hold p50 ${ms(r.p50)}  p99 ${ms(r.p99)}`,
     );
   }
+  naive?.close();
   const check = await ledger.checkInvariants();
   if (!check.ok) throw new Error(`invariants broken after bench: ${JSON.stringify(check.violations.slice(0, 3))}`);
   await ledger.close();
+  if (b.name === 'postgres') await dropBenchSchema();
 }
+
+if (MEMORY_PAIRS > 0 && (!only || only.includes('sqlite'))) {
+  const s = await memoryRun();
+  const first = s[1] ?? s[0];
+  const last = s.at(-1);
+  console.log(`\nmemory: ${MEMORY_PAIRS} hold+settle pairs, 32 callers, SQLite${globalThis.gc ? ' (after gc)' : ' (run with --expose-gc for post-GC figures)'}`);
+  console.log('  ' + s.map((x) => `${x.pairs}: ${x.rssMb.toFixed(0)} MB`).join('  '));
+  console.log(`  RSS after first ${first.pairs} pairs ${first.rssMb.toFixed(0)} MB, after ${last.pairs}: ${last.rssMb.toFixed(0)} MB (growth ${(last.rssMb - first.rssMb).toFixed(0)} MB); heap ${first.heapMb.toFixed(0)} → ${last.heapMb.toFixed(0)} MB`);
+  rows.push({ memory: s });
+}
+fs.rmSync(tmp, { recursive: true, force: true });
 if (process.env.BENCH_JSON) fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

@@ -27,6 +27,8 @@ export const ERROR_CODES = [
   'SUBSCRIPTION_NOT_FOUND',
   'SUBSCRIPTION_INACTIVE',
   'DATABASE_ERROR',
+  /** The ledger database was migrated by a newer flowise-billing than this one; upgrade before using it. */
+  'SCHEMA_TOO_NEW',
   /** The Stripe secret key was refused (401/403). */
   'STRIPE_AUTH_FAILED',
   /** Something Stripe needs is not set up: outbox off, no meter, no payment method, no key or webhook secret. */
@@ -127,24 +129,3 @@ export class BudgetExceededError extends BillingError {
 export function isBillingError(e: unknown): e is BillingError {
   return e instanceof BillingError;
 }
-
-/**
- * Rebuilds a typed error from its JSON form. Idempotent replays of failed
- * operations and errors crossing process boundaries keep their class this way.
- */
-export function errorFromJSON(json: { code: ErrorCode; message: string; details?: ErrorDetails }): BillingError {
-  const err = new BillingError(json.code, json.message, json.details ?? {});
-  const cls = ERROR_CLASSES[json.code];
-  if (cls) Object.setPrototypeOf(err, cls.prototype);
-  err.name = cls?.name ?? 'BillingError';
-  return err;
-}
-
-const ERROR_CLASSES: Partial<Record<ErrorCode, { prototype: BillingError; name: string }>> = {
-  VALIDATION_ERROR: ValidationError,
-  INSUFFICIENT_FUNDS: InsufficientFundsError,
-  CUSTOMER_NOT_FOUND: CustomerNotFoundError,
-  IDEMPOTENCY_CONFLICT: IdempotencyConflictError,
-  QUOTA_EXCEEDED: QuotaExceededError,
-  BUDGET_EXCEEDED: BudgetExceededError,
-};

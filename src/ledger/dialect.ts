@@ -53,9 +53,29 @@ export async function writeTables(c: SqlConnection, d: Dialect, writes: readonly
   for (const w of nonEmpty) await insertRows(c, d, w.table, w.columns, w.rows, w.onConflict);
 }
 
-/** `?, ?, ?` for n values. */
+const placeholderCache: string[] = [];
+/** `?, ?, ?` for n values (cached: the same few shapes recur on every batch). */
 export function placeholders(n: number): string {
-  return Array.from({ length: n }, () => '?').join(', ');
+  let out = placeholderCache[n];
+  if (out === undefined) {
+    out = Array.from({ length: n }, () => '?').join(', ');
+    if (n < 4096) placeholderCache[n] = out;
+  }
+  return out;
+}
+
+const insertCache = new Map<string, string>();
+/** The SQL of a multi-row INSERT, built once per table, shape and row count, so prepared statements are found by an interned string. */
+function insertSql(table: string, columns: readonly string[], rowCount: number, onConflict: string): string {
+  const k = `${table}\u0000${columns.length}\u0000${rowCount}\u0000${onConflict}`;
+  let sql = insertCache.get(k);
+  if (sql === undefined) {
+    const tuple = `(${placeholders(columns.length)})`;
+    sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${Array.from({ length: rowCount }, () => tuple).join(', ')} ${onConflict}`;
+    if (insertCache.size > 2000) insertCache.clear();
+    insertCache.set(k, sql);
+  }
+  return sql;
 }
 
 /**
@@ -72,11 +92,9 @@ export async function insertRows(
 ): Promise<void> {
   if (rows.length === 0) return;
   const perChunk = Math.max(1, Math.floor(dialect.maxParams / columns.length));
-  const tuple = `(${placeholders(columns.length)})`;
   for (let i = 0; i < rows.length; i += perChunk) {
-    const chunk = rows.slice(i, i + perChunk);
-    const sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${chunk.map(() => tuple).join(', ')} ${onConflict}`;
-    await c.run(sql, chunk.flat());
+    const chunk = rows.length <= perChunk ? rows : rows.slice(i, i + perChunk);
+    await c.run(insertSql(table, columns, chunk.length, onConflict), chunk.length === 1 ? chunk[0]! : chunk.flat());
   }
 }
 

@@ -1,3 +1,4 @@
+import { BillingError } from '../errors';
 import type { Dialect, SqlConnection } from './dialect';
 
 /**
@@ -283,6 +284,15 @@ export async function migrate(d: Dialect, now: () => number = Date.now): Promise
       applied_at BIGINT NOT NULL
     )`);
     const done = new Set((await c.query<{ version: unknown }>('SELECT version FROM billing_schema_migrations')).map((r) => Number(r.version)));
+    const newest = Math.max(0, ...done);
+    if (newest > SCHEMA_VERSION) {
+      // A newer flowise-billing migrated this database; this one would misread or corrupt its tables.
+      throw new BillingError(
+        'SCHEMA_TOO_NEW',
+        `The ledger database has schema version ${newest}, newer than the ${SCHEMA_VERSION} this flowise-billing understands; upgrade flowise-billing (every process sharing the database) before using it`,
+        { schemaVersion: newest, supportedVersion: SCHEMA_VERSION },
+      );
+    }
     const applied: number[] = [];
     for (const m of MIGRATIONS) {
       if (done.has(m.version)) continue;

@@ -1,4 +1,5 @@
 import type { PoolClient } from 'pg';
+import { ValidationError } from '../errors';
 import { redactUrl } from './redact';
 import { type Dialect, insertRows, placeholders, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
@@ -58,11 +59,17 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
 
 
 export function postgresDialect(opts: PostgresOptions): Dialect {
-  const u = new URL(opts.url);
+  let u: URL;
+  try {
+    u = new URL(opts.url);
+  } catch {
+    // Node's ERR_INVALID_URL carries the whole input, password included: never pass it on.
+    throw new ValidationError('The PostgreSQL URL is not a valid URL (postgres://user:password@host:port/database)', { field: 'url' });
+  }
   const schema = u.searchParams.get('schema');
   u.searchParams.delete('schema');
   if (schema && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
-    throw new Error(`schema "${schema}" must be a lower-case SQL identifier`);
+    throw new ValidationError('The PostgreSQL URL\'s ?schema= must be a lower-case SQL identifier (letters, digits, _; at most 63)', { field: 'schema' });
   }
   // Loaded on first use: a CLI call on SQLite never pays for the pg driver.
   const { Pool } = require('pg') as typeof import('pg');
@@ -70,16 +77,42 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
     connectionString: u.toString(),
     max: opts.poolSize ?? 8,
     options: schema ? `-c search_path=${schema}` : undefined,
+    // A server that accepts TCP but never answers must not hang callers forever.
+    connectionTimeoutMillis: 15_000,
+    keepAlive: true,
   });
-  // An idle client's error (server restart) must not crash the host process; the next query reconnects.
+  const secrets = [opts.url, u.toString(), u.password, decodeURIComponent(u.password)].filter((s) => s.length >= 3);
+  const scrub = (e: unknown) => scrubSecrets(e, secrets);
+  // An idle client's error (server restart) must not crash the host process; the pool drops that client.
   pool.on('error', () => undefined);
 
+  /**
+   * Borrows a client for `fn`. While borrowed, pg-pool removes its own 'error'
+   * listener, so without this one a dropped connection (server restart,
+   * pg_terminate_backend) is an unhandled 'error' event that ends the process.
+   * A client that failed is destroyed on release, so the next caller gets a
+   * fresh connection once the server is back.
+   */
   async function withClient<T>(fn: (client: PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect();
+    let client: PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (e) {
+      throw scrub(e);
+    }
+    let broken: Error | undefined;
+    const onError = (e: Error) => {
+      broken = e;
+    };
+    client.on('error', onError);
     try {
       return await fn(client);
+    } catch (e) {
+      if (!isSqlStateError(e)) broken ??= e instanceof Error ? e : new Error(String(e));
+      throw scrub(e);
     } finally {
-      client.release();
+      client.removeListener('error', onError);
+      client.release(broken);
     }
   }
 
@@ -91,7 +124,10 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
         await client.query('COMMIT');
         return result;
       } catch (e) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        // A failed ROLLBACK means the connection is gone; withClient then destroys the client.
+        await client.query('ROLLBACK').catch((rollbackError: unknown) => {
+          throw isSqlStateError(e) ? rollbackError : e;
+        });
         throw e;
       }
     });
@@ -114,6 +150,34 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
     read: (fn) => withClient((client) => fn(connection(client))),
     writeMany,
     isRetryableConflict: (e) => ['23505', '40001', '40P01'].includes(String((e as { code?: string })?.code)),
-    close: () => pool.end(),
+    close: () => pool.end().catch((e: unknown) => Promise.reject(scrub(e))),
   };
+}
+
+/** A server-side SQL error (it carries a five-character SQLSTATE); the connection is still usable after ROLLBACK. */
+function isSqlStateError(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  // Class 08 (connection exception) and 57P (operator intervention: shutdown, terminated backend) leave the connection unusable.
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|57P)/.test(code);
+}
+
+/**
+ * Removes the connection string and password from an error's text before it
+ * leaves the dialect. The error keeps its class and SQLSTATE `code`, which
+ * callers use to tell a unique violation from an outage.
+ */
+function scrubSecrets(e: unknown, secrets: readonly string[]): unknown {
+  if (!(e instanceof Error)) return e;
+  const clean = (text: string) => {
+    let out = text;
+    for (const s of secrets) out = out.split(s).join('***');
+    return out.replace(/postgres(ql)?:\/\/[^\s'"]*/gi, (m) => redactUrl(m));
+  };
+  e.message = clean(e.message);
+  if (e.stack) e.stack = clean(e.stack);
+  for (const k of ['input', 'detail', 'hint', 'where', 'connectionString'] as const) {
+    const v = (e as unknown as Record<string, unknown>)[k];
+    if (typeof v === 'string') (e as unknown as Record<string, unknown>)[k] = clean(v);
+  }
+  return e;
 }

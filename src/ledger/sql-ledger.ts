@@ -7,6 +7,7 @@ import { periodContaining } from '../period';
 import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
 import { migrate } from './migrations';
+import { redactUrl } from './redact';
 import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
 import type {
   AuditRecord,
@@ -61,8 +62,29 @@ const priced = {
   chargeType: z.string().min(1).max(100).optional(),
   quantity: z.string().min(1).max(100).optional(),
   rateCardVersion: z.string().min(1).max(64).optional(),
-  metadata: z.record(z.unknown()).optional(),
+  metadata: z
+    .record(z.unknown())
+    .superRefine((m, ctx) => {
+      const problem = jsonProblem(m);
+      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    })
+    .optional(),
 };
+
+/** Largest metadata object a charge may carry, as JSON. */
+const MAX_METADATA_BYTES = 16_384;
+
+/** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
+function jsonProblem(m: unknown): string | null {
+  let text: string;
+  try {
+    text = JSON.stringify(m);
+  } catch (e) {
+    return `metadata must be plain JSON (no cycles, no bigint): ${(e as Error).message.split('\n')[0]}`;
+  }
+  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
+  return null;
+}
 
 const schemas = {
   createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
@@ -85,11 +107,29 @@ function pricedFields(i: { chargeType?: string; quantity?: string; rateCardVersi
   return { chargeType: i.chargeType ?? null, quantity: i.quantity ?? null, rateCardVersion: i.rateCardVersion ?? null, metadata: i.metadata ?? {} };
 }
 
-/** Anything that is not a business outcome becomes a DATABASE_ERROR with the driver's message (never a connection string). */
+/**
+ * Anything that is not a business outcome becomes a DATABASE_ERROR with the
+ * driver's message and code. The dialects already strip their connection
+ * string; any URL left is masked here too, so no password can leak.
+ */
 function asBillingError(e: unknown): BillingError {
   if (e instanceof BillingError) return e;
   const err = e as { message?: string; code?: string };
-  return new BillingError('DATABASE_ERROR', `Ledger database error: ${err?.message ?? String(e)}`, { cause: err?.code ?? null });
+  const message = String(err?.message ?? e).replace(/postgres(ql)?:\/\/[^\s'"]*/gi, (m) => redactUrl(m));
+  return new BillingError('DATABASE_ERROR', `Ledger database error: ${message}`, { cause: typeof err?.code === 'string' ? err.code : null });
+}
+
+/** Lookups take ids from callers too: a non-string is a caller's mistake, never a database error. */
+function idArg(what: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 255) {
+    throw new ValidationError(`${what} must be a non-empty string of at most 255 characters`, { field: what });
+  }
+  return value;
+}
+
+function intArg(what: string, value: unknown): number {
+  if (!Number.isSafeInteger(value)) throw new ValidationError(`${what} must be an integer`, { field: what });
+  return value as number;
 }
 
 const RATE_CARD_CACHE_MS = 2_000;
@@ -163,6 +203,7 @@ export class SqlLedger implements Ledger {
   }
 
   async findCustomer(id: string): Promise<Customer | null> {
+    idArg('customerId', id);
     const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers WHERE id = ?', [id]));
     if (!rows[0]) return null;
     const r = customerFromRow(rows[0]);
@@ -224,6 +265,7 @@ export class SqlLedger implements Ledger {
 
   /** The budget and what the current budget period has used (spent + open holds). */
   async budget(customerId: string): Promise<BudgetState> {
+    idArg('customerId', customerId);
     const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId]));
     if (!rows[0]) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
     const cust = customerFromRow(rows[0]);
@@ -237,6 +279,7 @@ export class SqlLedger implements Ledger {
   }
 
   async balance(customerId: string): Promise<Balance> {
+    idArg('customerId', customerId);
     const now = this.clock();
     return this.read(async (c) => {
       const rows = await c.query('SELECT balance, held FROM billing_customers WHERE id = ?', [customerId]);
@@ -250,12 +293,14 @@ export class SqlLedger implements Ledger {
   }
 
   async getHold(id: string): Promise<Hold> {
+    idArg('holdId', id);
     const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_holds WHERE id = ?', [id]));
     if (!rows[0]) throw new BillingError('HOLD_NOT_FOUND', `Hold ${id} does not exist`, { holdId: id });
     return publicHold(holdFromRow(rows[0]));
   }
 
   async getCharge(id: string): Promise<Charge> {
+    idArg('chargeId', id);
     const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_charges WHERE id = ?', [id]));
     if (!rows[0]) throw new BillingError('CHARGE_NOT_FOUND', `Charge ${id} does not exist`, { chargeId: id });
     return publicCharge(chargeFromRow(rows[0]));
@@ -263,15 +308,17 @@ export class SqlLedger implements Ledger {
 
   async statement(customerId: string, opts: StatementOptions = {}): Promise<Entry[]> {
     await this.getCustomer(customerId);
-    const limit = Math.min(Math.max(opts.limit ?? 10_000, 1), 100_000);
+    const limit = Math.min(Math.max(intArg('limit', opts.limit ?? 10_000), 1), 100_000);
+    const afterSeq = intArg('afterSeq', opts.afterSeq ?? 0);
     const rows = await this.read<Row[]>((c) =>
-      c.query('SELECT * FROM billing_entries WHERE customer_id = ? AND seq > ? ORDER BY seq LIMIT ?', [customerId, opts.afterSeq ?? 0, limit]),
+      c.query('SELECT * FROM billing_entries WHERE customer_id = ? AND seq > ? ORDER BY seq LIMIT ?', [customerId, afterSeq, limit]),
     );
     return rows.map(entryFromRow);
   }
 
   async audit(opts: { customerId?: string; limit?: number } = {}): Promise<AuditRecord[]> {
-    const limit = Math.min(Math.max(opts.limit ?? 1000, 1), 100_000);
+    if (opts.customerId !== undefined) idArg('customerId', opts.customerId);
+    const limit = Math.min(Math.max(intArg('limit', opts.limit ?? 1000), 1), 100_000);
     const rows = await this.read<Row[]>((c) =>
       opts.customerId
         ? c.query('SELECT * FROM billing_audit WHERE customer_id = ? ORDER BY seq LIMIT ?', [opts.customerId, limit])
@@ -322,6 +369,7 @@ export class SqlLedger implements Ledger {
   }
 
   async activateRateCard(version: string, opts: { actor?: string } = {}): Promise<RateCardRecord> {
+    idArg('version', version);
     const now = this.clock();
     const record = await this.write<RateCardRecord>(async (c) => {
       const [existing] = await c.query('SELECT version FROM billing_rate_cards WHERE version = ?', [version]);
@@ -359,6 +407,7 @@ export class SqlLedger implements Ledger {
   }
 
   async getRateCard(version: string): Promise<RateCard> {
+    idArg('version', version);
     const rows = await this.read<Row[]>((c) => c.query('SELECT document FROM billing_rate_cards WHERE version = ?', [version]));
     if (!rows[0]) throw new BillingError('RATE_CARD_NOT_FOUND', `Rate card version ${version} has not been imported`, { version });
     return this.cachedParse(version, String(rows[0].document));

@@ -2,6 +2,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Dialect, Row, SqlConnection, SqlValue } from './dialect';
 import { Mutex } from './mutex';
+import { type Checkpointer, startCheckpointer } from './sqlite-checkpoint';
+
+/** Write transactions after which a ledger gets its background checkpointer (short-lived ledgers never pay for a thread). */
+const CHECKPOINTER_AFTER_COMMITS = 200;
+/** The writer's own automatic checkpoint once the background thread runs: only if that thread falls far behind (~40 MB of WAL). */
+const SAFETY_NET_CHECKPOINT_PAGES = 10_000;
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -147,6 +153,11 @@ class SqliteConnection implements SqlConnection {
     return stmt;
   }
 
+  /** A parameterless statement (BEGIN, COMMIT), prepared once instead of parsed on every call like `db.exec`. */
+  exec(sql: string): void {
+    this.prepare(sql).run();
+  }
+
   async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
     return this.prepare(sql).all(...params) as T[];
   }
@@ -167,21 +178,31 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
   const readerDb = memory ? undefined : openDb(driver, opts.path, opts, true);
   const reader = readerDb ? new SqliteConnection(readerDb) : writer;
   const mutex = new Mutex();
+  const synchronous = opts.synchronous ?? (process.env.FLOWISE_BILLING_SQLITE_SYNC === 'FULL' ? 'FULL' : 'NORMAL');
+  let commits = 0;
+  let checkpointer: Checkpointer | null = null;
+  /** A ledger that keeps writing gets its checkpoints moved off the commit path (sqlite-checkpoint.ts). */
+  const afterCommit = () => {
+    if (memory || ++commits !== CHECKPOINTER_AFTER_COMMITS) return;
+    checkpointer = startCheckpointer({ driver, file: path.resolve(opts.path), synchronous });
+    if (checkpointer) writerDb.exec(`PRAGMA wal_autocheckpoint = ${SAFETY_NET_CHECKPOINT_PAGES}`);
+  };
 
   const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
     mutex.run(async () => {
-      writerDb.exec(begin);
+      writer.exec(begin);
       let open = true;
       try {
         const result = await fn(writer);
-        writerDb.exec('COMMIT');
+        writer.exec('COMMIT');
         open = false;
+        afterCommit();
         return result;
       } catch (e) {
         // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
         if (open) {
           try {
-            writerDb.exec('ROLLBACK');
+            writer.exec('ROLLBACK');
           } catch {
             // no transaction left to roll back
           }
@@ -202,6 +223,7 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     read: (fn) => (memory ? mutex.run(() => fn(reader)) : fn(reader)),
     isRetryableConflict: isUniqueViolation,
     async close() {
+      await checkpointer?.close();
       await mutex.run(async () => {
         readerDb?.close();
         writerDb.close();

@@ -178,12 +178,6 @@ export interface RateCardRecord {
   readonly activatedAt: string | null;
 }
 
-export interface LedgerStats {
-  readonly customers: number;
-  readonly entries: number;
-  readonly openHolds: number;
-}
-
 /**
  * The ledger: one interface, identical behaviour on every backend (the
  * contract tests run the same suite against each). All amounts are nano-USD.

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseScaled, parseSparks, USD_DECIMALS } from '../money';
@@ -20,6 +21,14 @@ export type Resource = (typeof RESOURCES)[number];
 export function isChargeType(s: string): s is ChargeType {
   return (CHARGE_TYPES as readonly string[]).includes(s);
 }
+
+/**
+ * Limits on a rate card. A card is read on every charge's price lookup and
+ * stored in the ledger, so an oversized one would slow every charge; these are
+ * far above any real price list.
+ */
+export const MAX_RATE_CARD_BYTES = 1_048_576;
+export const MAX_RATE_CARD_MODELS = 5_000;
 
 const decimal = (what: string) =>
   z.string().regex(/^\d+(\.\d{1,9})?$/, `${what} must be a non-negative decimal string with at most 9 decimals, e.g. "0.02"`);
@@ -57,7 +66,10 @@ export const rateCardSchema = z
     description: z.string().max(500).optional(),
     chargeTypes: z.object(Object.fromEntries(CHARGE_TYPES.map((c) => [c, rateSchema])) as Record<ChargeType, typeof rateSchema>).strict(),
     resources: z.object({ tokens: rateSchema, compute: rateSchema, storage: rateSchema }).strict(),
-    models: z.record(z.string().min(1).max(200), modelPriceSchema).default({}),
+    models: z
+      .record(z.string().min(1).max(200), modelPriceSchema)
+      .refine((m) => Object.keys(m).length <= MAX_RATE_CARD_MODELS, { message: `at most ${MAX_RATE_CARD_MODELS} models per rate card` })
+      .default({}),
   })
   .strict();
 
@@ -97,6 +109,9 @@ function toRate(r: z.output<typeof rateSchema>): Rate {
 export function parseRateCard(input: unknown): RateCard {
   let doc = input;
   if (typeof input === 'string') {
+    if (Buffer.byteLength(input) > MAX_RATE_CARD_BYTES) {
+      throw new ValidationError(`Invalid rate card: larger than the ${MAX_RATE_CARD_BYTES}-byte limit`, { field: 'document', limitBytes: MAX_RATE_CARD_BYTES });
+    }
     try {
       doc = JSON.parse(input);
     } catch (e) {
@@ -122,6 +137,37 @@ export function parseRateCard(input: unknown): RateCard {
     models,
     document: d,
   };
+}
+
+/**
+ * Reads a rate card file, refusing anything that is not a regular file (a
+ * FIFO or /dev/zero would never end) or is over the size limit, before
+ * reading it.
+ */
+export function readRateCardFile(file: string): RateCard {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+  } catch (e) {
+    throw new ValidationError(`Cannot read rate card file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new ValidationError(`Rate card ${file} is not a regular file`, { file });
+    if (st.size > MAX_RATE_CARD_BYTES) {
+      throw new ValidationError(`Rate card ${file} is ${st.size} bytes, over the ${MAX_RATE_CARD_BYTES}-byte limit`, { file, limitBytes: MAX_RATE_CARD_BYTES });
+    }
+    // Read one byte past the limit, so a file that grew after fstat is still refused.
+    const buf = Buffer.alloc(MAX_RATE_CARD_BYTES + 1);
+    let n = 0;
+    for (let r: number; n < buf.length && (r = fs.readSync(fd, buf, n, buf.length - n, null)) > 0; ) n += r;
+    if (n > MAX_RATE_CARD_BYTES) {
+      throw new ValidationError(`Rate card ${file} is over the ${MAX_RATE_CARD_BYTES}-byte limit`, { file, limitBytes: MAX_RATE_CARD_BYTES });
+    }
+    return parseRateCard(buf.subarray(0, n).toString('utf8'));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 let defaultCard: RateCard | undefined;

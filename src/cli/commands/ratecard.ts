@@ -1,10 +1,8 @@
-import fs from 'node:fs';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { ValidationError } from '../../errors';
 import type { RateCardRecord } from '../../ledger/types';
 import { formatScaled, formatSparks, NANOS_PER_SPARK, type Nanos, USD_DECIMALS } from '../../money';
-import { CHARGE_TYPES, parseRateCard, type Rate, type RateCard, RESOURCES } from '../../pricing/ratecard';
+import { CHARGE_TYPES, type Rate, type RateCard, readRateCardFile, RESOURCES } from '../../pricing/ratecard';
 import { CLI_ACTOR, type CliContext } from '../context';
 import { heading, keyValues, shortTime, table } from '../output';
 import { parseInput, rateCardVersion, text } from '../validate';
@@ -105,13 +103,7 @@ export function registerRatecard(program: Command, cli: CliContext): void {
     .option('--no-activate', 'import only; activate later with `ratecard activate <version>`')
     .action(async (file: string, opts: { activate: boolean }) => {
       const input = parseInput(z.object({ file: text('file', 4096) }), { file });
-      let body: string;
-      try {
-        body = fs.readFileSync(input.file, 'utf8');
-      } catch (e) {
-        throw new ValidationError(`Cannot read rate card file ${input.file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: input.file });
-      }
-      const card = parseRateCard(body);
+      const card = readRateCardFile(input.file);
       const record = await cli.withLedger((ledger) => ledger.importRateCard(card, { activate: opts.activate, actor: CLI_ACTOR }));
       cli.print({
         json: recordJson(record),

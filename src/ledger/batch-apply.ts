@@ -1,0 +1,365 @@
+import { randomUUID } from 'node:crypto';
+import { BillingError, BudgetExceededError, CustomerNotFoundError, InsufficientFundsError, ValidationError } from '../errors';
+import { formatUsd, MAX_AMOUNT } from '../money';
+import { periodContaining } from '../period';
+import type { Op } from './batch';
+import { type AuditRow, type ChargeRow, type CustomerRow, type EntryRow, type HoldRow, iso, publicCharge, publicHold } from './rows';
+import type { BudgetState, Customer, Refund, TopUp } from './types';
+
+/**
+ * The middle of a batch: what it loaded, what each operation changes in
+ * memory, and what is left to write. One small function per operation kind
+ * (APPLY); the shared rules (journal entry, budget, expiry) are methods of
+ * BatchState, written once.
+ */
+
+/** A stored idempotent result. */
+export interface IdemRow {
+  key: string;
+  operation: string;
+  fingerprint: string;
+  customerId: string | null;
+  result: string;
+  createdAt: number;
+}
+
+/** What `loadRows` read (customers locked) for one batch. */
+export interface LoadedRows {
+  readonly customers: Map<string, CustomerRow>;
+  readonly holds: Map<string, HoldRow>;
+  readonly charges: Map<string, ChargeRow>;
+  readonly idem: Map<string, IdemRow>;
+  /** Net charges so far in the period a new budget starts in, per customer. */
+  readonly periodSpend: Map<string, bigint>;
+}
+
+/** A balance may not grow past this (int64 headroom for the running sums). */
+const MAX_BALANCE = 9n * MAX_AMOUNT;
+
+export const newId = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, '')}`;
+
+export class BatchState {
+  readonly customers: Map<string, CustomerRow>;
+  readonly holds: Map<string, HoldRow>;
+  readonly charges: Map<string, ChargeRow>;
+  readonly idem: Map<string, IdemRow>;
+  readonly periodSpend: Map<string, bigint>;
+  readonly dirtyCustomers = new Set<string>();
+  /** Customers this batch inserts; every other dirty customer was locked when loaded and is updated in place. */
+  readonly createdCustomers = new Set<string>();
+  readonly dirtyHolds = new Set<string>();
+  readonly dirtyCharges = new Set<string>();
+  readonly newEntries: EntryRow[] = [];
+  readonly newIdem: IdemRow[] = [];
+  readonly newAudit: AuditRow[] = [];
+  readonly expiredBy = new Map<string, number>();
+
+  constructor(
+    readonly now: number,
+    rows: LoadedRows,
+  ) {
+    this.customers = rows.customers;
+    this.holds = rows.holds;
+    this.charges = rows.charges;
+    this.idem = rows.idem;
+    this.periodSpend = rows.periodSpend;
+  }
+
+  entry(cust: CustomerRow, e: Omit<EntryRow, 'id' | 'customerId' | 'balanceAfter' | 'createdAt'>): EntryRow {
+    cust.balance += e.amount;
+    cust.held += e.heldDelta;
+    cust.updatedAt = this.now;
+    this.dirtyCustomers.add(cust.id);
+    const row: EntryRow = { ...e, id: newId('ent'), customerId: cust.id, balanceAfter: cust.balance, createdAt: this.now };
+    this.newEntries.push(row);
+    return row;
+  }
+
+  audit(a: Omit<AuditRow, 'at'>): void {
+    this.newAudit.push({ ...a, at: this.now });
+  }
+
+  customerOf(id: string): CustomerRow {
+    const cust = this.customers.get(id);
+    if (!cust) throw new CustomerNotFoundError(id);
+    return cust;
+  }
+
+  available(cust: CustomerRow): bigint {
+    return cust.balance - cust.held;
+  }
+
+  insufficient(cust: CustomerRow, required: bigint, extra: Record<string, unknown> = {}): InsufficientFundsError {
+    return new InsufficientFundsError({ customerId: cust.id, requiredUsd: formatUsd(required), availableUsd: formatUsd(this.available(cust)), ...extra });
+  }
+
+  /** Moves the budget period forward when it has ended; spend restarts at zero. */
+  rollBudget(cust: CustomerRow): void {
+    if (cust.budget === null || cust.budgetAnchorDay === null) return;
+    if (cust.budgetPeriodEnd !== null && this.now < cust.budgetPeriodEnd && cust.budgetPeriodStart !== null && this.now >= cust.budgetPeriodStart) return;
+    const p = periodContaining(this.now, cust.budgetAnchorDay);
+    cust.budgetPeriodStart = p.start;
+    cust.budgetPeriodEnd = p.end;
+    cust.budgetSpent = 0n;
+    this.dirtyCustomers.add(cust.id);
+  }
+
+  /** Open holds count against the budget too, so concurrent steps cannot overshoot it together. */
+  checkBudget(cust: CustomerRow, amount: bigint): void {
+    if (cust.budget === null) return;
+    this.rollBudget(cust);
+    const committed = cust.budgetSpent + cust.held;
+    if (committed + amount > cust.budget) {
+      throw new BudgetExceededError({
+        customerId: cust.id,
+        budgetUsd: formatUsd(cust.budget),
+        spentUsd: formatUsd(cust.budgetSpent),
+        heldUsd: formatUsd(cust.held),
+        requiredUsd: formatUsd(amount),
+        periodEnd: iso(cust.budgetPeriodEnd!),
+      });
+    }
+  }
+
+  addSpend(cust: CustomerRow, amount: bigint, chargedAt: number): void {
+    if (cust.budget === null) return;
+    this.rollBudget(cust);
+    if (chargedAt < (cust.budgetPeriodStart ?? 0)) return;
+    cust.budgetSpent += amount;
+    if (cust.budgetSpent < 0n) cust.budgetSpent = 0n;
+  }
+
+  /** Lazily expires the locked customers' overdue holds first, so available balances are right. */
+  expireOverdue(): void {
+    for (const h of this.holds.values()) {
+      if (h.status !== 'pending' || h.expiresAt > this.now || !this.customers.has(h.customerId)) continue;
+      const cust = this.customers.get(h.customerId)!;
+      h.status = 'expired';
+      this.dirtyHolds.add(h.id);
+      this.entry(cust, {
+        type: 'expire', amount: 0n, heldDelta: -h.amount, holdId: h.id, chargeId: null, idempotencyKey: null,
+        actor: 'system', rateCardVersion: h.rateCardVersion, chargeType: h.chargeType, quantity: h.quantity, memo: 'hold expired',
+      });
+      this.audit({ actor: 'system', operation: 'expire', idempotencyKey: null, customerId: cust.id, rateCardVersion: h.rateCardVersion, details: { holdId: h.id, amountUsd: formatUsd(h.amount) } });
+      this.expiredBy.set(cust.id, (this.expiredBy.get(cust.id) ?? 0) + 1);
+    }
+  }
+}
+
+type OpOf<K extends Op['kind']> = Extract<Op, { kind: K }>;
+
+function touch(s: BatchState, op: OpOf<'touch'>): unknown {
+  return { expired: s.expiredBy.get(op.customerId) ?? 0 };
+}
+
+function setBudget(s: BatchState, op: OpOf<'setBudget'>): unknown {
+  const cust = s.customerOf(op.customerId);
+  cust.budget = op.limit;
+  cust.budgetAnchorDay = op.limit === null ? null : op.anchorDay;
+  if (op.limit === null) {
+    cust.budgetPeriodStart = null;
+    cust.budgetPeriodEnd = null;
+    cust.budgetSpent = 0n;
+  } else {
+    const p = periodContaining(s.now, op.anchorDay);
+    if (cust.budgetPeriodStart !== p.start) {
+      // Count what this period already collected, so a budget set mid-period is honest.
+      cust.budgetPeriodStart = p.start;
+      cust.budgetPeriodEnd = p.end;
+      cust.budgetSpent = s.periodSpend.get(cust.id) ?? 0n;
+    }
+  }
+  cust.updatedAt = s.now;
+  s.dirtyCustomers.add(cust.id);
+  s.audit({ actor: op.actor, operation: 'setBudget', idempotencyKey: null, customerId: cust.id, rateCardVersion: null, details: { budgetUsd: op.limit === null ? null : formatUsd(op.limit), anchorDay: op.anchorDay } });
+  return budgetOut(cust);
+}
+
+function createCustomer(s: BatchState, op: OpOf<'createCustomer'>): unknown {
+  const existing = s.customers.get(op.customerId);
+  if (existing) {
+    if (op.name !== null && existing.name !== op.name) {
+      throw new BillingError('CUSTOMER_EXISTS', `Customer ${op.customerId} already exists with a different name`, {
+        customerId: op.customerId,
+        existingName: existing.name,
+      });
+    }
+    return customerOut(existing);
+  }
+  const cust: CustomerRow = {
+    id: op.customerId, name: op.name, balance: 0n, held: 0n, createdAt: s.now, updatedAt: s.now,
+    budget: null, budgetAnchorDay: null, budgetPeriodStart: null, budgetPeriodEnd: null, budgetSpent: 0n,
+  };
+  s.customers.set(cust.id, cust);
+  s.dirtyCustomers.add(cust.id);
+  s.createdCustomers.add(cust.id);
+  s.audit({ actor: op.actor, operation: 'createCustomer', idempotencyKey: `customer:${cust.id}`, customerId: cust.id, rateCardVersion: null, details: { name: op.name } });
+  return customerOut(cust);
+}
+
+function topUp(s: BatchState, op: OpOf<'topUp'>): unknown {
+  const cust = s.customerOf(op.customerId);
+  if (cust.balance + op.amount > MAX_BALANCE) {
+    throw new ValidationError(`Top-up would take the balance of ${cust.id} past $${formatUsd(MAX_BALANCE)}`, { customerId: cust.id });
+  }
+  const e = s.entry(cust, {
+    type: 'topup', amount: op.amount, heldDelta: 0n, holdId: null, chargeId: null, idempotencyKey: op.key,
+    actor: op.actor, rateCardVersion: null, chargeType: null, quantity: null, memo: op.memo,
+  });
+  const out: TopUp = { id: e.id, customerId: cust.id, amount: op.amount, balanceAfter: cust.balance, createdAt: iso(s.now) };
+  s.audit({ actor: op.actor, operation: 'topUp', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: null, details: { amountUsd: formatUsd(op.amount), memo: op.memo } });
+  return out;
+}
+
+function hold(s: BatchState, op: OpOf<'hold'>): unknown {
+  const cust = s.customerOf(op.customerId);
+  if (op.amount > s.available(cust)) throw s.insufficient(cust, op.amount, { operation: 'hold' });
+  s.checkBudget(cust, op.amount);
+  const h: HoldRow = {
+    id: newId('hold'), customerId: cust.id, amount: op.amount, status: 'pending', expiresAt: s.now + op.ttlMs, createdAt: s.now,
+    chargeType: op.priced.chargeType, quantity: op.priced.quantity, rateCardVersion: op.priced.rateCardVersion, chargeId: null,
+    availableAfter: s.available(cust) - op.amount,
+  };
+  s.holds.set(h.id, h);
+  s.dirtyHolds.add(h.id);
+  s.entry(cust, {
+    type: 'hold', amount: 0n, heldDelta: op.amount, holdId: h.id, chargeId: null, idempotencyKey: op.key, actor: op.actor,
+    rateCardVersion: h.rateCardVersion, chargeType: h.chargeType, quantity: h.quantity, memo: null,
+  });
+  s.audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: h.rateCardVersion, details: { holdId: h.id, amountUsd: formatUsd(op.amount), expiresAt: iso(h.expiresAt) } });
+  return publicHold(h);
+}
+
+function settle(s: BatchState, op: OpOf<'settle'>): unknown {
+  const h = pendingHold(s.holds, op.holdId, 'settle');
+  const cust = s.customerOf(h.customerId);
+  // Releasing this hold frees its amount; anything above the hold comes out of what else is s.available.
+  const canCollect = cust.balance - (cust.held - h.amount);
+  const collected = op.amount <= canCollect ? op.amount : canCollect;
+  const ch: ChargeRow = {
+    id: newId('chg'), customerId: cust.id, holdId: h.id, amount: collected, shortfall: op.amount - collected, refunded: 0n,
+    chargeType: op.priced.chargeType ?? h.chargeType, quantity: op.priced.quantity ?? h.quantity,
+    rateCardVersion: op.priced.rateCardVersion ?? h.rateCardVersion, createdAt: s.now, balanceAfter: 0n, metadata: op.priced.metadata ?? {},
+  };
+  s.entry(cust, {
+    type: 'settle', amount: -collected, heldDelta: -h.amount, holdId: h.id, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
+    rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: ch.quantity,
+    memo: ch.shortfall > 0n ? `shortfall ${formatUsd(ch.shortfall)}` : null,
+  });
+  ch.balanceAfter = cust.balance;
+  s.addSpend(cust, collected, s.now);
+  h.status = 'settled';
+  h.chargeId = ch.id;
+  s.holds.set(h.id, h);
+  s.dirtyHolds.add(h.id);
+  s.charges.set(ch.id, ch);
+  s.dirtyCharges.add(ch.id);
+  s.audit({ actor: op.actor, operation: 'settle', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { holdId: h.id, chargeId: ch.id, heldUsd: formatUsd(h.amount), amountUsd: formatUsd(collected), shortfallUsd: formatUsd(ch.shortfall) } });
+  return publicCharge(ch);
+}
+
+function release(s: BatchState, op: OpOf<'release'>): unknown {
+  const h = s.holds.get(op.holdId);
+  if (!h) throw new BillingError('HOLD_NOT_FOUND', `Hold ${op.holdId} does not exist`, { holdId: op.holdId });
+  // An expired hold has already given its funds back: releasing it is a no-op success.
+  if (h.status === 'expired') return publicHold(h);
+  const pending = pendingHold(s.holds, op.holdId, 'release');
+  const cust = s.customerOf(pending.customerId);
+  pending.status = 'released';
+  s.dirtyHolds.add(pending.id);
+  s.entry(cust, {
+    type: 'release', amount: 0n, heldDelta: -pending.amount, holdId: pending.id, chargeId: null, idempotencyKey: op.key, actor: op.actor,
+    rateCardVersion: pending.rateCardVersion, chargeType: pending.chargeType, quantity: pending.quantity, memo: null,
+  });
+  s.audit({ actor: op.actor, operation: 'release', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: pending.rateCardVersion, details: { holdId: pending.id, amountUsd: formatUsd(pending.amount) } });
+  return publicHold(pending);
+}
+
+function charge(s: BatchState, op: OpOf<'charge'>): unknown {
+  const cust = s.customerOf(op.customerId);
+  if (op.amount > s.available(cust)) throw s.insufficient(cust, op.amount, { operation: 'charge' });
+  s.checkBudget(cust, op.amount);
+  const ch: ChargeRow = {
+    id: newId('chg'), customerId: cust.id, holdId: null, amount: op.amount, shortfall: 0n, refunded: 0n,
+    chargeType: op.priced.chargeType, quantity: op.priced.quantity, rateCardVersion: op.priced.rateCardVersion,
+    createdAt: s.now, balanceAfter: 0n, metadata: op.priced.metadata,
+  };
+  s.entry(cust, {
+    type: 'charge', amount: -op.amount, heldDelta: 0n, holdId: null, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
+    rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: ch.quantity, memo: null,
+  });
+  ch.balanceAfter = cust.balance;
+  s.addSpend(cust, op.amount, s.now);
+  s.charges.set(ch.id, ch);
+  s.dirtyCharges.add(ch.id);
+  s.audit({ actor: op.actor, operation: 'charge', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { chargeId: ch.id, chargeType: ch.chargeType, quantity: ch.quantity, amountUsd: formatUsd(op.amount) } });
+  return publicCharge(ch);
+}
+
+function refund(s: BatchState, op: OpOf<'refund'>): unknown {
+  const ch = s.charges.get(op.chargeId);
+  if (!ch) throw new BillingError('CHARGE_NOT_FOUND', `Charge ${op.chargeId} does not exist`, { chargeId: op.chargeId });
+  const cust = s.customerOf(ch.customerId);
+  const refundable = ch.amount - ch.refunded;
+  const amount = op.amount ?? refundable;
+  if (amount <= 0n || amount > refundable) {
+    throw new BillingError(
+      'REFUND_EXCEEDS_CHARGE',
+      refundable === 0n
+        ? `Charge ${ch.id} is already fully refunded`
+        : `Refund of $${formatUsd(amount)} exceeds the $${formatUsd(refundable)} still refundable on charge ${ch.id}`,
+      { chargeId: ch.id, requestedUsd: formatUsd(amount), refundableUsd: formatUsd(refundable) },
+    );
+  }
+  ch.refunded += amount;
+  s.dirtyCharges.add(ch.id);
+  s.addSpend(cust, -amount, ch.createdAt);
+  const e = s.entry(cust, {
+    type: 'refund', amount, heldDelta: 0n, holdId: null, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
+    rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: null, memo: op.reason,
+  });
+  s.audit({ actor: op.actor, operation: 'refund', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { chargeId: ch.id, amountUsd: formatUsd(amount), reason: op.reason } });
+  const out: Refund = { id: e.id, chargeId: ch.id, customerId: cust.id, amount, balanceAfter: cust.balance, createdAt: iso(s.now) };
+  return out;
+}
+
+/** One function per operation kind: checks the rules, changes the loaded rows, returns the caller's result. */
+export const APPLY: { readonly [K in Op['kind']]: (s: BatchState, op: OpOf<K>) => unknown } = {
+  touch,
+  setBudget,
+  createCustomer,
+  topUp,
+  hold,
+  settle,
+  release,
+  charge,
+  refund,
+};
+
+export function budgetOut(c: CustomerRow): BudgetState {
+  return {
+    customerId: c.id,
+    budget: c.budget,
+    spent: c.budgetSpent,
+    held: c.held,
+    periodStart: c.budgetPeriodStart === null ? null : iso(c.budgetPeriodStart),
+    periodEnd: c.budgetPeriodEnd === null ? null : iso(c.budgetPeriodEnd),
+  };
+}
+
+function customerOut(c: CustomerRow): Customer {
+  return { id: c.id, name: c.name, createdAt: iso(c.createdAt) };
+}
+
+function pendingHold(holds: Map<string, HoldRow>, holdId: string, action: string): HoldRow {
+  const h = holds.get(holdId);
+  if (!h) throw new BillingError('HOLD_NOT_FOUND', `Hold ${holdId} does not exist`, { holdId });
+  if (h.status === 'expired') {
+    throw new BillingError('HOLD_EXPIRED', `Hold ${holdId} expired at ${iso(h.expiresAt)} and its funds were released; cannot ${action} it`, { holdId, expiresAt: iso(h.expiresAt) });
+  }
+  if (h.status !== 'pending') {
+    throw new BillingError('HOLD_NOT_PENDING', `Hold ${holdId} is already ${h.status}; cannot ${action} it`, { holdId, status: h.status });
+  }
+  return h;
+}
+
