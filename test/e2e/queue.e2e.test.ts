@@ -1,7 +1,8 @@
 /**
  * Flowise 3.1.4 in queue mode, end to end on this machine (test/e2e/queue-env.mjs): main with
  * MODE=queue, two `flowise worker` processes, Redis (BullMQ), Flowise's database and the billing
- * ledger on a private PostgreSQL cluster this test starts (so it can restart it), the plugin
+ * ledger on a private PostgreSQL cluster this test starts (test/support/pg-cluster.ts, password auth,
+ * so it can restart it and check the password never shows), the plugin
  * installed by its installer, the example metered chatflow. One topology start serves every case:
  * load across both workers, a PostgreSQL restart under load, and a worker killed mid-prediction
  * (last, since it leaves one worker).
@@ -20,8 +21,7 @@ import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin/guard';
 import { expectedReply, startOpenAIServer, type OpenAIServer, type RecordedCall } from '../support/openai-server';
 // @ts-expect-error plain ESM helper without types
 import * as env from './flowise-env.mjs';
-// @ts-expect-error plain ESM helper without types
-import { startPgCluster } from './queue-pg.mjs';
+import { type PgCluster, pgClusterUnavailable, startPgCluster } from '../support/pg-cluster';
 // @ts-expect-error plain ESM helper without types
 import { createDatabase, startQueueTopology } from './queue-env.mjs';
 
@@ -47,7 +47,7 @@ function queueCase(name: string, fn: (ctx: TestContext) => Promise<void>, timeou
 }
 
 describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => {
-  let cluster: any;
+  let cluster: PgCluster | undefined;
   let topo: any;
   let client: any;
   let model: OpenAIServer;
@@ -99,19 +99,20 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
       notHere = `Flowise ${env.FLOWISE_VERSION} could not be installed here: ${(e as Error).message.split('\n')[0]}`;
       return;
     }
-    try {
-      cluster = await startPgCluster({ log: step });
-    } catch (e) {
-      notHere = `no private PostgreSQL cluster: ${(e as Error).message.split('\n')[0]}`;
+    const noCluster = pgClusterUnavailable();
+    if (noCluster) {
+      notHere = `no private PostgreSQL cluster: ${noCluster}`;
       return;
     }
-    await createDatabase(cluster.url('postgres'), 'billing');
-    ledgerUrl = cluster.url('billing');
+    cluster = await startPgCluster();
+    step(`private PostgreSQL on 127.0.0.1:${cluster.port} (password auth)`);
+    await createDatabase(cluster.url, 'billing');
+    ledgerUrl = cluster.url.replace(/\/postgres$/, '/billing');
     await openTestLedger();
     card = await ledger.activeRateCard();
     model = await startOpenAIServer({ delayMs: 150 });
     try {
-      topo = await startQueueTopology({ dir: inst.dir, pg: { host: cluster.host, port: cluster.port, user: cluster.user }, ledgerUrl, workers: 2, log: step });
+      topo = await startQueueTopology({ dir: inst.dir, pg: { host: '127.0.0.1', port: cluster.port, user: 'postgres', password: cluster.password }, ledgerUrl, workers: 2, log: step });
     } catch (e) {
       if (/Redis/.test((e as Error).message) && /not installed/.test((e as Error).message)) {
         notHere = (e as Error).message;
@@ -142,7 +143,7 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
     await topo?.stop();
     await model?.close();
     await ledger?.close().catch(() => undefined);
-    await cluster?.stop();
+    await cluster?.destroy();
   }, 120_000);
 
   queueCase('60 concurrent predictions over 10 customers and both workers: exact charges, no overdraft, every call paid, a free plan’s 25 sessions exact', async () => {
@@ -208,7 +209,12 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
     const fire = (k: number) => inFlight.push(predict('q-pg', `during restart ${k}`, `q-pg-conv-${k}`).then((r) => void results.push(r)));
     for (let k = 0; k < 8; k++) fire(k);
     await new Promise((r) => setTimeout(r, 300));
-    const restart = cluster.restart({ downMs: 4000 });
+    // Down for 4 s: new predictions meet a refused connection, running ones a cut one.
+    const restart = (async () => {
+      await cluster!.stop();
+      await new Promise((r) => setTimeout(r, 4000));
+      await cluster!.start();
+    })();
     for (let k = 8; k < 16; k++) {
       fire(k);
       await new Promise((r) => setTimeout(r, 250));
@@ -224,6 +230,7 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
       const body = JSON.stringify(r.data);
       expect(r.status, body).toBe(500);
       expect(body).not.toMatch(/postgres(ql)?:\/\/|\n\s+at |password/i);
+      expect(body).not.toContain(cluster!.password);
       return 'error';
     });
     step(`during the restart: ${['answer', 'unavailable', 'error'].map((k) => `${kinds.filter((x) => x === k).length} ${k}`).join(', ')}`);
