@@ -12,7 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { StringOutputParser } from '@langchain/core/output_parsers';
-import { BillingCallbackHandler, billingRunConfig, BillingError, formatUsd, openLedger, parseUsd } from '../src/index';
+import { BillingError, formatUsd, openLedger, parseUsd } from '../src/index';
+import { BillingCallbackHandler, billingRunConfig } from '../src/langchain';
 import { FakeUsageChatModel } from '../src/metering/fake-model';
 
 async function main(): Promise<void> {

@@ -29,6 +29,10 @@ export const ERROR_CODES = [
   'DATABASE_ERROR',
   /** The ledger database was migrated by a newer flowise-billing than this one; upgrade before using it. */
   'SCHEMA_TOO_NEW',
+  /** A read found no ledger at the given location (nothing was created). */
+  'LEDGER_NOT_FOUND',
+  /** `doctor` found problems (each listed with a fix). */
+  'PROBLEMS_FOUND',
   /** The Stripe secret key was refused (401/403). */
   'STRIPE_AUTH_FAILED',
   /** Something Stripe needs is not set up: outbox off, no meter, no payment method, no key or webhook secret. */

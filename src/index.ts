@@ -1,21 +1,16 @@
+/**
+ * The package root: money, prices, the ledger, quotas and billing tokens.
+ * Loads no LangChain, Stripe or Langfuse code, so a backend that only signs
+ * tokens and tops up customers needs nothing else. The rest lives in its own
+ * entry point: `flowise-billing/langchain`, `/stripe`, `/flowise`, `/installer`.
+ */
 export * from './errors';
 export * from './money';
 export * from './pricing/ratecard';
 export * from './pricing/price';
-export type * from './ledger/types';
-export { SqlLedger, type LedgerOptions } from './ledger/sql-ledger';
-export { openLedger, defaultLedgerLocation, type OpenLedgerOptions } from './ledger/open';
-export { SCHEMA_VERSION } from './ledger/migrations';
+export * from './ledger';
 export * from './period';
 export type * from './quota/gate';
 export * from './quota/plans';
 export { QuotaService, type Alert, type Invoice, type MetricLine, type QuotaOptions, type Subscription, type SubscriptionStatus, type UsageReport } from './quota/service';
-export { BillingCallbackHandler, type MeteredCharge, type MeteredRun } from './metering/handler';
-export { billingHandlerOptionsSchema, type BillingHandlerOptions } from './metering/options';
-export { billingRunConfig, withBilling } from './metering/run-config';
-export { meteringKey } from './metering/keys';
-export { estimatePromptTokens, estimateTextTokens, usageOf, type TokenUsage } from './metering/estimate';
-export { BILLING_METADATA_KEYS, billingMetadata } from './langfuse/metadata';
-export { LangfuseCostReporter, langfuseReporterFor, shutdownLangfuseReporters, type LangfuseCredentials } from './langfuse/reporter';
-export * from './stripe';
 export * from './identity';

@@ -294,8 +294,11 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(model).toMatchObject({ item: 'tokens:gpt-4o-mini', model: 'gpt-4o-mini', usd: '0.00036', inputUsd: '0.00018', outputUsd: '0.00018', inputTokens: 1200, outputTokens: 300 });
     expect(compute).toMatchObject({ usd: '0.075', unit: 'minute' });
     expect(storage).toMatchObject({ usd: '1.00', unit: 'GB-month' });
-    expect(await json(['--db', db, 'ratecard', 'list'])).toMatchObject({ rateCards: [{ version: '2026-11-default' }] });
-    expect((await json(['--db', db, 'audit'])).records.filter((r: any) => r.actor !== 'system')).toEqual([]);
+    // Pricing and reads create nothing: there is still no ledger, and reads say so.
+    expect(fs.existsSync(db)).toBe(false);
+    expect((await json(['--db', db, 'ratecard', 'list'], { exit: 1 })).error.code).toBe('LEDGER_NOT_FOUND');
+    expect((await json(['--db', db, 'audit'], { exit: 1 })).error.code).toBe('LEDGER_NOT_FOUND');
+    expect(fs.existsSync(db)).toBe(false);
   });
 
   it('human output: aligned statement, one-line errors on stderr, no stack traces', async () => {
@@ -313,9 +316,9 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     const rule = lines[h + 1]!;
     const starts = [...rule.matchAll(/-+/g)].map((m) => m.index!);
     const ends = [...rule.matchAll(/-+/g)].map((m) => m.index! + m[0].length);
-    expect(starts).toHaveLength(9);
+    expect(starts).toHaveLength(10);
     const header = lines[h]!;
-    for (const name of ['time (UTC)', 'type', 'charge type', 'key']) expect(starts).toContain(header.indexOf(name));
+    for (const name of ['time (UTC)', 'type', 'charge type', 'charge id', 'key']) expect(starts).toContain(header.indexOf(name));
     const rows = lines.slice(h + 2, h + 5);
     expect(rows).toHaveLength(3);
     for (const row of rows) {

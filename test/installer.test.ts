@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { doctor, install, MANIFEST_NAME, rewriteRequires, uninstall } from '../src/installer';
+import { BUNDLE_REL, doctor, install, MANIFEST_NAME, uninstall } from '../src/installer';
 import { findFlowiseComponents } from '../src/installer/locate';
 
 const ROOT = path.resolve(__dirname, '..');
-const built = fs.existsSync(path.join(ROOT, 'dist', 'nodes')) && fs.existsSync(path.join(ROOT, 'dist', 'src', 'index.js'));
+const built = fs.existsSync(path.join(ROOT, BUNDLE_REL, 'engine', 'index.js'));
 
 /** A directory shaped like `npm install flowise`: node_modules/{flowise, flowise-components (with its own @langchain/core)}. */
 function fakeFlowise(): { dir: string; fc: string } {
@@ -74,11 +74,18 @@ describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm ins
     expect(Object.keys(r.runtimeDependencies).some((d) => d.startsWith('@langchain/') || d === 'better-sqlite3')).toBe(false);
     // icons sit next to the node files
     expect(fs.existsSync(path.join(env.fc, 'dist/nodes/billing/QuotaGuard/quotaguard.svg'))).toBe(true);
-    // node files point into the engine copy, never outside
+    // A small payload: one engine file, the node and credential files, icons, package.json, marker.
+    expect(r.files).toBeLessThanOrEqual(25);
+    expect(r.bytes).toBeLessThan(3_000_000);
+    const engine = path.join(env.fc, 'node_modules/flowise-billing/dist/src/plugin/index.js');
+    expect(fs.existsSync(engine)).toBe(true);
+    expect(fs.existsSync(path.join(env.fc, 'node_modules/flowise-billing/node_modules'))).toBe(false);
+    // node files reach the engine as `flowise-billing`, and nothing relative outside their own folder
     const guard = fs.readFileSync(path.join(env.fc, 'dist/nodes/billing/QuotaGuard/QuotaGuard.js'), 'utf8');
-    expect(guard).toContain('require("flowise-billing/dist/src/plugin")');
-    expect(guard).toContain('require("../shared/flowise")');
-    expect(guard).not.toMatch(/require\("\.\.\/\.\.\/src/);
+    expect(guard).toContain('require("flowise-billing")');
+    expect(guard).not.toMatch(/require\("\.\.?\//);
+    // The engine loads LangChain only as flowise-components' copy (never bundled).
+    expect(fs.readFileSync(engine, 'utf8')).toContain('require("@langchain/core/callbacks/base")');
 
     // Every node and credential loads from its installed place, and our @langchain/core is flowise-components' copy.
     const script = `
@@ -92,7 +99,7 @@ describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm ins
         names.push(node.name + ':' + node.category);
       }
       for (const c of ['BillingLedger','StripeBilling']) names.push(new (require(path.join(fc, 'dist/credentials/billing', c + '.credential.js')).credClass)().name);
-      const core = require.resolve('@langchain/core/callbacks/base', { paths: [path.join(fc, 'node_modules/flowise-billing/dist/src/metering')] });
+      const core = require.resolve('@langchain/core/callbacks/base', { paths: [path.join(fc, 'node_modules/flowise-billing/dist/src/plugin')] });
       process.stdout.write(JSON.stringify({ names, core }));`;
     const out = spawnSync(process.execPath, ['-e', script], { cwd: os.tmpdir(), encoding: 'utf8' });
     expect(out.stderr).toBe('');
@@ -149,12 +156,11 @@ describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm ins
     expect(fs.existsSync(path.join(env.fc, MANIFEST_NAME))).toBe(false);
   });
 
-  it('rewrites only requires that leave the copied tree', () => {
-    const dist = '/p/dist';
-    const code = 'require("../../src/plugin"); require("../shared/x"); require("zod"); require("./y")';
-    expect(rewriteRequires(code, '/p/dist/nodes/A/A.js', dist, '/p/dist/nodes')).toBe(
-      'require("flowise-billing/dist/src/plugin"); require("../shared/x"); require("zod"); require("./y")',
-    );
-    expect(() => rewriteRequires('require("../../../x")', '/p/dist/nodes/A/A.js', dist, '/p/dist/nodes')).toThrow(/outside/);
+  it('bundles every node folder and credential in the repo (discovery is by folder, so a new node needs no installer change)', () => {
+    const r = install({ flowise: env.dir });
+    const nodeDirs = fs.readdirSync(path.join(ROOT, 'nodes')).filter((d) => fs.existsSync(path.join(ROOT, 'nodes', d, `${d}.ts`)));
+    expect(r.nodes.map((n) => path.basename(n, '.js')).sort()).toEqual(nodeDirs.sort());
+    const creds = fs.readdirSync(path.join(ROOT, 'credentials')).filter((f) => f.endsWith('.credential.ts'));
+    expect(r.credentials.map((c) => path.basename(c, '.js')).sort()).toEqual(creds.map((c) => c.replace(/\.ts$/, '')).sort());
   });
 });

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { BillingError, isBillingError, ValidationError } from '../errors';
-import { defaultLedgerLocation, isPostgresUrl, openLedger } from '../ledger/open';
+import { defaultLedgerLocation, isPostgresUrl, ledgerTarget, openLedger } from '../ledger/open';
 import { redactUrl } from '../ledger/redact';
 import type { SqlLedger } from '../ledger/sql-ledger';
-import { jsonLine, type Io, type Rendered } from './output';
+import { jsonLine, type Io, type Rendered, renderDelimited, renderMode } from './output';
 import { dbTarget } from './validate';
 
 /** Every CLI mutation is audited as this actor. */
@@ -29,9 +29,9 @@ export class CliContext {
     return this.explicitDb() ?? checkTarget(defaultLedgerLocation(this.io.env));
   }
 
-  /** Opens the ledger (which migrates it), runs `fn`, and always closes it. */
-  async withLedger<T>(fn: (ledger: SqlLedger) => Promise<T>, target: string = this.target()): Promise<T> {
-    const ledger = await openCliLedger(target);
+  /** Opens the ledger (creating and migrating it), runs `fn`, and always closes it. */
+  async withLedger<T>(fn: (ledger: SqlLedger) => Promise<T>, target: string = this.target(), create = true): Promise<T> {
+    const ledger = await openCliLedger(target, create);
     try {
       return await fn(ledger);
     } finally {
@@ -39,8 +39,14 @@ export class CliContext {
     }
   }
 
+  /** For commands that only read: a missing ledger is LEDGER_NOT_FOUND ("no ledger at …"); nothing is created. */
+  readLedger<T>(fn: (ledger: SqlLedger) => Promise<T>): Promise<T> {
+    return this.withLedger(fn, this.target(), false);
+  }
+
   print(r: Rendered): void {
     if (this.json) this.io.out(jsonLine(r.json));
+    else if (renderMode() === 'csv' || renderMode() === 'tsv') this.io.out(`${renderDelimited(r.human)}\n`);
     else this.io.out(`${r.human()}\n`);
   }
 }
@@ -48,18 +54,21 @@ export class CliContext {
 /** Validates a ledger location without echoing it (a URL may carry a password). */
 function checkTarget(target: string): string {
   const r = dbTarget.safeParse(target);
-  if (r.success) return r.data;
-  const issues = r.error.issues.map((i) => ({ path: 'db', message: i.message }));
-  throw new ValidationError(`Invalid input: ${issues.map((i) => i.message).join('; ')}`, { issues, location: redactTarget(target) });
+  if (!r.success) {
+    const issues = r.error.issues.map((i) => ({ path: 'db', message: i.message }));
+    throw new ValidationError(`Invalid input: ${issues.map((i) => i.message).join('; ')}`, { issues });
+  }
+  ledgerTarget(r.data); // refuses unknown schemes and bad URLs, naming what is wrong, never the URL
+  return r.data;
 }
 
 export function redactTarget(target: string): string {
   return isPostgresUrl(target) ? redactUrl(target) : target;
 }
 
-export async function openCliLedger(target: string): Promise<SqlLedger> {
+export async function openCliLedger(target: string, create = true): Promise<SqlLedger> {
   try {
-    return await openLedger(target, { actor: CLI_ACTOR });
+    return await openLedger(target, { actor: CLI_ACTOR, create });
   } catch (e) {
     if (isBillingError(e)) throw e;
     const message = e instanceof Error ? e.message : String(e);

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { registerAudit } from './commands/audit';
 import { registerBalance } from './commands/balance';
 import { registerCharge } from './commands/charge';
@@ -20,10 +20,12 @@ import { registerSessions } from './commands/sessions';
 import { registerSubscriptions } from './commands/subscriptions';
 import { registerUsage } from './commands/usage';
 import { registerStripe } from './commands/stripe';
+import { registerCheckout } from './commands/checkout';
 import { registerPlugin } from './commands/plugin';
 import { registerToken } from './commands/token';
 import { CliContext } from './context';
-import { type Io, printFailure, processIo, toFailure, usageFailure } from './output';
+import { addExamples } from './examples';
+import { configureRendering, type Format, FORMATS, type Io, jsonLine, printFailure, processIo, quietOnClosedPipe, terminalWidth, toFailure, usageFailure } from './output';
 
 /** Every command, in help order. A new command is one module and one line here. */
 const COMMANDS = [
@@ -46,14 +48,24 @@ const COMMANDS = [
   registerBudget,
   registerInvoice,
   registerStripe,
+  registerCheckout,
   registerToken,
   registerPlugin,
 ];
 
-/** --json anywhere before a `--` asks for JSON, including for errors found while parsing. */
-function wantsJson(args: readonly string[]): boolean {
+/**
+ * The output format, known before parsing so that errors found while parsing
+ * come out in it too: --json, or --format json|csv|tsv|table, before any `--`.
+ */
+function wantsFormat(args: readonly string[]): Format {
   const end = args.indexOf('--');
-  return (end === -1 ? args : args.slice(0, end)).includes('--json');
+  const before = end === -1 ? args : args.slice(0, end);
+  let format: Format = 'table';
+  before.forEach((a, i) => {
+    const v = a.startsWith('--format=') ? a.slice('--format='.length) : a === '--format' ? before[i + 1] : undefined;
+    if (v !== undefined && (FORMATS as readonly string[]).includes(v)) format = v as Format;
+  });
+  return before.includes('--json') ? 'json' : format;
 }
 
 function packageVersion(): string {
@@ -74,8 +86,9 @@ export function buildProgram(io: Io, json: boolean): Command {
   program
     .description('Usage billing for Flowise: customers, top-ups, prices, charges, refunds, statements and rate cards.')
     .option('--db <location>', 'SQLite file path or postgres:// URL (default: $FLOWISE_BILLING_DB, else billing.sqlite in $DATABASE_PATH or ~/.flowise)')
-    .option('--json', 'print exactly one JSON object on stdout (errors too: {"error":{code,message,details}})')
-    .version(packageVersion(), '-V', 'print the version')
+    .option('--json', 'print exactly one JSON object on stdout (errors too: {"error":{code,message,details}}); same as --format json')
+    .addOption(new Option('--format <format>', 'table (aligned, fits the terminal; default), csv or tsv (every value in full, for spreadsheets and cut), or json').choices(FORMATS))
+    .version(packageVersion(), '-V', 'print the version (also --version, given first)')
     // Settings below are inherited by every subcommand created after them.
     .exitOverride()
     .configureOutput({
@@ -104,13 +117,23 @@ Examples:
   flowise-billing statement acme --limit 20`,
     );
   for (const register of COMMANDS) register(program, cli);
+  addExamples(program);
   return program;
 }
 
 /** Runs the CLI; resolves to the process exit code. Never throws, never prints a stack (unless FLOWISE_BILLING_DEBUG). */
 export async function run(argv: readonly string[], io: Io = processIo): Promise<number> {
   const args = argv.slice(2);
-  const json = wantsJson(args);
+  const format = wantsFormat(args);
+  const json = format === 'json';
+  if (io === processIo) quietOnClosedPipe();
+  configureRendering(format, terminalWidth(io.env));
+  // `--version` is also a subcommand option (price/ratecard --version <rate card>), so commander cannot own it
+  // globally; given first, it is the program's version.
+  if (args[0] === '--version') {
+    io.out(json ? jsonLine({ version: packageVersion() }) : `${packageVersion()}\n`);
+    return 0;
+  }
   try {
     const program = buildProgram(io, json);
     await program.parseAsync([...args], { from: 'user' });

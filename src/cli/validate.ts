@@ -110,25 +110,23 @@ export const isoTime = (field: string) =>
     return new Date(t);
   });
 
-/** Where the CLI keeps its ledger: an SQLite path or a postgres:// URL. */
-export const dbTarget = z
-  .string()
-  .min(1, 'database location (--db / FLOWISE_BILLING_DB) must not be empty')
-  .max(4096)
-  .superRefine((s, ctx) => {
-    if (!/^postgres(ql)?:\/\//i.test(s)) return;
-    let url: URL;
-    try {
-      url = new URL(s);
-    } catch {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'database URL is not a valid postgres:// URL' });
-      return;
+/**
+ * `--period` of reports: the same spellings as `stripe reconcile --period`
+ * (YYYY-MM, YYYY-MM-DD) plus an ISO time; the report covers the billing period
+ * containing that instant (YYYY-MM: its first day, 00:00 UTC).
+ */
+export const periodAt = (field: string) =>
+  via((s): Date => {
+    const month = /^(\d{4})-(\d{2})$/.exec(s);
+    const t = month ? Date.UTC(+month[1]!, +month[2]! - 1, 1) : Date.parse(s);
+    if (month ? +month[2]! < 1 || +month[2]! > 12 : !/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || Number.isNaN(t)) {
+      throw new ValidationError(`${field} must be YYYY-MM, YYYY-MM-DD or an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
     }
-    const schema = url.searchParams.get('schema');
-    if (schema !== null && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `database URL schema "${schema}" must be a lower-case SQL identifier (a-z, 0-9, _)` });
-    }
+    return new Date(t);
   });
+
+/** Where the CLI keeps its ledger: present and bounded here; what it may be (schemes, URL, schema) is ledgerTarget's rule. */
+export const dbTarget = z.string().min(1, 'database location (--db / FLOWISE_BILLING_DB) must not be empty').max(4096);
 
 /**
  * Parses an object of raw CLI strings; every problem is named in one VALIDATION_ERROR:

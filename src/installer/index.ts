@@ -10,37 +10,40 @@ import { findFlowiseComponents, findFlowiseServer, ownPackageRoot, readPackage, 
  * Flowise loads nodes only from flowise-components/dist/nodes/** and
  * credentials from flowise-components/dist/credentials/**, so installing means
  * copying files there (copies, not symlinks: Flowise does not descend into a
- * symlinked folder). Layout inside flowise-components (FC):
+ * symlinked folder). What is copied is the build's self-contained bundle
+ * (dist/flowise, made by scripts/bundle-flowise.mjs). Layout inside
+ * flowise-components (FC):
  *
- *   FC/dist/nodes/billing/<Node>/<Node>.js + icon   our nodes (relative requires
- *                                                    into our engine rewritten to
- *                                                    `flowise-billing/dist/src/…`)
+ *   FC/dist/nodes/billing/<Node>/<Node>.js + icon   our nodes; each requires the engine as `flowise-billing`
  *   FC/dist/credentials/billing/*.credential.js     our credentials (no imports)
- *   FC/node_modules/flowise-billing/                 the engine (dist/src, ratecards)
- *     node_modules/…                                 its runtime dependencies
+ *   FC/node_modules/flowise-billing/                 the engine: one bundled file plus package.json and a marker
  *   FC/flowise-billing.manifest.json                 what was added
  *
- * Module resolution walks up from the requiring file, so our engine finds its
- * own dependencies first, then FC/node_modules, then the Flowise root: for
- * `@langchain/core` (never copied) that is flowise-components' own copy, the
- * one its chains, agents and callback manager use. better-sqlite3 is not copied
+ * The engine bundle leaves out `@langchain/core`, so module resolution from
+ * FC/node_modules/flowise-billing finds flowise-components' own copy, the one
+ * its chains, agents and callback manager use. better-sqlite3 is left out too
  * (native, built for one Node ABI); under Flowise's Node 24 the ledger uses the
- * built-in node:sqlite instead.
+ * built-in node:sqlite.
  */
 
 export const MANIFEST_NAME = 'flowise-billing.manifest.json';
 const MANIFEST_FORMAT = 1;
 const RUNTIME_REL = path.join('node_modules', 'flowise-billing');
 const RUNTIME_MARKER = '.flowise-billing-runtime';
+/** Where the engine sits inside the runtime package; also reachable as `flowise-billing/dist/src/plugin`. */
+const ENGINE_REL = path.join('dist', 'src', 'plugin', 'index.js');
 const NODES_REL = path.join('dist', 'nodes', 'billing');
 const CREDENTIALS_REL = path.join('dist', 'credentials', 'billing');
-/** Never copied: native (built for another Node), types, and anything LangChain (must be Flowise's copy). */
-const NOT_COPIED = (name: string) => name === 'better-sqlite3' || name.startsWith('@types/') || name.startsWith('@langchain/') || name === 'langchain';
+/** The build's bundle, relative to the package root. */
+export const BUNDLE_REL = path.join('dist', 'flowise');
 const ICON = /\.(svg|png|jpg)$/;
 
 export interface Problem {
   readonly code: string;
+  /** What is wrong. */
   readonly message: string;
+  /** What to do about it. */
+  readonly fix: string;
 }
 
 export interface Manifest {
@@ -73,8 +76,11 @@ export interface InstallResult {
   readonly nodes: string[];
   readonly credentials: string[];
   readonly runtimeDir: string;
+  /** Packages inlined into the engine bundle, with their versions. */
   readonly runtimeDependencies: Record<string, string>;
   readonly files: number;
+  /** Bytes written, manifest excluded. */
+  readonly bytes: number;
   readonly manifest: string;
   readonly warnings: string[];
 }
@@ -119,73 +125,6 @@ export function readManifest(componentsDir: string): Manifest | null {
   }
 }
 
-/**
- * Rewrites `require("../../src/x")` in a copied node file: a target inside the
- * copied nodes tree stays relative; a target elsewhere in our dist becomes
- * `flowise-billing/dist/…` (the engine copy in FC/node_modules).
- */
-export function rewriteRequires(code: string, fileInDist: string, distDir: string, copiedRoot: string): string {
-  return code.replace(/require\("(\.{1,2}\/[^"]*)"\)/g, (whole, spec: string) => {
-    const target = path.resolve(path.dirname(fileInDist), spec);
-    const inCopied = !path.relative(copiedRoot, target).startsWith('..');
-    if (inCopied) return whole;
-    const rel = path.relative(distDir, target);
-    if (rel.startsWith('..') || path.isAbsolute(rel)) throw new InstallerError(`${fileInDist} requires ${spec}, outside the package's dist`);
-    return `require("flowise-billing/dist/${posix(rel)}")`;
-  });
-}
-
-interface Dep {
-  readonly name: string;
-  readonly version: string;
-  readonly src: string;
-  readonly dest: string;
-}
-
-/** The runtime dependency closure of `root`, placed like npm would (flat, nested only on a version conflict). */
-function dependencyPlan(root: string, runtimeDir: string): Dep[] {
-  const plan: Dep[] = [];
-  const top = new Map<string, string>(); // name -> src dir placed at the top level
-  const visit = (fromSrc: string, fromDest: string, deps: Record<string, string>, optional: Set<string>) => {
-    for (const name of Object.keys(deps).sort()) {
-      if (NOT_COPIED(name)) continue;
-      const src = resolvePackageDir(name, fromSrc);
-      if (!src) {
-        if (optional.has(name)) continue;
-        throw new InstallerError(`runtime dependency ${name} of ${path.basename(fromSrc)} is not installed (run npm install in ${root})`);
-      }
-      const real = fs.realpathSync(src);
-      let dest: string;
-      const placed = top.get(name);
-      if (placed === undefined) {
-        dest = path.join(runtimeDir, 'node_modules', name);
-        top.set(name, real);
-      } else if (placed === real) {
-        continue;
-      } else {
-        dest = path.join(fromDest, 'node_modules', name);
-        if (plan.some((p) => p.dest === dest)) continue;
-      }
-      const pkg = readPackage(real) ?? {};
-      plan.push({ name, version: pkg.version ?? '?', src: real, dest });
-      const opt = new Set(Object.keys(pkg.optionalDependencies ?? {}));
-      visit(real, dest, { ...(pkg.dependencies ?? {}), ...(pkg.optionalDependencies ?? {}) }, opt);
-    }
-  };
-  const pkg = readPackage(root) ?? {};
-  visit(root, runtimeDir, pkg.dependencies ?? {}, new Set(Object.keys(pkg.optionalDependencies ?? {})));
-  return plan;
-}
-
-function copyPackage(src: string, dest: string, added: string[], fcDir: string): void {
-  for (const rel of walk(src, (r) => !r.split(path.sep).includes('node_modules'))) {
-    const to = path.join(dest, rel);
-    fs.mkdirSync(path.dirname(to), { recursive: true });
-    fs.copyFileSync(path.join(src, rel), to);
-    added.push(posix(path.relative(fcDir, to)));
-  }
-}
-
 function removeAdded(fcDir: string, m: Manifest): { removed: number; missing: string[] } {
   let removed = 0;
   const missing: string[] = [];
@@ -217,41 +156,44 @@ function removeAdded(fcDir: string, m: Manifest): { removed: number; missing: st
   return { removed, missing };
 }
 
+/** What the bundle holds: its files by kind, and the packages inlined into the engine (written by the build). */
+function bundleContents(root: string) {
+  const bundle = path.join(root, BUNDLE_REL);
+  const engine = path.join(bundle, 'engine', 'index.js');
+  if (!fs.existsSync(engine)) throw new InstallerError(`${root} has no Flowise bundle (${path.join(BUNDLE_REL, 'engine', 'index.js')}); run npm run build first`);
+  let inlined: Record<string, string> = {};
+  try {
+    inlined = JSON.parse(fs.readFileSync(path.join(bundle, 'engine', 'packages.json'), 'utf8')) as Record<string, string>;
+  } catch {
+    // an older build without the list: nothing to report
+  }
+  return {
+    engine,
+    inlined,
+    nodes: walk(path.join(bundle, 'nodes'), (r) => r.endsWith('.js') || ICON.test(r)),
+    credentials: walk(path.join(bundle, 'credentials'), (r) => r.endsWith('.credential.js')),
+    dir: bundle,
+  };
+}
+
 /** Copies the plugin into flowise-components. Safe to re-run (e.g. after a Flowise upgrade): it replaces what it added before. */
 export function install(opts: InstallOptions = {}): InstallResult {
   const root = opts.packageRoot ?? ownPackageRoot();
   const pkg = readPackage(root)!;
-  const dist = path.join(root, 'dist');
-  const distNodes = path.join(dist, 'nodes');
-  const distCreds = path.join(dist, 'credentials');
-  if (!fs.existsSync(path.join(distNodes)) || !fs.existsSync(distCreds) || !fs.existsSync(path.join(dist, 'src', 'index.js'))) {
-    throw new InstallerError(`${root} is not built (no dist/nodes, dist/credentials or dist/src); run npm run build first`);
-  }
+  const b = bundleContents(root);
   const fc = components(opts.flowise);
   const previous = readManifest(fc);
   const warnings: string[] = [];
 
-  const nodeFiles = walk(distNodes, (r) => r.endsWith('.js'));
-  // Icons: next to the compiled node, else next to its source (tsc does not copy them).
-  const icons = new Map<string, string>();
-  for (const base of [path.join(root, 'nodes'), distNodes]) for (const r of walk(base, (x) => ICON.test(x))) icons.set(r, path.join(base, r));
-  for (const r of nodeFiles) {
-    const dir = path.dirname(r);
-    if (dir !== 'shared' && ![...icons.keys()].some((i) => path.dirname(i) === dir)) {
-      warnings.push(`no icon found for ${dir} (looked in ${path.join(root, 'nodes', dir)} and ${path.join(distNodes, dir)}); Flowise will show a blank icon`);
-    }
+  const nodeDirs = new Set(b.nodes.filter((r) => r.endsWith('.js')).map((r) => path.dirname(r)));
+  for (const dir of nodeDirs) {
+    if (!b.nodes.some((r) => ICON.test(r) && path.dirname(r) === dir)) warnings.push(`no icon found for ${dir}; Flowise will show a blank icon`);
   }
-  const credFiles = walk(distCreds, (r) => r.endsWith('.credential.js'));
   const runtimeDir = path.join(fc, RUNTIME_REL);
-  const plan = dependencyPlan(root, runtimeDir);
 
   // Never overwrite something that is not ours.
   const ours = new Set(previous?.files ?? []);
-  const targets = [
-    ...nodeFiles.map((r) => path.join(NODES_REL, r)),
-    ...[...icons.keys()].map((r) => path.join(NODES_REL, r)),
-    ...credFiles.map((r) => path.join(CREDENTIALS_REL, r)),
-  ].map(posix);
+  const targets = [...b.nodes.map((r) => path.join(NODES_REL, r)), ...b.credentials.map((r) => path.join(CREDENTIALS_REL, r))].map(posix);
   for (const t of targets) {
     if (fs.existsSync(path.join(fc, t)) && !ours.has(t)) throw new InstallerError(`${path.join(fc, t)} exists and was not installed by flowise-billing; not overwriting it`);
   }
@@ -263,6 +205,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
 
   const added: string[] = [];
   const dirs = new Set<string>();
+  let bytes = 0;
   const mkdir = (absDir: string) => {
     // Record every directory we create, so uninstall can remove it again when empty.
     const missing: string[] = [];
@@ -270,51 +213,28 @@ export function install(opts: InstallOptions = {}): InstallResult {
     fs.mkdirSync(absDir, { recursive: true });
     for (const d of missing) dirs.add(posix(path.relative(fc, d)));
   };
+  const put = (to: string, content: string | Buffer) => {
+    mkdir(path.dirname(to));
+    fs.writeFileSync(to, content);
+    bytes += Buffer.byteLength(content);
+    added.push(posix(path.relative(fc, to)));
+  };
 
-  // 1. the engine and its runtime dependencies
-  mkdir(runtimeDir);
-  fs.writeFileSync(path.join(runtimeDir, RUNTIME_MARKER), `installed by flowise-billing ${pkg.version}; removed by flowise-billing uninstall\n`);
-  added.push(posix(path.join(RUNTIME_REL, RUNTIME_MARKER)));
-  fs.writeFileSync(
+  // 1. the engine: one file, plus a package.json so `require('flowise-billing')` finds it
+  put(path.join(runtimeDir, RUNTIME_MARKER), `installed by flowise-billing ${pkg.version}; removed by flowise-billing uninstall\n`);
+  put(
     path.join(runtimeDir, 'package.json'),
-    JSON.stringify({ name: pkg.name, version: pkg.version, main: 'dist/src/index.js', private: true, description: 'flowise-billing runtime, copied by flowise-billing install' }, null, 2) + '\n',
+    JSON.stringify({ name: pkg.name, version: pkg.version, main: posix(ENGINE_REL), private: true, description: 'flowise-billing engine bundle, copied by flowise-billing install' }, null, 2) + '\n',
   );
-  added.push(posix(path.join(RUNTIME_REL, 'package.json')));
-  for (const sub of ['src', 'ratecards']) {
-    for (const r of walk(path.join(dist, sub), (x) => x.endsWith('.js') || x.endsWith('.json'))) {
-      const to = path.join(runtimeDir, 'dist', sub, r);
-      fs.mkdirSync(path.dirname(to), { recursive: true });
-      fs.copyFileSync(path.join(dist, sub, r), to);
-      added.push(posix(path.relative(fc, to)));
-    }
-  }
-  for (const d of plan) copyPackage(d.src, d.dest, added, fc);
-
-  // 2. nodes (requires into the engine rewritten) and their icons
-  for (const r of nodeFiles) {
-    const src = path.join(distNodes, r);
-    const to = path.join(fc, NODES_REL, r);
-    mkdir(path.dirname(to));
-    fs.writeFileSync(to, rewriteRequires(fs.readFileSync(src, 'utf8'), src, dist, distNodes));
-    added.push(posix(path.relative(fc, to)));
-  }
-  for (const [r, src] of icons) {
-    const to = path.join(fc, NODES_REL, r);
-    mkdir(path.dirname(to));
-    fs.copyFileSync(src, to);
-    added.push(posix(path.relative(fc, to)));
-  }
-  // 3. credentials (they import nothing, so they are copied as they are)
-  for (const r of credFiles) {
-    const to = path.join(fc, CREDENTIALS_REL, r);
-    mkdir(path.dirname(to));
-    const code = fs.readFileSync(path.join(distCreds, r), 'utf8');
+  put(path.join(runtimeDir, ENGINE_REL), fs.readFileSync(b.engine));
+  // 2. nodes and their icons, 3. credentials (a credential that throws on load stops Flowise from starting)
+  for (const r of b.nodes) put(path.join(fc, NODES_REL, r), fs.readFileSync(path.join(b.dir, 'nodes', r)));
+  for (const r of b.credentials) {
+    const code = fs.readFileSync(path.join(b.dir, 'credentials', r), 'utf8');
     if (/require\(/.test(code)) warnings.push(`${r} has a require(); a credential that throws on load stops Flowise from starting`);
-    fs.writeFileSync(to, code);
-    added.push(posix(path.relative(fc, to)));
+    put(path.join(fc, CREDENTIALS_REL, r), code);
   }
 
-  const runtimeDependencies = Object.fromEntries(plan.map((d) => [posix(path.relative(runtimeDir, d.dest)).replace(/^node_modules\//, ''), d.version]));
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     package: { name: pkg.name!, version: pkg.version! },
@@ -322,7 +242,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
     files: added.sort(),
     dirs: [...dirs].sort(),
     trees: [posix(RUNTIME_REL)],
-    runtimeDependencies,
+    runtimeDependencies: b.inlined,
   };
   fs.writeFileSync(path.join(fc, MANIFEST_NAME), JSON.stringify(manifest, null, 2) + '\n');
   const server = findFlowiseServer(fc);
@@ -333,11 +253,12 @@ export function install(opts: InstallOptions = {}): InstallResult {
     componentsVersion: readPackage(fc)?.version ?? null,
     flowiseVersion: server ? (readPackage(server)?.version ?? null) : null,
     packageVersion: pkg.version!,
-    nodes: nodeFiles.filter((r) => !r.startsWith(`shared${path.sep}`)).map((r) => posix(path.join(NODES_REL, r))),
-    credentials: credFiles.map((r) => posix(path.join(CREDENTIALS_REL, r))),
+    nodes: b.nodes.filter((r) => r.endsWith('.js')).map((r) => posix(path.join(NODES_REL, r))),
+    credentials: b.credentials.map((r) => posix(path.join(CREDENTIALS_REL, r))),
     runtimeDir,
-    runtimeDependencies,
+    runtimeDependencies: b.inlined,
     files: added.length,
+    bytes,
     manifest: path.join(fc, MANIFEST_NAME),
     warnings,
   };
@@ -421,29 +342,50 @@ export function doctor(opts: DoctorOptions = {}): DoctorResult {
   }
   const found = findFlowiseComponents(opts.flowise);
   if (!found.dir) {
-    problems.push({ code: 'FLOWISE_NOT_FOUND', message: `flowise-components not found (tried ${(found.tried ?? []).slice(0, 6).join(', ')}${(found.tried ?? []).length > 6 ? ', …' : ''})` });
+    problems.push({
+      code: 'FLOWISE_NOT_FOUND',
+      message: `flowise-components not found (tried ${(found.tried ?? []).slice(0, 6).join(', ')}${(found.tried ?? []).length > 6 ? ', …' : ''})`,
+      fix: 'pass --flowise <dir>: the Flowise install directory (where `npm install flowise` ran), its node_modules/flowise, or a Flowise monorepo checkout',
+    });
     return { ok: false, componentsDir: null, componentsVersion: null, flowiseVersion: null, installed: null, packageVersion, langchainCore: { flowise: null, billing: null, copies: [] }, problems };
   }
   const fc = found.dir;
   const server = findFlowiseServer(fc);
   const m = readManifest(fc);
-  if (!m) problems.push({ code: 'NOT_INSTALLED', message: `flowise-billing is not installed in ${fc}; run flowise-billing install` });
+  if (!m) problems.push({ code: 'NOT_INSTALLED', message: `flowise-billing is not installed in ${fc}`, fix: `run: flowise-billing install --flowise ${fc}, then restart Flowise` });
   else {
     const missing = m.files.filter((f) => !fs.existsSync(path.join(fc, f)));
-    if (missing.length) problems.push({ code: 'FILES_MISSING', message: `${missing.length} installed file(s) are missing (e.g. ${missing[0]}); a Flowise upgrade replaces flowise-components: re-run flowise-billing install` });
+    if (missing.length) {
+      problems.push({
+        code: 'FILES_MISSING',
+        message: `${missing.length} installed file(s) are missing (e.g. ${missing[0]}), usually because a Flowise upgrade replaced flowise-components`,
+        fix: `run: flowise-billing install --flowise ${fc}, then restart Flowise and its workers`,
+      });
+    }
     if (packageVersion && m.package.version !== packageVersion) {
-      problems.push({ code: 'VERSION_MISMATCH', message: `installed flowise-billing ${m.package.version}, this CLI is ${packageVersion}; re-run flowise-billing install` });
+      problems.push({
+        code: 'VERSION_MISMATCH',
+        message: `flowise-billing ${m.package.version} is installed in Flowise, this CLI is ${packageVersion}`,
+        fix: `run: flowise-billing install --flowise ${fc} (replaces the installed copy), then restart Flowise`,
+      });
     }
   }
   const coreInfo = (dir: string | null) => (dir ? { dir, version: readPackage(dir)?.version ?? null } : null);
   const flowiseCore = coreInfo(resolvePackageDir('@langchain/core', path.join(fc, 'dist', 'src')));
-  const billingCore = coreInfo(resolvePackageDir('@langchain/core', path.join(fc, RUNTIME_REL, 'dist', 'src', 'metering')));
+  const billingCore = coreInfo(resolvePackageDir('@langchain/core', path.dirname(path.join(fc, RUNTIME_REL, ENGINE_REL))));
   if (m) {
-    if (!billingCore) problems.push({ code: 'LANGCHAIN_MISSING', message: '@langchain/core does not resolve from the installed engine' });
+    if (!billingCore) {
+      problems.push({
+        code: 'LANGCHAIN_MISSING',
+        message: '@langchain/core does not resolve from the installed engine',
+        fix: `flowise-components at ${fc} looks incomplete: reinstall Flowise (npm install flowise), then flowise-billing install`,
+      });
+    }
     else if (flowiseCore && fs.realpathSync(billingCore.dir) !== fs.realpathSync(flowiseCore.dir)) {
       problems.push({
         code: 'SECOND_LANGCHAIN_CORE',
         message: `the billing engine resolves @langchain/core ${billingCore.version} at ${billingCore.dir}, not flowise-components' ${flowiseCore.version} at ${flowiseCore.dir}`,
+        fix: `remove the extra copy at ${billingCore.dir} (something other than flowise-billing put it there), then restart Flowise`,
       });
     }
   }
@@ -458,16 +400,18 @@ export function doctor(opts: DoctorOptions = {}): DoctorResult {
       const out = { nodeVersion: process.version, nodes: [], credentials: [], errors: [], sqliteDriver: null };
       for (const f of ${JSON.stringify(nodeFiles)}) { try { const m = require(f); if (m.nodeClass) { const n = new m.nodeClass(); out.nodes.push(n.name); if (n.author) out.errors.push(n.name + ' sets author'); } } catch (e) { out.errors.push(f + ': ' + e.message); } }
       for (const f of ${JSON.stringify(credFiles)}) { try { const m = require(f); out.credentials.push(new m.credClass().name); } catch (e) { out.errors.push(f + ': ' + e.message); } }
-      try { out.sqliteDriver = require(${JSON.stringify(path.join(fc, RUNTIME_REL, 'dist', 'src', 'ledger', 'sqlite.js'))}).sqliteDriver(); } catch (e) { out.errors.push('sqlite: ' + e.message); }
+      try { out.sqliteDriver = require(${JSON.stringify(path.join(fc, RUNTIME_REL, ENGINE_REL))}).sqliteDriver(); } catch (e) { out.errors.push('sqlite: ' + e.message); }
       process.stdout.write(JSON.stringify(out));`;
     const r = spawnSync(opts.node, ['-e', script], { cwd: fc, encoding: 'utf8', timeout: 120_000, env: { ...process.env, NODE_OPTIONS: '' } });
     try {
       const parsed = JSON.parse(r.stdout);
       load = { node: opts.node, ...parsed };
-      for (const e of parsed.errors as string[]) problems.push({ code: 'LOAD_ERROR', message: e });
+      for (const e of parsed.errors as string[]) {
+        problems.push({ code: 'LOAD_ERROR', message: e, fix: `use the Node that runs Flowise (Flowise 3.1 needs Node 24) and re-run flowise-billing install; if it persists, report it with this message` });
+      }
     } catch {
       load = { node: opts.node, nodeVersion: null, nodes: [], credentials: [], sqliteDriver: null, errors: [String(r.stderr || r.error || 'no output').slice(0, 500)] };
-      problems.push({ code: 'LOAD_ERROR', message: `loading the installed files with ${opts.node} failed: ${load.errors[0]}` });
+      problems.push({ code: 'LOAD_ERROR', message: `loading the installed files with ${opts.node} failed: ${load.errors[0]}`, fix: `check that ${opts.node} is the Node binary Flowise runs on (node --version ≥ 24)` });
     }
   }
 

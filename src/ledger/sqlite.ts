@@ -231,3 +231,27 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     },
   };
 }
+
+/**
+ * Whether `file` is an SQLite database with `table`, asked over a read-only
+ * connection: unlike opening the dialect (which sets WAL mode), this changes
+ * nothing in a file that turns out not to be a ledger. A file that is not a
+ * database answers false.
+ */
+export function sqliteHasTable(file: string, table: string): boolean {
+  let db: SqliteDb;
+  try {
+    db = openDb(sqliteDriver(), file, { path: file }, true);
+  } catch (e) {
+    if (!fs.existsSync(file)) return false;
+    throw e;
+  }
+  try {
+    return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").all(table).length > 0;
+  } catch (e) {
+    if (/not a database|file is encrypted/i.test(String((e as Error).message))) return false;
+    throw e;
+  } finally {
+    db.close();
+  }
+}

@@ -71,6 +71,8 @@ export interface UsageReport {
   /** Sessions used as a percentage of the limit, two decimals; 0 when unlimited. */
   readonly usagePercentage: number;
   readonly isNearLimit: boolean;
+  /** The usage percentage from which isNearLimit is true: the plan's lowest alert threshold (null: the plan has none). */
+  readonly nearLimitThreshold: number | null;
   readonly canMakeRequests: boolean;
   readonly base: Nanos;
   readonly overage: Nanos;
@@ -741,7 +743,9 @@ export class QuotaService implements AdmissionGate {
         sessionsLimit: limit,
         sessionsRemaining: limit === null ? null : Math.max(0, limit - sessionsUsed),
         usagePercentage,
-        isNearLimit: limit !== null && usagePercentage >= 80,
+        // Near the limit from the plan's first alert threshold on (the same line its alerts fire at).
+        isNearLimit: limit !== null && plan.alertThresholds.length > 0 && usagePercentage >= plan.alertThresholds[0]!,
+        nearLimitThreshold: plan.alertThresholds[0] ?? null,
         canMakeRequests: status === 'active' && (limit === null || sessionsUsed < limit) && budgetOpen,
         base: plan.basePrice,
         overage: inv.overage,

@@ -9,10 +9,14 @@ export function registerAudit(program: Command, cli: CliContext): void {
     .command('audit')
     .description('who changed what: every mutation with its actor and idempotency key (oldest first)')
     .option('--customer <id>', 'only this customer')
-    .option('--limit <n>', 'at most n records (default 1000)')
+    .option('--limit <n>', 'only the most recent n records (still listed oldest first; default: all, up to 100000)')
     .action(async (opts: { customer?: string; limit?: string }) => {
       const input = parseInput(z.object({ customer: customerId.optional(), limit: integer('limit', 1, 100_000).optional() }), opts);
-      const records = await cli.withLedger((ledger) => ledger.audit({ customerId: input.customer, limit: input.limit }));
+      // The ledger pages oldest-first; the most recent n are the tail (as for statement --limit).
+      const records = await cli.readLedger(async (ledger) => {
+        const all = await ledger.audit({ customerId: input.customer, limit: 100_000 });
+        return input.limit ? all.slice(-input.limit) : all;
+      });
       cli.print({
         json: { records },
         human: () =>

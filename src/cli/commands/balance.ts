@@ -11,7 +11,7 @@ export function registerBalance(program: Command, cli: CliContext): void {
     .description('posted balance, open holds and what is available')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const b = await cli.withLedger((ledger) => ledger.balance(input.customer));
+      const b = await cli.readLedger((ledger) => ledger.balance(input.customer));
       cli.print({
         json: { customerId: b.customerId, balanceUsd: formatUsd(b.balance), heldUsd: formatUsd(b.held), availableUsd: formatUsd(b.available) },
         human: () =>

@@ -43,7 +43,7 @@ export function registerBudget(program: Command, cli: CliContext): void {
     .description('usage and budget alerts fired (each threshold once per period)')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const alerts = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).alerts(input.customer));
+      const alerts = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).alerts(input.customer));
       cli.print({ json: { customerId: input.customer, alerts }, human: () => alertsTable(alerts) });
     });
 }

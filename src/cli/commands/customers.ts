@@ -44,7 +44,7 @@ export function registerCustomers(program: Command, cli: CliContext): void {
     .command('list')
     .description('every customer with its balance')
     .action(async () => {
-      const rows = await cli.withLedger(async (ledger) => {
+      const rows = await cli.readLedger(async (ledger) => {
         const all = await ledger.listCustomers();
         return Promise.all(all.map(async (c) => ({ c, b: await ledger.balance(c.id) })));
       });
@@ -70,7 +70,7 @@ export function registerCustomers(program: Command, cli: CliContext): void {
     .description('one customer with balance, held and available')
     .action(async (id: string) => {
       const input = parseInput(z.object({ id: customerId }), { id });
-      const { c, b } = await cli.withLedger(async (ledger) => {
+      const { c, b } = await cli.readLedger(async (ledger) => {
         const cust = await ledger.getCustomer(input.id);
         return { c: cust, b: await ledger.balance(input.id) };
       });

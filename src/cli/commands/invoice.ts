@@ -55,7 +55,7 @@ export function registerInvoice(program: Command, cli: CliContext): void {
     .description('the current period so far: base price + overage per metric (records nothing)')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const inv = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).previewInvoice(input.customer));
+      const inv = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).previewInvoice(input.customer));
       cli.print({ json: invoiceJson(inv), human: () => invoiceHuman(inv) });
     });
   invoice

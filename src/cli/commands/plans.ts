@@ -109,7 +109,7 @@ export function registerPlans(program: Command, cli: CliContext): void {
     .command('list')
     .description('every plan, cheapest first')
     .action(async () => {
-      const list = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).listPlans());
+      const list = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).listPlans());
       cli.print({
         json: { plans: list.map(planJson) },
         human: () =>
@@ -132,7 +132,7 @@ export function registerPlans(program: Command, cli: CliContext): void {
     .description('one plan in full')
     .action(async (id: string) => {
       const input = parseInput(z.object({ id: planIdSchema }), { id });
-      const p = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).getPlan(input.id));
+      const p = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).getPlan(input.id));
       cli.print({ json: planJson(p), human: () => planDetail(p) });
     });
 

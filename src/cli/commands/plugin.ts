@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { doctor, install, uninstall } from '../../installer';
+import { BillingError } from '../../errors';
 import type { CliContext } from '../context';
-import { keyValues, table } from '../output';
+import { checkEnvironment } from '../doctor';
+import { keyValues } from '../output';
 import { text } from '../validate';
 
 const flowisePath = z.object({ flowise: text('--flowise', 4096).optional(), node: text('--node', 4096).optional() });
@@ -45,33 +47,33 @@ export function registerPlugin(program: Command, cli: CliContext): void {
 
   program
     .command('doctor')
-    .description('report what is installed, versions and problems (changes nothing)')
+    .description('check the Flowise install, the ledger, the token secret and the Stripe key; exit 1 with a fix for each problem (changes nothing)')
     .option('--flowise <path>', 'as for install')
     .option('--node <binary>', "load the installed files with this Node (the one Flowise runs on) to prove they load")
-    .action(async (opts: { flowise?: string; node?: string }) => {
+    .option('--online', 'also ask Stripe whether STRIPE_SECRET_KEY is accepted (one read-only request)')
+    .action(async (opts: { flowise?: string; node?: string; online?: boolean }) => {
       const f = flowisePath.parse(opts);
       const r = doctor({ flowise: f.flowise, node: f.node });
-      cli.print({
-        json: { ...r },
-        human: () =>
-          [
-            keyValues([
-              ['flowise-components', r.componentsDir ? `${r.componentsDir} (${r.componentsVersion ?? '?'})` : 'not found'],
-              ['installed', r.installed ? `${r.installed.version}, ${r.installed.files} files, ${r.installed.installedAt}` : 'no'],
-              ['@langchain/core (Flowise)', r.langchainCore.flowise ? `${r.langchainCore.flowise.version} at ${r.langchainCore.flowise.dir}` : '—'],
-              ['@langchain/core (billing)', r.langchainCore.billing ? `${r.langchainCore.billing.version} at ${r.langchainCore.billing.dir}` : '—'],
-            ]),
-            r.problems.length
-              ? table(
-                  [
-                    { header: 'problem', value: (p: (typeof r.problems)[number]) => p.code },
-                    { header: 'what to do', value: (p) => p.message },
-                  ],
-                  r.problems,
-                )
-              : 'No problems found.',
-          ].join('\n'),
-      });
-      if (!r.ok) process.exitCode = 1;
+      const envReport = await checkEnvironment({ db: cli.target(), env: cli.io.env, stripeOnline: opts.online === true });
+      const problems = [...r.problems, ...envReport.problems];
+      const report = { ...r, ok: problems.length === 0, checks: envReport.checks, problems };
+      const human = () =>
+        [
+          keyValues([
+            ['flowise-components', r.componentsDir ? `${r.componentsDir} (${r.componentsVersion ?? '?'})` : 'not found'],
+            ['installed', r.installed ? `${r.installed.version}, ${r.installed.files} files, ${r.installed.installedAt}` : 'no'],
+            ['@langchain/core (Flowise)', r.langchainCore.flowise ? `${r.langchainCore.flowise.version} at ${r.langchainCore.flowise.dir}` : '—'],
+            ['@langchain/core (billing)', r.langchainCore.billing ? `${r.langchainCore.billing.version} at ${r.langchainCore.billing.dir}` : '—'],
+            ...envReport.checks.map((c): [string, string] => [c.name, `${c.status}: ${c.detail}`]),
+          ]),
+          problems.length ? problems.map((p) => `problem ${p.code}: ${p.message}\n  fix: ${p.fix}`).join('\n') : 'No problems found.',
+        ].join('\n');
+      if (report.ok) {
+        cli.print({ json: report, human });
+        return;
+      }
+      // Problems are a failure (exit 1): the report is printed, then one error names how many; with --json the report is the error's details.
+      if (!cli.json) cli.io.out(`${human()}\n`);
+      throw new BillingError('PROBLEMS_FOUND', `doctor found ${problems.length} problem(s): ${problems.map((p) => p.code).join(', ')}`, cli.json ? report : { codes: problems.map((p) => p.code) });
     });
 }

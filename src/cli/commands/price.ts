@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { isBillingError } from '../../errors';
 import { formatSparks } from '../../money';
+import { defaultRateCard } from '../../pricing/ratecard';
 import type { CliContext } from '../context';
 import { keyValues, usd } from '../output';
 import { cardForQuote, parseQuoteRequest, quote, quoteJson } from '../quote';
@@ -21,7 +23,13 @@ export function registerPrice(program: Command, cli: CliContext): void {
     .action(async (item: string, qty: string, opts: { model?: string; outputTokens?: string; version?: string }) => {
       const input = parseInput(z.object({ item: priceItem, version: rateCardVersion.optional() }), { item, version: opts.version });
       const request = parseQuoteRequest(input.item, qty, { model: opts.model, outputTokens: opts.outputTokens });
-      const q = await cli.withLedger(async (ledger) => quote(await cardForQuote(ledger, input.version), request));
+      // Pricing reads the active card; with no ledger yet, the shipped default card prices it (nothing is created).
+      const q = await cli
+        .readLedger(async (ledger) => quote(await cardForQuote(ledger, input.version), request))
+        .catch((e: unknown) => {
+          if (isBillingError(e) && e.code === 'LEDGER_NOT_FOUND' && !input.version) return quote(defaultRateCard(), request);
+          throw e;
+        });
       cli.print({
         json: quoteJson(q),
         human: () =>

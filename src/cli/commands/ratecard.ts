@@ -1,8 +1,10 @@
+import fs from 'node:fs';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import type { RateCardRecord } from '../../ledger/types';
 import { formatScaled, formatSparks, NANOS_PER_SPARK, type Nanos, USD_DECIMALS } from '../../money';
-import { CHARGE_TYPES, type Rate, type RateCard, readRateCardFile, RESOURCES } from '../../pricing/ratecard';
+import { CATALOGUE_PROVIDERS, loadCatalogue, rateCardFromCatalogue } from '../../pricing/catalogue';
+import { CHARGE_TYPES, defaultRateCard, type Rate, type RateCard, readRateCardFile, RESOURCES } from '../../pricing/ratecard';
 import { CLI_ACTOR, type CliContext } from '../context';
 import { heading, keyValues, shortTime, table } from '../output';
 import { parseInput, rateCardVersion, text } from '../validate';
@@ -60,7 +62,7 @@ export function registerRatecard(program: Command, cli: CliContext): void {
     .option('--version <version>', 'an imported version instead of the active one')
     .action(async (opts: { version?: string }) => {
       const input = parseInput(z.object({ version: rateCardVersion.optional() }), opts);
-      const { card, record } = await cli.withLedger(async (ledger) => {
+      const { card, record } = await cli.readLedger(async (ledger) => {
         const card = input.version ? await ledger.getRateCard(input.version) : await ledger.activeRateCard();
         const record = (await ledger.listRateCards()).find((r) => r.version === card.version);
         return { card, record };
@@ -78,7 +80,7 @@ export function registerRatecard(program: Command, cli: CliContext): void {
     .command('list')
     .description('every imported rate card; one is active')
     .action(async () => {
-      const records = await cli.withLedger(async (ledger) => {
+      const records = await cli.readLedger(async (ledger) => {
         await ledger.activeRateCard(); // first use installs the packaged default, as a charge would
         return ledger.listRateCards();
       });
@@ -114,6 +116,67 @@ export function registerRatecard(program: Command, cli: CliContext): void {
             ['active', record.active ? 'yes' : 'no'],
             ['imported (UTC)', shortTime(record.importedAt)],
           ], '  '),
+      });
+    });
+
+  ratecard
+    .command('import-models')
+    .description('a new rate card version whose model prices come from the @pydantic/genai-prices catalogue (the rest from the active card); says what it could not represent')
+    .option('--version <version>', 'version of the new card (default: models-<today>)')
+    .option('--providers <list>', `catalogue providers, in precedence order (default ${CATALOGUE_PROVIDERS.join(',')})`)
+    .option('--no-activate', 'import only; activate later with `ratecard activate <version>`')
+    .option('--out <file>', 'write the card JSON to this file instead of importing it (no ledger needed)')
+    .action(async (opts: { version?: string; providers?: string; activate: boolean; out?: string }) => {
+      const input = parseInput(
+        z.object({ version: rateCardVersion.optional(), providers: text('providers', 200).optional(), out: text('out', 4096).optional() }),
+        { version: opts.version, providers: opts.providers, out: opts.out },
+      );
+      const version = input.version ?? `models-${new Date().toISOString().slice(0, 10)}`;
+      const providers = input.providers?.split(',').map((p) => p.trim()).filter(Boolean);
+      const { catalogue, version: catalogueVersion } = loadCatalogue();
+      const build = (base: RateCard) => rateCardFromCatalogue(catalogue, base, { version, providers, catalogueVersion });
+      let r: ReturnType<typeof build>;
+      let record: RateCardRecord | null = null;
+      if (input.out) {
+        r = build(defaultRateCard());
+        fs.writeFileSync(input.out, `${JSON.stringify(r.card.document, null, 2)}\n`);
+      } else {
+        ({ r, record } = await cli.withLedger(async (ledger) => {
+          const built = build(await ledger.activeRateCard());
+          return { r: built, record: await ledger.importRateCard(built.card, { activate: opts.activate, actor: CLI_ACTOR }) };
+        }));
+      }
+      const json = {
+        version,
+        catalogue: `@pydantic/genai-prices ${r.catalogueVersion}`,
+        ...(record ? { record: recordJson(record) } : { written: input.out }),
+        models: r.card.models.size,
+        imported: r.imported,
+        keptFromBase: r.keptFromBase,
+        skipped: r.skipped,
+        approximations: r.approximations,
+      };
+      cli.print({
+        json,
+        human: () =>
+          [
+            record ? `Imported rate card ${version}${record.active ? ' and made it active' : ' (not active)'}` : `Wrote rate card ${version} to ${input.out}`,
+            keyValues([
+              ['catalogue', json.catalogue],
+              ['model prices', `${r.card.models.size} (${Object.entries(r.imported).map(([p, n]) => `${p} ${n}`).join(', ')}; kept from the base card: ${r.keptFromBase.join(', ') || 'none'})`],
+              ['not imported', `${r.skipped.length} catalogue models (no token price, a price finer than 9 decimals per 1K, or no name to match)`],
+              ['approximated', `${r.approximations.length} models have prices the card cannot hold (tiers, cache/audio/image prices, dated changes)`],
+            ], '  '),
+            '',
+            table(
+              [
+                { header: 'provider', value: (m: (typeof r.approximations)[number]) => m.provider },
+                { header: 'model', value: (m) => m.model },
+                { header: 'not represented', value: (m) => m.reason },
+              ],
+              [...r.skipped, ...r.approximations],
+            ),
+          ].join('\n'),
       });
     });
 

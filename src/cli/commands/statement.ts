@@ -31,11 +31,13 @@ export const STATEMENT_COLUMNS: readonly Column<Entry>[] = [
   { header: 'time (UTC)', value: (e) => shortTime(e.createdAt) },
   { header: 'type', value: (e) => e.type },
   { header: 'amount', align: 'right', value: (e) => signedUsd(e.amount) },
-  { header: 'held Δ', align: 'right', value: (e) => signedUsd(e.heldDelta) },
+  { header: 'held Δ', align: 'right', narrow: 'drop', value: (e) => signedUsd(e.heldDelta) },
   { header: 'balance after', align: 'right', value: (e) => usd(e.balanceAfter) },
   { header: 'charge type', value: (e) => e.chargeType ?? '' },
   { header: 'quantity', align: 'right', value: (e) => e.quantity ?? '' },
-  { header: 'key', value: (e) => e.idempotencyKey ?? '' },
+  // What `refund <chargeId>` takes: never shortened.
+  { header: 'charge id', narrow: 'keep', value: (e) => e.chargeId ?? '' },
+  { header: 'key', narrow: 'drop', value: (e) => e.idempotencyKey ?? '' },
 ];
 
 export function statementTable(entries: readonly Entry[], indent = ''): string {
@@ -46,14 +48,14 @@ export function registerStatement(program: Command, cli: CliContext): void {
   program
     .command('statement <customer>')
     .description('the customer\'s journal: every top-up, hold, charge and refund with the balance after it')
-    .option('--limit <n>', 'only the most recent n entries')
+    .option('--limit <n>', 'only the most recent n entries (still listed oldest first)')
     .option('--after <seq>', 'only entries after this sequence number')
     .action(async (customer: string, opts: { limit?: string; after?: string }) => {
       const input = parseInput(
         z.object({ customer: customerId, limit: integer('limit', 1, 100_000).optional(), after: integer('after', 0, Number.MAX_SAFE_INTEGER).optional() }),
         { customer, limit: opts.limit, after: opts.after },
       );
-      const { entries, balance } = await cli.withLedger(async (ledger) => {
+      const { entries, balance } = await cli.readLedger(async (ledger) => {
         // The ledger pages oldest-first; the most recent n are the tail.
         const all = await ledger.statement(input.customer, { afterSeq: input.after, limit: 100_000 });
         return { entries: input.limit ? all.slice(-input.limit) : all, balance: await ledger.balance(input.customer) };

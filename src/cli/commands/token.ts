@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { ValidationError } from '../../errors';
+import { CustomerNotFoundError, ValidationError } from '../../errors';
 import { signBillingToken, verifyBillingToken } from '../../identity/token';
 import type { CliContext } from '../context';
 import { keyValues } from '../output';
@@ -19,9 +19,16 @@ export function registerToken(program: Command, cli: CliContext): void {
     .command('sign <customer>')
     .description('sign a token for a customer; pass it to predictions as overrideConfig.vars.billingToken')
     .option('--ttl <seconds>', 'lifetime in seconds (default 3600, at most 30 days)', '3600')
-    .action(async (customer: string, opts: { ttl: string }) => {
+    .option('--allow-unknown', 'sign even when the customer is not in the ledger (e.g. it is created later)')
+    .action(async (customer: string, opts: { ttl: string; allowUnknown?: boolean }) => {
       const input = parseInput(z.object({ customer: customerId, ttl: integer('ttl', 1, 30 * 24 * 3600) }), { customer, ttl: opts.ttl });
-      const t = signBillingToken(secret(cli), input.customer, { ttlSeconds: input.ttl });
+      const key = secret(cli);
+      if (!opts.allowUnknown) {
+        // A token for a customer that does not exist only fails later, inside a flow: refuse it here.
+        const known = await cli.readLedger((ledger) => ledger.findCustomer(input.customer));
+        if (!known) throw new CustomerNotFoundError(input.customer);
+      }
+      const t = signBillingToken(key, input.customer, { ttlSeconds: input.ttl });
       const expiresAt = new Date(Date.now() + input.ttl * 1000).toISOString();
       cli.print({ json: { customerId: input.customer, token: t, expiresAt }, human: () => t });
     });

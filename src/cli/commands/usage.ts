@@ -4,7 +4,7 @@ import { formatUsd } from '../../money';
 import { type Alert, type MetricLine, QuotaService, type UsageReport } from '../../quota/service';
 import { CLI_ACTOR, type CliContext, keyOrNew } from '../context';
 import { keyValues, shortTime, table, usd } from '../output';
-import { customerId, idempotencyKey, isoTime, parseInput, quantity, text } from '../validate';
+import { customerId, idempotencyKey, isoTime, parseInput, periodAt, quantity, text } from '../validate';
 import { formatQuantity } from '../../money';
 
 export function usageJson(r: UsageReport): Record<string, unknown> {
@@ -19,6 +19,7 @@ export function usageJson(r: UsageReport): Record<string, unknown> {
     sessionsRemaining: r.sessionsRemaining,
     usagePercentage: r.usagePercentage,
     isNearLimit: r.isNearLimit,
+    nearLimitThreshold: r.nearLimitThreshold,
     canMakeRequests: r.canMakeRequests,
     basePriceUsd: formatUsd(r.base),
     overageUsd: formatUsd(r.overage),
@@ -66,7 +67,7 @@ export function usageHuman(r: UsageReport): string {
       ['period', `${shortTime(r.periodStart)} → ${shortTime(r.periodEnd)} UTC`],
       ['sessions', sessions],
       ['usage', r.sessionsLimit === null ? 'no session limit' : usageBar(r.usagePercentage)],
-      ['near limit', r.isNearLimit ? 'yes (≥ 80 %)' : 'no'],
+      ['near limit', `${r.isNearLimit ? 'yes' : 'no'}${r.nearLimitThreshold === null ? ' (the plan sets no alert threshold)' : ` (from ${r.nearLimitThreshold} %, the plan's first alert threshold)`}`],
       ['can make requests', r.canMakeRequests ? 'yes' : 'no'],
       ['charges so far', `${usd(r.currentCharges)}  (base ${usd(r.base)} + overage ${usd(r.overage)} + usage ${usd(r.usageCharges)})`],
       ['credit balance', `${usd(r.balance)} (available ${usd(r.available)})`],
@@ -97,10 +98,10 @@ export function registerUsage(program: Command, cli: CliContext): void {
     .command('usage')
     .description('the usage report of a customer, or `usage record` to add units of a metric')
     .argument('[customer]', 'customer id')
-    .option('--period <ISO time>', 'report the period containing this time (default: the current one)')
+    .option('--period <when>', 'report the billing period containing this date: YYYY-MM (its first day), YYYY-MM-DD or an ISO time (default: now)')
     .action(async (customer: string | undefined, opts: { period?: string }) => {
-      const input = parseInput(z.object({ customer: customerId, period: isoTime('period').optional() }), { customer, period: opts.period });
-      const r = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).usage(input.customer, { at: input.period }));
+      const input = parseInput(z.object({ customer: customerId, period: periodAt('period').optional() }), { customer, period: opts.period });
+      const r = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).usage(input.customer, { at: input.period }));
       cli.print({ json: usageJson(r), human: () => usageHuman(r) });
     });
 

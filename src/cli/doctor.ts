@@ -1,0 +1,105 @@
+import { isBillingError } from '../errors';
+import { MIN_SECRET_BYTES } from '../identity/token';
+import { type Problem } from '../installer';
+import { ledgerTarget, openLedger } from '../ledger/open';
+
+/**
+ * The checks `doctor` runs beside the installer's: can the ledger be reached,
+ * is the token secret long enough, does the Stripe key work. Each problem says
+ * what to do; nothing is created or changed (the ledger opens in no-create mode).
+ */
+
+export interface EnvironmentCheck {
+  readonly name: 'ledger' | 'token secret' | 'stripe key';
+  readonly status: 'ok' | 'problem' | 'not set';
+  readonly detail: string;
+}
+
+export interface EnvironmentReport {
+  readonly checks: EnvironmentCheck[];
+  readonly problems: Problem[];
+}
+
+export interface EnvironmentOptions {
+  /** Ledger location (already validated by the CLI). */
+  readonly db: string;
+  readonly env: NodeJS.ProcessEnv;
+  /** Ask Stripe whether the key is accepted (one read-only GET /v1/customers?limit=1). */
+  readonly stripeOnline: boolean;
+}
+
+async function checkLedger(db: string, problems: Problem[]): Promise<EnvironmentCheck> {
+  const display = ledgerTarget(db).display;
+  try {
+    const ledger = await openLedger(db, { create: false, actor: 'doctor' });
+    try {
+      const customers = (await ledger.listCustomers()).length;
+      return { name: 'ledger', status: 'ok', detail: `${ledger.backend} at ${display}, ${customers} customer(s)` };
+    } finally {
+      await ledger.close().catch(() => undefined);
+    }
+  } catch (e) {
+    const code = isBillingError(e) ? e.code : 'DATABASE_ERROR';
+    const message = e instanceof Error ? e.message : String(e);
+    problems.push({
+      code,
+      message,
+      fix:
+        code === 'LEDGER_NOT_FOUND'
+          ? `create it with \`flowise-billing --db <same location> migrate\`, or point --db / FLOWISE_BILLING_DB at the existing ledger`
+          : 'check that the database server is running and reachable, and the user, password and database name in the URL',
+    });
+    return { name: 'ledger', status: 'problem', detail: message };
+  }
+}
+
+function checkSecret(env: NodeJS.ProcessEnv, problems: Problem[]): EnvironmentCheck {
+  const s = env.FLOWISE_BILLING_TOKEN_SECRET;
+  if (!s) return { name: 'token secret', status: 'not set', detail: 'FLOWISE_BILLING_TOKEN_SECRET is not set (needed only for `token sign|verify`)' };
+  const bytes = Buffer.byteLength(s, 'utf8');
+  if (bytes < MIN_SECRET_BYTES) {
+    problems.push({
+      code: 'TOKEN_SECRET_TOO_SHORT',
+      message: `FLOWISE_BILLING_TOKEN_SECRET is ${bytes} bytes; billing tokens need at least ${MIN_SECRET_BYTES}`,
+      fix: 'generate one with `openssl rand -base64 48` and set the same value in the Billing Ledger credential',
+    });
+    return { name: 'token secret', status: 'problem', detail: `${bytes} bytes (< ${MIN_SECRET_BYTES})` };
+  }
+  return { name: 'token secret', status: 'ok', detail: `${bytes} bytes` };
+}
+
+async function checkStripe(env: NodeJS.ProcessEnv, online: boolean, problems: Problem[]): Promise<EnvironmentCheck> {
+  const key = env.STRIPE_SECRET_KEY;
+  if (!key) return { name: 'stripe key', status: 'not set', detail: 'STRIPE_SECRET_KEY is not set (needed only for Stripe sync)' };
+  const kind = /^sk_(test|live)_[A-Za-z0-9]{8,}$/.exec(key)?.[1] ?? /^rk_(test|live)_[A-Za-z0-9]{8,}$/.exec(key)?.[1];
+  if (!kind) {
+    problems.push({
+      code: 'STRIPE_KEY_MALFORMED',
+      message: 'STRIPE_SECRET_KEY does not look like a Stripe secret key (sk_test_…, sk_live_… or a restricted rk_… key)',
+      fix: 'copy the secret key from the Stripe dashboard (Developers → API keys); a publishable pk_… key does not work here',
+    });
+    return { name: 'stripe key', status: 'problem', detail: 'malformed' };
+  }
+  if (!online) return { name: 'stripe key', status: 'ok', detail: `${kind} key, well-formed (not checked with Stripe; add --online)` };
+  try {
+    // Loaded only here: doctor without --online never loads the Stripe SDK.
+    const { createStripeClient } = require('../stripe/client') as typeof import('../stripe/client');
+    await createStripeClient({ timeoutMs: 10_000 }, env).customers.list({ limit: 1 });
+    return { name: 'stripe key', status: 'ok', detail: `${kind} key, accepted by Stripe` };
+  } catch (e) {
+    const status = (e as { statusCode?: number }).statusCode;
+    const rejected = status === 401 || status === 403;
+    problems.push({
+      code: rejected ? 'STRIPE_AUTH_FAILED' : 'STRIPE_UNAVAILABLE',
+      message: rejected ? `Stripe refused STRIPE_SECRET_KEY (HTTP ${status})` : `Stripe could not be reached${env.STRIPE_API_BASE ? ' at STRIPE_API_BASE' : ''}`,
+      fix: rejected ? 'the key was revoked, rolled or belongs to another account: copy the current secret key from the Stripe dashboard' : 'check the network path to Stripe (proxy, firewall) or STRIPE_API_BASE',
+    });
+    return { name: 'stripe key', status: 'problem', detail: rejected ? 'refused by Stripe' : 'Stripe unreachable' };
+  }
+}
+
+export async function checkEnvironment(opts: EnvironmentOptions): Promise<EnvironmentReport> {
+  const problems: Problem[] = [];
+  const checks = [await checkLedger(opts.db, problems), checkSecret(opts.env, problems), await checkStripe(opts.env, opts.stripeOnline, problems)];
+  return { checks, problems };
+}
