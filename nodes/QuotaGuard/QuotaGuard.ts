@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { admitFlowRun } from '../../src/plugin';
-import { flowRunKey } from '../../src/plugin/run-key';
+import { admitFlowRun, flowRunKey } from '../../src/plugin';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
 import { identityOf } from '../shared/customer';
