@@ -93,13 +93,38 @@ await paired(
   console.log(`  added              p50 ${f(pct(b, 0.5) - pct(a, 0.5))}   p99 ${f(pct(b, 0.99) - pct(a, 0.99))}`);
 }
 
-// 3. A whole one-call run: admission holds (fee + compute), the LLM hold/settle, and the root settles.
+// 3. A whole one-call run: admission reserves fee + compute + the call in one hold; the call, compute and fee are captured from it.
 const runHandler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench-run' });
 await paired(
-  'whole run of one LLM call (fee + compute holds, LLM hold/settle, fee + compute settles)',
+  'whole run of one LLM call (one reservation hold for fee + compute + the call, the call captured, compute + fee captured at the end)',
   () => model.invoke(msgs),
   () => model.invoke(msgs, { callbacks: [runHandler] }),
 );
+
+// 4. The Flowise nodes' path: a prediction of one call through FlowRun (before → provider → after, end).
+{
+  const { openFlowRun } = require('../dist/src/plugin/flow-run.js');
+  const { sharedLedger, closeSharedLedgers } = require('../dist/src/plugin/ledgers.js');
+  const flowDb = path.join(tmp, 'flow.sqlite');
+  const { ledger: fl } = await sharedLedger(flowDb);
+  await fl.createCustomer({ id: 'bench' });
+  await fl.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
+  const plain = msgs.map((m) => ({ content: m.content }));
+  await paired(
+    'Flowise prediction of one call through FlowRun (reservation with the fee, call captured, fee captured, rest released)',
+    () => model.invoke(msgs),
+    async (i) => {
+      const run = await openFlowRun({ ledgerDatabase: flowDb, customerId: 'bench', conversationId: 'bench', runKey: `bench:${i}`, actor: 'bench', runFee: { item: 'PrivateFlowRun', quantity: '1' }, checkSessions: false });
+      const b = await run.beforeModelCall({ callKey: `n:${i}`, model: 'gpt-4o-mini', messages: plain, maxOutputTokens: 256 });
+      const res = await model.invoke(msgs);
+      await run.afterModelCall(b.ticket, { usage: { inputTokens: res.usage_metadata.input_tokens, outputTokens: res.usage_metadata.output_tokens } });
+      await run.close();
+    },
+  );
+  const finv = await fl.checkInvariants();
+  console.log(`flow ledger invariants: ${finv.ok ? 'ok' : JSON.stringify(finv.violations)}`);
+  await closeSharedLedgers();
+}
 
 const inv = await ledger.checkInvariants();
 console.log(`ledger invariants: ${inv.ok ? 'ok' : JSON.stringify(inv.violations)}`);

@@ -26,6 +26,8 @@ export const ERROR_CODES = [
   'PLAN_NOT_FOUND',
   'SUBSCRIPTION_NOT_FOUND',
   'SUBSCRIPTION_INACTIVE',
+  /** The customer's plan has no managed (operator-paid) models and the call did not use the customer's own key. */
+  'BYOK_REQUIRED',
   'DATABASE_ERROR',
   /** The ledger database was migrated by a newer flowise-billing than this one; upgrade before using it. */
   'SCHEMA_TOO_NEW',
@@ -127,6 +129,12 @@ export class BudgetExceededError extends BillingError {
       `Monthly budget of $${details.budgetUsd} for customer ${details.customerId} would be exceeded: spent $${details.spentUsd}, this step needs $${details.requiredUsd}`,
       details,
     );
+  }
+}
+
+export class ByokRequiredError extends BillingError {
+  constructor(details: { customerId: string; plan: string | null; [k: string]: unknown }) {
+    super('BYOK_REQUIRED', `The plan of customer ${details.customerId} includes no managed models: the call must use the customer's own provider key`, details);
   }
 }
 

@@ -105,7 +105,7 @@ describe('a good Unix tool', () => {
   });
 
   it('every command has examples in its --help', async () => {
-    const program = buildProgram({ out: () => undefined, err: () => undefined, env: {} }, false);
+    const { program } = buildProgram({ out: () => undefined, err: () => undefined, env: {} }, false);
     // buildProgram already added them; a second pass only reports what is missing.
     expect(addExamples(program)).toEqual([]);
     const help = await runCli(['customers', 'create', '--help']);

@@ -34,6 +34,16 @@ function cli(db: string, args: string[]): Promise<{ code: number | null; out: Re
   });
 }
 
+function plain(db: string, args: string[]): Promise<{ code: number | null; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, '--db', db, ...args], { cwd: ROOT, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout }));
+  });
+}
+
 describe('stripe CLI', () => {
   it('setup, customer, charge, sync --once, status, reconcile; refunds correct the usage', async () => {
     const db = path.join(tmp, 'stripe.sqlite');
@@ -55,6 +65,40 @@ describe('stripe CLI', () => {
     expect(rec.code).toBe(0);
     expect(rec.out.ok).toBe(true);
     expect(rec.out.lines[0]).toMatchObject({ customerId: 'acme', ledgerUnits: '7260000', difference: '0' });
+  });
+
+  it('exit codes come from one place: reconcile exits 1 on a difference and 0 without; doctor exits 1 on problems', async () => {
+    // Its own customer id: the Stripe double is shared by this file, and customer creation is idempotent by ledger id.
+    const db = path.join(tmp, 'exit.sqlite');
+    await cli(db, ['stripe', 'setup']);
+    await cli(db, ['customers', 'create', 'exitco']);
+    await cli(db, ['stripe', 'customer', 'exitco']);
+    await cli(db, ['topup', 'exitco', '10']);
+    await cli(db, ['charge', 'exitco', 'Inference', '4']);
+    expect((await cli(db, ['stripe', 'sync', '--once'])).code).toBe(0);
+    const ok = await cli(db, ['stripe', 'reconcile', '--settle', '0']);
+    expect([ok.code, ok.out.ok], JSON.stringify(ok.out)).toEqual([0, true]);
+    // A charge whose event never reaches Stripe: a difference.
+    await cli(db, ['charge', 'exitco', 'Inference', '1']);
+    const diff = await cli(db, ['stripe', 'reconcile', '--settle', '1']);
+    expect([diff.code, diff.out.ok, diff.out.differences.length]).toEqual([1, false, 1]);
+    expect(diff.out.differences[0]).toMatchObject({ customerId: 'exitco', difference: '-20000', pendingEvents: 1 });
+    const human = await plain(db, ['stripe', 'reconcile', '--settle', '0']);
+    expect(human.code).toBe(1);
+    expect(human.stdout).toMatch(/1 difference/);
+    // Delivered: no difference, exit 0 again.
+    await cli(db, ['stripe', 'sync', '--once']);
+    expect((await cli(db, ['stripe', 'reconcile', '--settle', '0'])).code).toBe(0);
+    const doctor = await plain(db, ['doctor', '--flowise', path.join(tmp, 'no-flowise-here')]);
+    expect(doctor.code).toBe(1);
+    expect(doctor.stdout).toMatch(/FLOWISE_NOT_FOUND/);
+  });
+
+  it('sync options are validated; a bad value is a usage-free VALIDATION_ERROR with exit 1', async () => {
+    const db = path.join(tmp, 'opts.sqlite');
+    const r = await cli(db, ['stripe', 'sync', '--once', '--concurrency', '0']);
+    expect(r.code).toBe(1);
+    expect(r.out.error.code).toBe('VALIDATION_ERROR');
   });
 
   it('errors are one JSON object with a stable code', async () => {

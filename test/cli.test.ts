@@ -349,7 +349,6 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
   });
 
   it('demo: runs the story to INSUFFICIENT_FUNDS on a fresh temporary ledger', async () => {
-    const started = Date.now();
     const human = await run(['demo']);
     expect(human.code, human.stderr).toBe(0);
     expect(human.stderr).toBe('');
@@ -359,7 +358,6 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(human.stdout).toContain('$0.195'); // the DESIGN.md discrepancy is called out
     expect(human.stdout).toMatch(/creator nets\s+\$8\.85/);
     expect(human.stdout).not.toContain('MISMATCH');
-    expect(Date.now() - started).toBeLessThan(10_000); // ~0.3 s alone; generous for a loaded machine
     const location = /ledger\s+sqlite at (\S+)/.exec(human.stdout)?.[1];
     expect(location && location.startsWith(os.tmpdir())).toBe(true);
     fs.rmSync(path.dirname(location!), { recursive: true, force: true });

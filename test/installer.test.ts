@@ -68,7 +68,7 @@ describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm ins
     expect(r.action).toBe('installed');
     expect(r.componentsVersion).toBe('3.1.4');
     expect(r.flowiseVersion).toBe('3.1.4');
-    expect(r.nodes.map((n) => path.basename(n)).sort()).toEqual(['BillingGate.js', 'Charge.js', 'MeteredChatModel.js', 'MeteredTool.js', 'QuotaGuard.js', 'UsageTool.js']);
+    expect(r.nodes.map((n) => path.basename(n)).sort()).toEqual(['BillingGate.js', 'Charge.js', 'MeteredChatModel.js', 'MeteredTool.js', 'MeteredVariants.js', 'QuotaGuard.js', 'UsageTool.js']);
     expect(r.credentials).toEqual(['dist/credentials/billing/BillingLedger.credential.js', 'dist/credentials/billing/StripeBilling.credential.js']);
     for (const dep of ['zod', 'jsonwebtoken', 'jws', 'ms', 'pg']) expect(Object.keys(r.runtimeDependencies)).toContain(dep);
     expect(Object.keys(r.runtimeDependencies).some((d) => d.startsWith('@langchain/') || d === 'better-sqlite3')).toBe(false);

@@ -189,6 +189,26 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
     }
   });
 
+  it('a handler on the model inside someone else’s traced chain: the run fee and compute land on the call’s generation (trace sum = ledger)', async () => {
+    const h = billing({ gate: undefined });
+    const lf = lfHandler();
+    const m = model();
+    m.callbacks = [h];
+    const chain = ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(m).pipe(new StringOutputParser());
+    await chain.invoke({ q: 'nested billing' }, { callbacks: [lf], runName: 'outer' });
+    await Promise.all([lf.shutdownAsync(), h.flushLangfuse(5000)]);
+    const charges = await ledgerCharges();
+    expect(charges.map((c) => c.chargeType).sort()).toEqual(['PrivateFlowRun', 'compute', 'tokens:gpt-4o-mini']);
+    const run = h.runs[0]!;
+    const gen = await langfuse.waitFor(() => {
+      const o = langfuse.observations().get(run.rootRunId);
+      return o && o.costDetails && nanosOf(o.costDetails.total ?? 0) === run.cost ? o : undefined;
+    });
+    const trace = langfuse.traces().get(gen.traceId!)!;
+    const lfTotal = trace.observations.reduce((a, o) => a + nanosOf(o.costDetails?.total ?? 0), 0n);
+    expect(lfTotal).toBe(charges.reduce((a, c) => a + c.amount, 0n));
+  });
+
   for (const mode of ['down', 'error500', 'slow'] as const) {
     it(`Langfuse ${mode}: runs succeed, are charged, and are not slowed`, async () => {
       langfuse.setMode(mode);

@@ -405,7 +405,8 @@ describe.each(BACKENDS)('BillingCallbackHandler with the real QuotaService as it
       return String((await model.invoke([new HumanMessage(q)], config)).content);
     });
     const ask = (conversationId: string) =>
-      flow.invoke('hello there', billingRunConfig(new BillingCallbackHandler({ ledger, customerId: 'gated', conversationId, gate: quota, onError: () => undefined })));
+      // The free plan has no managed models: its customers call with their own key (BYOK, enforced by the handler).
+      flow.invoke('hello there', billingRunConfig(new BillingCallbackHandler({ ledger, customerId: 'gated', conversationId, gate: quota, usesCustomerKey: true, onError: () => undefined })));
 
     await ask('chat-a');
     await ask('chat-a');

@@ -359,16 +359,67 @@ describe('fault injection', () => {
     await expect(retrying.customers.create()).resolves.toMatchObject({ object: 'customer' });
   });
 
-  it('lets the SDK retry lock timeouts and server errors with the same idempotency key', async () => {
+  it('lets the SDK retry lock timeouts and unsaved server errors with the same idempotency key', async () => {
     const retrying = client({ maxNetworkRetries: 3 });
     server.injectFaults({ kind: 'lock_timeout', path: '/v1/customers' });
-    server.injectFaults({ kind: 'server_error', path: '/v1/customers' });
+    // A 500 from in front of the API (the endpoint never ran): nothing is saved under the key.
+    server.injectFaults({ kind: 'server_error', path: '/v1/customers', saved: false });
     const mark = server.requests.length;
     const customer = await retrying.customers.create({ email: 'retry@example.com' });
     const attempts = requestsSince(mark, '/v1/customers');
     expect(attempts.map((r) => r.status)).toEqual([429, 500, 200]);
     expect(new Set(attempts.map((r) => r.idempotencyKey)).size).toBe(1);
     expect(server.customers.filter((c) => c.email === 'retry@example.com').map((c) => c.id)).toEqual([customer.id]);
+  });
+
+  it('saves a 500 under its idempotency key and replays it for that key (Stripe-Should-Retry: false), so the SDK stops', async () => {
+    const retrying = client({ maxNetworkRetries: 3 });
+    server.injectFaults({ kind: 'server_error', path: '/v1/customers' });
+    const mark = server.requests.length;
+    const err = await rejectionOf(retrying.customers.create({ email: 'saved500@example.com' }, { idempotencyKey: 'k-saved-500' }));
+    expect(err).toMatchObject({ statusCode: 500 });
+    expect(requestsSince(mark, '/v1/customers')).toHaveLength(1); // the SDK obeyed Stripe-Should-Retry: false
+    const again = await rejectionOf(stripe.customers.create({ email: 'saved500@example.com' }, { idempotencyKey: 'k-saved-500' }));
+    expect(again).toMatchObject({ statusCode: 500 });
+    expect(requestsSince(mark, '/v1/customers').map((r) => r.replayed)).toEqual([false, true]);
+    expect(server.customers.filter((c) => c.email === 'saved500@example.com')).toEqual([]);
+    // A fresh key runs the request.
+    await expect(stripe.customers.create({ email: 'saved500@example.com' }, { idempotencyKey: 'k-fresh' })).resolves.toMatchObject({ object: 'customer' });
+  });
+
+  it('one concurrent meter-event call per customer and meter: the second gets 429 (not saved), other customers go through', async () => {
+    const slow = await startStripeServer({ meterEventLatencyMs: 40 });
+    try {
+      const s = new Stripe(slow.secretKey, { ...slow.sdkConfig, maxNetworkRetries: 0 });
+      const [a, b] = [await s.customers.create(), await s.customers.create()];
+      const send = (customer: string, id: string, key: string) =>
+        s.billing.meterEvents.create({ event_name: 'e', identifier: id, payload: { stripe_customer_id: customer, value: '1' } }, { idempotencyKey: key });
+      const results = await Promise.allSettled([send(a.id, 'a1', 'ka1'), send(a.id, 'a2', 'ka2'), send(b.id, 'b1', 'kb1')]);
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ statusCode: 429, code: 'rate_limit' });
+      // Nothing was saved for the refused call: the same key runs it now.
+      await expect(send(a.id, 'a2', 'ka2')).resolves.toMatchObject({ identifier: 'a2' });
+      expect(slow.meterEvents().map((e) => e.identifier).sort()).toEqual(['a1', 'a2', 'b1']);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('meter event summaries are eventually consistent (summaryDelayMs)', async () => {
+    const lagging = await startStripeServer({ summaryDelayMs: 300 });
+    try {
+      const s = new Stripe(lagging.secretKey, { ...lagging.sdkConfig, maxNetworkRetries: 0 });
+      const cus = await s.customers.create();
+      const meter = await s.billing.meters.create({ display_name: 'm', event_name: 'lag', default_aggregation: { formula: 'sum' } });
+      await s.billing.meterEvents.create({ event_name: 'lag', payload: { stripe_customer_id: cus.id, value: '7' } });
+      const now = Math.floor(Date.now() / 60_000) * 60;
+      const sum = async () => (await s.billing.meters.listEventSummaries(meter.id, { customer: cus.id, start_time: now - 3600, end_time: now + 3600 })).data.reduce((t, x) => t + x.aggregated_value, 0);
+      expect(await sum()).toBe(0);
+      await new Promise((r) => setTimeout(r, 350));
+      expect(await sum()).toBe(7);
+    } finally {
+      await lagging.close();
+    }
   });
 
   it('surfaces a 500 without retries as StripeAPIError', async () => {

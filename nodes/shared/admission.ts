@@ -40,6 +40,7 @@ export function refusalMessageInputs(): INodeParams[] {
     message('Budget Exceeded Message', 'budgetExceededMessage', DEFAULT_REFUSAL_MESSAGES.budgetExceeded, true),
     message('Unauthorized Message', 'unauthorizedMessage', DEFAULT_REFUSAL_MESSAGES.unauthorized, true),
     message('Unavailable Message', 'unavailableMessage', DEFAULT_REFUSAL_MESSAGES.unavailable, true),
+    message('Own Key Required Message', 'byokRequiredMessage', DEFAULT_REFUSAL_MESSAGES.byokRequired, true),
   ];
 }
 
@@ -56,15 +57,24 @@ export const refusalMessageSchema = {
   budgetExceededMessage: textSchema,
   unauthorizedMessage: textSchema,
   unavailableMessage: textSchema,
+  byokRequiredMessage: textSchema,
 };
 
 /** The parsed messages in the shape the plugin's refusals take. */
-export function refusalMessages(i: { insufficientFundsMessage?: string; quotaExceededMessage?: string; budgetExceededMessage?: string; unauthorizedMessage?: string; unavailableMessage?: string }) {
+export function refusalMessages(i: {
+  insufficientFundsMessage?: string;
+  quotaExceededMessage?: string;
+  budgetExceededMessage?: string;
+  unauthorizedMessage?: string;
+  unavailableMessage?: string;
+  byokRequiredMessage?: string;
+}) {
   return {
     insufficientFunds: i.insufficientFundsMessage,
     quotaExceeded: i.quotaExceededMessage,
     budgetExceeded: i.budgetExceededMessage,
     unauthorized: i.unauthorizedMessage,
     unavailable: i.unavailableMessage,
+    byokRequired: i.byokRequiredMessage,
   };
 }

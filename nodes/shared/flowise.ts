@@ -103,3 +103,36 @@ export function loggerOf(options: ICommonObject | undefined): Logger {
   if (l && typeof l.warn === 'function' && typeof l.error === 'function') return l as Logger;
   return console;
 }
+
+const credentialInputCache = new Map<string, Array<{ name: string; type: string }>>();
+
+/** The inputs of a Flowise credential type (e.g. `openAIApi` → openAIApiKey), read from flowise-components' credential files. */
+export function credentialInputs(credentialName: string): Array<{ name: string; type: string }> {
+  if (credentialInputCache.size === 0) {
+    let dir: string | undefined;
+    for (let d = __dirname; path.dirname(d) !== d; d = path.dirname(d)) {
+      const pkg = path.join(d, 'package.json');
+      try {
+        if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'flowise-components') {
+          dir = path.join(d, 'dist', 'credentials');
+          break;
+        }
+      } catch {
+        // keep walking
+      }
+    }
+    if (!dir || !fs.existsSync(dir)) return [];
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.endsWith('.credential.js')) continue;
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const Cred = require(path.join(dir, f)).credClass;
+        const c = new Cred();
+        credentialInputCache.set(c.name, (c.inputs ?? []).map((i: { name: string; type: string }) => ({ name: i.name, type: i.type })));
+      } catch {
+        // a credential file that does not load is not ours to report
+      }
+    }
+  }
+  return credentialInputCache.get(credentialName) ?? [];
+}

@@ -11,6 +11,13 @@ export const CLI_ACTOR = 'cli';
 
 /** What every command can reach: the global options, the ledger, and the printer. */
 export class CliContext {
+  /**
+   * The exit code of a command that ran to the end: 0, or 1 when its answer is
+   * "not ok" (reconcile found differences, doctor found problems). `run()`
+   * returns it; nothing else sets `process.exitCode`.
+   */
+  exitCode = 0;
+
   constructor(
     readonly io: Io,
     /** --json, known before parsing so even usage errors come out as JSON. */
@@ -42,6 +49,11 @@ export class CliContext {
   /** For commands that only read: a missing ledger is LEDGER_NOT_FOUND ("no ledger at …"); nothing is created. */
   readLedger<T>(fn: (ledger: SqlLedger) => Promise<T>): Promise<T> {
     return this.withLedger(fn, this.target(), false);
+  }
+
+  /** Records a completed command's verdict: exit 1 when not ok. */
+  verdict(ok: boolean): void {
+    if (!ok) this.exitCode = 1;
   }
 
   print(r: Rendered): void {

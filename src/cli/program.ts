@@ -80,7 +80,7 @@ function packageVersion(): string {
   }
 }
 
-export function buildProgram(io: Io, json: boolean): Command {
+export function buildProgram(io: Io, json: boolean): { program: Command; cli: CliContext } {
   const program = new Command('flowise-billing');
   const cli = new CliContext(io, json, () => program.opts<{ db?: string }>());
   program
@@ -118,7 +118,7 @@ Examples:
     );
   for (const register of COMMANDS) register(program, cli);
   addExamples(program);
-  return program;
+  return { program, cli };
 }
 
 /** Runs the CLI; resolves to the process exit code. Never throws, never prints a stack (unless FLOWISE_BILLING_DEBUG). */
@@ -135,9 +135,9 @@ export async function run(argv: readonly string[], io: Io = processIo): Promise<
     return 0;
   }
   try {
-    const program = buildProgram(io, json);
+    const { program, cli } = buildProgram(io, json);
     await program.parseAsync([...args], { from: 'user' });
-    return 0;
+    return cli.exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return 0; // --help, -V

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { findFlowiseComponents, findFlowiseServer, ownPackageRoot, readPackage, resolvePackageDir } from './locate';
+import { variantTargets, writeVariants } from './variants';
 
 /**
  * `flowise-billing install | uninstall | doctor`.
@@ -75,6 +76,8 @@ export interface InstallResult {
   readonly packageVersion: string;
   readonly nodes: string[];
   readonly credentials: string[];
+  /** Metered variants written beside flowise-components' chat models and tools. */
+  readonly variants: string[];
   readonly runtimeDir: string;
   /** Packages inlined into the engine bundle, with their versions. */
   readonly runtimeDependencies: Record<string, string>;
@@ -193,7 +196,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
 
   // Never overwrite something that is not ours.
   const ours = new Set(previous?.files ?? []);
-  const targets = [...b.nodes.map((r) => path.join(NODES_REL, r)), ...b.credentials.map((r) => path.join(CREDENTIALS_REL, r))].map(posix);
+  const targets = [...b.nodes.map((r) => path.join(NODES_REL, r)), ...b.credentials.map((r) => path.join(CREDENTIALS_REL, r)), ...variantTargets(fc)].map(posix);
   for (const t of targets) {
     if (fs.existsSync(path.join(fc, t)) && !ours.has(t)) throw new InstallerError(`${path.join(fc, t)} exists and was not installed by flowise-billing; not overwriting it`);
   }
@@ -229,6 +232,9 @@ export function install(opts: InstallOptions = {}): InstallResult {
   put(path.join(runtimeDir, ENGINE_REL), fs.readFileSync(b.engine));
   // 2. nodes and their icons, 3. credentials (a credential that throws on load stops Flowise from starting)
   for (const r of b.nodes) put(path.join(fc, NODES_REL, r), fs.readFileSync(path.join(b.dir, 'nodes', r)));
+  // 2b. a metered variant beside each chat model and tool (see variants.ts)
+  const variants = writeVariants(fc);
+  added.push(...variants);
   for (const r of b.credentials) {
     const code = fs.readFileSync(path.join(b.dir, 'credentials', r), 'utf8');
     if (/require\(/.test(code)) warnings.push(`${r} has a require(); a credential that throws on load stops Flowise from starting`);
@@ -255,6 +261,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
     packageVersion: pkg.version!,
     nodes: b.nodes.filter((r) => r.endsWith('.js')).map((r) => posix(path.join(NODES_REL, r))),
     credentials: b.credentials.map((r) => posix(path.join(CREDENTIALS_REL, r))),
+    variants,
     runtimeDir,
     runtimeDependencies: b.inlined,
     files: added.length,

@@ -215,6 +215,7 @@ function hold(s: BatchState, op: OpOf<'hold'>): unknown {
   const cust = s.customerOf(op.customerId);
   if (op.amount > s.available(cust)) throw s.insufficient(cust, op.amount, { operation: 'hold' });
   s.checkBudget(cust, op.amount);
+  if (op.addTo) return addToHold(s, op, cust, op.addTo);
   const h: HoldRow = {
     id: newId('hold'), customerId: cust.id, amount: op.amount, status: 'pending', expiresAt: s.now + op.ttlMs, createdAt: s.now,
     chargeType: op.priced.chargeType, quantity: op.priced.quantity, rateCardVersion: op.priced.rateCardVersion, chargeId: null,
@@ -230,11 +231,29 @@ function hold(s: BatchState, op: OpOf<'hold'>): unknown {
   return publicHold(h);
 }
 
+/** An incremental hold: the amount joins a pending hold of the same customer (checked by the caller against available and budget). */
+function addToHold(s: BatchState, op: OpOf<'hold'>, cust: CustomerRow, holdId: string): unknown {
+  const into = pendingHold(s.holds, holdId, 'add to');
+  if (into.customerId !== cust.id) throw new ValidationError(`Hold ${into.id} belongs to another customer`, { holdId: into.id });
+  into.amount += op.amount;
+  if (s.now + op.ttlMs > into.expiresAt) into.expiresAt = s.now + op.ttlMs;
+  s.dirtyHolds.add(into.id);
+  s.entry(cust, {
+    type: 'hold', amount: 0n, heldDelta: op.amount, holdId: into.id, chargeId: null, idempotencyKey: op.key, actor: op.actor,
+    rateCardVersion: op.priced.rateCardVersion ?? into.rateCardVersion, chargeType: op.priced.chargeType ?? into.chargeType, quantity: op.priced.quantity, memo: 'added to the hold',
+  });
+  s.audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: into.rateCardVersion, details: { holdId: into.id, addedUsd: formatUsd(op.amount), amountUsd: formatUsd(into.amount), expiresAt: iso(into.expiresAt) } });
+  return { ...publicHold(into), availableAfter: s.available(cust) };
+}
+
 function settle(s: BatchState, op: OpOf<'settle'>): unknown {
   const h = pendingHold(s.holds, op.holdId, 'settle');
   const cust = s.customerOf(h.customerId);
-  // Releasing this hold frees its amount; anything above the hold comes out of what else is s.available.
-  const canCollect = cust.balance - (cust.held - h.amount);
+  // A final settle frees the whole hold; a partial one (final: false) only what it takes, the rest stays held.
+  const partial = op.final === false;
+  const freed = partial ? (op.amount < h.amount ? op.amount : h.amount) : h.amount;
+  // Anything above what the hold gives comes out of what else is available.
+  const canCollect = cust.balance - (cust.held - freed);
   const collected = op.amount <= canCollect ? op.amount : canCollect;
   const ch: ChargeRow = {
     id: newId('chg'), customerId: cust.id, holdId: h.id, amount: collected, shortfall: op.amount - collected, refunded: 0n,
@@ -242,13 +261,14 @@ function settle(s: BatchState, op: OpOf<'settle'>): unknown {
     rateCardVersion: op.priced.rateCardVersion ?? h.rateCardVersion, createdAt: s.now, balanceAfter: 0n, metadata: op.priced.metadata ?? {},
   };
   s.entry(cust, {
-    type: 'settle', amount: -collected, heldDelta: -h.amount, holdId: h.id, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
+    type: 'settle', amount: -collected, heldDelta: -freed, holdId: h.id, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
     rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: ch.quantity,
     memo: ch.shortfall > 0n ? `shortfall ${formatUsd(ch.shortfall)}` : null,
   });
   ch.balanceAfter = cust.balance;
   s.addSpend(cust, collected, s.now);
-  h.status = 'settled';
+  if (partial) h.amount -= freed;
+  else h.status = 'settled';
   h.chargeId = ch.id;
   s.holds.set(h.id, h);
   s.dirtyHolds.add(h.id);

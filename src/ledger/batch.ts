@@ -36,8 +36,10 @@ export interface PricedFields {
 export type Op =
   | { kind: 'createCustomer'; customerId: string; name: string | null; actor: string }
   | { kind: 'topUp'; key: string; actor: string; customerId: string; amount: bigint; memo: string | null }
-  | { kind: 'hold'; key: string; actor: string; customerId: string; amount: bigint; ttlMs: number; priced: PricedFields }
-  | { kind: 'settle'; key: string; actor: string; holdId: string; amount: bigint; priced: Partial<PricedFields> }
+  /** With `addTo`, the amount is added to that pending hold of the same customer (its expiry moves to now + ttl if later). */
+  | { kind: 'hold'; key: string; actor: string; customerId: string; amount: bigint; ttlMs: number; priced: PricedFields; addTo?: string }
+  /** `final: false` captures part of the hold and leaves it pending with what is left (multicapture). */
+  | { kind: 'settle'; key: string; actor: string; holdId: string; amount: bigint; final?: boolean; priced: Partial<PricedFields> }
   | { kind: 'release'; key: string; actor: string; holdId: string }
   | { kind: 'charge'; key: string; actor: string; customerId: string; amount: bigint; priced: PricedFields }
   | { kind: 'refund'; key: string; actor: string; chargeId: string; amount: bigint | null; reason: string | null }
@@ -50,7 +52,8 @@ export type Outcome = { ok: true; value: unknown } | { ok: false; error: Billing
 
 // Rows loaded (and, for customers, locked) by this batch are written back over themselves.
 const CUSTOMER_UPSERT = upsertClause('id', ['balance', 'held', 'updated_at', 'budget', 'budget_anchor_day', 'budget_period_start', 'budget_period_end', 'budget_spent']);
-const HOLD_UPSERT = upsertClause('id', ['status', 'charge_id']);
+// A hold's amount and expiry change under a partial capture or an incremental hold.
+const HOLD_UPSERT = upsertClause('id', ['amount', 'status', 'expires_at', 'charge_id']);
 const CHARGE_UPSERT = upsertClause('id', ['refunded']);
 
 function fingerprint(op: Op): string {
@@ -58,9 +61,9 @@ function fingerprint(op: Op): string {
     case 'topUp':
       return encodeResult([op.customerId, op.amount]);
     case 'hold':
-      return encodeResult([op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion]);
+      return encodeResult([op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion, ...(op.addTo ? [op.addTo] : [])]);
     case 'settle':
-      return encodeResult([op.holdId, op.amount, op.priced.chargeType ?? null, op.priced.quantity ?? null, op.priced.rateCardVersion ?? null]);
+      return encodeResult([op.holdId, op.amount, op.priced.chargeType ?? null, op.priced.quantity ?? null, op.priced.rateCardVersion ?? null, ...(op.final === false ? ['partial'] : [])]);
     case 'release':
       return encodeResult([op.holdId]);
     case 'charge':
@@ -126,6 +129,7 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     if (op.kind === 'settle' || op.kind === 'release') holdIds.add(op.holdId);
     else if (op.kind === 'refund') chargeIds.add(op.chargeId);
     else customerIds.add(op.customerId);
+    if (op.kind === 'hold' && op.addTo) holdIds.add(op.addTo);
   }
 
   // Holds and charges never change owner, so their customers are found and locked in the same statement.

@@ -89,8 +89,8 @@ function jsonProblem(m: unknown): string | null {
 const schemas = {
   createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
   topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
-  hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), ...priced }),
-  settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
+  hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), addTo: entityId.optional(), ...priced }),
+  settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, final: z.boolean().optional(), ...priced }),
   release: z.object({ holdId: entityId, idempotencyKey: key, actor }),
   charge: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
   setBudget: z.object({ customerId, limit: amount(0n).nullable(), anchorDay: z.number().int().min(1).max(31).optional(), actor }),
@@ -230,14 +230,14 @@ export class SqlLedger implements Ledger {
     const i = parse(schemas.hold, 'hold', input);
     return this.submit({
       kind: 'hold', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount,
-      ttlMs: i.ttlMs ?? this.holdTtlMs, priced: pricedFields(i),
+      ttlMs: i.ttlMs ?? this.holdTtlMs, priced: pricedFields(i), ...(i.addTo ? { addTo: i.addTo } : {}),
     });
   }
 
   async settle(input: SettleInput): Promise<Charge> {
     const i = parse(schemas.settle, 'settle', input);
     return this.submit({
-      kind: 'settle', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId, amount: i.amount,
+      kind: 'settle', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId, amount: i.amount, final: i.final,
       priced: { chargeType: i.chargeType, quantity: i.quantity, rateCardVersion: i.rateCardVersion, metadata: i.metadata },
     });
   }

@@ -146,10 +146,22 @@ export interface HoldInput extends Mutation, Priced {
   readonly amount: Nanos;
   /** Defaults to the ledger's holdTtlMs (15 minutes). */
   readonly ttlMs?: number;
+  /**
+   * Adds `amount` to this pending hold of the same customer instead of opening a
+   * new one (an incremental authorization); same availability and budget checks.
+   * The hold's expiry moves to now + ttl when that is later.
+   */
+  readonly addTo?: string;
 }
 export interface SettleInput extends Mutation, Priced {
   readonly holdId: string;
   readonly amount: Nanos;
+  /**
+   * Default true: the hold is closed and what it does not take is released.
+   * false (partial capture): takes `amount` from the hold, which stays pending
+   * with the rest; more than the hold has left comes from what is available.
+   */
+  readonly final?: boolean;
 }
 export interface ReleaseInput extends Mutation {
   readonly holdId: string;

@@ -1,13 +1,11 @@
 import type { Serialized } from '@langchain/core/load/serializable';
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
-import { BillingError } from '../errors';
-import type { Charge, Hold, Ledger } from '../ledger/types';
+import type { Charge, Ledger } from '../ledger/types';
 import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
 import { langfuseReporterFor, type LangfuseCostReporter } from '../langfuse/reporter';
 import { formatUsd, type Nanos, parseUsd } from '../money';
-import { paidPublicFlowSplit, priceChargeType, priceComputeMs, priceTokens, type TokenQuote } from '../pricing/price';
-import type { ChargeType, RateCard } from '../pricing/ratecard';
-import type { RunAdmission } from '../quota/gate';
+import { paidPublicFlowSplit, priceChargeType, priceComputeMs, priceTokens } from '../pricing/price';
+import type { RateCard } from '../pricing/ratecard';
 import {
   choicesOf,
   estimatePromptTokens,
@@ -19,101 +17,14 @@ import {
   usageOf,
   type TokenUsage,
 } from './estimate';
-import { meteringKey } from './keys';
+import { meteringKey, type KeyStep } from './keys';
+import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
+import { ByokRequiredError } from '../errors';
+import { RunRecorder } from './run-report';
+import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, type SharedState, type StepState } from './run-state';
 import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
 
-type Metadata = Record<string, unknown>;
-
-/** What the handler keeps for a root run (a run with no parent this handler has seen). */
-interface RootState {
-  readonly id: string;
-  readonly startedAt: number;
-  readonly startTime: Date;
-  card?: RateCard;
-  admission?: RunAdmission;
-  fee?: { chargeType: ChargeType; amount: Nanos; hold: Hold };
-  computeHold?: Hold;
-  /** Set when this handler refused a step (funds, budget): the run then pays no fee and no compute. */
-  refused: boolean;
-  /** Billing fields every child run's metadata receives (updated as the run goes). */
-  dynamic: Record<string, string | number>;
-  /** Net cost of the run so far (what the ledger took). */
-  cost: Nanos;
-  lastBalance?: Nanos;
-  lastAvailable?: Nanos;
-  readonly steps: Set<string>;
-  readonly chargeIds: string[];
-  /**
-   * The run has a parent this handler never saw (e.g. attached to a model inside
-   * someone else's chain): the Langfuse trace id belongs to that unseen root.
-   */
-  readonly nested: boolean;
-}
-
-/** What the handler keeps for one step (chain, LLM call or tool), keyed by run id. */
-interface StepState {
-  readonly runId: string;
-  readonly rootId: string;
-  readonly parentRunId?: string;
-  readonly kind: 'chain' | 'llm' | 'tool';
-  readonly startTime: Date;
-  hold?: Hold;
-  model?: string;
-  promptEstimate: number;
-  streamedChunks: number;
-  streamedText: string;
-  toolName?: string;
-  chargeType?: ChargeType;
-  quantity?: string;
-  toolAmount?: Nanos;
-}
-
-/** One settled charge as the handler saw it (for callers, tests and the demo). */
-export interface MeteredCharge {
-  readonly rootRunId: string;
-  readonly runId: string;
-  readonly kind: 'llm' | 'tool' | 'fee' | 'compute';
-  readonly charge: Charge;
-}
-
-/** Per-run outcome: every charge of a finished root run and its total. */
-export interface MeteredRun {
-  readonly rootRunId: string;
-  readonly cost: Nanos;
-  readonly chargeIds: readonly string[];
-  readonly balanceAfter?: Nanos;
-  readonly admission?: RunAdmission;
-  readonly failed: boolean;
-  /** Billing refused a step (funds or budget): the fee and compute time were released. */
-  readonly refused: boolean;
-}
-
-interface SharedState {
-  readonly roots: Map<string, RootState>;
-  readonly steps: Map<string, StepState>;
-  readonly charges: MeteredCharge[];
-  readonly runs: MeteredRun[];
-  readonly failures: Array<{ error: unknown; context: Metadata }>;
-}
-
-const MAX_KEPT = 1000;
-
-/** Billing said no (funds, budget): the run is refused, not failed. */
-function isRefusal(e: unknown): boolean {
-  return e instanceof BillingError && (e.code === 'INSUFFICIENT_FUNDS' || e.code === 'BUDGET_EXCEEDED');
-}
-const pushBounded = <T>(arr: T[], v: T) => {
-  arr.push(v);
-  if (arr.length > MAX_KEPT) arr.splice(0, arr.length - MAX_KEPT);
-};
-
-function runNameOf(serialized: unknown, runName?: string): string {
-  if (runName) return runName;
-  const s = serialized as { name?: unknown; id?: unknown } | undefined;
-  if (s && typeof s.name === 'string') return s.name;
-  if (s && Array.isArray(s.id) && s.id.length) return String(s.id[s.id.length - 1]);
-  return 'unknown';
-}
+export type { MeteredCharge, MeteredRun };
 
 /**
  * Meters LangChain runs: admission, per-run fee and compute time for each root
@@ -136,6 +47,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private readonly ledger: Ledger;
   private readonly state: SharedState;
   private readonly reporter?: LangfuseCostReporter;
+  private readonly recorder: RunRecorder;
   private lastCardVersion?: string;
 
   constructor(input: BillingHandlerOptions | BillingCallbackHandler) {
@@ -149,6 +61,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     this.state = from ? from.state : { roots: new Map(), steps: new Map(), charges: [], runs: [], failures: [] };
     this.reporter = from ? from.reporter : this.options.langfuse ? langfuseReporterFor(this.options.langfuse) : undefined;
     this.lastCardVersion = this.options.rateCard?.version;
+    this.recorder = new RunRecorder(this.options, this.state, this.reporter);
   }
 
   /** Charges settled by this handler, newest last (at most 1,000 kept). */
@@ -186,7 +99,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     return this.reporter ? this.reporter.flush(timeoutMs) : true;
   }
 
-  private key(runId: string, step: Parameters<typeof meteringKey>[1]) {
+  private key(runId: string, step: KeyStep) {
     return meteringKey(runId, step, this.options.messageId);
   }
 
@@ -213,56 +126,45 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     let root = parent ? this.state.roots.get(parent.rootId) : undefined;
     // Synchronously, before any await: handlers listed after this one read the same object.
     if (root && metadata) Object.assign(metadata, root.dynamic);
-    if (!root) root = await this.startRoot(runId, metadata, parentRunId !== undefined);
+    if (!root) root = await this.startRoot(kind, runId, metadata, parentRunId !== undefined);
     const step: StepState = { runId, rootId: root.id, parentRunId, kind, startTime: new Date(), promptEstimate: 0, streamedChunks: 0, streamedText: '' };
     this.state.steps.set(runId, step);
     root.steps.add(runId);
     return { step, root, replay: false };
   }
 
-  private async startRoot(runId: string, metadata: Metadata | undefined, nested: boolean): Promise<RootState> {
+  private async startRoot(kind: RootState['kind'], runId: string, metadata: Metadata | undefined, nested: boolean): Promise<RootState> {
     const o = this.options;
     // Static fields go in synchronously: handlers listed after this one see them.
     const fields = this.billingMetadata();
     if (metadata) Object.assign(metadata, fields);
-    const root: RootState = { id: runId, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [], nested };
+    const root: RootState = { id: runId, kind, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [], nested };
     this.state.roots.set(runId, root);
     try {
       const card = o.rateCard ?? (await this.ledger.activeRateCard());
       root.card = card;
       this.lastCardVersion = card.version;
       if (o.gate) root.admission = await o.gate.admitRun({ customerId: o.customerId, conversationId: o.conversationId });
-      // The run's own costs are held up front (fee + compute reserve, in one group commit)
-      // and settled when the run ends; a run that billing refuses pays neither.
-      const fee = this.runFee(card);
       const reserveMs = this.computeReserveMs();
       const compute = reserveMs === null ? null : priceComputeMs(card, reserveMs);
-      const [feeHold, computeHold] = await Promise.allSettled([
-        fee
-          ? this.ledger.hold({
-              customerId: o.customerId, amount: fee.amount, idempotencyKey: this.key(runId, 'fee-hold'), actor: o.actor, chargeType: fee.chargeType,
-              quantity: '1', rateCardVersion: card.version, ttlMs: o.holdTtlMs, metadata: this.chargeMetadata(root, runId, { kind: 'fee' }),
-            })
-          : Promise.resolve(undefined),
-        compute
-          ? this.ledger.hold({
-              customerId: o.customerId, amount: compute.amount, idempotencyKey: this.key(runId, 'compute-hold'), actor: o.actor, chargeType: 'compute',
-              quantity: compute.quantity, rateCardVersion: card.version, ttlMs: o.holdTtlMs, metadata: this.chargeMetadata(root, runId, { kind: 'compute' }),
-            })
-          : Promise.resolve(undefined),
-      ]);
-      if (feeHold.status === 'fulfilled' && feeHold.value && fee) root.fee = { ...fee, hold: feeHold.value };
-      if (computeHold.status === 'fulfilled' && computeHold.value) root.computeHold = computeHold.value;
-      const failed = [feeHold, computeHold].find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-      if (failed) throw failed.reason;
-      for (const h of [root.fee?.hold, root.computeHold]) if (h && (root.lastAvailable === undefined || h.availableAfter < root.lastAvailable)) root.lastAvailable = h.availableAfter;
+      const runKey = (step: KeyStep) => (o.runKey ? `${o.runKey}:${step}` : this.key(runId, step));
+      root.run = new RunLedger({
+        ledger: this.ledger, customerId: o.customerId, runKey, actor: o.actor, rateCardVersion: card.version, ttlMs: o.holdTtlMs,
+        fee: this.runFee(card), computeReserve: compute ? { chargeType: 'compute', amount: compute.amount, quantity: compute.quantity } : null,
+        budget: o.runBudgetUsd === undefined ? undefined : parseUsd(o.runBudgetUsd, { field: 'runBudgetUsd' }),
+        feeOn: 'finish',
+        fundsWaitMs: o.fundsWaitMs,
+        metadata: (kind) => this.recorder.chargeMetadata(root, runId, { kind }),
+      });
+      // With a run budget the reservation is taken now; otherwise with the first paid step (its maximum is known then).
+      if (o.runBudgetUsd !== undefined) await root.run.admit(0n);
       Object.assign(
         root.dynamic,
         billingMetadata({
           rateCardVersion: card.version,
           planTier: root.admission ? root.admission.tier : o.planTier,
           quotaRemaining: root.admission ? root.admission.sessionsRemaining : undefined,
-          available: root.lastAvailable,
+          available: root.run.lastAvailable,
         }),
       );
       // The root's own later readers (and LangChain tracers that keep this object) see the admission fields too.
@@ -270,22 +172,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       return root;
     } catch (e) {
       this.state.roots.delete(runId);
-      await this.releaseRootHolds(root);
       throw e;
     }
-  }
-
-  private async releaseRootHolds(root: RootState): Promise<void> {
-    for (const [hold, step] of [[root.fee?.hold, 'fee-release'], [root.computeHold, 'compute-release']] as const) {
-      if (!hold) continue;
-      try {
-        await this.ledger.release({ holdId: hold.id, idempotencyKey: this.key(root.id, step), actor: this.options.actor });
-      } catch (e) {
-        if (!(e instanceof BillingError && e.code === 'HOLD_NOT_PENDING')) this.fail(e, { operation: step, runId: root.id });
-      }
-    }
-    root.fee = undefined;
-    root.computeHold = undefined;
   }
 
   private computeReserveMs(): number | null {
@@ -294,132 +182,89 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     return c === true ? DEFAULT_COMPUTE_RESERVE_MS : c.reserveMs;
   }
 
-  private runFee(card: RateCard): { chargeType: ChargeType; amount: Nanos } | null {
+  private runFee(card: RateCard): RunCost | null {
     const f = this.options.runFee;
     if (f === false) return null;
-    if (typeof f === 'string') return { chargeType: f, amount: priceChargeType(card, f, 1).amount };
-    return { chargeType: 'PaidPublicFlowRun', amount: paidPublicFlowSplit(card, parseUsd(f.priceUsd)).fee };
+    if (typeof f === 'string') return { chargeType: f, amount: priceChargeType(card, f, 1).amount, quantity: '1' };
+    return { chargeType: 'PaidPublicFlowRun', amount: paidPublicFlowSplit(card, parseUsd(f.priceUsd)).fee, quantity: '1' };
   }
 
   /**
-   * Ends a root run: settles the fee and compute time (or releases both when
-   * billing refused the run), releases anything a lost callback left held, and
-   * reports the run's totals to Langfuse.
+   * Ends a root run: releases anything a lost callback left held, captures the
+   * fee and compute time from the reservation (neither when billing refused
+   * the run) and releases the rest, then reports the run's totals to Langfuse.
    */
   private async finishRoot(root: RootState, failed: boolean): Promise<void> {
     if (!this.state.roots.delete(root.id)) return;
-    const o = this.options;
     for (const stepId of root.steps) {
       const s = this.state.steps.get(stepId);
       this.state.steps.delete(stepId);
-      if (s?.hold) await this.releaseHold(s, 'orphaned step at root end');
+      if (s?.hold) await this.releaseHold(s, 'orphaned step at root end', root);
     }
-    if (root.refused) {
-      await this.releaseRootHolds(root);
-    } else if (root.card) {
-      const card = root.card;
+    const run = root.run;
+    if (run && root.card) {
+      if (root.refused) run.refused = true;
       const ms = BigInt(Math.max(0, Math.round(performance.now() - root.startedAt)));
-      const q = priceComputeMs(card, ms);
-      const settles: Array<Promise<void>> = [];
-      if (root.fee) {
-        const fee = root.fee;
-        settles.push(
-          this.ledger
-            .settle({ holdId: fee.hold.id, amount: fee.amount, idempotencyKey: this.key(root.id, 'fee'), actor: o.actor, chargeType: fee.chargeType, quantity: '1', rateCardVersion: card.version, metadata: this.chargeMetadata(root, root.id, { kind: 'fee' }) })
-            .then(
-              (charge) => this.recorded(root, root.id, 'fee', charge, { name: `billing:${fee.chargeType}`, observationId: `billing-${charge.id}`, parent: root.id }),
-              (e) => this.fail(e, { operation: 'settle fee', runId: root.id }),
-            ),
-        );
+      const q = priceComputeMs(root.card, ms);
+      const record = (r: { fee?: Charge; compute?: Charge }) => {
+        const fee = run.o.fee;
+        // In ledger order (compute is captured before the fee closes the reservation): the last balance is the fee's.
+        if (r.compute) this.recorder.recorded(root, root.id, 'compute', r.compute, { name: 'billing:compute', observationId: `billing-${r.compute.id}`, parent: root.id });
+        if (r.fee && fee) this.recorder.recorded(root, root.id, 'fee', r.fee, { name: `billing:${fee.chargeType}`, observationId: `billing-${r.fee.id}`, parent: root.id });
+      };
+      try {
+        record(await run.finish({ chargeType: 'compute', amount: q.amount, quantity: q.quantity }));
+      } catch (e) {
+        if (e instanceof RunFinishError) {
+          record(e.partial);
+          for (const f of e.failures) this.fail(f, { operation: 'finish run', runId: root.id });
+        } else this.fail(e, { operation: 'finish run', runId: root.id });
       }
-      if (root.computeHold) {
-        settles.push(
-          this.ledger
-            .settle({ holdId: root.computeHold.id, amount: q.amount, idempotencyKey: this.key(root.id, 'compute'), actor: o.actor, chargeType: 'compute', quantity: q.quantity, rateCardVersion: card.version, metadata: this.chargeMetadata(root, root.id, { kind: 'compute', ms: Number(ms) }) })
-            .then(
-              (charge) => this.recorded(root, root.id, 'compute', charge, { name: 'billing:compute', observationId: `billing-${charge.id}`, parent: root.id }),
-              (e) => this.fail(e, { operation: 'settle compute', runId: root.id }),
-            ),
-        );
-      }
-      // One group commit for both.
-      await Promise.all(settles);
     }
-    const run: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused };
-    pushBounded(this.state.runs, run);
-    // A nested root does not know its trace; its costs still reach the generations (see recorded()).
-    if (!root.nested) this.reporter?.reportTraceMetadata({
-      traceId: root.id,
-      timestamp: root.startTime,
-      metadata: {
-        ...root.dynamic,
-        ...billingMetadata({ balanceAfter: root.lastBalance, runCost: root.cost }),
-        billing_refused: root.refused,
-      },
-    });
+    const outcome: MeteredRun = { rootRunId: root.id, cost: root.cost, chargeIds: root.chargeIds, balanceAfter: root.lastBalance, admission: root.admission, failed, refused: root.refused || !!run?.refused };
+    pushBounded(this.state.runs, outcome);
+    // A nested root does not know its trace; its costs still reach the generations (see RunRecorder).
+    this.recorder.finished(root, outcome.refused);
   }
 
-  private chargeMetadata(root: RootState, runId: string, extra: Metadata): Metadata {
-    return {
-      source: 'langchain',
-      rootRunId: root.id,
-      runId,
-      conversationId: this.options.conversationId,
-      ...(this.options.messageId ? { messageId: this.options.messageId } : {}),
-      ...(this.options.usageCategory ? { usageCategory: this.options.usageCategory } : {}),
-      ...(this.options.costCenter ? { costCenter: this.options.costCenter } : {}),
-      // Where the cost went in Langfuse, so a reconciler can re-send it.
-      langfuseTraceId: root.nested ? null : root.id,
-      ...extra,
-    };
-  }
-
-  private recorded(
-    root: RootState,
-    runId: string,
-    kind: MeteredCharge['kind'],
-    charge: Charge,
-    lf: { name: string; observationId: string; parent?: string; model?: string; quote?: TokenQuote; startTime?: Date },
-  ): void {
-    root.cost += charge.amount;
-    root.lastBalance = charge.balanceAfter;
-    root.dynamic[BILLING_METADATA_KEYS.balanceAfterUsd] = formatUsd(charge.balanceAfter);
-    root.chargeIds.push(charge.id);
-    pushBounded(this.state.charges, { rootRunId: root.id, runId, kind, charge });
-    if (!this.reporter) return;
-    // Without the trace id only an existing generation (the LLM run's own) can be updated.
-    if (root.nested && lf.observationId !== runId) return;
-    // Token charges split input/output as priced; when a shortfall cut the collected amount, only the total is exact.
-    const split = lf.quote && charge.shortfall === 0n && charge.amount === lf.quote.amount ? { input: lf.quote.inputAmount, output: lf.quote.outputAmount } : {};
-    this.reporter.reportCharge({
-      traceId: root.nested ? undefined : root.id,
-      observationId: lf.observationId,
-      parentObservationId: lf.parent,
-      name: lf.name,
-      model: lf.model,
-      startTime: lf.startTime,
-      endTime: new Date(),
-      cost: { total: charge.amount, ...split },
-      metadata: {
-        billing_charge_id: charge.id,
-        billing_usd: formatUsd(charge.amount),
-        billing_charge_type: charge.chargeType,
-        billing_quantity: charge.quantity,
-        ...(charge.shortfall > 0n ? { billing_shortfall_usd: formatUsd(charge.shortfall) } : {}),
-        ...billingMetadata({ customerId: this.options.customerId, rateCardVersion: charge.rateCardVersion ?? undefined, balanceAfter: charge.balanceAfter }),
-      },
-    });
-  }
-
-  private async releaseHold(step: StepState, reason: string): Promise<void> {
-    if (!step.hold) return;
-    try {
-      await this.ledger.release({ holdId: step.hold.id, idempotencyKey: this.key(step.runId, 'release'), actor: this.options.actor });
-    } catch (e) {
-      // Already settled or released by an earlier delivery of the same callback: nothing to give back.
-      if (!(e instanceof BillingError && e.code === 'HOLD_NOT_PENDING')) this.fail(e, { operation: 'release', runId: step.runId, reason });
-    }
+  private async releaseHold(step: StepState, reason: string, root = this.state.roots.get(step.rootId)): Promise<void> {
+    if (!step.hold || !root?.run) return;
+    const hold = step.hold;
     step.hold = undefined;
+    try {
+      await root.run.releaseStep(hold, this.key(step.runId, 'release'));
+    } catch (e) {
+      this.fail(e, { operation: 'release', runId: step.runId, reason });
+    }
+  }
+
+  /** Covers a step's maximum cost before the provider is called; a refusal ends the step (and a root that was only this step). */
+  private async holdStep(root: RootState, step: StepState, amount: Nanos, priced: { chargeType: string; quantity: string; metadata: Metadata }, runMetadata?: Metadata): Promise<void> {
+    try {
+      step.hold = await root.run!.holdStep(amount, this.key(step.runId, 'hold'), { ...priced, rateCardVersion: root.card!.version }, step.kind === 'llm');
+      if (root.run!.lastAvailable !== undefined) {
+        root.dynamic[BILLING_METADATA_KEYS.availableUsd] = formatUsd(root.run!.lastAvailable);
+        // Handlers listed after this one (awaited in order) read the step's metadata after the hold.
+        if (runMetadata) runMetadata[BILLING_METADATA_KEYS.availableUsd] = root.dynamic[BILLING_METADATA_KEYS.availableUsd]!;
+      }
+    } catch (e) {
+      if (isRefusal(e) || e instanceof ByokRequiredError) root.refused = true;
+      await this.leave(step.runId, true);
+      throw e;
+    }
+  }
+
+  /** Charges a step from its cover; the run-level `recorded` bookkeeping and the Langfuse report follow. */
+  private async settleStep(root: RootState, step: StepState, amount: Nanos, priced: { chargeType?: string; quantity?: string; metadata: Metadata }): Promise<Charge | undefined> {
+    if (!step.hold || !root.run || !root.card) return undefined;
+    const hold = step.hold;
+    step.hold = undefined;
+    try {
+      return await root.run.settleStep(hold, amount, this.key(step.runId, 'settle'), { ...priced, rateCardVersion: root.card.version }, step.runId === root.id);
+    } catch (e) {
+      this.fail(e, { operation: `settle ${step.kind}`, runId: step.runId });
+      return undefined;
+    }
   }
 
   /** Leaves a step; ends the root when the step was the root. */
@@ -459,31 +304,22 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private async llmStart(messages: readonly unknown[], runId: string, parentRunId: string | undefined, extraParams: Metadata | undefined, metadata: Metadata | undefined): Promise<void> {
     const { step, root, replay } = await this.enter('llm', runId, parentRunId, metadata);
     if (replay && step.hold) return;
-    try {
-      const card = root.card!;
-      const o = this.options;
-      step.model = modelNameOf(extraParams, metadata);
-      step.promptEstimate = estimatePromptTokens(messages, toolsOf(extraParams));
-      const maxOut = (maxOutputTokensOf(extraParams, metadata) ?? o.maxOutputTokensCap) * choicesOf(extraParams);
-      const q = priceTokens(card, step.model, step.promptEstimate, maxOut);
-      step.hold = await this.ledger.hold({
-        customerId: o.customerId,
-        amount: q.amount,
-        idempotencyKey: this.key(runId, 'hold'),
-        actor: o.actor,
-        chargeType: q.item,
-        quantity: q.quantity,
-        rateCardVersion: card.version,
-        ttlMs: o.holdTtlMs,
-        metadata: this.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
-      });
-      root.lastAvailable = step.hold.availableAfter;
-    } catch (e) {
-      // Refused: the call never reaches the provider. A root that was only this call ends here.
-      if (isRefusal(e)) root.refused = true;
+    const o = this.options;
+    if (root.admission && !root.admission.managedModels && !o.usesCustomerKey) {
+      // BYOK plan: the operator's credential is never spent for this customer.
+      root.refused = true;
       await this.leave(runId, true);
-      throw e;
+      throw new ByokRequiredError({ customerId: o.customerId, plan: root.admission.tier });
     }
+    step.model = modelNameOf(extraParams, metadata);
+    step.promptEstimate = estimatePromptTokens(messages, toolsOf(extraParams));
+    const maxOut = (maxOutputTokensOf(extraParams, metadata) ?? o.maxOutputTokensCap) * choicesOf(extraParams);
+    const q = priceTokens(root.card!, step.model, step.promptEstimate, maxOut);
+    await this.holdStep(root, step, q.amount, {
+      chargeType: q.item,
+      quantity: q.quantity,
+      metadata: this.recorder.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
+    }, metadata);
   }
 
   override async handleLLMNewToken(token: string, _idx: unknown, runId: string, _parentRunId?: string, _tags?: string[], fields?: unknown): Promise<void> {
@@ -524,32 +360,21 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private async settleTokens(step: StepState, usage: TokenUsage, note?: string): Promise<void> {
     const root = this.state.roots.get(step.rootId);
     if (!step.hold || !root?.card) return;
-    const hold = step.hold;
-    step.hold = undefined;
-    try {
-      const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens);
-      const charge = await this.ledger.settle({
-        holdId: hold.id,
-        amount: q.amount,
-        idempotencyKey: this.key(step.runId, 'settle'),
-        actor: this.options.actor,
-        chargeType: q.item,
-        quantity: q.quantity,
-        rateCardVersion: root.card.version,
-        metadata: this.chargeMetadata(root, step.runId, {
-          kind: 'llm',
-          model: step.model ?? null,
-          inputTokens: usage.inputTokens,
-          outputTokens: usage.outputTokens,
-          usageSource: usage.source,
-          ...(note ? { note } : {}),
-        }),
-      });
-      // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.
-      this.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
-    } catch (e) {
-      this.fail(e, { operation: 'settle llm', runId: step.runId });
-    }
+    const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens);
+    const charge = await this.settleStep(root, step, q.amount, {
+      chargeType: q.item,
+      quantity: q.quantity,
+      metadata: this.recorder.chargeMetadata(root, step.runId, {
+        kind: 'llm',
+        model: step.model ?? null,
+        inputTokens: usage.inputTokens,
+        outputTokens: usage.outputTokens,
+        usageSource: usage.source,
+        ...(note ? { note } : {}),
+      }),
+    });
+    // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.
+    if (charge) this.recorder.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
   }
 
   // ---- tools ------------------------------------------------------------------
@@ -561,51 +386,20 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const price = this.options.tools[name] ?? this.options.tools['*'];
     step.toolName = name;
     if (!price) return;
-    try {
-      const q = priceChargeType(root.card!, price.chargeType, price.quantity);
-      step.chargeType = price.chargeType;
-      step.quantity = q.quantity;
-      step.toolAmount = q.amount;
-      step.hold = await this.ledger.hold({
-        customerId: this.options.customerId,
-        amount: q.amount,
-        idempotencyKey: this.key(runId, 'hold'),
-        actor: this.options.actor,
-        chargeType: price.chargeType,
-        quantity: q.quantity,
-        rateCardVersion: root.card!.version,
-        ttlMs: this.options.holdTtlMs,
-        metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: name }),
-      });
-    } catch (e) {
-      if (isRefusal(e)) root.refused = true;
-      await this.leave(runId, true);
-      throw e;
-    }
+    const q = priceChargeType(root.card!, price.chargeType, price.quantity);
+    step.chargeType = price.chargeType;
+    step.quantity = q.quantity;
+    step.toolAmount = q.amount;
+    await this.holdStep(root, step, q.amount, { chargeType: price.chargeType, quantity: q.quantity, metadata: this.recorder.chargeMetadata(root, runId, { kind: 'tool', tool: name }) });
   }
 
   override async handleToolEnd(_output: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
     if (!step) return;
     const root = this.state.roots.get(step.rootId);
-    if (step.hold && root?.card && step.toolAmount !== undefined) {
-      const hold = step.hold;
-      step.hold = undefined;
-      try {
-        const charge = await this.ledger.settle({
-          holdId: hold.id,
-          amount: step.toolAmount,
-          idempotencyKey: this.key(runId, 'settle'),
-          actor: this.options.actor,
-          chargeType: step.chargeType,
-          quantity: step.quantity,
-          rateCardVersion: root.card.version,
-          metadata: this.chargeMetadata(root, runId, { kind: 'tool', tool: step.toolName ?? null }),
-        });
-        this.recorded(root, runId, 'tool', charge, { name: `billing:tool:${step.toolName}`, observationId: `billing-${charge.id}`, parent: runId, startTime: step.startTime });
-      } catch (e) {
-        this.fail(e, { operation: 'settle tool', runId });
-      }
+    if (root && step.toolAmount !== undefined) {
+      const charge = await this.settleStep(root, step, step.toolAmount, { chargeType: step.chargeType, quantity: step.quantity, metadata: this.recorder.chargeMetadata(root, runId, { kind: 'tool', tool: step.toolName ?? null }) });
+      if (charge) this.recorder.recorded(root, runId, 'tool', charge, { name: `billing:tool:${step.toolName}`, observationId: `billing-${charge.id}`, parent: runId, startTime: step.startTime });
     }
     await this.leave(runId, false);
   }

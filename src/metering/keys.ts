@@ -5,9 +5,14 @@
  * and the step. A retried or replayed callback produces the same key, so the
  * ledger returns the first result instead of moving money again.
  *
- *   lc:[<messageId>:]<runId>:<step>      step ∈ hold | settle | release, and for the root run fee-hold | fee | fee-release | compute-hold | compute | compute-release
+ *   lc:[<messageId>:]<runId>:<step>   step ∈ hold | settle | release (a step), and for the root run
+ *                                     reserve | fee | compute | end (see run-ledger.ts)
+ *   <runKey>:<step>                   run-level steps when the caller gives a retry-stable `runKey`
+ *                                     (e.g. flowRunKey() of a Flowise prediction or a queue job id)
  */
-export type KeyStep = 'hold' | 'settle' | 'release' | 'fee-hold' | 'fee' | 'fee-release' | 'compute-hold' | 'compute' | 'compute-release';
+export type StepKey = 'hold' | 'settle' | 'release';
+export type RunStepKey = 'reserve' | 'fee' | 'compute' | 'end';
+export type KeyStep = StepKey | RunStepKey;
 
 export function meteringKey(runId: string, step: KeyStep, messageId?: string): string {
   return messageId ? `lc:${messageId}:${runId}:${step}` : `lc:${runId}:${step}`;

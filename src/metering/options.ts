@@ -42,6 +42,20 @@ export const billingHandlerOptionsSchema = z
     tools: z.record(z.string().min(1).max(200), toolPriceSchema).default({}),
     /** Root-run wall time at the compute rate; `reserveMs` is held at the start and settled at the end. */
     computeTime: z.union([z.boolean(), z.object({ reserveMs: z.number().int().nonnegative().max(24 * 3600_000) }).strict()]).default(true),
+    /**
+     * A retry-stable key for the run's own movements (reservation, fee, compute), e.g. a queue job id or
+     * flowRunKey() of a Flowise prediction: a re-run of the same job reuses them instead of paying twice.
+     */
+    runKey: id('runKey', 200).optional(),
+    /** Operator's budget for the run's steps (USD decimal), reserved with the fee at admission; default: the first step's maximum. */
+    runBudgetUsd: z.string().regex(/^\d+(\.\d{1,9})?$/, 'runBudgetUsd must be a decimal string').optional(),
+    /**
+     * A run refused for funds while other runs of the same customer are in flight in this process waits up to
+     * this long for them to return money (their unused reservations) and tries again; 0 refuses at once.
+     */
+    fundsWaitMs: z.number().int().min(0).max(600_000).default(30_000),
+    /** The model runs on the customer's own provider key (required by plans without managed models). Never the key itself. */
+    usesCustomerKey: z.boolean().default(false),
     /** External message id (e.g. Flowise apiMessageId), part of every idempotency key. */
     messageId: id('messageId', 100).optional(),
     actor: z.string().min(1).max(100).default('handler'),

@@ -1,6 +1,7 @@
 import { parseUsd } from '../money';
 import { type ResolveCustomerInput, resolveCustomer, type WarnLogger } from '../identity/customer';
-import { type GuardRunResult, guardRun, type Refusal, type RefusalKind, refusalFor, type RunFee } from './guard';
+import { type GuardRunResult, guardRun, type RunFee } from './guard';
+import { type Refusal, type RefusalKind, refusalFor } from './refusal';
 import { sharedLedger } from './ledgers';
 
 export interface AdmitInput {

@@ -1,5 +1,4 @@
-import { BillingError, InsufficientFundsError } from '../errors';
-import { BillingTokenError } from '../identity/token';
+import { InsufficientFundsError } from '../errors';
 import type { Charge } from '../ledger/types';
 import { formatUsd, type Nanos } from '../money';
 import { priceChargeType, priceResource, type PriceQuote } from '../pricing/price';
@@ -118,41 +117,5 @@ export async function chargeStep(input: ChargeStepInput): Promise<{ charge: Char
   return { charge, quote };
 }
 
-// ---- refusals ---------------------------------------------------------------
-
-/** Why a run was refused, as the end user is told. A closed set. */
-export const REFUSAL_KINDS = ['insufficientFunds', 'quotaExceeded', 'budgetExceeded', 'unauthorized', 'unavailable'] as const;
-export type RefusalKind = (typeof REFUSAL_KINDS)[number];
-
-export const DEFAULT_REFUSAL_MESSAGES: Readonly<Record<RefusalKind, string>> = {
-  insufficientFunds: 'InsufficientFunds: your balance is too low for this request. Please top up your account.',
-  quotaExceeded: 'QuotaExceeded: you have used all conversations included in your plan for this period.',
-  budgetExceeded: 'BudgetExceeded: your monthly spending limit has been reached.',
-  unauthorized: 'Unauthorized: this request carries no valid billing token.',
-  unavailable: 'Billing is temporarily unavailable. Please try again later.',
-};
-
-export interface Refusal {
-  readonly kind: RefusalKind;
-  /** The BillingError code behind it (DATABASE_ERROR etc. for `unavailable`). */
-  readonly code: string;
-  readonly message: string;
-}
-
-/**
- * Maps any error from resolution/guarding to what the end user sees. Business
- * refusals get their operator message; anything else (database down, a bug)
- * fails closed as `unavailable`, never with internals or a stack trace.
- */
-export function refusalFor(e: unknown, messages: Partial<Record<RefusalKind, string>> = {}): Refusal {
-  const msg = (k: RefusalKind) => (messages[k]?.trim() ? messages[k]!.trim() : DEFAULT_REFUSAL_MESSAGES[k]);
-  const code = e instanceof BillingError ? e.code : 'INTERNAL';
-  let kind: RefusalKind;
-  if (e instanceof BillingTokenError) kind = 'unauthorized';
-  else if (code === 'INSUFFICIENT_FUNDS') kind = 'insufficientFunds';
-  else if (code === 'QUOTA_EXCEEDED' || code === 'SUBSCRIPTION_INACTIVE') kind = 'quotaExceeded';
-  else if (code === 'BUDGET_EXCEEDED') kind = 'budgetExceeded';
-  else if (code === 'CUSTOMER_NOT_FOUND') kind = 'unauthorized';
-  else kind = 'unavailable';
-  return { kind, code, message: msg(kind) };
-}
+// Refusals moved to ./refusal; kept here for callers that import them from the guard.
+export { DEFAULT_REFUSAL_MESSAGES, REFUSAL_KINDS, refusalFor, type Refusal, type RefusalKind } from './refusal';

@@ -5,6 +5,9 @@
  */
 export * from './ledgers';
 export * from './guard';
+export * from './refusal';
+export * from './flow-run';
+export * from './run-key';
 export * from './usage';
 export * from '../identity';
 export { z } from 'zod';

@@ -16,7 +16,7 @@ import { OutboxDelivery, type OutboxDeliveryOptions, type OutboxStatus } from '.
 import { AutoRecharge, type RechargeOutcome } from './recharge';
 import { parsePeriod, reconcile, type ReconcileReport } from './reconcile';
 import { refundFlowCharge } from './payouts';
-import { startWebhookServer, type WebhookServer } from './webhooks';
+import { startWebhookServer, type WebhookServer, type WebhookServerOptions } from './webhooks';
 
 export type Print = (line: string) => void;
 
@@ -110,14 +110,21 @@ export async function stripeRetryFailed(ledger: SqlLedger): Promise<{ requeued: 
   return { requeued: await new OutboxDelivery(ledger, { stripe: {} as Stripe }).retryFailed() };
 }
 
-/** `stripe reconcile [--period YYYY-MM | YYYY-MM-DD | start..end]`. */
-export async function stripeReconcile(ledger: SqlLedger, opts: StripeCommonOptions & { period?: string } = {}, print: Print = () => undefined): Promise<ReconcileReport> {
-  const report = await reconcile(ledger, client(opts), parsePeriod(opts.period, ledger.now()));
+/** Default settle window of `stripe reconcile`: how long differences may take to disappear from Stripe's eventually consistent summaries. */
+export const RECONCILE_SETTLE_MS = 30_000;
+
+/** `stripe reconcile [--period YYYY-MM | YYYY-MM-DD | start..end] [--settle seconds]`. */
+export async function stripeReconcile(
+  ledger: SqlLedger,
+  opts: StripeCommonOptions & { period?: string; settleMs?: number } = {},
+  print: Print = () => undefined,
+): Promise<ReconcileReport> {
+  const report = await reconcile(ledger, client(opts), parsePeriod(opts.period, ledger.now()), { settleMs: opts.settleMs ?? 0 });
   for (const l of report.lines) {
     print(`${l.customerId} ${l.eventName}: ledger ${l.ledgerUnits} µ$ ($${l.ledgerUsd}), stripe ${l.stripeUnits ?? 'n/a'}, difference ${l.difference ?? 'n/a'}` +
       (l.pendingEvents ? ` (${l.pendingEvents} pending)` : '') + (l.failedEvents ? ` (${l.failedEvents} failed)` : ''));
   }
-  print(report.ok ? 'reconciled: no differences' : `${report.differences.length} difference(s)`);
+  print(report.ok ? 'reconciled: no differences' : `${report.differences.length} difference(s)${report.settledMs ? ` after waiting ${Math.round(report.settledMs / 1000)} s for Stripe's summaries` : ''}`);
   return report;
 }
 
@@ -152,15 +159,15 @@ export async function stripeRefundCharge(ledger: SqlLedger, opts: { chargeId: st
 /** `webhooks serve --port <p>`: runs until `signal` aborts (or forever); returns the server so callers can close it. */
 export async function webhooksServe(
   ledger: SqlLedger,
-  opts: StripeCommonOptions & { port?: number; host?: string; path?: string; webhookSecret?: string; quota?: QuotaService },
+  opts: StripeCommonOptions & WebhookServerOptions & { webhookSecret?: string; quota?: QuotaService },
   print: Print = () => undefined,
 ): Promise<WebhookServer> {
   const secret = opts.webhookSecret ?? process.env.STRIPE_WEBHOOK_SECRET;
   if (!secret) throw new StripeIntegrationError('STRIPE_NOT_CONFIGURED', 'No webhook signing secret: pass --webhook-secret or set STRIPE_WEBHOOK_SECRET');
   const quota = opts.quota ?? new QuotaService(ledger);
   const server = await startWebhookServer(
-    { ledger, secret, quota, stripe: opts.stripe ?? (opts.secretKey || process.env.STRIPE_SECRET_KEY ? client(opts) : undefined) },
-    { port: opts.port, host: opts.host, path: opts.path },
+    { ledger, secret, quota, stripe: opts.stripe ?? (opts.secretKey || process.env.STRIPE_SECRET_KEY ? client(opts) : undefined), log: print },
+    { port: opts.port, host: opts.host, path: opts.path, maxConnections: opts.maxConnections, idleTimeoutMs: opts.idleTimeoutMs },
   );
   print(`listening for Stripe webhooks on ${server.url}`);
   return server;

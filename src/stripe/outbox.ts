@@ -1,9 +1,10 @@
-import { createHash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
-import type { Row, SqlConnection } from '../ledger/dialect';
 import type { SqlLedger } from '../ledger/sql-ledger';
 import { ensureStripeCustomer, stripeCustomersFor } from './customers';
 import { StripeIntegrationError } from './errors';
+import { type LaneOutcome, runLanes } from './lanes';
+import { laneKey, OutboxQueue, type OutboxRow, type QueueCounts, type RowUpdate } from './outbox-queue';
 import {
   type BackoffOptions,
   backoffMs,
@@ -12,6 +13,7 @@ import {
   classifyFailure,
   factsOf,
   RateLimiter,
+  retryAfterMs,
 } from './retry';
 
 /**
@@ -23,11 +25,19 @@ import {
  *   was marked — the resend reuses the row's identifier and Stripe rejects it
  *   as a duplicate, which counts as delivered. (Stripe enforces identifier
  *   uniqueness for 24 h; a lease is seconds.)
- * - Every POST carries our own idempotency key `fbme:<identifier>:<timestamp>`.
- *   The SDK's own retries are off (maxNetworkRetries 0 is recommended): this
- *   loop retries 429, 5xx and connection failures with capped exponential
- *   backoff and 50–100 % jitter, and a circuit breaker stops calls while
- *   Stripe keeps failing.
+ * - The identifier is what prevents double counting, so every attempt carries
+ *   a fresh idempotency key `fbme:<identifier>:<uuid>`. Reusing one key would
+ *   be wrong here: Stripe saves the result of a request that began executing
+ *   under its key, a 500 included, and replays it for that key for 24 h.
+ * - One request at a time per customer and meter (Stripe's rule for this
+ *   endpoint), many customers in parallel (`concurrency`), under a global
+ *   rate limit. A 429 makes only that customer and meter wait (Retry-After
+ *   when given, else backoff) and never trips the circuit breaker, which
+ *   counts server failures (5xx, no answer) only.
+ * - After an outage the breaker lets one probe through; every other call of
+ *   the round waits for its result and goes on at once when it succeeds.
+ * - The SDK's own retries are off (maxNetworkRetries 0): failed events are
+ *   retried with capped exponential backoff and 50–100 % jitter.
  * - Optional aggregation: pending rows of one customer, meter and time window
  *   are frozen into a group (agg_id, committed before the send) and sent as one
  *   event whose identifier is the group id, so a restart resends the same group.
@@ -36,9 +46,9 @@ export interface OutboxDeliveryOptions {
   readonly stripe: Stripe;
   /** Rows leased per round (default 200). */
   readonly batchSize?: number;
-  /** Concurrent requests (default 8). */
+  /** Customers (customer + meter pairs) sent to in parallel, one request each at a time (default 16). */
   readonly concurrency?: number;
-  /** Requests a second (default 80; Stripe's meter-event endpoint takes ~1,000/s in live mode, 25/s global in test mode). */
+  /** Requests a second (default 80; Stripe's meter-event endpoint takes 1,000/s in live mode; in test mode it shares the 25/s basic limit). */
   readonly ratePerSecond?: number;
   readonly backoff?: BackoffOptions;
   readonly breaker?: BreakerOptions;
@@ -50,6 +60,8 @@ export interface OutboxDeliveryOptions {
   readonly aggregateWindowSeconds?: number;
   /** Create Stripe customers for unmapped ledger customers (default true); otherwise their rows wait. */
   readonly createCustomers?: boolean;
+  /** How long rows of a customer without a Stripe customer (not linked, or the create failed) wait before the next try (default 60 s). */
+  readonly customerRetryMs?: number;
   readonly clock?: () => number;
   readonly random?: () => number;
 }
@@ -57,6 +69,8 @@ export interface OutboxDeliveryOptions {
 export interface RoundResult {
   readonly leased: number;
   readonly requests: number;
+  /** Requests answered 429 (the customer and meter waited; not an attempt against the event). */
+  readonly throttled: number;
   readonly delivered: number;
   readonly duplicates: number;
   readonly retried: number;
@@ -64,24 +78,8 @@ export interface RoundResult {
   readonly waiting: number;
 }
 
-export interface OutboxStatus {
-  readonly pending: number;
-  readonly due: number;
-  readonly delivered: number;
-  readonly failed: number;
-  readonly oldestPendingAt: string | null;
-  readonly lastErrors: Array<{ id: string; attempts: number; error: string }>;
+export interface OutboxStatus extends QueueCounts {
   readonly breaker: 'closed' | 'open' | 'half-open';
-}
-
-interface OutboxRow {
-  id: string;
-  customerId: string;
-  eventName: string;
-  value: bigint;
-  occurredAt: number;
-  attempts: number;
-  aggId: string | null;
 }
 
 interface Done {
@@ -100,23 +98,13 @@ interface Send {
   value: bigint;
   occurredAt: number;
   rows: OutboxRow[];
+  /** Why its last request this round did not go through (a 429), if it is given back. */
+  lastError?: string;
 }
 
 const DAY_S = 86_400;
 /** Stripe takes meter events up to 35 days old and 5 minutes ahead; keep an hour of margin on the old side. */
 const OLDEST_S = 35 * DAY_S - 3600;
-
-function rowFrom(r: Row): OutboxRow {
-  return {
-    id: String(r.id),
-    customerId: String(r.customer_id),
-    eventName: String(r.event_name),
-    value: BigInt(String(r.value)),
-    occurredAt: Number(r.occurred_at),
-    attempts: Number(r.attempts),
-    aggId: r.agg_id === null || r.agg_id === undefined ? null : String(r.agg_id),
-  };
-}
 
 /** Seconds-since-epoch timestamp Stripe will accept for an event that happened at `occurredMs`. */
 export function meterTimestamp(occurredMs: number, nowMs: number): number {
@@ -127,14 +115,31 @@ export function meterTimestamp(occurredMs: number, nowMs: number): number {
   return ts;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const inList = (n: number) => `(${Array.from({ length: n }, () => '?').join(', ')})`;
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+/** Stripe's rule is per customer and meter: the lane a send waits in. */
+const laneOf = (s: Send) => laneKey(s.customerId, s.eventName);
 
 export class OutboxDelivery {
   readonly breaker: CircuitBreaker;
   private readonly limiter: RateLimiter;
   private readonly clock: () => number;
   private readonly random: () => number;
+  private readonly stripe: Stripe;
+  private readonly queue: OutboxQueue;
+  /** Per customer + meter: when it may be called again after a 429 (real time), across rounds. */
+  private readonly laneReadyAt = new Map<string, number>();
+  /** Per customer + meter: 429s in a row, for the backoff when Stripe gives no Retry-After. */
+  private readonly laneStrikes = new Map<string, number>();
   private readonly o: Required<Omit<OutboxDeliveryOptions, 'stripe' | 'backoff' | 'breaker' | 'clock' | 'random' | 'aggregateWindowSeconds'>> & {
     aggregateWindowSeconds: number | null;
     backoff: BackoffOptions;
@@ -149,147 +154,121 @@ export class OutboxDelivery {
     this.breaker = new CircuitBreaker(opts.breaker);
     this.o = {
       batchSize: opts.batchSize ?? 200,
-      concurrency: opts.concurrency ?? 8,
+      concurrency: opts.concurrency ?? 16,
       ratePerSecond: opts.ratePerSecond ?? 80,
       maxAttempts: opts.maxAttempts ?? 20,
       leaseMs: opts.leaseMs ?? 30_000,
       createCustomers: opts.createCustomers ?? true,
+      customerRetryMs: opts.customerRetryMs ?? 60_000,
       aggregateWindowSeconds: opts.aggregateWindowSeconds ?? null,
       backoff: opts.backoff ?? {},
     };
     // Rate limiting is about real time, whatever clock the rows are judged by.
     this.limiter = new RateLimiter(this.o.ratePerSecond, Math.max(1, Math.ceil(this.o.ratePerSecond / 10)), Date.now());
     this.stripe = opts.stripe;
+    this.queue = new OutboxQueue(ledger);
   }
 
-  private readonly stripe: Stripe;
-
-  private get d() {
-    return this.ledger.dialect;
-  }
-
-  /** Pending, delivered and failed counts, and why the last attempts failed. */
+  /** Pending, delivered and failed counts, why the last attempts failed, and the breaker. */
   async status(): Promise<OutboxStatus> {
     const now = this.clock();
-    return this.d.read(async (c) => {
-      const counts = await c.query('SELECT status, COUNT(*) AS n, MIN(occurred_at) AS oldest FROM billing_stripe_outbox GROUP BY status');
-      const [due] = await c.query("SELECT COUNT(*) AS n FROM billing_stripe_outbox WHERE status = 'pending' AND next_attempt_at <= ?", [now]);
-      const errors = await c.query(
-        "SELECT id, attempts, last_error FROM billing_stripe_outbox WHERE status IN ('pending', 'failed') AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 5",
-      );
-      const by = new Map(counts.map((r) => [String(r.status), r]));
-      const n = (s: string) => Number(by.get(s)?.n ?? 0);
-      const oldest = by.get('pending')?.oldest;
-      return {
-        pending: n('pending'),
-        due: Number(due?.n ?? 0),
-        delivered: n('delivered'),
-        failed: n('failed'),
-        oldestPendingAt: oldest === undefined || oldest === null ? null : new Date(Number(oldest)).toISOString(),
-        lastErrors: errors.map((r) => ({ id: String(r.id), attempts: Number(r.attempts), error: String(r.last_error) })),
-        breaker: this.breaker.state(now),
-      };
-    });
+    return { ...(await this.queue.counts(now)), breaker: this.breaker.state(now) };
   }
 
   /** Puts failed rows back in the queue (after fixing what made Stripe refuse them). */
-  async retryFailed(): Promise<number> {
-    const now = this.clock();
-    return this.d.writeTransaction((c) =>
-      c.run("UPDATE billing_stripe_outbox SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed'", [now]),
-    );
+  retryFailed(): Promise<number> {
+    return this.queue.retryFailed(this.clock());
   }
 
-  /** Leases up to batchSize due rows (freezing aggregation groups first) and delivers them once. */
+  /** Leases due rows and delivers them once: one request at a time per customer and meter, many customers at once. */
   async deliverRound(): Promise<RoundResult> {
     const now = this.clock();
-    const empty = { leased: 0, requests: 0, delivered: 0, duplicates: 0, retried: 0, failed: 0, waiting: 0 };
+    const empty = { leased: 0, requests: 0, throttled: 0, delivered: 0, duplicates: 0, retried: 0, failed: 0, waiting: 0 };
     if (this.breaker.waitMs(now) > 0) return empty;
-    const rows = await this.d.writeTransaction(async (c) => {
-      if (this.o.aggregateWindowSeconds) await this.freezeGroups(c, now);
-      const due = (
-        await c.query(
-          `SELECT * FROM billing_stripe_outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ? ${this.d.forUpdate}`,
-          [now, this.o.batchSize],
-        )
-      ).map(rowFrom);
-      // A group is only sent whole: pull in any of its rows the LIMIT cut off.
-      const groups = [...new Set(due.map((r) => r.aggId).filter((g): g is string => g !== null))];
-      const seen = new Set(due.map((r) => r.id));
-      if (groups.length) {
-        for (const r of await c.query(`SELECT * FROM billing_stripe_outbox WHERE status = 'pending' AND agg_id IN ${inList(groups.length)}`, groups)) {
-          if (!seen.has(String(r.id))) due.push(rowFrom(r));
-        }
-      }
-      if (due.length) {
-        await c.run(`UPDATE billing_stripe_outbox SET next_attempt_at = ? WHERE id IN ${inList(due.length)}`, [now + this.o.leaseMs, ...due.map((r) => r.id)]);
-      }
-      return due;
-    });
+    const rows = await this.queue.lease(now, this.o);
     if (rows.length === 0) return empty;
 
-    const sends = this.toSends(rows);
-    const customers = await this.resolveCustomers([...new Set(sends.map((s) => s.customerId))]);
     const result = { ...empty, leased: rows.length };
     const done: Done[] = [];
-    let fatal: unknown = null;
+    const sends: Send[] = [];
+    const customers = await this.resolveCustomers([...new Set(rows.map((r) => r.customerId))]);
+    for (const send of this.toSends(rows)) {
+      if (!customers.has(send.customerId)) {
+        done.push({ send, verdict: 'waiting', delayMs: this.o.customerRetryMs, error: `customer ${send.customerId} has no Stripe customer (link it or allow createCustomers)` });
+      } else if (send.value === 0n) {
+        // An aggregated group whose refunds cancelled its charges: nothing to tell Stripe.
+        done.push({ send, verdict: 'delivered' });
+      } else {
+        sends.push(send);
+      }
+    }
 
-    let next = 0;
-    const worker = async () => {
-      while (next < sends.length && fatal === null) {
-        const send = sends[next++]!;
-        const stripeCustomer = customers.get(send.customerId);
-        if (!stripeCustomer) {
-          done.push({ send, verdict: 'waiting', delayMs: 60_000, error: `customer ${send.customerId} has no Stripe customer (link it or allow createCustomers)` });
-          continue;
-        }
-        if (send.value === 0n) {
-          // An aggregated group whose refunds cancelled its charges: nothing to tell Stripe.
-          done.push({ send, verdict: 'delivered' });
-          continue;
-        }
-        if (!this.breaker.tryAcquire(this.clock())) {
-          // Not an attempt: the row waits for the breaker, its attempt count unchanged.
-          done.push({ send, verdict: 'waiting', delayMs: Math.max(100, this.breaker.waitMs(this.clock())), error: 'circuit breaker open' });
-          continue;
-        }
-        for (let wait = this.limiter.take(Date.now()); wait > 0; wait = this.limiter.take(Date.now())) await sleep(wait);
-        const ts = meterTimestamp(send.occurredAt, this.clock());
-        result.requests += 1;
-        try {
-          await this.stripe.billing.meterEvents.create(
-            {
-              event_name: send.eventName,
-              identifier: send.identifier,
-              timestamp: ts,
-              payload: { stripe_customer_id: stripeCustomer, value: send.value.toString() },
-            },
-            { idempotencyKey: `fbme:${send.identifier}:${ts}` },
-          );
-          this.breaker.success();
-          done.push({ send, verdict: 'delivered' });
-        } catch (e) {
-          const facts = factsOf(e);
-          const verdict = classifyFailure(facts);
-          if (verdict === 'duplicate') {
+    let fatal: unknown = null;
+    const attempt = async (send: Send, probe: boolean): Promise<LaneOutcome> => {
+      for (let wait = this.limiter.take(Date.now()); wait > 0; wait = this.limiter.take(Date.now())) await sleep(wait);
+      const ts = meterTimestamp(send.occurredAt, this.clock());
+      result.requests += 1;
+      try {
+        await this.stripe.billing.meterEvents.create(
+          {
+            event_name: send.eventName,
+            identifier: send.identifier,
+            timestamp: ts,
+            payload: { stripe_customer_id: customers.get(send.customerId)!, value: send.value.toString() },
+          },
+          // A fresh key per attempt: a key's saved result (even a 500) would only be replayed.
+          { idempotencyKey: `fbme:${send.identifier}:${randomUUID()}` },
+        );
+        this.breaker.success();
+        this.laneStrikes.delete(laneOf(send));
+        done.push({ send, verdict: 'delivered' });
+        return { kind: 'next' };
+      } catch (e) {
+        const facts = factsOf(e);
+        const verdict = classifyFailure(facts);
+        const error = `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500);
+        switch (verdict) {
+          case 'duplicate':
             this.breaker.success();
             done.push({ send, verdict: 'duplicate' });
-          } else if (verdict === 'fatal') {
+            return { kind: 'next' };
+          case 'fatal':
             this.breaker.failure(this.clock());
             fatal = e;
             done.push({ send, verdict: 'waiting', delayMs: 0, error: facts.message ?? 'authentication failed' });
-          } else {
-            if (verdict === 'retry') this.breaker.failure(this.clock());
-            else this.breaker.success(); // Stripe answered sensibly; the event itself is bad
-            done.push({ send, verdict, error: `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500) });
+            return { kind: 'halt' };
+          case 'throttled': {
+            // Stripe is up and answering: a probe that gets a 429 has done its job.
+            if (probe) this.breaker.success();
+            result.throttled += 1;
+            const lane = laneOf(send);
+            const strikes = (this.laneStrikes.get(lane) ?? 0) + 1;
+            this.laneStrikes.set(lane, strikes);
+            const waitMs = retryAfterMs(facts.retryAfterHeader) ?? backoffMs(strikes, this.o.backoff, this.random);
+            send.lastError = error;
+            return { kind: 'throttled', waitMs };
           }
+          case 'retry':
+            this.breaker.failure(this.clock());
+            done.push({ send, verdict: 'retry', error });
+            return { kind: 'next' };
+          case 'rejected':
+            this.breaker.success(); // Stripe answered sensibly; the event itself is bad
+            done.push({ send, verdict: 'rejected', error });
+            return { kind: 'next' };
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.o.concurrency, sends.length) }, worker));
-    // Rows never reached (fatal stop) go back to the queue untouched.
-    const reached = new Set(done.map((d) => d.send.identifier));
-    for (const s of sends) if (!reached.has(s.identifier)) done.push({ send: s, verdict: 'waiting', delayMs: 0, error: 'not attempted' });
+    const run = await runLanes(sends, laneOf, attempt, {
+      workers: this.o.concurrency,
+      breaker: this.breaker,
+      clock: this.clock,
+      deadline: Date.now() + this.o.leaseMs / 2,
+      readyAt: this.laneReadyAt,
+    });
+    // Not attempts: their attempt counts stay, and they are due again at once (or after their customer's wait).
+    for (const send of run.unattempted) done.push({ send, verdict: 'waiting', delayMs: 0, error: send.lastError ?? 'not attempted' });
+    for (const { item: send, delayMs } of run.deferred) done.push({ send, verdict: 'waiting', delayMs, error: send.lastError ?? 'rate limited' });
 
     await this.record(done, result);
     if (fatal !== null) {
@@ -304,7 +283,7 @@ export class OutboxDelivery {
   ): Promise<void> {
     const now = this.clock();
     const deliveredIds: string[] = [];
-    const updates: Array<[string, number, number, string | null, string]> = []; // status, attempts, next, error, id
+    const updates: RowUpdate[] = [];
     for (const { send, verdict, error, delayMs } of done) {
       if (verdict === 'delivered' || verdict === 'duplicate') {
         deliveredIds.push(...send.rows.map((r) => r.id));
@@ -315,30 +294,17 @@ export class OutboxDelivery {
       for (const r of send.rows) {
         if (verdict === 'waiting') {
           result.waiting += 1;
-          updates.push(['pending', r.attempts, now + (delayMs ?? 0), error ?? null, r.id]);
+          updates.push({ id: r.id, status: 'pending', attempts: r.attempts, nextAt: now + (delayMs ?? 0), error: error ?? null });
         } else if (verdict === 'rejected' || r.attempts + 1 >= this.o.maxAttempts) {
           result.failed += 1;
-          updates.push(['failed', r.attempts + 1, now, error ?? null, r.id]);
+          updates.push({ id: r.id, status: 'failed', attempts: r.attempts + 1, nextAt: now, error: error ?? null });
         } else {
           result.retried += 1;
-          updates.push(['pending', r.attempts + 1, now + backoffMs(r.attempts + 1, this.o.backoff, this.random), error ?? null, r.id]);
+          updates.push({ id: r.id, status: 'pending', attempts: r.attempts + 1, nextAt: now + backoffMs(r.attempts + 1, this.o.backoff, this.random), error: error ?? null });
         }
       }
     }
-    await this.d.writeTransaction(async (c) => {
-      for (let i = 0; i < deliveredIds.length; i += 500) {
-        const chunk = deliveredIds.slice(i, i + 500);
-        await c.run(
-          `UPDATE billing_stripe_outbox SET status = 'delivered', delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE status = 'pending' AND id IN ${inList(chunk.length)}`,
-          [now, ...chunk],
-        );
-      }
-      for (const [status, attempts, nextAt, error, id] of updates) {
-        await c.run("UPDATE billing_stripe_outbox SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'pending'", [
-          status, attempts, nextAt, error, id,
-        ]);
-      }
-    });
+    await this.queue.record(now, deliveredIds, updates);
   }
 
   private toSends(rows: OutboxRow[]): Send[] {
@@ -363,35 +329,6 @@ export class OutboxDelivery {
       });
     }
     return sends;
-  }
-
-  /**
-   * Freezes aggregation groups: due, ungrouped rows of one customer + meter +
-   * window get one agg_id, derived from their ids, committed before anything
-   * is sent. The current (still open) window is left alone until it closes.
-   */
-  private async freezeGroups(c: SqlConnection, now: number): Promise<void> {
-    const windowMs = this.o.aggregateWindowSeconds! * 1000;
-    const openWindowStart = Math.floor(now / windowMs) * windowMs;
-    const rows = await c.query(
-      `SELECT id, customer_id, event_name, occurred_at FROM billing_stripe_outbox
-        WHERE status = 'pending' AND agg_id IS NULL AND next_attempt_at <= ? AND occurred_at < ?
-        ORDER BY id LIMIT 5000 ${this.d.forUpdate}`,
-      [now, openWindowStart],
-    );
-    const groups = new Map<string, string[]>();
-    for (const r of rows) {
-      const w = Math.floor(Number(r.occurred_at) / windowMs);
-      const k = `${String(r.customer_id)}\u0000${String(r.event_name)}\u0000${w}`;
-      groups.set(k, [...(groups.get(k) ?? []), String(r.id)]);
-    }
-    for (const ids of groups.values()) {
-      const aggId = `fba_${createHash('sha256').update(ids.sort().join(',')).digest('hex').slice(0, 48)}`;
-      for (let i = 0; i < ids.length; i += 500) {
-        const chunk = ids.slice(i, i + 500);
-        await c.run(`UPDATE billing_stripe_outbox SET agg_id = ? WHERE agg_id IS NULL AND id IN ${inList(chunk.length)}`, [aggId, ...chunk]);
-      }
-    }
   }
 
   private async resolveCustomers(customerIds: string[]): Promise<Map<string, string>> {
@@ -425,16 +362,13 @@ export class OutboxDelivery {
       if (!opts.watch && status.pending === 0) return status;
       if (!opts.watch && opts.timeoutMs !== undefined && this.clock() - started > opts.timeoutMs) return status;
       if (round.leased === 0 || round.requests === 0) {
-        const wait = Math.max(20, Math.min(idle, await this.msUntilDue(), this.breaker.waitMs(this.clock()) || idle));
-        await sleep(wait);
+        // An open breaker decides alone when the next call may go (its probe); otherwise the next due row does.
+        const breakerWait = this.breaker.waitMs(this.clock());
+        await sleep(breakerWait > 0 ? breakerWait : Math.max(20, Math.min(idle, await this.queue.msUntilDue(this.clock()))), opts.signal);
       }
     }
     return this.status();
   }
 
-  private async msUntilDue(): Promise<number> {
-    const [r] = await this.d.read((c) => c.query("SELECT MIN(next_attempt_at) AS t FROM billing_stripe_outbox WHERE status = 'pending'"));
-    if (!r || r.t === null || r.t === undefined) return Number.MAX_SAFE_INTEGER;
-    return Math.max(0, Number(r.t) - this.clock());
-  }
+
 }

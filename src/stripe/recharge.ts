@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
-import type { Row, SqlConnection } from '../ledger/dialect';
+import { BillingError } from '../errors';
+import type { Row } from '../ledger/dialect';
 import type { SqlLedger } from '../ledger/sql-ledger';
 import { formatUsd, type Nanos } from '../money';
 import { stripeCustomerFor } from './customers';
@@ -99,14 +100,6 @@ export function rechargeKey(customerId: string, sequence: number, attempt: numbe
   return `fb-recharge:${customerId}:${sequence}:${attempt}`;
 }
 
-/** balance − open unexpired holds, read on the claim's own connection. */
-async function availableIn(c: SqlConnection, customerId: string, now: number): Promise<bigint> {
-  const [cust] = await c.query('SELECT balance, held FROM billing_customers WHERE id = ?', [customerId]);
-  if (!cust) return 0n;
-  const [exp] = await c.query("SELECT COALESCE(SUM(amount), 0) AS s FROM billing_holds WHERE customer_id = ? AND status = 'pending' AND expires_at <= ?", [customerId, now]);
-  return BigInt(String(cust.balance)) - (BigInt(String(cust.held)) - BigInt(String(exp?.s ?? 0)));
-}
-
 export class AutoRecharge {
   private readonly clock: () => number;
   /** A claim older than this is presumed orphaned (its process died) and is resumed with the same key. */
@@ -168,23 +161,38 @@ export class AutoRecharge {
     return out;
   }
 
-  /** Recharges the customer if its available balance is below the threshold and nothing is in flight. */
+  /** The ledger's own available balance (balance − open holds); 0 for a customer the ledger does not know. */
+  private async available(customerId: string): Promise<bigint> {
+    try {
+      return (await this.ledger.balance(customerId)).available;
+    } catch (e) {
+      if (e instanceof BillingError && e.code === 'CUSTOMER_NOT_FOUND') return 0n;
+      throw e;
+    }
+  }
+
+  /**
+   * Recharges the customer if its available balance is below the threshold and nothing is in flight.
+   * The balance is read before the claim (most checks stop there) and again after a new claim: a
+   * recharge that completed a moment ago committed its top-up before releasing its claim, so the
+   * second read sees it and the new claim is let go instead of charging the card twice.
+   */
   async check(customerId: string): Promise<RechargeOutcome> {
     const now = this.clock();
-    type Claim = { outcome: RechargeOutcome } | { key: string; cfg: RechargeRow };
+    const before = await this.available(customerId);
+    type Claim = { outcome: RechargeOutcome } | { key: string; cfg: RechargeRow; resumed: boolean };
     const claim = await this.d.writeTransaction<Claim>(async (c) => {
       const [r] = await c.query(`SELECT * FROM billing_stripe_recharge WHERE customer_id = ? ${this.d.forUpdate}`, [customerId]);
       if (!r) return { outcome: { status: 'disabled' } };
       const row = rowFrom(r);
       if (!row.enabled || !row.paymentMethod) return { outcome: { status: 'disabled' } };
-      // Read inside the claim: a recharge that completed a moment ago (top-up committed before its claim was released) is seen.
-      const available = await availableIn(c, customerId, now);
       if (row.inFlightKey !== null) {
         if (row.inFlightSince !== null && now - row.inFlightSince < this.staleMs) return { outcome: { status: 'in_flight', key: row.inFlightKey } };
         // Orphaned claim: resume it with the same key (Stripe replays the original answer).
         await c.run('UPDATE billing_stripe_recharge SET in_flight_since = ?, updated_at = ? WHERE customer_id = ?', [now, now, customerId]);
-        return { key: row.inFlightKey, cfg: row };
+        return { key: row.inFlightKey, cfg: row, resumed: true };
       }
+      const available = before;
       if (available >= row.threshold) {
         if (row.failingSince !== null) {
           // The attempt counter is not reset: every attempt of a sequence needs a key of its own, or Stripe would replay an old decline.
@@ -204,9 +212,21 @@ export class AutoRecharge {
       await c.run('UPDATE billing_stripe_recharge SET in_flight_key = ?, in_flight_since = ?, last_attempt_at = ?, updated_at = ? WHERE customer_id = ?', [
         key, now, now, now, customerId,
       ]);
-      return { key, cfg: row };
+      return { key, cfg: row, resumed: false };
     });
     if ('outcome' in claim) return claim.outcome;
+    if (!claim.resumed) {
+      const after = await this.available(customerId);
+      if (after >= claim.cfg.threshold) {
+        // Never sent: the key is free for the next real attempt.
+        await this.d.writeTransaction((c) =>
+          c.run('UPDATE billing_stripe_recharge SET in_flight_key = NULL, in_flight_since = NULL, updated_at = ? WHERE customer_id = ? AND in_flight_key = ?', [
+            this.clock(), customerId, claim.key,
+          ]),
+        );
+        return { status: 'not_needed', available: formatUsd(after) };
+      }
+    }
     return this.attempt(customerId, claim.key, claim.cfg);
   }
 

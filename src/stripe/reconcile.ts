@@ -31,6 +31,8 @@ export interface ReconcileReport {
   readonly period: { start: string; end: string };
   readonly unit: 'micro-USD';
   readonly ok: boolean;
+  /** How long it waited for Stripe's summaries to catch up (see ReconcileOptions.settleMs). */
+  readonly settledMs: number;
   readonly lines: readonly ReconcileLine[];
   readonly differences: readonly ReconcileLine[];
 }
@@ -56,13 +58,32 @@ export function parsePeriod(spec: string | undefined, now: number = Date.now()):
   return { start, end };
 }
 
+export interface ReconcileOptions {
+  /**
+   * Meter event summaries are eventually consistent (Stripe aggregates events
+   * asynchronously), so a difference right after a sync may only be events not
+   * yet counted. While differences remain, the Stripe side of those lines is
+   * read again (after 1 s, 2 s, 4 s, … at most 10 s apart) until this window
+   * has passed. Default 0: one read.
+   */
+  readonly settleMs?: number;
+  /** For tests: how to wait. */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 /**
  * Compares, per customer and meter, the ledger's metered usage in a period
  * (the outbox: written with each charge, so it is the ledger's own account in
  * Stripe's unit) with the sum of Stripe's meter event summaries. Like with
  * like: both sides are whole micro-USD meter units keyed by event timestamp.
+ *
+ * Events Stripe accepted but later dropped (it validates the customer and the
+ * meter asynchronously) never reach the summaries: they stay a difference
+ * after the settle window, on the line of the customer they belong to.
  */
-export async function reconcile(ledger: SqlLedger, stripe: Stripe, period: ReconcilePeriod): Promise<ReconcileReport> {
+export async function reconcile(ledger: SqlLedger, stripe: Stripe, period: ReconcilePeriod, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
   const start = Math.floor(period.start / MINUTE) * MINUTE;
   const end = Math.ceil(period.end / MINUTE) * MINUTE;
   const rows = await ledger.dialect.read((c) =>
@@ -77,44 +98,59 @@ export async function reconcile(ledger: SqlLedger, stripe: Stripe, period: Recon
   );
   const mapping = await stripeCustomersFor(ledger, [...new Set(rows.map((r) => String(r.customer_id)))]);
   const meters = new Map<string, string | null>();
+  const stripeUnitsOf = async (stripeCustomerId: string | null, eventName: string): Promise<bigint | null> => {
+    if (!meters.has(eventName)) meters.set(eventName, await findMeter(stripe, eventName));
+    const meterId = meters.get(eventName) ?? null;
+    if (!stripeCustomerId || !meterId) return null;
+    let units = 0n;
+    for await (const s of stripe.billing.meters.listEventSummaries(meterId, { customer: stripeCustomerId, start_time: start / 1000, end_time: end / 1000, limit: 100 })) {
+      // Summaries are JSON numbers; each is a sum of whole units, exact below 2^53 (≈ $9 billion in micro-USD).
+      units += BigInt(Math.round(s.aggregated_value));
+    }
+    return units;
+  };
+  const lineFor = (base: Omit<ReconcileLine, 'stripeUnits' | 'difference'>, stripeUnits: bigint | null): ReconcileLine => ({
+    ...base,
+    stripeUnits: stripeUnits === null ? null : stripeUnits.toString(),
+    difference: stripeUnits === null ? null : (stripeUnits - BigInt(base.ledgerUnits)).toString(),
+  });
+
   const lines: ReconcileLine[] = [];
   for (const r of rows) {
     const customerId = String(r.customer_id);
     const eventName = String(r.event_name);
-    const ledgerUnits = BigInt(String(r.units));
     const stripeCustomerId = mapping.get(customerId) ?? null;
-    if (!meters.has(eventName)) meters.set(eventName, await findMeter(stripe, eventName));
-    const meterId = meters.get(eventName) ?? null;
-    let stripeUnits: bigint | null = null;
-    if (stripeCustomerId && meterId) {
-      stripeUnits = 0n;
-      for await (const s of stripe.billing.meters.listEventSummaries(meterId, {
-        customer: stripeCustomerId,
-        start_time: start / 1000,
-        end_time: end / 1000,
-        limit: 100,
-      })) {
-        // Summaries are JSON numbers; each is a sum of whole units, exact below 2^53 (≈ $9 billion in micro-USD).
-        stripeUnits += BigInt(Math.round(s.aggregated_value));
-      }
-    }
-    lines.push({
+    const base = {
       customerId,
       stripeCustomerId,
       eventName,
-      ledgerUnits: ledgerUnits.toString(),
+      ledgerUnits: BigInt(String(r.units)).toString(),
       ledgerUsd: formatUsd(BigInt(String(r.nanos))),
-      stripeUnits: stripeUnits === null ? null : stripeUnits.toString(),
-      difference: stripeUnits === null ? null : (stripeUnits - ledgerUnits).toString(),
       pendingEvents: Number(r.pending),
       failedEvents: Number(r.failed),
-    });
+    };
+    lines.push(lineFor(base, await stripeUnitsOf(stripeCustomerId, eventName)));
   }
+
+  const sleep = opts.sleep ?? realSleep;
+  const deadline = Date.now() + (opts.settleMs ?? 0);
+  let waited = 0;
+  for (let pause = 1000; ; pause = Math.min(10_000, pause * 2)) {
+    const open = lines.map((l, i) => [l, i] as const).filter(([l]) => l.difference !== '0' && l.difference !== null);
+    const left = deadline - Date.now();
+    if (open.length === 0 || left <= 0) break;
+    const ms = Math.min(pause, left);
+    await sleep(ms);
+    waited += ms;
+    for (const [l, i] of open) lines[i] = lineFor(l, await stripeUnitsOf(l.stripeCustomerId, l.eventName));
+  }
+
   const differences = lines.filter((l) => l.difference !== '0');
   return {
     period: { start: new Date(start).toISOString(), end: new Date(end).toISOString() },
     unit: 'micro-USD',
     ok: differences.length === 0,
+    settledMs: waited,
     lines,
     differences,
   };

@@ -15,16 +15,21 @@ export interface FailureFacts {
   readonly message?: string;
   /** `Stripe-Should-Retry` response header, when present. */
   readonly shouldRetryHeader?: string;
+  /** `Retry-After` response header, when present (seconds or an HTTP date). */
+  readonly retryAfterHeader?: string;
 }
 
 /**
- * The closed set of delivery outcomes:
+ * The closed set of meter-event delivery outcomes:
  * - `duplicate`: Stripe already holds an event with this identifier → counts as delivered.
- * - `retry`: rate limited, Stripe-side error or no answer → try again later with backoff.
+ * - `throttled`: 429 (rate or concurrency limit, lock timeout) or 409 → wait on this customer
+ *   and meter only; the event is not at fault and Stripe is up, so the breaker is not told.
+ * - `retry`: a server failure (5xx) or no answer → try again later with backoff; counts
+ *   towards the circuit breaker.
  * - `rejected`: Stripe refused this event (bad value, unknown customer, timestamp out of window) → failed; retrying cannot help.
  * - `fatal`: the whole sync is misconfigured (wrong key, no permission) → stop, do not blame the event.
  */
-export type DeliveryVerdict = 'duplicate' | 'retry' | 'rejected' | 'fatal';
+export type DeliveryVerdict = 'duplicate' | 'throttled' | 'retry' | 'rejected' | 'fatal';
 
 /** Stripe's message for a meter event whose identifier it has already seen; it carries no `code`. */
 const DUPLICATE_IDENTIFIER = /^An event already exists with identifier /;
@@ -32,35 +37,68 @@ const DUPLICATE_IDENTIFIER = /^An event already exists with identifier /;
 export function factsOf(e: unknown): FailureFacts {
   if (typeof e !== 'object' || e === null) return { message: String(e) };
   const err = e as { statusCode?: unknown; type?: unknown; rawType?: unknown; code?: unknown; message?: unknown; headers?: Record<string, unknown> };
-  const header = err.headers?.['stripe-should-retry'];
+  const header = (name: string) => {
+    const v = err.headers?.[name];
+    return typeof v === 'string' ? v : undefined;
+  };
   return {
     statusCode: typeof err.statusCode === 'number' ? err.statusCode : undefined,
     type: typeof err.type === 'string' ? err.type : undefined,
     rawType: typeof err.rawType === 'string' ? err.rawType : undefined,
     code: typeof err.code === 'string' ? err.code : undefined,
     message: typeof err.message === 'string' ? err.message : undefined,
-    shouldRetryHeader: typeof header === 'string' ? header : undefined,
+    shouldRetryHeader: header('stripe-should-retry'),
+    retryAfterHeader: header('retry-after'),
   };
 }
 
-/** Classifies one failed meter-event POST. Precedence: duplicate, fatal, retry, rejected. */
+/**
+ * Classifies one failed meter-event POST. Precedence: duplicate, fatal,
+ * throttled, retry, rejected.
+ *
+ * Every delivery attempt carries a fresh idempotency key (the identifier is
+ * what prevents double counting), so `Stripe-Should-Retry: false` on a 5xx —
+ * "this key's saved 500 would only be replayed" — does not stop a retry.
+ */
 export function classifyFailure(f: FailureFacts): DeliveryVerdict {
   if (f.statusCode === 400 && f.message !== undefined && DUPLICATE_IDENTIFIER.test(f.message)) return 'duplicate';
   if (f.statusCode === 401 || f.statusCode === 403 || f.type === 'StripeAuthenticationError' || f.type === 'StripePermissionError') return 'fatal';
-  if (shouldRetry(f)) return 'retry';
+  if (f.statusCode === 429 || f.statusCode === 409) return 'throttled';
+  if (f.statusCode === undefined) return f.type === undefined || f.type === 'StripeConnectionError' || f.type === 'StripeAPIError' ? 'retry' : 'rejected';
+  if (f.statusCode >= 500) return 'retry';
+  if (f.shouldRetryHeader === 'true') return 'throttled';
   return 'rejected';
 }
 
 /**
- * Whether a failure is worth another try: no answer at all (connection reset,
+ * Whether a failure is worth another try **with the same idempotency key**
+ * (auto-recharge, customer creation): no answer at all (connection reset,
  * timeout), 409 (concurrent idempotent request), 429 (rate limit or lock
- * timeout) and any 5xx. Stripe's explicit `Stripe-Should-Retry` header wins.
+ * timeout) and any 5xx. Stripe's explicit `Stripe-Should-Retry` header wins:
+ * a saved 500 replays for its key, so it says false.
  */
 export function shouldRetry(f: FailureFacts): boolean {
   if (f.shouldRetryHeader === 'true') return true;
   if (f.shouldRetryHeader === 'false') return false;
   if (f.statusCode === undefined) return f.type === undefined || f.type === 'StripeConnectionError' || f.type === 'StripeAPIError';
   return f.statusCode === 409 || f.statusCode === 429 || f.statusCode >= 500;
+}
+
+/** Longest `Retry-After` honoured; a larger value is treated as this. */
+export const MAX_RETRY_AFTER_MS = 60_000;
+
+/** `Retry-After` as milliseconds (delta-seconds or an HTTP date), capped; undefined when absent or unreadable. */
+export function retryAfterMs(header: string | undefined, now: number = Date.now()): number | undefined {
+  if (header === undefined) return undefined;
+  const t = header.trim();
+  let ms: number;
+  if (/^\d+(\.\d+)?$/.test(t)) ms = Number(t) * 1000;
+  else {
+    const at = Date.parse(t);
+    if (!Number.isFinite(at)) return undefined;
+    ms = at - now;
+  }
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.ceil(ms)));
 }
 
 export interface BackoffOptions {
@@ -131,12 +169,23 @@ export class CircuitBreaker {
 
   /** Asks to make one call; true when allowed. In half-open only one probe is allowed at a time. */
   tryAcquire(now: number): boolean {
+    const a = this.acquire(now);
+    return a === 'go' || a === 'probe';
+  }
+
+  /**
+   * Asks to make one call: `go` (closed), `probe` (this call is the half-open
+   * probe; report its result with success/failure), `wait` (a probe is in
+   * flight: wait for its result, then ask again) or `refused` (open).
+   */
+  acquire(now: number): 'go' | 'probe' | 'wait' | 'refused' {
     const s = this.state(now);
-    if (s === 'closed') return true;
-    if (s === 'open' || this.probing) return false;
+    if (s === 'closed') return 'go';
+    if (s === 'open') return 'refused';
+    if (this.probing) return 'wait';
     this.probing = true;
     this.stateName = 'half-open';
-    return true;
+    return 'probe';
   }
 
   success(): void {

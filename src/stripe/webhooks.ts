@@ -6,7 +6,9 @@ import type { SqlLedger } from '../ledger/sql-ledger';
 import { formatUsd } from '../money';
 import type { QuotaService } from '../quota/service';
 import { ledgerCustomerForStripe } from './customers';
+import { StripeIntegrationError } from './errors';
 import { completeRecharge, failRecharge, NANOS_PER_CENT } from './recharge';
+import { parseWebhookEvent, type WebhookEvent } from './webhook-events';
 
 /**
  * Stripe webhooks. `handleWebhook` is the function an operator mounts in their
@@ -21,7 +23,11 @@ import { completeRecharge, failRecharge, NANOS_PER_CENT } from './recharge';
  *   skipped. Every action is also idempotent on its own (top-ups keyed by the
  *   payment intent, status changes are absolute), so two deliveries racing
  *   before either is recorded still apply once.
- * - Unknown event types are acknowledged (200) and ignored, so Stripe stops resending them.
+ * - The event's shape is then checked (zod, webhook-events.ts): a signed but
+ *   malformed event gets 400 VALIDATION_ERROR and touches nothing.
+ * - Unknown event types, and events that are not ours (no top-up metadata, an
+ *   unlinked customer), are acknowledged (200) so Stripe stops resending them,
+ *   and logged with the reason.
  */
 export interface WebhookDeps {
   readonly ledger: SqlLedger;
@@ -35,14 +41,38 @@ export interface WebhookDeps {
   readonly clock?: () => number;
   /** Maps a Stripe subscription to a plan id; default: metadata.fb_plan_id, else the first item's price lookup_key. */
   readonly planOf?: (sub: Stripe.Subscription) => string | null;
+  /** Receives one line per event refused, ignored or applied (default: none). */
+  readonly log?: (line: string) => void;
 }
 
 export interface WebhookResult {
   readonly status: number;
-  readonly body: { received: boolean; eventId?: string; type?: string; duplicate?: boolean; ignored?: boolean; applied?: unknown; error?: string };
+  readonly body: {
+    received: boolean;
+    eventId?: string;
+    type?: string;
+    duplicate?: boolean;
+    ignored?: boolean;
+    /** Why an acknowledged event changed nothing. */
+    reason?: string;
+    applied?: unknown;
+    error?: string;
+    /** The typed error's stable code, for refused deliveries. */
+    code?: string;
+    details?: unknown;
+  };
 }
 
 export const WEBHOOK_TOLERANCE_SECONDS = 300;
+
+/** An acknowledged event that changed nothing, with the reason (logged, and in the reply). */
+interface Ignored {
+  readonly ignored: string;
+}
+const ignore = (reason: string): Ignored => ({ ignored: reason });
+const isIgnored = (v: unknown): v is Ignored => typeof v === 'object' && v !== null && 'ignored' in v && typeof (v as Ignored).ignored === 'string';
+
+type Sub = Extract<WebhookEvent, { type: 'customer.subscription.updated' }>['object'];
 
 function defaultPlanOf(sub: Stripe.Subscription): string | null {
   const fromMeta = sub.metadata?.fb_plan_id;
@@ -53,32 +83,59 @@ function defaultPlanOf(sub: Stripe.Subscription): string | null {
 
 const idOf = (v: string | { id: string } | null | undefined): string | null => (v === null || v === undefined ? null : typeof v === 'string' ? v : v.id);
 
+function refused(deps: WebhookDeps, status: number, err: BillingError): WebhookResult {
+  deps.log?.(`webhook refused (${status} ${err.code}): ${err.message}`);
+  return { status, body: { received: false, error: err.message, code: err.code, details: err.details } };
+}
+
 export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string, signature: string | string[] | undefined): Promise<WebhookResult> {
   const stripe = deps.stripe ?? new Stripe('sk_webhook_verification_only');
   const header = Array.isArray(signature) ? signature[0] : signature;
-  if (!header) return { status: 400, body: { received: false, error: 'missing Stripe-Signature header' } };
+  if (!header) return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', 'missing Stripe-Signature header'));
   if (typeof rawBody !== 'string' && !Buffer.isBuffer(rawBody)) {
-    return { status: 400, body: { received: false, error: 'the webhook body must be the raw request bytes (Buffer or string), not parsed JSON' } };
+    return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', 'the webhook body must be the raw request bytes (Buffer or string), not parsed JSON'));
   }
-  let event: Stripe.Event;
+  const receivedAt = deps.clock ? Math.floor(deps.clock() / 1000) : undefined;
+  const tolerance = deps.toleranceSeconds ?? WEBHOOK_TOLERANCE_SECONDS;
+  let verified: unknown;
+  let thin: { id: string; type: string; related?: string } | null = null;
   try {
-    const receivedAt = deps.clock ? Math.floor(deps.clock() / 1000) : undefined;
-    event = stripe.webhooks.constructEvent(rawBody, header, deps.secret, deps.toleranceSeconds ?? WEBHOOK_TOLERANCE_SECONDS, undefined, receivedAt);
+    verified = stripe.webhooks.constructEvent(rawBody, header, deps.secret, tolerance, undefined, receivedAt);
   } catch (e) {
-    return { status: 400, body: { received: false, error: `signature verification failed: ${(e as Error).message}` } };
+    const message = (e as Error).message;
+    if (!/thin event/.test(message)) return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', `signature verification failed: ${message}`));
+    // A v2 "thin" event notification (an event destination, e.g. v1.billing.meter.error_report_triggered): verified its own way.
+    try {
+      const n = stripe.parseEventNotification(rawBody, header, deps.secret, tolerance, undefined, receivedAt) as { id: string; type: string; related_object?: { id?: string } | null };
+      thin = { id: n.id, type: n.type, related: n.related_object?.id };
+    } catch (e2) {
+      return refused(deps, 400, new StripeIntegrationError('STRIPE_SIGNATURE_INVALID', `signature verification failed: ${(e2 as Error).message}`));
+    }
+  }
+  let event: WebhookEvent;
+  try {
+    event = thin ? { id: thin.id, type: thin.type, object: null, unhandled: true } : parseWebhookEvent(verified);
+  } catch (e) {
+    // Signed but malformed: retrying cannot fix it, and nothing was touched.
+    if (e instanceof BillingError) return refused(deps, 400, e);
+    throw e;
   }
 
   const d = deps.ledger.dialect;
   const seen = await d.read((c) => c.query('SELECT result FROM billing_stripe_webhook_events WHERE id = ?', [event.id]));
-  if (seen[0]) return { status: 200, body: { received: true, eventId: event.id, type: event.type, duplicate: true } };
+  if (seen[0]) {
+    deps.log?.(`webhook ${event.id} (${event.type}) ignored: already applied`);
+    return { status: 200, body: { received: true, eventId: event.id, type: event.type, duplicate: true, reason: 'already applied' } };
+  }
 
   let applied: unknown;
   try {
-    applied = await apply(deps, event);
+    applied = event.object === null ? ignore(unhandledReason(event.type, thin?.related)) : await apply(deps, event);
   } catch (e) {
     // Not recorded: Stripe redelivers, and every action is idempotent.
     const msg = e instanceof Error ? e.message : String(e);
-    return { status: 500, body: { received: false, eventId: event.id, type: event.type, error: msg } };
+    deps.log?.(`webhook ${event.id} (${event.type}) failed, Stripe will redeliver: ${msg}`);
+    return { status: 500, body: { received: false, eventId: event.id, type: event.type, error: msg, ...(e instanceof BillingError ? { code: e.code } : {}) } };
   }
   const now = deps.clock?.() ?? deps.ledger.now();
   await d.writeTransaction((c) =>
@@ -86,58 +143,74 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
       event.id, event.type, JSON.stringify(applied ?? null), now,
     ]),
   );
-  return { status: 200, body: { received: true, eventId: event.id, type: event.type, ignored: applied === undefined, applied } };
+  if (isIgnored(applied)) {
+    deps.log?.(`webhook ${event.id} (${event.type}) ignored: ${applied.ignored}`);
+    return { status: 200, body: { received: true, eventId: event.id, type: event.type, ignored: true, reason: applied.ignored } };
+  }
+  deps.log?.(`webhook ${event.id} (${event.type}) applied: ${JSON.stringify(applied)}`);
+  return { status: 200, body: { received: true, eventId: event.id, type: event.type, ignored: false, applied } };
 }
 
-async function customerFrom(deps: WebhookDeps, metadataId: string | undefined, stripeCustomer: string | null): Promise<string | null> {
+function unhandledReason(type: string, related: string | undefined): string {
+  if (type === 'v1.billing.meter.error_report_triggered') {
+    // Stripe validates meter events asynchronously; this says some were dropped. Which rows: reconcile shows the customers.
+    return `Stripe reports meter events it rejected for meter ${related ?? '?'}: run \`flowise-billing stripe reconcile\` to find the customers whose usage is missing, and see the meter's errors in the Dashboard`;
+  }
+  return `event type ${type} is not handled`;
+}
+
+async function customerFrom(deps: WebhookDeps, metadataId: string | undefined | null, stripeCustomer: string | null): Promise<string | null> {
   if (metadataId) return metadataId;
   return stripeCustomer ? ledgerCustomerForStripe(deps.ledger, stripeCustomer) : null;
 }
 
-/** Applies one verified event; returns what it did, or undefined when the event is not ours to handle. */
-async function apply(deps: WebhookDeps, event: Stripe.Event): Promise<unknown> {
+const NO_CUSTOMER = 'no fb_customer_id metadata and the Stripe customer is not linked to a ledger customer';
+
+/** Applies one verified, well-shaped event; returns what it did, or why it changed nothing. */
+async function apply(deps: WebhookDeps, event: Exclude<WebhookEvent, { object: null }>): Promise<unknown> {
   const now = deps.clock?.() ?? deps.ledger.now();
   switch (event.type) {
     case 'payment_intent.succeeded': {
-      const pi = event.data.object;
+      const pi = event.object;
       const purpose = pi.metadata?.fb_purpose;
-      if (purpose !== 'auto_recharge' && purpose !== 'topup') return undefined;
+      if (purpose !== 'auto_recharge' && purpose !== 'topup') return ignore(`payment ${pi.id} has fb_purpose ${JSON.stringify(purpose ?? null)}, not topup or auto_recharge`);
       const customerId = await customerFrom(deps, pi.metadata?.fb_customer_id, idOf(pi.customer));
-      if (!customerId) return undefined;
+      if (!customerId) return ignore(NO_CUSTOMER);
       const credited = await completeRecharge(deps.ledger, {
         customerId, key: pi.metadata?.fb_recharge_key ?? null, paymentIntentId: pi.id, amountCents: pi.amount_received || pi.amount, now,
       });
       return { toppedUp: customerId, usd: formatUsd(credited), paymentIntent: pi.id };
     }
     case 'payment_intent.payment_failed': {
-      const pi = event.data.object;
+      const pi = event.object;
       const key = pi.metadata?.fb_recharge_key;
       const customerId = pi.metadata?.fb_customer_id;
-      if (pi.metadata?.fb_purpose !== 'auto_recharge' || !key || !customerId) return undefined;
+      if (pi.metadata?.fb_purpose !== 'auto_recharge' || !key || !customerId) return ignore(`payment ${pi.id} is not an auto-recharge (fb_purpose, fb_recharge_key, fb_customer_id)`);
       const error = pi.last_payment_error ? `${pi.last_payment_error.code ?? 'card_error'}: ${pi.last_payment_error.message ?? ''}` : 'payment failed';
       await failRecharge(deps.ledger, { customerId, key, paymentIntentId: pi.id, error, now });
       return { rechargeFailed: customerId, paymentIntent: pi.id, error };
     }
     case 'checkout.session.completed':
     case 'checkout.session.async_payment_succeeded': {
-      const session = event.data.object;
-      if (session.mode !== 'payment' || session.payment_status !== 'paid') return undefined;
-      if (session.metadata?.fb_purpose !== 'topup') return undefined;
-      const customerId = await customerFrom(deps, session.metadata?.fb_customer_id ?? session.client_reference_id ?? undefined, idOf(session.customer));
+      const session = event.object;
+      if (session.mode !== 'payment' || session.payment_status !== 'paid') return ignore(`session ${session.id} is ${session.mode}/${session.payment_status}, not a paid payment`);
+      if (session.metadata?.fb_purpose !== 'topup') return ignore(`session ${session.id} has no fb_purpose=topup metadata`);
+      const customerId = await customerFrom(deps, session.metadata?.fb_customer_id ?? session.client_reference_id, idOf(session.customer));
       const pi = idOf(session.payment_intent);
-      if (!customerId || !pi || session.amount_total === null) return undefined;
+      if (!customerId) return ignore(NO_CUSTOMER);
+      if (!pi || session.amount_total === null) return ignore(`session ${session.id} has no payment intent or amount`);
       // Same key as payment_intent.succeeded for the same payment: whichever arrives first credits, the other replays.
       const credited = await completeRecharge(deps.ledger, { customerId, key: null, paymentIntentId: pi, amountCents: session.amount_total, now });
       return { toppedUp: customerId, usd: formatUsd(credited), paymentIntent: pi };
     }
     case 'charge.refunded':
-      return refundTopUp(deps, event.data.object, now);
+      return refundTopUp(deps, event.object, now);
     case 'invoice.paid':
     case 'invoice.payment_failed': {
-      if (!deps.quota) return undefined;
-      const invoice = event.data.object;
+      if (!deps.quota) return ignore('no quota service: subscription events are not applied here');
+      const invoice = event.object;
       const customerId = await customerFrom(deps, invoice.metadata?.fb_customer_id, idOf(invoice.customer));
-      if (!customerId) return undefined;
+      if (!customerId) return ignore(NO_CUSTOMER);
       const status = event.type === 'invoice.paid' ? 'active' : 'suspended';
       try {
         await deps.quota.setStatus(customerId, status);
@@ -149,11 +222,11 @@ async function apply(deps: WebhookDeps, event: Stripe.Event): Promise<unknown> {
     }
     case 'customer.subscription.updated':
     case 'customer.subscription.created': {
-      if (!deps.quota) return undefined;
-      const sub = event.data.object;
+      if (!deps.quota) return ignore('no quota service: subscription events are not applied here');
+      const sub: Sub = event.object;
       const customerId = await customerFrom(deps, sub.metadata?.fb_customer_id, idOf(sub.customer));
-      if (!customerId) return undefined;
-      const planId = (deps.planOf ?? defaultPlanOf)(sub);
+      if (!customerId) return ignore(NO_CUSTOMER);
+      const planId = (deps.planOf ?? defaultPlanOf)(sub as unknown as Stripe.Subscription);
       const out: Record<string, unknown> = { customerId };
       if (planId) out.plan = (await deps.quota.subscribe({ customerId, planId })).change;
       if (sub.status === 'past_due' || sub.status === 'unpaid') {
@@ -166,10 +239,10 @@ async function apply(deps: WebhookDeps, event: Stripe.Event): Promise<unknown> {
       return out;
     }
     case 'customer.subscription.deleted': {
-      if (!deps.quota) return undefined;
-      const sub = event.data.object;
+      if (!deps.quota) return ignore('no quota service: subscription events are not applied here');
+      const sub = event.object;
       const customerId = await customerFrom(deps, sub.metadata?.fb_customer_id, idOf(sub.customer));
-      if (!customerId) return undefined;
+      if (!customerId) return ignore(NO_CUSTOMER);
       try {
         return { customerId, canceled: (await deps.quota.cancel(customerId)).periodEnd };
       } catch (e) {
@@ -177,8 +250,6 @@ async function apply(deps: WebhookDeps, event: Stripe.Event): Promise<unknown> {
         throw e;
       }
     }
-    default:
-      return undefined;
   }
 }
 
@@ -190,13 +261,13 @@ async function apply(deps: WebhookDeps, event: Stripe.Event): Promise<unknown> {
  * nothing. If the customer already spent the money, what is available is
  * taken and the remainder reported (the balance never goes negative).
  */
-async function refundTopUp(deps: WebhookDeps, charge: Stripe.Charge, now: number): Promise<unknown> {
+async function refundTopUp(deps: WebhookDeps, charge: Extract<WebhookEvent, { type: 'charge.refunded' }>['object'], now: number): Promise<unknown> {
   const pi = idOf(charge.payment_intent);
-  if (!pi) return undefined;
+  if (!pi) return ignore(`charge ${charge.id} has no payment intent`);
   const d = deps.ledger.dialect;
   // Only payments that credited the ledger (by their top-up key) are ours.
   const [credited] = await d.read((c) => c.query("SELECT customer_id FROM billing_idempotency WHERE key = ? AND operation = 'topUp'", [`stripe:pi:${pi}`]));
-  if (!credited) return undefined;
+  if (!credited) return ignore(`payment ${pi} did not top up the ledger`);
   const customerId = String(credited.customer_id);
   const [prev] = await d.read((c) => c.query('SELECT refunded_cents FROM billing_stripe_topup_refunds WHERE stripe_charge_id = ?', [charge.id]));
   const already = BigInt(String(prev?.refunded_cents ?? 0));
@@ -234,11 +305,26 @@ export interface WebhookServer {
   close(): Promise<void>;
 }
 
+export interface WebhookServerOptions {
+  readonly port?: number;
+  readonly host?: string;
+  readonly path?: string;
+  /** Largest body accepted (default 1 MiB; Stripe's events are far smaller). */
+  readonly maxBodyBytes?: number;
+  /** Open connections at most; more are refused at accept (default 256). */
+  readonly maxConnections?: number;
+  /** A socket with no traffic for this long is closed, idle keep-alive or a stalled sender (default 30 s). */
+  readonly idleTimeoutMs?: number;
+  /** Headers must arrive within this (default 10 s), the whole request within idleTimeoutMs. */
+  readonly headersTimeoutMs?: number;
+}
+
 /** An HTTP server answering POST <path> (default /stripe/webhooks) with handleWebhook. */
-export async function startWebhookServer(deps: WebhookDeps, opts: { port?: number; host?: string; path?: string; maxBodyBytes?: number } = {}): Promise<WebhookServer> {
+export async function startWebhookServer(deps: WebhookDeps, opts: WebhookServerOptions = {}): Promise<WebhookServer> {
   const path = opts.path ?? '/stripe/webhooks';
   const limit = opts.maxBodyBytes ?? 1024 * 1024;
-  const server = http.createServer((req, res) => {
+  const idle = opts.idleTimeoutMs ?? 30_000;
+  const server = http.createServer({ requestTimeout: idle, headersTimeout: Math.min(idle, opts.headersTimeoutMs ?? 10_000), keepAliveTimeout: Math.min(idle, 5_000) }, (req, res) => {
     const reply = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
       res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
@@ -263,6 +349,9 @@ export async function startWebhookServer(deps: WebhookDeps, opts: { port?: numbe
         .catch((e: unknown) => reply(500, { received: false, error: e instanceof Error ? e.message : String(e) }));
     });
   });
+  // Slow-loris and idle sockets are closed; a flood of connections is capped.
+  server.maxConnections = opts.maxConnections ?? 256;
+  server.setTimeout(idle, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());

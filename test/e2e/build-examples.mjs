@@ -11,6 +11,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { api, connect, ensureFlowise, flowNode, startFlowise } from './flowise-env.mjs';
+import { llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
 
 const EXAMPLES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples');
 const BASEPATH = 'http://127.0.0.1:8080/v1';
@@ -19,6 +20,7 @@ const BASEPATH = 'http://127.0.0.1:8080/v1';
 function exported(nodes, edges) {
   for (const n of nodes) {
     delete n.data.credential;
+    for (const cfg of [n.data.inputs?.llmModelConfig, n.data.inputs?.agentModelConfig]) if (cfg) cfg.credential = cfg.FLOWISE_CREDENTIAL_ID = '';
     delete n.data.icon;
     delete n.data.filePath;
     for (const p of n.data.inputParams ?? []) if (p.type === 'password') delete n.data.inputs[p.name];
@@ -82,6 +84,12 @@ export async function buildExamples(client) {
     const edges = [connect(start, gate), connect(gate, llm), connect(llm, charge)];
     fs.writeFileSync(path.join(EXAMPLES, 'billing-gate-agentflow.json'), JSON.stringify(exported([start, gate, llm, charge], edges), null, 2) + '\n');
   }
+  // 4–6. The metered variants: every call paid before it happens, refusals as answers (same builders as the e2e test).
+  const blank = { ledger: '', openai: '' };
+  const write = (file, f) => fs.writeFileSync(path.join(EXAMPLES, file), JSON.stringify(exported(f.nodes, f.edges), null, 2) + '\n');
+  write('metered-llm-agentflow.json', await llmAgentflow(client, blank, BASEPATH));
+  write('metered-tool-agentflow.json', await toolAgentflow(client, blank, BASEPATH));
+  write('metered-chatflow.json', await meteredChatflow(client, blank, BASEPATH));
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

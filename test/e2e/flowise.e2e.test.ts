@@ -21,6 +21,8 @@ import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin/guard';
 import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import { startLangfuseServer, type LangfuseServer } from '../support/langfuse-server';
 import { startOpenAIServer, type OpenAIServer, type RecordedCall } from '../support/openai-server';
+import { registerMeteredScenarios } from './metered.scenarios';
+import { flowiseDatabase } from './flowise-database';
 // @ts-expect-error plain ESM helper without types
 import * as env from './flowise-env.mjs';
 
@@ -70,10 +72,20 @@ function prepare(flow: Flow, ids: { ledger: string; openai: string }, basepath: 
 }
 
 /** Let callers send the billing token as an override variable (API → Override Config → Variables). */
-const API_CONFIG = { overrideConfig: { status: true, nodes: {}, variables: [{ id: '', name: 'billingToken', type: 'static', enabled: true }] } };
+const API_CONFIG = {
+  overrideConfig: {
+    status: true,
+    nodes: {},
+    variables: [
+      { id: '', name: 'billingToken', type: 'static', enabled: true },
+      { id: '', name: 'customerApiKey', type: 'static', enabled: true },
+    ],
+  },
+};
 
 describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   let fw: any;
+  let flowiseDb: Awaited<ReturnType<typeof flowiseDatabase>> | undefined;
   let client: Api;
   let model: OpenAIServer;
   let langfuse: LangfuseServer;
@@ -134,7 +146,9 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     card = await ledger.activeRateCard();
 
     // 3. Flowise with a temporary home; account, credentials and flows through its REST API
-    fw = await env.startFlowise({ home: path.join(home, 'flowise-home'), log: () => undefined });
+    // Flowise's own database on PostgreSQL: its SQLite answers concurrent predictions with SQLITE_BUSY (after the model was called).
+    flowiseDb = await flowiseDatabase();
+    fw = await env.startFlowise({ home: path.join(home, 'flowise-home'), log: () => undefined, env: flowiseDb.env });
     step(`Flowise up in ${(fw.startupMs / 1000).toFixed(1)}s at ${fw.url}`);
     client = env.api(fw.url);
     await client.setup();
@@ -161,6 +175,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
 
   afterAll(async () => {
     await fw?.stop({ keepHome: false });
+    await flowiseDb?.drop();
     await model?.close();
     await langfuse?.close();
     await ledger?.close();
@@ -431,7 +446,18 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await page.goto(`${fw.url}/canvas`, { waitUntil: 'domcontentloaded' });
       await page.locator('button[aria-label="add"]').click();
       await page.fill('#input-search-node', 'Billing');
-      for (const label of ['Quota Guard', 'Metered Chat Model', 'Metered Tool', 'Usage Tool']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      // The palette expands the matching categories only when few match; with the metered variants installed
+      // "Billing" can match many (their billing inputs), and then each category is a closed accordion.
+      await page.waitForTimeout(1000);
+      if ((await page.getByText('Quota Guard', { exact: true }).filter({ visible: true }).count()) === 0) {
+        await page.getByText('Billing', { exact: true }).filter({ visible: true }).first().click();
+      }
+      try {
+        for (const label of ['Quota Guard', 'Metered Chat Model', 'Metered Tool', 'Usage Tool']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      } catch (e) {
+        await shot('palette-chatflow-billing-failed');
+        throw e;
+      }
       await page.waitForTimeout(500);
       const palette = await shot('palette-chatflow-billing');
 
@@ -449,7 +475,12 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await page.goto(`${fw.url}/credentials`, { waitUntil: 'domcontentloaded' });
       await page.click('button:has-text("Add Credential")');
       await page.fill('#input-search-credential', 'Billing');
-      for (const label of ['Billing Ledger', 'Stripe Billing']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      try {
+        for (const label of ['Billing Ledger', 'Stripe Billing']) await page.getByText(label, { exact: true }).filter({ visible: true }).first().waitFor({ timeout: 30_000 });
+      } catch (e) {
+        await shot('credentials-billing-failed');
+        throw e;
+      }
       await page.waitForTimeout(500);
       await shot('credentials-billing');
 
@@ -470,4 +501,46 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await browser.close();
     }
   }, 120_000, { retry: 1 }); // a UI on a loaded 2-core machine can miss one render; the checks are unchanged
+
+  /** A logged-in headless Chromium page on this Flowise (CDP screenshots into .test-artifacts). */
+  async function withBrowser(fn: (page: any, shot: (name: string) => Promise<string>) => Promise<void>): Promise<void> {
+    if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      const shot = async (name: string) => {
+        const cdp = await page.context().newCDPSession(page);
+        const { data } = await cdp.send('Page.captureScreenshot', { format: 'png' });
+        const file = path.join(ARTIFACTS, `${name}.png`);
+        fs.writeFileSync(file, Buffer.from(data, 'base64'));
+        return file;
+      };
+      await page.goto(`${fw.url}/`, { waitUntil: 'domcontentloaded' });
+      await page.waitForURL(/\/signin/, { timeout: 30_000 });
+      await page.fill('#username', client.email);
+      await page.fill('#password', env.DEFAULT_PASSWORD ?? 'Billing-e2e-1!');
+      await page.click('button:has-text("Login")');
+      await page.waitForURL((u: URL) => !u.pathname.startsWith('/signin'), { timeout: 30_000 });
+      await fn(page, shot);
+    } finally {
+      await browser.close();
+    }
+  }
+
+  registerMeteredScenarios({
+    e2e,
+    step,
+    client: () => client,
+    model: () => model,
+    langfuse: () => langfuse,
+    ledger: () => ledger,
+    quota: () => quota,
+    card: () => card,
+    ids: () => ids,
+    secret: SECRET,
+    apiConfig: API_CONFIG,
+    customer,
+    browser: withBrowser,
+  });
 });

@@ -11,6 +11,14 @@
  * Where Stripe validates asynchronously (meter-event customer and value), this
  * double rejects synchronously: in production those events would be silently
  * dropped, which is worse, so a test should see them fail loudly.
+ *
+ * Rules of the live API it also keeps (https://docs.stripe.com/api/idempotent_requests,
+ * https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api#rate-limits):
+ * - a 500 from a request that began executing is saved under its idempotency
+ *   key and replayed for that key for 24 h (`Stripe-Should-Retry: false`);
+ * - one concurrent meter-event call per customer and meter: a second one while
+ *   the first is in flight gets 429 `rate_limit` (not saved under its key);
+ * - meter event summaries are eventually consistent (`summaryDelayMs`).
  */
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
@@ -24,6 +32,14 @@ export interface StripeServerOptions {
   webhookSecret?: string;
   /** Clock in milliseconds; lets tests move past the 24 h / 35 day windows. */
   now?: () => number;
+  /** How long a meter-event POST takes to process (default 0); the per-customer rule only bites while one is in flight. */
+  meterEventLatencyMs?: number;
+  /** Stripe's "one concurrent call per customer per meter" on POST /v1/billing/meter_events (default true). */
+  oneCallPerCustomerMeter?: boolean;
+  /** `Retry-After` (seconds) sent with the rule's 429s; omitted by default, as Stripe does not promise one. */
+  retryAfterSeconds?: number;
+  /** A meter event shows in event summaries only this long after it was accepted (default 0). */
+  summaryDelayMs?: number;
 }
 
 export type FaultKind =
@@ -42,6 +58,8 @@ export interface FaultSpec {
   kind: FaultKind;
   /** How many matching requests get the fault; default 1. */
   count?: number;
+  /** Fault only every Nth matching request (default 1: each), spreading faults over a run instead of an outage. */
+  every?: number;
   /** Only requests whose path starts with this string (or matches the RegExp). */
   path?: string | RegExp;
   method?: 'GET' | 'POST';
@@ -52,6 +70,12 @@ export interface FaultSpec {
   afterProcessing?: boolean;
   /** For `hang`: answer normally after this many ms instead of never. */
   hangMs?: number;
+  /**
+   * For `server_error`: whether Stripe had begun executing, so the 500 is saved
+   * under the request's idempotency key and replayed for it (default true, as
+   * the API documents; false models a failure in front of the API).
+   */
+  saved?: boolean;
 }
 
 export type PaymentOutcome = 'succeed' | 'card_declined' | 'insufficient_funds';
@@ -68,7 +92,12 @@ export interface RecordedRequest {
   replayed: boolean;
   status: number | null;
   fault: FaultKind | null;
+  /** Refused by the one-call-per-customer-and-meter rule (429). */
+  concurrencyLimited: boolean;
+  /** Arrival time (ms, the server's clock). */
   at: number;
+  /** When the answer was written, or null (reset, hang). */
+  answeredAt: number | null;
 }
 
 export type FormValue = string | FormObject;
@@ -212,6 +241,8 @@ export interface MeterEventRecord {
   created: number;
   /** The active meter for `event_name` at ingestion, or null (Stripe drops such events). */
   meter: string | null;
+  /** Accepted at (ms, the server's clock); summaries include it from `createdMs + summaryDelayMs`. */
+  createdMs: number;
   customer: string;
   value: string;
 }
@@ -619,6 +650,8 @@ interface StoredIdempotentResult {
 interface ActiveFault {
   spec: FaultSpec;
   remaining: number;
+  /** Matching requests seen, for `every`. */
+  seen: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -656,6 +689,14 @@ export class StripeTestServer {
   private portNumber = 0;
   private faults: ActiveFault[] = [];
   private readonly pendingTimers = new Set<NodeJS.Timeout>();
+  private readonly meterEventLatencyMs: number;
+  private readonly oneCallPerCustomerMeter: boolean;
+  private readonly retryAfterSeconds: number | undefined;
+  private readonly summaryDelayMs: number;
+  /** customer + event name → meter-event calls in flight. */
+  private readonly meterCallsInFlight = new Map<string, number>();
+  /** The most meter-event calls ever in flight at once for one customer and meter (counting refused ones). */
+  maxMeterCallsPerCustomerMeter = 0;
 
   private readonly customerStore = new Map<string, Customer>();
   private readonly paymentIntentStore = new Map<string, PaymentIntent>();
@@ -676,6 +717,10 @@ export class StripeTestServer {
     this.secretKey = opts.secretKey ?? randomId('sk_test', 32);
     this.webhookSecret = opts.webhookSecret ?? randomId('whsec', 32);
     this.now = opts.now ?? Date.now;
+    this.meterEventLatencyMs = opts.meterEventLatencyMs ?? 0;
+    this.oneCallPerCustomerMeter = opts.oneCallPerCustomerMeter ?? true;
+    this.retryAfterSeconds = opts.retryAfterSeconds;
+    this.summaryDelayMs = opts.summaryDelayMs ?? 0;
     this.routes = this.buildRoutes();
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
@@ -755,7 +800,7 @@ export class StripeTestServer {
   // --- test controls -------------------------------------------------------
 
   injectFaults(spec: FaultSpec): void {
-    this.faults.push({ spec, remaining: spec.count ?? 1 });
+    this.faults.push({ spec, remaining: spec.count ?? 1, seen: 0 });
   }
 
   clearFaults(): void {
@@ -824,10 +869,48 @@ export class StripeTestServer {
       replayed: false,
       status: null,
       fault: null,
+      concurrencyLimited: false,
       at: this.now(),
+      answeredAt: null,
     };
     this.requests.push(record);
+    // Parsed leniently up front so requests answered before the endpoint runs (limits, faults) still show their params.
+    try {
+      if (record.method === 'POST') record.params = parseForm(rawBody);
+    } catch {
+      // process() reports the encoding error
+    }
 
+    const lane = record.method === 'POST' && record.path === '/v1/billing/meter_events' ? meterLane(rawBody) : null;
+    if (lane !== null) {
+      const inFlight = (this.meterCallsInFlight.get(lane) ?? 0) + 1;
+      this.maxMeterCallsPerCustomerMeter = Math.max(this.maxMeterCallsPerCustomerMeter, inFlight);
+      if (inFlight > 1 && this.oneCallPerCustomerMeter) {
+        // The concurrency limiter answers before the endpoint runs: nothing is saved under the key.
+        record.concurrencyLimited = true;
+        const headers: Record<string, string> = this.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(this.retryAfterSeconds) };
+        this.send(record, res, this.errorReply(invalid(
+          'Request rate limit exceeded. You can only make one concurrent meter event request per customer and meter. ' +
+            'Learn more about rate limits here https://stripe.com/docs/rate-limits.',
+          { status: 429, code: 'rate_limit', headers },
+        )));
+        return;
+      }
+      this.meterCallsInFlight.set(lane, inFlight);
+      try {
+        if (this.meterEventLatencyMs > 0) await new Promise((r) => setTimeout(r, this.meterEventLatencyMs));
+        this.respond(record, url, req, res);
+      } finally {
+        const left = (this.meterCallsInFlight.get(lane) ?? 1) - 1;
+        if (left <= 0) this.meterCallsInFlight.delete(lane);
+        else this.meterCallsInFlight.set(lane, left);
+      }
+      return;
+    }
+    this.respond(record, url, req, res);
+  }
+
+  private respond(record: RecordedRequest, url: URL, req: http.IncomingMessage, res: http.ServerResponse): void {
     const fault = this.takeFault(record);
     if (fault) record.fault = fault.kind;
     if (fault && !fault.afterProcessing) {
@@ -843,11 +926,14 @@ export class StripeTestServer {
   }
 
   private takeFault(record: RecordedRequest): FaultSpec | undefined {
-    const active = this.faults.find(({ spec, remaining }) => {
+    const active = this.faults.find((f) => {
+      const { spec, remaining } = f;
       if (remaining <= 0) return false;
       if (spec.method && spec.method !== record.method) return false;
-      if (spec.path instanceof RegExp) return spec.path.test(record.path);
-      return spec.path === undefined || record.path.startsWith(spec.path);
+      const matches = spec.path instanceof RegExp ? spec.path.test(record.path) : spec.path === undefined || record.path.startsWith(spec.path);
+      if (!matches) return false;
+      f.seen += 1;
+      return f.seen % (spec.every ?? 1) === 0;
     });
     if (!active) return undefined;
     active.remaining -= 1;
@@ -890,13 +976,18 @@ export class StripeTestServer {
           { status: 429, code: 'lock_timeout', headers: { 'Stripe-Should-Retry': 'true' } },
         )));
         return;
-      case 'server_error':
-        this.send(record, res, this.errorReply(new ApiError(500, {
+      case 'server_error': {
+        const saved = fault.saved !== false && record.method === 'POST' && record.idempotencyKey !== null && !record.replayed;
+        const reply = this.errorReply(new ApiError(500, {
           type: 'api_error',
           message: "Sorry, something went wrong. We've already been notified of the problem, but if you need any help, " +
             'you can reach us at https://support.stripe.com/contact.',
-        })));
+        }, false, saved ? { 'Stripe-Should-Retry': 'false' } : {}));
+        // The endpoint had begun executing: this 500 is the key's result from now on.
+        if (saved) this.saveResult(record.idempotencyKey!, record, reply);
+        this.send(record, res, reply);
         return;
+      }
     }
   }
 
@@ -953,16 +1044,26 @@ export class StripeTestServer {
       if (!(err instanceof ApiError) || !err.replayable || key === null) throw err;
       reply = this.errorReply(err);
     }
-    if (key !== null) {
-      this.idempotency.set(key, {
-        fingerprint: canonical(record.params),
-        endpoint: `${record.method} ${record.path}`,
-        reply,
-        requestId: record.id,
-        createdAt: this.now(),
-      });
-    }
+    if (key !== null) this.saveResult(key, record, reply);
     return reply;
+  }
+
+  private saveResult(key: string, record: RecordedRequest, reply: Reply): void {
+    let params = record.params;
+    if (Object.keys(params).length === 0 && record.rawBody !== '') {
+      try {
+        params = parseForm(record.rawBody);
+      } catch {
+        return;
+      }
+    }
+    this.idempotency.set(key, {
+      fingerprint: canonical(params),
+      endpoint: `${record.method} ${record.path}`,
+      reply,
+      requestId: record.id,
+      createdAt: this.now(),
+    });
   }
 
   private authenticate(header: string | undefined): void {
@@ -1028,6 +1129,7 @@ export class StripeTestServer {
     };
     if (record.idempotencyKey !== null && record.method === 'POST') headers['Idempotency-Key'] = record.idempotencyKey;
     record.status = reply.status;
+    record.answeredAt = this.now();
     res.writeHead(reply.status, headers);
     res.end(payload);
   }
@@ -1370,6 +1472,7 @@ export class StripeTestServer {
       timestamp,
       created: now,
       meter: meter?.id ?? null,
+      createdMs: this.now(),
       customer,
       value,
     });
@@ -1391,8 +1494,10 @@ export class StripeTestServer {
       toEnum(grouping, 'value_grouping_window', ['day', 'hour'] as const)
     ];
 
+    // Eventually consistent, as Stripe documents: an event counts once it has been aggregated.
+    const aggregatedBefore = this.now() - this.summaryDelayMs;
     const events = this.meterEventLog.filter(
-      (e) => e.meter === meter.id && e.customer === customer && e.timestamp >= start && e.timestamp < end,
+      (e) => e.meter === meter.id && e.customer === customer && e.timestamp >= start && e.timestamp < end && e.createdMs <= aggregatedBefore,
     );
     const buckets = new Map<number, MeterEventRecord[]>();
     for (const e of events) {
@@ -1733,6 +1838,19 @@ export class StripeTestServer {
     this.checkoutStore.set(id, session);
     this.emit('checkout.session.created', session, request);
     return session;
+  }
+}
+
+/** The customer + event name a meter-event POST is for, read leniently (validation happens later). */
+function meterLane(rawBody: string): string | null {
+  try {
+    const params = parseForm(rawBody);
+    const eventName = params.event_name;
+    const payload = params.payload;
+    const customer = typeof payload === 'object' ? payload.stripe_customer_id : undefined;
+    return typeof eventName === 'string' && typeof customer === 'string' ? `${customer}\u0000${eventName}` : null;
+  } catch {
+    return null;
   }
 }
 

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import {
+  RECONCILE_SETTLE_MS,
   stripeCustomer,
   stripeReconcile,
   stripeRecharge,
@@ -84,13 +85,35 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .option('--once', 'deliver what is pending and exit')
     .option('--watch', 'keep running; Ctrl-C stops')
     .option('--aggregate-seconds <n>', 'one event per customer and meter per window of this many seconds')
-    .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string }) => {
-      const f = parseInput(z.object({ aggregateSeconds: integer('aggregate seconds', 1, 86_400).optional() }), { aggregateSeconds: flags.aggregateSeconds });
+    .option('--concurrency <n>', 'customers (customer + meter pairs) sent to in parallel, one request each at a time', '16')
+    .option('--rate <n>', 'requests per second at most (Stripe live mode takes 1,000/s; test mode shares 25/s with every other call)', '80')
+    .option('--lease-seconds <n>', 'how long rows are reserved for this worker; a killed worker\'s rows come back after it', '30')
+    .option('--customer-retry-seconds <n>', 'how long rows of a customer with no Stripe customer (create failed) wait', '60')
+    .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string; concurrency: string; rate: string; leaseSeconds: string; customerRetrySeconds: string }) => {
+      const f = parseInput(
+        z.object({
+          aggregateSeconds: integer('aggregate seconds', 1, 86_400).optional(),
+          concurrency: integer('concurrency', 1, 256),
+          rate: integer('rate', 1, 10_000),
+          leaseSeconds: integer('lease seconds', 1, 3600),
+          customerRetrySeconds: integer('customer retry seconds', 0, 86_400),
+        }),
+        { aggregateSeconds: flags.aggregateSeconds, concurrency: flags.concurrency, rate: flags.rate, leaseSeconds: flags.leaseSeconds, customerRetrySeconds: flags.customerRetrySeconds },
+      );
       const ac = flags.watch ? untilSignal() : undefined;
       const r = await stripeCall(cli, (ledger) =>
         stripeSync(
           ledger,
-          { ...stripeOptions(flags), watch: flags.watch ?? false, signal: ac?.signal, aggregateWindowSeconds: f.aggregateSeconds },
+          {
+            ...stripeOptions(flags),
+            watch: flags.watch ?? false,
+            signal: ac?.signal,
+            aggregateWindowSeconds: f.aggregateSeconds,
+            concurrency: f.concurrency,
+            ratePerSecond: f.rate,
+            leaseMs: f.leaseSeconds * 1000,
+            customerRetryMs: f.customerRetrySeconds * 1000,
+          },
           progress,
         ),
       );
@@ -137,10 +160,14 @@ export function registerStripe(program: Command, cli: CliContext): void {
 
   withStripeFlags(stripe.command('reconcile').description("compare the ledger's usage per customer and meter with Stripe's"))
     .option('--period <period>', 'YYYY-MM, YYYY-MM-DD or start..end (default: this month, UTC)')
-    .action(async (flags: StripeFlags & { period?: string }) => {
-      const r = await stripeCall(cli, (ledger) => stripeReconcile(ledger, { ...stripeOptions(flags), period: flags.period }, cli.json ? () => undefined : progress));
+    .option('--settle <seconds>', "while differences remain, read Stripe's eventually consistent summaries again for up to this long", String(RECONCILE_SETTLE_MS / 1000))
+    .action(async (flags: StripeFlags & { period?: string; settle: string }) => {
+      const f = parseInput(z.object({ settle: integer('settle seconds', 0, 3600) }), { settle: flags.settle });
+      const r = await stripeCall(cli, (ledger) =>
+        stripeReconcile(ledger, { ...stripeOptions(flags), period: flags.period, settleMs: f.settle * 1000 }, cli.json ? () => undefined : progress),
+      );
       cli.print({ json: { ...r }, human: () => (r.ok ? 'No differences.' : `${r.differences.length} difference(s)`) });
-      if (!r.ok) process.exitCode = 1;
+      cli.verdict(r.ok);
     });
 
   const recharge = stripe.command('recharge').description('auto-recharge: top up from a saved card when the balance runs low');
@@ -181,11 +208,25 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--path <path>', 'URL path', '/stripe/webhooks')
     .option('--webhook-secret <secret>', 'signing secret (default $STRIPE_WEBHOOK_SECRET)')
-    .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string }) => {
-      const f = parseInput(z.object({ port: integer('port', 1, 65_535), path: z.string().startsWith('/', '--path must start with "/"') }), { port: flags.port, path: flags.path });
+    .option('--max-connections <n>', 'open connections at most', '256')
+    .option('--idle-timeout-seconds <n>', 'close a socket idle (or stalled mid-request) this long', '30')
+    .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string; maxConnections: string; idleTimeoutSeconds: string }) => {
+      const f = parseInput(
+        z.object({
+          port: integer('port', 1, 65_535),
+          path: z.string().startsWith('/', '--path must start with "/"'),
+          maxConnections: integer('max connections', 1, 100_000),
+          idle: integer('idle timeout seconds', 1, 3600),
+        }),
+        { port: flags.port, path: flags.path, maxConnections: flags.maxConnections, idle: flags.idleTimeoutSeconds },
+      );
       const ac = untilSignal();
       await cli.withLedger(async (ledger) => {
-        const server = await webhooksServe(ledger, { ...stripeOptions(flags), port: f.port, host: flags.host, path: f.path, webhookSecret: flags.webhookSecret }, progress);
+        const server = await webhooksServe(
+          ledger,
+          { ...stripeOptions(flags), port: f.port, host: flags.host, path: f.path, webhookSecret: flags.webhookSecret, maxConnections: f.maxConnections, idleTimeoutMs: f.idle * 1000 },
+          progress,
+        );
         await new Promise<void>((resolve) => ac.signal.addEventListener('abort', () => resolve(), { once: true }));
         await server.close();
         cli.print({ json: { stopped: true, url: server.url }, human: () => 'stopped' });

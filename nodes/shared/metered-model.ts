@@ -1,0 +1,180 @@
+import { randomUUID } from 'node:crypto';
+import { refusalChunk, refusalResult, type RefusalLike } from './refusal-answer';
+
+/**
+ * Meters a LangChain chat model instance, whatever provider built it: each
+ * call is paid before the provider is reached and settled after, on the
+ * instance's own `_generate` and `_streamResponseChunks`, the two places every
+ * path of a chat model ends in (invoke, stream, batch, generatePrompt, the
+ * Agent node's tool loop; a cached answer reaches neither and costs nothing).
+ * `withConfig` is covered too: @langchain/openai's returns `new ChatOpenAI(this.fields)`
+ * (and bindTools goes through it), a fresh instance that is metered again;
+ * core's RunnableBinding keeps calling this instance.
+ *
+ * No `instanceof` on LangChain classes: the model may come from another
+ * `@langchain/core` copy than this file.
+ */
+
+/** What a metered model needs from the run it bills (src/plugin's FlowRun). */
+export interface CallMeter {
+  beforeModelCall(call: {
+    callKey: string;
+    model: string | undefined;
+    messages: readonly unknown[];
+    tools?: unknown;
+    maxOutputTokens?: number;
+    usesCustomerKey?: boolean;
+    observationId?: string;
+    traceId?: string;
+  }): Promise<{ ok: true; ticket: unknown } | { ok: false; refusal: RefusalLike }>;
+  afterModelCall(ticket: unknown, result: { usage?: { inputTokens: number; outputTokens: number }; text?: string }): Promise<unknown>;
+  failModelCall(ticket: unknown, result: { streamedText?: string }): Promise<unknown>;
+}
+
+export interface MeterModelOptions {
+  /** The run, or a function giving it (the run may be opened lazily). */
+  readonly meter: () => Promise<CallMeter>;
+  /** Part of every call key (the node id), so two nodes of one run never share a key. */
+  readonly nodeKey: string;
+  readonly usesCustomerKey: boolean;
+}
+
+const METERED = Symbol.for('flowise-billing.meteredModel');
+type AnyFn = (...args: any[]) => any;
+interface ModelLike {
+  _generate?: AnyFn;
+  _streamResponseChunks?: AnyFn;
+  withConfig?: AnyFn;
+  model?: unknown;
+  modelName?: unknown;
+  maxTokens?: unknown;
+  maxCompletionTokens?: unknown;
+  [METERED]?: true;
+}
+
+function modelName(m: ModelLike): string | undefined {
+  for (const v of [m.model, m.modelName]) if (typeof v === 'string' && v) return v;
+  return undefined;
+}
+
+function maxOutputTokens(m: ModelLike, options: Record<string, unknown> | undefined): number | undefined {
+  for (const v of [options?.max_tokens, options?.maxTokens, options?.max_completion_tokens, m.maxTokens, m.maxCompletionTokens]) {
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) return v;
+  }
+  return undefined;
+}
+
+function usageOf(message: { usage_metadata?: { input_tokens?: unknown; output_tokens?: unknown } } | undefined, llmOutput: any) {
+  const u = message?.usage_metadata;
+  if (u && typeof u.input_tokens === 'number' && typeof u.output_tokens === 'number') return { inputTokens: u.input_tokens, outputTokens: u.output_tokens };
+  const t = llmOutput?.tokenUsage ?? llmOutput?.estimatedTokenUsage;
+  if (t && typeof t.promptTokens === 'number' && typeof t.completionTokens === 'number') return { inputTokens: t.promptTokens, outputTokens: t.completionTokens };
+  return undefined;
+}
+
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) return content.map((p) => (typeof p === 'string' ? p : typeof p?.text === 'string' ? p.text : '')).join('');
+  return '';
+}
+
+/**
+ * The trace of the Langfuse handler Flowise attached to this prediction's chain
+ * (chatflow analytics): one handler per prediction, so its trace is this call's.
+ */
+function langfuseTraceOf(runManager: { handlers?: unknown[] } | undefined): { traceId?: string } {
+  for (const h of runManager?.handlers ?? []) {
+    const lf = h as { langfuse?: unknown; getTraceId?: () => unknown };
+    if (lf && lf.langfuse && typeof lf.getTraceId === 'function') {
+      const id = lf.getTraceId();
+      if (typeof id === 'string' && id) return { traceId: id };
+    }
+  }
+  return {};
+}
+
+/**
+ * Whether the model's class implements streaming itself. LangChain falls back
+ * to invoke when `_streamResponseChunks` is still BaseChatModel's own (it
+ * compares the two), so an instance patch there must not break that test.
+ */
+function streamsNatively(m: object): boolean {
+  let p = Object.getPrototypeOf(m);
+  while (p && !Object.prototype.hasOwnProperty.call(p, '_streamResponseChunks')) p = Object.getPrototypeOf(p);
+  return !!p && !Object.prototype.hasOwnProperty.call(p, '_generateUncached');
+}
+
+/** Meters `model` in place and returns it. */
+export function meterModel<T>(model: T, opts: MeterModelOptions): T {
+  const m = model as unknown as ModelLike;
+  if (!m || typeof m !== 'object' || m[METERED]) return model;
+  Object.defineProperty(m, METERED, { value: true, enumerable: false });
+  const callKey = (runManager: { runId?: string } | undefined) => `${opts.nodeKey}:${runManager?.runId ?? randomUUID()}`;
+  const before = async (self: ModelLike, messages: unknown[], options: any, runManager: any) => {
+    const meter = await opts.meter();
+    const t = await meter.beforeModelCall({
+      callKey: callKey(runManager),
+      model: modelName(self),
+      messages,
+      tools: options?.tools,
+      maxOutputTokens: maxOutputTokens(self, options),
+      usesCustomerKey: opts.usesCustomerKey,
+      // The LangChain run id is the Langfuse generation of this call, and a chatflow's Langfuse handler knows its trace.
+      ...(runManager?.runId ? { observationId: runManager.runId } : {}),
+      ...langfuseTraceOf(runManager),
+    });
+    return { meter, t };
+  };
+
+  const generate = m._generate;
+  if (typeof generate === 'function') {
+    m._generate = async function (this: ModelLike, messages: unknown[], options: any, runManager: any) {
+      const { meter, t } = await before(this, messages, options, runManager);
+      if (!t.ok) return refusalResult(t.refusal);
+      let result;
+      try {
+        result = await generate.call(this, messages, options, runManager);
+      } catch (e) {
+        await meter.failModelCall(t.ticket, {});
+        throw e;
+      }
+      const g = result?.generations?.[0];
+      await meter.afterModelCall(t.ticket, { usage: usageOf(g?.message, result?.llmOutput), text: g?.text ?? textOf(g?.message?.content) });
+      return result;
+    };
+  }
+
+  const stream = m._streamResponseChunks;
+  if (typeof stream === 'function' && streamsNatively(m)) {
+    m._streamResponseChunks = async function* (this: ModelLike, messages: unknown[], options: any, runManager: any) {
+      const { meter, t } = await before(this, messages, options, runManager);
+      if (!t.ok) {
+        yield refusalChunk(t.refusal);
+        return;
+      }
+      let text = '';
+      let usage: { inputTokens: number; outputTokens: number } | undefined;
+      let done = false;
+      try {
+        for await (const chunk of stream.call(this, messages, options, runManager)) {
+          text += chunk?.text ?? '';
+          usage = usageOf(chunk?.message, undefined) ?? usage;
+          yield chunk;
+        }
+        done = true;
+      } finally {
+        // A stream cut short (error, abort, consumer stopped) pays for what was streamed.
+        if (done) await meter.afterModelCall(t.ticket, { usage, text });
+        else await meter.failModelCall(t.ticket, { streamedText: text });
+      }
+    };
+  }
+
+  const withConfig = m.withConfig;
+  if (typeof withConfig === 'function') {
+    m.withConfig = function (this: unknown, ...args: unknown[]) {
+      return meterModel(withConfig.apply(this, args), opts);
+    };
+  }
+  return model;
+}

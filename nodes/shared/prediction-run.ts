@@ -1,0 +1,123 @@
+/**
+ * The run of one prediction, as the metered variants (chat models and tools)
+ * open it: the billing form they share (ledger, customer, admission, refusal
+ * messages), the Billing Ledger credential picked in an options input (the
+ * node's own `credential` is the provider's), and the run key every node of one
+ * prediction shares.
+ */
+import { flowRunKey, openFlowRun, z } from '../../src/plugin';
+import { admissionInputs, refusalMessageInputs, refusalMessages, refusalMessageSchema } from './admission';
+import { customerFor } from './customer';
+import { flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
+import { billableSchema, booleanSchema, customerInputs, customerSchema, type LedgerCredential, quantitySchema, usd } from './inputs';
+import { langfuseTarget } from './run-langfuse';
+
+const LEDGER_INPUT = 'billingLedgerCredential';
+
+/** The billing inputs a variant adds after the provider's own (advanced ones under "Additional Parameters"). */
+export function runInputs(): INodeParams[] {
+  return [
+    {
+      label: 'Billing Ledger',
+      name: LEDGER_INPUT,
+      type: 'asyncOptions',
+      loadMethod: 'listBillingLedgers',
+      description: 'The Billing Ledger credential: where charges go and the billing-token secret',
+    },
+    ...customerInputs(),
+    ...admissionInputs()
+      .filter((p) => p.name !== 'minimumBalanceUsd')
+      .map((p) => ({ ...p, additionalParams: true, description: p.name === 'runFee' ? 'Charged once per prediction, reserved with its first paid call (shared by every metered node of the prediction)' : p.description })),
+    {
+      label: 'Run Budget (USD)',
+      name: 'runBudgetUsd',
+      type: 'string',
+      optional: true,
+      additionalParams: true,
+      description: 'Reserved for the whole prediction at admission (with the run fee). Empty: the first call’s maximum cost.',
+    },
+    ...refusalMessageInputs().map((p) => ({ ...p, additionalParams: true })),
+  ];
+}
+
+export const runSchema = {
+  [LEDGER_INPUT]: z.preprocess((v) => (v === '' || v == null ? undefined : v), z.string().trim().max(200).optional()),
+  ...customerSchema,
+  runFee: billableSchema('PrivateFlowRun', true),
+  runFeeQuantity: quantitySchema,
+  runBudgetUsd: usd('Run Budget'),
+  checkSessions: booleanSchema(true),
+  ...refusalMessageSchema,
+};
+type RunInputs = z.output<z.ZodObject<typeof runSchema>>;
+
+/** Lists the Billing Ledger credentials (names and ids only) for the variant's options input. */
+export async function listBillingLedgers(_nodeData: unknown, options: ICommonObject): Promise<Array<{ label: string; name: string }>> {
+  const entity = options?.databaseEntities?.Credential;
+  if (!options?.appDataSource || !entity) return [];
+  const rows = await options.appDataSource.getRepository(entity).find({ where: { credentialName: 'billingLedger' } });
+  return (rows as Array<{ id: string; name: string }>).map((r) => ({ label: r.name, name: r.id }));
+}
+
+/** The selected Billing Ledger credential, read server-side; its secret is never logged. */
+async function ledgerCredentialById(label: string, id: string | undefined, options: ICommonObject): Promise<LedgerCredential> {
+  if (!id) throw new Error(`${label}: select a Billing Ledger credential (input "Billing Ledger")`);
+  const data = await flowise.getCredentialData(id, options);
+  if (!data || Object.keys(data).length === 0) throw new Error(`${label}: the selected Billing Ledger credential was not found`);
+  const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
+  return { ledgerDatabase: str(data.ledgerDatabase), tokenSecret: str(data.billingTokenSecret) };
+}
+
+/**
+ * The run key of this prediction, the same in every node of it: Agentflow
+ * nodes get Flowise's message id; chatflow nodes do not, so the key there
+ * derives from what a retry keeps (flow, conversation, history, question).
+ */
+function predictionRunKey(options: ICommonObject, input: string): string {
+  const history = options.pastChatHistory ?? options.chatHistory;
+  return flowRunKey({
+    chatflowId: String(options.chatflowid ?? options.chatflowId ?? 'flow'),
+    chatId: String(options.chatId ?? options.sessionId ?? 'chat'),
+    apiMessageId: typeof options.apiMessageId === 'string' && options.apiMessageId ? options.apiMessageId : undefined,
+    question: input,
+    historyLength: Array.isArray(history) ? history.length : 0,
+  });
+}
+
+export type FlowRun = Awaited<ReturnType<typeof openFlowRun>>;
+
+/**
+ * Resolves the ledger and the customer now (a bad form fails the node at
+ * once), and returns a function that opens the prediction's run at the first
+ * call: every metered node of the prediction gets the same run (same key).
+ */
+export async function predictionRun(
+  node: { label: string; name: string },
+  i: RunInputs,
+  nodeData: INodeData,
+  options: ICommonObject,
+  input: string,
+  logger: Logger,
+  extra: { maxOutputTokensCap?: number } = {},
+): Promise<() => Promise<FlowRun>> {
+  const cred = await ledgerCredentialById(node.label, i[LEDGER_INPUT], options);
+  const messages = refusalMessages(i);
+  const who = customerFor(i, cred, nodeData, options, logger, messages);
+  let run: Promise<FlowRun> | undefined;
+  return () =>
+    (run ??= (async () =>
+      openFlowRun({
+        ledgerDatabase: cred.ledgerDatabase,
+        ...('refusal' in who ? { refusal: who.refusal } : { customerId: who.customerId }),
+        conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
+        runKey: predictionRunKey(options, input),
+        actor: `node:${node.name}`,
+        runFee: i.runFee === 'none' ? null : { item: i.runFee, quantity: i.runFeeQuantity ?? '1' },
+        runBudgetUsd: i.runBudgetUsd,
+        checkSessions: i.checkSessions,
+        messages,
+        logger,
+        ...extra,
+        ...(await langfuseTarget(options)),
+      }))());
+}

@@ -1,0 +1,136 @@
+import type { Ledger } from '../ledger/types';
+
+/**
+ * Who may wait for a customer's money in this process, and who goes first.
+ *
+ * WAITING RULE: a run refused for funds while other runs of the same customer
+ * are in flight in this process does not give up at once — their unused
+ * reservations come back when they end. It waits for one of them to end (at
+ * most `maxWaitMs`) and tries again:
+ *  - an admitted run's later step that cannot grow waits first; new admissions
+ *    try again only when no admitted run is waiting (admitted runs finish first);
+ *  - when every run in flight is waiting for money (nobody can end), the most
+ *    recently admitted waiting run is refused, which returns its reservation;
+ *  - with no run of the customer in flight, a refusal is final at once.
+ * Other processes' runs are not seen: across processes a refusal is immediate.
+ */
+export interface FundsWaiter {
+  readonly admitted: boolean;
+  wake(outcome: 'retry' | 'refuse'): void;
+}
+
+export class CustomerFunds {
+  /** Called when nothing is in flight or waiting any more (the registry then forgets this customer). */
+  constructor(private readonly idle: () => void = () => undefined) {}
+
+  private readonly active = new Set<object>();
+  private readonly admittedOrder: object[] = [];
+  private readonly stepWaiters = new Map<object, FundsWaiter>();
+  private readonly admissionWaiters = new Set<FundsWaiter>();
+
+  get inFlight(): number {
+    return this.active.size;
+  }
+
+  /** A run got its reservation. */
+  enter(run: object): void {
+    this.active.add(run);
+    this.admittedOrder.push(run);
+  }
+
+  /** A run ended (its reservation returned): everyone waiting tries again. */
+  leave(run: object): void {
+    if (!this.active.delete(run)) return;
+    this.admittedOrder.splice(this.admittedOrder.indexOf(run), 1);
+    this.changed();
+    if (this.active.size === 0) {
+      // Forgotten only if it stays quiet a moment (woken waiters may still come back).
+      const t = setTimeout(() => {
+        if (this.active.size === 0 && this.stepWaiters.size === 0 && this.admissionWaiters.size === 0) this.idle();
+      }, FORGET_AFTER_MS);
+      t.unref?.();
+    }
+  }
+
+  /** Money came back without a run ending (a hold of its own released or settled below its amount). */
+  changed(): void {
+    const steps = [...this.stepWaiters.values()];
+    this.stepWaiters.clear();
+    // Admitted runs retry first: their writes reach the ledger's queue before the admissions' (it is FIFO).
+    for (const w of steps) w.wake('retry');
+    const admissions = [...this.admissionWaiters];
+    this.admissionWaiters.clear();
+    if (!admissions.length) return;
+    const t = setTimeout(() => {
+      for (const w of admissions) w.wake('retry');
+    }, steps.length ? ADMISSION_DEFER_MS : 0);
+    t.unref?.();
+  }
+
+  /**
+   * Waits until trying again may succeed: resolves 'retry', or 'refuse' when
+   * waiting cannot help (nobody in flight, a deadlock picked this run, or the
+   * time is up).
+   */
+  wait(run: object, admitted: boolean, maxWaitMs: number): Promise<'retry' | 'refuse'> {
+    if (maxWaitMs <= 0) return Promise.resolve('refuse');
+    return new Promise((resolve) => {
+      let done = false;
+      const timer = setTimeout(() => waiter.wake('refuse'), maxWaitMs);
+      timer.unref?.();
+      const waiter: FundsWaiter = {
+        admitted,
+        wake: (outcome) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          this.stepWaiters.delete(run);
+          this.admissionWaiters.delete(waiter);
+          resolve(outcome);
+        },
+      };
+      if (admitted) this.stepWaiters.set(run, waiter);
+      else this.admissionWaiters.add(waiter);
+      // Decided once the writes that were refused together have all settled (runs admitted in the same batch count).
+      setImmediate(() => {
+        if (![...this.active].some((r) => r !== run)) waiter.wake('refuse');
+        else this.breakDeadlock();
+      });
+    });
+  }
+
+  /** Every run in flight waits for money: refuse the most recently admitted waiter so the others can finish. */
+  private breakDeadlock(): void {
+    if (this.active.size === 0 || [...this.active].some((r) => !this.stepWaiters.has(r))) return;
+    for (let k = this.admittedOrder.length - 1; k >= 0; k--) {
+      const w = this.stepWaiters.get(this.admittedOrder[k]!);
+      if (w) {
+        w.wake('refuse');
+        return;
+      }
+    }
+  }
+}
+
+/** A customer with nothing in flight is forgotten after this long. */
+const FORGET_AFTER_MS = 60_000;
+
+/** How long admissions let woken admitted runs go first. */
+const ADMISSION_DEFER_MS = 5;
+
+const registry = new WeakMap<Ledger, Map<string, CustomerFunds>>();
+
+/** The process-wide coordinator of one customer's runs on one ledger. */
+export function customerFunds(ledger: Ledger, customerId: string): CustomerFunds {
+  let byCustomer = registry.get(ledger);
+  if (!byCustomer) registry.set(ledger, (byCustomer = new Map()));
+  let f = byCustomer.get(customerId);
+  if (!f) {
+    const map = byCustomer;
+    const created: CustomerFunds = new CustomerFunds(() => {
+      if (map.get(customerId) === created) map.delete(customerId);
+    });
+    map.set(customerId, (f = created));
+  }
+  return f;
+}

@@ -1,0 +1,98 @@
+import type { Charge } from '../ledger/types';
+import type { Nanos } from '../money';
+import type { ChargeType, RateCard } from '../pricing/ratecard';
+import type { RunAdmission } from '../quota/gate';
+import type { RunLedger, StepHold } from './run-ledger';
+
+/** The metering handler's per-run bookkeeping (shared by copies of one handler). */
+
+export type Metadata = Record<string, unknown>;
+
+/** What the handler keeps for a root run (a run with no parent this handler has seen). */
+export interface RootState {
+  readonly id: string;
+  readonly startedAt: number;
+  readonly startTime: Date;
+  /** What the root run itself is: an LLM call attached to directly, a chain, a tool. */
+  readonly kind: 'chain' | 'llm' | 'tool';
+  card?: RateCard;
+  admission?: RunAdmission;
+  /** The run's money: reservation, step holds, fee and compute (set once the rate card is known). */
+  run?: RunLedger;
+  /** Set when billing refused a step (funds, budget, BYOK): the run then pays no fee and no compute. */
+  refused: boolean;
+  /** Billing fields every child run's metadata receives (updated as the run goes). */
+  dynamic: Record<string, string | number>;
+  /** Net cost of the run so far (what the ledger took). */
+  cost: Nanos;
+  lastBalance?: Nanos;
+  readonly steps: Set<string>;
+  readonly chargeIds: string[];
+  /**
+   * The run has a parent this handler never saw (e.g. attached to a model inside
+   * someone else's chain): the Langfuse trace id belongs to that unseen root.
+   */
+  readonly nested: boolean;
+}
+
+/** What the handler keeps for one step (chain, LLM call or tool), keyed by run id. */
+export interface StepState {
+  readonly runId: string;
+  readonly rootId: string;
+  readonly parentRunId?: string;
+  readonly kind: 'chain' | 'llm' | 'tool';
+  readonly startTime: Date;
+  hold?: StepHold;
+  model?: string;
+  promptEstimate: number;
+  streamedChunks: number;
+  streamedText: string;
+  toolName?: string;
+  chargeType?: ChargeType;
+  quantity?: string;
+  toolAmount?: Nanos;
+}
+
+/** One settled charge as the handler saw it (for callers, tests and the demo). */
+export interface MeteredCharge {
+  readonly rootRunId: string;
+  readonly runId: string;
+  readonly kind: 'llm' | 'tool' | 'fee' | 'compute';
+  readonly charge: Charge;
+}
+
+/** Per-run outcome: every charge of a finished root run and its total. */
+export interface MeteredRun {
+  readonly rootRunId: string;
+  readonly cost: Nanos;
+  readonly chargeIds: readonly string[];
+  readonly balanceAfter?: Nanos;
+  readonly admission?: RunAdmission;
+  readonly failed: boolean;
+  /** Billing refused a step (funds or budget): the fee and compute time were released. */
+  readonly refused: boolean;
+}
+
+export interface SharedState {
+  readonly roots: Map<string, RootState>;
+  readonly steps: Map<string, StepState>;
+  readonly charges: MeteredCharge[];
+  readonly runs: MeteredRun[];
+  readonly failures: Array<{ error: unknown; context: Metadata }>;
+}
+
+const MAX_KEPT = 1000;
+
+export const pushBounded = <T>(arr: T[], v: T) => {
+  arr.push(v);
+  if (arr.length > MAX_KEPT) arr.splice(0, arr.length - MAX_KEPT);
+};
+
+export function runNameOf(serialized: unknown, runName?: string): string {
+  if (runName) return runName;
+  const s = serialized as { name?: unknown; id?: unknown } | undefined;
+  if (s && typeof s.name === 'string') return s.name;
+  if (s && Array.isArray(s.id) && s.id.length) return String(s.id[s.id.length - 1]);
+  return 'unknown';
+}
+

@@ -1,0 +1,508 @@
+import { BillingError, ByokRequiredError, InsufficientFundsError, ValidationError } from '../errors';
+import type { WarnLogger } from '../identity/customer';
+import { billingMetadata } from '../langfuse/metadata';
+import { type LangfuseCostReporter, type LangfuseCredentials, langfuseReporterFor } from '../langfuse/reporter';
+import type { Charge } from '../ledger/types';
+import { formatUsd, type Nanos, parseUsd } from '../money';
+import { estimatePromptTokens, estimateTextTokens } from '../metering/estimate';
+import { RunFinishError, RunLedger, type StepHold } from '../metering/run-ledger';
+import { priceTokens } from '../pricing/price';
+import type { RateCard } from '../pricing/ratecard';
+import type { RunAdmission } from '../quota/gate';
+import { isBillable, priceBillable, type RunFee } from './guard';
+import { type LedgerHandle, ledgerKey, sharedLedger } from './ledgers';
+import { type Refusal, refusalFor, type RefusalTemplates } from './refusal';
+
+/**
+ * One Flowise prediction as a billed run, for nodes that meter calls
+ * themselves (a metered chat model's `_generate`, a metered tool, Charge):
+ * every call asks `before…` (paid first, or a refusal to answer with) and
+ * reports `after…` / `fail…`. Business refusals are returned, never thrown.
+ * The money rules are RunLedger's (reservation at the first paid call).
+ */
+
+export interface FlowCharge {
+  readonly chargeId: string;
+  readonly name: string;
+  readonly unit: string;
+  readonly quantity: string;
+  readonly costUsd: string;
+  readonly metadata: Record<string, unknown>;
+  readonly at: Date;
+  /** The LangChain run (generation) this charge belongs to, when known. */
+  readonly observationId?: string;
+}
+
+export interface OpenFlowRunInput {
+  /** From the Billing Ledger credential (empty: the default location). */
+  readonly ledgerDatabase?: string;
+  /** The resolved customer, or the refusal resolving it produced (the run then refuses every call). */
+  readonly customerId?: string;
+  readonly refusal?: Refusal;
+  readonly conversationId: string;
+  /** The prediction's retry-stable key (flowRunKey); every node of one prediction passes the same. */
+  readonly runKey: string;
+  readonly actor: string;
+  readonly runFee: RunFee | null;
+  /** Reserved for the run's steps at admission instead of the first call's maximum (USD decimal). */
+  readonly runBudgetUsd?: string;
+  /** Output tokens held for a call that sets no max tokens (default 4096). */
+  readonly maxOutputTokensCap?: number;
+  /** Admit the session against the plan (quota, budget, subscription, managed models). */
+  readonly checkSessions: boolean;
+  readonly messages?: RefusalTemplates;
+  /** Costs go onto this Langfuse trace (agentflow: parentTraceIds.langFuse.trace) … */
+  readonly traceId?: string;
+  /** … with this project's credentials (or only through onCharge). */
+  readonly langfuse?: LangfuseCredentials;
+  /** Every charge of the run, after the ledger took it (e.g. Flowise's own Langfuse client). */
+  readonly onCharge?: (c: FlowCharge) => void;
+  /** The billing metadata for the run's trace, once admitted. */
+  readonly onTraceMetadata?: (metadata: Record<string, string | number>) => void;
+  readonly logger?: WarnLogger & { error?(m: string): void };
+  /**
+   * The run ends (unused reservation returned) after this long without a call in flight (default 2 s);
+   * a later call of the same prediction then opens a fee-less continuation. Call `end()` when the prediction is done.
+   */
+  readonly idleMs?: number;
+  /** How long a call refused for funds may wait for this customer's other runs in this process to return money (default 10 s; 0: never). */
+  readonly fundsWaitMs?: number;
+  readonly holdTtlMs?: number;
+  readonly metadata?: Record<string, unknown>;
+}
+
+export interface ModelCall {
+  /** Stable for the call, unique in the run: e.g. `${nodeId}:${runManager.runId}`. */
+  readonly callKey: string;
+  readonly model: string | undefined;
+  readonly messages: readonly unknown[];
+  readonly tools?: unknown;
+  readonly maxOutputTokens?: number;
+  /** The provider call uses the customer's own key (BYOK). Never the key itself. */
+  readonly usesCustomerKey?: boolean;
+  /** The Langfuse generation of this call (the LangChain run id), for chatflows without a trace id. */
+  readonly observationId?: string;
+  /** The Langfuse trace this call runs in, when the caller can see it (the run adopts the first one). */
+  readonly traceId?: string;
+}
+
+export type Before = { readonly ok: true; readonly ticket: Ticket } | { readonly ok: false; readonly refusal: Refusal };
+
+/** What `before…` hands out and `after…`/`fail…` take back. Opaque to callers. */
+export interface Ticket {
+  readonly kind: 'model' | 'tool';
+  readonly callKey: string;
+  readonly step: StepHold;
+  readonly run: RunLedger;
+  readonly model?: string;
+  readonly promptEstimate: number;
+  readonly item?: string;
+  readonly quantity?: string;
+  readonly unit?: string;
+  readonly observationId?: string;
+  done?: boolean;
+}
+
+const runs = new Map<string, FlowRun>();
+/** A run nobody used for this long is forgotten by the registry. */
+const FORGET_MS = 15 * 60_000;
+
+/**
+ * The run of a prediction: the first node to ask opens it, the others of the
+ * same prediction (same ledger, customer and run key) get the same object.
+ * Nothing is reserved until the first paid call.
+ */
+export async function openFlowRun(input: OpenFlowRunInput): Promise<FlowRun> {
+  const key = `${ledgerKey(input.ledgerDatabase)}\u0000${input.customerId ?? '-'}\u0000${input.runKey}`;
+  const existing = runs.get(key);
+  if (existing && !existing.closed) return existing;
+  const run = new FlowRun(input, () => runs.get(key) === run && runs.delete(key));
+  runs.set(key, run);
+  return run;
+}
+
+/** Runs open in this process (for tests and shutdown). */
+export function openFlowRuns(): number {
+  return runs.size;
+}
+
+export class FlowRun {
+  private refusal?: Refusal;
+  private handle?: LedgerHandle;
+  private card?: RateCard;
+  private admission: RunAdmission | null = null;
+  private admitting?: Promise<void>;
+  private run?: RunLedger;
+  private feeQuote: Awaited<ReturnType<typeof priceBillable>> | null = null;
+  private segment = 0;
+  private inFlight = 0;
+  private settledAny = false;
+  private idle?: NodeJS.Timeout;
+  private forget?: NodeJS.Timeout;
+  private endWanted = false;
+  private readonly reporter?: LangfuseCostReporter;
+  /** The Langfuse trace costs go to: the run's, or the first one a call names. */
+  private traceId?: string;
+  private traceMetadata?: Record<string, string | number>;
+  closed = false;
+
+  constructor(
+    private readonly i: OpenFlowRunInput,
+    private readonly unregister: () => void,
+  ) {
+    this.traceId = i.traceId;
+    if (i.refusal) this.refusal = i.refusal;
+    else if (!i.customerId) this.refusal = refusalFor(new BillingError('UNAUTHORIZED', 'No customer for this run', {}), i.messages);
+    try {
+      this.reporter = i.langfuse ? langfuseReporterFor(i.langfuse) : undefined;
+    } catch {
+      // Bad analytics settings never stop billing.
+    }
+  }
+
+  /** The refusal this run answers with, once refused. */
+  get refused(): Refusal | undefined {
+    return this.refusal;
+  }
+
+  private get customerId(): string {
+    return this.i.customerId!;
+  }
+
+  /** Quota admission and the rate card, once per run; the money is reserved by the first paid call. */
+  private admit(): Promise<void> {
+    this.admitting ??= (async () => {
+      this.handle = await sharedLedger(this.i.ledgerDatabase);
+      this.card = await this.handle.ledger.activeRateCard();
+      this.feeQuote = this.i.runFee ? await priceBillable(this.handle, this.i.runFee.item, this.i.runFee.quantity) : null;
+      if (this.i.checkSessions) this.admission = await this.handle.quota.admitRun({ customerId: this.customerId, conversationId: this.i.conversationId });
+      const meta = billingMetadata({
+        customerId: this.customerId,
+        conversationId: this.i.conversationId,
+        planTier: this.admission?.tier,
+        quotaRemaining: this.admission ? this.admission.sessionsRemaining : undefined,
+        rateCardVersion: this.card.version,
+      });
+      this.traceMetadata = meta;
+      this.observe(() => this.i.onTraceMetadata?.(meta));
+      this.reportTraceMetadata();
+    })();
+    return this.admitting;
+  }
+
+  private reportTraceMetadata(): void {
+    if (this.reporter && this.traceId && this.traceMetadata) {
+      const traceId = this.traceId;
+      const metadata = this.traceMetadata;
+      this.observe(() => this.reporter!.reportTraceMetadata({ traceId, metadata }));
+    }
+  }
+
+  /** A call names the Langfuse trace it runs in (chatflows: the LangChain Langfuse handler's trace). */
+  private adoptTrace(traceId: string | undefined): void {
+    if (!traceId || this.traceId) return;
+    this.traceId = traceId;
+    this.reportTraceMetadata();
+  }
+
+  /**
+   * The checks a guard node makes before the flow runs, without reserving or
+   * charging anything: identity (a refused run), quota admission, and whether
+   * the available balance covers the run fee plus `minimumUsd`. Returns the
+   * refusal to answer with, or null. The money is reserved by the first call.
+   */
+  async precheck(minimumUsd = '0'): Promise<Refusal | null> {
+    if (this.refusal) return this.refusal;
+    try {
+      await this.admit();
+      const need = (this.feeQuote?.amount ?? 0n) + parseUsd(minimumUsd, { field: 'minimumUsd' });
+      const bal = await this.handle!.ledger.balance(this.customerId);
+      if (bal.available < need) throw new InsufficientFundsError({ customerId: this.customerId, requiredUsd: formatUsd(need), availableUsd: formatUsd(bal.available) });
+      return null;
+    } catch (e) {
+      return this.refuse(e);
+    }
+  }
+
+  /** The run's money; a new segment (no fee) when an idle end already closed the previous one. */
+  private ledgerRun(): RunLedger {
+    // Synchronous: concurrent first calls share one run (and its admission).
+    if (this.run && !this.run.ended) return this.run;
+    const first = this.segment === 0;
+    const runKey = first ? this.i.runKey : `${this.i.runKey}:seg${this.segment}`;
+    this.segment++;
+    const fee = first ? this.feeQuote : null;
+    this.run = new RunLedger({
+      ledger: this.handle!.ledger,
+      customerId: this.customerId,
+      runKey: (s) => `${runKey}:${s}`,
+      actor: this.i.actor,
+      rateCardVersion: this.card!.version,
+      ttlMs: this.i.holdTtlMs,
+      fee: fee && fee.amount > 0n ? { chargeType: fee.item, amount: fee.amount, quantity: fee.quantity } : null,
+      computeReserve: null,
+      budget: this.i.runBudgetUsd ? parseUsd(this.i.runBudgetUsd, { field: 'runBudgetUsd' }) : undefined,
+      feeOn: 'firstSettle',
+      fundsWaitMs: this.i.fundsWaitMs ?? 10_000,
+      metadata: (kind) => ({ ...this.i.metadata, kind, runKey: this.i.runKey, conversationId: this.i.conversationId }),
+    });
+    return this.run;
+  }
+
+  private refuse(e: unknown): Refusal {
+    const r = refusalFor(e, this.i.messages);
+    // Sticky: once refused, every later call of the prediction gets the same answer without the ledger.
+    this.refusal ??= r;
+    const line = `[flowise-billing] ${this.i.actor}: refused (${r.code}${this.i.customerId ? `, customer ${this.i.customerId}` : ''})`;
+    if (r.kind === 'unavailable') (this.i.logger?.error ?? this.i.logger?.warn)?.call(this.i.logger, `${line}: ${(e as Error)?.message ?? String(e)}`);
+    else this.i.logger?.warn(line);
+    return this.refusal;
+  }
+
+  /** `byokCheck`: null for a tool; for a model call, whether it runs on the customer's key (and it may grow the reservation). */
+  private async cover(amount: () => Promise<{ amount: Nanos; chargeType: string; quantity: string }>, callKey: string, byokCheck: boolean | null): Promise<{ step: StepHold; run: RunLedger } | Refusal> {
+    if (this.refusal) return this.refusal;
+    if (this.closed) return this.refuse(new Error('the run has ended'));
+    this.inFlight++;
+    clearTimeout(this.idle);
+    try {
+      await this.admit();
+      if (byokCheck === false && this.admission && !this.admission.managedModels) throw new ByokRequiredError({ customerId: this.customerId, plan: this.admission.tier });
+      const a = await amount();
+      const run = this.ledgerRun();
+      const step = await run.holdStep(a.amount, `${this.i.runKey}:${callKey}:hold`, {
+        chargeType: a.chargeType, quantity: a.quantity, metadata: { ...this.i.metadata, kind: 'step', callKey, conversationId: this.i.conversationId },
+      }, byokCheck !== null);
+      return { step, run };
+    } catch (e) {
+      const refusal = this.refuse(e);
+      // A refused run returns its reservation now (other runs of the customer may be waiting for it).
+      this.endWanted = true;
+      this.callDone();
+      return refusal;
+    }
+  }
+
+  /** Before a provider call: its maximum cost is covered (the first call admits the run), or the refusal to answer with. */
+  async beforeModelCall(call: ModelCall): Promise<Before> {
+    this.adoptTrace(call.traceId);
+    let promptEstimate = 0;
+    let model = call.model;
+    const maxOut = call.maxOutputTokens ?? this.i.maxOutputTokensCap ?? 4096;
+    const r = await this.cover(
+      async () => {
+        promptEstimate = estimatePromptTokens(call.messages, call.tools);
+        const q = priceTokens(this.card!, call.model, promptEstimate, maxOut);
+        model = q.model;
+        return { amount: q.amount, chargeType: q.item, quantity: q.quantity };
+      },
+      call.callKey,
+      call.usesCustomerKey ?? false,
+    );
+    if (!('step' in r)) return { ok: false, refusal: r };
+    return { ok: true, ticket: { kind: 'model', callKey: call.callKey, step: r.step, run: r.run, model, promptEstimate, observationId: call.observationId } };
+  }
+
+  /** After the provider answered: charges the reported usage (or the estimate of `text`). Never throws. */
+  async afterModelCall(ticket: Ticket, result: { usage?: { inputTokens: number; outputTokens: number }; text?: string }): Promise<{ charge?: Charge; fee?: Charge }> {
+    const u = result.usage ?? { inputTokens: ticket.promptEstimate, outputTokens: estimateTextTokens(result.text ?? '') };
+    return this.settleModel(ticket, u.inputTokens, u.outputTokens, result.usage ? 'usage' : 'estimate');
+  }
+
+  /**
+   * The provider failed. STREAM-CUT RULE (as the handler's): a call that
+   * streamed output is charged the prompt estimate plus the streamed tokens;
+   * one that produced nothing is released.
+   */
+  async failModelCall(ticket: Ticket, result: { streamedText?: string } = {}): Promise<{ charge?: Charge; fee?: Charge }> {
+    if (result.streamedText) return this.settleModel(ticket, ticket.promptEstimate, estimateTextTokens(result.streamedText), 'stream cut short');
+    return this.release(ticket);
+  }
+
+  private async settleModel(t: Ticket, inputTokens: number, outputTokens: number, usageSource: string): Promise<{ charge?: Charge; fee?: Charge }> {
+    if (t.done) return {};
+    t.done = true;
+    try {
+      const q = priceTokens(this.card!, t.model, inputTokens, outputTokens);
+      // Submitted together: one group commit for the call and (first time) the run fee.
+      const [charge, fee] = await Promise.all([
+        t.run.settleStep(t.step, q.amount, `${this.i.runKey}:${t.callKey}:settle`, {
+          chargeType: q.item, quantity: q.quantity, metadata: { ...this.i.metadata, kind: 'llm', callKey: t.callKey, model: t.model ?? null, inputTokens, outputTokens, usageSource },
+        }),
+        this.feeAfterSettle(t.run),
+      ]);
+      this.report([{ charge, name: `billing:${q.item}`, unit: 'token' }, this.feeItem(fee)], t.observationId);
+      return { charge, fee };
+    } catch (e) {
+      this.logFailure('settle model call', e);
+      return {};
+    } finally {
+      this.callDone();
+    }
+  }
+
+  private async feeAfterSettle(run: RunLedger): Promise<Charge | undefined> {
+    this.settledAny = true;
+    try {
+      return await run.captureFee();
+    } catch (e) {
+      this.logFailure('capture run fee', e);
+      return undefined;
+    }
+  }
+
+  private async release(t: Ticket): Promise<{ charge?: Charge; fee?: Charge }> {
+    if (t.done) return {};
+    t.done = true;
+    try {
+      await t.run.releaseStep(t.step, `${this.i.runKey}:${t.callKey}:release`);
+    } catch (e) {
+      this.logFailure('release', e);
+    } finally {
+      this.callDone();
+    }
+    return {};
+  }
+
+  /** Before a tool (or any priced step without tokens): `quantity` × the item's price is covered, or the refusal. */
+  async beforeTool(call: { callKey: string; item: string; quantity: string | number }): Promise<Before> {
+    let q: Awaited<ReturnType<typeof priceBillable>> | undefined;
+    const r = await this.cover(
+      async () => {
+        if (!isBillable(call.item)) throw new ValidationError(`Unknown billable item "${call.item}"`, { field: 'item' });
+        q = await priceBillable(this.handle!, call.item, call.quantity);
+        return { amount: q.amount, chargeType: q.item, quantity: q.quantity };
+      },
+      call.callKey,
+      null,
+    );
+    if (!('step' in r)) return { ok: false, refusal: r };
+    return { ok: true, ticket: { kind: 'tool', callKey: call.callKey, step: r.step, run: r.run, promptEstimate: 0, item: q!.item, quantity: q!.quantity, unit: q!.unit } };
+  }
+
+  /** The tool succeeded: charges what was covered. Never throws. */
+  async afterTool(t: Ticket): Promise<{ charge?: Charge; fee?: Charge }> {
+    if (t.done) return {};
+    t.done = true;
+    try {
+      const [charge, fee] = await Promise.all([
+        t.run.settleStep(t.step, t.step.amount, `${this.i.runKey}:${t.callKey}:settle`, {
+          chargeType: t.item, quantity: t.quantity, metadata: { ...this.i.metadata, kind: 'tool', callKey: t.callKey },
+        }),
+        this.feeAfterSettle(t.run),
+      ]);
+      this.report([{ charge, name: `billing:${t.item}`, unit: t.unit ?? 'unit' }, this.feeItem(fee)]);
+      return { charge, fee };
+    } catch (e) {
+      this.logFailure('settle tool', e);
+      return {};
+    } finally {
+      this.callDone();
+    }
+  }
+
+  async failTool(t: Ticket): Promise<void> {
+    await this.release(t);
+  }
+
+  /** A priced step with no provider behind it (the Charge node): covered and charged at once, or the refusal. */
+  async charge(call: { callKey: string; item: string; quantity: string | number }): Promise<{ ok: true; charge?: Charge; fee?: Charge } | { ok: false; refusal: Refusal }> {
+    const b = await this.beforeTool(call);
+    if (!b.ok) return b;
+    return { ok: true, ...(await this.afterTool(b.ticket)) };
+  }
+
+  /** Returns the unused reservation now (after the calls in flight); later calls open a new segment. */
+  async end(): Promise<void> {
+    this.endWanted = true;
+    if (this.inFlight > 0) return;
+    clearTimeout(this.idle);
+    this.endWanted = false;
+    const run = this.run;
+    if (!run || run.ended) return;
+    try {
+      const r = await run.finish(null, { chargeFee: this.settledAny });
+      this.report([this.feeItem(r.fee)]);
+    } catch (e) {
+      if (e instanceof RunFinishError) this.report([this.feeItem(e.partial.fee)]);
+      this.logFailure('end run', e);
+    }
+  }
+
+  /** Ends the run for good and forgets it (the next prediction with this key starts afresh). */
+  async close(): Promise<void> {
+    clearTimeout(this.forget);
+    await this.end();
+    this.closed = true;
+    this.unregister();
+  }
+
+  private callDone(): void {
+    this.inFlight--;
+    if (this.inFlight > 0) return;
+    if (this.endWanted) {
+      void this.end();
+      return;
+    }
+    clearTimeout(this.idle);
+    this.idle = setTimeout(() => void this.end(), this.i.idleMs ?? 2_000);
+    this.idle.unref?.();
+    // Forgotten (unregistered) long after the prediction can still be running; a later call still works.
+    clearTimeout(this.forget);
+    this.forget = setTimeout(() => void this.close(), FORGET_MS);
+    this.forget.unref?.();
+  }
+
+  private report(items: Array<{ charge?: Charge; name: string; unit: string }>, observationId?: string): void {
+    const list = items.filter((x): x is { charge: Charge; name: string; unit: string } => !!x.charge);
+    if (!list.length) return;
+    for (const { charge: c, name, unit } of list) {
+      const fc: FlowCharge = {
+        chargeId: c.id,
+        name,
+        unit,
+        quantity: c.quantity ?? '1',
+        costUsd: formatUsd(c.amount),
+        at: new Date(),
+        observationId,
+        metadata: {
+          ...billingMetadata({ customerId: this.customerId, conversationId: this.i.conversationId, rateCardVersion: c.rateCardVersion ?? undefined, balanceAfter: c.balanceAfter, planTier: this.admission?.tier }),
+          billing_charge_type: c.chargeType,
+          billing_quantity: c.quantity,
+        },
+      };
+      this.observe(() => this.i.onCharge?.(fc));
+      if (this.reporter && this.traceId) {
+        this.observe(() =>
+          this.reporter!.reportCharge({ traceId: this.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: { total: c.amount }, metadata: { ...fc.metadata, billing_charge_id: c.id, billing_usd: fc.costUsd } }),
+        );
+      }
+    }
+    // No trace id (a chatflow): the call's own generation carries the cost of everything this call settled (its tokens and the fee).
+    if (this.reporter && !this.traceId && observationId) {
+      const total = list.reduce((a, x) => a + x.charge.amount, 0n);
+      this.observe(() =>
+        this.reporter!.reportCharge({
+          observationId, name: list[0]!.name, cost: { total },
+          metadata: { ...billingMetadata({ customerId: this.customerId, conversationId: this.i.conversationId, planTier: this.admission?.tier, rateCardVersion: this.card?.version }), billing_charge_ids: list.map((x) => x.charge.id).join(','), billing_usd: formatUsd(total) },
+        }),
+      );
+    }
+  }
+
+  private feeItem(fee: Charge | undefined) {
+    return { charge: fee, name: `billing:${fee?.chargeType ?? 'run-fee'}`, unit: 'run' };
+  }
+
+  private observe(fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      // An observer never fails a run (billing never depends on it).
+    }
+  }
+
+  private logFailure(what: string, e: unknown): void {
+    (this.i.logger?.error ?? this.i.logger?.warn)?.call(this.i.logger, `[flowise-billing] ${this.i.actor}: ${what} failed: ${(e as Error)?.message ?? String(e)}`);
+  }
+}

@@ -1,0 +1,73 @@
+// Flows built on the metered variants ("OpenAI (metered)" = chatOpenAIMetered, "Calculator (metered)") that
+// the installer generates, the way the UI builds them from the node definitions of a running Flowise
+// (flowNode/connect in flowise-env.mjs). The e2e test runs them with real credential ids; build-examples.mjs
+// writes them to examples/ with the credentials left empty. Plain ESM, shared by both.
+//
+// ids: { ledger: Billing Ledger credential id, openai: OpenAI credential id }.
+import * as env from './flowise-env.mjs';
+
+// What the metered model's config holds besides the provider's own settings.
+export function billingConfig(ids, extra = {}) {
+  return { billingLedgerCredential: ids.ledger, customerSource: 'billingToken', tokenVariable: 'billingToken', runFee: 'PrivateFlowRun', checkSessions: true, ...extra };
+}
+
+function modelConfig(ids, basepath, extra) {
+  return {
+    modelName: 'gpt-4o-mini',
+    temperature: 0,
+    streaming: false,
+    maxTokens: 64,
+    basepath,
+    credential: ids.openai,
+    FLOWISE_CREDENTIAL_ID: ids.openai,
+    ...billingConfig(ids, extra),
+  };
+}
+
+// Start → LLM (OpenAI (metered)).
+export async function llmAgentflow(api, ids, basepath, extra = {}) {
+  const start = env.flowNode(await api.getNode('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 0 } });
+  const llm = env.flowNode(await api.getNode('llmAgentflow'), {
+    id: 'llmAgentflow_0',
+    position: { x: 300, y: 0 },
+    inputs: { llmModel: 'chatOpenAIMetered', llmModelConfig: { llmModel: 'chatOpenAIMetered', ...modelConfig(ids, basepath, extra) }, llmEnableMemory: false, llmMessages: [], llmStructuredOutput: [], llmUpdateState: [] },
+  });
+  return { nodes: [start, llm], edges: [env.connect(start, llm)] };
+}
+
+// Start → Agent (OpenAI (metered)) with the Calculator (metered) tool.
+export async function toolAgentflow(api, ids, basepath, toolPrice = 'ObjectTransformer') {
+  const start = env.flowNode(await api.getNode('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 0 } });
+  const agent = env.flowNode(await api.getNode('agentAgentflow'), {
+    id: 'agentAgentflow_0',
+    position: { x: 300, y: 0 },
+    inputs: {
+      agentModel: 'chatOpenAIMetered',
+      agentModelConfig: { agentModel: 'chatOpenAIMetered', ...modelConfig(ids, basepath, {}) },
+      agentTools: [
+        {
+          agentSelectedTool: 'calculatorMetered',
+          agentSelectedToolRequiresHumanInput: false,
+          agentSelectedToolConfig: { agentSelectedTool: 'calculatorMetered', toolChargeType: toolPrice, toolQuantity: '1', ...billingConfig(ids) },
+        },
+      ],
+      agentEnableMemory: false,
+      agentMessages: [],
+      agentStructuredOutput: [],
+      agentUpdateState: [],
+      agentKnowledgeDocumentStores: [],
+      agentKnowledgeVSEmbeddings: [],
+    },
+  });
+  return { nodes: [start, agent], edges: [env.connect(start, agent)] };
+}
+
+// Chatflow: OpenAI (metered) → Conversation Chain with a buffer memory.
+export async function meteredChatflow(api, ids, basepath) {
+  const cfg = modelConfig(ids, basepath, {});
+  const { credential, FLOWISE_CREDENTIAL_ID: _c, ...inputs } = cfg; // the chatflow node keeps its credential apart
+  const model = env.flowNode(await api.getNode('chatOpenAIMetered'), { id: 'chatOpenAIMetered_0', position: { x: 0, y: 0 }, inputs, credential });
+  const memory = env.flowNode(await api.getNode('bufferMemory'), { id: 'bufferMemory_0', position: { x: 0, y: 600 } });
+  const chain = env.flowNode(await api.getNode('conversationChain'), { id: 'conversationChain_0', position: { x: 400, y: 0 } });
+  return { nodes: [model, memory, chain], edges: [env.connect(model, chain, 'model'), env.connect(memory, chain, 'memory')] };
+}

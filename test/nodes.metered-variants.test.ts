@@ -1,0 +1,138 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ChatOpenAI } from '@langchain/openai';
+import { HumanMessage } from '@langchain/core/messages';
+import { DynamicTool } from '@langchain/core/tools';
+import { openFlowRun } from '../src/plugin/flow-run';
+import { closeSharedLedgers, sharedLedger } from '../src/plugin/ledgers';
+import { DEFAULT_REFUSAL_MESSAGES, REFUSAL_MARKER_KEY } from '../src/plugin/refusal';
+import { formatUsd, parseUsd } from '../src/money';
+import { priceChargeType, priceTokens } from '../src/pricing/price';
+import { meterModel } from '../nodes/shared/metered-model';
+import { meterTool } from '../nodes/shared/metered-tool';
+import { variantPath, variantSource, variantSources } from '../src/installer/variants';
+import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
+
+/**
+ * The metering the metered variants put on a provider's model and tools, with
+ * a real ChatOpenAI against the loopback OpenAI-compatible server (calls counted
+ * there), a real FlowRun and a real SQLite ledger.
+ */
+let openai: OpenAIServer;
+let dir: string;
+let uninstallTiktoken: () => void;
+beforeAll(async () => {
+  uninstallTiktoken = installOfflineTiktoken();
+  openai = await startOpenAIServer();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-variants-'));
+});
+afterAll(async () => {
+  await closeSharedLedgers();
+  uninstallTiktoken?.();
+  await openai?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+beforeEach(() => openai.reset());
+
+const db = () => path.join(dir, 'ledger.sqlite');
+async function customer(usd: string) {
+  const id = `c-${randomUUID().slice(0, 8)}`;
+  const { ledger } = await sharedLedger(db());
+  await ledger.createCustomer({ id });
+  await ledger.topUp({ customerId: id, amount: parseUsd(usd), idempotencyKey: `top-${id}` });
+  return id;
+}
+function metered(customerId: string, runKey = randomUUID()) {
+  const run = () => openFlowRun({ ledgerDatabase: db(), customerId, conversationId: 'conv', runKey, actor: 'test', runFee: { item: 'PrivateFlowRun', quantity: '1' }, checkSessions: false });
+  const model = new ChatOpenAI({ model: 'gpt-4o-mini', apiKey: 'sk-test', configuration: { baseURL: openai.baseURL }, maxRetries: 0, maxTokens: 50 });
+  return { run, model: meterModel(model, { meter: run, nodeKey: 'llm_0', usesCustomerKey: false }) };
+}
+
+describe('metered chat model (instance metering)', () => {
+  it('charges the run fee once and each call its exact tokens; the provider is called once per call', async () => {
+    const id = await customer('1');
+    const { model } = metered(id);
+    const a = await model.invoke([new HumanMessage('hello metered')]);
+    const b = await model.invoke([new HumanMessage('again')]);
+    expect([a.content, b.content]).toEqual(['echo: hello metered', 'echo: again']);
+    expect(openai.calls).toHaveLength(2);
+    const { ledger } = await sharedLedger(db());
+    const card = await ledger.activeRateCard();
+    const tokens = openai.calls.reduce((s, c) => s + priceTokens(card, c.body.model, c.response!.usage!.prompt_tokens, c.response!.usage!.completion_tokens).amount, 0n);
+    const spent = parseUsd('1') - (await ledger.balance(id)).balance;
+    expect(formatUsd(spent)).toBe(formatUsd(priceChargeType(card, 'PrivateFlowRun', 1).amount + tokens));
+  });
+
+  it('a refused call is answered with the operator’s message and the marker, never reaches the provider, and the run stays refused', async () => {
+    const id = await customer('0.01'); // the fee alone: fee + the call cannot be reserved
+    const { model } = metered(id);
+    const r = await model.invoke([new HumanMessage('too expensive')]);
+    expect(r.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(r.response_metadata[REFUSAL_MARKER_KEY]).toEqual({ type: 'billing_refusal', kind: 'insufficientFunds', code: 'INSUFFICIENT_FUNDS' });
+    // streaming too
+    let streamed = '';
+    for await (const chunk of await model.stream([new HumanMessage('stream it')])) streamed += String(chunk.content);
+    expect(streamed).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(openai.calls).toHaveLength(0);
+    expect((await (await sharedLedger(db())).ledger.balance(id)).balance).toBe(parseUsd('0.01'));
+  });
+
+  it('bindTools (ChatOpenAI builds a new instance) and streaming stay metered', async () => {
+    const id = await customer('1');
+    const { model } = metered(id);
+    const bound = model.bindTools([{ type: 'function', function: { name: 'noop', description: 'does nothing', parameters: { type: 'object', properties: {} } } }]);
+    await bound.invoke([new HumanMessage('with tools')]);
+    let text = '';
+    for await (const chunk of await model.stream([new HumanMessage('streamed call')])) text += String(chunk.content);
+    expect(text).toBe('echo: streamed call');
+    expect(openai.calls).toHaveLength(2);
+    const { ledger } = await sharedLedger(db());
+    const settles = (await ledger.statement(id)).filter((e) => e.type === 'settle' && e.chargeType !== 'PrivateFlowRun');
+    expect(settles).toHaveLength(2);
+  });
+});
+
+describe('metered tool', () => {
+  it('charges its price per call; a refused call does not run and answers with the refusal', async () => {
+    const rich = await customer('1');
+    let runs = 0;
+    const make = (customerId: string) => {
+      const run = () => openFlowRun({ ledgerDatabase: db(), customerId, conversationId: 'conv', runKey: randomUUID(), actor: 'test', runFee: null, checkSessions: false });
+      const tool = new DynamicTool({ name: 'calc', description: 'calc', func: async () => String(++runs) });
+      return meterTool(tool, { meter: run, nodeKey: 'agent_0', price: { item: 'ObjectTransformer', quantity: '1' } });
+    };
+    expect(await make(rich).invoke('x')).toBe('1');
+    const { ledger } = await sharedLedger(db());
+    expect(formatUsd(parseUsd('1') - (await ledger.balance(rich)).balance)).toBe('0.01');
+    const poor = await customer('0.005');
+    expect(await make(poor).invoke('x')).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(runs).toBe(1);
+  });
+});
+
+describe('install-time variant files', () => {
+  it('a variant beside each chat model and tool that exports a nodeClass; LlamaIndex files and helpers are skipped', () => {
+    const fc = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-fc-'));
+    try {
+      const put = (rel: string, code: string) => {
+        fs.mkdirSync(path.dirname(path.join(fc, rel)), { recursive: true });
+        fs.writeFileSync(path.join(fc, rel), code);
+      };
+      put('dist/nodes/chatmodels/ChatX/ChatX.js', 'exports.nodeClass = class {};');
+      put('dist/nodes/chatmodels/ChatX/FlowiseChatX.js', 'exports.FlowiseChatX = class {};');
+      put('dist/nodes/chatmodels/ChatX/ChatX_LlamaIndex.js', 'module.exports = { nodeClass: class {} };');
+      put('dist/nodes/tools/Calc/Calc.js', 'module.exports = { nodeClass: class {} };');
+      expect(variantSources(fc)).toEqual([
+        { rel: path.join('dist/nodes/chatmodels/ChatX/ChatX.js'), factory: 'meteredModelModule' },
+        { rel: path.join('dist/nodes/tools/Calc/Calc.js'), factory: 'meteredToolModule' },
+      ]);
+      expect(variantPath('dist/nodes/tools/Calc/Calc.js')).toBe('dist/nodes/tools/Calc/Calc.billing-metered.js');
+      expect(variantSource('dist/nodes/tools/Calc/Calc.js', 'meteredToolModule')).toContain('require("../../billing/MeteredVariants/MeteredVariants.js").meteredToolModule(require("./Calc.js"))');
+    } finally {
+      fs.rmSync(fc, { recursive: true, force: true });
+    }
+  });
+});
