@@ -18,4 +18,3 @@ export * from './admit';
 export * from './metered';
 export * from './usage-tool';
 export { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
-export * from './run-key';

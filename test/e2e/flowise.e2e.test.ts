@@ -42,8 +42,26 @@ let skipReason = '';
 function e2e(name: string, fn: (ctx: TestContext) => Promise<void>, timeout?: number, opts: { retry?: number } = {}) {
   it(name, async (ctx) => {
     if (!inst) ctx.skip(skipReason);
-    await fn(ctx);
+    try {
+      await fn(ctx);
+    } catch (e) {
+      // No browser here is a fact about the machine, not the code: skipped with the reason (listed under
+      // NOT RUN after the summary). `.ci/run` installs Chromium so CI always runs these checks.
+      if (e instanceof BrowserUnavailable) ctx.skip(e.message);
+      throw e;
+    }
   }, { timeout, retry: opts.retry });
+}
+
+class BrowserUnavailable extends Error {}
+
+/** Chromium, or a BrowserUnavailable saying why not (missing, disabled, or it cannot start here). */
+async function launchChromium() {
+  if (!fs.existsSync(CHROMIUM)) throw new BrowserUnavailable(`no Chromium at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set CHROMIUM_PATH`);
+  if (process.env.FB_E2E_SKIP_BROWSER === '1') throw new BrowserUnavailable('FB_E2E_SKIP_BROWSER=1');
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS }).catch((e: Error) => {
+    throw new BrowserUnavailable(`Chromium at ${CHROMIUM} does not start here: ${e.message.split('\n')[0]}`);
+  });
 }
 
 const step = (() => {
@@ -416,15 +434,9 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     step(`langfuse: generation ${gen.id} in trace ${gen.traceId}: ${JSON.stringify(gen.metadata).slice(0, 400)}`);
   }, 90_000);
 
-  e2e('a real browser finds the Billing nodes in the palettes and the Billing credentials in the credential dialog', async (ctx) => {
-    // No browser here is a fact about the machine, not about the code: skipped with the reason, which
-    // the not-run reporter repeats after the summary. `.ci/run` installs Chromium so CI always runs it.
-    if (!fs.existsSync(CHROMIUM)) ctx.skip(`no Chromium at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set CHROMIUM_PATH`);
-    if (process.env.FB_E2E_SKIP_BROWSER === '1') ctx.skip('FB_E2E_SKIP_BROWSER=1');
+  e2e('a real browser finds the Billing nodes in the palettes and the Billing credentials in the credential dialog', async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
-    const browser = await chromium
-      .launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
-      .catch((e: Error) => ctx.skip(`Chromium at ${CHROMIUM} does not start here: ${e.message.split('\n')[0]}`));
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
       // Playwright's own screenshot waits on fonts that never settle in this UI; CDP's capture does not.
@@ -504,9 +516,8 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
 
   /** A logged-in headless Chromium page on this Flowise (CDP screenshots into .test-artifacts). */
   async function withBrowser(fn: (page: any, shot: (name: string) => Promise<string>) => Promise<void>): Promise<void> {
-    if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install -y chromium (or set CHROMIUM_PATH)`);
     fs.mkdirSync(ARTIFACTS, { recursive: true });
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
       const shot = async (name: string) => {
