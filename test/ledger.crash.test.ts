@@ -12,7 +12,7 @@ describe.each(BACKENDS)('crash safety on $name', (backend) => {
     await setup.close();
 
     for (let round = 0; round < 3; round++) {
-      const w = spawnWorker('crash-worker.cjs', [target, 'crashy']);
+      const w = spawnWorker('crash-worker.cjs', [target, 'crashy', String(round)]);
       await w.ready;
       // Kill only once work is flowing (the worker says so), a little later each round.
       for (let i = 0; i < 600 && !w.output().includes('flowing'); i++) await new Promise((r) => setTimeout(r, 50));

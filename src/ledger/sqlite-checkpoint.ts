@@ -5,9 +5,8 @@ import { Worker } from 'node:worker_threads';
  * inside whichever COMMIT crosses the WAL threshold and fsyncs the database
  * there, which is where a busy writer's p99 goes. Once a ledger has written
  * enough to matter, a worker thread with its own connection runs PASSIVE
- * checkpoints (they never block writers) every few milliseconds, and the
- * writer's own automatic checkpoint is raised to a safety net for when that
- * thread falls behind.
+ * checkpoints (they never block writers) every 200 ms, and the writer's own
+ * automatic checkpoint is raised: when it runs, little is left to copy.
  */
 export interface Checkpointer {
   close(): Promise<void>;

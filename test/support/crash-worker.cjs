@@ -1,12 +1,13 @@
-// Streams holds and settles (16 concurrent loops) until killed. argv: target customerId
+// Streams holds and settles (16 concurrent loops) until killed. argv: target customerId [round]
+// Each round uses its own keys: replaying an earlier round's keys would settle the holds it left open.
 const { openLedger } = require('../../dist/src/ledger/open.js');
 
-const [target, customerId] = process.argv.slice(2);
+const [target, customerId, round = '0'] = process.argv.slice(2);
 let settled = 0;
 
 async function loop(ledger, lane) {
   for (let i = 0; ; i++) {
-    const key = `crash:${lane}:${i}`;
+    const key = `crash:${round}:${lane}:${i}`;
     try {
       const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key, ttlMs: 60_000 });
       // Some steps take a while (an LLM call), so holds are open whenever the kill lands.
