@@ -47,6 +47,12 @@ export const ERROR_CODES = [
   'STRIPE_UNAVAILABLE',
   /** A webhook payload failed signature or timestamp verification. */
   'STRIPE_SIGNATURE_INVALID',
+  /** An API key that is valid but lacks the scope the request needs. */
+  'FORBIDDEN',
+  /** Something the request names that has no code of its own (an API key, a webhook endpoint, a route). */
+  'NOT_FOUND',
+  /** Too many requests from one API key; retry after details.retryAfterSeconds. */
+  'RATE_LIMITED',
   /** A bug, not a business outcome; the message says what failed. */
   'INTERNAL_ERROR',
 ] as const;

@@ -3,6 +3,8 @@ import { BillingError, isBillingError, ValidationError } from '../errors';
 import { defaultLedgerLocation, isPostgresUrl, ledgerTarget, openLedger } from '../ledger/open';
 import { redactUrl } from '../ledger/redact';
 import type { SqlLedger } from '../ledger/sql-ledger';
+import { eventHooks } from '../webhooks/hooks';
+import { migrateWebhooks } from '../webhooks/schema';
 import { jsonLine, type Io, type Rendered, renderDelimited, renderMode } from './output';
 import { dbTarget } from './validate';
 
@@ -80,7 +82,14 @@ export function redactTarget(target: string): string {
 
 export async function openCliLedger(target: string, create = true): Promise<SqlLedger> {
   try {
-    return await openLedger(target, { actor: CLI_ACTOR, create });
+    // Reads create nothing; writers get the outbound-event hook, so a CLI top-up or charge raises its webhooks like any other.
+    if (!create) return await openLedger(target, { actor: CLI_ACTOR, create });
+    const ledger = await openLedger(target, { actor: CLI_ACTOR, create, onBatch: eventHooks().onBatch });
+    await migrateWebhooks(ledger.dialect).catch(async (e: unknown) => {
+      await ledger.close().catch(() => undefined);
+      throw e;
+    });
+    return ledger;
   } catch (e) {
     if (isBillingError(e)) throw e;
     const message = e instanceof Error ? e.message : String(e);

@@ -69,6 +69,21 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'token verify': ['flowise-billing token verify "$TOKEN"'],
   install: ['flowise-billing install --flowise /opt/flowise', 'flowise-billing install --flowise "$(npm root -g)/flowise"'],
   uninstall: ['flowise-billing uninstall --flowise /opt/flowise'],
+  serve: [
+    'FLOWISE_BILLING_TOKEN_SECRET=… flowise-billing --db ~/.flowise/billing.sqlite serve --port 8787',
+    'flowise-billing --db postgres://billing@db.internal:5432/billing serve --host 0.0.0.0 --secure-cookies --cors https://app.example.com',
+  ],
+  apikeys: ['flowise-billing apikeys create --scope write --name backend'],
+  'apikeys create': ['flowise-billing apikeys create --scope admin --name ops', 'flowise-billing apikeys create --scope read --name dashboard --json'],
+  'apikeys list': ['flowise-billing apikeys list'],
+  'apikeys revoke': ['flowise-billing apikeys revoke 1194e59072f545bf'],
+  endpoints: ['flowise-billing endpoints create https://app.example.com/billing-hooks --events balance.low,run.refused'],
+  'endpoints create': ['flowise-billing endpoints create https://app.example.com/billing-hooks', 'flowise-billing endpoints create https://app.example.com/hooks --events topup.succeeded,invoice.closed --json'],
+  'endpoints list': ['flowise-billing endpoints list'],
+  'endpoints update': ['flowise-billing endpoints update we_… --disable', 'flowise-billing endpoints update we_… --events "*" --enable'],
+  'endpoints delete': ['flowise-billing endpoints delete we_…'],
+  'endpoints status': ['flowise-billing endpoints status --json'],
+  'endpoints deliver': ['flowise-billing endpoints deliver', 'flowise-billing endpoints deliver --watch'],
   doctor: ['flowise-billing doctor --flowise /opt/flowise', 'flowise-billing --db postgres://billing@db.internal:5432/billing doctor --online', 'flowise-billing doctor --node "$(which node)" --json'],
 };
 

@@ -23,6 +23,9 @@ import { registerStripe } from './commands/stripe';
 import { registerCheckout } from './commands/checkout';
 import { registerPlugin } from './commands/plugin';
 import { registerToken } from './commands/token';
+import { registerServe } from './commands/serve';
+import { registerApikeys } from './commands/apikeys';
+import { registerEndpoints } from './commands/endpoints';
 import { CliContext } from './context';
 import { addExamples } from './examples';
 import { configureRendering, type Format, FORMATS, type Io, jsonLine, printFailure, processIo, quietOnClosedPipe, terminalWidth, toFailure, usageFailure } from './output';
@@ -51,6 +54,9 @@ const COMMANDS = [
   registerCheckout,
   registerToken,
   registerPlugin,
+  registerServe,
+  registerApikeys,
+  registerEndpoints,
 ];
 
 /**

@@ -19,7 +19,7 @@ export const NANOS_PER_METER_UNIT = 1000n;
 export const OUTBOX_SETTINGS_KEY = 'outbox';
 
 /** Charge types that move money but are not usage (e.g. a Stripe refund of a top-up debited from the balance). */
-export const NON_USAGE_CHARGE_TYPES: ReadonlySet<string> = new Set(['StripeTopUpRefund']);
+export const NON_USAGE_CHARGE_TYPES: ReadonlySet<string> = new Set(['StripeTopUpRefund', 'InvoiceCollection']);
 
 export interface OutboxSettings {
   readonly enabled: boolean;

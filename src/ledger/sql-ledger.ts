@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { BillingError, ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
 import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
-import { budgetOut, executeBatch, type Op, type PricedFields } from './batch';
+import { budgetOut, executeBatch, type Op, type Outcome, type PricedFields } from './batch';
 import { periodContaining } from '../period';
 import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
@@ -12,6 +12,7 @@ import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, chargeFromRow, customerFromRow
 import type {
   AuditRecord,
   Balance,
+  BatchOutcome,
   BudgetState,
   Charge,
   ChargeInput,
@@ -40,6 +41,12 @@ export interface LedgerOptions {
   readonly maxBatch?: number;
   /** Default actor recorded in the audit trail. */
   readonly actor?: string;
+  /**
+   * Runs inside each write batch's transaction, after its operations were
+   * applied and before it commits: an observer's rows (e.g. outbound events)
+   * commit with their cause or not at all. Throwing aborts the batch.
+   */
+  readonly onBatch?: (c: SqlConnection, outcomes: readonly BatchOutcome[], now: number) => Promise<void>;
 }
 
 const customerId = z
@@ -132,6 +139,15 @@ function intArg(what: string, value: unknown): number {
   return value as number;
 }
 
+function batchOutcome(op: Op, o: Outcome): BatchOutcome {
+  return {
+    operation: op.kind,
+    idempotencyKey: 'key' in op ? op.key : null,
+    customerId: 'customerId' in op ? op.customerId : null,
+    ...(o.ok ? { value: o.value } : { error: o.error }),
+  };
+}
+
 const RATE_CARD_CACHE_MS = 2_000;
 
 /** The Ledger over any Dialect: the behaviour lives here and in batch.ts, once. */
@@ -155,7 +171,13 @@ export class SqlLedger implements Ledger {
     this.holdTtlMs = opts.holdTtlMs ?? 15 * 60_000;
     this.actor = opts.actor ?? 'library';
     this.committer = new GroupCommitter(
-      (ops) => d.writeTransaction((c) => executeBatch(d, c, ops, this.clock())),
+      (ops) =>
+        d.writeTransaction(async (c) => {
+          const now = this.clock();
+          const outcomes = await executeBatch(d, c, ops, now);
+          if (opts.onBatch) await opts.onBatch(c, ops.map((op, i) => batchOutcome(op, outcomes[i]!)), now);
+          return outcomes;
+        }),
       opts.maxBatch ?? 512,
       (e) => d.isRetryableConflict(e),
     );

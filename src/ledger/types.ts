@@ -1,3 +1,4 @@
+import type { BillingError } from '../errors';
 import type { Nanos } from '../money';
 import type { RateCard } from '../pricing/ratecard';
 
@@ -188,6 +189,17 @@ export interface RateCardRecord {
   readonly active: boolean;
   readonly importedAt: string;
   readonly activatedAt: string | null;
+}
+
+/** One operation of a committed batch, as an in-transaction observer sees it (see LedgerOptions.onBatch). */
+export interface BatchOutcome {
+  /** topUp, hold, settle, release, charge, refund, createCustomer, setBudget, touch. */
+  readonly operation: string;
+  readonly idempotencyKey: string | null;
+  /** The customer named by the request (null for settle/release/refund: read it from the value). */
+  readonly customerId: string | null;
+  readonly value?: unknown;
+  readonly error?: BillingError;
 }
 
 /**

@@ -1,4 +1,6 @@
+import { BillingError } from '../errors';
 import { parseUsd } from '../money';
+import { guarded, unauthorizedRunEvent, writeEvents } from '../webhooks/events';
 import { type ResolveCustomerInput, resolveCustomer, type WarnLogger } from '../identity/customer';
 import { type GuardRunResult, guardRun, type RunFee } from './guard';
 import { type Refusal, type RefusalKind, refusalFor } from './refusal';
@@ -28,6 +30,17 @@ export type AdmitOutcome = { readonly ok: true; readonly customerId: string; rea
  * the session, charge the run fee. Never throws for a refusal: it returns the
  * operator's message, and logs the cause (customer and code only).
  */
+/** run.refused for a refused identity; best effort (the refusal is the answer either way). */
+async function recordUnauthorized(input: AdmitInput, customerId: string | null, error: BillingError): Promise<void> {
+  try {
+    const { ledger } = await sharedLedger(input.ledgerDatabase);
+    const now = Date.now();
+    await ledger.dialect.writeTransaction((c) => guarded(c, () => writeEvents(c, [unauthorizedRunEvent({ runKey: input.runKey, customerId, error, now })], now).then(() => undefined), () => undefined));
+  } catch {
+    // The ledger being down already made this run's answer; nothing else to do.
+  }
+}
+
 export async function admitFlowRun(input: AdmitInput): Promise<AdmitOutcome> {
   let customerId: string | null = null;
   try {
@@ -50,6 +63,7 @@ export async function admitFlowRun(input: AdmitInput): Promise<AdmitOutcome> {
     const line = `[flowise-billing] ${input.actor}: run refused (${refusal.code}${customerId ? `, customer ${customerId}` : ''})`;
     if (refusal.kind === 'unavailable') (input.logger?.error ?? input.logger?.warn)?.call(input.logger, `${line}: ${(e as Error)?.message ?? String(e)}`);
     else input.logger?.warn(line);
+    if (refusal.code === 'UNAUTHORIZED' && e instanceof BillingError) await recordUnauthorized(input, customerId, e);
     return { ok: false, customerId, refusal };
   }
 }

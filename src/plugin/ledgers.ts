@@ -1,7 +1,8 @@
 import path from 'node:path';
-import { defaultLedgerLocation, isPostgresUrl, openLedger } from '../ledger/open';
+import { defaultLedgerLocation, isPostgresUrl } from '../ledger/open';
+import { openWithEvents } from '../webhooks/open';
 import type { SqlLedger } from '../ledger/sql-ledger';
-import { QuotaService } from '../quota/service';
+import type { QuotaService } from '../quota/service';
 
 /**
  * One ledger (and one quota service) per ledger location per process, shared
@@ -28,7 +29,8 @@ export function sharedLedger(location?: string | null, opts: { actor?: string } 
   const key = ledgerKey(location);
   let h = handles.get(key);
   if (!h) {
-    h = openLedger(key).then((ledger) => ({ ledger, quota: new QuotaService(ledger, { actor: opts.actor ?? 'flowise' }), location: ledger.location }));
+    // Opened with the outbound-event hooks: alerts and refusals inside a prediction reach the webhook outbox in their own transaction.
+    h = openWithEvents(key, { quotaActor: opts.actor ?? 'flowise' }).then(({ ledger, quota }) => ({ ledger, quota, location: ledger.location }));
     // A failed open (bad URL, database down) is not cached: the next prediction tries again.
     h.catch(() => handles.delete(key));
     handles.set(key, h);

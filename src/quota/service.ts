@@ -94,8 +94,15 @@ export interface QuotaOptions {
   readonly defaultPlanId?: string;
   /** Called once per alert, after it is recorded; later issues deliver these as webhooks. */
   readonly onAlert?: (alert: Alert) => void | Promise<void>;
+  /** Runs inside the transaction that records an alert, a refusal or a closed invoice, so an outbox row commits with its cause. */
+  readonly inTransaction?: (c: SqlConnection, event: QuotaEvent) => Promise<void>;
   readonly actor?: string;
 }
+
+export type QuotaEvent =
+  | { readonly kind: 'alert'; readonly alert: Alert }
+  | { readonly kind: 'refused'; readonly customerId: string; readonly conversationId: string; readonly error: BillingError; readonly at: number }
+  | { readonly kind: 'invoiceClosed'; readonly invoice: Invoice };
 
 interface SubRow {
   customerId: string;
@@ -397,7 +404,7 @@ export class QuotaService implements AdmissionGate {
       await this.roll(c, sub, at);
       if (sub.status !== 'active') {
         await this.saveSub(c, sub, false);
-        return new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status });
+        return this.refused(c, input, at, new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status }));
       }
       const plan = await this.planIn(c, sub.planId);
       const [conv] = await c.query('SELECT * FROM billing_conversations WHERE customer_id = ? AND conversation_id = ?', [input.customerId, input.conversationId]);
@@ -415,18 +422,18 @@ export class QuotaService implements AdmissionGate {
       } else {
         if (plan.sessionsIncluded !== null && sub.sessionsUsed >= plan.sessionsIncluded) {
           await this.saveSub(c, sub, false);
-          return new QuotaExceededError({
+          return this.refused(c, input, at, new QuotaExceededError({
             customerId: input.customerId,
             sessionsUsed: sub.sessionsUsed,
             sessionsLimit: plan.sessionsIncluded,
             periodEnd: iso(sub.periodEnd),
             planId: plan.id,
-          });
+          }));
         }
         const overBudget = await this.checkBudgetOpen(c, input.customerId, at);
         if (overBudget) {
           await this.saveSub(c, sub, false);
-          return overBudget;
+          return this.refused(c, input, at, overBudget);
         }
         session = 'new';
         sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
@@ -469,6 +476,11 @@ export class QuotaService implements AdmissionGate {
     return admission;
   }
 
+  private async refused(c: SqlConnection, input: AdmitRunInput, at: number, error: BillingError): Promise<BillingError> {
+    await this.opts.inTransaction?.(c, { kind: 'refused', customerId: input.customerId, conversationId: input.conversationId, error, at });
+    return error;
+  }
+
   /** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
   private async checkBudgetOpen(c: SqlConnection, customerId: string, at: number): Promise<BudgetExceededError | null> {
     const [r] = await c.query('SELECT budget, budget_spent, budget_period_end, held FROM billing_customers WHERE id = ?', [customerId]);
@@ -499,7 +511,11 @@ export class QuotaService implements AdmissionGate {
         'INSERT INTO billing_alerts (customer_id, period_start, kind, threshold, value, fired_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, period_start, kind, threshold) DO NOTHING',
         [customerId, periodStart, kind, t, pct.toFixed(2), at],
       );
-      if (inserted > 0) out.push({ customerId, kind, threshold: t, value: pct.toFixed(2), periodStart: iso(periodStart), firedAt: iso(at) });
+      if (inserted > 0) {
+        const alert: Alert = { customerId, kind, threshold: t, value: pct.toFixed(2), periodStart: iso(periodStart), firedAt: iso(at) };
+        await this.opts.inTransaction?.(c, { kind: 'alert', alert });
+        out.push(alert);
+      }
     }
     return out;
   }
@@ -658,6 +674,7 @@ export class QuotaService implements AdmissionGate {
       closedAt,
     ]);
     await this.audit(c, 'closeInvoice', sub.customerId, { invoiceId: id, totalUsd: formatUsd(inv.total), periodStart: iso(period.start) });
+    await this.opts.inTransaction?.(c, { kind: 'invoiceClosed', invoice: decodeInvoice(doc) });
   }
 
   /** The current period's invoice so far (nothing recorded). */

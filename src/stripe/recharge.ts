@@ -6,6 +6,7 @@ import { formatUsd, type Nanos } from '../money';
 import { stripeCustomerFor } from './customers';
 import { StripeIntegrationError } from './errors';
 import { factsOf, shouldRetry } from './retry';
+import { guarded, rechargeFailedEvent, writeEvents } from '../webhooks/events';
 
 /**
  * Auto-recharge: when a customer's available balance drops below a
@@ -304,12 +305,14 @@ export async function failRecharge(
   ledger: SqlLedger,
   p: { customerId: string; key: string; paymentIntentId: string | null; error: string; now: number },
 ): Promise<void> {
-  await ledger.dialect.writeTransaction((c) =>
-    c.run(
+  await ledger.dialect.writeTransaction(async (c) => {
+    const n = await c.run(
       `UPDATE billing_stripe_recharge SET in_flight_key = NULL, in_flight_since = NULL, attempt = attempt + 1,
           failing_since = COALESCE(failing_since, ?), last_error = ?, last_payment_intent = COALESCE(?, last_payment_intent), updated_at = ?
         WHERE customer_id = ? AND in_flight_key = ?`,
       [p.now, p.error.slice(0, 500), p.paymentIntentId, p.now, p.customerId, p.key],
-    ),
-  );
+    );
+    // The outbound recharge.failed webhook commits with the failure (a no-op if the webhook tables were never migrated).
+    if (n > 0) await guarded(c, () => writeEvents(c, [rechargeFailedEvent(p)], p.now).then(() => undefined), () => undefined);
+  });
 }

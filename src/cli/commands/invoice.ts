@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatUsd } from '../../money';
+import { collectInvoices } from '../../quota/collect';
 import { type Invoice, type MetricLine, QuotaService } from '../../quota/service';
 import { CLI_ACTOR, type CliContext } from '../context';
 import { keyValues, shortTime, table, usd } from '../output';
@@ -60,10 +61,18 @@ export function registerInvoice(program: Command, cli: CliContext): void {
     });
   invoice
     .command('close <customer>')
-    .description('close every ended period as an immutable invoice and show the latest')
+    .description('close every ended period as an immutable invoice, collect each from the credits once, and show the latest')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const inv = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).closeInvoice(input.customer));
-      cli.print({ json: invoiceJson(inv), human: () => invoiceHuman(inv) });
+      const { inv, collections } = await cli.withLedger(async (ledger) => {
+        const quota = new QuotaService(ledger, { actor: CLI_ACTOR });
+        const closed = await quota.closeInvoice(input.customer);
+        return { inv: closed, collections: await collectInvoices(quota, input.customer, CLI_ACTOR) };
+      });
+      const unpaid = collections.filter((c) => c.status === 'unpaid');
+      cli.print({
+        json: { ...invoiceJson(inv), collections },
+        human: () => `${invoiceHuman(inv)}\n${unpaid.length ? `Unpaid (credits too low, collected on a later close): ${unpaid.map((c) => c.periodStart.slice(0, 10)).join(', ')}` : 'Collected from credits.'}`,
+      });
     });
 }

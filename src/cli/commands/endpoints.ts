@@ -1,0 +1,94 @@
+import type { Command } from 'commander';
+import { z } from 'zod';
+import type { SqlLedger } from '../../ledger/sql-ledger';
+import { WebhookDeliverer } from '../../webhooks/deliver';
+import { EVENT_TYPES } from '../../webhooks/events';
+import { migrateWebhooks } from '../../webhooks/schema';
+import { type Endpoint, WebhookStore } from '../../webhooks/store';
+import type { CliContext } from '../context';
+import { keyValues, table } from '../output';
+import { parseInput } from '../validate';
+
+async function store(ledger: SqlLedger): Promise<WebhookStore> {
+  await migrateWebhooks(ledger.dialect);
+  return new WebhookStore(ledger.dialect);
+}
+
+const endpointId = z.string().regex(/^we_[a-f0-9]{32}$/, 'endpoint ids look like "we_…"');
+const events = (s: string | undefined) => s?.split(',').map((x) => x.trim()).filter(Boolean);
+
+/** `endpoints`: outbound webhook endpoints (Standard Webhooks signatures) and their delivery. */
+export function registerEndpoints(program: Command, cli: CliContext): void {
+  const ep = program.command('endpoints').description(`outbound webhooks: endpoints, event filters, delivery (events: ${EVENT_TYPES.join(', ')})`);
+  ep.command('create <url>')
+    .description('add an endpoint; prints its signing secret (whsec_…) once')
+    .option('--events <types>', 'comma-separated event types, or * (default)', '*')
+    .option('--description <text>')
+    .action(async (url: string, flags: { events: string; description?: string }) => {
+      const e = await cli.withLedger(async (ledger) => (await store(ledger)).createEndpoint({ url, events: events(flags.events), description: flags.description }));
+      cli.print({ json: { ...e }, human: () => `${keyValues([['id', e.id], ['url', e.url], ['events', e.events.join(', ')], ['secret', e.secret]])}\n\nThe secret is shown now only; receivers verify webhook-signature with it.` });
+    });
+  ep.command('list')
+    .description('endpoints and their filters')
+    .action(async () => {
+      const list = await cli.withLedger(async (ledger) => (await store(ledger)).listEndpoints());
+      cli.print({
+        json: { endpoints: list },
+        human: () =>
+          table(
+            [
+              { header: 'id', value: (e: Endpoint) => e.id },
+              { header: 'url', value: (e) => e.url },
+              { header: 'events', value: (e) => e.events.join(',') },
+              { header: 'enabled', value: (e) => (e.enabled ? 'yes' : 'no') },
+            ],
+            list,
+          ),
+      });
+    });
+  ep.command('update <id>')
+    .description('change an endpoint')
+    .option('--url <url>')
+    .option('--events <types>')
+    .option('--enable')
+    .option('--disable')
+    .action(async (id: string, flags: { url?: string; events?: string; enable?: boolean; disable?: boolean }) => {
+      const input = parseInput(z.object({ id: endpointId }), { id });
+      const enabled = flags.enable ? true : flags.disable ? false : undefined;
+      const e = await cli.withLedger(async (ledger) => (await store(ledger)).updateEndpoint(input.id, { url: flags.url, events: events(flags.events), enabled }));
+      cli.print({ json: { ...e }, human: () => keyValues([['id', e.id], ['url', e.url], ['events', e.events.join(', ')], ['enabled', e.enabled ? 'yes' : 'no']]) });
+    });
+  ep.command('delete <id>')
+    .description('remove an endpoint and its undelivered deliveries')
+    .action(async (id: string) => {
+      const input = parseInput(z.object({ id: endpointId }), { id });
+      await cli.withLedger(async (ledger) => (await store(ledger)).deleteEndpoint(input.id));
+      cli.print({ json: { deleted: input.id }, human: () => `deleted ${input.id}` });
+    });
+  ep.command('status')
+    .description('deliveries pending, delivered, failed')
+    .action(async () => {
+      const s = await cli.withLedger(async (ledger) => (await store(ledger)).deliveryCounts());
+      cli.print({ json: { ...s }, human: () => keyValues([['pending', s.pending], ['delivered', s.delivered], ['failed', s.failed], ['oldest pending (ms)', s.oldestPendingMs]]) });
+    });
+  ep.command('deliver')
+    .description('deliver due webhooks once (default) or keep delivering (--watch; Ctrl-C stops)')
+    .option('--watch', 'keep running')
+    .action(async (flags: { watch?: boolean }) => {
+      await cli.withLedger(async (ledger) => {
+        await migrateWebhooks(ledger.dialect);
+        const log = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => cli.io.err(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...fields })}\n`);
+        const d = new WebhookDeliverer(ledger.dialect, { log });
+        if (!flags.watch) {
+          const r = await d.deliverDue();
+          cli.print({ json: { ...r }, human: () => keyValues([['attempted', r.attempted], ['delivered', r.delivered], ['retrying', r.retrying], ['failed', r.failed]]) });
+          return;
+        }
+        const stop = () => d.stop();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        await d.run(1_000);
+        cli.print({ json: { stopped: true }, human: () => 'stopped' });
+      });
+    });
+}

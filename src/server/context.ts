@@ -1,0 +1,85 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { SqlLedger } from '../ledger/sql-ledger';
+import type { QuotaService } from '../quota/service';
+import type { WebhookDeliverer } from '../webhooks/deliver';
+import type { WebhookStore } from '../webhooks/store';
+import type { ApiKey, ApiKeyStore, Scope } from './apikeys';
+import { fingerprint, type IdempotencyStore, ledgerKey } from './idempotency';
+import { apiJson } from './json';
+import type { ServerMetrics } from './metrics';
+
+/** Everything a route can reach; built once by `serve` (or a test). */
+export interface ServerDeps {
+  readonly ledger: SqlLedger;
+  readonly quota: QuotaService;
+  readonly webhooks: WebhookStore;
+  readonly apiKeys: ApiKeyStore;
+  readonly idempotency: IdempotencyStore;
+  readonly metrics: ServerMetrics;
+  /** Nudged after a mutation that may have written events, so delivery starts at once. */
+  readonly deliverer?: WebhookDeliverer;
+  /** Secret for POST /v1/tokens (the Billing Ledger credential's token secret); absent disables signing. */
+  readonly tokenSecret?: string;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Least scope the route needs; routes without one are public (health, metrics, OpenAPI, dashboard login). */
+    scope?: Scope;
+  }
+  interface FastifyRequest {
+    apiKey?: ApiKey;
+  }
+}
+
+export interface MutationResult {
+  readonly status?: number;
+  readonly body: unknown;
+  /** For ledger mutations: when the ledger created the result; earlier than the request means a replay. */
+  readonly createdAt?: string;
+}
+
+/**
+ * Runs a mutation under its Idempotency-Key: a stored success is replayed
+ * byte for byte (header `Idempotent-Replayed: true`), the same key with a
+ * different request is IDEMPOTENCY_CONFLICT.
+ *
+ * `ledger: true` marks a mutation that is exactly one ledger operation (top-up,
+ * hold, settle, release, refund): the ledger's own idempotency is the record,
+ * under the key `api:<Idempotency-Key>`, with its replay and conflict rules
+ * (a key reused for another operation, customer or amount conflicts). No extra
+ * write per request, so these ride the ledger's group commit.
+ */
+export async function mutate(
+  deps: ServerDeps,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  fn: (key: (operation: string) => string) => Promise<MutationResult>,
+  opts: { ledger?: boolean } = {},
+): Promise<FastifyReply> {
+  const httpKey = String(req.headers['idempotency-key']);
+  if (opts.ledger) {
+    const started = Date.now();
+    const r = await fn(() => ledgerKey(httpKey));
+    if (r.createdAt && Date.parse(r.createdAt) < started - 1) reply.header('idempotent-replayed', 'true');
+    deps.deliverer?.poke();
+    return reply.code(r.status ?? 200).send(apiJson(r.body));
+  }
+  const path = req.url.split('?')[0]!;
+  const fp = fingerprint(req.method, path, req.body);
+  const prior = await deps.idempotency.lookup(httpKey, fp);
+  if (prior) {
+    return reply.code(prior.status).header('content-type', 'application/json; charset=utf-8').header('idempotent-replayed', 'true').send(prior.body);
+  }
+  const r = await fn((operation) => ledgerKey(`${operation}:${httpKey}`));
+  const status = r.status ?? 200;
+  const body = JSON.stringify(apiJson(r.body));
+  await deps.idempotency.save(httpKey, fp, { status, body });
+  deps.deliverer?.poke();
+  return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(body);
+}
+
+/** Who did it, for the ledger's audit trail. */
+export function actorOf(req: FastifyRequest): string {
+  return req.apiKey ? `api:${req.apiKey.id}` : 'api';
+}

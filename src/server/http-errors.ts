@@ -1,0 +1,67 @@
+import { BillingError, type ErrorCode } from '../errors';
+
+/** Every closed error code has one HTTP status; a new code fails to compile until it is placed here. */
+export const HTTP_STATUS: Record<ErrorCode, number> = {
+  VALIDATION_ERROR: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  INSUFFICIENT_FUNDS: 402,
+  QUOTA_EXCEEDED: 402,
+  BUDGET_EXCEEDED: 402,
+  SUBSCRIPTION_INACTIVE: 402,
+  BYOK_REQUIRED: 402,
+  CUSTOMER_NOT_FOUND: 404,
+  HOLD_NOT_FOUND: 404,
+  CHARGE_NOT_FOUND: 404,
+  RATE_CARD_NOT_FOUND: 404,
+  PLAN_NOT_FOUND: 404,
+  SUBSCRIPTION_NOT_FOUND: 404,
+  NOT_FOUND: 404,
+  UNKNOWN_MODEL: 400,
+  CUSTOMER_EXISTS: 409,
+  HOLD_NOT_PENDING: 409,
+  HOLD_EXPIRED: 409,
+  IDEMPOTENCY_CONFLICT: 409,
+  REFUND_EXCEEDS_CHARGE: 409,
+  RATE_LIMITED: 429,
+  INSTALL_FAILED: 500,
+  INTERNAL_ERROR: 500,
+  DATABASE_ERROR: 503,
+  SCHEMA_TOO_NEW: 503,
+  LEDGER_NOT_FOUND: 503,
+  PROBLEMS_FOUND: 500,
+  STRIPE_AUTH_FAILED: 502,
+  STRIPE_NOT_CONFIGURED: 409,
+  STRIPE_CUSTOMER_MISSING: 409,
+  STRIPE_REQUEST_REJECTED: 502,
+  STRIPE_UNAVAILABLE: 503,
+  STRIPE_SIGNATURE_INVALID: 400,
+};
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; details: Record<string, unknown> };
+}
+
+export function errorBody(e: BillingError): ErrorBody {
+  return { error: { code: e.code, message: e.message, details: e.details } };
+}
+
+/**
+ * Fastify's own failures (bad JSON, body too large, unsupported media type)
+ * and anything unexpected, as typed errors; never a stack or a raw driver
+ * message that might carry a connection string.
+ */
+export function toBillingError(e: unknown): { error: BillingError; status: number } {
+  if (e instanceof BillingError) return { error: e, status: HTTP_STATUS[e.code] };
+  const f = e as { statusCode?: number; code?: string; message?: string; validation?: unknown };
+  if (f?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { error: new BillingError('VALIDATION_ERROR', 'Request body too large', { limitBytes: 'see serve --body-limit' }), status: 413 };
+  if (f?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { error: new BillingError('VALIDATION_ERROR', 'Content-Type must be application/json', {}), status: 415 };
+  if (f?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || f?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (f?.statusCode === 400 && /JSON/i.test(f.message ?? ''))) {
+    return { error: new BillingError('VALIDATION_ERROR', 'Request body is not valid JSON', {}), status: 400 };
+  }
+  if (f?.statusCode === 429) return { error: new BillingError('RATE_LIMITED', 'Too many requests for this API key', {}), status: 429 };
+  if (f?.statusCode && f.statusCode >= 400 && f.statusCode < 500) {
+    return { error: new BillingError('VALIDATION_ERROR', f.message ?? 'Bad request', { fastifyCode: f.code ?? null }), status: f.statusCode };
+  }
+  return { error: new BillingError('INTERNAL_ERROR', 'Unexpected server error', {}), status: 500 };
+}

@@ -1,0 +1,53 @@
+import { z } from 'zod';
+import { ValidationError } from '../errors';
+import { type Nanos, parseQuantity, parseUsd } from '../money';
+
+/**
+ * The API's input vocabulary. Money is a USD decimal string (never a JSON
+ * number, which would be a float); the exact parser in money.ts decides.
+ */
+export const customerId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/, 'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)');
+
+export const entityId = z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'ids look like "chg_…": letters, digits, "_" and "-"');
+
+function exact<T>(parse: (s: string) => T) {
+  return z.string().max(40).transform((s, ctx): T => {
+    try {
+      return parse(s);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof ValidationError ? e.message : String(e) });
+      return z.NEVER;
+    }
+  });
+}
+
+/** "12.50", "$0.000025": at most 9 decimals, no exponent, no sign. */
+export const usd = (field: string) => exact((s): Nanos => parseUsd(s, { field }));
+export const positiveUsd = (field: string) =>
+  exact((s): Nanos => {
+    const n = parseUsd(s, { field });
+    if (n <= 0n) throw new ValidationError(`${field} must be greater than zero`);
+    return n;
+  });
+export const quantity = exact((s) => {
+  parseQuantity(s);
+  return s;
+});
+
+/** Every mutation names itself with this header; see README "Idempotency". */
+export const idempotencyHeaders = z.object({
+  'idempotency-key': z
+    .string({ required_error: 'the Idempotency-Key header is required on every mutation' })
+    .min(1)
+    .max(200)
+    // eslint-disable-next-line no-control-regex
+    .regex(/^[^\u0000-\u001f\u007f]+$/, 'Idempotency-Key must not contain control characters'),
+});
+
+export const page = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+});
+
+export const customerParams = z.object({ customerId });

@@ -1,0 +1,23 @@
+/**
+ * When to try a failed delivery again: exponential from `baseMs`, capped at
+ * `maxMs`, with 50–100 % jitter so a receiver coming back is not hit by every
+ * retry at once. Pure, so it is tested without a network.
+ */
+export interface RetryPolicy {
+  readonly baseMs: number;
+  readonly maxMs: number;
+  /** After this many failed attempts a delivery is marked failed (operators can retry it). */
+  readonly maxAttempts: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { baseMs: 5_000, maxMs: 3_600_000, maxAttempts: 20 };
+
+export function retryDelayMs(attempts: number, policy: RetryPolicy, random: () => number = Math.random): number {
+  const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempts - 1));
+  return Math.round(exp * (0.5 + 0.5 * random()));
+}
+
+/** 2xx is delivered; everything else (including 3xx: receivers must not redirect a webhook) is retried. */
+export function delivered(status: number): boolean {
+  return status >= 200 && status < 300;
+}

@@ -1,0 +1,206 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { BillingError, ValidationError } from '../errors';
+import type { Dialect, Row } from '../ledger/dialect';
+import { formatUsd, type Nanos } from '../money';
+import { EVENT_TYPES } from './events';
+import { newEndpointSecret } from './sign';
+
+export interface Endpoint {
+  readonly id: string;
+  readonly url: string;
+  readonly events: readonly string[];
+  readonly description: string | null;
+  readonly enabled: boolean;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export interface StoredEvent {
+  readonly seq: number;
+  readonly id: string;
+  readonly type: string;
+  readonly customerId: string | null;
+  readonly payload: Record<string, unknown>;
+  readonly createdAt: string;
+}
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'failed';
+
+export interface DeliveryCounts {
+  readonly pending: number;
+  readonly delivered: number;
+  readonly failed: number;
+  /** Age of the oldest undelivered delivery, ms (0 when none): the outbox lag. */
+  readonly oldestPendingMs: number;
+}
+
+/** An absolute http(s) URL without credentials in it. */
+const parsedUrl = (u: string): URL | null => {
+  try {
+    return new URL(u);
+  } catch {
+    return null;
+  }
+};
+export const endpointUrl = z
+  .string()
+  .max(2000)
+  .url('url must be an absolute URL')
+  // zod runs refinements even after .url() failed, so each one parses defensively.
+  .refine((u) => { const p = parsedUrl(u); return !p || /^https?:$/.test(p.protocol); }, 'url must be http or https')
+  .refine((u) => { const p = parsedUrl(u); return !p || (!p.username && !p.password); }, 'url must not carry credentials');
+
+export const eventFilter = z.array(z.enum(['*', ...EVENT_TYPES])).min(1, 'subscribe to at least one event type (or "*")').max(EVENT_TYPES.length + 1);
+
+export const endpointInput = z.object({
+  url: endpointUrl,
+  events: eventFilter.default(['*']),
+  description: z.string().max(500).optional(),
+});
+export const endpointUpdate = z.object({
+  url: endpointUrl.optional(),
+  events: eventFilter.optional(),
+  description: z.string().max(500).nullable().optional(),
+  enabled: z.boolean().optional(),
+});
+
+function endpointFromRow(r: Row): Endpoint {
+  return {
+    id: String(r.id),
+    url: String(r.url),
+    events: JSON.parse(String(r.events)) as string[],
+    description: r.description === null ? null : String(r.description),
+    enabled: Number(r.enabled) === 1,
+    createdAt: new Date(Number(r.created_at)).toISOString(),
+    updatedAt: new Date(Number(r.updated_at)).toISOString(),
+  };
+}
+
+function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, what: string, input: unknown): T {
+  const r = schema.safeParse(input);
+  if (!r.success) throw ValidationError.fromZod(what, r.error);
+  return r.data;
+}
+
+/** Endpoints, events and delivery state: the webhook tables, and nothing else. */
+export class WebhookStore {
+  constructor(
+    private readonly d: Dialect,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async createEndpoint(input: unknown): Promise<Endpoint & { secret: string }> {
+    const i = parse(endpointInput, 'webhook endpoint', input);
+    const id = `we_${randomUUID().replace(/-/g, '')}`;
+    const secret = newEndpointSecret();
+    const now = this.clock();
+    await this.d.writeTransaction((c) =>
+      c.run('INSERT INTO billing_webhook_endpoints (id, url, secret, events, description, enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)', [
+        id, i.url, secret, JSON.stringify(i.events), i.description ?? null, now, now,
+      ]),
+    );
+    return { ...(await this.getEndpoint(id)), secret };
+  }
+
+  async updateEndpoint(id: string, input: unknown): Promise<Endpoint> {
+    const i = parse(endpointUpdate, 'webhook endpoint', input);
+    await this.d.writeTransaction(async (c) => {
+      const [r] = await c.query(`SELECT * FROM billing_webhook_endpoints WHERE id = ? ${this.d.forUpdate}`, [id]);
+      if (!r) throw notFound(id);
+      const cur = endpointFromRow(r);
+      await c.run('UPDATE billing_webhook_endpoints SET url = ?, events = ?, description = ?, enabled = ?, updated_at = ? WHERE id = ?', [
+        i.url ?? cur.url,
+        JSON.stringify(i.events ?? cur.events),
+        i.description === undefined ? cur.description : i.description,
+        (i.enabled ?? cur.enabled) ? 1 : 0,
+        this.clock(),
+        id,
+      ]);
+    });
+    return this.getEndpoint(id);
+  }
+
+  /** Deletes the endpoint and its undelivered deliveries (delivered ones stay as history). */
+  async deleteEndpoint(id: string): Promise<void> {
+    await this.d.writeTransaction(async (c) => {
+      const n = await c.run('DELETE FROM billing_webhook_endpoints WHERE id = ?', [id]);
+      if (n === 0) throw notFound(id);
+      await c.run("DELETE FROM billing_webhook_deliveries WHERE endpoint_id = ? AND status <> 'delivered'", [id]);
+    });
+  }
+
+  async getEndpoint(id: string): Promise<Endpoint> {
+    const [r] = await this.d.read((c) => c.query('SELECT * FROM billing_webhook_endpoints WHERE id = ?', [id]));
+    if (!r) throw notFound(id);
+    return endpointFromRow(r);
+  }
+
+  async listEndpoints(): Promise<Endpoint[]> {
+    const rows = await this.d.read((c) => c.query('SELECT * FROM billing_webhook_endpoints ORDER BY created_at, id'));
+    return rows.map(endpointFromRow);
+  }
+
+  /** Events, newest first, optionally for one customer; `beforeSeq` pages backwards. */
+  async listEvents(opts: { customerId?: string; limit?: number; beforeSeq?: number } = {}): Promise<StoredEvent[]> {
+    const limit = Math.min(Math.max(opts.limit ?? 50, 1), 500);
+    const before = opts.beforeSeq ?? Number.MAX_SAFE_INTEGER;
+    const rows = await this.d.read((c) =>
+      opts.customerId
+        ? c.query('SELECT * FROM billing_webhook_events WHERE customer_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?', [opts.customerId, before, limit])
+        : c.query('SELECT * FROM billing_webhook_events WHERE seq < ? ORDER BY seq DESC LIMIT ?', [before, limit]),
+    );
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      id: String(r.id),
+      type: String(r.type),
+      customerId: r.customer_id === null ? null : String(r.customer_id),
+      payload: JSON.parse(String(r.payload)) as Record<string, unknown>,
+      createdAt: new Date(Number(r.created_at)).toISOString(),
+    }));
+  }
+
+  async deliveryCounts(): Promise<DeliveryCounts> {
+    const now = this.clock();
+    const rows = await this.d.read((c) => c.query('SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM billing_webhook_deliveries GROUP BY status'));
+    const by = new Map(rows.map((r) => [String(r.status), r]));
+    const pending = by.get('pending');
+    return {
+      pending: Number(pending?.n ?? 0),
+      delivered: Number(by.get('delivered')?.n ?? 0),
+      failed: Number(by.get('failed')?.n ?? 0),
+      oldestPendingMs: pending?.oldest === null || pending?.oldest === undefined ? 0 : Math.max(0, now - Number(pending.oldest)),
+    };
+  }
+
+  /** Puts failed deliveries back in the queue, due now. */
+  async retryFailed(endpointId?: string): Promise<number> {
+    const now = this.clock();
+    return this.d.writeTransaction((c) =>
+      endpointId
+        ? c.run("UPDATE billing_webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed' AND endpoint_id = ?", [now, endpointId])
+        : c.run("UPDATE billing_webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed'", [now]),
+    );
+  }
+
+  /** Sets (null clears) the low-balance threshold of a customer, or the default with customerId "*". */
+  async setLowBalanceThreshold(customerId: string, threshold: Nanos | null): Promise<void> {
+    await this.d.writeTransaction((c) =>
+      threshold === null
+        ? c.run('DELETE FROM billing_webhook_balance_thresholds WHERE customer_id = ?', [customerId])
+        : c.run(
+            'INSERT INTO billing_webhook_balance_thresholds (customer_id, threshold, updated_at) VALUES (?, ?, ?) ON CONFLICT (customer_id) DO UPDATE SET threshold = excluded.threshold, updated_at = excluded.updated_at',
+            [customerId, threshold, this.clock()],
+          ),
+    );
+  }
+
+  async lowBalanceThresholds(): Promise<Array<{ customerId: string; thresholdUsd: string }>> {
+    const rows = await this.d.read((c) => c.query('SELECT customer_id, threshold FROM billing_webhook_balance_thresholds ORDER BY customer_id'));
+    return rows.map((r) => ({ customerId: String(r.customer_id), thresholdUsd: formatUsd(BigInt(String(r.threshold))) }));
+  }
+}
+
+function notFound(id: string): BillingError {
+  return new BillingError('NOT_FOUND', `Webhook endpoint ${id} does not exist`, { endpointId: id });
+}
