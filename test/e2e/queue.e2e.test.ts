@@ -77,10 +77,22 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
     ledger = await openLedger(ledgerUrl);
     quota = new QuotaService(ledger, { actor: 'queue-e2e' });
   }
+  /** A run fee is taken with the first call's reservation (a settle) or, by a Charge node, as a charge. */
+  const isFee = (e: { type: string; chargeType: string | null }) => (e.type === 'charge' || e.type === 'settle') && e.chargeType === 'PrivateFlowRun';
+  const isCallSettle = (e: { type: string; chargeType: string | null }) => e.type === 'settle' && e.chargeType !== 'PrivateFlowRun';
+  /** A prediction returns its unused reservation shortly after its last call (see README, concurrency). */
+  async function heldReturned(id: string) {
+    const until = Date.now() + 15_000;
+    for (;;) {
+      const b = await ledger.balance(id);
+      if (b.held === 0n || Date.now() > until) return b;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
   /** What the customer paid must be exactly: run fees charged + every model call of theirs at the rate card. */
   async function expectExactCharges(id: string, topUpUsd: string, calls: RecordedCall[]) {
-    const b = await ledger.balance(id);
-    const fees = (await ledger.statement(id)).filter((e) => e.type === 'charge' && e.chargeType === 'PrivateFlowRun').length;
+    const b = await heldReturned(id);
+    const fees = (await ledger.statement(id)).filter(isFee).length;
     const owed = BigInt(fees) * fee() + calls.reduce((a, c) => a + callPrice(c), 0n);
     expect(formatUsd(parseUsd(topUpUsd) - b.balance), `${id}: charged`).toBe(formatUsd(owed));
     expect(b.balance, `${id}: overdrawn`).toBeGreaterThanOrEqual(0n);
@@ -149,7 +161,10 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
   queueCase('60 concurrent predictions over 10 customers and both workers: exact charges, no overdraft, every call paid, a free plan’s 25 sessions exact', async () => {
     const topUps: Record<string, string> = { 'q-free': '5', 'q-poor': '0.035' };
     for (let i = 1; i <= 8; i++) topUps[`q-c${i}`] = '2';
-    for (const [id, usd] of Object.entries(topUps)) await customer(id, usd, id === 'q-free' ? 'free' : 'starter');
+    // The Free plan allows only the customer's own key (bring your own key), which this older chatflow's
+    // Metered Chat Model cannot take; the same 25-session quota on a plan with managed models tests the quota.
+    await quota.createPlan({ id: 'free-managed', name: 'Free, managed models', basePriceUsd: '0', sessionsIncluded: 25, managedModels: true });
+    for (const [id, usd] of Object.entries(topUps)) await customer(id, usd, id === 'q-free' ? 'free-managed' : 'starter');
     const jobsBefore = (topo.workers as Worker[]).map((w) => w.jobs().length);
     const from = model.calls.length;
     const sent: Array<{ id: string; p: Promise<Reply> }> = [];
@@ -264,12 +279,12 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
     const paid = (await ledger.statement('q-pg')).filter((e) => e.type === 'charge' || e.type === 'settle').reduce((a, e) => a - e.amount, 0n);
     expect(formatUsd(parseUsd('5') - b.balance)).toBe(formatUsd(paid));
     const calls = callsOf('q-pg', from);
-    const settled = (await ledger.statement('q-pg')).filter((e) => e.type === 'settle').length;
+    const settled = (await ledger.statement('q-pg')).filter(isCallSettle).length;
     step(`q-pg: ${calls.length} model calls, ${settled} settled, held $${formatUsd(b.held)} left to expire`);
     expect(settled).toBeLessThanOrEqual(calls.length);
   }, 300_000);
 
-  queueCase('a worker killed with kill -9 mid-call: BullMQ retries on the other worker, the run fee is paid once, the dead call’s hold expires and is swept', async () => {
+  queueCase('a worker killed with kill -9 mid-call: BullMQ retries on the other worker, the run fee is paid once, the dead call is not billed, nothing stays held', async () => {
     await customer('q-crash', '1');
     const from = model.calls.length;
     let first = true;
@@ -300,8 +315,8 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
     model.setScript(null);
     const calls = callsOf('q-crash', from);
     const statement = await ledger.statement('q-crash');
-    const fees = statement.filter((e) => e.type === 'charge' && e.chargeType === 'PrivateFlowRun');
-    const settles = statement.filter((e) => e.type === 'settle');
+    const fees = statement.filter(isFee);
+    const settles = statement.filter(isCallSettle);
     step(`after the kill: HTTP ${r.status} ${JSON.stringify(r.data?.text ?? r.data).slice(0, 200)}; ${calls.length} model calls, ${fees.length} fee(s), ${settles.length} settle(s)`);
     expect(victim.alive()).toBe(false);
     expect(workers.filter((w) => w !== victim).every((w) => w.alive())).toBe(true);
@@ -315,20 +330,20 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
       expect(settles).toHaveLength(0);
     }
 
-    // The dead call's hold stays until it expires; the sweep (run by any process later) releases it,
-    // and the customer pays nothing for it: the operator's loss, recorded as an `expire` entry.
-    const open = await ledger.balance('q-crash');
-    expect(open.held).toBeGreaterThan(0n);
-    const later = await openLedger(ledgerUrl, { clock: () => Date.now() + HOLD_TTL_MS + 60_000 });
-    try {
-      expect((await later.sweepExpiredHolds()).expired).toBeGreaterThanOrEqual(1);
-    } finally {
-      await later.close();
+    // The dead call was reserved inside the run's reservation; the retry reuses that reservation (same run
+    // key), so nothing of the dead call is charged: the operator's loss (README, "Queue mode"). Whatever is
+    // still held when the run is over (the reservation of an attempt that never came back) expires and is swept.
+    const open = await heldReturned('q-crash');
+    if (open.held > 0n) {
+      const later = await openLedger(ledgerUrl, { clock: () => Date.now() + HOLD_TTL_MS + 60_000 });
+      try {
+        expect((await later.sweepExpiredHolds()).expired).toBeGreaterThanOrEqual(1);
+      } finally {
+        await later.close();
+      }
     }
     const end = await ledger.balance('q-crash');
     expect(end.held).toBe(0n);
-    const expired = (await ledger.statement('q-crash')).filter((e) => e.type === 'expire');
-    expect(expired).toHaveLength(1);
     const owed: Nanos = fee() + (answered(r) ? callPrice(calls[1]!) : 0n);
     expect(formatUsd(parseUsd('1') - end.balance)).toBe(formatUsd(owed));
     expect((await ledger.checkInvariants()).ok).toBe(true);
