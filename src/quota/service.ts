@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
 import { type Dialect, insertRows, type Row, type SqlConnection } from '../ledger/dialect';
 import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, decodeResult, encodeResult, iso } from '../ledger/rows';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { divRound, formatQuantity, formatUsd, type Nanos, parseQuantity, QUANTITY_DECIMALS } from '../money';
 import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
@@ -161,7 +161,7 @@ export class QuotaService implements AdmissionGate {
   private seeded?: Promise<void>;
 
   constructor(
-    readonly ledger: SqlLedger,
+    readonly ledger: Ledger,
     private readonly opts: QuotaOptions = {},
   ) {
     this.d = ledger.dialect;
@@ -324,8 +324,7 @@ export class QuotaService implements AdmissionGate {
   }
 
   private async requireCustomer(c: SqlConnection, customerId: string): Promise<void> {
-    const [r] = await c.query('SELECT id FROM billing_customers WHERE id = ?', [customerId]);
-    if (!r) throw new CustomerNotFoundError(customerId);
+    if (!(await this.ledger.view(c).customerExists(customerId))) throw new CustomerNotFoundError(customerId);
   }
 
   private async lockSub(c: SqlConnection, customerId: string): Promise<SubRow | null> {
@@ -483,14 +482,10 @@ export class QuotaService implements AdmissionGate {
 
   /** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
   private async checkBudgetOpen(c: SqlConnection, customerId: string, at: number): Promise<BudgetExceededError | null> {
-    const [r] = await c.query('SELECT budget, budget_spent, budget_period_end, held FROM billing_customers WHERE id = ?', [customerId]);
-    if (!r || r.budget === null || r.budget === undefined) return null;
-    const budget = BigInt(String(r.budget));
-    const periodOver = r.budget_period_end !== null && at >= Number(r.budget_period_end);
-    const spent = periodOver ? 0n : BigInt(String(r.budget_spent));
-    const held = BigInt(String(r.held));
-    if (spent + held < budget) return null;
-    return new BudgetExceededError({ customerId, budgetUsd: formatUsd(budget), spentUsd: formatUsd(spent), heldUsd: formatUsd(held), requiredUsd: '0.00', periodEnd: r.budget_period_end === null ? null : iso(Number(r.budget_period_end)) });
+    const b = await this.ledger.view(c).budgetAt(customerId, at);
+    if (!b || b.budget === null) return null;
+    if (b.spent + b.held < b.budget) return null;
+    return new BudgetExceededError({ customerId, budgetUsd: formatUsd(b.budget), spentUsd: formatUsd(b.spent), heldUsd: formatUsd(b.held), requiredUsd: '0.00', periodEnd: b.periodEnd });
   }
 
   private async checkBudgetAlerts(customerId: string, at: number): Promise<Alert[]> {
@@ -596,14 +591,9 @@ export class QuotaService implements AdmissionGate {
       const m = String(r.metric);
       if (wanted.has(m)) used.set(m, used.get(m)! + scaled(String(r.quantity)));
     }
-    const charges = await c.query('SELECT charge_type, quantity FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ? AND quantity IS NOT NULL', [
-      customerId,
-      period.start,
-      period.end,
-    ]);
-    for (const r of charges) {
-      const type = String(r.charge_type ?? '');
-      const qty = String(r.quantity);
+    for (const r of await this.ledger.view(c).chargedUsage(customerId, period.start, period.end)) {
+      const type = r.chargeType ?? '';
+      const qty = r.quantity;
       if (!/^\d+(\.\d+)?$/.test(qty)) continue;
       let metric = type;
       let value = scaled(qty);
@@ -636,11 +626,7 @@ export class QuotaService implements AdmissionGate {
         amount,
       });
     }
-    const [pre] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ?', [
-      customerId,
-      period.start,
-      period.end,
-    ]);
+    const prepaidUsage = await this.ledger.view(c).collected(customerId, period.start, period.end);
     return {
       id: null,
       customerId,
@@ -651,7 +637,7 @@ export class QuotaService implements AdmissionGate {
       lines,
       overage,
       total: plan.basePrice + overage,
-      prepaidUsage: BigInt(String(pre?.s ?? 0)),
+      prepaidUsage,
       closedAt: null,
     };
   }

@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { formatUsd, parseUsd } from '../money';
 import { stripeCustomerFor } from './customers';
 import { toStripeIntegrationError } from './errors';
@@ -62,7 +62,7 @@ const inputSchema = z.object({
 });
 
 /** Creates a Stripe Checkout Session that, once paid, tops up `customerId` by `usd`. The customer must exist in the ledger. */
-export async function createTopUpCheckout(ledger: SqlLedger, stripe: Stripe, input: TopUpCheckoutInput): Promise<TopUpCheckout> {
+export async function createTopUpCheckout(ledger: Ledger, stripe: Stripe, input: TopUpCheckoutInput): Promise<TopUpCheckout> {
   const parsed = inputSchema.safeParse(input);
   if (!parsed.success) throw ValidationError.fromZod('checkout', parsed.error);
   const i = parsed.data;
