@@ -96,7 +96,7 @@ class Charge implements INode {
       } catch (e) {
         refusal = refusalFor(e, messages);
         logger.warn(`[flowise-billing] ${this.name}: charge refused (${refusal.kind}, customer ${who.customerId})`);
-        billing = { charged: false, customerId: who.customerId, code: (e as { code?: string })?.code ?? 'INTERNAL' };
+        billing = { charged: false, customerId: who.customerId, code: (e as { code?: string })?.code ?? 'INTERNAL_ERROR' };
       }
     }
     if (refusal && i.onRefusal === 'stop') throw new Error(refusal.message);
