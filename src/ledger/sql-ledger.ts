@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BillingError, ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
+import { customerIdSchema } from '../schemas';
 import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
 import { executeBatch, type Op, type Outcome, type PricedFields } from './batch';
 import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
@@ -49,9 +50,7 @@ export interface LedgerOptions {
   readonly onBatch?: (c: SqlConnection, outcomes: readonly BatchOutcome[], now: number) => Promise<void>;
 }
 
-const customerId = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/, 'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)');
+const customerId = customerIdSchema;
 const key = z
   .string()
   .min(1, 'idempotency key must not be empty')

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ValidationError } from '../errors';
 import type { Ledger } from '../ledger/types';
 import { formatUsd, parseUsd } from '../money';
+import { customerIdSchema } from '../schemas';
 import { stripeCustomerFor } from './customers';
 import { toStripeIntegrationError } from './errors';
 import { NANOS_PER_CENT } from './recharge';
@@ -53,7 +54,7 @@ const url = (field: string) =>
     .refine((u) => /^https:\/\//i.test(u) || /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d+)?(\/|$)/i.test(u), `${field} must be https (http only on localhost)`);
 
 const inputSchema = z.object({
-  customerId: z.string().min(1).max(128),
+  customerId: customerIdSchema,
   usd: z.string().min(1).max(40),
   successUrl: url('successUrl'),
   cancelUrl: url('cancelUrl').optional(),
