@@ -80,7 +80,7 @@ export function redactTarget(target: string): string {
   return isPostgresUrl(target) ? redactUrl(target) : target;
 }
 
-export async function openCliLedger(target: string, create = true): Promise<Ledger> {
+async function openCliLedger(target: string, create = true): Promise<Ledger> {
   try {
     // Reads create nothing; writers get the outbound-event hook, so a CLI top-up or charge raises its webhooks like any other.
     if (!create) return await openLedger(target, { actor: CLI_ACTOR, create });

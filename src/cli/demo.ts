@@ -50,7 +50,7 @@ export interface DemoStep {
 // ---- helpers -----------------------------------------------------------------
 
 /** Prices an item with the demo's card and charges it, exactly as `flowise-billing charge` does. */
-export async function chargeItem(ctx: DemoContext, item: PriceItem, quantity: string, keyName: string): Promise<{ q: CliQuote; charge: Charge }> {
+async function chargeItem(ctx: DemoContext, item: PriceItem, quantity: string, keyName: string): Promise<{ q: CliQuote; charge: Charge }> {
   const q = quote(ctx.card, parseQuoteRequest(item, quantity));
   const charge = await ctx.ledger.charge({
     customerId: ctx.customerId,
@@ -218,7 +218,7 @@ const spendUntilEmpty: DemoStep = {
 };
 
 /** The tour, in order. Add sections before `spendUntilEmpty`. */
-export const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, sessionQuota, meteredRuns, spendUntilEmpty];
+const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, sessionQuota, meteredRuns, spendUntilEmpty];
 
 // ---- runner -------------------------------------------------------------------
 

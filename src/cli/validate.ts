@@ -93,7 +93,7 @@ function oneOf<T extends string>(what: string, valid: readonly T[]) {
 export const chargeType = oneOf<ChargeType>('ChargeType', CHARGE_TYPES);
 
 export type PriceItem = ChargeType | Resource;
-export const PRICE_ITEMS: readonly PriceItem[] = [...CHARGE_TYPES, ...RESOURCES];
+const PRICE_ITEMS: readonly PriceItem[] = [...CHARGE_TYPES, ...RESOURCES];
 export const priceItem = oneOf<PriceItem>('item', PRICE_ITEMS);
 
 /** An ISO-8601 time such as 2026-11-23T10:00:00Z. */

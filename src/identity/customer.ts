@@ -1,5 +1,5 @@
 import { ValidationError } from '../errors';
-import { BillingTokenError, verifyBillingToken } from './token';
+import { verifyBillingToken } from './token';
 import { CUSTOMER_ID_PATTERN } from '../schemas';
 
 /**
@@ -94,8 +94,4 @@ export function resolveCustomer(input: ResolveCustomerInput): ResolvedCustomer {
     default:
       throw new ValidationError(`Unknown customer source "${String(input.source)}"; expected one of ${CUSTOMER_SOURCES.join(', ')}`, { field: 'customerSource' });
   }
-}
-
-export function isTokenRefusal(e: unknown): e is BillingTokenError {
-  return e instanceof BillingTokenError;
 }

@@ -19,9 +19,9 @@ const id = (what: string, max: number) =>
 
 const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]);
 
-export const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
+const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
 
-export const runFeeSchema = z.union([
+const runFeeSchema = z.union([
   z.literal('PrivateFlowRun'),
   z.literal('FreePublicFlowRun'),
   z.object({ type: z.literal('PaidPublicFlowRun'), priceUsd: decimalSchema('priceUsd') }).strict(),

@@ -15,7 +15,6 @@ import { StripeIntegrationError } from './errors';
 import { OutboxDelivery, type OutboxDeliveryOptions, type OutboxStatus } from './outbox';
 import { AutoRecharge, type RechargeOutcome } from './recharge';
 import { parsePeriod, reconcile, type ReconcileReport } from './reconcile';
-import { refundFlowCharge } from './payouts';
 import { startWebhookServer, type WebhookServer, type WebhookServerOptions } from './webhooks';
 
 export type Print = (line: string) => void;
@@ -147,13 +146,6 @@ export async function stripeRecharge(
     return { configured: opts.customerId };
   }
   return opts.customerId ? [await r.check(opts.customerId)] : r.checkAll();
-}
-
-/** `refund` of a flow charge, with the Stripe usage correction it queued. */
-export async function stripeRefundCharge(ledger: Ledger, opts: { chargeId: string; amount?: string; idempotencyKey: string; reason?: string }) {
-  return refundFlowCharge(ledger, {
-    chargeId: opts.chargeId, amount: opts.amount === undefined ? undefined : parseUsd(opts.amount), idempotencyKey: opts.idempotencyKey, reason: opts.reason,
-  });
 }
 
 /** `webhooks serve --port <p>`: runs until `signal` aborts (or forever); returns the server so callers can close it. */
