@@ -203,7 +203,7 @@ export class SqlLedger implements Ledger {
   }
 
   view(c: SqlConnection): LedgerView {
-    return ledgerView(c);
+    return ledgerView(c, this.d);
   }
 
   async toppedUpCustomer(idempotencyKey: string): Promise<string | null> {

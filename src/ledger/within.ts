@@ -1,6 +1,6 @@
 import { currentBudgetPeriod } from './budget-period';
-import type { SqlConnection } from './dialect';
-import { customerFromRow, iso } from './rows';
+import { type Dialect, insertRows, type SqlConnection } from './dialect';
+import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, customerFromRow, iso } from './rows';
 import type { BudgetState } from './types';
 
 /** One priced charge as usage counting needs it. */
@@ -9,10 +9,20 @@ export interface ChargeUsage {
   readonly quantity: string;
 }
 
+/** A line of the ledger's audit trail written by a sibling module (e.g. a plan change). */
+export interface AuditInput {
+  readonly at: number;
+  readonly actor: string;
+  readonly operation: string;
+  readonly customerId: string | null;
+  readonly details: Record<string, unknown>;
+}
+
 /**
- * Ledger reads inside a caller's transaction on the ledger's database, so a
+ * The ledger inside a caller's transaction on the ledger's database, so a
  * module that keeps its own tables beside the ledger (quota) decides on the
- * same snapshot it writes in. Read-only: money moves only through `Ledger`.
+ * same snapshot it writes in. Reads, plus the audit trail; money moves only
+ * through `Ledger`.
  */
 export interface LedgerView {
   customerExists(customerId: string): Promise<boolean>;
@@ -22,9 +32,11 @@ export interface LedgerView {
   chargedUsage(customerId: string, from: number, to: number): Promise<ChargeUsage[]>;
   /** What charges created in [from, to) collected, net of refunds. */
   collected(customerId: string, from: number, to: number): Promise<bigint>;
+  /** Appends to the audit trail; commits with the caller's transaction. */
+  audit(entry: AuditInput): Promise<void>;
 }
 
-export function ledgerView(c: SqlConnection): LedgerView {
+export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
   return {
     async customerExists(customerId) {
       const [r] = await c.query('SELECT id FROM billing_customers WHERE id = ?', [customerId]);
@@ -45,6 +57,11 @@ export function ledgerView(c: SqlConnection): LedgerView {
     async collected(customerId, from, to) {
       const [r] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ?', [customerId, from, to]);
       return BigInt(String(r?.s ?? 0));
+    },
+    async audit(e) {
+      await insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS, [
+        auditValues({ at: e.at, actor: e.actor, operation: e.operation, idempotencyKey: null, customerId: e.customerId, rateCardVersion: null, details: e.details }),
+      ]);
     },
   };
 }

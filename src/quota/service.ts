@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
-import { type Dialect, insertRows, type Row, type SqlConnection } from '../ledger/dialect';
-import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, decodeResult, encodeResult, iso } from '../ledger/rows';
+import type { Dialect, Row, SqlConnection } from '../ledger/dialect';
+import { decodeResult, encodeResult, iso } from '../ledger/rows';
 import type { Ledger } from '../ledger/types';
 import { divRound, formatQuantity, formatUsd, type Nanos, parseQuantity, QUANTITY_DECIMALS } from '../money';
 import { type Period, periodContaining } from '../period';
@@ -774,9 +774,7 @@ export class QuotaService implements AdmissionGate {
   }
 
   private async audit(c: SqlConnection, operation: string, customerId: string | null, details: Record<string, unknown>): Promise<void> {
-    await insertRows(c, this.d, AUDIT_TABLE, AUDIT_COLUMNS, [
-      auditValues({ at: this.clock(), actor: this.actor, operation, idempotencyKey: null, customerId, rateCardVersion: null, details }),
-    ]);
+    await this.ledger.view(c).audit({ at: this.clock(), actor: this.actor, operation, customerId, details });
   }
 }
 
