@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
 import type { Dialect, SqlConnection } from '../ledger/dialect';
-import { decodeResult, encodeResult, iso } from '../ledger/rows';
+import { iso } from '../ledger/rows';
 import type { Ledger } from '../ledger/types';
-import { divRound, formatQuantity, formatUsd, type Nanos, parseQuantity, QUANTITY_DECIMALS } from '../money';
+import { formatQuantity, formatUsd, type Nanos, parseQuantity } from '../money';
 import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
 import { comparePlans, DEFAULT_PLANS, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
+import { decodeInvoice, encodeInvoice, invoiceFor } from './invoices';
 import { percent, type SubRow, subFromRow, subOut } from './subscription-rows';
 import type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription, SubscriptionStatus, UsageReport } from './types';
 
@@ -441,75 +442,10 @@ export class QuotaService implements AdmissionGate {
   }
 
   /** Used units of each plan metric in a period, exactly, as 1e-9 units. */
-  private async metricUsage(c: SqlConnection, customerId: string, period: Period, metrics: Iterable<string>): Promise<Map<string, bigint>> {
-    const scaled = (text: string) => {
-      const q = parseQuantity(text);
-      return q.units * 10n ** BigInt(QUANTITY_DECIMALS - q.scale);
-    };
-    const used = new Map<string, bigint>();
-    const wanted = new Set(metrics);
-    for (const m of wanted) used.set(m, 0n);
-    if (wanted.size === 0) return used;
-    const recorded = await c.query('SELECT metric, quantity FROM billing_usage WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
-    for (const r of recorded) {
-      const m = String(r.metric);
-      if (wanted.has(m)) used.set(m, used.get(m)! + scaled(String(r.quantity)));
-    }
-    for (const r of await this.ledger.view(c).chargedUsage(customerId, period.start, period.end)) {
-      const type = r.chargeType ?? '';
-      const qty = r.quantity;
-      if (!/^\d+(\.\d+)?$/.test(qty)) continue;
-      let metric = type;
-      let value = scaled(qty);
-      if (type === 'compute') {
-        metric = 'compute_minutes';
-        value = value / 60_000n; // recorded in ms
-      } else if (type.startsWith('tokens')) metric = 'tokens';
-      else if (type === 'storage') metric = 'storage_gb_months';
-      if (wanted.has(metric)) used.set(metric, used.get(metric)! + value);
-    }
-    return used;
-  }
-
-  private async invoiceFor(c: SqlConnection, customerId: string, plan: Plan, period: Period): Promise<Invoice> {
-    const used = await this.metricUsage(c, customerId, period, plan.metrics.keys());
-    const lines: MetricLine[] = [];
-    let overage = 0n;
-    for (const [metric, m] of plan.metrics) {
-      const u = used.get(metric) ?? 0n;
-      const over = u > m.included.units ? u - m.included.units : 0n;
-      const amount = divRound(over * m.overage, 10n ** BigInt(QUANTITY_DECIMALS));
-      overage += amount;
-      lines.push({
-        metric,
-        unit: m.unit,
-        used: formatQuantity({ units: u, scale: QUANTITY_DECIMALS }),
-        included: formatQuantity(m.included),
-        overage: formatQuantity({ units: over, scale: QUANTITY_DECIMALS }),
-        overagePrice: m.overage,
-        amount,
-      });
-    }
-    const prepaidUsage = await this.ledger.view(c).collected(customerId, period.start, period.end);
-    return {
-      id: null,
-      customerId,
-      planId: plan.id,
-      periodStart: iso(period.start),
-      periodEnd: iso(period.end),
-      base: plan.basePrice,
-      lines,
-      overage,
-      total: plan.basePrice + overage,
-      prepaidUsage,
-      closedAt: null,
-    };
-  }
-
   private async closeInvoiceIn(c: SqlConnection, sub: SubRow, period: Period): Promise<void> {
     const [existing] = await c.query('SELECT id FROM billing_invoices WHERE customer_id = ? AND period_start = ?', [sub.customerId, period.start]);
     if (existing) return;
-    const inv = await this.invoiceFor(c, sub.customerId, await this.planIn(c, sub.planId), period);
+    const inv = await invoiceFor(c, this.ledger.view(c), sub.customerId, await this.planIn(c, sub.planId), period);
     const id = `inv_${randomUUID().replace(/-/g, '')}`;
     const closedAt = this.clock();
     const doc = encodeInvoice({ ...inv, id, closedAt: iso(closedAt) });
@@ -534,7 +470,7 @@ export class QuotaService implements AdmissionGate {
       const sub = await this.requireSub(c, customerId);
       await this.roll(c, sub, this.clock());
       await this.saveSub(c, sub, false);
-      return this.invoiceFor(c, customerId, await this.planIn(c, sub.planId), { start: sub.periodStart, end: sub.periodEnd });
+      return invoiceFor(c, this.ledger.view(c), customerId, await this.planIn(c, sub.planId), { start: sub.periodStart, end: sub.periodEnd });
     });
   }
 
@@ -595,7 +531,7 @@ export class QuotaService implements AdmissionGate {
       const plan = await this.planIn(c, isCurrent ? planId : sub.planId);
       const [cnt] = await c.query('SELECT COUNT(*) AS n FROM billing_sessions WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
       const sessionsUsed = Number(cnt?.n ?? 0);
-      const inv = await this.invoiceFor(c, customerId, plan, period);
+      const inv = await invoiceFor(c, this.ledger.view(c), customerId, plan, period);
       const limit = plan.sessionsIncluded;
       const usagePercentage = limit === null ? 0 : percent(BigInt(sessionsUsed), BigInt(limit));
       const budgetUsed = budget.spent + budget.held;
@@ -642,5 +578,3 @@ export class QuotaService implements AdmissionGate {
   }
 }
 
-const encodeInvoice = (inv: Invoice): string => encodeResult(inv);
-const decodeInvoice = (text: string): Invoice => decodeResult<Invoice>(text);
