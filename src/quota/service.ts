@@ -7,6 +7,7 @@ import { formatQuantity, formatUsd, type Nanos, parseQuantity } from '../money';
 import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
 import { comparePlans, DEFAULT_PLANS, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
+import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
 import { decodeInvoice, encodeInvoice, invoiceFor } from './invoices';
 import { percent, type SubRow, subFromRow, subOut } from './subscription-rows';
 import type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription, SubscriptionStatus, UsageReport } from './types';
@@ -362,49 +363,16 @@ export class QuotaService implements AdmissionGate {
     return this.write((c) => this.fire(c, customerId, Date.parse(b.periodStart!), 'budget', pct, thresholds, at));
   }
 
-  /** Records each crossed threshold once per period (the primary key makes a second insert a no-op). */
-  private async fire(c: SqlConnection, customerId: string, periodStart: number, kind: 'sessions' | 'budget', pct: number, thresholds: readonly number[], at: number): Promise<Alert[]> {
-    const out: Alert[] = [];
-    for (const t of thresholds) {
-      if (pct < t) continue;
-      const inserted = await c.run(
-        'INSERT INTO billing_alerts (customer_id, period_start, kind, threshold, value, fired_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, period_start, kind, threshold) DO NOTHING',
-        [customerId, periodStart, kind, t, pct.toFixed(2), at],
-      );
-      if (inserted > 0) {
-        const alert: Alert = { customerId, kind, threshold: t, value: pct.toFixed(2), periodStart: iso(periodStart), firedAt: iso(at) };
-        await this.opts.inTransaction?.(c, { kind: 'alert', alert });
-        out.push(alert);
-      }
-    }
-    return out;
+  private fire(c: SqlConnection, customerId: string, periodStart: number, kind: Alert['kind'], pct: number, thresholds: readonly number[], at: number): Promise<Alert[]> {
+    return fireAlerts(c, this.opts.inTransaction, { customerId, periodStart, kind, pct, thresholds, at });
   }
 
-  private async deliver(alerts: Alert[]): Promise<void> {
-    if (!this.opts.onAlert) return;
-    for (const a of alerts) {
-      try {
-        await this.opts.onAlert(a);
-      } catch {
-        // A failing hook never blocks billing; the alert is recorded and visible in the CLI.
-      }
-    }
+  private deliver(alerts: Alert[]): Promise<void> {
+    return deliverAlerts(this.opts.onAlert, alerts);
   }
 
   async alerts(customerId: string, period?: Period): Promise<Alert[]> {
-    const rows = await this.d.read((c) =>
-      period
-        ? c.query('SELECT * FROM billing_alerts WHERE customer_id = ? AND period_start = ? ORDER BY fired_at, kind, threshold', [customerId, period.start])
-        : c.query('SELECT * FROM billing_alerts WHERE customer_id = ? ORDER BY fired_at, kind, threshold', [customerId]),
-    );
-    return rows.map((r) => ({
-      customerId: String(r.customer_id),
-      kind: String(r.kind) as 'sessions' | 'budget',
-      threshold: Number(r.threshold),
-      value: String(r.value),
-      periodStart: iso(Number(r.period_start)),
-      firedAt: iso(Number(r.fired_at)),
-    }));
+    return this.d.read((c) => listAlerts(c, customerId, period));
   }
 
   // ---- usage, reports, invoices ------------------------------------------
