@@ -9,7 +9,7 @@ import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
 import { comparePlans, DEFAULT_PLANS, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
 import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
 import { decodeInvoice, encodeInvoice, invoiceFor } from './invoices';
-import { percent, type SubRow, subFromRow, subOut } from './subscription-rows';
+import { lockSubscription, percent, saveSubscription, type SubRow, subFromRow, subOut } from './subscription-rows';
 import type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription, SubscriptionStatus, UsageReport } from './types';
 
 export type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription, SubscriptionStatus, UsageReport } from './types';
@@ -193,27 +193,13 @@ export class QuotaService implements AdmissionGate {
     if (!(await this.ledger.view(c).customerExists(customerId))) throw new CustomerNotFoundError(customerId);
   }
 
-  private async lockSub(c: SqlConnection, customerId: string): Promise<SubRow | null> {
-    const [r] = await c.query(`SELECT * FROM billing_subscriptions WHERE customer_id = ? ${this.d.forUpdate}`, [customerId]);
-    return r ? subFromRow(r) : null;
+  private lockSub(c: SqlConnection, customerId: string): Promise<SubRow | null> {
+    return lockSubscription(c, this.d, customerId);
   }
 
   /** Returns the number of rows written (0 when an insert lost a race). */
-  private async saveSub(c: SqlConnection, s: SubRow, insert: boolean): Promise<number> {
-    const now = this.clock();
-    if (insert) {
-      return c.run(
-        `INSERT INTO billing_subscriptions (customer_id, plan_id, status, anchor_day, period_start, period_end, sessions_used, pending_plan_id, cancel_at_period_end, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING`,
-        [s.customerId, s.planId, s.status, s.anchorDay, s.periodStart, s.periodEnd, s.sessionsUsed, s.pendingPlanId, s.cancelAtPeriodEnd ? 1 : 0, now, now],
-      );
-    } else {
-      return c.run(
-        `UPDATE billing_subscriptions SET plan_id = ?, status = ?, period_start = ?, period_end = ?, sessions_used = ?, pending_plan_id = ?, cancel_at_period_end = ?, updated_at = ?
-         WHERE customer_id = ?`,
-        [s.planId, s.status, s.periodStart, s.periodEnd, s.sessionsUsed, s.pendingPlanId, s.cancelAtPeriodEnd ? 1 : 0, now, s.customerId],
-      );
-    }
+  private saveSub(c: SqlConnection, s: SubRow, insert: boolean): Promise<number> {
+    return saveSubscription(c, s, insert, this.clock());
   }
 
   /**
