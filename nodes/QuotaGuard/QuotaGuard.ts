@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { admitFlowRun } from '../../src/plugin';
+import { admitFlowRun, flowRunKey } from '../../src/plugin';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
 import { identityOf } from '../shared/customer';
@@ -28,10 +28,20 @@ class QuotaGuard implements INode {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const cred = await ledgerCredential(this, nodeData, options);
     const logger = loggerOf(options);
-    // init runs once per prediction, so this names the prediction; the fee is charged once under it.
-    const runKey = `flowise:${options.chatflowid ?? 'flow'}:${options.chatId ?? 'chat'}:${randomUUID()}:${nodeData.id}`;
+    // init runs once per prediction: outside queue mode this id names it (nothing re-runs a prediction there).
+    const predictionId = randomUUID();
     return {
       checkForViolations: async (input: string) => {
+        // In queue mode the fee's key derives from what a BullMQ retry on another worker keeps (flow,
+        // conversation, history, question), so a retried prediction pays its fee once.
+        const runKey = flowRunKey({
+          chatflowId: String(options.chatflowid ?? 'flow'),
+          chatId: String(options.chatId ?? options.sessionId ?? 'chat'),
+          question: input,
+          historyLength: Array.isArray(options.chatHistory) ? options.chatHistory.length : 0,
+          predictionId,
+          nodeId: nodeData.id,
+        });
         const outcome = await admitFlowRun({
           ledgerDatabase: cred.ledgerDatabase,
           identity: identityOf(i, cred, nodeData, options),

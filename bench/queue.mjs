@@ -1,0 +1,163 @@
+// Queue-mode throughput with metering on vs off: the real topology (test/e2e/queue-env.mjs: Flowise
+// 3.1.4 main with MODE=queue, 2 workers, Redis, Flowise's database and the ledger on PostgreSQL),
+// a loopback OpenAI-compatible model with a fixed delay, and two chatflows that differ only in
+// billing: the metered example (Quota Guard + Metered Chat Model) and the same flow without them.
+// At saturation (BENCH_CLIENTS concurrent clients), rounds alternate off/on so drift hits both.
+//
+//   npm run build && node bench/queue.mjs
+//
+// Env: BENCH_CLIENTS (32), BENCH_SECONDS per round (15), BENCH_ROUNDS per variant (2),
+// BENCH_MODEL_DELAY_MS (20), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
+// and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use).
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { api } from '../test/e2e/flowise-env.mjs';
+import { startQueueTopology } from '../test/e2e/queue-env.mjs';
+
+const require = createRequire(import.meta.url);
+const { openLedger } = require('../dist/src/ledger/open.js');
+const { QuotaService } = require('../dist/src/quota/service.js');
+const { signBillingToken } = require('../dist/src/identity/index.js');
+const { formatUsd } = require('../dist/src/money.js');
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
+const SECRET = 'bench-queue-billing-token-secret-0123456789';
+const log = (m) => process.stdout.write(`${m}\n`);
+
+/** A minimal OpenAI-compatible chat server: `echo: <last user text>`, word-count usage, streaming or not. */
+function modelServer() {
+  const server = http.createServer((req, res) => {
+    let raw = '';
+    req.on('data', (d) => (raw += d));
+    req.on('end', () => {
+      const body = JSON.parse(raw || '{}');
+      const last = [...(body.messages ?? [])].reverse().find((m) => m.role === 'user');
+      const text = `echo: ${typeof last?.content === 'string' ? last.content : ''}`;
+      const words = (s) => s.split(/\s+/).filter(Boolean).length;
+      const prompt = (body.messages ?? []).reduce((n, m) => n + 4 + words(typeof m.content === 'string' ? m.content : ''), 0);
+      const usage = { prompt_tokens: prompt, completion_tokens: words(text), total_tokens: prompt + words(text) };
+      const base = { id: `chatcmpl-${Date.now()}`, created: Math.floor(Date.now() / 1000), model: body.model ?? 'gpt-4o-mini' };
+      setTimeout(() => {
+        if (body.stream) {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          const chunk = (o) => res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', ...o })}\n\n`);
+          chunk({ choices: [{ index: 0, delta: { role: 'assistant', content: text }, finish_reason: null }] });
+          chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
+          chunk({ choices: [], usage });
+          res.end('data: [DONE]\n\n');
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ ...base, object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }], usage }));
+        }
+      }, DELAY);
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, baseURL: `http://127.0.0.1:${server.address().port}/v1` })));
+}
+
+/** The metered example and the same flow without Quota Guard and Metered Chat Model. */
+function flows(ids, basepath) {
+  const metered = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'metered-conversation-chatflow.json'), 'utf8'));
+  for (const n of metered.nodes) {
+    if (n.data.inputParams?.some((p) => p.type === 'credential' && p.credentialNames?.includes('billingLedger'))) n.data.credential = ids.ledger;
+    if (n.data.name === 'chatOpenAI') {
+      n.data.credential = ids.openai;
+      n.data.inputs.basepath = basepath;
+    }
+  }
+  const plain = structuredClone(metered);
+  plain.nodes = plain.nodes.filter((n) => !['meteredChatModel', 'quotaGuard'].includes(n.data.name));
+  const chain = plain.nodes.find((n) => n.data.name === 'conversationChain');
+  const openai = plain.nodes.find((n) => n.data.name === 'chatOpenAI');
+  chain.data.inputs.model = `{{${openai.id}.data.instance}}`;
+  chain.data.inputs.inputModeration = [];
+  const kept = new Set(plain.nodes.map((n) => n.id));
+  plain.edges = plain.edges.filter((e) => kept.has(e.source) && kept.has(e.target));
+  const out = openai.data.outputAnchors[0].id;
+  const target = `${chain.id}-input-model-BaseChatModel`;
+  plain.edges.push({ source: openai.id, sourceHandle: out, target: chain.id, targetHandle: target, type: 'buttonedge', id: `${openai.id}-${out}-${chain.id}-${target}`, data: { label: '' } });
+  return { metered, plain };
+}
+
+/** CLIENTS loops sending predictions for SECONDS; returns answered predictions per second. */
+async function round(client, flowId, token, label) {
+  const until = Date.now() + SECONDS * 1000;
+  let ok = 0;
+  let failed = 0;
+  let seq = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      while (Date.now() < until) {
+        const k = seq++;
+        const r = await client.predict(flowId, { question: `bench question ${k}`, chatId: `${label}-${k}-${Date.now()}`, overrideConfig: { vars: { billingToken: token } } }, { allowError: true });
+        if (r.status === 200 && String(r.data?.text).startsWith('echo:')) ok++;
+        else failed++;
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  if (failed) log(`  (${label}: ${failed} predictions not answered)`);
+  return ok / secs;
+}
+
+const pgUrl = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432');
+const model = await modelServer();
+const topo = await startQueueTopology({
+  pg: { host: pgUrl.hostname, port: Number(pgUrl.port || 5432), user: decodeURIComponent(pgUrl.username || 'postgres'), password: decodeURIComponent(pgUrl.password) },
+  workers: 2,
+  log: () => undefined,
+});
+try {
+  const ledgerUrl = topo.env.FLOWISE_BILLING_DB;
+  const ledger = await openLedger(ledgerUrl);
+  const quota = new QuotaService(ledger, { actor: 'bench' });
+  await quota.createPlan({ id: 'bench', name: 'Bench', basePriceUsd: '0', sessionsIncluded: 100_000_000, managedModels: true });
+  await ledger.createCustomer({ id: 'bench' });
+  await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
+  await quota.subscribe({ customerId: 'bench', planId: 'bench' });
+  const client = api(topo.url);
+  await client.setup();
+  const ids = {
+    ledger: (await client.createCredential({ name: 'Billing ledger', credentialName: 'billingLedger', plainDataObj: { ledgerDatabase: '', billingTokenSecret: SECRET } })).id,
+    openai: (await client.createCredential({ name: 'Loopback OpenAI', credentialName: 'openAIApi', plainDataObj: { openAIApiKey: 'sk-bench' } })).id,
+  };
+  const f = flows(ids, model.baseURL);
+  const apiConfig = { overrideConfig: { status: true, nodes: {}, variables: [{ id: '', name: 'billingToken', type: 'static', enabled: true }] } };
+  const on = (await client.createChatflow({ name: 'bench metered', flowData: f.metered, type: 'CHATFLOW' })).id;
+  const off = (await client.createChatflow({ name: 'bench plain', flowData: f.plain, type: 'CHATFLOW' })).id;
+  await client.updateChatflow(on, { apiConfig });
+  await client.updateChatflow(off, { apiConfig });
+  const token = signBillingToken(SECRET, 'bench', { ttlSeconds: 3600 });
+
+  log(`queue mode: main + 2 workers, ${CLIENTS} clients, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
+  // warm-up: both flows load, connections open
+  await round(client, off, token, 'warm-off').catch(() => 0);
+  await round(client, on, token, 'warm-on').catch(() => 0);
+  const rates = { off: [], on: [] };
+  for (let i = 0; i < ROUNDS; i++) {
+    rates.off.push(await round(client, off, token, `off${i}`));
+    rates.on.push(await round(client, on, token, `on${i}`));
+    log(`  round ${i + 1}: metering off ${rates.off[i].toFixed(1)} predictions/s, on ${rates.on[i].toFixed(1)} predictions/s`);
+  }
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const offMean = mean(rates.off);
+  const onMean = mean(rates.on);
+  log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
+  log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
+  log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
+  const b = await ledger.balance('bench');
+  log(`ledger: held $${formatUsd(b.held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
+  await ledger.close();
+} finally {
+  await topo.stop();
+  model.server.close();
+}
+process.exit(0);
