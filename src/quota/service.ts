@@ -6,7 +6,8 @@ import type { Ledger } from '../ledger/types';
 import { formatQuantity, formatUsd, type Nanos, parseQuantity } from '../money';
 import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
-import { comparePlans, DEFAULT_PLANS, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
+import { comparePlans, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
+import { allPlans, insertPlan, planIn, replacePlan, seedDefaultPlans } from './plan-rows';
 import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
 import { decodeInvoice, encodeInvoice, invoiceFor } from './invoices';
 import { lockSubscription, percent, saveSubscription, type SubRow, subFromRow, subOut } from './subscription-rows';
@@ -42,18 +43,7 @@ export class QuotaService implements AdmissionGate {
 
   /** Seeds the default tiers once per database (never overwrites an operator's edits). */
   private ensurePlans(): Promise<void> {
-    this.seeded ??= this.write(async (c) => {
-      const now = this.clock();
-      for (const p of DEFAULT_PLANS) {
-        const plan = parsePlan(p);
-        await c.run('INSERT INTO billing_plans (id, document, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING', [
-          plan.id,
-          JSON.stringify(plan.document),
-          now,
-          now,
-        ]);
-      }
-    }).catch((e) => {
+    this.seeded ??= this.write((c) => seedDefaultPlans(c, this.clock())).catch((e) => {
       this.seeded = undefined;
       throw e;
     });
@@ -64,8 +54,7 @@ export class QuotaService implements AdmissionGate {
 
   async listPlans(): Promise<Plan[]> {
     await this.ensurePlans();
-    const rows = await this.d.read((c) => c.query('SELECT document FROM billing_plans'));
-    return rows.map((r) => parsePlan(JSON.parse(String(r.document)))).sort(comparePlans);
+    return this.d.read(allPlans);
   }
 
   async getPlan(id: string): Promise<Plan> {
@@ -73,20 +62,15 @@ export class QuotaService implements AdmissionGate {
     return this.d.read((c) => this.planIn(c, id));
   }
 
-  private async planIn(c: SqlConnection, id: string): Promise<Plan> {
-    const [r] = await c.query('SELECT document FROM billing_plans WHERE id = ?', [id]);
-    if (!r) throw new BillingError('PLAN_NOT_FOUND', `Plan "${id}" does not exist`, { planId: id });
-    return parsePlan(JSON.parse(String(r.document)));
+  private planIn(c: SqlConnection, id: string): Promise<Plan> {
+    return planIn(c, id);
   }
 
   async createPlan(input: PlanInput): Promise<Plan> {
     const plan = parsePlan(input);
     await this.ensurePlans();
     return this.write(async (c) => {
-      const [exists] = await c.query('SELECT id FROM billing_plans WHERE id = ?', [plan.id]);
-      if (exists) throw new ValidationError(`Plan "${plan.id}" already exists; use update`, { field: 'id', planId: plan.id });
-      const now = this.clock();
-      await c.run('INSERT INTO billing_plans (id, document, created_at, updated_at) VALUES (?, ?, ?, ?)', [plan.id, JSON.stringify(plan.document), now, now]);
+      await insertPlan(c, plan, this.clock());
       await this.audit(c, 'createPlan', null, { planId: plan.id });
       return plan;
     });
@@ -98,7 +82,7 @@ export class QuotaService implements AdmissionGate {
     return this.write(async (c) => {
       const current = await this.planIn(c, id);
       const plan = parsePlan({ ...current.document, ...changes, id });
-      await c.run('UPDATE billing_plans SET document = ?, updated_at = ? WHERE id = ?', [JSON.stringify(plan.document), this.clock(), id]);
+      await replacePlan(c, plan, this.clock());
       await this.audit(c, 'updatePlan', null, { planId: id, changes });
       return plan;
     });
