@@ -8,6 +8,7 @@ import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
 import { comparePlans, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
 import { allPlans, insertPlan, planIn, replacePlan, seedDefaultPlans } from './plan-rows';
+import { usageReport } from './usage-report';
 import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
 import { decodeInvoice, encodeInvoice, invoiceFor } from './invoices';
 import { lockSubscription, percent, saveSubscription, type SubRow, subFromRow, subOut } from './subscription-rows';
@@ -470,36 +471,7 @@ export class QuotaService implements AdmissionGate {
       const [cnt] = await c.query('SELECT COUNT(*) AS n FROM billing_sessions WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
       const sessionsUsed = Number(cnt?.n ?? 0);
       const inv = await invoiceFor(c, this.ledger.view(c), customerId, plan, period);
-      const limit = plan.sessionsIncluded;
-      const usagePercentage = limit === null ? 0 : percent(BigInt(sessionsUsed), BigInt(limit));
-      const budgetUsed = budget.spent + budget.held;
-      const budgetOpen = budget.budget === null || budgetUsed < budget.budget;
-      return {
-        customerId,
-        tier: plan.id,
-        status,
-        periodStart: iso(period.start),
-        periodEnd: iso(period.end),
-        sessionsUsed,
-        sessionsLimit: limit,
-        sessionsRemaining: limit === null ? null : Math.max(0, limit - sessionsUsed),
-        usagePercentage,
-        // Near the limit from the plan's first alert threshold on (the same line its alerts fire at).
-        isNearLimit: limit !== null && plan.alertThresholds.length > 0 && usagePercentage >= plan.alertThresholds[0]!,
-        nearLimitThreshold: plan.alertThresholds[0] ?? null,
-        canMakeRequests: status === 'active' && (limit === null || sessionsUsed < limit) && budgetOpen,
-        base: plan.basePrice,
-        overage: inv.overage,
-        usageCharges: inv.prepaidUsage,
-        currentCharges: plan.basePrice + inv.overage + inv.prepaidUsage,
-        balance: bal.balance,
-        available: bal.available,
-        budget: budget.budget,
-        budgetUsed,
-        metrics: inv.lines,
-        managedModels: plan.managedModels,
-        period,
-      };
+      return { ...usageReport({ customerId, plan, status, period, sessionsUsed, invoice: inv, balance: bal, budget }), period };
     });
     const { period, ...report } = view;
     return { ...report, alerts: await this.alerts(customerId, period) };
