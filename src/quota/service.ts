@@ -8,6 +8,7 @@ import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
 import { comparePlans, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
 import { allPlans, insertPlan, planIn, replacePlan, seedDefaultPlans } from './plan-rows';
+import { findConversation, openSession, sessionsInPeriod, touchConversation } from './session-rows';
 import { usageReport } from './usage-report';
 import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
 import { decodeInvoice, encodeInvoice, invoiceFor } from './invoices';
@@ -243,18 +244,13 @@ export class QuotaService implements AdmissionGate {
         return this.refused(c, input, at, new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status }));
       }
       const plan = await this.planIn(c, sub.planId);
-      const [conv] = await c.query('SELECT * FROM billing_conversations WHERE customer_id = ? AND conversation_id = ?', [input.customerId, input.conversationId]);
-      const lastActivity = conv ? Number(conv.last_activity_at) : null;
+      const conv = await findConversation(c, input.customerId, input.conversationId);
       let session: 'new' | 'existing';
       let sessionId: string;
-      if (conv && at - lastActivity! <= plan.sessionTimeoutMs) {
+      if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
         session = 'existing';
-        sessionId = String(conv.session_id);
-        await c.run('UPDATE billing_conversations SET last_activity_at = ? WHERE customer_id = ? AND conversation_id = ?', [
-          Math.max(at, lastActivity!),
-          input.customerId,
-          input.conversationId,
-        ]);
+        sessionId = conv.sessionId;
+        await touchConversation(c, input.customerId, input.conversationId, Math.max(at, conv.lastActivityAt));
       } else {
         if (plan.sessionsIncluded !== null && sub.sessionsUsed >= plan.sessionsIncluded) {
           await this.saveSub(c, sub, false);
@@ -274,18 +270,7 @@ export class QuotaService implements AdmissionGate {
         session = 'new';
         sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
         sub.sessionsUsed += 1;
-        await c.run('INSERT INTO billing_sessions (id, customer_id, conversation_id, started_at, period_start) VALUES (?, ?, ?, ?, ?)', [
-          sessionId,
-          input.customerId,
-          input.conversationId,
-          at,
-          sub.periodStart,
-        ]);
-        await c.run(
-          `INSERT INTO billing_conversations (customer_id, conversation_id, session_id, started_at, last_activity_at) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (customer_id, conversation_id) DO UPDATE SET session_id = excluded.session_id, started_at = excluded.started_at, last_activity_at = excluded.last_activity_at`,
-          [input.customerId, input.conversationId, sessionId, at, at],
-        );
+        await openSession(c, { id: sessionId, customerId: input.customerId, conversationId: input.conversationId, at, periodStart: sub.periodStart });
         if (plan.sessionsIncluded !== null && plan.sessionsIncluded > 0) {
           const pct = percent(BigInt(sub.sessionsUsed), BigInt(plan.sessionsIncluded));
           fired.push(...(await this.fire(c, input.customerId, sub.periodStart, 'sessions', pct, plan.alertThresholds, at)));
@@ -468,8 +453,7 @@ export class QuotaService implements AdmissionGate {
       const period = periodContaining(at, sub.anchorDay);
       const isCurrent = period.start === periodContaining(now, sub.anchorDay).start;
       const plan = await this.planIn(c, isCurrent ? planId : sub.planId);
-      const [cnt] = await c.query('SELECT COUNT(*) AS n FROM billing_sessions WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
-      const sessionsUsed = Number(cnt?.n ?? 0);
+      const sessionsUsed = await sessionsInPeriod(c, customerId, period.start);
       const inv = await invoiceFor(c, this.ledger.view(c), customerId, plan, period);
       return { ...usageReport({ customerId, plan, status, period, sessionsUsed, invoice: inv, balance: bal, budget }), period };
     });
