@@ -74,3 +74,33 @@ export async function invoiceFor(c: SqlConnection, ledger: LedgerView, customerI
 
 export const encodeInvoice = (inv: Invoice): string => encodeResult(inv);
 export const decodeInvoice = (text: string): Invoice => decodeResult<Invoice>(text);
+
+/** billing_invoices: one closed, immutable invoice document per customer and period. */
+
+export async function invoiceClosed(c: SqlConnection, customerId: string, periodStart: number): Promise<boolean> {
+  const [r] = await c.query('SELECT id FROM billing_invoices WHERE customer_id = ? AND period_start = ?', [customerId, periodStart]);
+  return r !== undefined;
+}
+
+export async function storeInvoice(c: SqlConnection, i: { id: string; customerId: string; period: Period; planId: string; total: bigint; document: string; closedAt: number }): Promise<void> {
+  await c.run('INSERT INTO billing_invoices (id, customer_id, period_start, period_end, plan_id, total, document, closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+    i.id,
+    i.customerId,
+    i.period.start,
+    i.period.end,
+    i.planId,
+    i.total,
+    i.document,
+    i.closedAt,
+  ]);
+}
+
+export async function latestInvoice(c: SqlConnection, customerId: string): Promise<Invoice | null> {
+  const [r] = await c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start DESC LIMIT 1', [customerId]);
+  return r ? decodeInvoice(String(r.document)) : null;
+}
+
+export async function allInvoices(c: SqlConnection, customerId: string): Promise<Invoice[]> {
+  const rows = await c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start', [customerId]);
+  return rows.map((r) => decodeInvoice(String(r.document)));
+}

@@ -11,7 +11,7 @@ import { allPlans, insertPlan, planIn, replacePlan, seedDefaultPlans } from './p
 import { findConversation, openSession, sessionsInPeriod, touchConversation } from './session-rows';
 import { usageReport } from './usage-report';
 import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
-import { decodeInvoice, encodeInvoice, invoiceFor } from './invoices';
+import { allInvoices, decodeInvoice, encodeInvoice, invoiceClosed, invoiceFor, latestInvoice, storeInvoice } from './invoices';
 import { lockSubscription, percent, saveSubscription, type SubRow, subFromRow, subOut } from './subscription-rows';
 import type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription, SubscriptionStatus, UsageReport } from './types';
 
@@ -365,24 +365,14 @@ export class QuotaService implements AdmissionGate {
     });
   }
 
-  /** Used units of each plan metric in a period, exactly, as 1e-9 units. */
+  /** Closes the period's invoice once (an immutable record); the first close wins. */
   private async closeInvoiceIn(c: SqlConnection, sub: SubRow, period: Period): Promise<void> {
-    const [existing] = await c.query('SELECT id FROM billing_invoices WHERE customer_id = ? AND period_start = ?', [sub.customerId, period.start]);
-    if (existing) return;
+    if (await invoiceClosed(c, sub.customerId, period.start)) return;
     const inv = await invoiceFor(c, this.ledger.view(c), sub.customerId, await this.planIn(c, sub.planId), period);
     const id = `inv_${randomUUID().replace(/-/g, '')}`;
     const closedAt = this.clock();
     const doc = encodeInvoice({ ...inv, id, closedAt: iso(closedAt) });
-    await c.run('INSERT INTO billing_invoices (id, customer_id, period_start, period_end, plan_id, total, document, closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
-      id,
-      sub.customerId,
-      period.start,
-      period.end,
-      sub.planId,
-      inv.total,
-      doc,
-      closedAt,
-    ]);
+    await storeInvoice(c, { id, customerId: sub.customerId, period, planId: sub.planId, total: inv.total, document: doc, closedAt });
     await this.audit(c, 'closeInvoice', sub.customerId, { invoiceId: id, totalUsd: formatUsd(inv.total), periodStart: iso(period.start) });
     await this.opts.inTransaction?.(c, { kind: 'invoiceClosed', invoice: decodeInvoice(doc) });
   }
@@ -408,20 +398,19 @@ export class QuotaService implements AdmissionGate {
       const sub = await this.requireSub(c, customerId);
       await this.roll(c, sub, this.clock());
       await this.saveSub(c, sub, false);
-      const [r] = await c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start DESC LIMIT 1', [customerId]);
-      if (!r) {
+      const latest = await latestInvoice(c, customerId);
+      if (!latest) {
         throw new ValidationError(`No billing period of ${customerId} has ended yet; the current one ends ${iso(sub.periodEnd)} (see invoice preview)`, {
           customerId,
           periodEnd: iso(sub.periodEnd),
         });
       }
-      return decodeInvoice(String(r.document));
+      return latest;
     });
   }
 
   async invoices(customerId: string): Promise<Invoice[]> {
-    const rows = await this.d.read((c) => c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start', [customerId]));
-    return rows.map((r) => decodeInvoice(String(r.document)));
+    return this.d.read((c) => allInvoices(c, customerId));
   }
 
   private async requireSub(c: SqlConnection, customerId: string): Promise<SubRow> {
