@@ -71,13 +71,20 @@ describe('Quota Guard', () => {
     await expect(new QuotaGuard().init({ id: 'q', inputs: {} }, '', {})).rejects.toThrow(/select a Billing Ledger credential/);
   });
 
-  it('admits a verified customer and charges the run fee once per prediction; refuses others with the operator message', async () => {
+  it('checks a verified customer without charging: the prediction’s metered model takes the fee with its first call; refuses others with the operator message', async () => {
     const before = (await h.ledger.balance('alice')).balance;
-    const runner = await new QuotaGuard().init(nodeData(tokenVars('alice')), '', { chatId: 'c-1', chatflowid: 'f', logger: quiet });
+    const o = { chatId: 'c-1', chatflowid: 'f', logger: quiet };
+    const runner = await new QuotaGuard().init(nodeData(tokenVars('alice')), 'hi', o);
     expect(await runner.checkForViolations('hi')).toBe('hi');
-    expect(before - (await h.ledger.balance('alice')).balance).toBe(parseUsd('0.01'));
+    expect((await h.ledger.balance('alice')).balance).toBe(before);
     const usage = await h.quota.usage('alice');
     expect(usage.sessionsUsed).toBe(1);
+    // The same prediction's metered model joins the guard's run. alice's free plan has no managed models, so its
+    // first call is refused (bring your own key): the answer is the message, and the guard's fee is not charged.
+    const model = (await new MeteredChatModel().init(nodeData({ model: new FakeListChatModel({ responses: ['not produced'] }), ...tokenVars('alice') }, 'm_0'), 'hi', o)) as FakeListChatModel;
+    expect((await model.invoke('hi')).content).toBe(DEFAULT_REFUSAL_MESSAGES.byokRequired);
+    expect((await h.ledger.balance('alice')).balance).toBe(before);
+    expect((await h.ledger.statement('alice')).filter((e) => e.type === 'settle' || e.type === 'charge')).toEqual([]);
 
     const forged = await new QuotaGuard().init(nodeData(tokenVars('alice', 'x'.repeat(40))), '', { chatId: 'c-2', logger: quiet });
     await expect(forged.checkForViolations('hi')).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
@@ -93,17 +100,23 @@ describe('Quota Guard', () => {
 });
 
 describe('Metered Chat Model', () => {
-  it('attaches one billing handler to the model instance; a refused customer never reaches the model', async () => {
+  it('meters the model instance in the prediction’s run; a refused customer gets the operator’s message as the answer and never reaches the model', async () => {
     const model = new FakeListChatModel({ responses: ['ok'] });
-    const out = (await new MeteredChatModel().init(nodeData({ model, ...tokenVars('carol') }), '', { chatId: 'm-1', logger: quiet })) as FakeListChatModel;
+    const out = (await new MeteredChatModel().init(nodeData({ model, ...tokenVars('carol') }), 'q', { chatId: 'm-1', logger: quiet })) as FakeListChatModel;
     expect(out).toBe(model);
-    await new MeteredChatModel().init(nodeData({ model, ...tokenVars('carol') }), '', { chatId: 'm-1', logger: quiet });
-    const names = (model.callbacks as Array<{ name: string }>).map((c) => c.name);
-    expect(names).toEqual(['BillingCallbackHandler']);
+    await new MeteredChatModel().init(nodeData({ model, ...tokenVars('carol') }), 'q', { chatId: 'm-1', logger: quiet }); // metered once
+    const before = (await h.ledger.balance('carol')).balance;
+    expect((await out.invoke('hello')).content).toBe('ok');
+    const spent = before - (await h.ledger.balance('carol')).balance;
+    expect(spent).toBeGreaterThan(0n);
 
     const guarded = new FakeListChatModel({ responses: ['should not be produced'] });
-    await new MeteredChatModel().init(nodeData({ model: guarded, vars: { billingToken: 'forged' } }), '', { chatId: 'm-2', logger: quiet });
-    await expect(guarded.invoke('hello')).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    await new MeteredChatModel().init(nodeData({ model: guarded, vars: { billingToken: 'forged' } }), 'q', { chatId: 'm-2', logger: quiet });
+    expect((await guarded.invoke('hello')).content).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    // Asked as Flowise's Condition Agent asks (it throws on anything but a JSON scenario answer): the refusal is a scenario answer.
+    const asked = `{"input": hello, "scenarios": ["billing question","anything else"], "instruction": route}`;
+    const routed = (await guarded.invoke([['human', asked]])).content as string;
+    expect(JSON.parse(routed.replace(/^```json\n|\n```$/g, ''))).toEqual({ output: DEFAULT_REFUSAL_MESSAGES.unauthorized });
     await expect(new MeteredChatModel().init(nodeData({ ...tokenVars('carol') }), '', {})).rejects.toThrow(/connect a chat model/);
   });
 });
@@ -118,20 +131,30 @@ describe('Billing Gate and Charge (agentflow v2)', () => {
     ...extra,
   });
 
-  it('Billing Gate charges the run fee once per execution, and on refusal stops or writes flow state', async () => {
+  it('Billing Gate checks without charging (the fee goes with the first paid step), and a refusal is an answer: never thrown, sticky for the steps after it', async () => {
     const before = (await h.ledger.balance('carol')).balance;
     const gate = new BillingGate();
     const r1 = await gate.run(nodeData(tokenVars('carol'), 'billingGateAgentflow_0'), 'q', opts('msg-1'));
-    const r2 = await gate.run(nodeData(tokenVars('carol'), 'billingGateAgentflow_0'), 'q', opts('msg-1'));
-    expect(r1.output.billing).toMatchObject({ allowed: true, customerId: 'carol', runFeeUsd: '0.01' });
-    expect(r2.output.billing.allowed).toBe(true);
+    expect(r1.output.billing).toMatchObject({ allowed: true, customerId: 'carol' });
     expect(r1.state).toEqual({ keep: 1, billingRefused: false, billingRefusal: '', billingMessage: '' });
-    expect(before - (await h.ledger.balance('carol')).balance).toBe(parseUsd('0.01'));
+    expect((await h.ledger.balance('carol')).balance).toBe(before);
+    // The execution's Charge is its first paid step: the gate's fee is reserved and paid with it.
+    const c1 = await new Charge().run(nodeData({ ...tokenVars('carol'), chargeType: 'ObjectGenerator', quantity: '16' }, 'chargeAgentflow_0'), 'q', opts('msg-1'));
+    expect(c1.output.billing).toMatchObject({ charged: true, amountUsd: '0.0004' });
+    expect(before - (await h.ledger.balance('carol')).balance).toBe(parseUsd('0.0104'));
 
-    await expect(gate.run(nodeData({ vars: { billingToken: 'nope' } }, 'g'), 'q', opts('msg-2'))).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    const hard = await gate.run(nodeData({ vars: { billingToken: 'nope' } }, 'g'), 'q', opts('msg-2'));
+    expect(hard.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    expect(hard.state).toMatchObject({ billingRefused: true, billingRefusal: 'unauthorized' });
     const soft = await gate.run(nodeData({ vars: {}, onRefusal: 'state' }, 'g'), 'q', opts('msg-3'));
     expect(soft.state).toMatchObject({ keep: 1, billingRefused: true, billingRefusal: 'unauthorized' });
     expect(soft.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+    // bob cannot cover fee + minimum: refused by the gate, and the Charge after it in that execution charges nothing.
+    const poor = await gate.run(nodeData({ ...tokenVars('bob'), minimumBalanceUsd: '0.01' }, 'billingGateAgentflow_0'), 'q', opts('msg-4'));
+    expect(poor.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    const after = await new Charge().run(nodeData({ ...tokenVars('bob'), chargeType: 'ObjectGenerator', quantity: '1' }, 'chargeAgentflow_0'), 'q', opts('msg-4'));
+    expect(after.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(formatUsd((await h.ledger.balance('bob')).balance)).toBe('0.015');
   });
 
   it('Charge prices the quantity (from an earlier node) once per execution and node, and passes the reply on', async () => {
@@ -149,9 +172,9 @@ describe('Billing Gate and Charge (agentflow v2)', () => {
     await expect(charge.run(nodeData({ ...inputs, quantity: '{{ llmAgentflow_0.output.usageMetadata.total_tokens }}' }, 'c'), 'q', opts('m'))).rejects.toThrow(
       /Charge: input "Quantity" \(quantity\): must resolve to a non-negative number/,
     );
-    await expect(charge.run(nodeData({ ...tokenVars('bob'), chargeType: 'Training', quantity: '100' }, 'c'), 'q', opts('m-bob'))).rejects.toThrow(
-      DEFAULT_REFUSAL_MESSAGES.insufficientFunds,
-    );
+    const refused = await charge.run(nodeData({ ...tokenVars('bob'), chargeType: 'Training', quantity: '100' }, 'c'), 'q', opts('m-bob'));
+    expect(refused.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(refused.output.billing).toMatchObject({ charged: false, code: 'INSUFFICIENT_FUNDS' });
   });
 });
 
@@ -160,7 +183,7 @@ describe('Usage Tool', () => {
     const tool = (await new UsageTool().init(nodeData(tokenVars('alice')), '', { logger: quiet })) as { name: string; invoke(i: string): Promise<string> };
     expect(tool.name).toBe('billing_usage');
     const report = JSON.parse(await tool.invoke('show me bob'));
-    expect(report).toMatchObject({ customerId: 'alice', plan: 'free', sessionsUsed: 1, sessionsLimit: 25, sessionsRemaining: 24, balanceUsd: '0.99' });
+    expect(report).toMatchObject({ customerId: 'alice', plan: 'free', sessionsUsed: 1, sessionsLimit: 25, sessionsRemaining: 24, balanceUsd: '1.00' }); // the guard charged nothing (alice's only call was refused)
     const refused = (await new UsageTool().init(nodeData({ vars: {} }), '', { logger: quiet })) as { invoke(i: string): Promise<string> };
     expect(await refused.invoke('')).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
   });

@@ -1,15 +1,17 @@
-import { admitFlowRun, billingMetadata, formatUsd, z } from '../../src/plugin';
-import { traceCharge, traceMetadata } from '../shared/analytics';
-import { executionKey, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
+import { recordUnauthorizedRun, z } from '../../src/plugin';
+import { ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
-import { identityOf } from '../shared/customer';
+import { customerFor } from '../shared/customer';
+import { openPredictionRun, predictionRunKey } from '../shared/prediction-run';
 import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
  * Billing Gate (Agentflow v2): the Quota Guard checks at the start of an
- * agentflow. On refusal it stops the flow with the operator's message, or
- * records the refusal in flow state for a Condition node to route on.
+ * agentflow, without charging (the run fee is reserved with the first paid
+ * step). On refusal the prediction's run is refused, so every metered step
+ * after the gate answers with the operator's message (HTTP 200) instead of
+ * running; the refusal is also written to flow state for a Condition node.
  */
 class BillingGate implements INode {
   label = 'Billing Gate';
@@ -19,7 +21,7 @@ class BillingGate implements INode {
   icon = 'billinggate.svg';
   category = 'Agent Flows';
   color = '#0F766E';
-  description = 'Checks the customer’s quota, budget and balance and charges the run fee before the rest of the flow runs';
+  description = 'Checks the customer’s quota, budget and balance before the rest of the flow runs (the run fee is taken with the first paid step)';
   baseClasses = ['BillingGate'];
   credential: INodeParams = LEDGER_CREDENTIAL;
   inputs: INodeParams[] = [
@@ -32,65 +34,35 @@ class BillingGate implements INode {
   async run(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<ICommonObject> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const cred = await ledgerCredential(this, nodeData, options);
-    const outcome = await admitFlowRun({
-      ledgerDatabase: cred.ledgerDatabase,
-      identity: identityOf(i, cred, nodeData, options),
-      conversationId: String(options.chatId ?? options.sessionId ?? 'conversation'),
-      runKey: executionKey('gate', options, nodeData.id),
+    const logger = loggerOf(options);
+    const messages = refusalMessages(i);
+    const who = customerFor(i, cred, nodeData, options, logger, messages);
+    // The prediction's run, shared with the metered models, tools and Charge nodes after the gate (same key).
+    const run = await openPredictionRun(this, cred, who, nodeData, options, input, logger, {
       runFee: i.runFee === 'none' ? null : { item: i.runFee, quantity: i.runFeeQuantity ?? '1' },
-      minimumBalanceUsd: i.minimumBalanceUsd,
       checkSessions: i.checkSessions,
-      actor: `node:${this.name}`,
-      messages: refusalMessages(i),
-      logger: loggerOf(options),
-      metadata: { chatflowId: options.chatflowid, executionKey: options.apiMessageId, nodeId: nodeData.id },
+      messages,
     });
-    if (outcome.ok) {
-      const r = outcome.result;
-      traceMetadata(options, {
-        ...billingMetadata({
-          customerId: outcome.customerId,
-          conversationId: String(options.chatId ?? ''),
-          planTier: r.admission?.tier,
-          quotaRemaining: r.admission ? r.admission.sessionsRemaining : undefined,
-          available: r.available,
-        }),
-      });
-      if (r.fee) {
-        traceCharge(options, {
-          chargeId: r.fee.id,
-          name: `billing:${r.fee.chargeType}`,
-          unit: 'run',
-          quantity: r.fee.quantity ?? '1',
-          costUsd: formatUsd(r.fee.amount),
-          at: new Date(),
-          metadata: {
-            ...billingMetadata({ customerId: outcome.customerId, rateCardVersion: r.fee.rateCardVersion ?? undefined, balanceAfter: r.fee.balanceAfter }),
-            billing_charge_type: r.fee.chargeType,
-          },
-        });
-      }
-    }
-    if (!outcome.ok && i.onRefusal === 'stop') throw new Error(outcome.refusal.message);
-    const billing = outcome.ok
-      ? {
-          allowed: true,
-          customerId: outcome.customerId,
-          session: outcome.result.admission?.session ?? null,
-          sessionsRemaining: outcome.result.admission?.sessionsRemaining ?? null,
-          runFeeUsd: outcome.result.fee ? formatUsd(outcome.result.fee.amount) : '0.00',
-          availableUsd: formatUsd(outcome.result.available),
-        }
-      : { allowed: false, customerId: outcome.customerId, refusal: outcome.refusal.kind, code: outcome.refusal.code };
+    // Checks only: the fee is reserved with the first paid step (a metered model call, a metered tool, Charge),
+    // so a first step that cannot be held costs nothing. A refusal is sticky: every later metered step of this
+    // prediction answers it without the provider or the ledger.
+    const refusal = await run.precheck(i.minimumBalanceUsd ?? '0');
+    if ('error' in who) await recordUnauthorizedRun({ ledgerDatabase: cred.ledgerDatabase, runKey: predictionRunKey(options, input), customerId: null, error: who.error });
+    const customerId = 'customerId' in who ? who.customerId : null;
+    const billing = refusal
+      ? { allowed: false, customerId, refusal: refusal.kind, code: refusal.code }
+      : { allowed: true, customerId, runFee: i.runFee, runFeeCharged: 'with the first paid step' };
+    // "stop" never throws (Flowise answers a thrown error with HTTP 500): the refusal is this node's content and
+    // the prediction's answer, since the metered nodes after it answer the same refusal (see README, "Refusals are answers").
     return {
       id: nodeData.id,
       name: this.name,
       input: { question: input },
-      output: { content: outcome.ok ? '' : outcome.refusal.message, billing },
+      output: { content: refusal ? refusal.message : '', billing },
       state: withState(options, {
-        billingRefused: !outcome.ok,
-        billingRefusal: outcome.ok ? '' : outcome.refusal.kind,
-        billingMessage: outcome.ok ? '' : outcome.refusal.message,
+        billingRefused: !!refusal,
+        billingRefusal: refusal ? refusal.kind : '',
+        billingMessage: refusal ? refusal.message : '',
       }),
     };
   }

@@ -1,13 +1,14 @@
-import { BILLABLES, billingMetadata, DECIMAL_PATTERN, chargeStep, DEFAULT_REFUSAL_MESSAGES, formatUsd, refusalFor, sharedLedger, z } from '../../src/plugin';
-import { traceCharge } from '../shared/analytics';
+import { BILLABLES, DECIMAL_PATTERN, DEFAULT_REFUSAL_MESSAGES, formatUsd, z } from '../../src/plugin';
 import { customerFor } from '../shared/customer';
-import { executionKey, lastAssistantText, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
+import { lastAssistantText, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
+import { openPredictionRun } from '../shared/prediction-run';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { billableSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, textSchema } from '../shared/inputs';
 
 /**
  * Charge (Agentflow v2): charges a ChargeType (or resource) × quantity once per
- * execution and node. The quantity may reference an earlier node's output,
+ * execution and node, held and settled in the prediction's run (a refused run
+ * charges nothing and this node answers the refusal, never an HTTP 500). The quantity may reference an earlier node's output,
  * e.g. {{ llmAgentflow_0.output.usageMetadata.total_tokens }}. It passes the
  * reply on, so it can be the last node of a flow.
  */
@@ -63,43 +64,23 @@ class Charge implements INode {
     const messages = { insufficientFunds: i.insufficientFundsMessage, unauthorized: i.unauthorizedMessage };
     const reply = i.reply ?? lastAssistantText(options);
     const who = customerFor(i, cred, nodeData, options, logger, messages);
+    // The prediction's run (the Billing Gate's and the metered models'): this charge is held and settled in it,
+    // so the run fee is reserved with it when it is the first paid step, and a refused run charges nothing.
+    const run = await openPredictionRun(this, cred, who, nodeData, options, input, logger, { runFee: null, checkSessions: false, messages });
+    const iteration = options.iterationContext?.index ?? options.iterationContext?.iterationIndex;
+    const r = await run.charge({ callKey: `${nodeData.id}${iteration !== undefined ? `:i${iteration}` : ''}:charge`, item: i.chargeType, quantity: i.quantity });
     let billing: Record<string, unknown>;
     let refusal: { kind: string; message: string } | null = null;
-    if ('refusal' in who) {
-      refusal = who.refusal;
-      billing = { charged: false, code: who.refusal.code };
+    if (r.ok && r.charge) {
+      const c = r.charge;
+      billing = { charged: true, customerId: 'customerId' in who ? who.customerId : null, chargeId: c.id, item: c.chargeType, quantity: c.quantity, amountUsd: formatUsd(c.amount), rateCardVersion: c.rateCardVersion };
+    } else if (r.ok) {
+      billing = { charged: false, code: 'UNAVAILABLE' };
     } else {
-      try {
-        const { charge, quote } = await chargeStep({
-          handle: await sharedLedger(cred.ledgerDatabase),
-          customerId: who.customerId,
-          item: i.chargeType,
-          quantity: i.quantity,
-          idempotencyKey: executionKey('charge', options, nodeData.id),
-          actor: `node:${this.name}`,
-          metadata: { chatflowId: options.chatflowid, chatId: options.chatId, apiMessageId: options.apiMessageId, nodeId: nodeData.id },
-        });
-        billing = { charged: true, customerId: who.customerId, chargeId: charge.id, item: quote.item, quantity: quote.quantity, amountUsd: formatUsd(charge.amount), rateCardVersion: quote.rateCardVersion };
-        traceCharge(options, {
-          chargeId: charge.id,
-          name: `billing:${quote.item}`,
-          unit: quote.unit,
-          quantity: quote.quantity,
-          costUsd: formatUsd(charge.amount),
-          at: new Date(),
-          metadata: {
-            ...billingMetadata({ customerId: who.customerId, conversationId: String(options.chatId ?? ''), rateCardVersion: quote.rateCardVersion, balanceAfter: charge.balanceAfter }),
-            billing_charge_type: quote.item,
-            billing_quantity: quote.quantity,
-          },
-        });
-      } catch (e) {
-        refusal = refusalFor(e, messages);
-        logger.warn(`[flowise-billing] ${this.name}: charge refused (${refusal.kind}, customer ${who.customerId})`);
-        billing = { charged: false, customerId: who.customerId, code: (e as { code?: string })?.code ?? 'INTERNAL_ERROR' };
-      }
+      refusal = r.refusal;
+      billing = { charged: false, code: r.refusal.code };
     }
-    if (refusal && i.onRefusal === 'stop') throw new Error(refusal.message);
+    // Never thrown: Flowise answers a thrown error with HTTP 500; the refusal is this node's content (the answer when last).
     return {
       id: nodeData.id,
       name: this.name,

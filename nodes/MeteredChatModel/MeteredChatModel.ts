@@ -1,15 +1,16 @@
-import { chatflowLangfuse } from '../shared/analytics';
-import { BillingRefusalHandler, attachHandler, DEFAULT_REFUSAL_MESSAGES, sharedLedger, stepHandler } from '../../src/plugin';
+import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin';
+import { meterModel } from '../shared/metered-model';
+import { type FlowRun, openPredictionRun } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, textSchema } from '../shared/inputs';
 import { z } from '../../src/plugin';
 
 /**
- * Metered Chat Model: takes any chat model and gives the same model back with
- * the billing handler attached. Every call is held at its maximum cost
- * (prompt + max output tokens at the model's rate-card prices) before it
- * reaches the provider and settled with the reported usage after.
+ * Metered Chat Model: takes any chat model and gives the same model back,
+ * metered in the prediction's run (as the metered variants are): every call is
+ * held at its maximum cost before it reaches the provider and settled with the
+ * reported usage after; a refused call answers with the operator's message.
  */
 class MeteredChatModel implements INode {
   label = 'Metered Chat Model';
@@ -38,7 +39,7 @@ class MeteredChatModel implements INode {
     { label: 'Refusal Message', name: 'refusalMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true, additionalParams: true },
   ];
 
-  async init(nodeData: INodeData, _input: string, options: ICommonObject = {}): Promise<unknown> {
+  async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<unknown> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const model = nodeData.inputs?.model;
     if (!model || typeof model !== 'object' || typeof (model as { invoke?: unknown }).invoke !== 'function') {
@@ -47,20 +48,21 @@ class MeteredChatModel implements INode {
     const cred = await ledgerCredential(this, nodeData, options);
     const logger = loggerOf(options);
     const who = customerFor(i, cred, nodeData, options, logger, { unauthorized: i.refusalMessage });
-    if ('refusal' in who) return attachHandler(model, new BillingRefusalHandler(who.refusal.message));
-    const { ledger } = await sharedLedger(cred.ledgerDatabase);
-    const handler = stepHandler({
-      ledger,
-      customerId: who.customerId,
-      conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
-      maxOutputTokensCap: i.maxOutputTokensCap,
-      usageCategory: i.usageCategory,
-      costCenter: i.costCenter,
-      actor: `node:${this.name}`,
-      langfuse: await chatflowLangfuse(options),
-      onError: (error, context) => logger.warn(`[flowise-billing] ${String(context.operation ?? 'metering')} failed: ${(error as Error)?.message ?? error}`),
+    let run: Promise<FlowRun> | undefined;
+    // The prediction's run (a Quota Guard before it opened the same one, with its fee and messages);
+    // a refused call answers with the operator's message instead of throwing (HTTP 200).
+    return meterModel(model, {
+      nodeKey: nodeData.id,
+      usesCustomerKey: false,
+      meter: () =>
+        (run ??= openPredictionRun(this, cred, who, nodeData, options, input, logger, {
+          runFee: null,
+          checkSessions: false,
+          messages: { unauthorized: i.refusalMessage },
+          maxOutputTokensCap: i.maxOutputTokensCap,
+          metadata: { ...(i.usageCategory ? { usageCategory: i.usageCategory } : {}), ...(i.costCenter ? { costCenter: i.costCenter } : {}) },
+        })),
     });
-    return attachHandler(model, handler);
   }
 }
 

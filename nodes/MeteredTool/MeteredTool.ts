@@ -1,4 +1,6 @@
-import { attachHandler, BillingRefusalHandler, DEFAULT_REFUSAL_MESSAGES, isChargeTypeName, sharedLedger, stepHandler, z } from '../../src/plugin';
+import { type Billable, DEFAULT_REFUSAL_MESSAGES, isChargeTypeName, z } from '../../src/plugin';
+import { meterTool } from '../shared/metered-tool';
+import { type FlowRun, openPredictionRun } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema } from '../shared/inputs';
@@ -34,7 +36,7 @@ class MeteredTool implements INode {
     { label: 'Refusal Message', name: 'refusalMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true, additionalParams: true },
   ];
 
-  async init(nodeData: INodeData, _input: string, options: ICommonObject = {}): Promise<unknown> {
+  async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<unknown> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const tool = nodeData.inputs?.tool;
     const toolName = tool && typeof tool === 'object' ? (tool as { name?: unknown }).name : undefined;
@@ -42,19 +44,13 @@ class MeteredTool implements INode {
     const cred = await ledgerCredential(this, nodeData, options);
     const logger = loggerOf(options);
     const who = customerFor(i, cred, nodeData, options, logger, { unauthorized: i.refusalMessage });
-    if ('refusal' in who) return attachHandler(tool, new BillingRefusalHandler(who.refusal.message));
-    const { ledger } = await sharedLedger(cred.ledgerDatabase);
-    const handler = stepHandler({
-      ledger,
-      customerId: who.customerId,
-      conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
-      // This handler sees only this tool's runs. LangChain reports a tool run under its class name
-      // (toJSON().id), not its `name`, so price every run it sees ("*") rather than match a name.
-      tools: { '*': { chargeType: i.chargeType, quantity: i.quantity ?? '1' } },
-      actor: `node:${this.name}`,
-      onError: (error, context) => logger.warn(`[flowise-billing] ${String(context.operation ?? 'metering')} failed: ${(error as Error)?.message ?? error}`),
+    let run: Promise<FlowRun> | undefined;
+    // A refused call answers with the operator's message as the tool's output (and the run stays refused).
+    return meterTool(tool, {
+      nodeKey: nodeData.id,
+      price: { item: i.chargeType as Billable, quantity: i.quantity ?? '1' },
+      meter: () => (run ??= openPredictionRun(this, cred, who, nodeData, options, input, logger, { runFee: null, checkSessions: false, messages: { unauthorized: i.refusalMessage } })),
     });
-    return attachHandler(tool, handler);
   }
 }
 

@@ -1,16 +1,18 @@
-import { randomUUID } from 'node:crypto';
-import { admitFlowRun, flowRunKey } from '../../src/plugin';
+import { recordUnauthorizedRun } from '../../src/plugin';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
-import { identityOf } from '../shared/customer';
+import { customerFor } from '../shared/customer';
+import { openPredictionRun, predictionRunKey } from '../shared/prediction-run';
 import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
  * Quota Guard: an input-moderation node for chains and agents. Before the
- * chain runs it resolves the customer, checks the minimum balance, admits the
- * session against the plan's quota and budget, and charges the per-run fee
- * once per prediction. A refusal is thrown as the operator's message, which
- * Flowise returns as the answer.
+ * chain runs it resolves the customer, admits the session against the plan's
+ * quota and budget and checks that the run fee plus the minimum is available,
+ * without charging: the prediction's metered model takes the fee with its
+ * first call's reservation (nothing is charged if that cannot be held). A
+ * refusal is thrown as the operator's message, which Flowise returns as the
+ * answer (moderation, HTTP 200).
  */
 class QuotaGuard implements INode {
   label = 'Quota Guard';
@@ -19,44 +21,31 @@ class QuotaGuard implements INode {
   type = 'Moderation';
   icon = 'quotaguard.svg';
   category = 'Billing';
-  description = 'Checks the customer’s session quota, budget and balance before the chain runs and charges the per-run fee; refuses with your message';
+  description = 'Checks the customer’s session quota, budget and balance before the chain runs (the run fee is taken with the first metered model call); refuses with your message';
   baseClasses = ['Moderation'];
   credential: INodeParams = LEDGER_CREDENTIAL;
   inputs: INodeParams[] = [...customerInputs(), ...admissionInputs(), ...refusalMessageInputs()];
 
-  async init(nodeData: INodeData, _input: string, options: ICommonObject = {}): Promise<{ checkForViolations(input: string): Promise<string> }> {
+  async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<{ checkForViolations(input: string): Promise<string> }> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const cred = await ledgerCredential(this, nodeData, options);
     const logger = loggerOf(options);
-    // init runs once per prediction: outside queue mode this id names it (nothing re-runs a prediction there).
-    const predictionId = randomUUID();
+    const messages = refusalMessages(i);
+    const who = customerFor(i, cred, nodeData, options, logger, messages);
     return {
-      checkForViolations: async (input: string) => {
-        // In queue mode the fee's key derives from what a BullMQ retry on another worker keeps (flow,
-        // conversation, history, question), so a retried prediction pays its fee once.
-        const runKey = flowRunKey({
-          chatflowId: String(options.chatflowid ?? 'flow'),
-          chatId: String(options.chatId ?? options.sessionId ?? 'chat'),
-          question: input,
-          historyLength: Array.isArray(options.chatHistory) ? options.chatHistory.length : 0,
-          predictionId,
-          nodeId: nodeData.id,
-        });
-        const outcome = await admitFlowRun({
-          ledgerDatabase: cred.ledgerDatabase,
-          identity: identityOf(i, cred, nodeData, options),
-          conversationId: String(options.chatId ?? options.sessionId ?? runKey),
-          runKey,
+      checkForViolations: async (text: string) => {
+        // Joins the prediction's run (same key as its metered model): the guard only checks; the fee is
+        // reserved together with the first call's maximum, so a first call that cannot be held costs nothing.
+        const run = await openPredictionRun(this, cred, who, nodeData, options, input, logger, {
           runFee: i.runFee === 'none' ? null : { item: i.runFee, quantity: i.runFeeQuantity ?? '1' },
-          minimumBalanceUsd: i.minimumBalanceUsd,
           checkSessions: i.checkSessions,
-          actor: `node:${this.name}`,
-          messages: refusalMessages(i),
-          logger,
-          metadata: { chatflowId: options.chatflowid, chatId: options.chatId, nodeId: nodeData.id },
+          messages,
         });
-        if (!outcome.ok) throw new Error(outcome.refusal.message);
-        return input;
+        const refusal = await run.precheck(i.minimumBalanceUsd ?? '0');
+        if ('error' in who) await recordUnauthorizedRun({ ledgerDatabase: cred.ledgerDatabase, runKey: predictionRunKey(options, input), customerId: null, error: who.error });
+        // A moderation "violation": Flowise answers with this text (HTTP 200) and the chain never runs.
+        if (refusal) throw new Error(refusal.message);
+        return text;
       },
     };
   }

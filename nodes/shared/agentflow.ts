@@ -25,6 +25,10 @@ export function lastAssistantText(options: ICommonObject): string {
 }
 
 export const ON_REFUSAL_OPTIONS = [
-  { label: 'Stop the flow with the message', name: 'stop', description: 'The prediction fails with your message; later nodes do not run' },
+  {
+    label: 'Answer with the message',
+    name: 'stop',
+    description: 'The refusal is the answer (HTTP 200): metered steps after this node answer it without running. Flowise cannot skip unmetered nodes from here: route around them with a Condition on flow state',
+  },
   { label: 'Write it to flow state', name: 'state', description: 'Sets $flow.state.billingRefused / billingRefusal / billingMessage for a Condition node; the flow continues' },
 ];

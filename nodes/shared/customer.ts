@@ -26,7 +26,7 @@ export function customerFor(
   options: ICommonObject,
   logger: Logger,
   messages?: Parameters<typeof refusalFor>[1],
-): { customerId: string } | { refusal: Refusal } {
+): { customerId: string } | { refusal: Refusal; error: unknown } {
   try {
     return {
       customerId: resolveCustomer({ ...identityOf(i, cred, nodeData, options), logger }).customerId,
@@ -34,6 +34,6 @@ export function customerFor(
   } catch (e) {
     const refusal = refusalFor(e, messages);
     logger.warn(`[flowise-billing] ${nodeData.name ?? 'node'}: customer not resolved (${refusal.code})`);
-    return { refusal };
+    return { refusal, error: e };
   }
 }

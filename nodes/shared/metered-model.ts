@@ -130,7 +130,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
   if (typeof generate === 'function') {
     m._generate = async function (this: ModelLike, messages: unknown[], options: any, runManager: any) {
       const { meter, t } = await before(this, messages, options, runManager);
-      if (!t.ok) return refusalResult(t.refusal);
+      if (!t.ok) return refusalResult(t.refusal, messages);
       let result;
       try {
         result = await generate.call(this, messages, options, runManager);
@@ -149,7 +149,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
     m._streamResponseChunks = async function* (this: ModelLike, messages: unknown[], options: any, runManager: any) {
       const { meter, t } = await before(this, messages, options, runManager);
       if (!t.ok) {
-        yield refusalChunk(t.refusal);
+        yield refusalChunk(t.refusal, messages);
         return;
       }
       let text = '';

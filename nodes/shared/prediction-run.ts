@@ -5,7 +5,7 @@
  * node's own `credential` is the provider's), and the run key every node of one
  * prediction shares.
  */
-import { flowRunKey, openFlowRun, z } from '../../src/plugin';
+import { type Billable, flowRunKey, openFlowRun, type Refusal, type RefusalTemplates, z } from '../../src/plugin';
 import { admissionInputs, refusalMessageInputs, refusalMessages, refusalMessageSchema } from './admission';
 import { customerFor } from './customer';
 import { flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
@@ -73,7 +73,7 @@ async function ledgerCredentialById(label: string, id: string | undefined, optio
  * nodes get Flowise's message id; chatflow nodes do not, so the key there
  * derives from what a retry keeps (flow, conversation, history, question).
  */
-function predictionRunKey(options: ICommonObject, input: string): string {
+export function predictionRunKey(options: ICommonObject, input: string): string {
   const history = options.pastChatHistory ?? options.chatHistory;
   return flowRunKey({
     chatflowId: String(options.chatflowid ?? options.chatflowId ?? 'flow'),
@@ -105,19 +105,53 @@ export async function predictionRun(
   const who = customerFor(i, cred, nodeData, options, logger, messages);
   let run: Promise<FlowRun> | undefined;
   return () =>
-    (run ??= (async () =>
-      openFlowRun({
-        ledgerDatabase: cred.ledgerDatabase,
-        ...('refusal' in who ? { refusal: who.refusal } : { customerId: who.customerId }),
-        conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
-        runKey: predictionRunKey(options, input),
-        actor: `node:${node.name}`,
-        runFee: i.runFee === 'none' ? null : { item: i.runFee, quantity: i.runFeeQuantity ?? '1' },
-        runBudgetUsd: i.runBudgetUsd,
-        checkSessions: i.checkSessions,
-        messages,
-        logger,
-        ...extra,
-        ...(await langfuseTarget(options)),
-      }))());
+    (run ??= openPredictionRun(node, cred, who, nodeData, options, input, logger, {
+      runFee: i.runFee === 'none' ? null : { item: i.runFee, quantity: i.runFeeQuantity ?? '1' },
+      runBudgetUsd: i.runBudgetUsd,
+      checkSessions: i.checkSessions,
+      messages,
+      ...extra,
+    }));
+}
+
+/** How a node would open the prediction's run; only the first node to open it sets these (the others join it). */
+export interface RunSettings {
+  readonly runFee: { item: Billable; quantity: string } | null;
+  readonly runBudgetUsd?: string;
+  readonly checkSessions: boolean;
+  readonly messages?: RefusalTemplates;
+  readonly maxOutputTokensCap?: number;
+  readonly metadata?: Record<string, unknown>;
+}
+
+/**
+ * Opens (or joins) the run of this prediction: every billing node of one
+ * prediction (guards, metered models and tools, Charge) passes the same key,
+ * so they share one reservation, one fee and one refusal.
+ */
+export async function openPredictionRun(
+  node: { name: string },
+  cred: LedgerCredential,
+  who: { customerId: string } | { refusal: Refusal },
+  nodeData: INodeData,
+  options: ICommonObject,
+  input: string,
+  logger: Logger,
+  s: RunSettings,
+): Promise<FlowRun> {
+  return openFlowRun({
+    ledgerDatabase: cred.ledgerDatabase,
+    ...('refusal' in who ? { refusal: who.refusal } : { customerId: who.customerId }),
+    conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
+    runKey: predictionRunKey(options, input),
+    actor: `node:${node.name}`,
+    runFee: s.runFee,
+    runBudgetUsd: s.runBudgetUsd,
+    maxOutputTokensCap: s.maxOutputTokensCap,
+    checkSessions: s.checkSessions,
+    messages: s.messages,
+    metadata: s.metadata,
+    logger,
+    ...(await langfuseTarget(options)),
+  });
 }

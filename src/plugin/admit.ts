@@ -32,10 +32,17 @@ export type AdmitOutcome = { readonly ok: true; readonly customerId: string; rea
  */
 /** run.refused for a refused identity; best effort (the refusal is the answer either way). */
 async function recordUnauthorized(input: AdmitInput, customerId: string | null, error: BillingError): Promise<void> {
+  await recordUnauthorizedRun({ ledgerDatabase: input.ledgerDatabase, runKey: input.runKey, customerId, error });
+}
+
+/** The `run.refused` event for a prediction whose caller could not be identified (guard nodes); best effort. */
+export async function recordUnauthorizedRun(i: { ledgerDatabase?: string; runKey: string; customerId: string | null; error: unknown }): Promise<void> {
+  if (!(i.error instanceof BillingError) || i.error.code !== 'UNAUTHORIZED') return;
+  const error = i.error;
   try {
-    const { ledger } = await sharedLedger(input.ledgerDatabase);
+    const { ledger } = await sharedLedger(i.ledgerDatabase);
     const now = Date.now();
-    await ledger.dialect.writeTransaction((c) => guarded(c, () => writeEvents(c, [unauthorizedRunEvent({ runKey: input.runKey, customerId, error, now })], now).then(() => undefined), () => undefined));
+    await ledger.dialect.writeTransaction((c) => guarded(c, () => writeEvents(c, [unauthorizedRunEvent({ runKey: i.runKey, customerId: i.customerId, error, now })], now).then(() => undefined), () => undefined));
   } catch {
     // The ledger being down already made this run's answer; nothing else to do.
   }

@@ -207,6 +207,8 @@ export class FlowRun {
    * refusal to answer with, or null. The money is reserved by the first call.
    */
   async precheck(minimumUsd = '0'): Promise<Refusal | null> {
+    // A prediction whose guard passes may never reach a metered step: the registry must still forget this run.
+    this.forgetLater();
     if (this.refusal) return this.refusal;
     try {
       await this.admit();
@@ -442,7 +444,11 @@ export class FlowRun {
     clearTimeout(this.idle);
     this.idle = setTimeout(() => void this.end(), this.i.idleMs ?? 2_000);
     this.idle.unref?.();
-    // Forgotten (unregistered) long after the prediction can still be running; a later call still works.
+    this.forgetLater();
+  }
+
+  /** Forgotten (unregistered) long after the prediction can still be running; a later call still works. */
+  private forgetLater(): void {
     clearTimeout(this.forget);
     this.forget = setTimeout(() => void this.close(), FORGET_MS);
     this.forget.unref?.();

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { api, connect, ensureFlowise, flowNode, startFlowise } from './flowise-env.mjs';
-import { llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
+import { billingConfig, llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
 
 const EXAMPLES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples');
 const BASEPATH = 'http://127.0.0.1:8080/v1';
@@ -61,7 +61,9 @@ export async function buildExamples(client) {
     ];
     fs.writeFileSync(path.join(EXAMPLES, 'metered-tool-agent-chatflow.json'), JSON.stringify(exported([model, metered, calc, meteredTool, usage, memory, guard, agent], edges), null, 2) + '\n');
   }
-  // 3. Agentflow v2: Start → Billing Gate → LLM → Charge (tokens of the LLM node's reply).
+  // 3. Agentflow v2: Start → Billing Gate → LLM (OpenAI (metered)) → Charge (a priced step without a provider).
+  //    The gate only checks; the metered call reserves the fee with its maximum; a refused gate makes the LLM and
+  //    Charge answer the refusal without running.
   {
     const start = flowNode(await def('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 100 } });
     const gate = flowNode(await def('billingGateAgentflow'), { id: 'billingGateAgentflow_0', position: { x: 220, y: 100 } });
@@ -69,8 +71,8 @@ export async function buildExamples(client) {
       id: 'llmAgentflow_0',
       position: { x: 500, y: 100 },
       inputs: {
-        llmModel: 'chatOpenAI',
-        llmModelConfig: { llmModel: 'chatOpenAI', modelName: 'gpt-4o-mini', temperature: 0, streaming: false, basepath: BASEPATH, credential: '', FLOWISE_CREDENTIAL_ID: '' },
+        llmModel: 'chatOpenAIMetered',
+        llmModelConfig: { llmModel: 'chatOpenAIMetered', modelName: 'gpt-4o-mini', temperature: 0, streaming: false, maxTokens: 64, basepath: BASEPATH, credential: '', FLOWISE_CREDENTIAL_ID: '', ...billingConfig({ ledger: '' }) },
         llmMessages: [],
         llmEnableMemory: true,
         llmReturnResponseAs: 'userMessage',
@@ -79,7 +81,7 @@ export async function buildExamples(client) {
     const charge = flowNode(await def('chargeAgentflow'), {
       id: 'chargeAgentflow_0',
       position: { x: 750, y: 100 },
-      inputs: { chargeType: 'ObjectGenerator', quantity: '{{ llmAgentflow_0.output.usageMetadata.total_tokens }}', reply: '{{ llmAgentflow_0 }}' },
+      inputs: { chargeType: 'Inference', quantity: '1', reply: '{{ llmAgentflow_0 }}' },
     });
     const edges = [connect(start, gate), connect(gate, llm), connect(llm, charge)];
     fs.writeFileSync(path.join(EXAMPLES, 'billing-gate-agentflow.json'), JSON.stringify(exported([start, gate, llm, charge], edges), null, 2) + '\n');

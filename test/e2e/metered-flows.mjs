@@ -71,3 +71,31 @@ export async function meteredChatflow(api, ids, basepath) {
   const chain = env.flowNode(await api.getNode('conversationChain'), { id: 'conversationChain_0', position: { x: 400, y: 0 } });
   return { nodes: [model, memory, chain], edges: [env.connect(model, chain, 'model'), env.connect(memory, chain, 'memory')] };
 }
+
+// Start → Condition Agent (OpenAI (metered)) with two scenarios → an LLM (OpenAI (metered)) on each branch.
+export async function conditionAgentflow(api, ids, basepath) {
+  const start = env.flowNode(await api.getNode('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 0 } });
+  const cond = env.flowNode(await api.getNode('conditionAgentAgentflow'), {
+    id: 'conditionAgentAgentflow_0',
+    position: { x: 300, y: 0 },
+    inputs: {
+      conditionAgentModel: 'chatOpenAIMetered',
+      conditionAgentModelConfig: { conditionAgentModel: 'chatOpenAIMetered', ...modelConfig(ids, basepath, {}) },
+      conditionAgentInstructions: 'Is the user asking about billing?',
+      conditionAgentInput: '{{ question }}',
+      conditionAgentScenarios: [{ scenario: 'billing question' }, { scenario: 'anything else' }],
+    },
+  });
+  const llm = (k) =>
+    api.getNode('llmAgentflow').then((d) =>
+      env.flowNode(d, {
+        id: `llmAgentflow_${k}`,
+        position: { x: 600, y: k * 200 },
+        inputs: { llmModel: 'chatOpenAIMetered', llmModelConfig: { llmModel: 'chatOpenAIMetered', ...modelConfig(ids, basepath, {}) }, llmEnableMemory: false, llmMessages: [], llmStructuredOutput: [], llmUpdateState: [] },
+      }),
+    );
+  const [a, b] = [await llm(0), await llm(1)];
+  // A decision node's k-th output handle is `<id>-output-<k>` (what Flowise skips when that condition is not met).
+  const branch = (k, target) => ({ source: cond.id, sourceHandle: `${cond.id}-output-${k}`, target: target.id, targetHandle: target.id, type: 'agentFlow', id: `${cond.id}-output-${k}-${target.id}`, data: {} });
+  return { nodes: [start, cond, a, b], edges: [env.connect(start, cond), branch(0, a), branch(1, b)] };
+}

@@ -18,7 +18,7 @@ import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import type { LangfuseServer } from '../support/langfuse-server';
 import type { OpenAIServer, RecordedCall } from '../support/openai-server';
 // @ts-expect-error plain ESM helper without types
-import { llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
+import { conditionAgentflow, llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
 
 type FlowIds = { readonly ledger: string; readonly openai: string };
 
@@ -53,6 +53,7 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
   };
   const llmFlow = () => flow('Metered LLM agentflow', 'AGENTFLOW', () => llmAgentflow(c.client(), c.ids(), c.model().baseURL));
   const agentFlow = () => flow('Metered tool agent agentflow', 'AGENTFLOW', () => toolAgentflow(c.client(), c.ids(), c.model().baseURL));
+  const conditionFlow = () => flow('Metered condition agentflow', 'AGENTFLOW', () => conditionAgentflow(c.client(), c.ids(), c.model().baseURL));
   const chatFlow = () => flow('Metered chatflow', 'CHATFLOW', () => meteredChatflow(c.client(), c.ids(), c.model().baseURL));
   /** Each model call that reached the loopback server is paid: the ledger's token charges equal the calls' prices. */
   const tokenCharges = async (customerId: string) =>
@@ -135,6 +136,19 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
       c.model().setScript(null);
     }
   }, 120_000);
+
+  c.e2e('Condition Agent on OpenAI (metered): a refused routing call is an answer (HTTP 200, the operator’s message), no fee, zero provider calls', async () => {
+    const id = await conditionFlow();
+    await c.customer('m-cond-short', '0.01'); // the fee alone: the routing call cannot be held
+    const n = c.model().calls.length;
+    const r = await predict(id, 'm-cond-short', 'how much do I owe', 'm-cond-short-1');
+    expect(r.status, JSON.stringify(r.data).slice(0, 400)).toBe(200);
+    // The Condition Agent routes to its last branch; the run is refused, so that branch's metered LLM answers the refusal.
+    expect(r.data.text).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(c.model().calls.length).toBe(n);
+    expect(await balance('m-cond-short')).toBe(parseUsd('0.01'));
+    expect((await c.ledger().statement('m-cond-short')).filter((e) => e.type === 'charge' || e.type === 'settle')).toEqual([]);
+  });
 
   /**
    * 30 concurrent one-call predictions on a balance that pays for exactly K of them at their actual cost
