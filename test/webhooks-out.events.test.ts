@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { SqlLedger } from '../src/ledger/sql-ledger';
+import type { Ledger } from '../src/ledger/types';
 import { parseUsd } from '../src/money';
 import { failRecharge } from '../src/stripe/recharge';
 import { openWithEvents } from '../src/webhooks/open';
@@ -14,7 +14,7 @@ describe.each(BACKENDS)('outbound events in the cause transaction on $name', (ba
     await Promise.all(open.splice(0).map((o) => o.close()));
   });
 
-  async function claimRecharge(ledger: SqlLedger, customerId: string, key: string) {
+  async function claimRecharge(ledger: Ledger, customerId: string, key: string) {
     await ledger.dialect.writeTransaction((c) =>
       c.run(
         `INSERT INTO billing_stripe_recharge (customer_id, enabled, threshold, amount_cents, currency, payment_method, retry_window_ms, retry_interval_ms,

@@ -1,4 +1,4 @@
-import { BILLABLES, DEFAULT_REFUSAL_MESSAGES, formatUsd, z } from '../../src/plugin';
+import { BILLABLES, DECIMAL_PATTERN, DEFAULT_REFUSAL_MESSAGES, formatUsd, z } from '../../src/plugin';
 import { customerFor } from '../shared/customer';
 import { lastAssistantText, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
 import { openPredictionRun } from '../shared/prediction-run';
@@ -97,7 +97,7 @@ const inputSchema = {
   // After variable resolution: a number or a numeric string (a reference that resolved to nothing is named here).
   quantity: z.preprocess(
     (v) => (typeof v === 'number' ? String(v) : typeof v === 'string' ? v.replace(/<[^>]*>/g, '').trim() : v),
-    z.string({ required_error: 'is required' }).regex(/^\d+(\.\d{1,9})?$/, 'must resolve to a non-negative number (check the referenced node output)'),
+    z.string({ required_error: 'is required' }).regex(DECIMAL_PATTERN, 'must resolve to a non-negative number (check the referenced node output)'),
   ),
   reply: z.preprocess((v) => (v === '' || v == null ? undefined : typeof v === 'string' ? v : JSON.stringify(v)), z.string().optional()),
   onRefusal: z.preprocess((v) => (v === '' || v == null ? 'stop' : v), z.enum(['stop', 'state'])),

@@ -3,7 +3,7 @@
  * zod so that a bad value is named ("Quota Guard: Minimum Balance (USD)
  * (minimumBalanceUsd): …") instead of surfacing later as a vague failure.
  */
-import { type Billable, BILLABLES, CUSTOMER_SOURCES, DEFAULT_RAW_ID_VARIABLE, DEFAULT_TOKEN_VARIABLE, ValidationError, z } from '../../src/plugin';
+import { type Billable, BILLABLES, CUSTOMER_SOURCES, DEFAULT_RAW_ID_VARIABLE, DEFAULT_TOKEN_VARIABLE, DECIMAL_PATTERN, ValidationError, z } from '../../src/plugin';
 import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams } from './flowise';
 
 export const LEDGER_CREDENTIAL: INodeParams = {
@@ -66,7 +66,7 @@ const optionalString = z.preprocess(blankToUndefined, z.string().trim().max(500)
 export const usd = (what: string) =>
   z.preprocess(
     (v) => (typeof v === 'number' ? String(v) : blankToUndefined(v)),
-    z.string().trim().regex(/^\d+(\.\d{1,9})?$/, `${what} must be a non-negative amount in USD, e.g. "0.01"`).optional(),
+    z.string().trim().regex(DECIMAL_PATTERN, `${what} must be a non-negative amount in USD, e.g. "0.01"`).optional(),
   );
 
 /** A ChargeType or resource; `withNone` adds "none". Blank means `fallback`. */
@@ -78,7 +78,7 @@ export function billableSchema<N extends boolean>(fallback: string, withNone: N)
 /** A non-negative decimal quantity (string or integer); blank means undefined. */
 export const quantitySchema = z.preprocess(
   (v) => (v === '' || v == null ? undefined : typeof v === 'number' ? String(v) : typeof v === 'string' ? v.trim() : v),
-  z.string().regex(/^\d+(\.\d{1,9})?$/, 'must be a non-negative number (up to 9 decimals)').optional(),
+  z.string().regex(DECIMAL_PATTERN, 'must be a non-negative number (up to 9 decimals)').optional(),
 );
 
 export const booleanSchema = (fallback: boolean) =>

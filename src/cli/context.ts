@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { BillingError, isBillingError, ValidationError } from '../errors';
 import { defaultLedgerLocation, isPostgresUrl, ledgerTarget, openLedger } from '../ledger/open';
 import { redactUrl } from '../ledger/redact';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { eventHooks } from '../webhooks/hooks';
 import { migrateWebhooks } from '../webhooks/schema';
 import { jsonLine, type Io, type Rendered, renderDelimited, renderMode } from './output';
@@ -39,7 +39,7 @@ export class CliContext {
   }
 
   /** Opens the ledger (creating and migrating it), runs `fn`, and always closes it. */
-  async withLedger<T>(fn: (ledger: SqlLedger) => Promise<T>, target: string = this.target(), create = true): Promise<T> {
+  async withLedger<T>(fn: (ledger: Ledger) => Promise<T>, target: string = this.target(), create = true): Promise<T> {
     const ledger = await openCliLedger(target, create);
     try {
       return await fn(ledger);
@@ -49,7 +49,7 @@ export class CliContext {
   }
 
   /** For commands that only read: a missing ledger is LEDGER_NOT_FOUND ("no ledger at …"); nothing is created. */
-  readLedger<T>(fn: (ledger: SqlLedger) => Promise<T>): Promise<T> {
+  readLedger<T>(fn: (ledger: Ledger) => Promise<T>): Promise<T> {
     return this.withLedger(fn, this.target(), false);
   }
 
@@ -80,7 +80,7 @@ export function redactTarget(target: string): string {
   return isPostgresUrl(target) ? redactUrl(target) : target;
 }
 
-export async function openCliLedger(target: string, create = true): Promise<SqlLedger> {
+async function openCliLedger(target: string, create = true): Promise<Ledger> {
   try {
     // Reads create nothing; writers get the outbound-event hook, so a CLI top-up or charge raises its webhooks like any other.
     if (!create) return await openLedger(target, { actor: CLI_ACTOR, create });

@@ -1,5 +1,5 @@
 import { isBillingError } from '../errors';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import type { Charge } from '../ledger/types';
 import { formatSparks, formatUsd, parseUsd } from '../money';
 import type { RateCard } from '../pricing/ratecard';
@@ -19,7 +19,7 @@ import { sessionQuota } from './demo-quota';
  */
 
 export interface DemoContext {
-  readonly ledger: SqlLedger;
+  readonly ledger: Ledger;
   readonly card: RateCard;
   readonly customerId: string;
   /** A stable idempotency key for one demo operation. */
@@ -50,7 +50,7 @@ export interface DemoStep {
 // ---- helpers -----------------------------------------------------------------
 
 /** Prices an item with the demo's card and charges it, exactly as `flowise-billing charge` does. */
-export async function chargeItem(ctx: DemoContext, item: PriceItem, quantity: string, keyName: string): Promise<{ q: CliQuote; charge: Charge }> {
+async function chargeItem(ctx: DemoContext, item: PriceItem, quantity: string, keyName: string): Promise<{ q: CliQuote; charge: Charge }> {
   const q = quote(ctx.card, parseQuoteRequest(item, quantity));
   const charge = await ctx.ledger.charge({
     customerId: ctx.customerId,
@@ -218,7 +218,7 @@ const spendUntilEmpty: DemoStep = {
 };
 
 /** The tour, in order. Add sections before `spendUntilEmpty`. */
-export const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, sessionQuota, meteredRuns, spendUntilEmpty];
+const DEMO_STEPS: DemoStep[] = [customerAndTopUp, workedExamples, paidPublicRun, sessionQuota, meteredRuns, spendUntilEmpty];
 
 // ---- runner -------------------------------------------------------------------
 
@@ -228,14 +228,14 @@ export interface DemoReport {
 }
 
 /** A customer id not yet used in this ledger (a fresh ledger gets "demo-acme"). */
-async function freshCustomerId(ledger: SqlLedger): Promise<string> {
+async function freshCustomerId(ledger: Ledger): Promise<string> {
   for (let i = 1; ; i++) {
     const id = i === 1 ? 'demo-acme' : `demo-acme-${i}`;
     if (!(await ledger.findCustomer(id))) return id;
   }
 }
 
-export async function runDemo(ledger: SqlLedger, steps: readonly DemoStep[] = DEMO_STEPS): Promise<DemoReport> {
+export async function runDemo(ledger: Ledger, steps: readonly DemoStep[] = DEMO_STEPS): Promise<DemoReport> {
   const customerId = await freshCustomerId(ledger);
   const card = await ledger.activeRateCard();
   const ctx: DemoContext = { ledger, card, customerId, key: (name) => `demo:${customerId}:${name}` };

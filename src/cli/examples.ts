@@ -87,7 +87,7 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   doctor: ['flowise-billing doctor --flowise /opt/flowise', 'flowise-billing --db postgres://billing@db.internal:5432/billing doctor --online', 'flowise-billing doctor --node "$(which node)" --json'],
 };
 
-export function commandPath(cmd: Command): string {
+function commandPath(cmd: Command): string {
   const names: string[] = [];
   for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
   return names.join(' ');

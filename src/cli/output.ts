@@ -230,7 +230,7 @@ export function jsonLine(value: unknown): string {
 // ---- errors ----------------------------------------------------------------
 
 /** A failure the CLI reports: a billing error plus the process exit code (1 business/validation, 2 usage). */
-export class CliFailure extends Error {
+class CliFailure extends Error {
   constructor(
     readonly error: BillingError,
     readonly exitCode: number,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { formatQuantity, formatSparks, formatUsd, type Nanos, type Quantity } from '../money';
 import { paidPublicFlowSplit, priceChargeType, priceResource, priceTokens } from '../pricing/price';
 import { type ChargeType, defaultRateCard, isChargeType, type RateCard } from '../pricing/ratecard';
@@ -139,7 +139,7 @@ export function quoteJson(q: CliQuote): Record<string, unknown> {
  * The card a price quote uses, read without writing: the active card, or the
  * packaged default that the ledger activates on its first charge.
  */
-export async function cardForQuote(ledger: SqlLedger, version?: string): Promise<RateCard> {
+export async function cardForQuote(ledger: Ledger, version?: string): Promise<RateCard> {
   if (version) return ledger.getRateCard(version);
   const active = (await ledger.listRateCards()).find((r) => r.active);
   return active ? ledger.getRateCard(active.version) : defaultRateCard();

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseQuantity, parseUsd, type Quantity } from '../money';
 import { CHARGE_TYPES, type ChargeType, RESOURCES, type Resource } from '../pricing/ratecard';
+import { customerIdSchema } from '../schemas';
 
 /**
  * The CLI's input boundary: every argument and option is checked here, before
@@ -11,12 +12,7 @@ import { CHARGE_TYPES, type ChargeType, RESOURCES, type Resource } from '../pric
  */
 
 /** Same rule as the ledger's, checked early so the message names the argument. */
-export const customerId = z
-  .string()
-  .regex(
-    /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/,
-    'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)',
-  );
+export const customerId = customerIdSchema;
 
 export const idempotencyKey = z
   .string()
@@ -97,7 +93,7 @@ function oneOf<T extends string>(what: string, valid: readonly T[]) {
 export const chargeType = oneOf<ChargeType>('ChargeType', CHARGE_TYPES);
 
 export type PriceItem = ChargeType | Resource;
-export const PRICE_ITEMS: readonly PriceItem[] = [...CHARGE_TYPES, ...RESOURCES];
+const PRICE_ITEMS: readonly PriceItem[] = [...CHARGE_TYPES, ...RESOURCES];
 export const priceItem = oneOf<PriceItem>('item', PRICE_ITEMS);
 
 /** An ISO-8601 time such as 2026-11-23T10:00:00Z. */

@@ -1,5 +1,6 @@
 import { ValidationError } from '../errors';
-import { BillingTokenError, verifyBillingToken } from './token';
+import { verifyBillingToken } from './token';
+import { CUSTOMER_ID_PATTERN } from '../schemas';
 
 /**
  * Where a node takes the paying customer from (DESIGN invariant 6). Anything
@@ -16,7 +17,6 @@ export type CustomerSource = (typeof CUSTOMER_SOURCES)[number];
 export const DEFAULT_TOKEN_VARIABLE = 'billingToken';
 export const DEFAULT_RAW_ID_VARIABLE = 'billingCustomerId';
 
-const CUSTOMER_ID = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/;
 const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 export interface WarnLogger {
@@ -57,7 +57,7 @@ function variableName(name: string | undefined, fallback: string, field: string)
 }
 
 function checkId(id: unknown, field: string, what: string): string {
-  if (typeof id !== 'string' || !CUSTOMER_ID.test(id.trim())) {
+  if (typeof id !== 'string' || !CUSTOMER_ID_PATTERN.test(id.trim())) {
     throw new ValidationError(`${what} is not a valid customer id (1–128 letters, digits, . _ : @ + -)`, { field });
   }
   return id.trim();
@@ -94,8 +94,4 @@ export function resolveCustomer(input: ResolveCustomerInput): ResolvedCustomer {
     default:
       throw new ValidationError(`Unknown customer source "${String(input.source)}"; expected one of ${CUSTOMER_SOURCES.join(', ')}`, { field: 'customerSource' });
   }
-}
-
-export function isTokenRefusal(e: unknown): e is BillingTokenError {
-  return e instanceof BillingTokenError;
 }

@@ -1,5 +1,6 @@
 import jwt from 'jsonwebtoken';
 import { BillingError, ValidationError } from '../errors';
+import { CUSTOMER_ID_PATTERN } from '../schemas';
 
 /**
  * Signed billing tokens: an HS256 JWT naming the customer (`sub`) with an
@@ -17,7 +18,6 @@ export const MIN_SECRET_BYTES = 32;
 /** Longest lifetime `signBillingToken` issues: 30 days. */
 export const MAX_TOKEN_TTL_S = 30 * 24 * 3600;
 
-const CUSTOMER_ID = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/;
 
 /**
  * Why a token was refused. A closed set: callers map it to a message; the token
@@ -73,7 +73,7 @@ export interface SignOptions {
 /** Signs a token for `customerId` (what the operator's backend does for each end user). */
 export function signBillingToken(secret: string, customerId: string, opts: SignOptions = {}): string {
   checkSecret(secret);
-  if (typeof customerId !== 'string' || !CUSTOMER_ID.test(customerId)) {
+  if (typeof customerId !== 'string' || !CUSTOMER_ID_PATTERN.test(customerId)) {
     throw new ValidationError('customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)', { field: 'customerId' });
   }
   const ttl = opts.ttlSeconds ?? 3600;
@@ -103,7 +103,7 @@ export function verifyBillingToken(token: unknown, secret: string | undefined, o
   }
   if (typeof payload === 'string') throw new BillingTokenError('malformed');
   if (typeof payload.exp !== 'number') throw new BillingTokenError('no_expiry');
-  if (typeof payload.sub !== 'string' || !CUSTOMER_ID.test(payload.sub)) throw new BillingTokenError('bad_customer');
+  if (typeof payload.sub !== 'string' || !CUSTOMER_ID_PATTERN.test(payload.sub)) throw new BillingTokenError('bad_customer');
   return { customerId: payload.sub, expiresAt: payload.exp, issuedAt: typeof payload.iat === 'number' ? payload.iat : null };
 }
 

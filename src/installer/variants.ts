@@ -12,7 +12,7 @@ import path from 'node:path';
  * Which files are nodes is decided at load time (category, LlamaIndex tag); here
  * a file qualifies when it exports a `nodeClass`.
  */
-export const VARIANT_SUFFIX = '.billing-metered.js';
+const VARIANT_SUFFIX = '.billing-metered.js';
 /** From dist/nodes/<family>/<Node>/ to the installed shared variant factory. */
 const FACTORY_FROM_NODE_DIR = '../../billing/MeteredVariants/MeteredVariants.js';
 const FAMILIES = [

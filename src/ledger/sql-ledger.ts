@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { BillingError, ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
+import { customerIdSchema } from '../schemas';
 import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
-import { budgetOut, executeBatch, type Op, type Outcome, type PricedFields } from './batch';
-import { periodContaining } from '../period';
+import { executeBatch, type Op, type Outcome, type PricedFields } from './batch';
 import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
+import { budgetStateAt, ledgerView, type LedgerView, toppedUpCustomer } from './within';
 import { migrate } from './migrations';
 import { redactUrl } from './redact';
 import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
@@ -49,9 +50,7 @@ export interface LedgerOptions {
   readonly onBatch?: (c: SqlConnection, outcomes: readonly BatchOutcome[], now: number) => Promise<void>;
 }
 
-const customerId = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/, 'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)');
+const customerId = customerIdSchema;
 const key = z
   .string()
   .min(1, 'idempotency key must not be empty')
@@ -203,6 +202,15 @@ export class SqlLedger implements Ledger {
     return this.clock();
   }
 
+  view(c: SqlConnection): LedgerView {
+    return ledgerView(c, this.d);
+  }
+
+  async toppedUpCustomer(idempotencyKey: string): Promise<string | null> {
+    idArg('idempotencyKey', idempotencyKey);
+    return this.read((c) => toppedUpCustomer(c, idempotencyKey));
+  }
+
   private async submit<T>(op: Op): Promise<T> {
     try {
       return (await this.committer.submit(op)) as T;
@@ -290,14 +298,8 @@ export class SqlLedger implements Ledger {
     idArg('customerId', customerId);
     const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId]));
     if (!rows[0]) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
-    const cust = customerFromRow(rows[0]);
-    const now = this.clock();
     // A period that has ended reads as a fresh one, exactly as the next hold would see it.
-    if (cust.budget !== null && cust.budgetAnchorDay !== null && (cust.budgetPeriodEnd === null || now >= cust.budgetPeriodEnd)) {
-      const p = periodContaining(now, cust.budgetAnchorDay);
-      return { ...budgetOut(cust), spent: 0n, periodStart: iso(p.start), periodEnd: iso(p.end) };
-    }
-    return budgetOut(cust);
+    return budgetStateAt(customerFromRow(rows[0]), this.clock());
   }
 
   async balance(customerId: string): Promise<Balance> {

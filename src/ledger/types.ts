@@ -1,6 +1,8 @@
 import type { BillingError } from '../errors';
 import type { Nanos } from '../money';
 import type { RateCard } from '../pricing/ratecard';
+import type { Dialect, SqlConnection } from './dialect';
+import type { LedgerView } from './within';
 
 /** Who caused a mutation, for the audit trail: "cli", "node:<name>", "handler", "stripe", "system", or a library caller's own tag. */
 export type Actor = string;
@@ -243,4 +245,17 @@ export interface Ledger {
   /** Verifies balance = Σ entries and held = Σ open holds for every customer; returns the customers that break it. */
   checkInvariants(): Promise<{ ok: boolean; violations: Array<{ customerId: string; problem: string }> }>;
   close(): Promise<void>;
+
+  /**
+   * The database the ledger lives in, for modules that keep their own tables
+   * beside it (quota, stripe, webhooks) and must commit with it. Never for the
+   * ledger's own tables: read those through `view` and the methods above.
+   */
+  readonly dialect: Dialect;
+  /** The ledger's clock (injectable in tests), in ms since the epoch. */
+  now(): number;
+  /** Read-only ledger state inside a caller's transaction on `dialect`. */
+  view(c: SqlConnection): LedgerView;
+  /** The customer a top-up with this idempotency key credited, or null when none did. */
+  toppedUpCustomer(idempotencyKey: string): Promise<string | null>;
 }

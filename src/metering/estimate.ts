@@ -15,7 +15,7 @@
  * excess from what else is available (the ledger records any shortfall).
  */
 
-export const MESSAGE_OVERHEAD_TOKENS = 4;
+const MESSAGE_OVERHEAD_TOKENS = 4;
 
 type Rec = Record<string, unknown>;
 const isRec = (v: unknown): v is Rec => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -81,7 +81,7 @@ export function estimatePromptTokens(messages: readonly unknown[], tools?: unkno
 }
 
 /** Output-token estimate of a finished generation (text plus tool calls). */
-export function estimateOutputTokens(generation: unknown): number {
+function estimateOutputTokens(generation: unknown): number {
   if (!isRec(generation)) return 0;
   const msg = isRec(generation.message) ? generation.message : undefined;
   const text = msg ? `${contentText(msg.content)} ${toolCallText(msg)}`.trim() : String(generation.text ?? '');

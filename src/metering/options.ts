@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ValidationError } from '../errors';
 import type { Ledger } from '../ledger/types';
 import { CHARGE_TYPES, type RateCard } from '../pricing/ratecard';
+import { decimalSchema } from '../schemas';
 import type { AdmissionGate } from '../quota/gate';
 import { langfuseCredentialsSchema } from '../langfuse/reporter';
 
@@ -16,14 +17,14 @@ const id = (what: string, max: number) =>
     // eslint-disable-next-line no-control-regex
     .regex(/^[^\u0000-\u001f\u007f]+$/, `${what} must not contain control characters`);
 
-const quantity = z.union([z.number().int().nonnegative(), z.string().regex(/^\d+(\.\d{1,9})?$/, 'quantity must be a decimal string')]);
+const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]);
 
-export const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
+const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
 
-export const runFeeSchema = z.union([
+const runFeeSchema = z.union([
   z.literal('PrivateFlowRun'),
   z.literal('FreePublicFlowRun'),
-  z.object({ type: z.literal('PaidPublicFlowRun'), priceUsd: z.string().regex(/^\d+(\.\d{1,9})?$/, 'priceUsd must be a decimal string') }).strict(),
+  z.object({ type: z.literal('PaidPublicFlowRun'), priceUsd: decimalSchema('priceUsd') }).strict(),
   z.literal(false),
 ]);
 
@@ -48,7 +49,7 @@ export const billingHandlerOptionsSchema = z
      */
     runKey: id('runKey', 200).optional(),
     /** Operator's budget for the run's steps (USD decimal), reserved with the fee at admission; default: the first step's maximum. */
-    runBudgetUsd: z.string().regex(/^\d+(\.\d{1,9})?$/, 'runBudgetUsd must be a decimal string').optional(),
+    runBudgetUsd: decimalSchema('runBudgetUsd', '0.50').optional(),
     /**
      * A run refused for funds while other runs of the same customer are in flight in this process waits up to
      * this long for them to return money (their unused reservations) and tries again; 0 refuses at once.

@@ -121,11 +121,6 @@ export async function openFlowRun(input: OpenFlowRunInput): Promise<FlowRun> {
   return run;
 }
 
-/** Runs open in this process (for tests and shutdown). */
-export function openFlowRuns(): number {
-  return runs.size;
-}
-
 export class FlowRun {
   private refusal?: Refusal;
   private handle?: LedgerHandle;

@@ -11,6 +11,7 @@ export * from './run-key';
 export * from './usage';
 export * from '../identity';
 export { z } from 'zod';
+export { CUSTOMER_ID_PATTERN, DECIMAL_PATTERN } from '../schemas';
 export { ValidationError, BillingError, isBillingError } from '../errors';
 export { formatUsd, parseUsd } from '../money';
 export { CHARGE_TYPES, isChargeType as isChargeTypeName, type ChargeType } from '../pricing/ratecard';

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { defaultLedgerLocation, isPostgresUrl } from '../ledger/open';
 import { openWithEvents } from '../webhooks/open';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import type { QuotaService } from '../quota/service';
 
 /**
@@ -11,7 +11,7 @@ import type { QuotaService } from '../quota/service';
  * location, so two credentials naming the same database share it.
  */
 export interface LedgerHandle {
-  readonly ledger: SqlLedger;
+  readonly ledger: Ledger;
   readonly quota: QuotaService;
   /** Where it lives, without any password. */
   readonly location: string;

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseScaled, parseSparks, USD_DECIMALS } from '../money';
+import { decimalSchema } from '../schemas';
 import defaultCardJson from '../../ratecards/default.json';
 
 export const CHARGE_TYPES = [
@@ -30,8 +31,7 @@ export function isChargeType(s: string): s is ChargeType {
 export const MAX_RATE_CARD_BYTES = 1_048_576;
 export const MAX_RATE_CARD_MODELS = 5_000;
 
-const decimal = (what: string) =>
-  z.string().regex(/^\d+(\.\d{1,9})?$/, `${what} must be a non-negative decimal string with at most 9 decimals, e.g. "0.02"`);
+const decimal = (what: string) => decimalSchema(what, '0.02');
 const sparksDecimal = z.string().regex(/^\d+(\.\d{1,6})?$/, 'sparks must be a non-negative decimal string with at most 6 decimals');
 
 /** A linear price: `usd` (or `sparks`) per `per` units, plus an optional fixed fee per charge. */

@@ -14,7 +14,7 @@ export interface Collection {
 }
 
 /** The ledger key of a period's collection: one per customer and period, whoever closes it and however often. */
-export function collectionKey(inv: Invoice): string {
+function collectionKey(inv: Invoice): string {
   return `invoice:${inv.customerId}:${inv.periodStart}`;
 }
 

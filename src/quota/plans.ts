@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseScaled, parseUsd, USD_DECIMALS } from '../money';
+import { decimalSchema } from '../schemas';
 
-const decimal = (what: string) =>
-  z.string().regex(/^\d+(\.\d{1,9})?$/, `${what} must be a non-negative decimal string with at most 9 decimals, e.g. "0.01"`);
+const decimal = (what: string) => decimalSchema(what);
 
 export const planIdSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'plan id must be 1–64 lower-case letters, digits, "_" or "-"');
 

@@ -1,152 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
-import { type Dialect, insertRows, type Row, type SqlConnection } from '../ledger/dialect';
-import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, decodeResult, encodeResult, iso } from '../ledger/rows';
-import type { SqlLedger } from '../ledger/sql-ledger';
-import { divRound, formatQuantity, formatUsd, type Nanos, parseQuantity, QUANTITY_DECIMALS } from '../money';
+import type { Dialect, SqlConnection } from '../ledger/dialect';
+import { iso } from '../ledger/rows';
+import type { Ledger } from '../ledger/types';
+import { formatQuantity, formatUsd, type Nanos, parseQuantity } from '../money';
 import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
-import { comparePlans, DEFAULT_PLANS, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
+import { comparePlans, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
+import { allPlans, insertPlan, planIn, replacePlan, seedDefaultPlans } from './plan-rows';
+import { findConversation, openSession, sessionsInPeriod, touchConversation } from './session-rows';
+import { usageReport } from './usage-report';
+import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
+import { allInvoices, decodeInvoice, encodeInvoice, invoiceClosed, invoiceFor, latestInvoice, storeInvoice } from './invoices';
+import { lockSubscription, percent, saveSubscription, type SubRow, subFromRow, subOut } from './subscription-rows';
+import type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription, SubscriptionStatus, UsageReport } from './types';
 
-export type SubscriptionStatus = 'active' | 'suspended' | 'canceled';
-
-export interface Subscription {
-  readonly customerId: string;
-  readonly planId: string;
-  readonly status: SubscriptionStatus;
-  readonly anchorDay: number;
-  readonly periodStart: string;
-  readonly periodEnd: string;
-  readonly sessionsUsed: number;
-  /** A downgrade waiting for the next period. */
-  readonly pendingPlanId: string | null;
-  readonly cancelAtPeriodEnd: boolean;
-}
-
-export interface Alert {
-  readonly customerId: string;
-  readonly kind: 'sessions' | 'budget';
-  readonly threshold: number;
-  /** The usage percentage when it fired, e.g. "76.00". */
-  readonly value: string;
-  readonly periodStart: string;
-  readonly firedAt: string;
-}
-
-export interface MetricLine {
-  readonly metric: string;
-  readonly unit: string;
-  readonly used: string;
-  readonly included: string;
-  readonly overage: string;
-  readonly overagePrice: Nanos;
-  readonly amount: Nanos;
-}
-
-export interface Invoice {
-  readonly id: string | null;
-  readonly customerId: string;
-  readonly planId: string;
-  readonly periodStart: string;
-  readonly periodEnd: string;
-  readonly base: Nanos;
-  readonly lines: readonly MetricLine[];
-  readonly overage: Nanos;
-  /** base + overage: what the period owes beyond prepaid usage. */
-  readonly total: Nanos;
-  /** Metered usage already paid from the credit balance in the period (not in total). */
-  readonly prepaidUsage: Nanos;
-  readonly closedAt: string | null;
-}
-
-export interface UsageReport {
-  readonly customerId: string;
-  readonly tier: string;
-  readonly status: SubscriptionStatus;
-  readonly periodStart: string;
-  readonly periodEnd: string;
-  readonly sessionsUsed: number;
-  readonly sessionsLimit: number | null;
-  readonly sessionsRemaining: number | null;
-  /** Sessions used as a percentage of the limit, two decimals; 0 when unlimited. */
-  readonly usagePercentage: number;
-  readonly isNearLimit: boolean;
-  /** The usage percentage from which isNearLimit is true: the plan's lowest alert threshold (null: the plan has none). */
-  readonly nearLimitThreshold: number | null;
-  readonly canMakeRequests: boolean;
-  readonly base: Nanos;
-  readonly overage: Nanos;
-  readonly usageCharges: Nanos;
-  /** base + overage + usage charges. */
-  readonly currentCharges: Nanos;
-  readonly balance: Nanos;
-  readonly available: Nanos;
-  readonly budget: Nanos | null;
-  readonly budgetUsed: Nanos;
-  readonly metrics: readonly MetricLine[];
-  readonly alerts: readonly Alert[];
-  readonly managedModels: boolean;
-}
-
-export interface QuotaOptions {
-  readonly clock?: () => number;
-  /** Plan a customer gets on first admission when it has no subscription (default "free"). */
-  readonly defaultPlanId?: string;
-  /** Called once per alert, after it is recorded; later issues deliver these as webhooks. */
-  readonly onAlert?: (alert: Alert) => void | Promise<void>;
-  /** Runs inside the transaction that records an alert, a refusal or a closed invoice, so an outbox row commits with its cause. */
-  readonly inTransaction?: (c: SqlConnection, event: QuotaEvent) => Promise<void>;
-  readonly actor?: string;
-}
-
-export type QuotaEvent =
-  | { readonly kind: 'alert'; readonly alert: Alert }
-  | { readonly kind: 'refused'; readonly customerId: string; readonly conversationId: string; readonly error: BillingError; readonly at: number }
-  | { readonly kind: 'invoiceClosed'; readonly invoice: Invoice };
-
-interface SubRow {
-  customerId: string;
-  planId: string;
-  status: SubscriptionStatus;
-  anchorDay: number;
-  periodStart: number;
-  periodEnd: number;
-  sessionsUsed: number;
-  pendingPlanId: string | null;
-  cancelAtPeriodEnd: boolean;
-}
-
-function subFromRow(r: Row): SubRow {
-  return {
-    customerId: String(r.customer_id),
-    planId: String(r.plan_id),
-    status: String(r.status) as SubscriptionStatus,
-    anchorDay: Number(r.anchor_day),
-    periodStart: Number(r.period_start),
-    periodEnd: Number(r.period_end),
-    sessionsUsed: Number(r.sessions_used),
-    pendingPlanId: r.pending_plan_id === null ? null : String(r.pending_plan_id),
-    cancelAtPeriodEnd: Number(r.cancel_at_period_end) === 1,
-  };
-}
-
-const subOut = (s: SubRow): Subscription => ({
-  customerId: s.customerId,
-  planId: s.planId,
-  status: s.status,
-  anchorDay: s.anchorDay,
-  periodStart: iso(s.periodStart),
-  periodEnd: iso(s.periodEnd),
-  sessionsUsed: s.sessionsUsed,
-  pendingPlanId: s.pendingPlanId,
-  cancelAtPeriodEnd: s.cancelAtPeriodEnd,
-});
-
-/** Percentage with two decimals, computed exactly: 19/25 → 76, 2/3 → 66.67. */
-function percent(used: bigint, limit: bigint): number {
-  if (limit <= 0n) return used > 0n ? 100 : 0;
-  return Number(divRound(used * 10_000n, limit, 'down')) / 100;
-}
+export type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription, SubscriptionStatus, UsageReport } from './types';
 
 /**
  * Plans, subscriptions, sessions and quotas, in the ledger's own database.
@@ -161,7 +30,7 @@ export class QuotaService implements AdmissionGate {
   private seeded?: Promise<void>;
 
   constructor(
-    readonly ledger: SqlLedger,
+    readonly ledger: Ledger,
     private readonly opts: QuotaOptions = {},
   ) {
     this.d = ledger.dialect;
@@ -176,18 +45,7 @@ export class QuotaService implements AdmissionGate {
 
   /** Seeds the default tiers once per database (never overwrites an operator's edits). */
   private ensurePlans(): Promise<void> {
-    this.seeded ??= this.write(async (c) => {
-      const now = this.clock();
-      for (const p of DEFAULT_PLANS) {
-        const plan = parsePlan(p);
-        await c.run('INSERT INTO billing_plans (id, document, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING', [
-          plan.id,
-          JSON.stringify(plan.document),
-          now,
-          now,
-        ]);
-      }
-    }).catch((e) => {
+    this.seeded ??= this.write((c) => seedDefaultPlans(c, this.clock())).catch((e) => {
       this.seeded = undefined;
       throw e;
     });
@@ -198,8 +56,7 @@ export class QuotaService implements AdmissionGate {
 
   async listPlans(): Promise<Plan[]> {
     await this.ensurePlans();
-    const rows = await this.d.read((c) => c.query('SELECT document FROM billing_plans'));
-    return rows.map((r) => parsePlan(JSON.parse(String(r.document)))).sort(comparePlans);
+    return this.d.read(allPlans);
   }
 
   async getPlan(id: string): Promise<Plan> {
@@ -207,20 +64,15 @@ export class QuotaService implements AdmissionGate {
     return this.d.read((c) => this.planIn(c, id));
   }
 
-  private async planIn(c: SqlConnection, id: string): Promise<Plan> {
-    const [r] = await c.query('SELECT document FROM billing_plans WHERE id = ?', [id]);
-    if (!r) throw new BillingError('PLAN_NOT_FOUND', `Plan "${id}" does not exist`, { planId: id });
-    return parsePlan(JSON.parse(String(r.document)));
+  private planIn(c: SqlConnection, id: string): Promise<Plan> {
+    return planIn(c, id);
   }
 
   async createPlan(input: PlanInput): Promise<Plan> {
     const plan = parsePlan(input);
     await this.ensurePlans();
     return this.write(async (c) => {
-      const [exists] = await c.query('SELECT id FROM billing_plans WHERE id = ?', [plan.id]);
-      if (exists) throw new ValidationError(`Plan "${plan.id}" already exists; use update`, { field: 'id', planId: plan.id });
-      const now = this.clock();
-      await c.run('INSERT INTO billing_plans (id, document, created_at, updated_at) VALUES (?, ?, ?, ?)', [plan.id, JSON.stringify(plan.document), now, now]);
+      await insertPlan(c, plan, this.clock());
       await this.audit(c, 'createPlan', null, { planId: plan.id });
       return plan;
     });
@@ -232,7 +84,7 @@ export class QuotaService implements AdmissionGate {
     return this.write(async (c) => {
       const current = await this.planIn(c, id);
       const plan = parsePlan({ ...current.document, ...changes, id });
-      await c.run('UPDATE billing_plans SET document = ?, updated_at = ? WHERE id = ?', [JSON.stringify(plan.document), this.clock(), id]);
+      await replacePlan(c, plan, this.clock());
       await this.audit(c, 'updatePlan', null, { planId: id, changes });
       return plan;
     });
@@ -324,31 +176,16 @@ export class QuotaService implements AdmissionGate {
   }
 
   private async requireCustomer(c: SqlConnection, customerId: string): Promise<void> {
-    const [r] = await c.query('SELECT id FROM billing_customers WHERE id = ?', [customerId]);
-    if (!r) throw new CustomerNotFoundError(customerId);
+    if (!(await this.ledger.view(c).customerExists(customerId))) throw new CustomerNotFoundError(customerId);
   }
 
-  private async lockSub(c: SqlConnection, customerId: string): Promise<SubRow | null> {
-    const [r] = await c.query(`SELECT * FROM billing_subscriptions WHERE customer_id = ? ${this.d.forUpdate}`, [customerId]);
-    return r ? subFromRow(r) : null;
+  private lockSub(c: SqlConnection, customerId: string): Promise<SubRow | null> {
+    return lockSubscription(c, this.d, customerId);
   }
 
   /** Returns the number of rows written (0 when an insert lost a race). */
-  private async saveSub(c: SqlConnection, s: SubRow, insert: boolean): Promise<number> {
-    const now = this.clock();
-    if (insert) {
-      return c.run(
-        `INSERT INTO billing_subscriptions (customer_id, plan_id, status, anchor_day, period_start, period_end, sessions_used, pending_plan_id, cancel_at_period_end, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING`,
-        [s.customerId, s.planId, s.status, s.anchorDay, s.periodStart, s.periodEnd, s.sessionsUsed, s.pendingPlanId, s.cancelAtPeriodEnd ? 1 : 0, now, now],
-      );
-    } else {
-      return c.run(
-        `UPDATE billing_subscriptions SET plan_id = ?, status = ?, period_start = ?, period_end = ?, sessions_used = ?, pending_plan_id = ?, cancel_at_period_end = ?, updated_at = ?
-         WHERE customer_id = ?`,
-        [s.planId, s.status, s.periodStart, s.periodEnd, s.sessionsUsed, s.pendingPlanId, s.cancelAtPeriodEnd ? 1 : 0, now, s.customerId],
-      );
-    }
+  private saveSub(c: SqlConnection, s: SubRow, insert: boolean): Promise<number> {
+    return saveSubscription(c, s, insert, this.clock());
   }
 
   /**
@@ -407,18 +244,13 @@ export class QuotaService implements AdmissionGate {
         return this.refused(c, input, at, new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status }));
       }
       const plan = await this.planIn(c, sub.planId);
-      const [conv] = await c.query('SELECT * FROM billing_conversations WHERE customer_id = ? AND conversation_id = ?', [input.customerId, input.conversationId]);
-      const lastActivity = conv ? Number(conv.last_activity_at) : null;
+      const conv = await findConversation(c, input.customerId, input.conversationId);
       let session: 'new' | 'existing';
       let sessionId: string;
-      if (conv && at - lastActivity! <= plan.sessionTimeoutMs) {
+      if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
         session = 'existing';
-        sessionId = String(conv.session_id);
-        await c.run('UPDATE billing_conversations SET last_activity_at = ? WHERE customer_id = ? AND conversation_id = ?', [
-          Math.max(at, lastActivity!),
-          input.customerId,
-          input.conversationId,
-        ]);
+        sessionId = conv.sessionId;
+        await touchConversation(c, input.customerId, input.conversationId, Math.max(at, conv.lastActivityAt));
       } else {
         if (plan.sessionsIncluded !== null && sub.sessionsUsed >= plan.sessionsIncluded) {
           await this.saveSub(c, sub, false);
@@ -438,18 +270,7 @@ export class QuotaService implements AdmissionGate {
         session = 'new';
         sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
         sub.sessionsUsed += 1;
-        await c.run('INSERT INTO billing_sessions (id, customer_id, conversation_id, started_at, period_start) VALUES (?, ?, ?, ?, ?)', [
-          sessionId,
-          input.customerId,
-          input.conversationId,
-          at,
-          sub.periodStart,
-        ]);
-        await c.run(
-          `INSERT INTO billing_conversations (customer_id, conversation_id, session_id, started_at, last_activity_at) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (customer_id, conversation_id) DO UPDATE SET session_id = excluded.session_id, started_at = excluded.started_at, last_activity_at = excluded.last_activity_at`,
-          [input.customerId, input.conversationId, sessionId, at, at],
-        );
+        await openSession(c, { id: sessionId, customerId: input.customerId, conversationId: input.conversationId, at, periodStart: sub.periodStart });
         if (plan.sessionsIncluded !== null && plan.sessionsIncluded > 0) {
           const pct = percent(BigInt(sub.sessionsUsed), BigInt(plan.sessionsIncluded));
           fired.push(...(await this.fire(c, input.customerId, sub.periodStart, 'sessions', pct, plan.alertThresholds, at)));
@@ -483,14 +304,10 @@ export class QuotaService implements AdmissionGate {
 
   /** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
   private async checkBudgetOpen(c: SqlConnection, customerId: string, at: number): Promise<BudgetExceededError | null> {
-    const [r] = await c.query('SELECT budget, budget_spent, budget_period_end, held FROM billing_customers WHERE id = ?', [customerId]);
-    if (!r || r.budget === null || r.budget === undefined) return null;
-    const budget = BigInt(String(r.budget));
-    const periodOver = r.budget_period_end !== null && at >= Number(r.budget_period_end);
-    const spent = periodOver ? 0n : BigInt(String(r.budget_spent));
-    const held = BigInt(String(r.held));
-    if (spent + held < budget) return null;
-    return new BudgetExceededError({ customerId, budgetUsd: formatUsd(budget), spentUsd: formatUsd(spent), heldUsd: formatUsd(held), requiredUsd: '0.00', periodEnd: r.budget_period_end === null ? null : iso(Number(r.budget_period_end)) });
+    const b = await this.ledger.view(c).budgetAt(customerId, at);
+    if (!b || b.budget === null) return null;
+    if (b.spent + b.held < b.budget) return null;
+    return new BudgetExceededError({ customerId, budgetUsd: formatUsd(b.budget), spentUsd: formatUsd(b.spent), heldUsd: formatUsd(b.held), requiredUsd: '0.00', periodEnd: b.periodEnd });
   }
 
   private async checkBudgetAlerts(customerId: string, at: number): Promise<Alert[]> {
@@ -502,49 +319,16 @@ export class QuotaService implements AdmissionGate {
     return this.write((c) => this.fire(c, customerId, Date.parse(b.periodStart!), 'budget', pct, thresholds, at));
   }
 
-  /** Records each crossed threshold once per period (the primary key makes a second insert a no-op). */
-  private async fire(c: SqlConnection, customerId: string, periodStart: number, kind: 'sessions' | 'budget', pct: number, thresholds: readonly number[], at: number): Promise<Alert[]> {
-    const out: Alert[] = [];
-    for (const t of thresholds) {
-      if (pct < t) continue;
-      const inserted = await c.run(
-        'INSERT INTO billing_alerts (customer_id, period_start, kind, threshold, value, fired_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, period_start, kind, threshold) DO NOTHING',
-        [customerId, periodStart, kind, t, pct.toFixed(2), at],
-      );
-      if (inserted > 0) {
-        const alert: Alert = { customerId, kind, threshold: t, value: pct.toFixed(2), periodStart: iso(periodStart), firedAt: iso(at) };
-        await this.opts.inTransaction?.(c, { kind: 'alert', alert });
-        out.push(alert);
-      }
-    }
-    return out;
+  private fire(c: SqlConnection, customerId: string, periodStart: number, kind: Alert['kind'], pct: number, thresholds: readonly number[], at: number): Promise<Alert[]> {
+    return fireAlerts(c, this.opts.inTransaction, { customerId, periodStart, kind, pct, thresholds, at });
   }
 
-  private async deliver(alerts: Alert[]): Promise<void> {
-    if (!this.opts.onAlert) return;
-    for (const a of alerts) {
-      try {
-        await this.opts.onAlert(a);
-      } catch {
-        // A failing hook never blocks billing; the alert is recorded and visible in the CLI.
-      }
-    }
+  private deliver(alerts: Alert[]): Promise<void> {
+    return deliverAlerts(this.opts.onAlert, alerts);
   }
 
   async alerts(customerId: string, period?: Period): Promise<Alert[]> {
-    const rows = await this.d.read((c) =>
-      period
-        ? c.query('SELECT * FROM billing_alerts WHERE customer_id = ? AND period_start = ? ORDER BY fired_at, kind, threshold', [customerId, period.start])
-        : c.query('SELECT * FROM billing_alerts WHERE customer_id = ? ORDER BY fired_at, kind, threshold', [customerId]),
-    );
-    return rows.map((r) => ({
-      customerId: String(r.customer_id),
-      kind: String(r.kind) as 'sessions' | 'budget',
-      threshold: Number(r.threshold),
-      value: String(r.value),
-      periodStart: iso(Number(r.period_start)),
-      firedAt: iso(Number(r.fired_at)),
-    }));
+    return this.d.read((c) => listAlerts(c, customerId, period));
   }
 
   // ---- usage, reports, invoices ------------------------------------------
@@ -581,98 +365,14 @@ export class QuotaService implements AdmissionGate {
     });
   }
 
-  /** Used units of each plan metric in a period, exactly, as 1e-9 units. */
-  private async metricUsage(c: SqlConnection, customerId: string, period: Period, metrics: Iterable<string>): Promise<Map<string, bigint>> {
-    const scaled = (text: string) => {
-      const q = parseQuantity(text);
-      return q.units * 10n ** BigInt(QUANTITY_DECIMALS - q.scale);
-    };
-    const used = new Map<string, bigint>();
-    const wanted = new Set(metrics);
-    for (const m of wanted) used.set(m, 0n);
-    if (wanted.size === 0) return used;
-    const recorded = await c.query('SELECT metric, quantity FROM billing_usage WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
-    for (const r of recorded) {
-      const m = String(r.metric);
-      if (wanted.has(m)) used.set(m, used.get(m)! + scaled(String(r.quantity)));
-    }
-    const charges = await c.query('SELECT charge_type, quantity FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ? AND quantity IS NOT NULL', [
-      customerId,
-      period.start,
-      period.end,
-    ]);
-    for (const r of charges) {
-      const type = String(r.charge_type ?? '');
-      const qty = String(r.quantity);
-      if (!/^\d+(\.\d+)?$/.test(qty)) continue;
-      let metric = type;
-      let value = scaled(qty);
-      if (type === 'compute') {
-        metric = 'compute_minutes';
-        value = value / 60_000n; // recorded in ms
-      } else if (type.startsWith('tokens')) metric = 'tokens';
-      else if (type === 'storage') metric = 'storage_gb_months';
-      if (wanted.has(metric)) used.set(metric, used.get(metric)! + value);
-    }
-    return used;
-  }
-
-  private async invoiceFor(c: SqlConnection, customerId: string, plan: Plan, period: Period): Promise<Invoice> {
-    const used = await this.metricUsage(c, customerId, period, plan.metrics.keys());
-    const lines: MetricLine[] = [];
-    let overage = 0n;
-    for (const [metric, m] of plan.metrics) {
-      const u = used.get(metric) ?? 0n;
-      const over = u > m.included.units ? u - m.included.units : 0n;
-      const amount = divRound(over * m.overage, 10n ** BigInt(QUANTITY_DECIMALS));
-      overage += amount;
-      lines.push({
-        metric,
-        unit: m.unit,
-        used: formatQuantity({ units: u, scale: QUANTITY_DECIMALS }),
-        included: formatQuantity(m.included),
-        overage: formatQuantity({ units: over, scale: QUANTITY_DECIMALS }),
-        overagePrice: m.overage,
-        amount,
-      });
-    }
-    const [pre] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ?', [
-      customerId,
-      period.start,
-      period.end,
-    ]);
-    return {
-      id: null,
-      customerId,
-      planId: plan.id,
-      periodStart: iso(period.start),
-      periodEnd: iso(period.end),
-      base: plan.basePrice,
-      lines,
-      overage,
-      total: plan.basePrice + overage,
-      prepaidUsage: BigInt(String(pre?.s ?? 0)),
-      closedAt: null,
-    };
-  }
-
+  /** Closes the period's invoice once (an immutable record); the first close wins. */
   private async closeInvoiceIn(c: SqlConnection, sub: SubRow, period: Period): Promise<void> {
-    const [existing] = await c.query('SELECT id FROM billing_invoices WHERE customer_id = ? AND period_start = ?', [sub.customerId, period.start]);
-    if (existing) return;
-    const inv = await this.invoiceFor(c, sub.customerId, await this.planIn(c, sub.planId), period);
+    if (await invoiceClosed(c, sub.customerId, period.start)) return;
+    const inv = await invoiceFor(c, this.ledger.view(c), sub.customerId, await this.planIn(c, sub.planId), period);
     const id = `inv_${randomUUID().replace(/-/g, '')}`;
     const closedAt = this.clock();
     const doc = encodeInvoice({ ...inv, id, closedAt: iso(closedAt) });
-    await c.run('INSERT INTO billing_invoices (id, customer_id, period_start, period_end, plan_id, total, document, closed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
-      id,
-      sub.customerId,
-      period.start,
-      period.end,
-      sub.planId,
-      inv.total,
-      doc,
-      closedAt,
-    ]);
+    await storeInvoice(c, { id, customerId: sub.customerId, period, planId: sub.planId, total: inv.total, document: doc, closedAt });
     await this.audit(c, 'closeInvoice', sub.customerId, { invoiceId: id, totalUsd: formatUsd(inv.total), periodStart: iso(period.start) });
     await this.opts.inTransaction?.(c, { kind: 'invoiceClosed', invoice: decodeInvoice(doc) });
   }
@@ -684,7 +384,7 @@ export class QuotaService implements AdmissionGate {
       const sub = await this.requireSub(c, customerId);
       await this.roll(c, sub, this.clock());
       await this.saveSub(c, sub, false);
-      return this.invoiceFor(c, customerId, await this.planIn(c, sub.planId), { start: sub.periodStart, end: sub.periodEnd });
+      return invoiceFor(c, this.ledger.view(c), customerId, await this.planIn(c, sub.planId), { start: sub.periodStart, end: sub.periodEnd });
     });
   }
 
@@ -698,20 +398,19 @@ export class QuotaService implements AdmissionGate {
       const sub = await this.requireSub(c, customerId);
       await this.roll(c, sub, this.clock());
       await this.saveSub(c, sub, false);
-      const [r] = await c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start DESC LIMIT 1', [customerId]);
-      if (!r) {
+      const latest = await latestInvoice(c, customerId);
+      if (!latest) {
         throw new ValidationError(`No billing period of ${customerId} has ended yet; the current one ends ${iso(sub.periodEnd)} (see invoice preview)`, {
           customerId,
           periodEnd: iso(sub.periodEnd),
         });
       }
-      return decodeInvoice(String(r.document));
+      return latest;
     });
   }
 
   async invoices(customerId: string): Promise<Invoice[]> {
-    const rows = await this.d.read((c) => c.query('SELECT document FROM billing_invoices WHERE customer_id = ? ORDER BY period_start', [customerId]));
-    return rows.map((r) => decodeInvoice(String(r.document)));
+    return this.d.read((c) => allInvoices(c, customerId));
   }
 
   private async requireSub(c: SqlConnection, customerId: string): Promise<SubRow> {
@@ -743,39 +442,9 @@ export class QuotaService implements AdmissionGate {
       const period = periodContaining(at, sub.anchorDay);
       const isCurrent = period.start === periodContaining(now, sub.anchorDay).start;
       const plan = await this.planIn(c, isCurrent ? planId : sub.planId);
-      const [cnt] = await c.query('SELECT COUNT(*) AS n FROM billing_sessions WHERE customer_id = ? AND period_start = ?', [customerId, period.start]);
-      const sessionsUsed = Number(cnt?.n ?? 0);
-      const inv = await this.invoiceFor(c, customerId, plan, period);
-      const limit = plan.sessionsIncluded;
-      const usagePercentage = limit === null ? 0 : percent(BigInt(sessionsUsed), BigInt(limit));
-      const budgetUsed = budget.spent + budget.held;
-      const budgetOpen = budget.budget === null || budgetUsed < budget.budget;
-      return {
-        customerId,
-        tier: plan.id,
-        status,
-        periodStart: iso(period.start),
-        periodEnd: iso(period.end),
-        sessionsUsed,
-        sessionsLimit: limit,
-        sessionsRemaining: limit === null ? null : Math.max(0, limit - sessionsUsed),
-        usagePercentage,
-        // Near the limit from the plan's first alert threshold on (the same line its alerts fire at).
-        isNearLimit: limit !== null && plan.alertThresholds.length > 0 && usagePercentage >= plan.alertThresholds[0]!,
-        nearLimitThreshold: plan.alertThresholds[0] ?? null,
-        canMakeRequests: status === 'active' && (limit === null || sessionsUsed < limit) && budgetOpen,
-        base: plan.basePrice,
-        overage: inv.overage,
-        usageCharges: inv.prepaidUsage,
-        currentCharges: plan.basePrice + inv.overage + inv.prepaidUsage,
-        balance: bal.balance,
-        available: bal.available,
-        budget: budget.budget,
-        budgetUsed,
-        metrics: inv.lines,
-        managedModels: plan.managedModels,
-        period,
-      };
+      const sessionsUsed = await sessionsInPeriod(c, customerId, period.start);
+      const inv = await invoiceFor(c, this.ledger.view(c), customerId, plan, period);
+      return { ...usageReport({ customerId, plan, status, period, sessionsUsed, invoice: inv, balance: bal, budget }), period };
     });
     const { period, ...report } = view;
     return { ...report, alerts: await this.alerts(customerId, period) };
@@ -788,11 +457,7 @@ export class QuotaService implements AdmissionGate {
   }
 
   private async audit(c: SqlConnection, operation: string, customerId: string | null, details: Record<string, unknown>): Promise<void> {
-    await insertRows(c, this.d, AUDIT_TABLE, AUDIT_COLUMNS, [
-      auditValues({ at: this.clock(), actor: this.actor, operation, idempotencyKey: null, customerId, rateCardVersion: null, details }),
-    ]);
+    await this.ledger.view(c).audit({ at: this.clock(), actor: this.actor, operation, customerId, details });
   }
 }
 
-const encodeInvoice = (inv: Invoice): string => encodeResult(inv);
-const decodeInvoice = (text: string): Invoice => decodeResult<Invoice>(text);

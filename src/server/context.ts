@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import type { QuotaService } from '../quota/service';
 import type { WebhookDeliverer } from '../webhooks/deliver';
 import type { WebhookStore } from '../webhooks/store';
@@ -10,7 +10,7 @@ import type { ServerMetrics } from './metrics';
 
 /** Everything a route can reach; built once by `serve` (or a test). */
 export interface ServerDeps {
-  readonly ledger: SqlLedger;
+  readonly ledger: Ledger;
   readonly quota: QuotaService;
   readonly webhooks: WebhookStore;
   readonly apiKeys: ApiKeyStore;

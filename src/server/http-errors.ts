@@ -1,7 +1,7 @@
 import { BillingError, type ErrorCode } from '../errors';
 
 /** Every closed error code has one HTTP status; a new code fails to compile until it is placed here. */
-export const HTTP_STATUS: Record<ErrorCode, number> = {
+const HTTP_STATUS: Record<ErrorCode, number> = {
   VALIDATION_ERROR: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,

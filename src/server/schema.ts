@@ -1,7 +1,7 @@
 import type { Dialect } from '../ledger/dialect';
 import { applyMigrations, migrateWebhooks, type ModuleMigration } from '../webhooks/schema';
 
-export const SERVER_MIGRATIONS: readonly ModuleMigration[] = [
+const SERVER_MIGRATIONS: readonly ModuleMigration[] = [
   {
     version: 1,
     name: 'api keys and HTTP idempotency',

@@ -1,14 +1,13 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseQuantity, parseUsd } from '../money';
+import { customerIdSchema } from '../schemas';
 
 /**
  * The API's input vocabulary. Money is a USD decimal string (never a JSON
  * number, which would be a float); the exact parser in money.ts decides.
  */
-export const customerId = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/, 'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)');
+export const customerId = customerIdSchema;
 
 export const entityId = z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'ids look like "chg_…": letters, digits, "_" and "-"');
 

@@ -1,8 +1,9 @@
 import type Stripe from 'stripe';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { formatUsd, parseUsd } from '../money';
+import { customerIdSchema } from '../schemas';
 import { stripeCustomerFor } from './customers';
 import { toStripeIntegrationError } from './errors';
 import { NANOS_PER_CENT } from './recharge';
@@ -53,7 +54,7 @@ const url = (field: string) =>
     .refine((u) => /^https:\/\//i.test(u) || /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d+)?(\/|$)/i.test(u), `${field} must be https (http only on localhost)`);
 
 const inputSchema = z.object({
-  customerId: z.string().min(1).max(128),
+  customerId: customerIdSchema,
   usd: z.string().min(1).max(40),
   successUrl: url('successUrl'),
   cancelUrl: url('cancelUrl').optional(),
@@ -62,7 +63,7 @@ const inputSchema = z.object({
 });
 
 /** Creates a Stripe Checkout Session that, once paid, tops up `customerId` by `usd`. The customer must exist in the ledger. */
-export async function createTopUpCheckout(ledger: SqlLedger, stripe: Stripe, input: TopUpCheckoutInput): Promise<TopUpCheckout> {
+export async function createTopUpCheckout(ledger: Ledger, stripe: Stripe, input: TopUpCheckoutInput): Promise<TopUpCheckout> {
   const parsed = inputSchema.safeParse(input);
   if (!parsed.success) throw ValidationError.fromZod('checkout', parsed.error);
   const i = parsed.data;

@@ -5,7 +5,7 @@
  * CLI's job (src/cli), so this file has no argument parsing.
  */
 import type Stripe from 'stripe';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { meterEventName, type OutboxSettings } from '../ledger/outbox';
 import { parseUsd } from '../money';
 import { QuotaService } from '../quota/service';
@@ -15,7 +15,6 @@ import { StripeIntegrationError } from './errors';
 import { OutboxDelivery, type OutboxDeliveryOptions, type OutboxStatus } from './outbox';
 import { AutoRecharge, type RechargeOutcome } from './recharge';
 import { parsePeriod, reconcile, type ReconcileReport } from './reconcile';
-import { refundFlowCharge } from './payouts';
 import { startWebhookServer, type WebhookServer, type WebhookServerOptions } from './webhooks';
 
 export type Print = (line: string) => void;
@@ -31,7 +30,7 @@ function client(opts: StripeCommonOptions): Stripe {
 
 /** `stripe setup`: turns the outbox on and creates the meter(s) it will use. */
 export async function stripeSetup(
-  ledger: SqlLedger,
+  ledger: Ledger,
   opts: StripeCommonOptions & Partial<Pick<OutboxSettings, 'eventName' | 'perChargeType'>> & { chargeTypes?: string[] } = {},
   print: Print = () => undefined,
 ): Promise<{ outbox: OutboxSettings; meters: Record<string, string> }> {
@@ -50,7 +49,7 @@ export async function stripeSetup(
 
 /** `stripe customers link|create`. */
 export async function stripeCustomer(
-  ledger: SqlLedger,
+  ledger: Ledger,
   opts: StripeCommonOptions & { customerId: string; stripeCustomerId?: string; email?: string },
 ): Promise<{ customerId: string; stripeCustomerId: string }> {
   if (opts.stripeCustomerId) return linkStripeCustomer(ledger, opts.customerId, opts.stripeCustomerId);
@@ -69,7 +68,7 @@ export interface StripeSyncOptions extends StripeCommonOptions, Omit<OutboxDeliv
 }
 
 /** `stripe sync [--once | --watch]`: delivers the outbox with progress lines; returns the final status. */
-export async function stripeSync(ledger: SqlLedger, opts: StripeSyncOptions = {}, print: Print = () => undefined): Promise<OutboxStatus & { deliveredNow: number; duplicatesNow: number; retriedNow: number; failedNow: number }> {
+export async function stripeSync(ledger: Ledger, opts: StripeSyncOptions = {}, print: Print = () => undefined): Promise<OutboxStatus & { deliveredNow: number; duplicatesNow: number; retriedNow: number; failedNow: number }> {
   const stripe = client(opts);
   const delivery = new OutboxDelivery(ledger, { ...opts, stripe });
   const recharge = (opts.recharge ?? opts.watch) ? new AutoRecharge(ledger, stripe) : null;
@@ -99,14 +98,14 @@ export async function stripeSync(ledger: SqlLedger, opts: StripeSyncOptions = {}
 }
 
 /** `stripe status`: pending / delivered / failed counts. */
-export async function stripeStatus(ledger: SqlLedger, opts: StripeCommonOptions = {}): Promise<OutboxStatus> {
+export async function stripeStatus(ledger: Ledger, opts: StripeCommonOptions = {}): Promise<OutboxStatus> {
   // No request is made; the client is only needed by the delivery object.
   const stripe = opts.stripe ?? ({} as Stripe);
   return new OutboxDelivery(ledger, { stripe }).status();
 }
 
 /** `stripe retry-failed`: queues failed events again. */
-export async function stripeRetryFailed(ledger: SqlLedger): Promise<{ requeued: number }> {
+export async function stripeRetryFailed(ledger: Ledger): Promise<{ requeued: number }> {
   return { requeued: await new OutboxDelivery(ledger, { stripe: {} as Stripe }).retryFailed() };
 }
 
@@ -115,7 +114,7 @@ export const RECONCILE_SETTLE_MS = 30_000;
 
 /** `stripe reconcile [--period YYYY-MM | YYYY-MM-DD | start..end] [--settle seconds]`. */
 export async function stripeReconcile(
-  ledger: SqlLedger,
+  ledger: Ledger,
   opts: StripeCommonOptions & { period?: string; settleMs?: number } = {},
   print: Print = () => undefined,
 ): Promise<ReconcileReport> {
@@ -130,7 +129,7 @@ export async function stripeReconcile(
 
 /** `stripe recharge set|check`. */
 export async function stripeRecharge(
-  ledger: SqlLedger,
+  ledger: Ledger,
   opts: StripeCommonOptions & { customerId?: string; threshold?: string; amount?: string; paymentMethod?: string; retryWindowMs?: number; retryIntervalMs?: number; disable?: boolean },
 ): Promise<RechargeOutcome[] | { configured: string }> {
   const r = new AutoRecharge(ledger, client(opts));
@@ -149,16 +148,9 @@ export async function stripeRecharge(
   return opts.customerId ? [await r.check(opts.customerId)] : r.checkAll();
 }
 
-/** `refund` of a flow charge, with the Stripe usage correction it queued. */
-export async function stripeRefundCharge(ledger: SqlLedger, opts: { chargeId: string; amount?: string; idempotencyKey: string; reason?: string }) {
-  return refundFlowCharge(ledger, {
-    chargeId: opts.chargeId, amount: opts.amount === undefined ? undefined : parseUsd(opts.amount), idempotencyKey: opts.idempotencyKey, reason: opts.reason,
-  });
-}
-
 /** `webhooks serve --port <p>`: runs until `signal` aborts (or forever); returns the server so callers can close it. */
 export async function webhooksServe(
-  ledger: SqlLedger,
+  ledger: Ledger,
   opts: StripeCommonOptions & WebhookServerOptions & { webhookSecret?: string; quota?: QuotaService },
   print: Print = () => undefined,
 ): Promise<WebhookServer> {

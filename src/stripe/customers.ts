@@ -1,10 +1,10 @@
 import type Stripe from 'stripe';
 import { DEFAULT_OUTBOX_SETTINGS, OUTBOX_SETTINGS_KEY, type OutboxSettings, parseOutboxSettings } from '../ledger/outbox';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { StripeIntegrationError } from './errors';
 
 /** Turns the meter-event outbox on (or reconfigures it): from the next committed charge on, every process writing to this ledger queues events. */
-export async function configureOutbox(ledger: SqlLedger, settings: Partial<OutboxSettings> = {}): Promise<OutboxSettings> {
+export async function configureOutbox(ledger: Ledger, settings: Partial<OutboxSettings> = {}): Promise<OutboxSettings> {
   const current = await outboxSettings(ledger);
   // An option left undefined keeps the current or default value.
   const given = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined)) as Partial<OutboxSettings>;
@@ -22,18 +22,18 @@ export async function configureOutbox(ledger: SqlLedger, settings: Partial<Outbo
   return next;
 }
 
-export async function outboxSettings(ledger: SqlLedger): Promise<OutboxSettings | null> {
+export async function outboxSettings(ledger: Ledger): Promise<OutboxSettings | null> {
   const rows = await ledger.dialect.read((c) => c.query('SELECT value FROM billing_stripe_settings WHERE key = ?', [OUTBOX_SETTINGS_KEY]));
   return rows[0] ? parseOutboxSettings(String(rows[0].value)) : null;
 }
 
-export async function stripeCustomerFor(ledger: SqlLedger, customerId: string): Promise<string | null> {
+export async function stripeCustomerFor(ledger: Ledger, customerId: string): Promise<string | null> {
   const rows = await ledger.dialect.read((c) => c.query('SELECT stripe_customer_id FROM billing_stripe_customers WHERE customer_id = ?', [customerId]));
   return rows[0] ? String(rows[0].stripe_customer_id) : null;
 }
 
 /** Stripe customer ids for many ledger customers in one query. */
-export async function stripeCustomersFor(ledger: SqlLedger, customerIds: readonly string[]): Promise<Map<string, string>> {
+export async function stripeCustomersFor(ledger: Ledger, customerIds: readonly string[]): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   if (customerIds.length === 0) return out;
   const rows = await ledger.dialect.read((c) =>
@@ -43,13 +43,13 @@ export async function stripeCustomersFor(ledger: SqlLedger, customerIds: readonl
   return out;
 }
 
-export async function ledgerCustomerForStripe(ledger: SqlLedger, stripeCustomerId: string): Promise<string | null> {
+export async function ledgerCustomerForStripe(ledger: Ledger, stripeCustomerId: string): Promise<string | null> {
   const rows = await ledger.dialect.read((c) => c.query('SELECT customer_id FROM billing_stripe_customers WHERE stripe_customer_id = ?', [stripeCustomerId]));
   return rows[0] ? String(rows[0].customer_id) : null;
 }
 
 /** Records an existing Stripe customer for a ledger customer. Re-linking the same pair is a no-op; a different pair is refused. */
-export async function linkStripeCustomer(ledger: SqlLedger, customerId: string, stripeCustomerId: string): Promise<{ customerId: string; stripeCustomerId: string }> {
+export async function linkStripeCustomer(ledger: Ledger, customerId: string, stripeCustomerId: string): Promise<{ customerId: string; stripeCustomerId: string }> {
   await ledger.getCustomer(customerId);
   const now = ledger.now();
   const existing = await ledger.dialect.writeTransaction(async (c) => {
@@ -74,7 +74,7 @@ export async function linkStripeCustomer(ledger: SqlLedger, customerId: string, 
  * returns the same Stripe customer instead of a second one.
  */
 export async function ensureStripeCustomer(
-  ledger: SqlLedger,
+  ledger: Ledger,
   stripe: Stripe,
   customerId: string,
   opts: { email?: string; name?: string } = {},

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Row, SqlConnection } from '../ledger/dialect';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 
 /**
  * The meter-event outbox table as a queue: leasing due rows, recording what
@@ -57,7 +57,7 @@ function rowFrom(r: Row): OutboxRow {
 }
 
 export class OutboxQueue {
-  constructor(private readonly ledger: SqlLedger) {}
+  constructor(private readonly ledger: Ledger) {}
 
   private get d() {
     return this.ledger.dialect;

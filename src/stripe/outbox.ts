@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { ensureStripeCustomer, stripeCustomersFor } from './customers';
 import { StripeIntegrationError } from './errors';
 import { type LaneOutcome, runLanes } from './lanes';
@@ -146,7 +146,7 @@ export class OutboxDelivery {
   };
 
   constructor(
-    private readonly ledger: SqlLedger,
+    private readonly ledger: Ledger,
     opts: OutboxDeliveryOptions,
   ) {
     this.clock = opts.clock ?? Date.now;

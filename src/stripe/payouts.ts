@@ -1,6 +1,6 @@
 import type Stripe from 'stripe';
 import type { Charge, Refund } from '../ledger/types';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { formatUsd, type Nanos } from '../money';
 import { paidPublicFlowSplit } from '../pricing/price';
 import { StripeIntegrationError } from './errors';
@@ -41,7 +41,7 @@ export interface PaidFlowRunResult {
     | { method: 'connect'; transferId: string; amountCents: number; keptByPlatformUsd: string };
 }
 
-export async function settlePaidPublicFlowRun(ledger: SqlLedger, input: PaidFlowRunInput): Promise<PaidFlowRunResult> {
+export async function settlePaidPublicFlowRun(ledger: Ledger, input: PaidFlowRunInput): Promise<PaidFlowRunResult> {
   const card = await ledger.activeRateCard();
   const split = paidPublicFlowSplit(card, input.price);
   const charge = await ledger.charge({
@@ -105,7 +105,7 @@ export async function settlePaidPublicFlowRun(ledger: SqlLedger, input: PaidFlow
  * the same transaction — and this returns it so the operator can see it.
  */
 export async function refundFlowCharge(
-  ledger: SqlLedger,
+  ledger: Ledger,
   input: { chargeId: string; amount?: Nanos; idempotencyKey: string; reason?: string; actor?: string },
 ): Promise<{ refund: Refund; meterEvent: { identifier: string; eventName: string; value: string; status: string } | null }> {
   const refund = await ledger.refund({ chargeId: input.chargeId, amount: input.amount, idempotencyKey: input.idempotencyKey, reason: input.reason, actor: input.actor ?? 'cli' });

@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import { BillingError } from '../errors';
 import type { Row } from '../ledger/dialect';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { formatUsd, type Nanos } from '../money';
 import { stripeCustomerFor } from './customers';
 import { StripeIntegrationError } from './errors';
@@ -107,7 +107,7 @@ export class AutoRecharge {
   private readonly staleMs: number;
 
   constructor(
-    private readonly ledger: SqlLedger,
+    private readonly ledger: Ledger,
     private readonly stripe: Stripe,
     opts: { clock?: () => number; staleMs?: number } = {},
   ) {
@@ -283,7 +283,7 @@ export class AutoRecharge {
 
 /** Credits a successful recharge once (by payment intent) and releases the claim if it still holds `key`. Shared with the webhook handler. */
 export async function completeRecharge(
-  ledger: SqlLedger,
+  ledger: Ledger,
   p: { customerId: string; key: string | null; paymentIntentId: string; amountCents: number; now: number },
 ): Promise<Nanos> {
   const amount = BigInt(p.amountCents) * NANOS_PER_CENT;
@@ -302,7 +302,7 @@ export async function completeRecharge(
 }
 
 export async function failRecharge(
-  ledger: SqlLedger,
+  ledger: Ledger,
   p: { customerId: string; key: string; paymentIntentId: string | null; error: string; now: number },
 ): Promise<void> {
   await ledger.dialect.writeTransaction(async (c) => {

@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { NANOS_PER_METER_UNIT } from '../ledger/outbox';
 import { formatUsd } from '../money';
 import { stripeCustomersFor, findMeter } from './customers';
@@ -83,7 +83,7 @@ const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * meter asynchronously) never reach the summaries: they stay a difference
  * after the settle window, on the line of the customer they belong to.
  */
-export async function reconcile(ledger: SqlLedger, stripe: Stripe, period: ReconcilePeriod, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
+export async function reconcile(ledger: Ledger, stripe: Stripe, period: ReconcilePeriod, opts: ReconcileOptions = {}): Promise<ReconcileReport> {
   const start = Math.floor(period.start / MINUTE) * MINUTE;
   const end = Math.ceil(period.end / MINUTE) * MINUTE;
   const rows = await ledger.dialect.read((c) =>

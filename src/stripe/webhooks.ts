@@ -2,7 +2,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
 import { BillingError } from '../errors';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { formatUsd } from '../money';
 import type { QuotaService } from '../quota/service';
 import { ledgerCustomerForStripe } from './customers';
@@ -30,7 +30,7 @@ import { parseWebhookEvent, type WebhookEvent } from './webhook-events';
  *   and logged with the reason.
  */
 export interface WebhookDeps {
-  readonly ledger: SqlLedger;
+  readonly ledger: Ledger;
   /** The endpoint's signing secret (`whsec_…`). */
   readonly secret: string;
   /** Used for constructEvent only; any key works (verification is local). */
@@ -266,9 +266,8 @@ async function refundTopUp(deps: WebhookDeps, charge: Extract<WebhookEvent, { ty
   if (!pi) return ignore(`charge ${charge.id} has no payment intent`);
   const d = deps.ledger.dialect;
   // Only payments that credited the ledger (by their top-up key) are ours.
-  const [credited] = await d.read((c) => c.query("SELECT customer_id FROM billing_idempotency WHERE key = ? AND operation = 'topUp'", [`stripe:pi:${pi}`]));
-  if (!credited) return ignore(`payment ${pi} did not top up the ledger`);
-  const customerId = String(credited.customer_id);
+  const customerId = await deps.ledger.toppedUpCustomer(`stripe:pi:${pi}`);
+  if (!customerId) return ignore(`payment ${pi} did not top up the ledger`);
   const [prev] = await d.read((c) => c.query('SELECT refunded_cents FROM billing_stripe_topup_refunds WHERE stripe_charge_id = ?', [charge.id]));
   const already = BigInt(String(prev?.refunded_cents ?? 0));
   const total = BigInt(charge.amount_refunded);

@@ -1,12 +1,12 @@
 import { openLedger } from '../ledger/open';
-import type { SqlLedger } from '../ledger/sql-ledger';
+import type { Ledger } from '../ledger/types';
 import { QuotaService } from '../quota/service';
 import { eventHooks } from './hooks';
 import { migrateWebhooks } from './schema';
 import { WebhookStore } from './store';
 
 export interface OpenedServices {
-  readonly ledger: SqlLedger;
+  readonly ledger: Ledger;
   readonly quota: QuotaService;
   readonly webhooks: WebhookStore;
   close(): Promise<void>;

@@ -71,7 +71,7 @@
  *      starts a new trace; concurrent root runs on one handler instance get mixed up.
  */
 import * as http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { listenOnLoopback } from './loopback';
 import { randomUUID } from 'node:crypto';
 
 export type LangfuseMode = 'ok' | 'error500' | 'slow' | 'down';
@@ -386,7 +386,6 @@ export async function startLangfuseServer(opts: LangfuseServerOptions = {}): Pro
   const batches: any[] = [];
   const requests: RequestLogEntry[] = [];
   let accepted: IngestionEvent[] = [];
-  const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let closing = false;
   const expectedBasic = 'Basic ' + Buffer.from(`${publicKey}:${secretKey}`).toString('base64');
@@ -533,25 +532,21 @@ export async function startLangfuseServer(opts: LangfuseServerOptions = {}): Pro
       else res.destroy();
     });
   });
-  server.on('connection', (s: Socket) => {
-    if (mode === 'down') {
+  const loop = await listenOnLoopback(server, {
+    port: opts.port,
+    accept(s) {
+      if (mode !== 'down') return true;
       // Simulates an unreachable Langfuse: the connection is reset before any response.
       requests.push({ method: '', path: '', status: 'dropped', at: Date.now(), headers: {} });
       s.destroy();
-      return;
-    }
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+      return false;
+    },
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = loop.port;
 
   return {
     port,
-    baseUrl: `http://127.0.0.1:${port}`,
+    baseUrl: loop.origin,
     publicKey,
     secretKey,
     batches,
@@ -562,7 +557,7 @@ export async function startLangfuseServer(opts: LangfuseServerOptions = {}): Pro
     observations: () => mergeEvents(dedup()).observations,
     setMode(m) {
       mode = m;
-      if (m === 'down') for (const s of sockets) s.destroy();
+      if (m === 'down') loop.dropConnections();
     },
     mode: () => mode,
     async waitFor<T>(predicate: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
@@ -583,9 +578,7 @@ export async function startLangfuseServer(opts: LangfuseServerOptions = {}): Pro
       closing = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      const done = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      await done;
+      await loop.close();
     },
   };
 }

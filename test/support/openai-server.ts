@@ -30,7 +30,7 @@
  * words(last user text) + 1 completion tokens before truncation.
  */
 import * as http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { listenOnLoopback } from './loopback';
 import { createRequire } from 'node:module';
 
 export const MESSAGE_OVERHEAD = 4;
@@ -382,7 +382,6 @@ export async function startOpenAIServer(opts: OpenAIServerOptions = {}): Promise
   const calls: RecordedCall[] = [];
   let counter = 0;
   let idSeq = 0;
-  const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let closing = false;
 
@@ -565,19 +564,12 @@ export async function startOpenAIServer(opts: OpenAIServerOptions = {}): Promise
       else res.destroy();
     });
   });
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const loop = await listenOnLoopback(server, { port: opts.port });
+  const port = loop.port;
 
   return {
     port,
-    baseURL: `http://127.0.0.1:${port}/v1`,
+    baseURL: `${loop.origin}/v1`,
     calls,
     callCount: () => calls.length,
     setScript(s) {
@@ -594,9 +586,7 @@ export async function startOpenAIServer(opts: OpenAIServerOptions = {}): Promise
       closing = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      const done = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      await done;
+      await loop.close();
     },
   };
 }

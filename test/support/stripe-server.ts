@@ -22,7 +22,7 @@
  */
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOnLoopback, type Loopback } from './loopback';
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -687,6 +687,7 @@ export class StripeTestServer {
   private readonly server: http.Server;
   private readonly routes: Route[];
   private portNumber = 0;
+  private loop?: Loopback;
   private faults: ActiveFault[] = [];
   private readonly pendingTimers = new Set<NodeJS.Timeout>();
   private readonly meterEventLatencyMs: number;
@@ -731,11 +732,8 @@ export class StripeTestServer {
   }
 
   async listen(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => resolve());
-    });
-    this.portNumber = (this.server.address() as AddressInfo).port;
+    this.loop = await listenOnLoopback(this.server);
+    this.portNumber = this.loop.port;
   }
 
   get port(): number {
@@ -754,8 +752,7 @@ export class StripeTestServer {
   async close(): Promise<void> {
     for (const timer of this.pendingTimers) clearTimeout(timer);
     this.pendingTimers.clear();
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.loop?.close();
   }
 
   // --- inspection ----------------------------------------------------------

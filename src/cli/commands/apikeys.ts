@@ -2,12 +2,12 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { ApiKeyStore, type ApiKey, SCOPES } from '../../server/apikeys';
 import { migrateServer } from '../../server/schema';
-import type { SqlLedger } from '../../ledger/sql-ledger';
+import type { Ledger } from '../../ledger/types';
 import type { CliContext } from '../context';
 import { keyValues, table } from '../output';
 import { parseInput } from '../validate';
 
-async function store(ledger: SqlLedger): Promise<ApiKeyStore> {
+async function store(ledger: Ledger): Promise<ApiKeyStore> {
   await migrateServer(ledger.dialect);
   return new ApiKeyStore(ledger.dialect);
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import type { SqlLedger } from '../../ledger/sql-ledger';
+import type { Ledger } from '../../ledger/types';
 import { WebhookDeliverer } from '../../webhooks/deliver';
 import { EVENT_TYPES } from '../../webhooks/events';
 import { migrateWebhooks } from '../../webhooks/schema';
@@ -9,7 +9,7 @@ import type { CliContext } from '../context';
 import { keyValues, table } from '../output';
 import { parseInput } from '../validate';
 
-async function store(ledger: SqlLedger): Promise<WebhookStore> {
+async function store(ledger: Ledger): Promise<WebhookStore> {
   await migrateWebhooks(ledger.dialect);
   return new WebhookStore(ledger.dialect);
 }

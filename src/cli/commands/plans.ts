@@ -7,7 +7,7 @@ import type { CliContext } from '../context';
 import { keyValues, table, usd } from '../output';
 import { integer, parseInput, text } from '../validate';
 
-export function planJson(p: Plan): Record<string, unknown> {
+function planJson(p: Plan): Record<string, unknown> {
   return { ...p.document };
 }
 

@@ -24,7 +24,7 @@ function recordJson(r: RateCardRecord): Record<string, unknown> {
 }
 
 /** The card as people read it: ChargeTypes, resource rates and model prices. */
-export function rateCardTables(card: RateCard): string {
+function rateCardTables(card: RateCard): string {
   const chargeTypes = table(
     [
       { header: 'ChargeType', value: (c: (typeof CHARGE_TYPES)[number]) => c },

@@ -26,7 +26,7 @@ export function entryJson(e: Entry): Record<string, unknown> {
   };
 }
 
-export const STATEMENT_COLUMNS: readonly Column<Entry>[] = [
+const STATEMENT_COLUMNS: readonly Column<Entry>[] = [
   { header: 'seq', align: 'right', value: (e) => e.seq },
   { header: 'time (UTC)', value: (e) => shortTime(e.createdAt) },
   { header: 'type', value: (e) => e.type },

@@ -12,7 +12,7 @@ import {
   webhooksServe,
   type StripeCommonOptions,
 } from '../../stripe/cli';
-import type { SqlLedger } from '../../ledger/sql-ledger';
+import type { Ledger } from '../../ledger/types';
 import { toStripeIntegrationError } from '../../stripe/errors';
 import type { CliContext } from '../context';
 import { jsonLine, keyValues } from '../output';
@@ -45,7 +45,7 @@ function untilSignal(): AbortController {
 }
 
 /** Runs a Stripe command, turning raw SDK failures into STRIPE_* errors the CLI prints with their code. */
-function stripeCall<T>(cli: CliContext, fn: (ledger: SqlLedger) => Promise<T>): Promise<T> {
+function stripeCall<T>(cli: CliContext, fn: (ledger: Ledger) => Promise<T>): Promise<T> {
   return cli.withLedger(async (ledger) => {
     try {
       return await fn(ledger);

@@ -6,7 +6,7 @@ import type { CliContext } from '../context';
 import { keyValues, shortTime } from '../output';
 import { customerId, integer, parseInput } from '../validate';
 
-export function subscriptionHuman(s: Subscription): string {
+function subscriptionHuman(s: Subscription): string {
   return keyValues([
     ['customer', s.customerId],
     ['plan', s.planId + (s.pendingPlanId ? ` (changes to ${s.pendingPlanId} at period end)` : '')],

@@ -7,7 +7,7 @@ import { keyValues, shortTime, table, usd } from '../output';
 import { customerId, idempotencyKey, isoTime, parseInput, periodAt, quantity, text } from '../validate';
 import { formatQuantity } from '../../money';
 
-export function usageJson(r: UsageReport): Record<string, unknown> {
+function usageJson(r: UsageReport): Record<string, unknown> {
   return {
     customerId: r.customerId,
     tier: r.tier,
@@ -57,7 +57,7 @@ export function alertsTable(alerts: readonly Alert[]): string {
   );
 }
 
-export function usageHuman(r: UsageReport): string {
+function usageHuman(r: UsageReport): string {
   const sessions =
     r.sessionsLimit === null ? `${r.sessionsUsed} (unlimited)` : `${r.sessionsUsed} of ${r.sessionsLimit.toLocaleString('en-US')}, ${r.sessionsRemaining} left`;
   const lines = [

@@ -10,7 +10,7 @@ export class Html {
   }
 }
 
-export function esc(v: unknown): string {
+function esc(v: unknown): string {
   return String(v ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 

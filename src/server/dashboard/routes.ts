@@ -8,9 +8,9 @@ import type { ApiKey } from '../apikeys';
 import { BEARER } from '../apikeys';
 import type { ServerDeps } from '../context';
 import { barChart, html, type Html, page, usageBar } from './html';
+import { CUSTOMER_ID_PATTERN } from '../../schemas';
 
 const COOKIE = 'fb_key';
-const CUSTOMER_ID = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/;
 const PAGE_SIZE = 50;
 
 const usd = (n: bigint) => (n < 0n ? `−$${formatUsd(-n)}` : `$${formatUsd(n)}`);
@@ -89,7 +89,7 @@ ${message ? html`<p class="err">${message}</p>` : ''}
   ui.get('/customers/:customerId', async (req, reply) => {
     if (!(await viewer(req))) return reply.redirect('/', 303);
     const id = (req.params as { customerId: string }).customerId;
-    if (!CUSTOMER_ID.test(id)) return send(reply, 400, page('Bad request', html`<p class="err">Not a customer id.</p>`, { signedIn: true }));
+    if (!CUSTOMER_ID_PATTERN.test(id)) return send(reply, 400, page('Bad request', html`<p class="err">Not a customer id.</p>`, { signedIn: true }));
     try {
       return send(reply, 200, page(id, await customerPage(deps, id), { signedIn: true }));
     } catch (e) {

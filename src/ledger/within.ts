@@ -1,0 +1,85 @@
+import { currentBudgetPeriod } from './budget-period';
+import { type Dialect, insertRows, type SqlConnection } from './dialect';
+import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, customerFromRow, iso } from './rows';
+import type { BudgetState } from './types';
+
+/** One priced charge as usage counting needs it. */
+export interface ChargeUsage {
+  readonly chargeType: string | null;
+  readonly quantity: string;
+}
+
+/** A line of the ledger's audit trail written by a sibling module (e.g. a plan change). */
+export interface AuditInput {
+  readonly at: number;
+  readonly actor: string;
+  readonly operation: string;
+  readonly customerId: string | null;
+  readonly details: Record<string, unknown>;
+}
+
+/**
+ * The ledger inside a caller's transaction on the ledger's database, so a
+ * module that keeps its own tables beside the ledger (quota) decides on the
+ * same snapshot it writes in. Reads, plus the audit trail; money moves only
+ * through `Ledger`.
+ */
+export interface LedgerView {
+  customerExists(customerId: string): Promise<boolean>;
+  /** The budget as of `at` (a period that ended reads as a fresh one); null when the customer is unknown. */
+  budgetAt(customerId: string, at: number): Promise<BudgetState | null>;
+  /** Charges created in [from, to) that carry a quantity. */
+  chargedUsage(customerId: string, from: number, to: number): Promise<ChargeUsage[]>;
+  /** What charges created in [from, to) collected, net of refunds. */
+  collected(customerId: string, from: number, to: number): Promise<bigint>;
+  /** Appends to the audit trail; commits with the caller's transaction. */
+  audit(entry: AuditInput): Promise<void>;
+}
+
+export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
+  return {
+    async customerExists(customerId) {
+      const [r] = await c.query('SELECT id FROM billing_customers WHERE id = ?', [customerId]);
+      return r !== undefined;
+    },
+    async budgetAt(customerId, at) {
+      const [r] = await c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId]);
+      return r ? budgetStateAt(customerFromRow(r), at) : null;
+    },
+    async chargedUsage(customerId, from, to) {
+      const rows = await c.query('SELECT charge_type, quantity FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ? AND quantity IS NOT NULL', [
+        customerId,
+        from,
+        to,
+      ]);
+      return rows.map((r) => ({ chargeType: r.charge_type === null || r.charge_type === undefined ? null : String(r.charge_type), quantity: String(r.quantity) }));
+    },
+    async collected(customerId, from, to) {
+      const [r] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ?', [customerId, from, to]);
+      return BigInt(String(r?.s ?? 0));
+    },
+    async audit(e) {
+      await insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS, [
+        auditValues({ at: e.at, actor: e.actor, operation: e.operation, idempotencyKey: null, customerId: e.customerId, rateCardVersion: null, details: e.details }),
+      ]);
+    },
+  };
+}
+
+export function budgetStateAt(cust: ReturnType<typeof customerFromRow>, at: number): BudgetState {
+  const p = currentBudgetPeriod(cust, at);
+  return {
+    customerId: cust.id,
+    budget: cust.budget,
+    spent: p.spent,
+    held: cust.held,
+    periodStart: p.start === null ? null : iso(p.start),
+    periodEnd: p.end === null ? null : iso(p.end),
+  };
+}
+
+/** The ledger customer that a top-up with this idempotency key credited, or null. */
+export async function toppedUpCustomer(c: SqlConnection, idempotencyKey: string): Promise<string | null> {
+  const [r] = await c.query("SELECT customer_id FROM billing_idempotency WHERE key = ? AND operation = 'topUp'", [idempotencyKey]);
+  return r ? String(r.customer_id) : null;
+}
