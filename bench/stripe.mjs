@@ -16,14 +16,17 @@ const { configureOutbox, ensureMeter, ensureStripeCustomer } = require(path.join
 const { createStripeClient } = require(path.join(root, 'dist/src/stripe/client.js'));
 const { stripeSync } = require(path.join(root, 'dist/src/stripe/cli.js'));
 
-/** The Stripe double is TypeScript (test/support); transpile it once into a temp CommonJS file. */
+/** The Stripe double is TypeScript (test/support); transpile it and the loopback helper it requires into a temp dir. */
 function loadStripeServer() {
   const ts = require('typescript');
-  const src = fs.readFileSync(path.join(root, 'test/support/stripe-server.ts'), 'utf8');
-  const out = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } });
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-')), 'stripe-server.cjs');
-  fs.writeFileSync(file, out.outputText);
-  return require(file);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-'));
+  for (const name of ['stripe-server', 'loopback']) {
+    const src = fs.readFileSync(path.join(root, 'test/support', `${name}.ts`), 'utf8');
+    const out = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } });
+    // .js in a folder without package.json is CommonJS, and `require('./loopback')` resolves it.
+    fs.writeFileSync(path.join(dir, `${name}.js`), out.outputText);
+  }
+  return require(path.join(dir, 'stripe-server.js'));
 }
 
 const rows = Number(process.argv[2] ?? 2000);

@@ -1,4 +1,5 @@
 import { flowise, type ICommonObject } from './flowise';
+import { BILLING_METADATA_KEYS } from '../../src/plugin';
 
 /**
  * Agentflow v2 runs its own Langfuse trace (no LangChain callbacks): nodes get
@@ -56,7 +57,7 @@ export function traceCharge(
       // Langfuse wants numbers; the exact amount stays in metadata as a decimal string.
       costDetails: { total: Number(c.costUsd) },
       ...(Number.isSafeInteger(qty) ? { usageDetails: { [c.unit]: qty } } : {}),
-      metadata: { ...c.metadata, billing_cost_usd: c.costUsd, billing_charge_id: c.chargeId },
+      metadata: { ...c.metadata, [BILLING_METADATA_KEYS.costUsd]: c.costUsd, [BILLING_METADATA_KEYS.chargeId]: c.chargeId },
     });
   } catch {
     // an observer never fails a run

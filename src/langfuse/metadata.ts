@@ -19,6 +19,10 @@ export const BILLING_METADATA_KEYS = {
   /** Available balance (balance − open holds) right after the latest hold of the run. */
   availableUsd: 'billing_available_usd',
   runCostUsd: 'billing_run_cost_usd',
+  /** One cost observation: its exact amount, and the ledger charge(s) behind it. */
+  costUsd: 'billing_usd',
+  chargeId: 'billing_charge_id',
+  chargeIds: 'billing_charge_ids',
 } as const;
 
 export interface BillingMetadataInput {

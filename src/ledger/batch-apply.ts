@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BillingError, BudgetExceededError, CustomerNotFoundError, InsufficientFundsError, ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
 import { periodContaining } from '../period';
+import { currentBudgetPeriod } from './budget-period';
 import type { Op } from './batch';
 import { type AuditRow, type ChargeRow, type CustomerRow, type EntryRow, type HoldRow, iso, publicCharge, publicHold } from './rows';
 import type { BudgetState, Customer, Refund, TopUp } from './types';
@@ -117,12 +118,11 @@ export class BatchState {
 
   /** Moves the budget period forward when it has ended; spend restarts at zero. */
   rollBudget(cust: CustomerRow): void {
-    if (cust.budget === null || cust.budgetAnchorDay === null) return;
-    if (cust.budgetPeriodEnd !== null && this.now < cust.budgetPeriodEnd && cust.budgetPeriodStart !== null && this.now >= cust.budgetPeriodStart) return;
-    const p = periodContaining(this.now, cust.budgetAnchorDay);
+    const p = currentBudgetPeriod(cust, this.now);
+    if (!p.rolled) return;
     cust.budgetPeriodStart = p.start;
     cust.budgetPeriodEnd = p.end;
-    cust.budgetSpent = 0n;
+    cust.budgetSpent = p.spent;
     this.dirtyCustomers.add(cust.id);
   }
 

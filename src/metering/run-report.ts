@@ -49,7 +49,7 @@ export class RunRecorder {
     if (root.nested && lf.observationId !== runId) {
       // Without the trace id only an existing generation can be updated: a run that is one LLM call
       // carries its fee and compute on its own generation (the cumulative cost, as updates replace it).
-      if (root.kind === 'llm') this.reporter.reportCharge({ observationId: root.id, name: lf.name, cost: { total: root.cost }, metadata: { billing_charge_ids: root.chargeIds.join(','), billing_usd: formatUsd(root.cost) } });
+      if (root.kind === 'llm') this.reporter.reportCharge({ observationId: root.id, name: lf.name, cost: { total: root.cost }, metadata: { [BILLING_METADATA_KEYS.chargeIds]: root.chargeIds.join(','), [BILLING_METADATA_KEYS.costUsd]: formatUsd(root.cost) } });
       return;
     }
     // Token charges split input/output as priced; when a shortfall cut the collected amount, only the total is exact.
@@ -65,7 +65,7 @@ export class RunRecorder {
       cost: { total: charge.amount, ...split },
       metadata: {
         billing_charge_id: charge.id,
-        billing_usd: formatUsd(charge.amount),
+        [BILLING_METADATA_KEYS.costUsd]: formatUsd(charge.amount),
         billing_charge_type: charge.chargeType,
         billing_quantity: charge.quantity,
         ...(charge.shortfall > 0n ? { billing_shortfall_usd: formatUsd(charge.shortfall) } : {}),

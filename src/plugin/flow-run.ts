@@ -1,6 +1,6 @@
 import { BillingError, ByokRequiredError, InsufficientFundsError, ValidationError } from '../errors';
 import type { WarnLogger } from '../identity/customer';
-import { billingMetadata } from '../langfuse/metadata';
+import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
 import { type LangfuseCostReporter, type LangfuseCredentials, langfuseReporterFor } from '../langfuse/reporter';
 import type { Charge } from '../ledger/types';
 import { formatUsd, type Nanos, parseUsd } from '../money';
@@ -475,7 +475,7 @@ export class FlowRun {
       this.observe(() => this.i.onCharge?.(fc));
       if (this.reporter && this.traceId) {
         this.observe(() =>
-          this.reporter!.reportCharge({ traceId: this.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: { total: c.amount }, metadata: { ...fc.metadata, billing_charge_id: c.id, billing_usd: fc.costUsd } }),
+          this.reporter!.reportCharge({ traceId: this.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: { total: c.amount }, metadata: { ...fc.metadata, [BILLING_METADATA_KEYS.chargeId]: c.id, [BILLING_METADATA_KEYS.costUsd]: fc.costUsd } }),
         );
       }
     }
@@ -485,7 +485,7 @@ export class FlowRun {
       this.observe(() =>
         this.reporter!.reportCharge({
           observationId, name: list[0]!.name, cost: { total },
-          metadata: { ...billingMetadata({ customerId: this.customerId, conversationId: this.i.conversationId, planTier: this.admission?.tier, rateCardVersion: this.card?.version }), billing_charge_ids: list.map((x) => x.charge.id).join(','), billing_usd: formatUsd(total) },
+          metadata: { ...billingMetadata({ customerId: this.customerId, conversationId: this.i.conversationId, planTier: this.admission?.tier, rateCardVersion: this.card?.version }), [BILLING_METADATA_KEYS.chargeIds]: list.map((x) => x.charge.id).join(','), [BILLING_METADATA_KEYS.costUsd]: formatUsd(total) },
         }),
       );
     }

@@ -428,12 +428,12 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     const byName = Object.fromEntries(found.costs.map((o) => [o.name, o]));
     for (const c of charges) {
       const o = byName[`billing:${c.chargeType}`]!;
-      expect(o.metadata.billing_cost_usd).toBe(formatUsd(-c.amount));
+      expect(o.metadata.billing_usd).toBe(formatUsd(-c.amount));
       expect(o.costDetails!.total).toBe(Number(formatUsd(-c.amount)));
     }
     expect(found.v.trace.metadata[K.planTier]).toBe('starter');
     expect(found.v.observations.some((o) => o.type === 'GENERATION' && o.usageDetails?.total)).toBe(true);
-    step(`langfuse agentflow: trace ${found.v.trace.id} costs ${found.costs.map((o) => `${o.name}=$${o.metadata.billing_cost_usd}`).join(', ')}`);
+    step(`langfuse agentflow: trace ${found.v.trace.id} costs ${found.costs.map((o) => `${o.name}=$${o.metadata.billing_usd}`).join(', ')}`);
   }, 90_000);
 
   e2e('Langfuse analytics on the chatflow: the trace’s generation carries the billing metadata, token usage and the ledger’s cost', async () => {
@@ -451,7 +451,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     };
     // Every charge of the prediction (the run fee and the call) is a cost on Flowise's trace, and the trace carries
     // the billing metadata; the call's generation keeps its token usage.
-    const usdOf = (o: any) => o.metadata?.billing_cost_usd ?? o.metadata?.billing_usd;
+    const usdOf = (o: any) => o.metadata?.billing_usd;
     let view;
     try {
       view = await langfuse.waitFor(() => {

@@ -229,13 +229,13 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
       const found = await c.langfuse().waitFor(() => {
         for (const v of c.langfuse().traces().values()) {
           if (v.trace.sessionId !== 'm-traced-1') continue;
-          const costs = v.observations.filter((o: any) => o.metadata?.billing_cost_usd !== undefined);
+          const costs = v.observations.filter((o: any) => o.metadata?.billing_usd !== undefined);
           // the trace carries the billing metadata too
           if (costs.length >= 2 && v.trace.metadata?.[BILLING_METADATA_KEYS.customerId] === 'm-traced') return { v, costs };
         }
         return undefined;
       }, 45_000);
-      const sum = found.costs.reduce((a: Nanos, o: any) => a + parseUsd(String(o.metadata.billing_cost_usd)), 0n);
+      const sum = found.costs.reduce((a: Nanos, o: any) => a + parseUsd(String(o.metadata.billing_usd)), 0n);
       expect(formatUsd(sum)).toBe(formatUsd(spent));
       c.step(`langfuse metered agentflow: ${found.costs.length} costs sum to $${formatUsd(sum)} = ledger`);
     } finally {
@@ -252,7 +252,7 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
       const r = await predict(id, 'm-traced-chat', 'trace the metered chatflow', 'm-traced-chat-1');
       expect(r.data.text).toBe('echo: trace the metered chatflow');
       const spent = before - (await balance('m-traced-chat'));
-      const usdOf = (o: any) => o.metadata?.billing_cost_usd ?? o.metadata?.billing_usd;
+      const usdOf = (o: any) => o.metadata?.billing_usd;
       const found = await c.langfuse().waitFor(() => {
         for (const v of c.langfuse().traces().values()) {
           if (v.trace.sessionId !== 'm-traced-chat-1') continue;
