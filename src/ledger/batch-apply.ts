@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BillingError, BudgetExceededError, CustomerNotFoundError, InsufficientFundsError, ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
 import { periodContaining } from '../period';
-import { currentBudgetPeriod } from './budget-period';
+import { budgetStateAt, currentBudgetPeriod } from './budget-period';
 import type { Op } from './batch';
 import { type AuditRow, type ChargeRow, type CustomerRow, type EntryRow, type HoldRow, iso, publicCharge, publicHold } from './rows';
 import type { BudgetState, Customer, Refund, TopUp } from './types';
@@ -194,7 +194,7 @@ function setBudget(s: BatchState, op: OpOf<'setBudget'>): unknown {
   cust.updatedAt = s.now;
   s.dirtyCustomers.add(cust.id);
   s.audit({ actor: op.actor, operation: 'setBudget', idempotencyKey: null, customerId: cust.id, rateCardVersion: null, details: { budgetUsd: op.limit === null ? null : formatUsd(op.limit), anchorDay: op.anchorDay } });
-  return budgetOut(cust);
+  return budgetStateAt(cust, s.now);
 }
 
 function createCustomer(s: BatchState, op: OpOf<'createCustomer'>): unknown {
@@ -377,17 +377,6 @@ export const APPLY: { readonly [K in Op['kind']]: (s: BatchState, op: OpOf<K>) =
   charge,
   refund,
 };
-
-export function budgetOut(c: CustomerRow): BudgetState {
-  return {
-    customerId: c.id,
-    budget: c.budget,
-    spent: c.budgetSpent,
-    held: c.held,
-    periodStart: c.budgetPeriodStart === null ? null : iso(c.budgetPeriodStart),
-    periodEnd: c.budgetPeriodEnd === null ? null : iso(c.budgetPeriodEnd),
-  };
-}
 
 function customerOut(c: CustomerRow): Customer {
   return { id: c.id, name: c.name, createdAt: iso(c.createdAt) };

@@ -240,4 +240,3 @@ function customerIdOf(op: Op, holds: Map<string, HoldRow>, charges: Map<string, 
   return op.customerId;
 }
 
-export { budgetOut } from './batch-apply';

@@ -6,7 +6,8 @@ import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/rateca
 import { executeBatch, type Op, type Outcome, type PricedFields } from './batch';
 import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
-import { budgetStateAt, ledgerView, type LedgerView, toppedUpCustomer } from './within';
+import { budgetStateAt } from './budget-period';
+import { ledgerView, type LedgerView, toppedUpCustomer } from './within';
 import { migrate } from './migrations';
 import { redactUrl } from './redact';
 import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';

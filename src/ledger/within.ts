@@ -1,6 +1,6 @@
-import { currentBudgetPeriod } from './budget-period';
+import { budgetStateAt } from './budget-period';
 import { type Dialect, insertRows, type SqlConnection } from './dialect';
-import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, customerFromRow, iso } from './rows';
+import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, customerFromRow } from './rows';
 import type { BudgetState } from './types';
 
 /** One priced charge as usage counting needs it. */
@@ -63,18 +63,6 @@ export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
         auditValues({ at: e.at, actor: e.actor, operation: e.operation, idempotencyKey: null, customerId: e.customerId, rateCardVersion: null, details: e.details }),
       ]);
     },
-  };
-}
-
-export function budgetStateAt(cust: ReturnType<typeof customerFromRow>, at: number): BudgetState {
-  const p = currentBudgetPeriod(cust, at);
-  return {
-    customerId: cust.id,
-    budget: cust.budget,
-    spent: p.spent,
-    held: cust.held,
-    periodStart: p.start === null ? null : iso(p.start),
-    periodEnd: p.end === null ? null : iso(p.end),
   };
 }
 
