@@ -3,7 +3,7 @@ import { meterModel } from '../shared/metered-model';
 import { type FlowRun, openPredictionRun } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, textSchema } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, MAX_OUTPUT_TOKENS_INPUT, parseInputs, textSchema } from '../shared/inputs';
 import { z } from '../../src/plugin';
 
 /**
@@ -25,15 +25,7 @@ class MeteredChatModel implements INode {
   inputs: INodeParams[] = [
     { label: 'Chat Model', name: 'model', type: 'BaseChatModel' },
     ...customerInputs(),
-    {
-      label: 'Max Output Tokens Held',
-      name: 'maxOutputTokensCap',
-      type: 'number',
-      default: 4096,
-      optional: true,
-      additionalParams: true,
-      description: 'Output tokens reserved for a call that sets no max tokens',
-    },
+    MAX_OUTPUT_TOKENS_INPUT,
     { label: 'Usage Category', name: 'usageCategory', type: 'string', optional: true, additionalParams: true },
     { label: 'Cost Center', name: 'costCenter', type: 'string', optional: true, additionalParams: true },
     { label: 'Refusal Message', name: 'refusalMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true, additionalParams: true },

@@ -22,6 +22,17 @@ const SOURCE_LABELS: Record<(typeof CUSTOMER_SOURCES)[number], { label: string; 
 };
 
 /** The customer-identity fields, shared by every node. */
+/** How many output tokens a metered call holds when it sets no max tokens itself (chatflow node and variants). */
+export const MAX_OUTPUT_TOKENS_INPUT: INodeParams = {
+  label: 'Max Output Tokens Held',
+  name: 'maxOutputTokensCap',
+  type: 'number',
+  default: 4096,
+  optional: true,
+  additionalParams: true,
+  description: 'Output tokens reserved for a call that sets no max tokens',
+};
+
 export function customerInputs(): INodeParams[] {
   return [
     {

@@ -14,7 +14,7 @@
 import { z } from '../../src/plugin';
 import { CUSTOMER_KEY_VARIABLE, customerKeyFor } from './byok';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from './flowise';
-import { billableSchema, parseInputs, quantitySchema, textSchema } from './inputs';
+import { billableSchema, MAX_OUTPUT_TOKENS_INPUT, parseInputs, quantitySchema, textSchema } from './inputs';
 import { meterModel } from './metered-model';
 import { meterTool } from './metered-tool';
 import { listBillingLedgers, predictionRun, runInputs, runSchema } from './prediction-run';
@@ -70,15 +70,7 @@ function modelInputs(): INodeParams[] {
       additionalParams: true,
       description: 'Override variable carrying the customer’s own provider key (bring your own key; enable it under API → Override Config → Variables). Used for this prediction only, never stored or logged.',
     },
-    {
-      label: 'Max Output Tokens Held',
-      name: 'maxOutputTokensCap',
-      type: 'number',
-      default: 4096,
-      optional: true,
-      additionalParams: true,
-      description: 'Output tokens reserved for a call that sets no max tokens',
-    },
+    MAX_OUTPUT_TOKENS_INPUT,
   ];
 }
 
