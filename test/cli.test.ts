@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION } from '../src/ledger/migrations';
 import { BACKENDS } from './support/backends';
+import { CLI_MAIN, type CliResult, runCli } from './support/cli-run';
 
 /**
  * The operator CLI as a real subprocess (`node dist/src/cli/main.js`): the
@@ -12,29 +12,10 @@ import { BACKENDS } from './support/backends';
  */
 
 const ROOT = path.resolve(__dirname, '..');
-const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const MAIN = CLI_MAIN;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-cli-test-'));
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], opts: { env?: Record<string, string> } = {}): Promise<Result> {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
-  if (!opts.env?.FLOWISE_BILLING_DB) delete env.FLOWISE_BILLING_DB;
-  delete env.FLOWISE_BILLING_DEBUG;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[], opts: { env?: Record<string, string> } = {}): Promise<CliResult> => runCli(args, { env: opts.env, cwd: ROOT });
 
 /** Runs with --json and checks stdout is exactly one JSON object on one line. */
 async function json(args: string[], opts: { env?: Record<string, string>; exit?: number } = {}): Promise<Record<string, any>> {
