@@ -480,25 +480,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   }, 90_000);
 
   e2e('a real browser finds the Billing nodes in the palettes and the Billing credentials in the credential dialog', async () => {
-    fs.mkdirSync(ARTIFACTS, { recursive: true });
-    const browser = await launchChromium();
-    try {
-      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-      // Playwright's own screenshot waits on fonts that never settle in this UI; CDP's capture does not.
-      const shot = async (name: string) => {
-        const cdp = await page.context().newCDPSession(page);
-        const { data } = await cdp.send('Page.captureScreenshot', { format: 'png' });
-        const file = path.join(ARTIFACTS, `${name}.png`);
-        fs.writeFileSync(file, Buffer.from(data, 'base64'));
-        return file;
-      };
-      await page.goto(`${fw.url}/`, { waitUntil: 'domcontentloaded' });
-      await page.waitForURL(/\/signin/, { timeout: 30_000 });
-      await page.fill('#username', client.email);
-      await page.fill('#password', env.DEFAULT_PASSWORD ?? 'Billing-e2e-1!');
-      await page.click('button:has-text("Login")');
-      await page.waitForURL((u) => !u.pathname.startsWith('/signin'), { timeout: 30_000 });
-
+    await withBrowser(async (page, shot) => {
       // chatflow palette: category Billing with the four chatflow nodes
       await page.goto(`${fw.url}/canvas`, { waitUntil: 'domcontentloaded' });
       await page.locator('button[aria-label="add"]').click();
@@ -546,9 +528,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
         fs.copyFileSync(palette, readmeShot);
       }
       step(`browser: screenshots in ${ARTIFACTS}`);
-    } finally {
-      await browser.close();
-    }
+    }, { height: 900 });
   }, 120_000);
 
   /** The first visible element whose whole text is `label`. */
@@ -589,11 +569,11 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   }
 
   /** A logged-in headless Chromium page on this Flowise (CDP screenshots into .test-artifacts). */
-  async function withBrowser(fn: (page: any, shot: (name: string) => Promise<string>) => Promise<void>): Promise<void> {
+  async function withBrowser(fn: (page: any, shot: (name: string) => Promise<string>) => Promise<void>, { height = 1000 } = {}): Promise<void> {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     const browser = await launchChromium();
     try {
-      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      const page = await browser.newPage({ viewport: { width: 1400, height } });
       const shot = async (name: string) => {
         const cdp = await page.context().newCDPSession(page);
         const { data } = await cdp.send('Page.captureScreenshot', { format: 'png' });
