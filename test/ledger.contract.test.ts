@@ -62,6 +62,67 @@ describe.each(BACKENDS)('ledger contract on $name', (backend) => {
       expect(e.message).toMatch(/customer id/);
       expect(await ledger.findCustomer('bad id!')).toBeNull();
     });
+    it('renames (and clears) a display name, audited once; the same name again changes nothing; bad input changes nothing', async () => {
+      await ledger.topUp({ customerId: 'acme', amount: usd('2'), idempotencyKey: 'rn-t1' });
+      const renamed = await ledger.updateCustomer({ id: 'acme', name: 'Acme Inc.', actor: 'cli' });
+      expect(renamed).toMatchObject({ id: 'acme', name: 'Acme Inc.' });
+      expect((await ledger.getCustomer('acme')).name).toBe('Acme Inc.');
+      expect(await ledger.updateCustomer({ id: 'acme', name: 'Acme Inc.' })).toEqual(renamed);
+      const renames = (await ledger.audit({ customerId: 'acme' })).filter((a) => a.operation === 'updateCustomer');
+      expect(renames.map((a) => [a.actor, a.details])).toEqual([['cli', { name: 'Acme Inc.', previousName: 'Acme Corp' }]]);
+      // Money is untouched by a rename, and a money write after it keeps the name.
+      await ledger.topUp({ customerId: 'acme', amount: usd('1'), idempotencyKey: 'rn-t2' });
+      expect((await ledger.balance('acme')).balance).toBe(usd('3'));
+      expect((await ledger.getCustomer('acme')).name).toBe('Acme Inc.');
+      // createCustomer compares with the current name.
+      expect((await ledger.createCustomer({ id: 'acme', name: 'Acme Inc.' })).name).toBe('Acme Inc.');
+
+      const before = await snapshot();
+      await rejects(() => ledger.updateCustomer({ id: 'acme', name: '' }), 'VALIDATION_ERROR');
+      await rejects(() => ledger.updateCustomer({ id: 'acme', name: 'x'.repeat(201) }), 'VALIDATION_ERROR');
+      await rejects(() => ledger.updateCustomer({ id: 'bad id!', name: 'x' }), 'VALIDATION_ERROR');
+      await rejects(() => ledger.updateCustomer({ id: 'nobody', name: 'x' }), 'CUSTOMER_NOT_FOUND');
+      expect(await snapshot()).toEqual(before);
+      expect((await ledger.getCustomer('acme')).name).toBe('Acme Inc.');
+
+      expect((await ledger.updateCustomer({ id: 'acme', name: null })).name).toBeNull();
+      expect((await ledger.getCustomer('acme')).name).toBeNull();
+      expect((await ledger.checkInvariants()).ok).toBe(true);
+    });
+    it('a rename racing money writes loses neither', async () => {
+      await Promise.all([
+        ...Array.from({ length: 20 }, (_, i) => ledger.topUp({ customerId: 'acme', amount: usd('1'), idempotencyKey: `race-${i}` })),
+        ledger.updateCustomer({ id: 'acme', name: 'Raced' }),
+      ]);
+      expect((await ledger.getCustomer('acme')).name).toBe('Raced');
+      expect((await ledger.balance('acme')).balance).toBe(usd('20'));
+    });
+    it('pages customers by id with SQL LIMIT: nothing skipped or repeated while customers are created between pages', async () => {
+      for (const id of ['c05', 'c10', 'c15', 'c20', 'c25', 'c30', 'c35']) await ledger.createCustomer({ id });
+      expect(await ledger.countCustomers()).toBe(8);
+      const seen: string[] = [];
+      let after: string | undefined;
+      let pages = 0;
+      for (;;) {
+        const page = await ledger.listCustomers({ limit: 3, ...(after ? { after } : {}) });
+        if (page.length === 0) break;
+        pages += 1;
+        seen.push(...page.map((c) => c.id));
+        after = page.at(-1)!.id;
+        // Created between reads: one sorting before the cursor (shown on a new listing), one after (shown on a later page).
+        if (pages === 1) {
+          await ledger.createCustomer({ id: 'c01' });
+          await ledger.createCustomer({ id: 'c22' });
+        }
+      }
+      expect(pages).toBeGreaterThan(2);
+      expect(seen).toEqual(['acme', 'c05', 'c10', 'c15', 'c20', 'c22', 'c25', 'c30', 'c35']);
+      expect(new Set(seen).size).toBe(seen.length);
+      expect((await ledger.listCustomers()).map((c) => c.id)).toEqual(['acme', 'c01', 'c05', 'c10', 'c15', 'c20', 'c22', 'c25', 'c30', 'c35']);
+      expect(await ledger.listCustomers({ limit: 2, after: 'c35' })).toEqual([]);
+      await rejects(() => ledger.listCustomers({ limit: 0 }), 'VALIDATION_ERROR');
+      await rejects(() => ledger.listCustomers({ after: 'bad id!' }), 'VALIDATION_ERROR');
+    });
   });
 
   describe('top-ups', () => {
@@ -266,6 +327,29 @@ describe.each(BACKENDS)('ledger contract on $name', (backend) => {
       expect(audit.every((a) => !Number.isNaN(Date.parse(a.at)))).toBe(true);
       await rejects(() => ledger.statement('ghost'), 'CUSTOMER_NOT_FOUND');
       expect((await ledger.checkInvariants()).ok).toBe(true);
+    });
+    it('pages the statement by seq: entries written between page reads are neither skipped nor repeated', async () => {
+      for (let i = 0; i < 7; i++) await ledger.topUp({ customerId: 'acme', amount: usd('1'), idempotencyKey: `p-${i}` });
+      const seen: string[] = [];
+      let afterSeq = 0;
+      let pages = 0;
+      for (;;) {
+        const page = await ledger.statement('acme', { limit: 3, afterSeq });
+        if (page.length === 0) break;
+        pages += 1;
+        seen.push(...page.map((e) => e.idempotencyKey!));
+        afterSeq = page.at(-1)!.seq;
+        // Another customer's and this customer's writes land between reads (concurrently, as in a running server).
+        if (pages <= 2) {
+          await Promise.all([
+            ledger.topUp({ customerId: 'acme', amount: usd('1'), idempotencyKey: `late-${pages}` }),
+            ledger.createCustomer({ id: `other${pages}` }).then(() => ledger.topUp({ customerId: `other${pages}`, amount: usd('1'), idempotencyKey: `o-${pages}` })),
+          ]);
+        }
+      }
+      expect(pages).toBeGreaterThan(2);
+      expect(seen).toEqual(['p-0', 'p-1', 'p-2', 'p-3', 'p-4', 'p-5', 'p-6', 'late-1', 'late-2']);
+      expect(seen).toHaveLength((await ledger.statement('acme')).length);
     });
   });
 

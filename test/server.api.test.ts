@@ -101,6 +101,31 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect(bad.status).toBe(404);
     expect(bad.json.error.code).toBe('PLAN_NOT_FOUND');
     expect((await read('GET', '/v1/customers/cust-a')).json.budget.budgetUsd).toBe('50.00');
+
+    // Rename: validated, idempotent under its key, audited once; a bad name changes nothing.
+    const renamed = await write('PATCH', '/v1/customers/cust-a', { key: 'rename-a', body: { name: 'Acme Renamed' } });
+    expect(renamed.status).toBe(200);
+    expect(renamed.json).toMatchObject({ id: 'cust-a', name: 'Acme Renamed', budget: { budgetUsd: '50.00' } });
+    const replay = await write('PATCH', '/v1/customers/cust-a', { key: 'rename-a', body: { name: 'Acme Renamed' } });
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.json).toEqual(renamed.json);
+    const reused = await write('PATCH', '/v1/customers/cust-a', { key: 'rename-a', body: { name: 'Other' } });
+    expect(reused.json.error.code).toBe('IDEMPOTENCY_CONFLICT');
+    for (const [k, name] of [['rename-empty', ''], ['rename-long', 'x'.repeat(201)], ['rename-num', 5]] as const) {
+      const r = await write('PATCH', '/v1/customers/cust-a', { key: k, body: { name } });
+      expect(r.status).toBe(400);
+      expect(r.json.error.code).toBe('VALIDATION_ERROR');
+    }
+    expect((await read('GET', '/v1/customers/cust-a')).json.name).toBe('Acme Renamed');
+    expect((await write('PATCH', '/v1/customers/no-such', { key: 'rename-ghost', body: { name: 'x' } })).json.error.code).toBe('CUSTOMER_NOT_FOUND');
+    const cleared = await write('PATCH', '/v1/customers/cust-c', { key: 'rename-c', body: { name: null } });
+    expect(cleared.json.name).toBeNull();
+    expect((await read('GET', '/v1/customers?limit=2&after=cust-b')).json.data[0]).toMatchObject({ id: 'cust-c', name: null });
+    const badCursor = await read('GET', '/v1/customers?limit=2&after=bad%20cursor');
+    expect(badCursor.status).toBe(400);
+    expect(badCursor.json.error.code).toBe('VALIDATION_ERROR');
+    const badSeq = await read('GET', '/v1/customers/cust-a/statement?afterSeq=-1');
+    expect(badSeq.json.error.code).toBe('VALIDATION_ERROR');
   });
 
   it('tops up idempotently: a replay returns the same top-up, a different body with the key conflicts, a missing key is refused', async () => {

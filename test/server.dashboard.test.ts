@@ -17,11 +17,12 @@ import { createKey, type ServeProcess, startServe } from './support/serve';
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'];
 // FB_UPDATE_SCREENSHOTS=1 refreshes the README's images; otherwise they go to a temp folder so a test run leaves the tree clean.
-const SHOTS = process.env.FB_UPDATE_SCREENSHOTS ? path.resolve(__dirname, '..', 'docs', 'screenshots') : fs.mkdtempSync(path.join(os.tmpdir(), 'fb-dashboard-'));
-const backend = BACKENDS[0]!;
+const README_SHOTS = process.env.FB_UPDATE_SCREENSHOTS ? path.resolve(__dirname, '..', 'docs', 'screenshots') : null;
 const statement0 = (rows: string[]) => rows.map((r) => r.replace(/\s+/g, ' ')).join('\n');
 
-describe('dashboard in Chromium', () => {
+describe.each(BACKENDS)('dashboard in Chromium on $name', (backend) => {
+  // The README's images come from the SQLite run; the other backends' land in a temp folder.
+  const SHOTS = (backend === BACKENDS[0] ? README_SHOTS : null) ?? fs.mkdtempSync(path.join(os.tmpdir(), 'fb-dashboard-'));
   let serve: ServeProcess;
   let browser: Browser;
   let readKey: string;

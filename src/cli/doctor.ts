@@ -33,7 +33,7 @@ async function checkLedger(db: string, problems: Problem[]): Promise<Environment
   try {
     const ledger = await openLedger(db, { create: false, actor: 'doctor' });
     try {
-      const customers = (await ledger.listCustomers()).length;
+      const customers = await ledger.countCustomers();
       return { name: 'ledger', status: 'ok', detail: `${ledger.backend} at ${display}, ${customers} customer(s)` };
     } finally {
       await ledger.close().catch(() => undefined);

@@ -8,6 +8,7 @@ import { type Dialect, insertRows, type Row, type SqlConnection } from './dialec
 import { GroupCommitter } from './group-commit';
 import { budgetStateAt } from './budget-period';
 import { ledgerView, type LedgerView, toppedUpCustomer } from './within';
+import { customerCount, customersPage, renameCustomer } from './customers';
 import { migrate } from './migrations';
 import { redactUrl } from './redact';
 import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
@@ -20,6 +21,8 @@ import type {
   ChargeInput,
   CreateCustomerInput,
   Customer,
+  ListCustomersOptions,
+  UpdateCustomerInput,
   Entry,
   Hold,
   HoldInput,
@@ -95,6 +98,8 @@ function jsonProblem(m: unknown): string | null {
 
 const schemas = {
   createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
+  updateCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).nullable(), actor }).strict(),
+  listCustomers: z.object({ limit: z.number().int().min(1).max(10_000).optional(), after: customerId.optional() }).strict(),
   topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
   hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), addTo: entityId.optional(), ...priced }),
   settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, final: z.boolean().optional(), ...priced }),
@@ -247,9 +252,20 @@ export class SqlLedger implements Ledger {
     return c;
   }
 
-  async listCustomers(): Promise<Customer[]> {
-    const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers ORDER BY id'));
-    return rows.map(customerFromRow).map((r) => ({ id: r.id, name: r.name, createdAt: iso(r.createdAt) }));
+  async listCustomers(opts: ListCustomersOptions = {}): Promise<Customer[]> {
+    const o = parse(schemas.listCustomers, 'customer list', opts);
+    return this.read((c) => customersPage(c, { limit: o.limit ?? Number.MAX_SAFE_INTEGER, after: o.after ?? null }));
+  }
+
+  async countCustomers(): Promise<number> {
+    return this.read(customerCount);
+  }
+
+  async updateCustomer(input: UpdateCustomerInput): Promise<Customer> {
+    const i = parse(schemas.updateCustomer, 'customer', input);
+    const now = this.clock();
+    const r = await this.write((c) => renameCustomer(c, this.d, { id: i.id, name: i.name, actor: i.actor ?? this.actor, now }));
+    return r.customer;
   }
 
   async topUp(input: TopUpInput): Promise<TopUp> {

@@ -139,6 +139,18 @@ export interface CreateCustomerInput {
   readonly idempotencyKey?: string;
   readonly actor?: Actor;
 }
+/** A display-name change; `name: null` clears it. Setting the current name again changes nothing. */
+export interface UpdateCustomerInput {
+  readonly id: string;
+  readonly name: string | null;
+  readonly actor?: Actor;
+}
+export interface ListCustomersOptions {
+  /** Page size (default: every customer; at most 10,000 a page when given). */
+  readonly limit?: number;
+  /** Keyset cursor: only customers whose id sorts after this one (ids are ordered as the database orders them). */
+  readonly after?: string;
+}
 export interface TopUpInput extends Mutation {
   readonly customerId: string;
   readonly amount: Nanos;
@@ -216,7 +228,11 @@ export interface Ledger {
   createCustomer(input: CreateCustomerInput): Promise<Customer>;
   getCustomer(id: string): Promise<Customer>;
   findCustomer(id: string): Promise<Customer | null>;
-  listCustomers(): Promise<Customer[]>;
+  /** Customers in id order; with `limit`/`after`, one keyset page read with SQL LIMIT. */
+  listCustomers(opts?: ListCustomersOptions): Promise<Customer[]>;
+  countCustomers(): Promise<number>;
+  /** Changes a customer's display name (the only customer field that is not money); audited. */
+  updateCustomer(input: UpdateCustomerInput): Promise<Customer>;
 
   topUp(input: TopUpInput): Promise<TopUp>;
   hold(input: HoldInput): Promise<Hold>;

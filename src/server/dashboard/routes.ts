@@ -63,9 +63,10 @@ ${message ? html`<p class="err">${message}</p>` : ''}
   ui.get('/', async (req, reply) => {
     if (!(await viewer(req))) return send(reply, 200, loginPage());
     const after = typeof (req.query as Record<string, unknown>).after === 'string' ? String((req.query as Record<string, string>).after) : '';
-    const all = await deps.ledger.listCustomers();
-    const start = after ? all.findIndex((c) => c.id > after) : 0;
-    const slice = start < 0 ? [] : all.slice(start, start + PAGE_SIZE);
+    // A bad cursor (not a customer id) shows the first page rather than an error page.
+    const cursor = after && CUSTOMER_ID_PATTERN.test(after) ? after : undefined;
+    const [found, total] = await Promise.all([deps.ledger.listCustomers({ limit: PAGE_SIZE + 1, after: cursor }), deps.ledger.countCustomers()]);
+    const slice = found.slice(0, PAGE_SIZE);
     const rows = await Promise.all(
       slice.map(async (c) => {
         const [b, u] = await Promise.all([deps.ledger.balance(c.id), deps.quota.usage(c.id)]);
@@ -75,8 +76,8 @@ ${message ? html`<p class="err">${message}</p>` : ''}
       }),
     );
     const [stripe, hooks] = await Promise.all([stripeStatus(deps.ledger), deps.webhooks.deliveryCounts()]);
-    const next = start >= 0 && start + PAGE_SIZE < all.length ? slice[slice.length - 1]!.id : null;
-    const body = html`<h1>Customers <span class="muted">(${all.length})</span></h1>
+    const next = found.length > PAGE_SIZE ? slice[slice.length - 1]!.id : null;
+    const body = html`<h1>Customers <span class="muted">(${total})</span></h1>
 <table><thead><tr><th>customer</th><th>name</th><th class="num">balance</th><th class="num">available</th><th>plan</th><th>sessions this period</th></tr></thead>
 <tbody>${rows}</tbody></table>${next ? html`<p><a href="/?after=${encodeURIComponent(next)}">Next page →</a></p>` : ''}
 <h2>Sync status</h2><div class="cards">

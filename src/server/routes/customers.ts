@@ -7,6 +7,8 @@ import { customerId, customerParams, idempotencyHeaders, positiveUsd, usd } from
 import { planIdSchema } from '../../quota/plans';
 
 const tags = ['customers'];
+/** A display name, as the ledger stores it. */
+const customerName = z.string().min(1).max(200);
 
 /** Customers, their balance, statement and top-ups. */
 export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
@@ -15,7 +17,7 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
 
   r.post('/v1/customers', {
     config: { scope: 'write' },
-    schema: { tags, summary: 'Create a customer', headers: idempotencyHeaders, body: z.object({ id: customerId, name: z.string().min(1).max(200).optional() }).strict() },
+    schema: { tags, summary: 'Create a customer', headers: idempotencyHeaders, body: z.object({ id: customerId, name: customerName.optional() }).strict() },
   }, (req, reply) =>
     mutate(deps, req, reply, async (key) => ({
       status: 201,
@@ -28,14 +30,15 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
     schema: {
       tags,
       summary: 'List customers (by id, paged with `after`)',
+      description: 'Keyset paging: each page is one range read in id order. Pass the previous page\'s `nextAfter` as `after`; `nextAfter` is null on the last page. A customer created while paging shows on a later page when its id sorts after the cursor, and no customer is shown twice.',
       querystring: z.object({ limit: z.coerce.number().int().min(1).max(500).default(50), after: customerId.optional() }).strict(),
     },
   }, async (req) => {
-    const all = await metrics.time('listCustomers', () => ledger.listCustomers());
-    const start = req.query.after === undefined ? 0 : all.findIndex((c) => c.id > req.query.after!);
-    const slice = start < 0 ? [] : all.slice(start, start + req.query.limit);
+    // One keyset page from the database (one row more than asked, to know whether another page follows).
+    const page = await metrics.time('listCustomers', () => ledger.listCustomers({ limit: req.query.limit + 1, after: req.query.after }));
+    const slice = page.slice(0, req.query.limit);
     const data = await Promise.all(slice.map(async (c) => ({ ...c, ...(await ledger.balance(c.id)) })));
-    const next = start >= 0 && start + req.query.limit < all.length ? slice[slice.length - 1]!.id : null;
+    const next = page.length > req.query.limit ? slice[slice.length - 1]!.id : null;
     return apiJson({ data, nextAfter: next });
   });
 
@@ -53,14 +56,19 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
     config: { scope: 'write' },
     schema: {
       tags,
-      summary: 'Update a customer: plan, monthly budget, low-balance threshold',
-      description: 'Customer ids and names are immutable in the ledger; this changes the settings around them. `budgetUsd: null` clears the budget, `lowBalanceThresholdUsd: null` returns to the default.',
+      summary: 'Update a customer: display name, plan, monthly budget, low-balance threshold',
+      description: 'The id is immutable. `name: null` clears the display name, `budgetUsd: null` clears the budget, `lowBalanceThresholdUsd: null` returns to the default. Setting a value the customer already has changes nothing.',
       params: customerParams,
       headers: idempotencyHeaders,
       body: z
-        .object({ planId: planIdSchema.optional(), budgetUsd: usd('budgetUsd').nullable().optional(), lowBalanceThresholdUsd: usd('lowBalanceThresholdUsd').nullable().optional() })
+        .object({
+          name: customerName.nullable().optional(),
+          planId: planIdSchema.optional(),
+          budgetUsd: usd('budgetUsd').nullable().optional(),
+          lowBalanceThresholdUsd: usd('lowBalanceThresholdUsd').nullable().optional(),
+        })
         .strict()
-        .refine((b) => Object.keys(b).length > 0, 'name at least one of planId, budgetUsd, lowBalanceThresholdUsd'),
+        .refine((b) => Object.keys(b).length > 0, 'name at least one of name, planId, budgetUsd, lowBalanceThresholdUsd'),
     },
   }, (req, reply) =>
     mutate(deps, req, reply, async () => {
@@ -68,6 +76,7 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
       await ledger.getCustomer(id);
       // Checked before anything changes, so a bad plan id leaves the budget untouched too.
       if (req.body.planId !== undefined) await quota.getPlan(req.body.planId);
+      if (req.body.name !== undefined) await metrics.time('updateCustomer', () => ledger.updateCustomer({ id, name: req.body.name!, actor: actorOf(req) }));
       if (req.body.planId !== undefined) await metrics.time('subscribe', () => quota.subscribe({ customerId: id, planId: req.body.planId! }));
       if (req.body.budgetUsd !== undefined) await metrics.time('setBudget', () => quota.setBudget(id, req.body.budgetUsd!));
       if (req.body.lowBalanceThresholdUsd !== undefined) await deps.webhooks.setLowBalanceThreshold(id, req.body.lowBalanceThresholdUsd);
