@@ -612,3 +612,54 @@ describe('webhooks', () => {
     }
   });
 });
+
+describe('invoice items', () => {
+  it('creates an item for an existing customer, in integer minor units or as a decimal rounded half-up', async () => {
+    const customer = await stripe.customers.create({ name: 'Items' });
+    const whole = await stripe.invoiceItems.create({ customer: customer.id, amount: 2900, currency: 'usd', description: 'base', period: { start: 1_700_000_000, end: 1_702_000_000 }, metadata: { k: 'v' } });
+    expect(whole).toMatchObject({ object: 'invoiceitem', amount: 2900, currency: 'usd', customer: customer.id, description: 'base', period: { start: 1_700_000_000, end: 1_702_000_000 }, metadata: { k: 'v' }, invoice: null });
+    const fine = await stripe.invoiceItems.create({ customer: customer.id, unit_amount_decimal: Stripe.Decimal.from('200.5'), quantity: 1, currency: 'usd' });
+    expect(fine).toMatchObject({ amount: 201, unit_amount_decimal: '200.5' });
+    const credit = await stripe.invoiceItems.create({ customer: customer.id, amount: -150, currency: 'usd' });
+    expect(credit.amount).toBe(-150);
+    expect(server.invoiceItems.filter((i) => i.customer === customer.id)).toHaveLength(3);
+    const listed = await stripe.invoiceItems.list({ customer: customer.id, limit: 10 });
+    expect(listed.data.map((i) => i.id).sort()).toEqual([whole.id, fine.id, credit.id].sort());
+  });
+
+  it('refuses what Stripe refuses: no customer, an unknown one, both or neither amount, a bad amount, currency, decimal, description or period', async () => {
+    const customer = await stripe.customers.create({});
+    const before = server.invoiceItems.length;
+    const cases: Array<[Record<string, unknown>, RegExp, string?]> = [
+      [{ amount: 100, currency: 'usd' }, /Missing required param: customer/, 'customer'],
+      [{ customer: 'cus_nope', amount: 100, currency: 'usd' }, /No such customer: 'cus_nope'/, 'customer'],
+      [{ customer: customer.id, currency: 'usd' }, /Missing required param: amount/, 'amount'],
+      [{ customer: customer.id, amount: 100, unit_amount_decimal: '1.5', currency: 'usd' }, /only specify one of these parameters: amount, unit_amount_decimal/],
+      [{ customer: customer.id, amount: '12.5', currency: 'usd' }, /Invalid integer: 12.5/, 'amount'],
+      [{ customer: customer.id, amount: 100 }, /Missing required param: currency/, 'currency'],
+      [{ customer: customer.id, amount: 100, currency: 'dollars' }, /Invalid currency/, 'currency'],
+      [{ customer: customer.id, unit_amount_decimal: '1.1234567890123', currency: 'usd' }, /at most 12 decimal places/, 'unit_amount_decimal'],
+      [{ customer: customer.id, amount: 100, currency: 'usd', description: 'x'.repeat(5001) }, /at most 5000 characters/, 'description'],
+      [{ customer: customer.id, amount: 100, currency: 'usd', period: { start: 20, end: 10 } }, /period end must be greater than or equal/, 'period[end]'],
+    ];
+    for (const [params, message, param] of cases) {
+      const err = await rejectionOf(stripe.invoiceItems.create(params as unknown as Stripe.InvoiceItemCreateParams));
+      expect(err.statusCode, JSON.stringify(params).slice(0, 80)).toBe(400);
+      expect(err.message).toMatch(message);
+      if (param) expect(err.param).toBe(param);
+    }
+    expect(server.invoiceItems).toHaveLength(before);
+  });
+
+  it('keeps idempotency: the same key and params replay the first item, the same key with other params is an idempotency_error', async () => {
+    const customer = await stripe.customers.create({});
+    const params = { customer: customer.id, amount: 500, currency: 'usd', description: 'base' };
+    const first = await stripe.invoiceItems.create(params, { idempotencyKey: 'ii-key-1' });
+    const again = await stripe.invoiceItems.create(params, { idempotencyKey: 'ii-key-1' });
+    expect(again.id).toBe(first.id);
+    const err = await rejectionOf(stripe.invoiceItems.create({ ...params, amount: 501 }, { idempotencyKey: 'ii-key-1' }));
+    expect(err.statusCode).toBe(400);
+    expect(err.type).toBe('StripeIdempotencyError');
+    expect(server.invoiceItems.filter((i) => i.customer === customer.id)).toHaveLength(1);
+  });
+});

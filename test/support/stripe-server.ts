@@ -198,6 +198,25 @@ export interface Refund {
   created: number;
 }
 
+export interface InvoiceItem {
+  id: string;
+  object: 'invoiceitem';
+  /** Integer minor units: `amount`, or quantity × unit_amount_decimal rounded half-up. */
+  amount: number;
+  currency: string;
+  customer: string;
+  date: number;
+  description: string | null;
+  discountable: boolean;
+  invoice: string | null;
+  livemode: false;
+  metadata: Record<string, string>;
+  period: { start: number; end: number };
+  proration: false;
+  quantity: number;
+  unit_amount_decimal: string;
+}
+
 export interface Transfer {
   id: string;
   object: 'transfer';
@@ -576,6 +595,16 @@ function formatMoney(amount: number, currency: string): string {
   return currency === 'usd' ? `$${major}` : `${major} ${currency}`;
 }
 
+/** quantity × a decimal of minor units, rounded half-up (away from zero) to an integer, exactly (no floats). */
+function roundHalfUp(decimal: string, quantity: number): number {
+  const negative = decimal.startsWith('-');
+  const [whole, frac = ''] = decimal.replace(/^-/, '').split('.');
+  const scale = 10n ** BigInt(frac.length);
+  const units = (BigInt(whole!) * scale + BigInt(frac || '0')) * BigInt(quantity);
+  const rounded = (units * 2n + scale) / (2n * scale);
+  return Number(negative ? -rounded : rounded);
+}
+
 function requireAmount(params: FormObject, name = 'amount'): number {
   return toInteger(requireString(params, name), name, 1);
 }
@@ -704,6 +733,7 @@ export class StripeTestServer {
   private readonly chargeStore = new Map<string, Charge>();
   private readonly refundStore = new Map<string, Refund>();
   private readonly transferStore = new Map<string, Transfer>();
+  private readonly invoiceItemStore = new Map<string, InvoiceItem>();
   private readonly meterStore = new Map<string, Meter>();
   private readonly checkoutStore = new Map<string, CheckoutSession>();
   private readonly meterEventLog: MeterEventRecord[] = [];
@@ -774,6 +804,9 @@ export class StripeTestServer {
   }
   get transfers(): Transfer[] {
     return [...this.transferStore.values()];
+  }
+  get invoiceItems(): InvoiceItem[] {
+    return [...this.invoiceItemStore.values()];
   }
   get meters(): Meter[] {
     return [...this.meterStore.values()];
@@ -1149,7 +1182,8 @@ export class StripeTestServer {
       this.chargeStore.get(id) ??
       this.paymentIntentStore.get(id) ??
       this.refundStore.get(id) ??
-      this.transferStore.get(id)
+      this.transferStore.get(id) ??
+      this.invoiceItemStore.get(id)
     );
   }
 
@@ -1270,6 +1304,25 @@ export class StripeTestServer {
         const charge = this.chargeStore.get(ids[0] ?? '');
         if (!charge) throw noSuch('charge', ids[0] ?? '', 'charge', 404);
         return charge;
+      }),
+
+      route('POST', '/v1/invoiceitems', {
+        amount: S, currency: S, customer: S, description: S, discountable: S, invoice: S, metadata: MAP,
+        period: { start: S, end: S }, quantity: S, quantity_decimal: S, subscription: S, tax_behavior: S, tax_code: S,
+        tax_rates: list(S), unit_amount_decimal: S, price_data: ANY, pricing: ANY, discounts: ANY, customer_account: S,
+      }, (ctx) => this.createInvoiceItem(ctx)),
+      route('GET', '/v1/invoiceitems', { ...PAGINATION, customer: S, invoice: S, pending: S, created: ANY }, ({ params }) => {
+        const customer = optString(params, 'customer');
+        const pending = optBoolean(params, 'pending');
+        const all = this.newestFirst(
+          [...this.invoiceItemStore.values()].map((i) => ({ ...i, created: i.date })),
+        ).filter((i) => (customer === undefined || i.customer === customer) && (pending === undefined || (i.invoice === null) === pending));
+        return this.paginate(all.map(({ created: _c, ...i }) => i), params, '/v1/invoiceitems');
+      }),
+      route('GET', `/v1/invoiceitems/${id}`, {}, ({ ids }) => {
+        const item = this.invoiceItemStore.get(ids[0] ?? '');
+        if (!item) throw noSuch('invoiceitem', ids[0] ?? '', 'id', 404);
+        return item;
       }),
 
       route('POST', '/v1/refunds', {
@@ -1731,6 +1784,74 @@ export class StripeTestServer {
     this.emit('refund.created', refund, request);
     this.emit('charge.refunded', charge, request);
     return refund;
+  }
+
+  /**
+   * POST /v1/invoiceitems (https://docs.stripe.com/api/invoiceitems/create): a
+   * customer that exists; either `amount` (integer minor units, negative
+   * allowed) or `unit_amount_decimal` (at most 12 decimals) times `quantity`,
+   * never both; a three-letter currency; a description within Stripe's 5,000
+   * character limit for strings; an inclusive period with end ≥ start.
+   */
+  private createInvoiceItem({ params, request }: Ctx): InvoiceItem {
+    if (params.price_data !== undefined || params.pricing !== undefined || params.customer_account !== undefined) {
+      throw invalid('This Stripe test double supports invoice items with amount or unit_amount_decimal for a customer only.');
+    }
+    const customer = this.requireCustomer(requireString(params, 'customer'), 'customer');
+    const amountParam = optString(params, 'amount');
+    const decimalParam = optString(params, 'unit_amount_decimal');
+    if (amountParam !== undefined && decimalParam !== undefined) {
+      throw invalid('You may only specify one of these parameters: amount, unit_amount_decimal.', { param: 'amount' });
+    }
+    if (amountParam === undefined && decimalParam === undefined) throw missingParam('amount');
+    if (optString(params, 'quantity_decimal') !== undefined) throw invalid('quantity_decimal is not supported by this Stripe test double.', { param: 'quantity_decimal' });
+    const currency = optString(params, 'currency') === undefined && customer.currency ? customer.currency : requireCurrency(params);
+    const quantity = optString(params, 'quantity') === undefined ? 1 : toInteger(optString(params, 'quantity')!, 'quantity', 0);
+    if (amountParam !== undefined && quantity !== 1) throw invalid('You may only specify quantity together with unit_amount_decimal, not with amount.', { param: 'quantity' });
+    let amount: number;
+    let unitAmountDecimal: string;
+    if (amountParam !== undefined) {
+      amount = toInteger(amountParam, 'amount', -MAXIMUM_CHARGE, MAXIMUM_CHARGE);
+      unitAmountDecimal = String(amount);
+    } else {
+      if (!/^-?\d+(\.\d{1,12})?$/.test(decimalParam!)) {
+        throw invalid(`Invalid decimal: ${decimalParam}. Decimals can have at most 12 decimal places.`, { param: 'unit_amount_decimal', code: 'parameter_invalid_decimal' });
+      }
+      unitAmountDecimal = decimalParam!;
+      amount = roundHalfUp(decimalParam!, quantity);
+      if (Math.abs(amount) > MAXIMUM_CHARGE) throw invalid(`Amount must be no more than ${formatMoney(MAXIMUM_CHARGE, currency)}`, { param: 'unit_amount_decimal', code: 'amount_too_large' });
+    }
+    const description = optString(params, 'description') ?? null;
+    if (description !== null && description.length > 5000) {
+      throw invalid(`Invalid string: ${description.slice(0, 20)}...; must be at most 5000 characters`, { param: 'description' });
+    }
+    let period = { start: this.nowSeconds(), end: this.nowSeconds() };
+    if (params.period !== undefined) {
+      const start = toInteger(requireString(params, 'period', 'start'), 'period[start]', 0);
+      const end = toInteger(requireString(params, 'period', 'end'), 'period[end]', 0);
+      if (end < start) throw invalid('The period end must be greater than or equal to the period start.', { param: 'period[end]' });
+      period = { start, end };
+    }
+    const item: InvoiceItem = {
+      id: randomId('ii'),
+      object: 'invoiceitem',
+      amount,
+      currency,
+      customer: customer.id,
+      date: this.nowSeconds(),
+      description,
+      discountable: optBoolean(params, 'discountable') ?? amount >= 0,
+      invoice: null,
+      livemode: false,
+      metadata: metadataParam(params),
+      period,
+      proration: false,
+      quantity,
+      unit_amount_decimal: unitAmountDecimal,
+    };
+    this.invoiceItemStore.set(item.id, item);
+    this.emit('invoiceitem.created', item, request);
+    return item;
   }
 
   private createTransfer({ params, request }: Ctx): Transfer {
