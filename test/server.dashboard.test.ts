@@ -101,6 +101,7 @@ describe.each(BACKENDS)('dashboard in Chromium on $name', (backend) => {
     expect(await page.locator('tbody tr').nth(1).locator('.bar i').getAttribute('style')).toBe('width:80.0%');
     expect(await page.locator('#stripe-status').textContent()).toMatch(/pending.*delivered.*failed/);
     expect(await page.locator('#webhook-status').textContent()).toMatch(/pending/);
+    expect(await page.locator('#stripe-invoice-items').textContent()).toMatch(/0 pending.*0 delivered.*0 failed/);
     fs.mkdirSync(SHOTS, { recursive: true });
     await page.screenshot({ path: path.join(SHOTS, 'dashboard-customers.png') });
 

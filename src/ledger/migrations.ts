@@ -271,6 +271,44 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 5,
+    name: 'invoice collection: how each closed period is collected, and the Stripe invoice-item outbox',
+    statements: () => [
+      // One row per customer and period: the first collection decides credits or Stripe, for good.
+      `CREATE TABLE billing_invoice_collections (
+        customer_id TEXT NOT NULL,
+        period_start BIGINT NOT NULL,
+        invoice_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (customer_id, period_start)
+      )`,
+      // Before this version every closed period was collected from the credits (or was to be).
+      `INSERT INTO billing_invoice_collections (customer_id, period_start, invoice_id, method, created_at)
+        SELECT customer_id, period_start, id, 'credits', closed_at FROM billing_invoices`,
+      // One row per Stripe invoice item owed (base price, overage), written with the collection row.
+      `CREATE TABLE billing_stripe_invoice_items (
+        id TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        invoice_id TEXT NOT NULL,
+        period_start BIGINT NOT NULL,
+        period_end BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        amount_nanos BIGINT NOT NULL,
+        description TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at BIGINT NOT NULL,
+        last_error TEXT,
+        stripe_item_id TEXT,
+        delivered_at BIGINT,
+        created_at BIGINT NOT NULL,
+        UNIQUE (customer_id, period_start, kind)
+      )`,
+      'CREATE INDEX billing_stripe_invoice_items_due ON billing_stripe_invoice_items (status, next_attempt_at)',
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

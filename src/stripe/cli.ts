@@ -12,6 +12,7 @@ import { QuotaService } from '../quota/service';
 import { createStripeClient, type StripeClientOptions } from './client';
 import { configureOutbox, ensureMeter, ensureStripeCustomer, linkStripeCustomer } from './customers';
 import { StripeIntegrationError } from './errors';
+import { configureInvoiceItems, InvoiceItemDelivery, invoiceItemCounts, type InvoiceItemCounts } from './invoice-items';
 import { OutboxDelivery, type OutboxDeliveryOptions, type OutboxStatus } from './outbox';
 import { AutoRecharge, type RechargeOutcome } from './recharge';
 import { parsePeriod, reconcile, type ReconcileReport } from './reconcile';
@@ -31,10 +32,13 @@ function client(opts: StripeCommonOptions): Stripe {
 /** `stripe setup`: turns the outbox on and creates the meter(s) it will use. */
 export async function stripeSetup(
   ledger: Ledger,
-  opts: StripeCommonOptions & Partial<Pick<OutboxSettings, 'eventName' | 'perChargeType'>> & { chargeTypes?: string[] } = {},
+  opts: StripeCommonOptions & Partial<Pick<OutboxSettings, 'eventName' | 'perChargeType'>> & { chargeTypes?: string[]; invoiceItems?: boolean } = {},
   print: Print = () => undefined,
-): Promise<{ outbox: OutboxSettings; meters: Record<string, string> }> {
+): Promise<{ outbox: OutboxSettings; meters: Record<string, string>; invoiceItems?: { enabled: boolean } }> {
   const outbox = await configureOutbox(ledger, { eventName: opts.eventName, perChargeType: opts.perChargeType });
+  // Left as it is unless asked: turning it on changes how every later closed period is collected.
+  const invoiceItems = opts.invoiceItems === undefined ? undefined : await configureInvoiceItems(ledger, opts.invoiceItems);
+  if (invoiceItems) print(`closed invoices are collected ${invoiceItems.enabled ? 'as Stripe invoice items' : 'from the credits'}`);
   const stripe = client(opts);
   const names = outbox.perChargeType
     ? [...new Set((opts.chargeTypes ?? Object.keys((await ledger.activeRateCard()).chargeTypes)).map((t) => meterEventName(outbox, t)))]
@@ -44,7 +48,7 @@ export async function stripeSetup(
     meters[name] = await ensureMeter(stripe, name);
     print(`meter ${name}: ${meters[name]}`);
   }
-  return { outbox, meters };
+  return { outbox, meters, ...(invoiceItems ? { invoiceItems } : {}) };
 }
 
 /** `stripe customers link|create`. */
@@ -68,9 +72,16 @@ export interface StripeSyncOptions extends StripeCommonOptions, Omit<OutboxDeliv
 }
 
 /** `stripe sync [--once | --watch]`: delivers the outbox with progress lines; returns the final status. */
-export async function stripeSync(ledger: Ledger, opts: StripeSyncOptions = {}, print: Print = () => undefined): Promise<OutboxStatus & { deliveredNow: number; duplicatesNow: number; retriedNow: number; failedNow: number }> {
+export async function stripeSync(
+  ledger: Ledger,
+  opts: StripeSyncOptions = {},
+  print: Print = () => undefined,
+): Promise<OutboxStatus & { deliveredNow: number; duplicatesNow: number; retriedNow: number; failedNow: number; invoiceItems: InvoiceItemCounts }> {
   const stripe = client(opts);
   const delivery = new OutboxDelivery(ledger, { ...opts, stripe });
+  const items = new InvoiceItemDelivery(ledger, { stripe, leaseMs: opts.leaseMs, maxAttempts: opts.maxAttempts, backoff: opts.backoff, createCustomers: opts.createCustomers, customerRetryMs: opts.customerRetryMs, clock: opts.clock, random: opts.random });
+  // Invoice items run beside the meter events; an auth failure in either stops both.
+  const itemsDone = deliverInvoiceItems(items, { ...opts, timeoutMs: opts.watch ? undefined : (opts.timeoutMs ?? 10 * 60_000) }, print);
   const recharge = (opts.recharge ?? opts.watch) ? new AutoRecharge(ledger, stripe) : null;
   const totals = { deliveredNow: 0, duplicatesNow: 0, retriedNow: 0, failedNow: 0 };
   let rechargeAt = 0;
@@ -94,19 +105,41 @@ export async function stripeSync(ledger: Ledger, opts: StripeSyncOptions = {}, p
       }
     },
   });
-  return { ...status, ...totals };
+  return { ...status, ...totals, invoiceItems: await itemsDone };
+}
+
+/** Delivers invoice items until none is pending (or the timeout), or until `signal` aborts in watch mode. */
+async function deliverInvoiceItems(items: InvoiceItemDelivery, opts: { watch?: boolean; signal?: AbortSignal; timeoutMs?: number; idleMs?: number }, print: Print): Promise<InvoiceItemCounts> {
+  const started = Date.now();
+  for (;;) {
+    if (opts.signal?.aborted) break;
+    const round = await items.deliverRound();
+    if (round.leased > 0) print(`invoice items: ${round.delivered} delivered, ${round.retried} to retry, ${round.failed} failed, ${round.waiting} waiting`);
+    const due = await items.msUntilDue();
+    if (!opts.watch && due === Number.MAX_SAFE_INTEGER) break;
+    if (!opts.watch && opts.timeoutMs !== undefined && Date.now() - started > opts.timeoutMs) break;
+    if (round.leased === 0) {
+      const wait = Math.max(20, Math.min(opts.idleMs ?? 1000, due));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, wait);
+        opts.signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+      });
+    }
+  }
+  return items.counts();
 }
 
 /** `stripe status`: pending / delivered / failed counts. */
-export async function stripeStatus(ledger: Ledger, opts: StripeCommonOptions = {}): Promise<OutboxStatus> {
+export async function stripeStatus(ledger: Ledger, opts: StripeCommonOptions = {}): Promise<OutboxStatus & { invoiceItems: InvoiceItemCounts }> {
   // No request is made; the client is only needed by the delivery object.
   const stripe = opts.stripe ?? ({} as Stripe);
-  return new OutboxDelivery(ledger, { stripe }).status();
+  return { ...(await new OutboxDelivery(ledger, { stripe }).status()), invoiceItems: await invoiceItemCounts(ledger) };
 }
 
-/** `stripe retry-failed`: queues failed events again. */
-export async function stripeRetryFailed(ledger: Ledger): Promise<{ requeued: number }> {
-  return { requeued: await new OutboxDelivery(ledger, { stripe: {} as Stripe }).retryFailed() };
+/** `stripe retry-failed`: queues failed meter events and invoice items again. */
+export async function stripeRetryFailed(ledger: Ledger): Promise<{ requeued: number; invoiceItemsRequeued: number }> {
+  const stripe = {} as Stripe;
+  return { requeued: await new OutboxDelivery(ledger, { stripe }).retryFailed(), invoiceItemsRequeued: await new InvoiceItemDelivery(ledger, { stripe }).retryFailed() };
 }
 
 /** Default settle window of `stripe reconcile`: how long differences may take to disappear from Stripe's eventually consistent summaries. */

@@ -2,6 +2,7 @@ export * from './errors';
 export * from './retry';
 export { createStripeClient, type StripeClientOptions } from './client';
 export { configureOutbox, outboxSettings, ensureStripeCustomer, linkStripeCustomer, stripeCustomerFor, ledgerCustomerForStripe, ensureMeter, findMeter } from './customers';
+export { configureInvoiceItems, InvoiceItemDelivery, invoiceItemCounts, invoiceItemId, stripeAmount, stripeInvoiceItems, type InvoiceItemCounts, type InvoiceItemDeliveryOptions, type InvoiceItemRound } from './invoice-items';
 export { OutboxDelivery, meterTimestamp, type OutboxDeliveryOptions, type OutboxStatus, type RoundResult } from './outbox';
 export { reconcile, parsePeriod, unitsToUsd, type ReconcileLine, type ReconcileOptions, type ReconcilePeriod, type ReconcileReport } from './reconcile';
 export { AutoRecharge, completeRecharge, failRecharge, rechargeKey, NANOS_PER_CENT, type RechargeConfig, type RechargeOutcome } from './recharge';

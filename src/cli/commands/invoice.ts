@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatUsd } from '../../money';
-import { collectInvoices } from '../../quota/collect';
+import { collectInvoices, type Collection } from '../../quota/collect';
+import { stripeInvoiceItems } from '../../stripe/invoice-items';
 import { type Invoice, type MetricLine, QuotaService } from '../../quota/service';
 import { CLI_ACTOR, type CliContext } from '../context';
 import { keyValues, shortTime, table, usd } from '../output';
@@ -61,18 +62,32 @@ export function registerInvoice(program: Command, cli: CliContext): void {
     });
   invoice
     .command('close <customer>')
-    .description('close every ended period as an immutable invoice, collect each from the credits once, and show the latest')
+    .description('close every ended period as an immutable invoice, collect each once (from the credits, or as Stripe invoice items after `stripe setup --invoice-items`), and show the latest')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
       const { inv, collections } = await cli.withLedger(async (ledger) => {
         const quota = new QuotaService(ledger, { actor: CLI_ACTOR });
         const closed = await quota.closeInvoice(input.customer);
-        return { inv: closed, collections: await collectInvoices(quota, input.customer, CLI_ACTOR) };
+        return { inv: closed, collections: await collectInvoices(quota, input.customer, CLI_ACTOR, { external: stripeInvoiceItems() }) };
       });
       const unpaid = collections.filter((c) => c.status === 'unpaid');
+      const invoiced = collections.filter((c) => c.status === 'invoiced');
+      const lines = [
+        unpaid.length ? `Unpaid (credits too low, collected on a later close): ${unpaid.map((c) => c.periodStart.slice(0, 10)).join(', ')}` : '',
+        invoiced.length ? `Queued as Stripe invoice items (\`stripe sync\` delivers): ${invoiced.map((c) => `${c.periodStart.slice(0, 10)} ${itemsSummary(c)}`).join(', ')}` : '',
+        !unpaid.length && !invoiced.length ? 'Collected from credits.' : '',
+      ].filter(Boolean);
       cli.print({
-        json: { ...invoiceJson(inv), collections },
-        human: () => `${invoiceHuman(inv)}\n${unpaid.length ? `Unpaid (credits too low, collected on a later close): ${unpaid.map((c) => c.periodStart.slice(0, 10)).join(', ')}` : 'Collected from credits.'}`,
+        json: { ...invoiceJson(inv), collections: collections.map(collectionJson) },
+        human: () => `${invoiceHuman(inv)}\n${lines.join('\n')}`,
       });
     });
+}
+
+function itemsSummary(c: Collection): string {
+  return `(${(c.items ?? []).map((i) => `${i.kind} $${formatUsd(i.amount)} ${i.status}`).join(', ')})`;
+}
+
+function collectionJson(c: Collection): Record<string, unknown> {
+  return { ...c, ...(c.items ? { items: c.items.map(({ amount, ...i }) => ({ ...i, amountUsd: formatUsd(amount) })) } : {}) };
 }

@@ -63,10 +63,13 @@ export function registerStripe(program: Command, cli: CliContext): void {
   withStripeFlags(stripe.command('setup').description('turn on the meter-event outbox and create the Stripe meter(s)'))
     .option('--event-name <name>', 'meter event name (default flowise_billing_usage)')
     .option('--per-charge-type', 'one meter per ChargeType instead of one for all usage')
-    .action(async (flags: StripeFlags & { eventName?: string; perChargeType?: boolean }) => {
+    .option('--invoice-items', 'collect closed invoices (base price, overage) as Stripe invoice items instead of from the credits')
+    .option('--no-invoice-items', 'collect closed invoices from the credits again (periods already queued for Stripe stay there)')
+    .action(async (flags: StripeFlags & { eventName?: string; perChargeType?: boolean; invoiceItems?: boolean }) => {
       const opts = stripeOptions(flags);
-      const r = await stripeCall(cli, (ledger) => stripeSetup(ledger, { ...opts, eventName: flags.eventName, perChargeType: flags.perChargeType }, progress));
-      cli.print({ json: r, human: () => `Outbox on; usage is sent as micro-USD to: ${Object.keys(r.meters).join(', ')}` });
+      const r = await stripeCall(cli, (ledger) => stripeSetup(ledger, { ...opts, eventName: flags.eventName, perChargeType: flags.perChargeType, invoiceItems: flags.invoiceItems }, progress));
+      const items = r.invoiceItems ? `\nClosed invoices are collected ${r.invoiceItems.enabled ? 'as Stripe invoice items' : 'from the credits'}` : '';
+      cli.print({ json: r, human: () => `Outbox on; usage is sent as micro-USD to: ${Object.keys(r.meters).join(', ')}${items}` });
     });
 
   withStripeFlags(stripe.command('customer <customer>').description('create (or --link) the Stripe customer of a ledger customer'))
@@ -127,13 +130,14 @@ export function registerStripe(program: Command, cli: CliContext): void {
             ['delivered in all', r.delivered],
             ['failed', r.failed],
             ['breaker', r.breaker],
+            ['invoice items', `${r.invoiceItems.pending} pending, ${r.invoiceItems.delivered} delivered, ${r.invoiceItems.failed} failed`],
           ]),
       });
     });
 
   stripe
     .command('status')
-    .description('meter events pending, delivered and failed')
+    .description('meter events and invoice items pending, delivered and failed')
     .action(async () => {
       const r = await stripeCall(cli, (ledger) => stripeStatus(ledger));
       cli.print({
@@ -146,16 +150,18 @@ export function registerStripe(program: Command, cli: CliContext): void {
             ['failed', r.failed],
             ['oldest pending', r.oldestPendingAt ?? '—'],
             ...r.lastErrors.map((e) => [`error ${e.id}`, `${e.error} (${e.attempts} attempts)`] as const),
+            ['invoice items', `${r.invoiceItems.pending} pending, ${r.invoiceItems.delivered} delivered, ${r.invoiceItems.failed} failed`],
+            ...r.invoiceItems.lastErrors.map((e) => [`error ${e.id}`, `${e.error} (${e.attempts} attempts)`] as const),
           ]),
       });
     });
 
   stripe
     .command('retry-failed')
-    .description('queue failed meter events for delivery again')
+    .description('queue failed meter events and invoice items for delivery again')
     .action(async () => {
       const r = await stripeCall(cli, (ledger) => stripeRetryFailed(ledger));
-      cli.print({ json: r, human: () => `Requeued ${r.requeued} event(s)` });
+      cli.print({ json: r, human: () => `Requeued ${r.requeued} event(s) and ${r.invoiceItemsRequeued} invoice item(s)` });
     });
 
   withStripeFlags(stripe.command('reconcile').description("compare the ledger's usage per customer and meter with Stripe's"))

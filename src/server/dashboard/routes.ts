@@ -3,7 +3,9 @@ import { BillingError } from '../../errors';
 import type { Entry } from '../../ledger/types';
 import { formatUsd } from '../../money';
 import { INVOICE_CHARGE_TYPE } from '../../quota/collect';
+import { collectionsOf, type ExternalItem } from '../../quota/collect';
 import { stripeStatus } from '../../stripe/cli';
+import { stripeInvoiceItems } from '../../stripe/invoice-items';
 import type { ApiKey } from '../apikeys';
 import { BEARER } from '../apikeys';
 import type { ServerDeps } from '../context';
@@ -82,6 +84,7 @@ ${message ? html`<p class="err">${message}</p>` : ''}
 <tbody>${rows}</tbody></table>${next ? html`<p><a href="/?after=${encodeURIComponent(next)}">Next page →</a></p>` : ''}
 <h2>Sync status</h2><div class="cards">
 <div class="card" id="stripe-status"><span class="muted">Stripe meter events</span><b>${stripe.pending} pending</b>${stripe.delivered} delivered · <span class="${stripe.failed ? 'neg' : ''}">${stripe.failed} failed</span>${stripe.oldestPendingAt ? html`<br><span class="muted">oldest pending ${stripe.oldestPendingAt}</span>` : ''}</div>
+<div class="card" id="stripe-invoice-items"><span class="muted">Stripe invoice items</span><b>${stripe.invoiceItems.pending} pending</b>${stripe.invoiceItems.delivered} delivered · <span class="${stripe.invoiceItems.failed ? 'neg' : ''}">${stripe.invoiceItems.failed} failed</span></div>
 <div class="card" id="webhook-status"><span class="muted">Outbound webhooks</span><b>${hooks.pending} pending</b>${hooks.delivered} delivered · <span class="${hooks.failed ? 'neg' : ''}">${hooks.failed} failed</span></div>
 </div>`;
     return send(reply, 200, page('Customers', body, { signedIn: true }));
@@ -108,7 +111,9 @@ function groupSum(entries: readonly { key: string; nanos: bigint }[]): Array<{ l
 
 async function customerPage(deps: ServerDeps, id: string): Promise<Html> {
   const c = await deps.ledger.getCustomer(id);
-  const [b, u, invoices, events] = await Promise.all([deps.ledger.balance(id), deps.quota.usage(id), deps.quota.invoices(id), deps.webhooks.listEvents({ customerId: id, limit: 20 })]);
+  const [b, u, invoices, events, collections] = await Promise.all([
+    deps.ledger.balance(id), deps.quota.usage(id), deps.quota.invoices(id), deps.webhooks.listEvents({ customerId: id, limit: 20 }), collectionsOf(deps.quota, id, stripeInvoiceItems()),
+  ]);
   const from = Date.parse(u.periodStart);
   const to = Date.parse(u.periodEnd);
   const entries = await deps.ledger.statement(id, { limit: 10_000 });
@@ -147,6 +152,13 @@ async function customerPage(deps: ServerDeps, id: string): Promise<Html> {
 <h2>Statement <span class="muted">(latest 50)</span></h2>
 <table id="statement"><thead><tr><th>#</th><th>time (UTC)</th><th>type</th><th>ChargeType</th><th>qty</th><th class="num">amount</th><th class="num">balance</th><th>memo</th></tr></thead><tbody>${recent.map(entryRow)}</tbody></table>
 <div class="grid"><section><h2>Alerts</h2>${u.alerts.length === 0 ? html`<p class="muted">None this period.</p>` : html`<table><thead><tr><th>kind</th><th class="num">threshold</th><th class="num">value</th><th>fired</th></tr></thead><tbody>${u.alerts.map((a) => html`<tr><td>${a.kind}</td><td class="num">${a.threshold}%</td><td class="num">${a.value}%</td><td>${a.firedAt.slice(0, 19)}</td></tr>`)}</tbody></table>`}</section>
-<section><h2>Invoices</h2>${invoices.length === 0 ? html`<p class="muted">No closed invoices.</p>` : html`<table><thead><tr><th>invoice</th><th>period</th><th>plan</th><th class="num">total</th></tr></thead><tbody>${invoices.map((i) => html`<tr><td>${i.id ?? ''}</td><td>${i.periodStart.slice(0, 10)}</td><td>${i.planId}</td><td class="num">${usd(i.total)}</td></tr>`)}</tbody></table>`}</section></div>
+<section><h2>Invoices</h2>${invoices.length === 0 ? html`<p class="muted">No closed invoices.</p>` : html`<table><thead><tr><th>invoice</th><th>period</th><th>plan</th><th class="num">total</th><th>collected</th></tr></thead><tbody>${invoices.map((i) => html`<tr><td>${i.id ?? ''}</td><td>${i.periodStart.slice(0, 10)}</td><td>${i.planId}</td><td class="num">${usd(i.total)}</td><td>${collectionCell(collections.get(i.periodStart))}</td></tr>`)}</tbody></table>`}</section></div>
 <h2>Recent events</h2>${events.length === 0 ? html`<p class="muted">No webhook events.</p>` : html`<table><thead><tr><th>event</th><th>type</th><th>time</th></tr></thead><tbody>${events.map((e) => html`<tr><td>${e.id}</td><td>${e.type}</td><td>${e.createdAt.slice(0, 19)}</td></tr>`)}</tbody></table>`}`;
+}
+
+/** How a closed invoice is collected: credits (on the statement) or Stripe invoice items with their delivery status. */
+function collectionCell(c: { method: string; items?: readonly ExternalItem[] } | undefined): Html | string {
+  if (!c) return html`<span class="muted">not yet</span>`;
+  if (c.method === 'credits') return 'credits (statement)';
+  return html`Stripe: ${(c.items ?? []).map((i) => html`<span class="${i.status === 'failed' ? 'neg' : ''}">${i.kind} ${usd(i.amount)} ${i.status}</span> `)}`;
 }

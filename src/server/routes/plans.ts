@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { collectInvoices } from '../../quota/collect';
+import { collectInvoices, collectionsOf } from '../../quota/collect';
+import { stripeInvoiceItems } from '../../stripe/invoice-items';
 import { planIdSchema, planSchema } from '../../quota/plans';
 import { apiJson } from '../json';
 import { actorOf, mutate, type ServerDeps } from '../context';
@@ -84,10 +85,17 @@ export function planRoutes(app: FastifyInstance, deps: ServerDeps): void {
 
   r.get('/v1/customers/:customerId/invoices', {
     config: { scope: 'read' },
-    schema: { tags: ['invoices'], summary: 'Closed invoices', params: customerParams },
+    schema: {
+      tags: ['invoices'],
+      summary: 'Closed invoices, each with how it is collected',
+      description: '`collection` is null until the period is collected (close collects), then `{method: "credits"}` (an InvoiceCollection charge on the statement) or `{method: "stripe", items}` with each Stripe invoice item\'s `status` (pending, delivered, failed), attempts, last error and Stripe id.',
+      params: customerParams,
+    },
   }, async (req) => {
-    await ledger.getCustomer(req.params.customerId);
-    return apiJson({ data: await metrics.time('invoices', () => quota.invoices(req.params.customerId)) });
+    const id = req.params.customerId;
+    await ledger.getCustomer(id);
+    const [invoices, collections] = await metrics.time('invoices', () => Promise.all([quota.invoices(id), collectionsOf(quota, id, stripeInvoiceItems())]));
+    return apiJson({ data: invoices.map((inv) => ({ ...inv, collection: collections.get(inv.periodStart) ?? null })) });
   });
 
   r.get('/v1/customers/:customerId/invoices/preview', {
@@ -99,8 +107,8 @@ export function planRoutes(app: FastifyInstance, deps: ServerDeps): void {
     config: { scope: 'write' },
     schema: {
       tags: ['invoices'],
-      summary: 'Close ended periods and collect them from credits',
-      description: 'Every ended period becomes an immutable invoice; its base price and overage are charged to the credit balance once per period (ChargeType InvoiceCollection on the statement). An invoice the credits do not cover is reported unpaid and collected on a later close.',
+      summary: 'Close ended periods and collect them (credits, or Stripe invoice items)',
+      description: 'Every ended period becomes an immutable invoice, collected once per customer and period. By default its base price and overage are charged to the credit balance (ChargeType InvoiceCollection on the statement); an invoice the credits do not cover is reported unpaid and collected on a later close. After `stripe setup --invoice-items`, periods are instead queued as Stripe invoice items (base and overage separately; status `invoiced` with each item\'s delivery status), delivered by `stripe sync`.',
       params: customerParams,
       headers: idempotencyHeaders,
       body: z.object({}).strict().nullish(),
@@ -108,7 +116,7 @@ export function planRoutes(app: FastifyInstance, deps: ServerDeps): void {
   }, (req, reply) =>
     mutate(deps, req, reply, async () => {
       const invoice = await metrics.time('closeInvoice', () => quota.closeInvoice(req.params.customerId));
-      const collections = await metrics.time('collectInvoices', () => collectInvoices(quota, req.params.customerId, actorOf(req)));
+      const collections = await metrics.time('collectInvoices', () => collectInvoices(quota, req.params.customerId, actorOf(req), { external: stripeInvoiceItems() }));
       return { body: { invoice, collections } };
     }),
   );

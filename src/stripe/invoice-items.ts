@@ -1,0 +1,333 @@
+import { createHash } from 'node:crypto';
+import Stripe from 'stripe';
+import type { Row, SqlConnection } from '../ledger/dialect';
+import type { Ledger } from '../ledger/types';
+import { formatUsd } from '../money';
+import type { ExternalCollector, ExternalItem } from '../quota/collect';
+import type { Invoice } from '../quota/types';
+import { ensureStripeCustomer, stripeCustomerFor } from './customers';
+import { StripeIntegrationError } from './errors';
+import { type BackoffOptions, backoffMs, classifyFailure, factsOf } from './retry';
+
+/**
+ * Closed invoices collected as Stripe invoice items, through a durable outbox:
+ *
+ * - `stripe setup --invoice-items` turns it on for the database (a row in
+ *   billing_stripe_settings), so whichever process closes a period — CLI,
+ *   `serve`, a library caller passing `stripeInvoiceItems(ledger)` — decides
+ *   the same way.
+ * - Closing queues one row per non-zero part of the total (`base`, `overage`)
+ *   in the transaction that claims the period for Stripe
+ *   (billing_invoice_collections), with an id derived from customer, period
+ *   and part: collecting again, or concurrently, queues nothing more.
+ * - `stripe sync` delivers the rows with `POST /v1/invoiceitems`, each with
+ *   the row id as its Idempotency-Key on every attempt: a worker killed after
+ *   Stripe created the item but before the row was marked, or a lost answer,
+ *   resends the same key and Stripe replays the first item instead of making
+ *   a second. (Stripe keeps keys for 24 h; rows are retried for far less
+ *   before they count as failed.)
+ * - Amounts are exact: whole cents go as `amount`; anything finer as
+ *   `unit_amount_decimal` (cents with up to 7 decimals) × 1, which Stripe
+ *   rounds once, on the invoice.
+ */
+export const INVOICE_ITEMS_SETTINGS_KEY = 'invoice_items';
+export const INVOICE_ITEM_CURRENCY = 'usd';
+const NANOS_PER_CENT = 10_000_000n;
+
+export interface InvoiceItemCounts {
+  readonly pending: number;
+  readonly delivered: number;
+  readonly failed: number;
+  readonly oldestPendingAt: string | null;
+  readonly lastErrors: Array<{ id: string; attempts: number; error: string }>;
+}
+
+/** Turns Stripe invoice items on (or off) for every later collection in this database. */
+export async function configureInvoiceItems(ledger: Ledger, enabled: boolean): Promise<{ enabled: boolean }> {
+  const now = ledger.now();
+  await ledger.dialect.writeTransaction((c) =>
+    c.run(
+      'INSERT INTO billing_stripe_settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at',
+      [INVOICE_ITEMS_SETTINGS_KEY, JSON.stringify({ enabled }), now],
+    ),
+  );
+  return { enabled };
+}
+
+async function enabledIn(c: SqlConnection): Promise<boolean> {
+  const [r] = await c.query('SELECT value FROM billing_stripe_settings WHERE key = ?', [INVOICE_ITEMS_SETTINGS_KEY]);
+  if (!r) return false;
+  try {
+    return (JSON.parse(String(r.value)) as { enabled?: unknown }).enabled === true;
+  } catch {
+    return false;
+  }
+}
+
+/** The row id (and Stripe Idempotency-Key) of one part of one period's invoice. */
+export function invoiceItemId(customerId: string, periodStart: number, kind: string): string {
+  return `fbii_${createHash('sha256').update(`${customerId}\u0000${periodStart}\u0000${kind}`).digest('hex').slice(0, 40)}`;
+}
+
+const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+/** The parts of an invoice billed as items: the base price and the overage, each only when non-zero. */
+function partsOf(inv: Invoice): Array<{ kind: 'base' | 'overage'; amount: bigint; description: string }> {
+  const start = Date.parse(inv.periodStart);
+  const end = Date.parse(inv.periodEnd);
+  const span = `${day(start)} – ${day(end - 1)}`;
+  const parts: Array<{ kind: 'base' | 'overage'; amount: bigint; description: string }> = [];
+  if (inv.base > 0n) parts.push({ kind: 'base', amount: inv.base, description: `Plan ${inv.planId}: base price, ${span}` });
+  if (inv.overage > 0n) {
+    const metrics = inv.lines.filter((l) => l.amount > 0n).map((l) => `${l.metric} ${l.overage} ${l.unit}`).join(', ');
+    parts.push({ kind: 'overage', amount: inv.overage, description: `Plan ${inv.planId}: overage, ${span}${metrics ? ` (${metrics})` : ''}`.slice(0, 500) });
+  }
+  return parts;
+}
+
+function itemFrom(r: Row): ExternalItem {
+  return {
+    id: String(r.id),
+    kind: String(r.kind),
+    amount: BigInt(String(r.amount_nanos)),
+    status: String(r.status) as ExternalItem['status'],
+    attempts: Number(r.attempts),
+    lastError: r.last_error === null || r.last_error === undefined ? null : String(r.last_error),
+    externalId: r.stripe_item_id === null || r.stripe_item_id === undefined ? null : String(r.stripe_item_id),
+  };
+}
+
+/** The collector to pass to `collectInvoices`: queues Stripe invoice items when they are turned on. */
+export function stripeInvoiceItems(): ExternalCollector {
+  return {
+    method: 'stripe',
+    enabled: enabledIn,
+    async enqueue(c, inv, now) {
+      const start = Date.parse(inv.periodStart);
+      const end = Date.parse(inv.periodEnd);
+      for (const p of partsOf(inv)) {
+        await c.run(
+          `INSERT INTO billing_stripe_invoice_items (id, customer_id, invoice_id, period_start, period_end, kind, amount_nanos, description, status, attempts, next_attempt_at, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT DO NOTHING`,
+          [invoiceItemId(inv.customerId, start, p.kind), inv.customerId, inv.id, start, end, p.kind, p.amount, p.description, now, now],
+        );
+      }
+    },
+    async items(c, customerId) {
+      const rows = await c.query('SELECT * FROM billing_stripe_invoice_items WHERE customer_id = ? ORDER BY period_start, kind', [customerId]);
+      const out = new Map<number, ExternalItem[]>();
+      for (const r of rows) {
+        const start = Number(r.period_start);
+        out.set(start, [...(out.get(start) ?? []), itemFrom(r)]);
+      }
+      return out;
+    },
+  };
+}
+
+/** Stripe's amount fields for a nano-USD amount: whole cents as `amount`, finer as a decimal of cents. */
+export function stripeAmount(nanos: bigint): { amount: number } | { unit_amount_decimal: Stripe.Decimal; quantity: 1 } {
+  if (nanos % NANOS_PER_CENT === 0n) return { amount: Number(nanos / NANOS_PER_CENT) };
+  const negative = nanos < 0n;
+  const abs = negative ? -nanos : nanos;
+  const frac = (abs % NANOS_PER_CENT).toString().padStart(7, '0').replace(/0+$/, '');
+  return { unit_amount_decimal: Stripe.Decimal.from(`${negative ? '-' : ''}${abs / NANOS_PER_CENT}.${frac}`), quantity: 1 };
+}
+
+interface ItemRow {
+  id: string;
+  customerId: string;
+  invoiceId: string;
+  periodStart: number;
+  periodEnd: number;
+  kind: string;
+  amount: bigint;
+  description: string;
+  attempts: number;
+}
+
+export interface InvoiceItemDeliveryOptions {
+  readonly stripe: Stripe;
+  /** Attempts before a row counts as failed (default 20; `stripe retry-failed` puts failed rows back). */
+  readonly maxAttempts?: number;
+  /** How long a leased row is reserved for this worker (default 30 s). */
+  readonly leaseMs?: number;
+  readonly backoff?: BackoffOptions;
+  /** Create Stripe customers for unmapped ledger customers (default true); otherwise their rows wait. */
+  readonly createCustomers?: boolean;
+  /** How long rows of a customer without a Stripe customer wait before the next try (default 60 s). */
+  readonly customerRetryMs?: number;
+  readonly clock?: () => number;
+  readonly random?: () => number;
+}
+
+export interface InvoiceItemRound {
+  readonly leased: number;
+  readonly delivered: number;
+  readonly retried: number;
+  readonly failed: number;
+  readonly waiting: number;
+}
+
+/** Delivers queued invoice items to Stripe (a handful a month per customer: one request at a time). */
+export class InvoiceItemDelivery {
+  private readonly clock: () => number;
+  private readonly random: () => number;
+  private readonly o: Required<Omit<InvoiceItemDeliveryOptions, 'stripe' | 'clock' | 'random' | 'backoff'>> & { backoff: BackoffOptions };
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly opts: InvoiceItemDeliveryOptions,
+  ) {
+    this.clock = opts.clock ?? Date.now;
+    this.random = opts.random ?? Math.random;
+    this.o = {
+      maxAttempts: opts.maxAttempts ?? 20,
+      leaseMs: opts.leaseMs ?? 30_000,
+      createCustomers: opts.createCustomers ?? true,
+      customerRetryMs: opts.customerRetryMs ?? 60_000,
+      backoff: opts.backoff ?? {},
+    };
+  }
+
+  /** Leases due rows (pushing their next attempt past the lease) and returns them. */
+  private lease(now: number, limit = 100): Promise<ItemRow[]> {
+    const d = this.ledger.dialect;
+    return d.writeTransaction(async (c) => {
+      const rows = await c.query(
+        `SELECT * FROM billing_stripe_invoice_items WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ? ${d.forUpdate}`,
+        [now, limit],
+      );
+      for (const r of rows) await c.run('UPDATE billing_stripe_invoice_items SET next_attempt_at = ? WHERE id = ?', [now + this.o.leaseMs, String(r.id)]);
+      return rows.map((r) => ({
+        id: String(r.id),
+        customerId: String(r.customer_id),
+        invoiceId: String(r.invoice_id),
+        periodStart: Number(r.period_start),
+        periodEnd: Number(r.period_end),
+        kind: String(r.kind),
+        amount: BigInt(String(r.amount_nanos)),
+        description: String(r.description),
+        attempts: Number(r.attempts),
+      }));
+    });
+  }
+
+  private update(id: string, set: { status: 'pending' | 'delivered' | 'failed'; attempts: number; nextAt: number; error: string | null; stripeItemId?: string }): Promise<number> {
+    const now = this.clock();
+    return this.ledger.dialect.writeTransaction((c) =>
+      c.run(
+        `UPDATE billing_stripe_invoice_items SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?, stripe_item_id = COALESCE(?, stripe_item_id), delivered_at = ?
+          WHERE id = ? AND status = 'pending'`,
+        [set.status, set.attempts, set.nextAt, set.error, set.stripeItemId ?? null, set.status === 'delivered' ? now : null, id],
+      ),
+    );
+  }
+
+  /** Sends every due row once. Throws STRIPE_AUTH_FAILED (after putting the row back) when Stripe refuses the key. */
+  async deliverRound(): Promise<InvoiceItemRound> {
+    const now = this.clock();
+    const rows = await this.lease(now);
+    const r = { leased: rows.length, delivered: 0, retried: 0, failed: 0, waiting: 0 };
+    for (const row of rows) {
+      const customer = await this.stripeCustomer(row.customerId);
+      if (!customer) {
+        r.waiting += 1;
+        await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock() + this.o.customerRetryMs, error: `customer ${row.customerId} has no Stripe customer (link it or allow createCustomers)` });
+        continue;
+      }
+      try {
+        const item = await this.opts.stripe.invoiceItems.create(
+          {
+            customer,
+            currency: INVOICE_ITEM_CURRENCY,
+            ...stripeAmount(row.amount),
+            description: row.description,
+            // Stripe's period is inclusive; ours ends (exclusive) at the next period's start.
+            period: { start: Math.floor(row.periodStart / 1000), end: Math.floor(row.periodEnd / 1000) - 1 },
+            metadata: {
+              flowise_billing_customer_id: row.customerId,
+              flowise_billing_invoice_id: row.invoiceId,
+              flowise_billing_item: row.kind,
+              flowise_billing_amount_usd: formatUsd(row.amount),
+            },
+          },
+          // The same key on every attempt: a resend after a lost answer gets the first item back.
+          { idempotencyKey: row.id },
+        );
+        r.delivered += 1;
+        await this.update(row.id, { status: 'delivered', attempts: row.attempts + 1, nextAt: this.clock(), error: null, stripeItemId: item.id });
+      } catch (e) {
+        const facts = factsOf(e);
+        const verdict = classifyFailure(facts);
+        const error = `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500);
+        if (verdict === 'fatal') {
+          await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock(), error });
+          throw new StripeIntegrationError('STRIPE_AUTH_FAILED', `Stripe refused the API key: ${facts.message ?? ''}`, { statusCode: facts.statusCode });
+        }
+        if (verdict === 'throttled') {
+          r.waiting += 1;
+          await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock() + backoffMs(1, this.o.backoff, this.random), error });
+        } else if (verdict === 'rejected' || verdict === 'duplicate' || row.attempts + 1 >= this.o.maxAttempts) {
+          r.failed += 1;
+          await this.update(row.id, { status: 'failed', attempts: row.attempts + 1, nextAt: this.clock(), error });
+        } else {
+          r.retried += 1;
+          await this.update(row.id, { status: 'pending', attempts: row.attempts + 1, nextAt: this.clock() + backoffMs(row.attempts + 1, this.o.backoff, this.random), error });
+        }
+      }
+    }
+    return r;
+  }
+
+  private async stripeCustomer(customerId: string): Promise<string | null> {
+    const known = await stripeCustomerFor(this.ledger, customerId);
+    if (known || !this.o.createCustomers) return known;
+    try {
+      return await ensureStripeCustomer(this.ledger, this.opts.stripe, customerId);
+    } catch (e) {
+      const f = factsOf(e);
+      if (classifyFailure(f) === 'fatal') throw new StripeIntegrationError('STRIPE_AUTH_FAILED', `Stripe refused the API key: ${f.message ?? ''}`);
+      return null;
+    }
+  }
+
+  /** Milliseconds until the next pending row is due (MAX_SAFE_INTEGER when none is pending). */
+  async msUntilDue(): Promise<number> {
+    const [r] = await this.ledger.dialect.read((c) => c.query("SELECT MIN(next_attempt_at) AS t FROM billing_stripe_invoice_items WHERE status = 'pending'"));
+    if (!r || r.t === null || r.t === undefined) return Number.MAX_SAFE_INTEGER;
+    return Math.max(0, Number(r.t) - this.clock());
+  }
+
+  counts(): Promise<InvoiceItemCounts> {
+    return invoiceItemCounts(this.ledger);
+  }
+
+  /** Puts failed rows back in the queue (same idempotency key). */
+  retryFailed(): Promise<number> {
+    const now = this.clock();
+    return this.ledger.dialect.writeTransaction((c) =>
+      c.run("UPDATE billing_stripe_invoice_items SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed'", [now]),
+    );
+  }
+}
+
+/** Pending, delivered and failed invoice items, and why the last attempts failed (no Stripe client needed). */
+export async function invoiceItemCounts(ledger: Ledger): Promise<InvoiceItemCounts> {
+  return ledger.dialect.read(async (c) => {
+    const counts = await c.query('SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM billing_stripe_invoice_items GROUP BY status');
+    const errors = await c.query(
+      "SELECT id, attempts, last_error FROM billing_stripe_invoice_items WHERE status IN ('pending', 'failed') AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 5",
+    );
+    const by = new Map(counts.map((r) => [String(r.status), r]));
+    const n = (s: string) => Number(by.get(s)?.n ?? 0);
+    const oldest = by.get('pending')?.oldest;
+    return {
+      pending: n('pending'),
+      delivered: n('delivered'),
+      failed: n('failed'),
+      oldestPendingAt: oldest === undefined || oldest === null ? null : new Date(Number(oldest)).toISOString(),
+      lastErrors: errors.map((r) => ({ id: String(r.id), attempts: Number(r.attempts), error: String(r.last_error) })),
+    };
+  });
+}
