@@ -3,6 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openLedger } from '../src/ledger/open';
+import { QuotaService } from '../src/quota/service';
 import { signPayload, startStripeServer, type StripeTestServer } from './support/stripe-server';
 
 /** `flowise-billing stripe …` and `webhooks serve` as real subprocesses against the loopback Stripe server. */
@@ -65,6 +67,34 @@ describe('stripe CLI', () => {
     expect(rec.code).toBe(0);
     expect(rec.out.ok).toBe(true);
     expect(rec.out.lines[0]).toMatchObject({ customerId: 'acme', ledgerUnits: '7260000', difference: '0' });
+  });
+
+  it('setup --invoice-items, invoice close queues the period as Stripe invoice items, sync --once delivers them once, status shows them', async () => {
+    const db = path.join(tmp, 'stripe-invoices.sqlite');
+    const setup = await cli(db, ['stripe', 'setup', '--invoice-items']);
+    expect(setup.out.invoiceItems).toEqual({ enabled: true });
+    await cli(db, ['customers', 'create', 'inv-co']);
+    // A subscription that started 40 days ago, so a period has ended.
+    const ledger = await openLedger(db);
+    try {
+      await new QuotaService(ledger).subscribe({ customerId: 'inv-co', planId: 'starter', at: new Date(Date.now() - 40 * 86_400_000) });
+    } finally {
+      await ledger.close();
+    }
+    const before = server.invoiceItems.length;
+    const closed = await cli(db, ['invoice', 'close', 'inv-co']);
+    expect(closed.code).toBe(0);
+    expect(closed.out.collections[0]).toMatchObject({ method: 'stripe', status: 'invoiced', items: [{ kind: 'base', status: 'pending' }] });
+    const base = closed.out.collections[0].items[0].amountUsd as string;
+    expect((await cli(db, ['invoice', 'close', 'inv-co'])).out.collections).toHaveLength(1);
+    expect((await cli(db, ['stripe', 'status'])).out.invoiceItems).toMatchObject({ pending: 1, delivered: 0 });
+    const sync = await cli(db, ['stripe', 'sync', '--once']);
+    expect(sync.out.invoiceItems).toMatchObject({ pending: 0, delivered: 1, failed: 0 });
+    await cli(db, ['stripe', 'sync', '--once']);
+    const items = server.invoiceItems.slice(before);
+    expect(items).toHaveLength(1);
+    expect(items[0]).toMatchObject({ amount: Math.round(Number(base) * 100), currency: 'usd', metadata: { flowise_billing_customer_id: 'inv-co', flowise_billing_item: 'base' } });
+    expect((await cli(db, ['balance', 'inv-co'])).out).toMatchObject({ balanceUsd: '0.00' });
   });
 
   it('exit codes come from one place: reconcile exits 1 on a difference and 0 without; doctor exits 1 on problems', async () => {

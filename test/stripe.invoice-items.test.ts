@@ -166,6 +166,19 @@ describe.each(BACKENDS)('invoices collected as Stripe invoice items on $name', (
     expect((await stripeStatus(ledger)).invoiceItems).toMatchObject({ pending: 2, failed: 0 });
   });
 
+  it('fails an item at once when Stripe saved a 500 under its key (a resend would only replay it), with that advice', async () => {
+    const { ledger, quota, clock } = await setup();
+    await configureInvoiceItems(ledger, true);
+    await collectInvoices(quota, 'acme', 'test', { external: stripeInvoiceItems() });
+    server.injectFaults({ kind: 'server_error', path: '/v1/invoiceitems', count: 1 });
+    const r = await new InvoiceItemDelivery(ledger, { stripe: sdk(server), ...fast, clock }).deliverRound();
+    expect(r).toMatchObject({ leased: 2, delivered: 1, failed: 1, retried: 0 });
+    const status = (await stripeStatus(ledger)).invoiceItems;
+    expect(status).toMatchObject({ delivered: 1, failed: 1 });
+    expect(status.lastErrors[0]!.error).toMatch(/replays it for 24 h; requeue it/);
+    expect(server.invoiceItems).toHaveLength(1);
+  });
+
   it('without Stripe invoice items the credits path is unchanged, and turning them on later does not collect that period again', async () => {
     const { ledger, quota } = await setup();
     const [c] = await collectInvoices(quota, 'acme', 'test', { external: stripeInvoiceItems() });

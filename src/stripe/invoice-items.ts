@@ -7,7 +7,7 @@ import type { ExternalCollector, ExternalItem } from '../quota/collect';
 import type { Invoice } from '../quota/types';
 import { ensureStripeCustomer, stripeCustomerFor } from './customers';
 import { StripeIntegrationError } from './errors';
-import { type BackoffOptions, backoffMs, classifyFailure, factsOf } from './retry';
+import { type BackoffOptions, backoffMs, classifyFailure, type FailureFacts, factsOf } from './retry';
 
 /**
  * Closed invoices collected as Stripe invoice items, through a durable outbox:
@@ -123,6 +123,16 @@ export function stripeInvoiceItems(): ExternalCollector {
       return out;
     },
   };
+}
+
+/**
+ * A 5xx that Stripe saved under the request's idempotency key
+ * (`Stripe-Should-Retry: false`): every resend with the key gets it again for
+ * 24 h, and the key must stay (it is what prevents a second item), so
+ * retrying sooner cannot help.
+ */
+function savedFailure(f: FailureFacts): boolean {
+  return f.statusCode !== undefined && f.statusCode >= 500 && f.shouldRetryHeader === 'false';
 }
 
 /** Stripe's amount fields for a nano-USD amount: whole cents as `amount`, finer as a decimal of cents. */
@@ -268,9 +278,10 @@ export class InvoiceItemDelivery {
         if (verdict === 'throttled') {
           r.waiting += 1;
           await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock() + backoffMs(1, this.o.backoff, this.random), error });
-        } else if (verdict === 'rejected' || verdict === 'duplicate' || row.attempts + 1 >= this.o.maxAttempts) {
+        } else if (verdict === 'rejected' || verdict === 'duplicate' || savedFailure(facts) || row.attempts + 1 >= this.o.maxAttempts) {
           r.failed += 1;
-          await this.update(row.id, { status: 'failed', attempts: row.attempts + 1, nextAt: this.clock(), error });
+          const why = savedFailure(facts) ? `Stripe saved this failure under the item's key and replays it for 24 h; requeue it (stripe retry-failed) after that. ${error}` : error;
+          await this.update(row.id, { status: 'failed', attempts: row.attempts + 1, nextAt: this.clock(), error: why.slice(0, 500) });
         } else {
           r.retried += 1;
           await this.update(row.id, { status: 'pending', attempts: row.attempts + 1, nextAt: this.clock() + backoffMs(row.attempts + 1, this.o.backoff, this.random), error });
