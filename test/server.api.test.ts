@@ -337,6 +337,8 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect(m).toMatch(/flowise_billing_ledger_seconds_bucket\{le="0.005",operation="balance"\} \d+/);
     expect(m).toMatch(/flowise_billing_webhook_outbox_lag_seconds \d/);
     expect(m).toMatch(/flowise_billing_stripe_outbox_pending \d/);
+    expect(m).toMatch(/flowise_billing_stripe_invoice_items_pending 0/);
+    expect(m).toMatch(/flowise_billing_stripe_invoice_items_failed 0/);
   });
 
   it('logs structured JSON lines without keys or secrets', async () => {

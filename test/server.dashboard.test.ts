@@ -123,6 +123,7 @@ describe.each(BACKENDS)('dashboard in Chromium on $name', (backend) => {
     expect(statement.length).toBeGreaterThanOrEqual(6);
     expect(statement.map((r) => r.replace(/\s+/g, ' ')).join('\n')).toMatch(/topup ?\$120\.00/);
     expect(text).toMatch(/inv_[a-f0-9]+/);
+    expect(text).toMatch(/credits \(statement\)/);
     expect(text).toMatch(/starter/);
     await page.screenshot({ path: path.join(SHOTS, 'dashboard-customer.png'), fullPage: true });
 

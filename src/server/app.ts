@@ -115,6 +115,8 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
     deps.metrics.webhookLag.set(w.oldestPendingMs / 1000);
     deps.metrics.stripePending.set(s.pending);
     deps.metrics.stripeLag.set(s.oldestPendingAt ? Math.max(0, (Date.now() - Date.parse(s.oldestPendingAt)) / 1000) : 0);
+    deps.metrics.invoiceItemsPending.set(s.invoiceItems.pending);
+    deps.metrics.invoiceItemsFailed.set(s.invoiceItems.failed);
     return reply.header('content-type', deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
 

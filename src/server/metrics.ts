@@ -18,6 +18,8 @@ export class ServerMetrics {
   readonly webhookLag = new Gauge({ name: 'flowise_billing_webhook_outbox_lag_seconds', help: 'Age of the oldest undelivered webhook delivery', registers: [this.registry] });
   readonly stripePending = new Gauge({ name: 'flowise_billing_stripe_outbox_pending', help: 'Stripe meter events not yet delivered', registers: [this.registry] });
   readonly stripeLag = new Gauge({ name: 'flowise_billing_stripe_outbox_lag_seconds', help: 'Age of the oldest undelivered Stripe meter event', registers: [this.registry] });
+  readonly invoiceItemsPending = new Gauge({ name: 'flowise_billing_stripe_invoice_items_pending', help: 'Stripe invoice items (closed invoices) not yet delivered', registers: [this.registry] });
+  readonly invoiceItemsFailed = new Gauge({ name: 'flowise_billing_stripe_invoice_items_failed', help: 'Stripe invoice items given up on (stripe retry-failed requeues)', registers: [this.registry] });
 
   /** Times a ledger call and counts its outcome. */
   async time<T>(operation: string, fn: () => Promise<T>): Promise<T> {
