@@ -2,7 +2,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseUsd } from '../src/money';
 import { collectInvoices, collectionsOf, INVOICE_CHARGE_TYPE } from '../src/quota/collect';
 import { QuotaService } from '../src/quota/service';
-import { stripeRetryFailed, stripeStatus } from '../src/stripe/cli';
+import Stripe from 'stripe';
+import { stripeRetryFailed, stripeStatus, stripeSync } from '../src/stripe/cli';
 import { linkStripeCustomer, stripeCustomerFor } from '../src/stripe/customers';
 import { configureInvoiceItems, InvoiceItemDelivery, invoiceItemId, stripeInvoiceItems } from '../src/stripe/invoice-items';
 import { BACKENDS } from './support/backends';
@@ -177,6 +178,18 @@ describe.each(BACKENDS)('invoices collected as Stripe invoice items on $name', (
     expect(status).toMatchObject({ delivered: 1, failed: 1 });
     expect(status.lastErrors[0]!.error).toMatch(/replays it for 24 h; requeue it/);
     expect(server.invoiceItems).toHaveLength(1);
+  });
+
+  it('stripe sync delivers invoice items; a refused API key stops it with STRIPE_AUTH_FAILED and leaves them due at once', async () => {
+    const { ledger, quota } = await setup();
+    await configureInvoiceItems(ledger, true);
+    await collectInvoices(quota, 'acme', 'test', { external: stripeInvoiceItems() });
+    const wrong = new Stripe('sk_test_wrong', { ...server.sdkConfig, maxNetworkRetries: 0 });
+    await expect(stripeSync(ledger, { stripe: wrong, watch: true })).rejects.toMatchObject({ code: 'STRIPE_AUTH_FAILED' });
+    expect((await stripeStatus(ledger)).invoiceItems).toMatchObject({ pending: 2, delivered: 0, failed: 0 });
+    const done = await stripeSync(ledger, { stripe: sdk(server) });
+    expect(done.invoiceItems).toMatchObject({ pending: 0, delivered: 2, failed: 0 });
+    expect(server.invoiceItems).toHaveLength(2);
   });
 
   it('without Stripe invoice items the credits path is unchanged, and turning them on later does not collect that period again', async () => {

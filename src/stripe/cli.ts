@@ -80,14 +80,22 @@ export async function stripeSync(
   const stripe = client(opts);
   const delivery = new OutboxDelivery(ledger, { ...opts, stripe });
   const items = new InvoiceItemDelivery(ledger, { stripe, leaseMs: opts.leaseMs, maxAttempts: opts.maxAttempts, backoff: opts.backoff, createCustomers: opts.createCustomers, customerRetryMs: opts.customerRetryMs, clock: opts.clock, random: opts.random });
-  // Invoice items run beside the meter events; an auth failure in either stops both.
-  const itemsDone = deliverInvoiceItems(items, { ...opts, timeoutMs: opts.watch ? undefined : (opts.timeoutMs ?? 10 * 60_000) }, print);
+  // Invoice items are delivered beside the meter events. One stop for both loops: the caller's signal, or either loop failing (e.g. STRIPE_AUTH_FAILED).
+  const stop = new AbortController();
+  opts.signal?.addEventListener('abort', () => stop.abort(), { once: true });
+  if (opts.signal?.aborted) stop.abort();
+  let itemsError: unknown = null;
+  const itemsDone = deliverInvoiceItems(items, { ...opts, signal: stop.signal, timeoutMs: opts.watch ? undefined : (opts.timeoutMs ?? 10 * 60_000) }, print).catch((e: unknown) => {
+    itemsError = e;
+    stop.abort();
+    return null;
+  });
   const recharge = (opts.recharge ?? opts.watch) ? new AutoRecharge(ledger, stripe) : null;
   const totals = { deliveredNow: 0, duplicatesNow: 0, retriedNow: 0, failedNow: 0 };
   let rechargeAt = 0;
   const status = await delivery.run({
     watch: opts.watch,
-    signal: opts.signal,
+    signal: stop.signal,
     idleMs: opts.idleMs,
     timeoutMs: opts.watch ? undefined : (opts.timeoutMs ?? 10 * 60_000),
     onProgress: (p) => {
@@ -104,8 +112,14 @@ export async function stripeSync(
         void recharge.checkAll().catch((e: unknown) => print(`auto-recharge check failed: ${e instanceof Error ? e.message : String(e)}`));
       }
     },
+  }).catch(async (e: unknown) => {
+    stop.abort();
+    await itemsDone;
+    throw e;
   });
-  return { ...status, ...totals, invoiceItems: await itemsDone };
+  const itemCounts = await itemsDone;
+  if (itemsError !== null) throw itemsError;
+  return { ...status, ...totals, invoiceItems: itemCounts! };
 }
 
 /** Delivers invoice items until none is pending (or the timeout), or until `signal` aborts in watch mode. */

@@ -239,56 +239,69 @@ export class InvoiceItemDelivery {
     const now = this.clock();
     const rows = await this.lease(now);
     const r = { leased: rows.length, delivered: 0, retried: 0, failed: 0, waiting: 0 };
-    for (const row of rows) {
-      const customer = await this.stripeCustomer(row.customerId);
-      if (!customer) {
-        r.waiting += 1;
-        await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock() + this.o.customerRetryMs, error: `customer ${row.customerId} has no Stripe customer (link it or allow createCustomers)` });
-        continue;
-      }
-      try {
-        const item = await this.opts.stripe.invoiceItems.create(
-          {
-            customer,
-            currency: INVOICE_ITEM_CURRENCY,
-            ...stripeAmount(row.amount),
-            description: row.description,
-            // Stripe's period is inclusive; ours ends (exclusive) at the next period's start.
-            period: { start: Math.floor(row.periodStart / 1000), end: Math.floor(row.periodEnd / 1000) - 1 },
-            metadata: {
-              flowise_billing_customer_id: row.customerId,
-              flowise_billing_invoice_id: row.invoiceId,
-              flowise_billing_item: row.kind,
-              flowise_billing_amount_usd: formatUsd(row.amount),
-            },
-          },
-          // The same key on every attempt: a resend after a lost answer gets the first item back.
-          { idempotencyKey: row.id },
-        );
-        r.delivered += 1;
-        await this.update(row.id, { status: 'delivered', attempts: row.attempts + 1, nextAt: this.clock(), error: null, stripeItemId: item.id });
-      } catch (e) {
-        const facts = factsOf(e);
-        const verdict = classifyFailure(facts);
-        const error = `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500);
-        if (verdict === 'fatal') {
-          await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock(), error });
-          throw new StripeIntegrationError('STRIPE_AUTH_FAILED', `Stripe refused the API key: ${facts.message ?? ''}`, { statusCode: facts.statusCode });
-        }
-        if (verdict === 'throttled') {
-          r.waiting += 1;
-          await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock() + backoffMs(1, this.o.backoff, this.random), error });
-        } else if (verdict === 'rejected' || verdict === 'duplicate' || savedFailure(facts) || row.attempts + 1 >= this.o.maxAttempts) {
-          r.failed += 1;
-          const why = savedFailure(facts) ? `Stripe saved this failure under the item's key and replays it for 24 h; requeue it (stripe retry-failed) after that. ${error}` : error;
-          await this.update(row.id, { status: 'failed', attempts: row.attempts + 1, nextAt: this.clock(), error: why.slice(0, 500) });
-        } else {
-          r.retried += 1;
-          await this.update(row.id, { status: 'pending', attempts: row.attempts + 1, nextAt: this.clock() + backoffMs(row.attempts + 1, this.o.backoff, this.random), error });
-        }
-      }
+    let i = 0;
+    try {
+      for (; i < rows.length; i++) await this.deliverOne(rows[i]!, r);
+    } catch (e) {
+      // The rows this round did not finish (a refused key stopped it) are due again at once, not after their lease.
+      const now = this.clock();
+      await this.ledger.dialect.writeTransaction(async (c) => {
+        for (const row of rows.slice(i)) await c.run("UPDATE billing_stripe_invoice_items SET next_attempt_at = ? WHERE id = ? AND status = 'pending'", [now, row.id]);
+      });
+      throw e;
     }
     return r;
+  }
+
+  /** One row: find (or create) its Stripe customer, send the item, record the outcome. */
+  private async deliverOne(row: ItemRow, r: { delivered: number; retried: number; failed: number; waiting: number }): Promise<void> {
+    const customer = await this.stripeCustomer(row.customerId);
+    if (!customer) {
+      r.waiting += 1;
+      await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock() + this.o.customerRetryMs, error: `customer ${row.customerId} has no Stripe customer (link it or allow createCustomers)` });
+      return;
+    }
+    try {
+      const item = await this.opts.stripe.invoiceItems.create(
+        {
+          customer,
+          currency: INVOICE_ITEM_CURRENCY,
+          ...stripeAmount(row.amount),
+          description: row.description,
+          // Stripe's period is inclusive; ours ends (exclusive) at the next period's start.
+          period: { start: Math.floor(row.periodStart / 1000), end: Math.floor(row.periodEnd / 1000) - 1 },
+          metadata: {
+            flowise_billing_customer_id: row.customerId,
+            flowise_billing_invoice_id: row.invoiceId,
+            flowise_billing_item: row.kind,
+            flowise_billing_amount_usd: formatUsd(row.amount),
+          },
+        },
+        // The same key on every attempt: a resend after a lost answer gets the first item back.
+        { idempotencyKey: row.id },
+      );
+      r.delivered += 1;
+      await this.update(row.id, { status: 'delivered', attempts: row.attempts + 1, nextAt: this.clock(), error: null, stripeItemId: item.id });
+    } catch (e) {
+      const facts = factsOf(e);
+      const verdict = classifyFailure(facts);
+      const error = `${facts.statusCode ?? facts.type ?? 'error'}: ${facts.message ?? String(e)}`.slice(0, 500);
+      if (verdict === 'fatal') {
+        await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock(), error });
+        throw new StripeIntegrationError('STRIPE_AUTH_FAILED', `Stripe refused the API key: ${facts.message ?? ''}`, { statusCode: facts.statusCode });
+      }
+      if (verdict === 'throttled') {
+        r.waiting += 1;
+        await this.update(row.id, { status: 'pending', attempts: row.attempts, nextAt: this.clock() + backoffMs(1, this.o.backoff, this.random), error });
+      } else if (verdict === 'rejected' || verdict === 'duplicate' || savedFailure(facts) || row.attempts + 1 >= this.o.maxAttempts) {
+        r.failed += 1;
+        const why = savedFailure(facts) ? `Stripe saved this failure under the item's key and replays it for 24 h; requeue it (stripe retry-failed) after that. ${error}` : error;
+        await this.update(row.id, { status: 'failed', attempts: row.attempts + 1, nextAt: this.clock(), error: why.slice(0, 500) });
+      } else {
+        r.retried += 1;
+        await this.update(row.id, { status: 'pending', attempts: row.attempts + 1, nextAt: this.clock() + backoffMs(row.attempts + 1, this.o.backoff, this.random), error });
+      }
+    }
   }
 
   private async stripeCustomer(customerId: string): Promise<string | null> {
