@@ -116,6 +116,19 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
     expect(show).toEqual(list.customers[0]);
   });
 
+  it.sequential('customers update: renames, clears, refuses bad flags and unknown customers', async () => {
+    await cli(['customers', 'create', 'rename-co', '--name', 'Old Name']);
+    const [renamed, both, ghost] = await Promise.all([
+      cli(['customers', 'update', 'rename-co', '--name', 'New Name']),
+      cli(['customers', 'update', 'rename-co', '--name', 'X', '--clear-name'], { exit: 1 }),
+      cli(['customers', 'update', 'ghost', '--name', 'X'], { exit: 1 }),
+    ]);
+    expect(renamed).toMatchObject({ customerId: 'rename-co', name: 'New Name' });
+    expectError(both, 'VALIDATION_ERROR');
+    expectError(ghost, 'CUSTOMER_NOT_FOUND');
+    expect((await cli(['customers', 'update', 'rename-co', '--clear-name'])).name).toBeNull();
+  });
+
   it.sequential('charge, refund, balance, statement, holds and audit', async () => {
     const ch = await cli(['charge', 'acme', 'Inference', '4', '--key', 'run-1:step-1']);
     expect(ch).toMatchObject({

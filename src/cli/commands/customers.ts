@@ -16,7 +16,7 @@ function customerJson(c: Customer, b?: Balance): Record<string, unknown> {
 }
 
 export function registerCustomers(program: Command, cli: CliContext): void {
-  const customers = program.command('customers').description('create, list and show customers');
+  const customers = program.command('customers').description('create, update, list and show customers');
 
   customers
     .command('create <id>')
@@ -37,6 +37,25 @@ export function registerCustomers(program: Command, cli: CliContext): void {
             ['name', c.name ?? '—'],
             ['created (UTC)', shortTime(c.createdAt)],
           ], '  '),
+      });
+    });
+
+  customers
+    .command('update <id>')
+    .description('change a customer\'s display name (the same name again changes nothing)')
+    .option('--name <name>', 'new display name')
+    .option('--clear-name', 'remove the display name')
+    .action(async (id: string, opts: { name?: string; clearName?: boolean }) => {
+      const input = parseInput(
+        z
+          .object({ id: customerId, name: text('name', 200).optional(), clearName: z.boolean().optional() })
+          .refine((o) => (o.name !== undefined) !== (o.clearName === true), 'give either --name <name> or --clear-name'),
+        { id, name: opts.name, clearName: opts.clearName },
+      );
+      const c = await cli.withLedger((ledger) => ledger.updateCustomer({ id: input.id, name: input.clearName ? null : input.name!, actor: CLI_ACTOR }));
+      cli.print({
+        json: customerJson(c),
+        human: () => `Updated customer ${c.id}\n${keyValues([['name', c.name ?? '—']], '  ')}`,
       });
     });
 
