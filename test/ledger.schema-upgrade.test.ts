@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BillingError } from '../src/errors';
 import type { Dialect, Row } from '../src/ledger/dialect';
-import { migrate, SCHEMA_VERSION } from '../src/ledger/migrations';
+import { LEDGER_SCHEMA, migrate, SCHEMA_VERSION } from '../src/ledger/migrations';
 import { postgresDialect } from '../src/ledger/postgres';
-import { applySchemas } from '../src/ledger/schema-runner';
+import { applySchemas, type SchemaOwner } from '../src/ledger/schema-runner';
 import { sqliteDialect } from '../src/ledger/sqlite';
 import { parseUsd } from '../src/money';
 import { insertPlan } from '../src/quota/plan-rows';
@@ -81,6 +81,28 @@ async function seedLegacy(d: Dialect): Promise<string> {
   return endpoint.id;
 }
 
+/** The last version of the single list, and what an upgrade from it runs: the steps appended since, nothing else. */
+const LEGACY_VERSION = LEGACY_MIGRATIONS.at(-1)!.version;
+const newer = (o: SchemaOwner, since: number) => o.steps.filter((st) => st.version > since).map((st) => st.version);
+const UPGRADE = [
+  { owner: 'ledger', applied: newer(LEDGER_SCHEMA, LEGACY_VERSION), adopted: [] },
+  { owner: 'quota', applied: newer(QUOTA_SCHEMA, 1), adopted: [1] },
+  { owner: 'stripe', applied: newer(STRIPE_SCHEMA, 1), adopted: [1] },
+];
+const NOTHING_NEWER = UPGRADE.every((r) => r.applied.length === 0) && newer(WEBHOOK_SCHEMA, 1).length === 0;
+
+/** An older flowise-billing opening the database: accepted unchanged, unless a later ledger step made it refuse cleanly. */
+async function expectOlderBinary(d: Dialect): Promise<void> {
+  const before = await shape(d);
+  if (SCHEMA_VERSION === LEGACY_VERSION) {
+    expect(await legacyMigrate(d)).toEqual([]);
+  } else {
+    expect(((await legacyMigrate(d).catch((e: unknown) => e)) as BillingError).code).toBe('SCHEMA_TOO_NEW');
+  }
+  expect(await legacyMigrateWebhooks(d)).toEqual([]);
+  expect(await shape(d)).toEqual(before);
+}
+
 const opened: Dialect[] = [];
 afterEach(async () => {
   while (opened.length) await opened.pop()!.close().catch(() => undefined);
@@ -102,18 +124,17 @@ describe.each(BACKENDS)('schema upgrade from the single version list ($name)', (
     await old.close();
 
     const d = track(dialectFor(backend, target));
-    // Nothing runs: quota's and Stripe's steps are recognised by the versions the ledger's list already holds.
-    expect(await migrate(d, () => T0 + 1)).toEqual([
-      { owner: 'ledger', applied: [], adopted: [] },
-      { owner: 'quota', applied: [], adopted: [1] },
-      { owner: 'stripe', applied: [], adopted: [1] },
-    ]);
-    expect(await migrateWebhooks(d, T0 + 1)).toEqual([]);
-    // Same tables, columns, indexes and constraints; only the two new version tables were added.
-    expect(without(await shape(d), NEW_VERSION_TABLES)).toEqual(shapeBefore);
-    expect(await versionRows(d, 'billing_schema_migrations')).toEqual(ledgerVersionsBefore);
-    expect(await versionRows(d, 'billing_quota_schema_migrations')).toEqual([{ version: 1, name: 'plans, subscriptions, sessions, usage, alerts, invoices', appliedAt: T0 + 1 }]);
-    expect((await versionRows(d, 'billing_stripe_schema_migrations')).map((r) => r.version)).toEqual([1]);
+    // Quota's and Stripe's first steps are recognised by the versions the ledger's list already holds: nothing is
+    // re-created, and only steps appended since then run.
+    expect(await migrate(d, () => T0 + 1)).toEqual(UPGRADE);
+    expect(await migrateWebhooks(d, T0 + 1)).toEqual(newer(WEBHOOK_SCHEMA, 1));
+    // With no step appended since, not one table, column, index or constraint changed: only the two version tables were added.
+    if (NOTHING_NEWER) expect(without(await shape(d), NEW_VERSION_TABLES)).toEqual(shapeBefore);
+    expect((await versionRows(d, 'billing_schema_migrations')).slice(0, ledgerVersionsBefore.length)).toEqual(ledgerVersionsBefore);
+    expect(await versionRows(d, 'billing_quota_schema_migrations')).toEqual(
+      [1, ...newer(QUOTA_SCHEMA, 1)].map((version) => ({ version, name: QUOTA_SCHEMA.steps.find((st) => st.version === version)!.name, appliedAt: T0 + 1 })),
+    );
+    expect((await versionRows(d, 'billing_stripe_schema_migrations')).map((r) => r.version)).toEqual([1, ...newer(STRIPE_SCHEMA, 1)]);
     // A second upgrade finds nothing to do.
     expect((await migrate(d)).every((r) => r.applied.length === 0 && r.adopted.length === 0)).toBe(true);
     await d.close();
@@ -136,32 +157,35 @@ describe.each(BACKENDS)('schema upgrade from the single version list ($name)', (
     }
 
     // An older binary still sharing the database finds every version it knows and changes nothing.
-    const older = track(dialectFor(backend, target));
-    expect(await legacyMigrate(older)).toEqual([]);
-    expect(await legacyMigrateWebhooks(older)).toEqual([]);
+    await expectOlderBinary(track(dialectFor(backend, target)));
   });
 
-  it('a database created now has the same tables, and the same ledger versions, as one the previous release created', async () => {
-    const legacyTarget = await backend.freshTarget();
-    const legacy = track(dialectFor(backend, legacyTarget));
+  it('a database created now is the same as one the previous release created and this one upgraded, and keeps the ledger versions an older binary expects', async () => {
+    const legacy = track(dialectFor(backend, await backend.freshTarget()));
     await legacyMigrate(legacy, () => T0);
     await legacyMigrateWebhooks(legacy, T0);
+    const legacyShape = await shape(legacy);
+    await migrate(legacy, () => T0);
+    await migrateWebhooks(legacy, T0);
 
-    const target = await backend.freshTarget();
-    const d = track(dialectFor(backend, target));
+    const d = track(dialectFor(backend, await backend.freshTarget()));
     expect(await migrate(d, () => T0)).toEqual([
-      { owner: 'ledger', applied: [1, 2], adopted: [] },
-      { owner: 'quota', applied: [1], adopted: [] },
-      { owner: 'stripe', applied: [1], adopted: [] },
+      { owner: 'ledger', applied: LEDGER_SCHEMA.steps.map((st) => st.version), adopted: [] },
+      { owner: 'quota', applied: QUOTA_SCHEMA.steps.map((st) => st.version), adopted: [] },
+      { owner: 'stripe', applied: STRIPE_SCHEMA.steps.map((st) => st.version), adopted: [] },
     ]);
-    expect(await migrateWebhooks(d, T0)).toEqual([1]);
-    expect(without(await shape(d), NEW_VERSION_TABLES)).toEqual(await shape(legacy));
+    expect(await migrateWebhooks(d, T0)).toEqual(WEBHOOK_SCHEMA.steps.map((st) => st.version));
+    // Created fresh or upgraded from the single version list: the same tables, and the same versions in every owner's table.
+    expect(await shape(d)).toEqual(await shape(legacy));
+    for (const table of ['billing_schema_migrations', ...NEW_VERSION_TABLES, WEBHOOK_SCHEMA.versionTable]) {
+      expect(await versionRows(d, table), table).toEqual(await versionRows(legacy, table));
+    }
+    if (NOTHING_NEWER) expect(without(await shape(d), NEW_VERSION_TABLES)).toEqual(legacyShape);
     // The ledger's list still names quota's and Stripe's first steps as 3 and 4, as an older binary expects.
-    expect(await versionRows(d, 'billing_schema_migrations')).toEqual(LEGACY_MIGRATIONS.map((m) => ({ version: m.version, name: m.name, appliedAt: T0 })));
-    expect(SCHEMA_VERSION).toBe(LEGACY_MIGRATIONS.at(-1)!.version);
-    // So an older binary opening it applies nothing and refuses nothing.
-    expect(await legacyMigrate(d)).toEqual([]);
-    expect(await legacyMigrateWebhooks(d)).toEqual([]);
+    expect((await versionRows(d, 'billing_schema_migrations')).slice(0, LEGACY_MIGRATIONS.length)).toEqual(
+      LEGACY_MIGRATIONS.map((m) => ({ version: m.version, name: m.name, appliedAt: T0 })),
+    );
+    await expectOlderBinary(d);
   });
 
   it('processes upgrading one legacy database at once adopt each step exactly once', async () => {
