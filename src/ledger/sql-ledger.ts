@@ -1,11 +1,9 @@
-import { z } from 'zod';
-import { BillingError, ValidationError } from '../errors';
-import { formatUsd, MAX_AMOUNT } from '../money';
-import { customerIdSchema } from '../schemas';
+import { BillingError } from '../errors';
 import type { RateCard } from '../pricing/ratecard';
-import { executeBatch, type Op, type Outcome, type PricedFields } from './batch';
-import { type Dialect, type Row, type SqlConnection } from './dialect';
+import { executeBatch, type Op, type Outcome } from './batch';
+import type { Dialect, Row, SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
+import { idArg, intArg, parse, pricedFields, schemas } from './inputs';
 import { budgetStateAt } from './budget-period';
 import { ledgerView, type LedgerView, toppedUpCustomer } from './within';
 import { migrate } from './migrations';
@@ -52,69 +50,6 @@ export interface LedgerOptions {
   readonly onBatch?: (c: SqlConnection, outcomes: readonly BatchOutcome[], now: number) => Promise<void>;
 }
 
-const customerId = customerIdSchema;
-const key = z
-  .string()
-  .min(1, 'idempotency key must not be empty')
-  .max(255, 'idempotency key must be at most 255 characters')
-  // eslint-disable-next-line no-control-regex
-  .regex(/^[^\u0000-\u001f\u007f]+$/, 'idempotency key must not contain control characters');
-const entityId = z.string().min(1).max(100);
-const amount = (min: bigint) =>
-  z
-    .bigint({ invalid_type_error: 'amount must be a bigint count of nano-USD' })
-    .refine((v) => v >= min, { message: `amount must be at least ${min} nano-USD` })
-    .refine((v) => v <= MAX_AMOUNT, { message: `amount must be at most $${formatUsd(MAX_AMOUNT)}` });
-const actor = z.string().min(1).max(100).optional();
-const priced = {
-  chargeType: z.string().min(1).max(100).optional(),
-  quantity: z.string().min(1).max(100).optional(),
-  rateCardVersion: z.string().min(1).max(64).optional(),
-  metadata: z
-    .record(z.unknown())
-    .superRefine((m, ctx) => {
-      const problem = jsonProblem(m);
-      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
-    })
-    .optional(),
-};
-
-/** Largest metadata object a charge may carry, as JSON. */
-const MAX_METADATA_BYTES = 16_384;
-
-/** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
-function jsonProblem(m: unknown): string | null {
-  let text: string;
-  try {
-    text = JSON.stringify(m);
-  } catch (e) {
-    return `metadata must be plain JSON (no cycles, no bigint): ${(e as Error).message.split('\n')[0]}`;
-  }
-  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
-  return null;
-}
-
-const schemas = {
-  createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
-  topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
-  hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), addTo: entityId.optional(), ...priced }),
-  settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, final: z.boolean().optional(), ...priced }),
-  release: z.object({ holdId: entityId, idempotencyKey: key, actor }),
-  charge: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
-  setBudget: z.object({ customerId, limit: amount(0n).nullable(), anchorDay: z.number().int().min(1).max(31).optional(), actor }),
-  refund: z.object({ chargeId: entityId, amount: amount(1n).optional(), idempotencyKey: key, actor, reason: z.string().max(500).optional() }),
-};
-
-function parse<T>(schema: z.ZodType<T>, what: string, input: unknown): T {
-  const r = schema.safeParse(input);
-  if (!r.success) throw ValidationError.fromZod(what, r.error);
-  return r.data;
-}
-
-function pricedFields(i: { chargeType?: string; quantity?: string; rateCardVersion?: string; metadata?: Record<string, unknown> }): PricedFields {
-  return { chargeType: i.chargeType ?? null, quantity: i.quantity ?? null, rateCardVersion: i.rateCardVersion ?? null, metadata: i.metadata ?? {} };
-}
-
 /**
  * Anything that is not a business outcome becomes a DATABASE_ERROR with the
  * driver's message and code. The dialects already strip their connection
@@ -125,19 +60,6 @@ function asBillingError(e: unknown): BillingError {
   const err = e as { message?: string; code?: string };
   const message = String(err?.message ?? e).replace(/postgres(ql)?:\/\/[^\s'"]*/gi, (m) => redactUrl(m));
   return new BillingError('DATABASE_ERROR', `Ledger database error: ${message}`, { cause: typeof err?.code === 'string' ? err.code : null });
-}
-
-/** Lookups take ids from callers too: a non-string is a caller's mistake, never a database error. */
-function idArg(what: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > 255) {
-    throw new ValidationError(`${what} must be a non-empty string of at most 255 characters`, { field: what });
-  }
-  return value;
-}
-
-function intArg(what: string, value: unknown): number {
-  if (!Number.isSafeInteger(value)) throw new ValidationError(`${what} must be an integer`, { field: what });
-  return value as number;
 }
 
 function batchOutcome(op: Op, o: Outcome): BatchOutcome {
