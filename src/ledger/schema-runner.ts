@@ -15,8 +15,8 @@ export interface SchemaStep {
   readonly name: string;
   statements(d: Dialect): string[];
   /**
-   * Where flowise-billing ≤ 0.x recorded this step before each owner had its
-   * own version table (quota's tables were the ledger's version 3, Stripe's
+   * Where older releases, which kept one version list for every table,
+   * recorded this step (quota's tables were the ledger's version 3, Stripe's
    * version 4). A database holding that record already has the tables: the
    * step is adopted (recorded here, nothing run). A database created now
    * gets that record too, so an older binary sharing it finds the versions
