@@ -51,6 +51,7 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     ]) {
       expect(doc.paths[p], p).toBeDefined();
     }
+    expect(doc.paths['/v1/customers/{customerId}'].patch.requestBody.content['application/json'].schema.properties.name).toBeDefined();
     expect(doc.paths['/v1/customers/{customerId}/topups'].post.parameters.some((x: { name: string; in: string }) => x.name === 'idempotency-key' && x.in === 'header')).toBe(true);
     const pre = await fetch(`${serve.url}/v1/customers`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
     expect(pre.headers.get('access-control-allow-origin')).toBeNull();
