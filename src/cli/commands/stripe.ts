@@ -13,6 +13,7 @@ import {
   type StripeCommonOptions,
 } from '../../stripe/cli';
 import type { Ledger } from '../../ledger/types';
+import { lineLog } from '../../log';
 import { toStripeIntegrationError } from '../../stripe/errors';
 import type { CliContext } from '../context';
 import { jsonLine, keyValues } from '../output';
@@ -89,7 +90,8 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .option('--rate <n>', 'requests per second at most (Stripe live mode takes 1,000/s; test mode shares 25/s with every other call)', '80')
     .option('--lease-seconds <n>', 'how long rows are reserved for this worker; a killed worker\'s rows come back after it', '30')
     .option('--customer-retry-seconds <n>', 'how long rows of a customer with no Stripe customer (create failed) wait', '60')
-    .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string; concurrency: string; rate: string; leaseSeconds: string; customerRetrySeconds: string }) => {
+    .option('--log-level <level>', 'with --watch: JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
+    .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string; concurrency: string; rate: string; leaseSeconds: string; customerRetrySeconds: string; logLevel: string }) => {
       const f = parseInput(
         z.object({
           aggregateSeconds: integer('aggregate seconds', 1, 86_400).optional(),
@@ -100,7 +102,10 @@ export function registerStripe(program: Command, cli: CliContext): void {
         }),
         { aggregateSeconds: flags.aggregateSeconds, concurrency: flags.concurrency, rate: flags.rate, leaseSeconds: flags.leaseSeconds, customerRetrySeconds: flags.customerRetrySeconds },
       );
+      // --watch is a long-running worker: JSON log lines (pino, as serve). --once prints progress for a person.
+      const log = flags.watch ? cli.logger('stripe-sync', flags.logLevel) : undefined;
       const ac = flags.watch ? untilSignal() : undefined;
+      log?.info({ concurrency: f.concurrency, ratePerSecond: f.rate, aggregateSeconds: f.aggregateSeconds ?? null, leaseSeconds: f.leaseSeconds }, 'stripe sync watching the meter-event outbox');
       const r = await stripeCall(cli, (ledger) =>
         stripeSync(
           ledger,
@@ -114,9 +119,10 @@ export function registerStripe(program: Command, cli: CliContext): void {
             leaseMs: f.leaseSeconds * 1000,
             customerRetryMs: f.customerRetrySeconds * 1000,
           },
-          progress,
+          log ? lineLog(log) : progress,
         ),
       );
+      log?.info({ pending: r.pending, delivered: r.delivered, failed: r.failed, deliveredNow: r.deliveredNow }, 'stripe sync stopped');
       cli.print({
         json: { ...r },
         human: () =>
@@ -210,7 +216,8 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .option('--webhook-secret <secret>', 'signing secret (default $STRIPE_WEBHOOK_SECRET)')
     .option('--max-connections <n>', 'open connections at most', '256')
     .option('--idle-timeout-seconds <n>', 'close a socket idle (or stalled mid-request) this long', '30')
-    .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string; maxConnections: string; idleTimeoutSeconds: string }) => {
+    .option('--log-level <level>', 'JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
+    .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string; maxConnections: string; idleTimeoutSeconds: string; logLevel: string }) => {
       const f = parseInput(
         z.object({
           port: integer('port', 1, 65_535),
@@ -220,15 +227,18 @@ export function registerStripe(program: Command, cli: CliContext): void {
         }),
         { port: flags.port, path: flags.path, maxConnections: flags.maxConnections, idle: flags.idleTimeoutSeconds },
       );
+      const log = cli.logger('stripe-webhooks', flags.logLevel);
       const ac = untilSignal();
-      await cli.withLedger(async (ledger) => {
+      // The quota service with the event hooks: subscription and invoice events change plans like the CLI's own commands.
+      await cli.withServices(async ({ ledger, quota }) => {
         const server = await webhooksServe(
           ledger,
-          { ...stripeOptions(flags), port: f.port, host: flags.host, path: f.path, webhookSecret: flags.webhookSecret, maxConnections: f.maxConnections, idleTimeoutMs: f.idle * 1000 },
-          progress,
+          { ...stripeOptions(flags), quota, port: f.port, host: flags.host, path: f.path, webhookSecret: flags.webhookSecret, maxConnections: f.maxConnections, idleTimeoutMs: f.idle * 1000 },
+          lineLog(log),
         );
         await new Promise<void>((resolve) => ac.signal.addEventListener('abort', () => resolve(), { once: true }));
         await server.close();
+        log.info({ url: server.url }, 'stopped');
         cli.print({ json: { stopped: true, url: server.url }, human: () => 'stopped' });
       });
     });
