@@ -86,7 +86,7 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
         logger.info({}, 'delivering webhooks');
         await d.run(1_000);
         logger.info({}, 'stopped');
-        cli.print({ json: { stopped: true }, human: () => 'stopped' });
+        if (cli.json) cli.print({ json: { stopped: true }, human: () => 'stopped' });
       });
     });
 }

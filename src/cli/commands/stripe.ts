@@ -13,7 +13,8 @@ import {
   type StripeCommonOptions,
 } from '../../stripe/cli';
 import type { Ledger } from '../../ledger/types';
-import { lineLog } from '../../log';
+import { isBillingError } from '../../errors';
+import { errorField, lineLog, type Logger } from '../../log';
 import { toStripeIntegrationError } from '../../stripe/errors';
 import type { CliContext } from '../context';
 import { jsonLine, keyValues } from '../output';
@@ -54,6 +55,17 @@ function stripeCall<T>(cli: CliContext, fn: (ledger: Ledger) => Promise<T>): Pro
       throw toStripeIntegrationError(e);
     }
   });
+}
+
+/** A worker that stops on an error says so in its log too (the CLI then prints the typed error on stderr and exits 1). */
+async function watchLogged<T>(log: Logger | undefined, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    const err = toStripeIntegrationError(e);
+    log?.fatal({ code: isBillingError(err) ? err.code : undefined, error: errorField(err) }, 'stripe sync stopped on an error');
+    throw err;
+  }
 }
 
 export function registerStripe(program: Command, cli: CliContext): void {
@@ -107,7 +119,7 @@ export function registerStripe(program: Command, cli: CliContext): void {
       const ac = flags.watch ? untilSignal() : undefined;
       log?.info({ concurrency: f.concurrency, ratePerSecond: f.rate, aggregateSeconds: f.aggregateSeconds ?? null, leaseSeconds: f.leaseSeconds }, 'stripe sync watching the meter-event outbox');
       const r = await stripeCall(cli, (ledger) =>
-        stripeSync(
+        watchLogged(log, stripeSync(
           ledger,
           {
             ...stripeOptions(flags),
@@ -120,10 +132,11 @@ export function registerStripe(program: Command, cli: CliContext): void {
             customerRetryMs: f.customerRetrySeconds * 1000,
           },
           log ? lineLog(log) : progress,
-        ),
+        )),
       );
       log?.info({ pending: r.pending, delivered: r.delivered, failed: r.failed, deliveredNow: r.deliveredNow }, 'stripe sync stopped');
-      cli.print({
+      // A worker's stdout is its log; the result object only under --json (whose logs went to stderr).
+      if (!log || cli.json) cli.print({
         json: { ...r },
         human: () =>
           keyValues([
@@ -220,7 +233,7 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string; maxConnections: string; idleTimeoutSeconds: string; logLevel: string }) => {
       const f = parseInput(
         z.object({
-          port: integer('port', 1, 65_535),
+          port: integer('port', 0, 65_535),
           path: z.string().startsWith('/', '--path must start with "/"'),
           maxConnections: integer('max connections', 1, 100_000),
           idle: integer('idle timeout seconds', 1, 3600),
@@ -239,7 +252,7 @@ export function registerStripe(program: Command, cli: CliContext): void {
         await new Promise<void>((resolve) => ac.signal.addEventListener('abort', () => resolve(), { once: true }));
         await server.close();
         log.info({ url: server.url }, 'stopped');
-        cli.print({ json: { stopped: true, url: server.url }, human: () => 'stopped' });
+        if (cli.json) cli.print({ json: { stopped: true, url: server.url }, human: () => 'stopped' });
       });
     });
 }
