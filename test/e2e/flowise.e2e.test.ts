@@ -487,8 +487,15 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await page.goto(`${fw.url}/canvas`, { waitUntil: 'domcontentloaded' });
       await page.locator('button[aria-label="add"]').click();
       try {
-        await reveal(page, 'Quota Guard', 'Billing', 'Billing');
-        for (const label of ['Metered Chat Model', 'Metered Tool', 'Usage Tool']) await visible(page, label).waitFor({ timeout: 30_000 });
+        // On a loaded machine the list can re-render after the category opened and close it again: reveal each
+        // node (re-opening as needed), then require all four at once for the screenshot.
+        const labels = ['Quota Guard', 'Metered Chat Model', 'Metered Tool', 'Usage Tool'];
+        for (let attempt = 1; ; attempt++) {
+          for (const label of labels) await reveal(page, label, 'Billing', 'Billing');
+          const shown = await Promise.all(labels.map((l) => visible(page, l).isVisible()));
+          if (shown.every(Boolean)) break;
+          if (attempt === 3) throw new Error(`palette: not all Billing nodes visible at once (${labels.filter((_, i) => !shown[i]).join(', ')})`);
+        }
       } catch (e) {
         await shot('palette-chatflow-billing-failed');
         throw e;
