@@ -63,18 +63,26 @@ async function pairs(ledger, lanes, n, label) {
   );
 }
 
-/** Pages and statements per operation; the run stays under the commit count that starts the background checkpointer and under the auto-checkpoint size. */
-async function perOp(lanes, pairsPerLane) {
+/**
+ * Pages and statements per operation. The WAL is emptied before each round and its frames counted after;
+ * the ledger stays under the commit count that starts the background checkpointer (whose checkpoints
+ * would restart the WAL) and each round under the automatic checkpoint's size.
+ */
+async function perOp(lanes, pairsPerLane, rounds) {
   const file = path.join(tmp, `cost-${lanes}.sqlite`);
   const { ledger, counter } = await openCounted(file);
   await ledger.createCustomer({ id: 'c' });
   await ledger.topUp({ customerId: 'c', amount: 10n ** 15n, idempotencyKey: 'seed' });
   await pairs(ledger, lanes, 5, 'warm');
-  truncateWal(file);
+  let frames = 0;
+  let ops = 0;
   const before = { ...counter };
-  await pairs(ledger, lanes, pairsPerLane, 'm');
-  const ops = 2 * lanes * pairsPerLane;
-  const frames = walFrames(file);
+  for (let r = 0; r < rounds; r++) {
+    truncateWal(file);
+    await pairs(ledger, lanes, pairsPerLane, `m${r}`);
+    ops += 2 * lanes * pairsPerLane;
+    frames += walFrames(file);
+  }
   const tx = counter.transactions - before.transactions;
   const out = { lanes, ops, transactions: tx, pagesPerOp: frames / ops, pagesPerTx: frames / tx, statementsPerOp: (counter.statements - before.statements) / ops };
   await ledger.close();
@@ -126,8 +134,8 @@ if (process.argv.includes('--pairs')) {
 } else {
   console.log('WAL pages written by one operation, by b-tree:');
   await pagesByTree();
-  for (const [lanes, n] of [[1, 30], [32, 2]]) {
-    const r = await perOp(lanes, n);
+  for (const [lanes, n, rounds] of [[1, 20, 4], [32, 2, 4]]) {
+    const r = await perOp(lanes, n, rounds);
     if (!quiet) {
       console.log(
         `callers ${String(lanes).padStart(2)}: ${r.ops} ops in ${r.transactions} transactions — ${r.pagesPerOp.toFixed(2)} WAL pages/op (${r.pagesPerTx.toFixed(1)}/transaction), ${r.statementsPerOp.toFixed(2)} statements/op`,

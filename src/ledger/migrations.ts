@@ -1,4 +1,5 @@
 import { BillingError } from '../errors';
+import { COMPACT_TABLES_STEP } from './compact-tables';
 import type { Dialect, SqlConnection } from './dialect';
 
 /**
@@ -271,6 +272,8 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  // The ledger's own speed step (issue #10 §3), kept in its own file.
+  COMPACT_TABLES_STEP,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
