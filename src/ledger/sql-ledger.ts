@@ -6,6 +6,7 @@ import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/rateca
 import { executeBatch, type Op, type Outcome, type PricedFields } from './batch';
 import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
+import { quickHold, quickSettle } from './quick-input';
 import { budgetStateAt } from './budget-period';
 import { ledgerView, type LedgerView, toppedUpCustomer } from './within';
 import { migrate } from './migrations';
@@ -103,6 +104,9 @@ const schemas = {
   setBudget: z.object({ customerId, limit: amount(0n).nullable(), anchorDay: z.number().int().min(1).max(31).optional(), actor }),
   refund: z.object({ chargeId: entityId, amount: amount(1n).optional(), idempotencyKey: key, actor, reason: z.string().max(500).optional() }),
 };
+
+/** The input schemas and the metadata check, for the test that holds quick-input.ts to them. */
+export const inputRules = { schemas, jsonProblem } as const;
 
 function parse<T>(schema: z.ZodType<T>, what: string, input: unknown): T {
   const r = schema.safeParse(input);
@@ -258,7 +262,7 @@ export class SqlLedger implements Ledger {
   }
 
   async hold(input: HoldInput): Promise<Hold> {
-    const i = parse(schemas.hold, 'hold', input);
+    const i = quickHold(input, jsonProblem) ?? parse(schemas.hold, 'hold', input);
     return this.submit({
       kind: 'hold', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount,
       ttlMs: i.ttlMs ?? this.holdTtlMs, priced: pricedFields(i), ...(i.addTo ? { addTo: i.addTo } : {}),
@@ -266,7 +270,7 @@ export class SqlLedger implements Ledger {
   }
 
   async settle(input: SettleInput): Promise<Charge> {
-    const i = parse(schemas.settle, 'settle', input);
+    const i = quickSettle(input, jsonProblem) ?? parse(schemas.settle, 'settle', input);
     return this.submit({
       kind: 'settle', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId, amount: i.amount, final: i.final,
       priced: { chargeType: i.chargeType, quantity: i.quantity, rateCardVersion: i.rateCardVersion, metadata: i.metadata },
