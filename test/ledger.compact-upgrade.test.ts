@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Dialect } from '../src/ledger/dialect';
-import { MIGRATIONS } from '../src/ledger/migrations';
+import { MIGRATIONS } from './support/legacy/ledger-migrations-v4';
 import { openLedger } from '../src/ledger/open';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
 import { parseUsd } from '../src/money';

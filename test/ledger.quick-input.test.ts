@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_AMOUNT } from '../src/money';
 import { quickHold, quickSettle } from '../src/ledger/quick-input';
-import { inputRules } from '../src/ledger/sql-ledger';
+import { jsonProblem, schemas } from '../src/ledger/inputs';
+
+const inputRules = { schemas, jsonProblem };
 
 // quick-input.ts may only accept what the schema accepts, and must then give what the schema gives.
 const defined = (o: object) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));

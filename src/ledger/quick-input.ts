@@ -4,7 +4,7 @@ import { CUSTOMER_ID_PATTERN } from '../schemas';
 /**
  * The usual, valid hold and settle (what metering sends for every model and
  * tool call), checked without zod, which was a few per cent of a batch's CPU.
- * Every test here is at least as strict as the schema in sql-ledger.ts, and
+ * Every test here is at least as strict as the schema in inputs.ts, and
  * the result has the fields the schema would give, so input accepted here is
  * treated exactly as the schema would treat it. Anything else returns null
  * and goes through the schema, which gives the same typed errors as before.
