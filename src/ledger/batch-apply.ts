@@ -93,7 +93,12 @@ export class BatchState {
     cust.held += e.heldDelta;
     cust.updatedAt = this.now;
     this.dirtyCustomers.add(cust.id);
-    const row: EntryRow = { ...e, id: newId('ent'), customerId: cust.id, balanceAfter: cust.balance, createdAt: this.now };
+    // Spelled out rather than spread: one object shape for every entry, built without copying a temporary.
+    const row: EntryRow = {
+      id: newId('ent'), customerId: cust.id, type: e.type, amount: e.amount, heldDelta: e.heldDelta, balanceAfter: cust.balance,
+      holdId: e.holdId, chargeId: e.chargeId, idempotencyKey: e.idempotencyKey, actor: e.actor, rateCardVersion: e.rateCardVersion,
+      chargeType: e.chargeType, quantity: e.quantity, memo: e.memo, createdAt: this.now,
+    };
     this.newEntries.push(row);
     return row;
   }

@@ -19,6 +19,12 @@ export interface Dialect {
   readonly forUpdate: string;
   /** Column definition of an auto-incrementing 64-bit primary key. */
   readonly serialPrimaryKey: string;
+  /**
+   * Set where a table is by default a rowid b-tree plus a second b-tree for its
+   * primary key (SQLite): the clause that clusters it on the key instead
+   * (` WITHOUT ROWID`), one b-tree written per row instead of two.
+   */
+  readonly withoutRowid?: string;
   /** Largest number of bound parameters one statement may carry. */
   readonly maxParams: number;
   /** Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. */
@@ -94,8 +100,17 @@ export async function insertRows(
   const perChunk = Math.max(1, Math.floor(dialect.maxParams / columns.length));
   for (let i = 0; i < rows.length; i += perChunk) {
     const chunk = rows.length <= perChunk ? rows : rows.slice(i, i + perChunk);
-    await c.run(insertSql(table, columns, chunk.length, onConflict), chunk.length === 1 ? chunk[0]! : chunk.flat());
+    await c.run(insertSql(table, columns, chunk.length, onConflict), chunk.length === 1 ? chunk[0]! : flatten(chunk, columns.length));
   }
+}
+
+/** The rows' values in one array (Array.prototype.flat was a visible share of a large batch's CPU). */
+function flatten(rows: readonly (readonly SqlValue[])[], width: number): SqlValue[] {
+  const out = new Array<SqlValue>(rows.length * width);
+  let i = 0;
+  for (const row of rows) for (const v of row) out[i++] = v;
+  out.length = i;
+  return out;
 }
 
 /** `ON CONFLICT (key) DO UPDATE SET col = excluded.col, …` for the given columns. */

@@ -41,7 +41,7 @@ const priced = {
 const MAX_METADATA_BYTES = 16_384;
 
 /** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
-function jsonProblem(m: unknown): string | null {
+export function jsonProblem(m: unknown): string | null {
   let text: string;
   try {
     text = JSON.stringify(m);

@@ -68,7 +68,16 @@ export interface EntryRow {
 const big = (v: unknown): bigint => BigInt(v as string | number | bigint);
 const num = (v: unknown): number => Number(v);
 const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
-export const iso = (ms: number): string => new Date(ms).toISOString();
+let lastIsoMs = NaN;
+let lastIso = '';
+/** Epoch ms → ISO text. A batch stamps every row with the same `now`, so the last conversion is kept. */
+export function iso(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
+}
 
 export function customerFromRow(r: Row): CustomerRow {
   return {
@@ -224,9 +233,63 @@ export const AUDIT_TABLE = 'billing_audit';
 export const AUDIT_COLUMNS = ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'] as const;
 export const auditValues = (a: AuditRow): SqlValue[] => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)];
 
-/** JSON that keeps bigints exact, for stored idempotent results. */
+const bigReplacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? { $big: v.toString() } : v);
+
+/**
+ * JSON that keeps bigints exact (`{"$big":"…"}`), for stored idempotent
+ * results and fingerprints. Stored text is compared and decoded after a
+ * restart, so it is exactly what `JSON.stringify(value, bigReplacer)` gives;
+ * plain objects, arrays and primitives are written directly (a replacer
+ * function called for every key was a tenth of a batch's CPU), anything else
+ * (toJSON, class instances) goes through JSON.stringify itself.
+ */
 export function encodeResult(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? { $big: v.toString() } : v));
+  const out = encodeFast(value, false);
+  return out === NOT_PLAIN ? JSON.stringify(value, bigReplacer) : (out ?? (undefined as unknown as string));
+}
+
+const NOT_PLAIN = '\u0000not plain';
+
+/** JSON text of `v`; undefined where JSON.stringify leaves a value out; NOT_PLAIN when only JSON.stringify can say. */
+function encodeFast(v: unknown, inArray: boolean): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'number':
+      return Number.isFinite(v) ? String(v) : 'null';
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'bigint':
+      return `{"$big":"${v.toString()}"}`;
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return inArray ? 'null' : undefined;
+    default:
+      break;
+  }
+  if (v === null) return 'null';
+  if (Array.isArray(v)) {
+    let text = '[';
+    for (let i = 0; i < v.length; i++) {
+      const item = encodeFast(v[i], true);
+      if (item === NOT_PLAIN) return NOT_PLAIN;
+      text += (i ? ',' : '') + item;
+    }
+    return `${text}]`;
+  }
+  const proto = Object.getPrototypeOf(v) as unknown;
+  if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') return NOT_PLAIN;
+  let text = '{';
+  let first = true;
+  for (const k of Object.keys(v as object)) {
+    const item = encodeFast((v as Record<string, unknown>)[k], false);
+    if (item === undefined) continue;
+    if (item === NOT_PLAIN) return NOT_PLAIN;
+    text += `${first ? '' : ','}${JSON.stringify(k)}:${item}`;
+    first = false;
+  }
+  return `${text}}`;
 }
 
 export function decodeResult<T>(text: string): T {

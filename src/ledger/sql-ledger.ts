@@ -3,7 +3,8 @@ import type { RateCard } from '../pricing/ratecard';
 import { executeBatch, type Op, type Outcome } from './batch';
 import type { Dialect, Row, SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
-import { idArg, intArg, parse, pricedFields, schemas } from './inputs';
+import { idArg, intArg, jsonProblem, parse, pricedFields, schemas } from './inputs';
+import { quickHold, quickSettle } from './quick-input';
 import { budgetStateAt } from './budget-period';
 import { ledgerView, type LedgerView, toppedUpCustomer } from './within';
 import { customerCount, customersPage, renameCustomer } from './customers';
@@ -199,7 +200,7 @@ export class SqlLedger implements Ledger {
   }
 
   async hold(input: HoldInput): Promise<Hold> {
-    const i = parse(schemas.hold, 'hold', input);
+    const i = quickHold(input, jsonProblem) ?? parse(schemas.hold, 'hold', input);
     return this.submit({
       kind: 'hold', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount,
       ttlMs: i.ttlMs ?? this.holdTtlMs, priced: pricedFields(i), ...(i.addTo ? { addTo: i.addTo } : {}),
@@ -207,7 +208,7 @@ export class SqlLedger implements Ledger {
   }
 
   async settle(input: SettleInput): Promise<Charge> {
-    const i = parse(schemas.settle, 'settle', input);
+    const i = quickSettle(input, jsonProblem) ?? parse(schemas.settle, 'settle', input);
     return this.submit({
       kind: 'settle', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId, amount: i.amount, final: i.final,
       priced: { chargeType: i.chargeType, quantity: i.quantity, rateCardVersion: i.rateCardVersion, metadata: i.metadata },

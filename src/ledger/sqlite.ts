@@ -221,6 +221,7 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     location: memory ? ':memory:' : path.resolve(opts.path),
     forUpdate: '',
     serialPrimaryKey: 'INTEGER PRIMARY KEY AUTOINCREMENT',
+    withoutRowid: ' WITHOUT ROWID',
     maxParams: 32_000,
     // IMMEDIATE takes the write lock up front, so two processes never both read then race to write.
     writeTransaction: (fn) => transaction('BEGIN IMMEDIATE', fn),

@@ -1,0 +1,97 @@
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { Dialect } from '../src/ledger/dialect';
+import { MIGRATIONS } from './support/legacy/ledger-migrations-v4';
+import { openLedger } from '../src/ledger/open';
+import type { SqlLedger } from '../src/ledger/sql-ledger';
+import { parseUsd } from '../src/money';
+
+const LEDGER_TABLES = ['billing_customers', 'billing_entries', 'billing_holds', 'billing_charges', 'billing_idempotency', 'billing_audit', 'billing_rate_cards'];
+
+/** A schema-4 database (as released before step 5) holding exactly the rows `source` holds. */
+function schema4Copy(source: string, target: string): void {
+  const db = new Database(target);
+  db.exec('PRAGMA journal_mode = WAL');
+  db.exec('CREATE TABLE billing_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+  const d = { name: 'sqlite', serialPrimaryKey: 'INTEGER PRIMARY KEY AUTOINCREMENT' } as Dialect;
+  for (const m of MIGRATIONS.filter((x) => x.version <= 4)) {
+    for (const sql of m.statements(d)) db.exec(sql);
+    db.prepare('INSERT INTO billing_schema_migrations VALUES (?, ?, 0)').run(m.version, m.name);
+  }
+  db.prepare('ATTACH DATABASE ? AS src').run(source);
+  for (const t of LEDGER_TABLES) db.exec(`INSERT INTO main.${t} SELECT * FROM src.${t}`);
+  // AUTOINCREMENT's counters, as schema 4 kept them.
+  db.exec("INSERT INTO sqlite_sequence (name, seq) SELECT 'billing_entries', MAX(seq) FROM billing_entries");
+  db.exec("INSERT INTO sqlite_sequence (name, seq) SELECT 'billing_audit', MAX(seq) FROM billing_audit");
+  db.exec('DETACH DATABASE src');
+  db.close();
+}
+
+async function history(l: SqlLedger) {
+  return { statement: await l.statement('u1'), audit: await l.audit(), balance: await l.balance('u1'), invariants: await l.checkInvariants() };
+}
+
+describe('schema step 5 upgrades an existing SQLite ledger in place', () => {
+  it('keeps every row, seq and stored result; replays and conflicts behave as before, also after a restart', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-compact-'));
+    const sourceFile = path.join(dir, 'source.sqlite');
+    const upgradedFile = path.join(dir, 'v4.sqlite');
+
+    // What a ledger holds after some use: settled, released, pending and refunded money.
+    const a = await openLedger(sourceFile);
+    await a.createCustomer({ id: 'u1', name: 'User One' });
+    await a.topUp({ customerId: 'u1', amount: parseUsd('10'), idempotencyKey: 'top' });
+    const settled = await a.hold({ customerId: 'u1', amount: parseUsd('1'), idempotencyKey: 'h1', chargeType: 'Inference', quantity: '2' });
+    const charge = await a.settle({ holdId: settled.id, amount: parseUsd('0.04'), idempotencyKey: 's1', metadata: { flow: 'f' } });
+    const released = await a.hold({ customerId: 'u1', amount: parseUsd('2'), idempotencyKey: 'h2' });
+    await a.release({ holdId: released.id, idempotencyKey: 'r2' });
+    const pending = await a.hold({ customerId: 'u1', amount: parseUsd('3'), idempotencyKey: 'h3', ttlMs: 3_600_000 });
+    await a.refund({ chargeId: charge.id, amount: parseUsd('0.01'), idempotencyKey: 'ref1' });
+    const before = await history(a);
+    await a.close();
+
+    schema4Copy(sourceFile, upgradedFile);
+    const l = await openLedger(upgradedFile);
+    expect(await history(l)).toEqual(before);
+
+    const raw = new Database(upgradedFile, { readonly: true });
+    const versions = raw.prepare('SELECT version FROM billing_schema_migrations ORDER BY version').all() as Array<{ version: number }>;
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5]);
+    const sql = Object.fromEntries((raw.prepare("SELECT name, sql FROM sqlite_master WHERE name LIKE 'billing_%'").all() as Array<{ name: string; sql: string }>).map((r) => [r.name, r.sql]));
+    expect(sql.billing_holds).toMatch(/WITHOUT ROWID$/);
+    expect(sql.billing_charges).toMatch(/WITHOUT ROWID$/);
+    expect(sql.billing_entries).not.toMatch(/AUTOINCREMENT/);
+    expect(sql.billing_holds_pending).toBeDefined();
+    expect(sql.billing_holds_open).toBeUndefined();
+    expect(sql.billing_holds_customer).toBeUndefined();
+    raw.close();
+
+    // Replays return the stored results; the same key with other content is still a conflict.
+    expect(await l.hold({ customerId: 'u1', amount: parseUsd('1'), idempotencyKey: 'h1', chargeType: 'Inference', quantity: '2' })).toEqual(settled);
+    expect(await l.settle({ holdId: settled.id, amount: parseUsd('0.04'), idempotencyKey: 's1', metadata: { flow: 'f' } })).toEqual(charge);
+    await expect(l.hold({ customerId: 'u1', amount: parseUsd('5'), idempotencyKey: 'h1' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_CONFLICT' });
+    await expect(l.settle({ holdId: released.id, amount: 1n, idempotencyKey: 's-released' })).rejects.toMatchObject({ code: 'HOLD_NOT_PENDING' });
+
+    // The pending hold settles; new journal and audit lines continue after the copied ones.
+    const late = await l.settle({ holdId: pending.id, amount: parseUsd('0.5'), idempotencyKey: 's3' });
+    expect(late.amount).toBe(parseUsd('0.5'));
+    const after = await history(l);
+    expect(after.statement.slice(0, before.statement.length)).toEqual(before.statement);
+    expect(after.statement.at(-1)!.seq).toBeGreaterThan(before.statement.at(-1)!.seq);
+    expect(after.audit.at(-1)!.seq).toBeGreaterThan(before.audit.at(-1)!.seq);
+    expect(after.balance).toMatchObject({ balance: before.balance.balance - parseUsd('0.5'), held: 0n });
+    expect(after.invariants).toEqual({ ok: true, violations: [] });
+    await l.close();
+
+    // After a restart: nothing migrates twice, replays still answer the same.
+    const again = await openLedger(upgradedFile);
+    expect(await again.settle({ holdId: pending.id, amount: parseUsd('0.5'), idempotencyKey: 's3' })).toEqual(late);
+    await expect(again.settle({ holdId: pending.id, amount: parseUsd('0.6'), idempotencyKey: 's3' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_CONFLICT' });
+    expect(await history(again)).toEqual(after);
+    await again.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+});

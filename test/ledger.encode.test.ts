@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { decodeResult, encodeResult } from '../src/ledger/rows';
+
+// Stored idempotent results and fingerprints are compared and decoded after a restart, so the fast
+// encoder must write exactly what JSON.stringify with the bigint replacer always wrote.
+const reference = (v: unknown) => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? { $big: x.toString() } : x));
+
+describe('encodeResult', () => {
+  const values: unknown[] = [
+    { id: 'hold_1', amount: 1_000_000n, status: 'pending', chargeType: null, availableAfter: -5n, when: '2026-11-30T00:00:00.000Z' },
+    ['cust', 25_000n, null, undefined, 'Inference', () => 1],
+    { nested: { list: [1, 2.5, -0, NaN, Infinity, true, false, 'a"b\\c\u0001\u2028'], skip: undefined, fn: () => 1 }, big: [0n, -1n] },
+    { date: new Date(0), big: 1n },
+    { __proto__: null, a: 1n } as unknown,
+    { toJSON: () => ({ x: 1n }) },
+    'text',
+    42,
+    null,
+    123456789012345678901234567890n,
+    [],
+    {},
+    { 'key with "quotes"': [{ $big: 'not a bigint' }] },
+  ];
+  it.each(values.map((v, i) => [i, v]))('value %i is encoded byte for byte as before', (_i, v) => {
+    expect(encodeResult(v)).toBe(reference(v));
+  });
+  it('round-trips bigints', () => {
+    const v = { a: 1n, b: [2n, { c: -3n }], d: 'x' };
+    expect(decodeResult(encodeResult(v))).toEqual(v);
+  });
+});
