@@ -11,6 +11,7 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   customers: ['flowise-billing customers create acme --name "Acme Inc"', 'flowise-billing customers list --format csv'],
   'customers create': ['flowise-billing customers create acme --name "Acme Inc"'],
   'customers list': ['flowise-billing customers list', 'flowise-billing customers list --format tsv | cut -f1'],
+  'customers update': ['flowise-billing customers update acme --name "Acme Corporation"', 'flowise-billing customers update acme --clear-name'],
   'customers show': ['flowise-billing customers show acme'],
   topup: ['flowise-billing topup acme 10.00 --key invoice-1042', 'flowise-billing topup acme 25 --memo "wire transfer 2026-11"'],
   price: ['flowise-billing price Training 120', 'flowise-billing price tokens 1200 --model gpt-4o-mini --output-tokens 300', 'flowise-billing price PaidPublicFlowRun 12'],
