@@ -22,16 +22,52 @@ function toPg(sql: string): string {
   return out;
 }
 
-function connection(client: PoolClient): SqlConnection {
-  const values = (params: readonly SqlValue[]) => params.map((p) => (typeof p === 'bigint' ? p.toString() : p));
-  return {
-    async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []) {
-      return (await client.query(toPg(sql), values(params))).rows as T[];
-    },
-    async run(sql: string, params: readonly SqlValue[] = []) {
-      return (await client.query(toPg(sql), values(params))).rowCount ?? 0;
-    },
-  };
+const values = (params: readonly SqlValue[]) => params.map((p) => (typeof p === 'bigint' ? p.toString() : p));
+const ignore = () => undefined;
+
+/**
+ * One borrowed client as the ledger's SqlConnection, over a pipelining
+ * client: a statement is written to the socket at once, even while earlier
+ * ones are unanswered, and the server runs them in order. `send` writes a
+ * statement whose answer nobody waits for (BEGIN, the batch's final write);
+ * its failure is reported by the next statement on this connection, before
+ * that statement's own, so callers see errors in the order the database
+ * raised them, as if every statement had been awaited.
+ */
+class PgConnection implements SqlConnection {
+  private unanswered: Promise<unknown>[] = [];
+
+  constructor(readonly client: PoolClient) {}
+
+  send(sql: string, params: readonly SqlValue[] = []): void {
+    const p = this.client.query(toPg(sql), values(params));
+    p.catch(ignore); // observed later, by settle()
+    this.unanswered.push(p);
+  }
+
+  /** Waits for every sent statement; throws the first failure among them. */
+  async settle(): Promise<void> {
+    const sent = this.unanswered;
+    this.unanswered = [];
+    for (const p of sent) await p;
+  }
+
+  private async exec(sql: string, params: readonly SqlValue[]) {
+    const p = this.client.query(toPg(sql), values(params));
+    if (this.unanswered.length) {
+      p.catch(ignore); // after a failed statement this one fails too ("transaction is aborted"): report the first
+      await this.settle();
+    }
+    return p;
+  }
+
+  async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []) {
+    return (await this.exec(sql, params)).rows as T[];
+  }
+
+  async run(sql: string, params: readonly SqlValue[] = []) {
+    return (await this.exec(sql, params)).rowCount ?? 0;
+  }
 }
 
 const MAX_PARAMS = 65_000;
@@ -41,6 +77,8 @@ const MAX_PARAMS = 65_000;
  * CTEs: one round trip instead of one per table. Foreign keys are checked at
  * the end of the statement, so rows may reference customers inserted by a
  * sibling CTE. Falls back to a statement per table past the parameter limit.
+ * The statement is sent, not awaited: it travels with whatever follows it
+ * (usually COMMIT), and its failure is reported by that next statement.
  */
 async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promise<void> {
   if (writes.length === 0) return;
@@ -54,9 +92,11 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
     (w, i) =>
       `w${i} AS (INSERT INTO ${w.table} (${w.columns.join(', ')}) VALUES ${w.rows.map(() => tuple(w.columns.length)).join(', ')} ${w.onConflict ?? ''} RETURNING 1)`,
   );
-  await c.run(`WITH ${parts.join(',\n')} SELECT 1`, writes.flatMap((w) => w.rows.flat()));
+  const sql = `WITH ${parts.join(',\n')} SELECT 1`;
+  const all = writes.flatMap((w) => w.rows.flat());
+  if (c instanceof PgConnection) c.send(sql, all);
+  else await c.run(sql, all);
 }
-
 
 export function postgresDialect(opts: PostgresOptions): Dialect {
   let u: URL;
@@ -80,6 +120,8 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
     // A server that accepts TCP but never answers must not hang callers forever.
     connectionTimeoutMillis: 15_000,
     keepAlive: true,
+    // Statements are written without waiting for the previous answer (see PgConnection): fewer round trips.
+    pipeline: true,
   });
   const secrets = [opts.url, u.toString(), u.password, decodeURIComponent(u.password)].filter((s) => s.length >= 3);
   const scrub = (e: unknown) => scrubSecrets(e, secrets);
@@ -116,14 +158,39 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
     }
   }
 
+  /** Reads on one borrowed client; statements left unanswered by `fn` are awaited before it goes back to the pool. */
+  function onClient<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T> {
+    return withClient(async (client) => {
+      const c = new PgConnection(client);
+      try {
+        const result = await fn(c);
+        await c.settle();
+        return result;
+      } finally {
+        await c.settle().catch(ignore);
+      }
+    });
+  }
+
+  /**
+   * BEGIN is sent together with the transaction's first statement, and
+   * COMMIT together with its last write: a ledger batch (load, then write)
+   * costs two round trips.
+   */
   async function transaction<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T> {
     return withClient(async (client) => {
-      await client.query('BEGIN');
+      const c = new PgConnection(client);
+      c.send('BEGIN');
       try {
-        const result = await fn(connection(client));
-        await client.query('COMMIT');
+        const result = await fn(c);
+        const commit = client.query('COMMIT');
+        commit.catch(ignore);
+        // A failed statement before COMMIT makes the server answer COMMIT with a rollback, not an error: settle() reports it.
+        await c.settle();
+        await commit;
         return result;
       } catch (e) {
+        await c.settle().catch(ignore);
         // A failed ROLLBACK means the connection is gone; withClient then destroys the client.
         await client.query('ROLLBACK').catch((rollbackError: unknown) => {
           throw isSqlStateError(e) ? rollbackError : e;
@@ -147,7 +214,7 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
         if (schema) await c.run(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
         return fn(c);
       }),
-    read: (fn) => withClient((client) => fn(connection(client))),
+    read: (fn) => onClient(fn),
     writeMany,
     isRetryableConflict: (e) => ['23505', '40001', '40P01'].includes(String((e as { code?: string })?.code)),
     close: () => pool.end().catch((e: unknown) => Promise.reject(scrub(e))),
