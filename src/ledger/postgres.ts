@@ -1,4 +1,4 @@
-import type { PoolClient } from 'pg';
+import type { PoolClient, QueryResult } from 'pg';
 import { ValidationError } from '../errors';
 import { redactUrl } from './redact';
 import { type Dialect, insertRows, placeholders, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
@@ -22,39 +22,135 @@ function toPg(sql: string): string {
   return out;
 }
 
+/**
+ * Named (server-side prepared) statements: parsed and planned once per
+ * connection instead of on every call, which halves the server's CPU per
+ * ledger operation. Only statements with parameters that recur are named
+ * (the ledger's reads and writes for common batch sizes); a process names at
+ * most MAX_NAMED, so each pooled connection keeps a bounded set.
+ */
+const MAX_NAMED = 100;
+const HOT_AFTER = 3;
+const named = new Map<string, string>();
+const uses = new Map<string, number>();
+function statementName(text: string): string | undefined {
+  const name = named.get(text);
+  if (name !== undefined || named.size >= MAX_NAMED) return name;
+  const n = (uses.get(text) ?? 0) + 1;
+  if (n < HOT_AFTER) {
+    if (uses.size > 2000) uses.clear();
+    uses.set(text, n);
+    return undefined;
+  }
+  uses.delete(text);
+  const fresh = `fb_${named.size}`;
+  named.set(text, fresh);
+  return fresh;
+}
+
+/**
+ * A prepared `SELECT *` whose table changed shape (a newer process migrated
+ * the schema) fails with "cached plan must not change result type" on every
+ * connection that prepared it. Identified by the server's routine name,
+ * which does not depend on the server's language.
+ */
+function isStalePlan(e: unknown): boolean {
+  const err = e as { code?: unknown; routine?: unknown } | null;
+  return err?.code === '0A000' && err.routine === 'RevalidateCachedQuery';
+}
+
 const values = (params: readonly SqlValue[]) => params.map((p) => (typeof p === 'bigint' ? p.toString() : p));
 const ignore = () => undefined;
 
 /**
  * One borrowed client as the ledger's SqlConnection, over a pipelining
  * client: a statement is written to the socket at once, even while earlier
- * ones are unanswered, and the server runs them in order. `send` writes a
- * statement whose answer nobody waits for (BEGIN, the batch's final write);
- * its failure is reported by the next statement on this connection, before
- * that statement's own, so callers see errors in the order the database
- * raised them, as if every statement had been awaited.
+ * ones are unanswered, and the server runs them in order. Errors still reach
+ * callers as if every statement had been awaited before the next was sent:
+ * - a statement sent while earlier ones were unanswered fails with the first
+ *   failure among them (not with the "transaction is aborted" it got itself);
+ * - `send` writes a statement nobody waits for (BEGIN, the batch's final
+ *   write); its failure is reported by the next statement, or by `settle`.
  */
 class PgConnection implements SqlConnection {
-  private unanswered: Promise<unknown>[] = [];
+  /** Sent statements whose failure nobody has been told of yet. */
+  private unreported: Promise<unknown>[] = [];
+  /** The last statement sent, and whether it has been answered. */
+  private last: Promise<unknown> = Promise.resolve();
+  private lastAnswered = true;
+  private corked = false;
 
   constructor(readonly client: PoolClient) {}
 
+  /**
+   * Writes a statement. Statements written in the same tick (a batch's
+   * reads; its write and COMMIT) leave in one socket write: one system call
+   * and one packet for the server to read, instead of one each.
+   */
+  private write(sql: string, params: readonly SqlValue[]) {
+    if (!this.corked) {
+      const socket = this.client.connection.stream;
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    const text = toPg(sql);
+    const name = params.length ? statementName(text) : undefined;
+    return name ? this.client.query({ name, text, values: values(params) }) : this.client.query(text, values(params));
+  }
+
+  /** Writes a statement queued behind the unanswered ones: its result is theirs first (see the class comment). */
+  submit(sql: string, params: readonly SqlValue[] = []): Promise<QueryResult> {
+    const own = this.write(sql, params);
+    const mine = this.lastAnswered
+      ? own
+      : this.last.then(
+          () => own,
+          (e: unknown) => {
+            own.catch(ignore);
+            throw e;
+          },
+        );
+    this.last = mine;
+    this.lastAnswered = false;
+    // Registered before any caller's reaction, so a caller resuming after this answer already sees it answered.
+    const answered = () => {
+      if (this.last === mine) this.lastAnswered = true;
+    };
+    mine.then(answered, answered);
+    return mine;
+  }
+
   send(sql: string, params: readonly SqlValue[] = []): void {
-    const p = this.client.query(toPg(sql), values(params));
-    p.catch(ignore); // observed later, by settle()
-    this.unanswered.push(p);
+    const p = this.submit(sql, params);
+    p.catch(ignore); // reported later, by the next statement or settle()
+    this.unreported.push(p);
   }
 
   /** Waits for every sent statement; throws the first failure among them. */
   async settle(): Promise<void> {
-    const sent = this.unanswered;
-    this.unanswered = [];
+    const sent = this.unreported;
+    this.unreported = [];
     for (const p of sent) await p;
   }
 
+  /** Waits until every statement written so far has been answered, ignoring failures. */
+  async drain(): Promise<void> {
+    this.unreported = [];
+    await this.last.catch(ignore);
+  }
+
+  /** ROLLBACK after a failure: not queued behind the failed statements' results (the server runs it after them anyway). */
+  rollback(): Promise<unknown> {
+    return this.write('ROLLBACK', []);
+  }
+
   private async exec(sql: string, params: readonly SqlValue[]) {
-    const p = this.client.query(toPg(sql), values(params));
-    if (this.unanswered.length) {
+    const p = this.submit(sql, params);
+    if (this.unreported.length) {
       p.catch(ignore); // after a failed statement this one fails too ("transaction is aborted"): report the first
       await this.settle();
     }
@@ -128,6 +224,19 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
   // An idle client's error (server restart) must not crash the host process; the pool drops that client.
   pool.on('error', () => undefined);
 
+  /** Bumped when the schema changed under prepared statements; older connections are closed instead of reused. */
+  let generation = 0;
+  const bornIn = new WeakMap<PoolClient, number>();
+  async function borrow(): Promise<PoolClient> {
+    for (;;) {
+      const client = await pool.connect();
+      const born = bornIn.get(client);
+      if (born === undefined) bornIn.set(client, generation);
+      if (born === undefined || born === generation) return client;
+      client.release(true);
+    }
+  }
+
   /**
    * Borrows a client for `fn`. While borrowed, pg-pool removes its own 'error'
    * listener, so without this one a dropped connection (server restart,
@@ -138,7 +247,7 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
   async function withClient<T>(fn: (client: PoolClient) => Promise<T>): Promise<T> {
     let client: PoolClient;
     try {
-      client = await pool.connect();
+      client = await borrow();
     } catch (e) {
       throw scrub(e);
     }
@@ -151,6 +260,11 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
       return await fn(client);
     } catch (e) {
       if (!isSqlStateError(e)) broken ??= e instanceof Error ? e : new Error(String(e));
+      if (isStalePlan(e)) {
+        // Every connection prepared before the schema changed holds stale plans: retire them all.
+        generation++;
+        broken ??= e as Error;
+      }
       throw scrub(e);
     } finally {
       client.removeListener('error', onError);
@@ -167,7 +281,8 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
         await c.settle();
         return result;
       } finally {
-        await c.settle().catch(ignore);
+        // Nothing of this borrower's may still be on the wire when the next one gets the client.
+        await c.drain();
       }
     });
   }
@@ -183,16 +298,16 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
       c.send('BEGIN');
       try {
         const result = await fn(c);
-        const commit = client.query('COMMIT');
+        const commit = c.submit('COMMIT');
         commit.catch(ignore);
         // A failed statement before COMMIT makes the server answer COMMIT with a rollback, not an error: settle() reports it.
         await c.settle();
         await commit;
         return result;
       } catch (e) {
-        await c.settle().catch(ignore);
+        await c.drain();
         // A failed ROLLBACK means the connection is gone; withClient then destroys the client.
-        await client.query('ROLLBACK').catch((rollbackError: unknown) => {
+        await c.rollback().catch((rollbackError: unknown) => {
           throw isSqlStateError(e) ? rollbackError : e;
         });
         throw e;
@@ -214,9 +329,11 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
         if (schema) await c.run(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
         return fn(c);
       }),
-    read: (fn) => onClient(fn),
+    // A read has no side effects: one that met a stale prepared plan is run again on a fresh connection.
+    read: (fn) => onClient(fn).catch((e: unknown) => (isStalePlan(e) ? onClient(fn) : Promise.reject(e))),
     writeMany,
-    isRetryableConflict: (e) => ['23505', '40001', '40P01'].includes(String((e as { code?: string })?.code)),
+    // A batch that met a stale prepared plan was rolled back; run again, it finds fresh connections.
+    isRetryableConflict: (e) => ['23505', '40001', '40P01'].includes(String((e as { code?: string })?.code)) || isStalePlan(e),
     close: () => pool.end().catch((e: unknown) => Promise.reject(scrub(e))),
   };
 }
