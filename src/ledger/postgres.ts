@@ -223,6 +223,11 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
   const scrub = (e: unknown) => scrubSecrets(e, secrets);
   // An idle client's error (server restart) must not crash the host process; the pool drops that client.
   pool.on('error', () => undefined);
+  // A new client is handed to its borrower from inside the parser loop that read the server's
+  // ReadyForQuery; a FATAL message in the same packet (pg_terminate_backend just after connecting)
+  // is emitted before withClient attaches its listener. This permanent one keeps that from being an
+  // unhandled 'error' event; the client is then unqueryable, and its borrower's first query fails.
+  pool.on('connect', (client) => client.on('error', ignore));
 
   /** Bumped when the schema changed under prepared statements; older connections are closed instead of reused. */
   let generation = 0;
