@@ -75,6 +75,9 @@ function fingerprint(op: Op): string {
   }
 }
 
+/** The batch's lookups recur with every operation: worth keeping prepared where the dialect can. */
+const PREPARE = { prepare: true } as const;
+
 function inList(n: number): string {
   return `(${placeholders(n)})`;
 }
@@ -160,7 +163,7 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
   const none = Promise.resolve([] as Row[]);
 
   // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
-  const customerRows = owners.length ? c.query(`SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams) : none;
+  const customerRows = owners.length ? c.query(`SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE) : none;
   // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
   // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
   const holdArms: string[] = [];
@@ -173,11 +176,11 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     holdArms.push(`SELECT * FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
     holdParams.push(...ownerParams, now);
   }
-  const holdRows = holdArms.length ? c.query(holdArms.join(' UNION ALL '), holdParams) : none;
-  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds]) : none;
-  const idemRows = keys.size ? c.query(`SELECT * FROM billing_idempotency WHERE key IN ${inList(keys.size)}`, [...keys]) : none;
+  const holdRows = holdArms.length ? c.query(holdArms.join(' UNION ALL '), holdParams, PREPARE) : none;
+  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
+  const idemRows = keys.size ? c.query(`SELECT * FROM billing_idempotency WHERE key IN ${inList(keys.size)}`, [...keys], PREPARE) : none;
   const outbox = metering && owners.length ? outboxStateQuery({ sql: ownersSql, params: ownerParams }) : null;
-  const outboxRows = outbox ? c.query(outbox.sql, outbox.params) : none;
+  const outboxRows = outbox ? c.query(outbox.sql, outbox.params, PREPARE) : none;
   const [lockedRows, loadedHolds, loadedCharges, loadedIdem, outboxState] = await Promise.all([customerRows, holdRows, chargeRows, idemRows, outboxRows]);
 
   const customers = new Map<string, CustomerRow>();

@@ -1,7 +1,7 @@
 import type { PoolClient, QueryResult } from 'pg';
 import { ValidationError } from '../errors';
 import { redactUrl } from './redact';
-import { type Dialect, insertRows, placeholders, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
+import { type Dialect, insertRows, placeholders, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
 export interface PostgresOptions {
   /** postgres://user:pass@host:port/db[?schema=name]; `schema` puts the ledger's tables in that schema. */
@@ -25,11 +25,18 @@ function toPg(sql: string): string {
 /**
  * Named (server-side prepared) statements: parsed and planned once per
  * connection instead of on every call, which halves the server's CPU per
- * ledger operation. Only statements with parameters that recur are named
- * (the ledger's reads and writes for common batch sizes); a process names at
- * most MAX_NAMED, so each pooled connection keeps a bounded set.
+ * ledger operation (planning is most of it). Only statements the caller marks
+ * `prepare` are named, and a process names at most MAX_NAMED, so each pooled
+ * connection keeps a bounded set. A marked lookup is named only with a short
+ * parameter list: PostgreSQL soon reuses one generic plan for a prepared
+ * statement, and for a long IN list made while a table was still small that
+ * plan can be a sequential scan that stays as the table grows (seen: 32-key
+ * lookups at 5 ms). Short lists on a key always get an index scan.
  */
 const MAX_NAMED = 100;
+const MAX_NAMED_LOOKUP_PARAMS = 4;
+/** Writes of batches of a few operations; a large batch's write is planned once per batch anyway, and would keep a large plan per connection. */
+const MAX_NAMED_WRITE_PARAMS = 256;
 const HOT_AFTER = 3;
 const named = new Map<string, string>();
 const uses = new Map<string, number>();
@@ -87,7 +94,7 @@ class PgConnection implements SqlConnection {
    * reads; its write and COMMIT) leave in one socket write: one system call
    * and one packet for the server to read, instead of one each.
    */
-  private write(sql: string, params: readonly SqlValue[]) {
+  private write(sql: string, params: readonly SqlValue[], opts?: QueryOptions) {
     if (!this.corked) {
       const socket = this.client.connection.stream;
       this.corked = true;
@@ -98,13 +105,14 @@ class PgConnection implements SqlConnection {
       });
     }
     const text = toPg(sql);
-    const name = params.length ? statementName(text) : undefined;
+    const limit = opts?.prepare === 'write' ? MAX_NAMED_WRITE_PARAMS : MAX_NAMED_LOOKUP_PARAMS;
+    const name = opts?.prepare && params.length && params.length <= limit ? statementName(text) : undefined;
     return name ? this.client.query({ name, text, values: values(params) }) : this.client.query(text, values(params));
   }
 
   /** Writes a statement queued behind the unanswered ones: its result is theirs first (see the class comment). */
-  submit(sql: string, params: readonly SqlValue[] = []): Promise<QueryResult> {
-    const own = this.write(sql, params);
+  submit(sql: string, params: readonly SqlValue[] = [], opts?: QueryOptions): Promise<QueryResult> {
+    const own = this.write(sql, params, opts);
     const mine = this.lastAnswered
       ? own
       : this.last.then(
@@ -124,8 +132,8 @@ class PgConnection implements SqlConnection {
     return mine;
   }
 
-  send(sql: string, params: readonly SqlValue[] = []): void {
-    const p = this.submit(sql, params);
+  send(sql: string, params: readonly SqlValue[] = [], opts?: QueryOptions): void {
+    const p = this.submit(sql, params, opts);
     p.catch(ignore); // reported later, by the next statement or settle()
     this.unreported.push(p);
   }
@@ -148,8 +156,8 @@ class PgConnection implements SqlConnection {
     return this.write('ROLLBACK', []);
   }
 
-  private async exec(sql: string, params: readonly SqlValue[]) {
-    const p = this.submit(sql, params);
+  private async exec(sql: string, params: readonly SqlValue[], opts?: QueryOptions) {
+    const p = this.submit(sql, params, opts);
     if (this.unreported.length) {
       p.catch(ignore); // after a failed statement this one fails too ("transaction is aborted"): report the first
       await this.settle();
@@ -157,8 +165,8 @@ class PgConnection implements SqlConnection {
     return p;
   }
 
-  async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []) {
-    return (await this.exec(sql, params)).rows as T[];
+  async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = [], opts?: QueryOptions) {
+    return (await this.exec(sql, params, opts)).rows as T[];
   }
 
   async run(sql: string, params: readonly SqlValue[] = []) {
@@ -190,7 +198,8 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
   );
   const sql = `WITH ${parts.join(',\n')} SELECT 1`;
   const all = writes.flatMap((w) => w.rows.flat());
-  if (c instanceof PgConnection) c.send(sql, all);
+  // An INSERT … ON CONFLICT finds rows only through its unique indexes: a generic plan is always right.
+  if (c instanceof PgConnection) c.send(sql, all, { prepare: 'write' });
   else await c.run(sql, all);
 }
 
