@@ -1,8 +1,8 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
 import { APPLY, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
-import { type Dialect, placeholders, type SqlConnection, upsertClause, writeTables } from './dialect';
-import { outboxWrites } from './outbox';
+import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
+import { METERED_OPERATIONS, outboxStateQuery, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
   AUDIT_TABLE,
@@ -75,6 +75,9 @@ function fingerprint(op: Op): string {
   }
 }
 
+/** The batch's lookups recur with every operation: worth keeping prepared where the dialect can. */
+const PREPARE = { prepare: true } as const;
+
 function inList(n: number): string {
   return `(${placeholders(n)})`;
 }
@@ -87,10 +90,11 @@ function inList(n: number): string {
  * per-operation outcomes; only a database failure aborts the batch.
  */
 export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<Outcome[]> {
-  const s = new BatchState(now, await loadRows(d, c, ops, now));
+  const loaded = await loadRows(d, c, ops, now);
+  const s = new BatchState(now, loaded);
   s.expireOverdue();
   const outcomes = ops.map((op) => applyOne(s, op));
-  await writeRows(d, c, s);
+  await writeRows(d, c, s, loaded.outboxState);
   return outcomes;
 }
 
@@ -118,75 +122,86 @@ function applyOne(s: BatchState, op: Op): Outcome {
   }
 }
 
-/** Reads every row the batch needs; customers are locked in sorted order. */
-async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<LoadedRows> {
+/**
+ * Reads every row the batch needs; customers are locked in sorted order. The
+ * reads are issued together, without waiting for each other: a pipelining
+ * dialect (PostgreSQL) sends them in one round trip. The server still runs
+ * them in order, each with a fresh snapshot, so every read after the lock
+ * sees what the lock's previous holder committed.
+ */
+async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<LoadedRows & { outboxState: readonly Row[] | null }> {
   const holdIds = new Set<string>();
   const chargeIds = new Set<string>();
   const keys = new Set<string>();
   const customerIds = new Set<string>();
+  let metering = false;
   for (const op of ops) {
     if ('key' in op) keys.add(op.key);
     if (op.kind === 'settle' || op.kind === 'release') holdIds.add(op.holdId);
     else if (op.kind === 'refund') chargeIds.add(op.chargeId);
     else customerIds.add(op.customerId);
     if (op.kind === 'hold' && op.addTo) holdIds.add(op.addTo);
+    if (METERED_OPERATIONS.has(op.kind)) metering = true;
   }
 
-  // Holds and charges never change owner, so their customers are found and locked in the same statement.
-  const customers = new Map<string, CustomerRow>();
-  const conds: string[] = [];
-  const params: string[] = [];
+  // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
+  const owners: string[] = [];
+  const ownerParams: string[] = [];
   if (customerIds.size) {
-    conds.push(`id IN ${inList(customerIds.size)}`);
-    params.push(...customerIds);
+    owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(customerIds.size)}`);
+    ownerParams.push(...customerIds);
   }
   if (holdIds.size) {
-    conds.push(`id IN (SELECT customer_id FROM billing_holds WHERE id IN ${inList(holdIds.size)})`);
-    params.push(...holdIds);
+    owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
+    ownerParams.push(...holdIds);
   }
   if (chargeIds.size) {
-    conds.push(`id IN (SELECT customer_id FROM billing_charges WHERE id IN ${inList(chargeIds.size)})`);
-    params.push(...chargeIds);
+    owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`);
+    ownerParams.push(...chargeIds);
   }
-  if (conds.length) {
-    // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
-    const rows = await c.query(`SELECT * FROM billing_customers WHERE ${conds.join(' OR ')} ORDER BY id ${d.forUpdate}`, params);
-    for (const r of rows) customers.set(String(r.id), customerFromRow(r));
-  }
-  const lockedIds = [...customers.keys()];
+  const ownersSql = owners.join(' UNION ALL ');
+  const none = Promise.resolve([] as Row[]);
 
+  // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
+  const customerRows = owners.length ? c.query(`SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE) : none;
+  // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
+  // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
+  const holdArms: string[] = [];
+  const holdParams: (string | number)[] = [];
+  if (holdIds.size) {
+    holdArms.push(`SELECT * FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
+    holdParams.push(...holdIds);
+  }
+  if (owners.length) {
+    holdArms.push(`SELECT * FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
+    holdParams.push(...ownerParams, now);
+  }
+  const holdRows = holdArms.length ? c.query(holdArms.join(' UNION ALL '), holdParams, PREPARE) : none;
+  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
+  const idemRows = keys.size ? c.query(`SELECT * FROM billing_idempotency WHERE key IN ${inList(keys.size)}`, [...keys], PREPARE) : none;
+  const outbox = metering && owners.length ? outboxStateQuery({ sql: ownersSql, params: ownerParams }) : null;
+  const outboxRows = outbox ? c.query(outbox.sql, outbox.params, PREPARE) : none;
+  const [lockedRows, loadedHolds, loadedCharges, loadedIdem, outboxState] = await Promise.all([customerRows, holdRows, chargeRows, idemRows, outboxRows]);
+
+  const customers = new Map<string, CustomerRow>();
+  for (const r of lockedRows) customers.set(String(r.id), customerFromRow(r));
   const holds = new Map<string, HoldRow>();
-  if (holdIds.size || lockedIds.length) {
-    const conds: string[] = [];
-    const params: (string | number)[] = [];
-    if (holdIds.size) {
-      conds.push(`id IN ${inList(holdIds.size)}`);
-      params.push(...holdIds);
-    }
-    if (lockedIds.length) {
-      conds.push(`(customer_id IN ${inList(lockedIds.length)} AND status = 'pending' AND expires_at <= ?)`);
-      params.push(...lockedIds, now);
-    }
-    for (const r of await c.query(`SELECT * FROM billing_holds WHERE ${conds.join(' OR ')}`, params)) holds.set(String(r.id), holdFromRow(r));
+  for (const r of loadedHolds) {
+    // A customer created after the lock was taken is not locked: its holds are left alone, as if never read.
+    if (holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) holds.set(String(r.id), holdFromRow(r));
   }
   const charges = new Map<string, ChargeRow>();
-  if (chargeIds.size) {
-    for (const r of await c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds])) {
-      charges.set(String(r.id), chargeFromRow(r));
-    }
-  }
+  for (const r of loadedCharges) charges.set(String(r.id), chargeFromRow(r));
   const idem = new Map<string, IdemRow>();
-  if (keys.size) {
-    for (const r of await c.query(`SELECT * FROM billing_idempotency WHERE key IN ${inList(keys.size)}`, [...keys])) {
-      idem.set(String(r.key), {
-        key: String(r.key),
-        operation: String(r.operation),
-        fingerprint: String(r.fingerprint),
-        customerId: r.customer_id === null ? null : String(r.customer_id),
-        result: String(r.result),
-        createdAt: Number(r.created_at),
-      });
-    }
+  for (const r of loadedIdem) {
+    idem.set(String(r.key), {
+      key: String(r.key),
+      operation: String(r.operation),
+      fingerprint: String(r.fingerprint),
+      customerId: r.customer_id === null ? null : String(r.customer_id),
+      result: String(r.result),
+      createdAt: Number(r.created_at),
+    });
   }
 
   // Net charges so far in the period a new budget starts in.
@@ -197,14 +212,14 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     const [row] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', [op.customerId, p.start]);
     periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
   }
-  return { customers, holds, charges, idem, periodSpend };
+  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? outboxState : null };
 }
 
 /** Writes what the batch changed, plus the Stripe outbox rows its entries owe. */
-async function writeRows(d: Dialect, c: SqlConnection, s: BatchState): Promise<void> {
+async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, outboxState: readonly Row[] | null): Promise<void> {
   const { customers, holds, charges, createdCustomers, dirtyCustomers, dirtyHolds, dirtyCharges, newEntries, newIdem, newAudit, now } = s;
   // Meter events owed to Stripe, in this same transaction as their entries (see outbox.ts).
-  const outbox = await outboxWrites(c, newEntries, now);
+  const outbox = outboxWrites(outboxState, newEntries, now);
 
   await writeTables(c, d, [
     // A plain INSERT: if another process created the customer after this batch looked (its row was

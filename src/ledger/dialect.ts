@@ -7,8 +7,16 @@
 export type SqlValue = string | number | bigint | null;
 export type Row = Record<string, unknown>;
 
+export interface QueryOptions {
+  /**
+   * A statement run again and again (the ledger batch's lookups): a dialect
+   * may keep it prepared on the connection. `write` marks an INSERT/upsert.
+   */
+  readonly prepare?: true | 'write';
+}
+
 export interface SqlConnection {
-  query<T extends Row = Row>(sql: string, params?: readonly SqlValue[]): Promise<T[]>;
+  query<T extends Row = Row>(sql: string, params?: readonly SqlValue[], opts?: QueryOptions): Promise<T[]>;
   run(sql: string, params?: readonly SqlValue[]): Promise<number>;
 }
 

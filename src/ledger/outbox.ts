@@ -1,4 +1,4 @@
-import { placeholders, type SqlConnection, type TableWrite } from './dialect';
+import type { Row, TableWrite } from './dialect';
 import type { EntryRow } from './rows';
 
 /**
@@ -71,21 +71,35 @@ export function parseOutboxSettings(text: string): OutboxSettings {
 }
 
 /**
- * The writes that put this batch's metered entries into the outbox: one read
- * (settings and running totals together) and two table writes for the whole
- * batch, never a round trip per operation. Returns [] when the outbox is off.
+ * The read the outbox needs for a batch: its settings and the running totals
+ * of the customers the batch may charge (`customers`: SQL selecting their
+ * ids). batch.ts sends it with the batch's other reads, in the same round
+ * trip; the totals are written only by batches holding the customer's lock.
  */
-export async function outboxWrites(c: SqlConnection, entries: readonly EntryRow[], now: number): Promise<TableWrite[]> {
+export function outboxStateQuery(customers: { sql: string; params: readonly string[] }): { sql: string; params: string[] } {
+  return {
+    sql: `SELECT s.value AS settings, m.customer_id, m.event_name, m.nanos_total
+       FROM billing_stripe_settings s
+       LEFT JOIN billing_stripe_meter_state m ON m.customer_id IN (${customers.sql})
+      WHERE s.key = ?`,
+    params: [...customers.params, OUTBOX_SETTINGS_KEY],
+  };
+}
+
+/** The operations whose entries may owe Stripe a meter event: a batch with one of them loads the outbox state. */
+export const METERED_OPERATIONS: ReadonlySet<string> = new Set(['settle', 'charge', 'refund']);
+
+/**
+ * The writes that put this batch's metered entries into the outbox, from the
+ * rows of `outboxStateQuery`: two table writes for the whole batch, never a
+ * round trip per operation. Returns [] when the outbox is off.
+ */
+export function outboxWrites(state: readonly Row[] | null, entries: readonly EntryRow[], now: number): TableWrite[] {
   const metered = entries.filter(isMetered);
   if (metered.length === 0) return [];
-  const customerIds = [...new Set(metered.map((e) => e.customerId))];
-  const rows = await c.query(
-    `SELECT s.value AS settings, m.customer_id, m.event_name, m.nanos_total
-       FROM billing_stripe_settings s
-       LEFT JOIN billing_stripe_meter_state m ON m.customer_id IN (${placeholders(customerIds.length)})
-      WHERE s.key = ?`,
-    [...customerIds, OUTBOX_SETTINGS_KEY],
-  );
+  // A metered entry from an operation outside METERED_OPERATIONS would otherwise skip its meter event silently.
+  if (state === null) throw new Error('outbox state was not loaded for a batch with metered entries');
+  const rows = state;
   if (!rows[0]) return [];
   const settings = parseOutboxSettings(String(rows[0].settings));
   if (!settings.enabled) return [];
