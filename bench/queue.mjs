@@ -7,13 +7,16 @@
 //   npm run build && node bench/queue.mjs
 //
 // Env: BENCH_CLIENTS (32), BENCH_SECONDS per round (15), BENCH_ROUNDS per variant (2),
-// BENCH_MODEL_DELAY_MS (20), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
-// and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use).
+// BENCH_MODEL_DELAY_MS (20), BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
+// case; N: client i bills customer i mod N), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
+// and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use), BENCH_CPU_PROF (a directory:
+// the workers run with --cpu-prof and write their profiles there when they stop).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { api } from '../test/e2e/flowise-env.mjs';
 import { startQueueTopology } from '../test/e2e/queue-env.mjs';
 
@@ -28,6 +31,7 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
+const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -86,15 +90,33 @@ function flows(ids, basepath) {
   return { metered, plain };
 }
 
-/** CLIENTS loops sending predictions for SECONDS; returns answered predictions per second. */
-async function round(client, flowId, token, label) {
+/** Transactions PostgreSQL committed or rolled back in `db` so far (Flowise's and the ledger's: one database). */
+async function xacts(db) {
+  const admin = new URL(pgUrl);
+  admin.pathname = '/postgres';
+  const c = new pg.Client({ connectionString: admin.href });
+  await c.connect();
+  try {
+    // Statistics reach pg_stat_database when a backend reports them (about once a second) and a run ends 2 s after its last call: read after a pause.
+    await new Promise((r) => setTimeout(r, 2500));
+    await c.query('SELECT pg_stat_clear_snapshot()');
+    const { rows } = await c.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [db]);
+    return Number(rows[0]?.n ?? 0);
+  } finally {
+    await c.end();
+  }
+}
+
+/** CLIENTS loops sending predictions for SECONDS; returns answered predictions per second (and the count). */
+async function round(client, flowId, tokens, label) {
   const until = Date.now() + SECONDS * 1000;
   let ok = 0;
   let failed = 0;
   let seq = 0;
   const t0 = performance.now();
   await Promise.all(
-    Array.from({ length: CLIENTS }, async () => {
+    Array.from({ length: CLIENTS }, async (_, c) => {
+      const token = tokens[c % tokens.length];
       while (Date.now() < until) {
         const k = seq++;
         const r = await client.predict(flowId, { question: `bench question ${k}`, chatId: `${label}-${k}-${Date.now()}`, overrideConfig: { vars: { billingToken: token } } }, { allowError: true });
@@ -105,7 +127,14 @@ async function round(client, flowId, token, label) {
   );
   const secs = (performance.now() - t0) / 1000;
   if (failed) log(`  (${label}: ${failed} predictions not answered)`);
-  return ok / secs;
+  return { rate: ok / secs, ok };
+}
+
+/** A round plus PostgreSQL transactions per answered prediction in it. */
+async function measured(client, flowId, tokens, label, db) {
+  const x0 = await xacts(db);
+  const r = await round(client, flowId, tokens, label);
+  return { ...r, xactsPer: ((await xacts(db)) - x0) / Math.max(1, r.ok) };
 }
 
 const pgUrl = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432');
@@ -113,6 +142,7 @@ const model = await modelServer();
 const topo = await startQueueTopology({
   pg: { host: pgUrl.hostname, port: Number(pgUrl.port || 5432), user: decodeURIComponent(pgUrl.username || 'postgres'), password: decodeURIComponent(pgUrl.password) },
   workers: 2,
+  workerNodeArgs: process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(process.env.BENCH_CPU_PROF)] : [],
   log: () => undefined,
 });
 try {
@@ -120,9 +150,12 @@ try {
   const ledger = await openLedger(ledgerUrl);
   const quota = new QuotaService(ledger, { actor: 'bench' });
   await quota.createPlan({ id: 'bench', name: 'Bench', basePriceUsd: '0', sessionsIncluded: 100_000_000, managedModels: true });
-  await ledger.createCustomer({ id: 'bench' });
-  await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
-  await quota.subscribe({ customerId: 'bench', planId: 'bench' });
+  const customers = Array.from({ length: CUSTOMERS }, (_, i) => (i === 0 ? 'bench' : `bench${i}`));
+  for (const id of customers) {
+    await ledger.createCustomer({ id });
+    await ledger.topUp({ customerId: id, amount: 1_000_000n * 1_000_000_000n, idempotencyKey: `${id}-topup` });
+    await quota.subscribe({ customerId: id, planId: 'bench' });
+  }
   const client = api(topo.url);
   await client.setup();
   const ids = {
@@ -135,17 +168,21 @@ try {
   const off = (await client.createChatflow({ name: 'bench plain', flowData: f.plain, type: 'CHATFLOW' })).id;
   await client.updateChatflow(on, { apiConfig });
   await client.updateChatflow(off, { apiConfig });
-  const token = signBillingToken(SECRET, 'bench', { ttlSeconds: 3600 });
+  const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
-  log(`queue mode: main + 2 workers, ${CLIENTS} clients, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
+  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
   // warm-up: both flows load, connections open
-  await round(client, off, token, 'warm-off').catch(() => 0);
-  await round(client, on, token, 'warm-on').catch(() => 0);
+  await round(client, off, tokens, 'warm-off').catch(() => 0);
+  await round(client, on, tokens, 'warm-on').catch(() => 0);
   const rates = { off: [], on: [] };
+  const tx = { off: [], on: [] };
   for (let i = 0; i < ROUNDS; i++) {
-    rates.off.push(await round(client, off, token, `off${i}`));
-    rates.on.push(await round(client, on, token, `on${i}`));
-    log(`  round ${i + 1}: metering off ${rates.off[i].toFixed(1)} predictions/s, on ${rates.on[i].toFixed(1)} predictions/s`);
+    for (const [v, id] of [['off', off], ['on', on]]) {
+      const r = await measured(client, id, tokens, `${v}${i}`, topo.flowiseDatabase);
+      rates[v].push(r.rate);
+      tx[v].push(r.xactsPer);
+    }
+    log(`  round ${i + 1}: metering off ${rates.off[i].toFixed(1)} predictions/s, on ${rates.on[i].toFixed(1)} predictions/s (PostgreSQL transactions per prediction: off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)})`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const offMean = mean(rates.off);
@@ -153,8 +190,9 @@ try {
   log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
   log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
   log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
-  const b = await ledger.balance('bench');
-  log(`ledger: held $${formatUsd(b.held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
+  let held = 0n;
+  for (const id of customers) held += (await ledger.balance(id)).held;
+  log(`ledger: held $${formatUsd(held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
   await ledger.close();
 } finally {
   await topo.stop();
