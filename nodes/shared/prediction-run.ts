@@ -5,7 +5,7 @@
  * node's own `credential` is the provider's), and the run key every node of one
  * prediction shares.
  */
-import { type Billable, flowRunKey, openFlowRun, type Refusal, type RefusalTemplates, z } from '../../src/plugin';
+import { type Billable, flowRunKey, openedFlowRun, openFlowRun, type Refusal, type RefusalTemplates, z } from '../../src/plugin';
 import { admissionInputs, refusalMessageInputs, refusalMessages, refusalMessageSchema } from './admission';
 import { customerFor } from './customer';
 import { flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
@@ -139,11 +139,16 @@ export async function openPredictionRun(
   logger: Logger,
   s: RunSettings,
 ): Promise<FlowRun> {
+  const identity = 'refusal' in who ? { refusal: who.refusal } : { customerId: who.customerId };
+  const runKey = predictionRunKey(options, input);
+  // A later node of the prediction joins the run as it is (the first node's settings win anyway).
+  const opened = openedFlowRun({ ledgerDatabase: cred.ledgerDatabase, ...identity, runKey });
+  if (opened) return opened;
   return openFlowRun({
     ledgerDatabase: cred.ledgerDatabase,
-    ...('refusal' in who ? { refusal: who.refusal } : { customerId: who.customerId }),
+    ...identity,
     conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
-    runKey: predictionRunKey(options, input),
+    runKey,
     actor: `node:${node.name}`,
     runFee: s.runFee,
     runBudgetUsd: s.runBudgetUsd,

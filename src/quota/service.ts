@@ -2,13 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
 import type { Dialect, SqlConnection } from '../ledger/dialect';
 import { iso } from '../ledger/rows';
-import type { Ledger } from '../ledger/types';
+import type { BudgetState, Ledger } from '../ledger/types';
 import { formatQuantity, formatUsd, type Nanos, parseQuantity } from '../money';
 import { type Period, periodContaining } from '../period';
 import type { AdmissionGate, AdmitRunInput, RunAdmission } from './gate';
 import { comparePlans, type Plan, type PlanInput, parsePlan, planIdSchema } from './plans';
 import { allPlans, insertPlan, planIn, replacePlan, seedDefaultPlans } from './plan-rows';
-import { findConversation, openSession, sessionsInPeriod, touchConversation } from './session-rows';
+import { openSessionAndCount, planAndConversation, sessionsInPeriod, touchConversation } from './session-rows';
 import { usageReport } from './usage-report';
 import { deliverAlerts, fireAlerts, listAlerts } from './alerts';
 import { allInvoices, decodeInvoice, encodeInvoice, invoiceClosed, invoiceFor, latestInvoice, storeInvoice } from './invoices';
@@ -22,6 +22,13 @@ export type { Alert, Invoice, MetricLine, QuotaEvent, QuotaOptions, Subscription
  * Every admission is one write transaction holding the subscription row, so
  * concurrent first messages and the last free session are decided atomically.
  */
+/** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
+function budgetRefusal(b: BudgetState): BudgetExceededError | null {
+  if (b.budget === null) return null;
+  if (b.spent + b.held < b.budget) return null;
+  return new BudgetExceededError({ customerId: b.customerId, budgetUsd: formatUsd(b.budget), spentUsd: formatUsd(b.spent), heldUsd: formatUsd(b.held), requiredUsd: '0.00', periodEnd: b.periodEnd });
+}
+
 export class QuotaService implements AdmissionGate {
   private readonly d: Dialect;
   private readonly clock: () => number;
@@ -225,35 +232,45 @@ export class QuotaService implements AdmissionGate {
     }
     await this.ensurePlans();
     const fired: Alert[] = [];
+    // Round trips are the cost of an admission (every metered prediction makes one): the customer and its
+    // budget in one read, the subscription locked, its plan and the conversation in one read, a new
+    // session's three rows in one write where the dialect can (PostgreSQL), and no write of an unchanged row.
+    let budgeted = false;
     const admission = await this.write(async (c) => {
-      await this.requireCustomer(c, input.customerId);
+      const budget = await this.ledger.view(c).budgetAt(input.customerId, at);
+      if (!budget) throw new CustomerNotFoundError(input.customerId);
+      budgeted = budget.budget !== null;
       let sub = await this.lockSub(c, input.customerId);
+      let fresh = false;
       if (!sub) {
         // Racing first runs both insert; the loser's insert is a no-op and both then lock the one row.
-        const fresh = this.newSub(input.customerId, this.defaultPlanId, new Date(at).getUTCDate(), at);
-        await this.planIn(c, fresh.planId);
-        const inserted = await this.saveSub(c, fresh, true);
+        const initial = this.newSub(input.customerId, this.defaultPlanId, new Date(at).getUTCDate(), at);
+        await this.planIn(c, initial.planId);
+        const inserted = await this.saveSub(c, initial, true);
         sub = (await this.lockSub(c, input.customerId))!;
         if (inserted) {
           await this.audit(c, 'subscribe', input.customerId, { planId: sub.planId, change: 'new', reason: 'default plan on first run' });
         }
+        fresh = true;
       }
+      const before = sub.periodEnd;
       await this.roll(c, sub, at);
+      const changed = fresh || sub.periodEnd !== before;
       if (sub.status !== 'active') {
-        await this.saveSub(c, sub, false);
+        if (changed) await this.saveSub(c, sub, false);
         return this.refused(c, input, at, new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status }));
       }
-      const plan = await this.planIn(c, sub.planId);
-      const conv = await findConversation(c, input.customerId, input.conversationId);
+      const { plan, conversation: conv } = await planAndConversation(c, sub.planId, input.customerId, input.conversationId);
       let session: 'new' | 'existing';
       let sessionId: string;
       if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
         session = 'existing';
         sessionId = conv.sessionId;
         await touchConversation(c, input.customerId, input.conversationId, Math.max(at, conv.lastActivityAt));
+        if (changed) await this.saveSub(c, sub, false);
       } else {
         if (plan.sessionsIncluded !== null && sub.sessionsUsed >= plan.sessionsIncluded) {
-          await this.saveSub(c, sub, false);
+          if (changed) await this.saveSub(c, sub, false);
           return this.refused(c, input, at, new QuotaExceededError({
             customerId: input.customerId,
             sessionsUsed: sub.sessionsUsed,
@@ -262,21 +279,20 @@ export class QuotaService implements AdmissionGate {
             planId: plan.id,
           }));
         }
-        const overBudget = await this.checkBudgetOpen(c, input.customerId, at);
+        const overBudget = budgetRefusal(budget);
         if (overBudget) {
-          await this.saveSub(c, sub, false);
+          if (changed) await this.saveSub(c, sub, false);
           return this.refused(c, input, at, overBudget);
         }
         session = 'new';
         sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
         sub.sessionsUsed += 1;
-        await openSession(c, { id: sessionId, customerId: input.customerId, conversationId: input.conversationId, at, periodStart: sub.periodStart });
+        await openSessionAndCount(c, this.d, { id: sessionId, customerId: input.customerId, conversationId: input.conversationId, at, periodStart: sub.periodStart }, sub, this.clock());
         if (plan.sessionsIncluded !== null && plan.sessionsIncluded > 0) {
           const pct = percent(BigInt(sub.sessionsUsed), BigInt(plan.sessionsIncluded));
           fired.push(...(await this.fire(c, input.customerId, sub.periodStart, 'sessions', pct, plan.alertThresholds, at)));
         }
       }
-      await this.saveSub(c, sub, false);
       const limit = plan.sessionsIncluded;
       return {
         session,
@@ -292,7 +308,8 @@ export class QuotaService implements AdmissionGate {
     });
     // Refusals are returned from the transaction so the period roll it did is kept.
     if (admission instanceof BillingError) throw admission;
-    fired.push(...(await this.checkBudgetAlerts(input.customerId, at)));
+    // A customer without a budget has no budget alerts: no need to read it again.
+    if (budgeted) fired.push(...(await this.checkBudgetAlerts(input.customerId, at)));
     await this.deliver(fired);
     return admission;
   }
@@ -300,14 +317,6 @@ export class QuotaService implements AdmissionGate {
   private async refused(c: SqlConnection, input: AdmitRunInput, at: number, error: BillingError): Promise<BillingError> {
     await this.opts.inTransaction?.(c, { kind: 'refused', customerId: input.customerId, conversationId: input.conversationId, error, at });
     return error;
-  }
-
-  /** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
-  private async checkBudgetOpen(c: SqlConnection, customerId: string, at: number): Promise<BudgetExceededError | null> {
-    const b = await this.ledger.view(c).budgetAt(customerId, at);
-    if (!b || b.budget === null) return null;
-    if (b.spent + b.held < b.budget) return null;
-    return new BudgetExceededError({ customerId, budgetUsd: formatUsd(b.budget), spentUsd: formatUsd(b.spent), heldUsd: formatUsd(b.held), requiredUsd: '0.00', periodEnd: b.periodEnd });
   }
 
   private async checkBudgetAlerts(customerId: string, at: number): Promise<Alert[]> {
