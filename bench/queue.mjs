@@ -16,6 +16,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { api } from '../test/e2e/flowise-env.mjs';
 import { startQueueTopology } from '../test/e2e/queue-env.mjs';
@@ -90,21 +91,46 @@ function flows(ids, basepath) {
   return { metered, plain };
 }
 
-/** Transactions PostgreSQL committed or rolled back in `db` so far (Flowise's and the ledger's: one database). */
-async function xacts(db) {
-  const admin = new URL(pgUrl);
-  admin.pathname = '/postgres';
-  const c = new pg.Client({ connectionString: admin.href });
+/** A client of the PostgreSQL server's maintenance database (statistics, backend pids). */
+async function admin(fn) {
+  const u = new URL(pgUrl);
+  u.pathname = '/postgres';
+  const c = new pg.Client({ connectionString: u.href });
   await c.connect();
   try {
-    // Statistics reach pg_stat_database when a backend reports them (about once a second) and a run ends 2 s after its last call: read after a pause.
-    await new Promise((r) => setTimeout(r, 2500));
-    await c.query('SELECT pg_stat_clear_snapshot()');
-    const { rows } = await c.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [db]);
-    return Number(rows[0]?.n ?? 0);
+    return await fn(c);
   } finally {
     await c.end();
   }
+}
+
+/** CPU time (ms, user + system) a process has used so far; 0 when it is gone. Linux /proc. */
+function cpuMs(pid) {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / TICKS;
+  } catch {
+    return 0;
+  }
+}
+const TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/**
+ * What the topology has done so far: PostgreSQL transactions in `db` (Flowise's and the ledger's, one
+ * database) and CPU time of main, the workers and the PostgreSQL backends serving `db`. On a shared
+ * machine CPU per prediction is steadier than predictions per second.
+ */
+async function usage(db, pids) {
+  return admin(async (c) => {
+    // Statistics reach pg_stat_database when a backend reports them (about once a second) and a run ends
+    // 2 s after its last call: read after a pause.
+    await new Promise((r) => setTimeout(r, 2500));
+    await c.query('SELECT pg_stat_clear_snapshot()');
+    const { rows } = await c.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [db]);
+    const backends = (await c.query('SELECT pid FROM pg_stat_activity WHERE datname = $1', [db])).rows.map((r) => r.pid);
+    const cpu = new Map([...pids, ...backends].map((p) => [p, cpuMs(p)]));
+    return { xacts: Number(rows[0]?.n ?? 0), cpu };
+  });
 }
 
 /** CLIENTS loops sending predictions for SECONDS; returns answered predictions per second (and the count). */
@@ -130,11 +156,15 @@ async function round(client, flowId, tokens, label) {
   return { rate: ok / secs, ok };
 }
 
-/** A round plus PostgreSQL transactions per answered prediction in it. */
-async function measured(client, flowId, tokens, label, db) {
-  const x0 = await xacts(db);
+/** A round, with PostgreSQL transactions and CPU milliseconds per answered prediction in it. */
+async function measured(client, flowId, tokens, label, db, pids) {
+  const u0 = await usage(db, pids);
   const r = await round(client, flowId, tokens, label);
-  return { ...r, xactsPer: ((await xacts(db)) - x0) / Math.max(1, r.ok) };
+  const u1 = await usage(db, pids);
+  let cpu = 0;
+  for (const [pid, ms] of u1.cpu) cpu += ms - (u0.cpu.get(pid) ?? 0);
+  const n = Math.max(1, r.ok);
+  return { ...r, xactsPer: (u1.xacts - u0.xacts) / n, cpuPer: cpu / n };
 }
 
 const pgUrl = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432');
@@ -176,13 +206,16 @@ try {
   await round(client, on, tokens, 'warm-on').catch(() => 0);
   const rates = { off: [], on: [] };
   const tx = { off: [], on: [] };
+  const cpu = { off: [], on: [] };
+  const pids = [topo.main.pid, ...topo.workers.map((w) => w.pid)];
   for (let i = 0; i < ROUNDS; i++) {
     for (const [v, id] of [['off', off], ['on', on]]) {
-      const r = await measured(client, id, tokens, `${v}${i}`, topo.flowiseDatabase);
+      const r = await measured(client, id, tokens, `${v}${i}`, topo.flowiseDatabase, pids);
       rates[v].push(r.rate);
       tx[v].push(r.xactsPer);
+      cpu[v].push(r.cpuPer);
     }
-    log(`  round ${i + 1}: metering off ${rates.off[i].toFixed(1)} predictions/s, on ${rates.on[i].toFixed(1)} predictions/s (PostgreSQL transactions per prediction: off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)})`);
+    log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const offMean = mean(rates.off);
@@ -190,6 +223,7 @@ try {
   log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
   log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
   log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
+  log(`CPU per prediction: off ${mean(cpu.off).toFixed(1)} ms, on ${mean(cpu.on).toFixed(1)} ms (ratio off/on ${(mean(cpu.off) / mean(cpu.on)).toFixed(3)}: the throughput ratio a CPU-bound machine would show)`);
   let held = 0n;
   for (const id of customers) held += (await ledger.balance(id)).held;
   log(`ledger: held $${formatUsd(held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
