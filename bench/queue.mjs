@@ -161,10 +161,11 @@ async function measured(client, flowId, tokens, label, db, pids) {
   const u0 = await usage(db, pids);
   const r = await round(client, flowId, tokens, label);
   const u1 = await usage(db, pids);
-  let cpu = 0;
-  for (const [pid, ms] of u1.cpu) cpu += ms - (u0.cpu.get(pid) ?? 0);
   const n = Math.max(1, r.ok);
-  return { ...r, xactsPer: (u1.xacts - u0.xacts) / n, cpuPer: cpu / n };
+  // Per part: main, the workers, the PostgreSQL backends.
+  const parts = { main: 0, workers: 0, postgres: 0 };
+  for (const [pid, ms] of u1.cpu) parts[pid === pids[0] ? 'main' : pids.includes(pid) ? 'workers' : 'postgres'] += (ms - (u0.cpu.get(pid) ?? 0)) / n;
+  return { ...r, xactsPer: (u1.xacts - u0.xacts) / n, cpuPer: parts.main + parts.workers + parts.postgres, parts };
 }
 
 const pgUrl = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432');
@@ -207,6 +208,7 @@ try {
   const rates = { off: [], on: [] };
   const tx = { off: [], on: [] };
   const cpu = { off: [], on: [] };
+  const parts = { off: [], on: [] };
   const pids = [topo.main.pid, ...topo.workers.map((w) => w.pid)];
   for (let i = 0; i < ROUNDS; i++) {
     for (const [v, id] of [['off', off], ['on', on]]) {
@@ -214,6 +216,7 @@ try {
       rates[v].push(r.rate);
       tx[v].push(r.xactsPer);
       cpu[v].push(r.cpuPer);
+      parts[v].push(r.parts);
     }
     log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}`);
   }
@@ -224,6 +227,8 @@ try {
   log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
   log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
   log(`CPU per prediction: off ${mean(cpu.off).toFixed(1)} ms, on ${mean(cpu.on).toFixed(1)} ms (ratio off/on ${(mean(cpu.off) / mean(cpu.on)).toFixed(3)}: the throughput ratio a CPU-bound machine would show)`);
+  const part = (v, k) => mean(parts[v].map((p) => p[k])).toFixed(1);
+  log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
   let held = 0n;
   for (const id of customers) held += (await ledger.balance(id)).held;
   log(`ledger: held $${formatUsd(held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
