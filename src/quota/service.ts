@@ -237,10 +237,14 @@ export class QuotaService implements AdmissionGate {
     // session's three rows in one write where the dialect can (PostgreSQL), and no write of an unchanged row.
     let budgeted = false;
     const admission = await this.write(async (c) => {
+      // Three reads that need no answer from each other, in this order (the plan and conversation once the
+      // row is locked). Awaited one by one: node-pg deprecates queueing statements on a busy client; a
+      // connection that pipelines could send them, with BEGIN, in one round trip.
       const budget = await this.ledger.view(c).budgetAt(input.customerId, at);
       if (!budget) throw new CustomerNotFoundError(input.customerId);
       budgeted = budget.budget !== null;
       let sub = await this.lockSub(c, input.customerId);
+      let { plan, conversation: conv } = await planAndConversation(c, input.customerId, input.conversationId);
       let fresh = false;
       if (!sub) {
         // Racing first runs both insert; the loser's insert is a no-op and both then lock the one row.
@@ -252,6 +256,8 @@ export class QuotaService implements AdmissionGate {
           await this.audit(c, 'subscribe', input.customerId, { planId: sub.planId, change: 'new', reason: 'default plan on first run' });
         }
         fresh = true;
+        // Read before the subscription existed (and was locked): read again.
+        ({ plan, conversation: conv } = await planAndConversation(c, input.customerId, input.conversationId));
       }
       const before = sub.periodEnd;
       await this.roll(c, sub, at);
@@ -260,7 +266,8 @@ export class QuotaService implements AdmissionGate {
         if (changed) await this.saveSub(c, sub, false);
         return this.refused(c, input, at, new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status }));
       }
-      const { plan, conversation: conv } = await planAndConversation(c, sub.planId, input.customerId, input.conversationId);
+      // A roll may have moved the subscription to its pending plan.
+      if (plan?.id !== sub.planId) plan = await this.planIn(c, sub.planId);
       let session: 'new' | 'existing';
       let sessionId: string;
       if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {

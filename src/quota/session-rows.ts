@@ -1,27 +1,29 @@
 import { type Dialect, type SqlConnection, upsertClause, writeTables } from '../ledger/dialect';
-import { BillingError } from '../errors';
 import { type Plan, parsePlan } from './plans';
 import type { SubRow } from './subscription-rows';
 
 /** billing_conversations and billing_sessions: which session a conversation is in, and the sessions of a period. */
 
 /**
- * The plan and the conversation an admission needs, in one read. Run after the
- * subscription row is locked: a conversation a concurrent first message just
- * opened is then visible, so it continues that session instead of opening a second.
+ * The subscription's plan and the conversation, in one read; no row (plan null)
+ * when the customer has no subscription yet. Issued after the statement that
+ * locks the subscription row (the server runs a connection's statements in
+ * order, and each reads what was committed when it starts): a conversation a
+ * concurrent first message just opened is then visible, so this message
+ * continues that session instead of opening a second.
  */
 export async function planAndConversation(
   c: SqlConnection,
-  planId: string,
   customerId: string,
   conversationId: string,
-): Promise<{ plan: Plan; conversation: { sessionId: string; lastActivityAt: number } | null }> {
+): Promise<{ plan: Plan | null; conversation: { sessionId: string; lastActivityAt: number } | null }> {
   const [r] = await c.query(
     `SELECT p.document, v.session_id, v.last_activity_at FROM billing_plans p
-     LEFT JOIN billing_conversations v ON v.customer_id = ? AND v.conversation_id = ? WHERE p.id = ?`,
-    [customerId, conversationId, planId],
+     LEFT JOIN billing_conversations v ON v.customer_id = ? AND v.conversation_id = ?
+     WHERE p.id = (SELECT plan_id FROM billing_subscriptions WHERE customer_id = ?)`,
+    [customerId, conversationId, customerId],
   );
-  if (!r) throw new BillingError('PLAN_NOT_FOUND', `Plan "${planId}" does not exist`, { planId });
+  if (!r) return { plan: null, conversation: null };
   const conversation = r.session_id === null || r.session_id === undefined ? null : { sessionId: String(r.session_id), lastActivityAt: Number(r.last_activity_at) };
   return { plan: parsePlan(JSON.parse(String(r.document))), conversation };
 }
