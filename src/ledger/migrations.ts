@@ -1,18 +1,14 @@
-import { BillingError } from '../errors';
-import type { Dialect, SqlConnection } from './dialect';
+import { QUOTA_SCHEMA } from '../quota/schema';
+import { STRIPE_SCHEMA } from '../stripe/schema';
+import type { Dialect } from './dialect';
+import { applySchemas, newestVersion, type SchemaOwner, type SchemaResult, type SchemaStep } from './schema-runner';
 
 /**
- * Versioned schema migrations, applied in order, once, under a cross-process
- * lock. Never edit a released migration: append a new one.
+ * The ledger's own tables: customers, entries, holds, charges, idempotency,
+ * audit, rate cards. Never edit a released step: append a new one.
  * Amounts are BIGINT nano-USD; times are BIGINT epoch milliseconds.
  */
-export interface Migration {
-  readonly version: number;
-  readonly name: string;
-  statements(d: Dialect): string[];
-}
-
-export const MIGRATIONS: readonly Migration[] = [
+const LEDGER_STEPS: readonly SchemaStep[] = [
   {
     version: 1,
     name: 'ledger core',
@@ -113,193 +109,30 @@ export const MIGRATIONS: readonly Migration[] = [
       'ALTER TABLE billing_customers ADD COLUMN budget_spent BIGINT NOT NULL DEFAULT 0',
     ],
   },
-  {
-    version: 3,
-    name: 'plans, subscriptions, sessions, usage, alerts, invoices',
-    statements: () => [
-      `CREATE TABLE billing_plans (
-        id TEXT PRIMARY KEY,
-        document TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-      )`,
-      `CREATE TABLE billing_subscriptions (
-        customer_id TEXT PRIMARY KEY REFERENCES billing_customers(id),
-        plan_id TEXT NOT NULL REFERENCES billing_plans(id),
-        status TEXT NOT NULL,
-        anchor_day INTEGER NOT NULL,
-        period_start BIGINT NOT NULL,
-        period_end BIGINT NOT NULL,
-        sessions_used INTEGER NOT NULL,
-        pending_plan_id TEXT,
-        cancel_at_period_end INTEGER NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-      )`,
-      `CREATE TABLE billing_conversations (
-        customer_id TEXT NOT NULL,
-        conversation_id TEXT NOT NULL,
-        session_id TEXT NOT NULL,
-        started_at BIGINT NOT NULL,
-        last_activity_at BIGINT NOT NULL,
-        PRIMARY KEY (customer_id, conversation_id)
-      )`,
-      `CREATE TABLE billing_sessions (
-        id TEXT PRIMARY KEY,
-        customer_id TEXT NOT NULL,
-        conversation_id TEXT NOT NULL,
-        started_at BIGINT NOT NULL,
-        period_start BIGINT NOT NULL
-      )`,
-      'CREATE INDEX billing_sessions_period ON billing_sessions (customer_id, period_start)',
-      `CREATE TABLE billing_usage (
-        customer_id TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        quantity TEXT NOT NULL,
-        period_start BIGINT NOT NULL,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        recorded_at BIGINT NOT NULL
-      )`,
-      'CREATE INDEX billing_usage_period ON billing_usage (customer_id, period_start)',
-      `CREATE TABLE billing_alerts (
-        customer_id TEXT NOT NULL,
-        period_start BIGINT NOT NULL,
-        kind TEXT NOT NULL,
-        threshold INTEGER NOT NULL,
-        value TEXT NOT NULL,
-        fired_at BIGINT NOT NULL,
-        PRIMARY KEY (customer_id, period_start, kind, threshold)
-      )`,
-      `CREATE TABLE billing_invoices (
-        id TEXT PRIMARY KEY,
-        customer_id TEXT NOT NULL,
-        period_start BIGINT NOT NULL,
-        period_end BIGINT NOT NULL,
-        plan_id TEXT NOT NULL,
-        total BIGINT NOT NULL,
-        document TEXT NOT NULL,
-        closed_at BIGINT NOT NULL,
-        UNIQUE (customer_id, period_start)
-      )`,
-    ],
-  },
-  {
-    version: 4,
-    name: 'stripe: customer map, meter-event outbox, webhooks, auto-recharge, payouts',
-    statements: () => [
-      // Stripe settings (e.g. the outbox switch), read inside the charge transaction.
-      `CREATE TABLE billing_stripe_settings (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        updated_at BIGINT NOT NULL
-      )`,
-      `CREATE TABLE billing_stripe_customers (
-        customer_id TEXT PRIMARY KEY REFERENCES billing_customers(id),
-        stripe_customer_id TEXT NOT NULL UNIQUE,
-        created_at BIGINT NOT NULL
-      )`,
-      // Running metered total per customer and meter, so each event's whole-unit value carries the remainder.
-      `CREATE TABLE billing_stripe_meter_state (
-        customer_id TEXT NOT NULL,
-        event_name TEXT NOT NULL,
-        nanos_total BIGINT NOT NULL,
-        PRIMARY KEY (customer_id, event_name)
-      )`,
-      // One row per meter event owed to Stripe, written in the same transaction as its ledger entry.
-      `CREATE TABLE billing_stripe_outbox (
-        id TEXT PRIMARY KEY,
-        entry_id TEXT NOT NULL UNIQUE,
-        customer_id TEXT NOT NULL,
-        event_name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        charge_id TEXT,
-        amount_nanos BIGINT NOT NULL,
-        value BIGINT NOT NULL,
-        occurred_at BIGINT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_attempt_at BIGINT NOT NULL,
-        agg_id TEXT,
-        last_error TEXT,
-        delivered_at BIGINT,
-        created_at BIGINT NOT NULL
-      )`,
-      'CREATE INDEX billing_stripe_outbox_due ON billing_stripe_outbox (status, next_attempt_at)',
-      'CREATE INDEX billing_stripe_outbox_customer ON billing_stripe_outbox (customer_id, event_name, occurred_at)',
-      'CREATE INDEX billing_stripe_outbox_agg ON billing_stripe_outbox (agg_id)',
-      `CREATE TABLE billing_stripe_webhook_events (
-        id TEXT PRIMARY KEY,
-        type TEXT NOT NULL,
-        result TEXT NOT NULL,
-        received_at BIGINT NOT NULL
-      )`,
-      `CREATE TABLE billing_stripe_recharge (
-        customer_id TEXT PRIMARY KEY REFERENCES billing_customers(id),
-        enabled INTEGER NOT NULL,
-        threshold BIGINT NOT NULL,
-        amount_cents BIGINT NOT NULL,
-        currency TEXT NOT NULL,
-        payment_method TEXT,
-        retry_window_ms BIGINT NOT NULL,
-        retry_interval_ms BIGINT NOT NULL,
-        sequence INTEGER NOT NULL,
-        attempt INTEGER NOT NULL,
-        in_flight_key TEXT,
-        in_flight_since BIGINT,
-        failing_since BIGINT,
-        last_attempt_at BIGINT,
-        last_error TEXT,
-        last_payment_intent TEXT,
-        updated_at BIGINT NOT NULL
-      )`,
-      `CREATE TABLE billing_stripe_topup_refunds (
-        stripe_charge_id TEXT PRIMARY KEY,
-        customer_id TEXT NOT NULL,
-        refunded_cents BIGINT NOT NULL,
-        debited_nanos BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-      )`,
-      `CREATE TABLE billing_stripe_payouts (
-        key TEXT PRIMARY KEY,
-        creator_id TEXT NOT NULL,
-        amount_nanos BIGINT NOT NULL,
-        method TEXT NOT NULL,
-        reference TEXT,
-        status TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-      )`,
-    ],
-  },
 ];
 
-export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+export const LEDGER_SCHEMA: SchemaOwner = {
+  owner: 'ledger',
+  versionTable: 'billing_schema_migrations',
+  steps: LEDGER_STEPS,
+  // Quota's and Stripe's first steps, recorded here before each owner kept its own versions (see SchemaStep.recordedAs).
+  handedOver: [3, 4],
+};
 
-/** Applies pending migrations; safe to call from many processes at once. Returns the versions applied. */
-export async function migrate(d: Dialect, now: () => number = Date.now): Promise<number[]> {
-  return d.migrationTransaction(async (c: SqlConnection) => {
-    await c.run(`CREATE TABLE IF NOT EXISTS billing_schema_migrations (
-      version INTEGER PRIMARY KEY,
-      name TEXT NOT NULL,
-      applied_at BIGINT NOT NULL
-    )`);
-    const done = new Set((await c.query<{ version: unknown }>('SELECT version FROM billing_schema_migrations')).map((r) => Number(r.version)));
-    const newest = Math.max(0, ...done);
-    if (newest > SCHEMA_VERSION) {
-      // A newer flowise-billing migrated this database; this one would misread or corrupt its tables.
-      throw new BillingError(
-        'SCHEMA_TOO_NEW',
-        `The ledger database has schema version ${newest}, newer than the ${SCHEMA_VERSION} this flowise-billing understands; upgrade flowise-billing (every process sharing the database) before using it`,
-        { schemaVersion: newest, supportedVersion: SCHEMA_VERSION },
-      );
-    }
-    const applied: number[] = [];
-    for (const m of MIGRATIONS) {
-      if (done.has(m.version)) continue;
-      for (const sql of m.statements(d)) await c.run(sql);
-      await c.run('INSERT INTO billing_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', [m.version, m.name, now()]);
-      applied.push(m.version);
-    }
-    return applied;
-  });
+/**
+ * What opening a billing database migrates, in order: the ledger, then the
+ * owners whose tables reference its customers. Stripe's must exist before
+ * the first charge (the ledger's batches write its meter-event outbox in
+ * their own transaction, outbox.ts); quota's are there for every caller of
+ * openLedger, as they always were. Outbound webhooks and serve migrate their
+ * own tables where they are used (src/webhooks/schema.ts, src/server/schema.ts).
+ */
+export const SCHEMAS_ON_OPEN: readonly SchemaOwner[] = [LEDGER_SCHEMA, QUOTA_SCHEMA, STRIPE_SCHEMA];
+
+/** The newest version the ledger's own version table may hold (`flowise-billing migrate` prints it). */
+export const SCHEMA_VERSION = newestVersion(LEDGER_SCHEMA);
+
+/** Applies every pending step of the owners a billing database is opened with; safe to call from many processes at once. */
+export function migrate(d: Dialect, now: () => number = Date.now, owners: readonly SchemaOwner[] = SCHEMAS_ON_OPEN): Promise<SchemaResult[]> {
+  return applySchemas(d, owners, now());
 }

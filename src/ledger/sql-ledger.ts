@@ -1,16 +1,15 @@
-import { z } from 'zod';
-import { BillingError, ValidationError } from '../errors';
-import { formatUsd, MAX_AMOUNT } from '../money';
-import { customerIdSchema } from '../schemas';
-import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
-import { executeBatch, type Op, type Outcome, type PricedFields } from './batch';
-import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
+import { BillingError } from '../errors';
+import type { RateCard } from '../pricing/ratecard';
+import { executeBatch, type Op, type Outcome } from './batch';
+import type { Dialect, Row, SqlConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
+import { idArg, intArg, parse, pricedFields, schemas } from './inputs';
 import { budgetStateAt } from './budget-period';
 import { ledgerView, type LedgerView, toppedUpCustomer } from './within';
 import { migrate } from './migrations';
+import { RateCards } from './rate-cards';
 import { redactUrl } from './redact';
-import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
+import { chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
 import type {
   AuditRecord,
   Balance,
@@ -51,69 +50,6 @@ export interface LedgerOptions {
   readonly onBatch?: (c: SqlConnection, outcomes: readonly BatchOutcome[], now: number) => Promise<void>;
 }
 
-const customerId = customerIdSchema;
-const key = z
-  .string()
-  .min(1, 'idempotency key must not be empty')
-  .max(255, 'idempotency key must be at most 255 characters')
-  // eslint-disable-next-line no-control-regex
-  .regex(/^[^\u0000-\u001f\u007f]+$/, 'idempotency key must not contain control characters');
-const entityId = z.string().min(1).max(100);
-const amount = (min: bigint) =>
-  z
-    .bigint({ invalid_type_error: 'amount must be a bigint count of nano-USD' })
-    .refine((v) => v >= min, { message: `amount must be at least ${min} nano-USD` })
-    .refine((v) => v <= MAX_AMOUNT, { message: `amount must be at most $${formatUsd(MAX_AMOUNT)}` });
-const actor = z.string().min(1).max(100).optional();
-const priced = {
-  chargeType: z.string().min(1).max(100).optional(),
-  quantity: z.string().min(1).max(100).optional(),
-  rateCardVersion: z.string().min(1).max(64).optional(),
-  metadata: z
-    .record(z.unknown())
-    .superRefine((m, ctx) => {
-      const problem = jsonProblem(m);
-      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
-    })
-    .optional(),
-};
-
-/** Largest metadata object a charge may carry, as JSON. */
-const MAX_METADATA_BYTES = 16_384;
-
-/** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
-function jsonProblem(m: unknown): string | null {
-  let text: string;
-  try {
-    text = JSON.stringify(m);
-  } catch (e) {
-    return `metadata must be plain JSON (no cycles, no bigint): ${(e as Error).message.split('\n')[0]}`;
-  }
-  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
-  return null;
-}
-
-const schemas = {
-  createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
-  topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
-  hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), addTo: entityId.optional(), ...priced }),
-  settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, final: z.boolean().optional(), ...priced }),
-  release: z.object({ holdId: entityId, idempotencyKey: key, actor }),
-  charge: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
-  setBudget: z.object({ customerId, limit: amount(0n).nullable(), anchorDay: z.number().int().min(1).max(31).optional(), actor }),
-  refund: z.object({ chargeId: entityId, amount: amount(1n).optional(), idempotencyKey: key, actor, reason: z.string().max(500).optional() }),
-};
-
-function parse<T>(schema: z.ZodType<T>, what: string, input: unknown): T {
-  const r = schema.safeParse(input);
-  if (!r.success) throw ValidationError.fromZod(what, r.error);
-  return r.data;
-}
-
-function pricedFields(i: { chargeType?: string; quantity?: string; rateCardVersion?: string; metadata?: Record<string, unknown> }): PricedFields {
-  return { chargeType: i.chargeType ?? null, quantity: i.quantity ?? null, rateCardVersion: i.rateCardVersion ?? null, metadata: i.metadata ?? {} };
-}
-
 /**
  * Anything that is not a business outcome becomes a DATABASE_ERROR with the
  * driver's message and code. The dialects already strip their connection
@@ -126,19 +62,6 @@ function asBillingError(e: unknown): BillingError {
   return new BillingError('DATABASE_ERROR', `Ledger database error: ${message}`, { cause: typeof err?.code === 'string' ? err.code : null });
 }
 
-/** Lookups take ids from callers too: a non-string is a caller's mistake, never a database error. */
-function idArg(what: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > 255) {
-    throw new ValidationError(`${what} must be a non-empty string of at most 255 characters`, { field: what });
-  }
-  return value;
-}
-
-function intArg(what: string, value: unknown): number {
-  if (!Number.isSafeInteger(value)) throw new ValidationError(`${what} must be an integer`, { field: what });
-  return value as number;
-}
-
 function batchOutcome(op: Op, o: Outcome): BatchOutcome {
   return {
     operation: op.kind,
@@ -148,8 +71,6 @@ function batchOutcome(op: Op, o: Outcome): BatchOutcome {
   };
 }
 
-const RATE_CARD_CACHE_MS = 2_000;
-
 /** The Ledger over any Dialect: the behaviour lives here and in batch.ts, once. */
 export class SqlLedger implements Ledger {
   readonly backend: 'sqlite' | 'postgres';
@@ -158,8 +79,7 @@ export class SqlLedger implements Ledger {
   private readonly clock: () => number;
   private readonly holdTtlMs: number;
   private readonly actor: string;
-  private active?: { card: RateCard; at: number };
-  private readonly parsedCards = new Map<string, RateCard>();
+  private readonly rateCards: RateCards;
 
   private constructor(
     private readonly d: Dialect,
@@ -170,6 +90,13 @@ export class SqlLedger implements Ledger {
     this.clock = opts.clock ?? Date.now;
     this.holdTtlMs = opts.holdTtlMs ?? 15 * 60_000;
     this.actor = opts.actor ?? 'library';
+    this.rateCards = new RateCards({
+      dialect: d,
+      clock: this.clock,
+      actor: this.actor,
+      read: (fn) => this.read(fn),
+      write: (fn) => this.write(fn),
+    });
     this.committer = new GroupCommitter(
       (ops) =>
         d.writeTransaction(async (c) => {
@@ -369,114 +296,28 @@ export class SqlLedger implements Ledger {
     return { expired: results.reduce((n, r) => n + r.expired, 0) };
   }
 
-  // ---- rate cards -------------------------------------------------------
+  // ---- rate cards (rate-cards.ts) -----------------------------------------
 
-  async importRateCard(card: RateCard, opts: { activate?: boolean; actor?: string } = {}): Promise<RateCardRecord> {
-    const doc = JSON.stringify(card.document);
-    const now = this.clock();
-    const record = await this.write<RateCardRecord>(async (c) => {
-      const [existing] = await c.query('SELECT document FROM billing_rate_cards WHERE version = ?', [card.version]);
-      if (existing && String(existing.document) !== doc) {
-        throw new ValidationError(`Rate card version ${card.version} already exists with different prices; versions are immutable, give the new card a new version`, {
-          field: 'version',
-          version: card.version,
-        });
-      }
-      if (!existing) {
-        await c.run('INSERT INTO billing_rate_cards (version, document, imported_at, activated_at, active) VALUES (?, ?, ?, NULL, 0)', [card.version, doc, now]);
-        await this.auditRow(c, opts.actor, 'importRateCard', card.version, { version: card.version });
-      }
-      if (opts.activate ?? true) await this.activateIn(c, card.version, opts.actor, now);
-      return this.rateCardRecord(c, card.version);
-    });
-    this.active = undefined;
-    return record;
+  importRateCard(card: RateCard, opts: { activate?: boolean; actor?: string } = {}): Promise<RateCardRecord> {
+    return this.rateCards.import(card, opts);
   }
 
   async activateRateCard(version: string, opts: { actor?: string } = {}): Promise<RateCardRecord> {
     idArg('version', version);
-    const now = this.clock();
-    const record = await this.write<RateCardRecord>(async (c) => {
-      const [existing] = await c.query('SELECT version FROM billing_rate_cards WHERE version = ?', [version]);
-      if (!existing) throw new BillingError('RATE_CARD_NOT_FOUND', `Rate card version ${version} has not been imported`, { version });
-      await this.activateIn(c, version, opts.actor, now);
-      return this.rateCardRecord(c, version);
-    });
-    this.active = undefined;
-    return record;
+    return this.rateCards.activate(version, opts);
   }
 
-  async activeRateCard(): Promise<RateCard> {
-    const now = this.clock();
-    if (this.active && now - this.active.at < RATE_CARD_CACHE_MS) return this.active.card;
-    let rows = await this.read<Row[]>((c) => c.query('SELECT version, document FROM billing_rate_cards WHERE active = 1'));
-    if (!rows[0]) {
-      // First use: the packaged default becomes the active card (once, even with racing processes).
-      await this.write(async (c) => {
-        const [any] = await c.query('SELECT version FROM billing_rate_cards WHERE active = 1');
-        if (any) return;
-        const card = defaultRateCard();
-        await c.run('INSERT INTO billing_rate_cards (version, document, imported_at, activated_at, active) VALUES (?, ?, ?, NULL, 0) ON CONFLICT (version) DO NOTHING', [
-          card.version,
-          JSON.stringify(card.document),
-          now,
-        ]);
-        await this.auditRow(c, 'system', 'importRateCard', card.version, { version: card.version, reason: 'default rate card on first use' });
-        await this.activateIn(c, card.version, 'system', now);
-      });
-      rows = await this.read<Row[]>((c) => c.query('SELECT version, document FROM billing_rate_cards WHERE active = 1'));
-    }
-    const card = this.cachedParse(String(rows[0]!.version), String(rows[0]!.document));
-    this.active = { card, at: now };
-    return card;
+  activeRateCard(): Promise<RateCard> {
+    return this.rateCards.active();
   }
 
   async getRateCard(version: string): Promise<RateCard> {
     idArg('version', version);
-    const rows = await this.read<Row[]>((c) => c.query('SELECT document FROM billing_rate_cards WHERE version = ?', [version]));
-    if (!rows[0]) throw new BillingError('RATE_CARD_NOT_FOUND', `Rate card version ${version} has not been imported`, { version });
-    return this.cachedParse(version, String(rows[0].document));
+    return this.rateCards.get(version);
   }
 
-  async listRateCards(): Promise<RateCardRecord[]> {
-    const rows = await this.read<Row[]>((c) => c.query('SELECT version, active, imported_at, activated_at FROM billing_rate_cards ORDER BY imported_at, version'));
-    return rows.map(rateCardRecordFromRow);
-  }
-
-  private cachedParse(version: string, document: string): RateCard {
-    let card = this.parsedCards.get(version);
-    if (!card) {
-      card = parseRateCard(document);
-      this.parsedCards.set(version, card);
-    }
-    return card;
-  }
-
-  private async activateIn(c: SqlConnection, version: string, who: string | undefined, now: number) {
-    const [current] = await c.query('SELECT version FROM billing_rate_cards WHERE active = 1');
-    if (current && String(current.version) === version) return;
-    await c.run('UPDATE billing_rate_cards SET active = 0 WHERE active = 1');
-    await c.run('UPDATE billing_rate_cards SET active = 1, activated_at = ? WHERE version = ?', [now, version]);
-    await this.auditRow(c, who, 'activateRateCard', version, { version, previous: current ? String(current.version) : null });
-  }
-
-  private async rateCardRecord(c: SqlConnection, version: string): Promise<RateCardRecord> {
-    const [r] = await c.query('SELECT version, active, imported_at, activated_at FROM billing_rate_cards WHERE version = ?', [version]);
-    return rateCardRecordFromRow(r!);
-  }
-
-  private async auditRow(c: SqlConnection, who: string | undefined, operation: string, version: string | null, details: Record<string, unknown>) {
-    await insertRows(c, this.d, AUDIT_TABLE, AUDIT_COLUMNS, [
-      auditValues({
-        at: this.clock(),
-        actor: who ?? this.actor,
-        operation,
-        idempotencyKey: version ? `ratecard:${operation}:${version}` : null,
-        customerId: null,
-        rateCardVersion: version,
-        details,
-      }),
-    ]);
+  listRateCards(): Promise<RateCardRecord[]> {
+    return this.rateCards.list();
   }
 
   private async write<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T> {
@@ -515,13 +356,4 @@ export class SqlLedger implements Ledger {
   async close(): Promise<void> {
     await this.d.close();
   }
-}
-
-function rateCardRecordFromRow(r: Row): RateCardRecord {
-  return {
-    version: String(r.version),
-    active: Number(r.active) === 1,
-    importedAt: iso(Number(r.imported_at)),
-    activatedAt: r.activated_at === null ? null : iso(Number(r.activated_at)),
-  };
 }

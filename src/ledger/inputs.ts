@@ -1,0 +1,87 @@
+import { z } from 'zod';
+import { ValidationError } from '../errors';
+import { formatUsd, MAX_AMOUNT } from '../money';
+import { customerIdSchema } from '../schemas';
+import type { PricedFields } from './batch';
+
+/**
+ * What the ledger accepts from callers: one schema per operation, checked
+ * before anything reaches a batch, so bad input is a VALIDATION_ERROR that
+ * names the field and changes nothing (never a database error).
+ */
+
+const customerId = customerIdSchema;
+const key = z
+  .string()
+  .min(1, 'idempotency key must not be empty')
+  .max(255, 'idempotency key must be at most 255 characters')
+  // eslint-disable-next-line no-control-regex
+  .regex(/^[^\u0000-\u001f\u007f]+$/, 'idempotency key must not contain control characters');
+const entityId = z.string().min(1).max(100);
+const amount = (min: bigint) =>
+  z
+    .bigint({ invalid_type_error: 'amount must be a bigint count of nano-USD' })
+    .refine((v) => v >= min, { message: `amount must be at least ${min} nano-USD` })
+    .refine((v) => v <= MAX_AMOUNT, { message: `amount must be at most $${formatUsd(MAX_AMOUNT)}` });
+const actor = z.string().min(1).max(100).optional();
+const priced = {
+  chargeType: z.string().min(1).max(100).optional(),
+  quantity: z.string().min(1).max(100).optional(),
+  rateCardVersion: z.string().min(1).max(64).optional(),
+  metadata: z
+    .record(z.unknown())
+    .superRefine((m, ctx) => {
+      const problem = jsonProblem(m);
+      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    })
+    .optional(),
+};
+
+/** Largest metadata object a charge may carry, as JSON. */
+const MAX_METADATA_BYTES = 16_384;
+
+/** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
+function jsonProblem(m: unknown): string | null {
+  let text: string;
+  try {
+    text = JSON.stringify(m);
+  } catch (e) {
+    return `metadata must be plain JSON (no cycles, no bigint): ${(e as Error).message.split('\n')[0]}`;
+  }
+  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
+  return null;
+}
+
+export const schemas = {
+  createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
+  topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
+  hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), addTo: entityId.optional(), ...priced }),
+  settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, final: z.boolean().optional(), ...priced }),
+  release: z.object({ holdId: entityId, idempotencyKey: key, actor }),
+  charge: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
+  setBudget: z.object({ customerId, limit: amount(0n).nullable(), anchorDay: z.number().int().min(1).max(31).optional(), actor }),
+  refund: z.object({ chargeId: entityId, amount: amount(1n).optional(), idempotencyKey: key, actor, reason: z.string().max(500).optional() }),
+};
+
+export function parse<T>(schema: z.ZodType<T>, what: string, input: unknown): T {
+  const r = schema.safeParse(input);
+  if (!r.success) throw ValidationError.fromZod(what, r.error);
+  return r.data;
+}
+
+export function pricedFields(i: { chargeType?: string; quantity?: string; rateCardVersion?: string; metadata?: Record<string, unknown> }): PricedFields {
+  return { chargeType: i.chargeType ?? null, quantity: i.quantity ?? null, rateCardVersion: i.rateCardVersion ?? null, metadata: i.metadata ?? {} };
+}
+
+/** Lookups take ids from callers too: a non-string is a caller's mistake, never a database error. */
+export function idArg(what: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 255) {
+    throw new ValidationError(`${what} must be a non-empty string of at most 255 characters`, { field: what });
+  }
+  return value;
+}
+
+export function intArg(what: string, value: unknown): number {
+  if (!Number.isSafeInteger(value)) throw new ValidationError(`${what} must be an integer`, { field: what });
+  return value as number;
+}
