@@ -104,4 +104,30 @@ describe.each(BACKENDS)('outbound events in the cause transaction on $name', (ba
     expect(events[0]!.payload.data).toMatchObject({ reason: 'UNAUTHORIZED', runKey: 'msg-1', customerId: null });
     expect(JSON.stringify(events[0]!.payload)).not.toContain('forged.jwt.value');
   });
+
+  it('run.refused when a guard’s funds check refuses (no ledger operation refused it), once per run', async () => {
+    const target = await backend.freshTarget();
+    const s = await openWithEvents(target);
+    open.push(s);
+    open.push({ close: closeSharedLedgers });
+    await s.ledger.createCustomer({ id: 'g1' });
+    await s.ledger.topUp({ customerId: 'g1', amount: parseUsd('0.005'), idempotencyKey: 'p' });
+    const admit = () =>
+      admitFlowRun({
+        ledgerDatabase: target,
+        identity: { source: 'fixed', fixedCustomerId: 'g1' },
+        conversationId: 'chat-g',
+        runKey: 'msg-g',
+        runFee: { item: 'PrivateFlowRun', quantity: '1' },
+        checkSessions: false,
+        actor: 'node:test',
+      });
+    for (let i = 0; i < 2; i++) {
+      const out = await admit();
+      expect(out.ok ? null : out.refusal.code).toBe('INSUFFICIENT_FUNDS');
+    }
+    const refused = (await s.webhooks.listEvents({ customerId: 'g1' })).filter((e) => e.type === 'run.refused');
+    expect(refused).toHaveLength(1);
+    expect(refused[0]!.payload.data).toMatchObject({ reason: 'INSUFFICIENT_FUNDS', runKey: 'msg-g', customerId: 'g1' });
+  });
 });

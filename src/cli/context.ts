@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
 import { BillingError, isBillingError, ValidationError } from '../errors';
-import { defaultLedgerLocation, isPostgresUrl, ledgerTarget, openLedger } from '../ledger/open';
+import { defaultLedgerLocation, isPostgresUrl, ledgerTarget } from '../ledger/open';
 import { redactUrl } from '../ledger/redact';
 import type { Ledger } from '../ledger/types';
-import { eventHooks } from '../webhooks/hooks';
-import { migrateWebhooks } from '../webhooks/schema';
+import { createLogger, LOG_LEVELS, type Logger } from '../log';
+import type { QuotaService } from '../quota/service';
+import { type OpenedServices, openWithEvents } from '../webhooks/open';
 import { jsonLine, type Io, type Rendered, renderDelimited, renderMode } from './output';
 import { dbTarget } from './validate';
 
@@ -38,14 +40,24 @@ export class CliContext {
     return this.explicitDb() ?? checkTarget(defaultLedgerLocation(this.io.env));
   }
 
-  /** Opens the ledger (creating and migrating it), runs `fn`, and always closes it. */
-  async withLedger<T>(fn: (ledger: Ledger) => Promise<T>, target: string = this.target(), create = true): Promise<T> {
-    const ledger = await openCliLedger(target, create);
+  /**
+   * Opens the ledger and quota service with the outbound-event hooks (the
+   * same builder serve and the Flowise plugin use), runs `fn`, and always
+   * closes them: a CLI top-up, charge, invoice close or admission raises its
+   * webhooks like any other.
+   */
+  async withServices<T>(fn: (s: OpenedServices) => Promise<T>, target: string = this.target(), create = true): Promise<T> {
+    const services = await openCliServices(target, create, (e) => this.io.err(`warning: an outbound webhook event could not be recorded: ${e instanceof Error ? e.message : String(e)}\n`));
     try {
-      return await fn(ledger);
+      return await fn(services);
     } finally {
-      await ledger.close().catch(() => undefined);
+      await services.close().catch(() => undefined);
     }
+  }
+
+  /** Opens the ledger (creating and migrating it), runs `fn`, and always closes it. */
+  withLedger<T>(fn: (ledger: Ledger) => Promise<T>, target: string = this.target(), create = true): Promise<T> {
+    return this.withServices((s) => fn(s.ledger), target, create);
   }
 
   /** For commands that only read: a missing ledger is LEDGER_NOT_FOUND ("no ledger at …"); nothing is created. */
@@ -53,9 +65,24 @@ export class CliContext {
     return this.withLedger(fn, this.target(), false);
   }
 
+  /** The quota service (with the event hooks) for a command; `read` opens an existing ledger only. */
+  withQuota<T>(fn: (quota: QuotaService) => Promise<T>, opts: { read?: boolean } = {}): Promise<T> {
+    return this.withServices((s) => fn(s.quota), this.target(), !opts.read);
+  }
+
   /** Records a completed command's verdict: exit 1 when not ok. */
   verdict(ok: boolean): void {
     if (!ok) this.exitCode = 1;
+  }
+
+  /**
+   * The JSON-lines logger of a long-running command (src/log.ts, as serve's):
+   * stdout, or stderr under --json, where stdout carries the one result object.
+   */
+  logger(component: string, level: string | undefined): Logger {
+    const r = z.enum(LOG_LEVELS).safeParse(level ?? 'info');
+    if (!r.success) throw new ValidationError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`, { issues: [{ path: 'logLevel', message: 'unknown level' }] });
+    return createLogger({ component, level: r.data, fd: this.json ? 2 : 1 });
   }
 
   print(r: Rendered): void {
@@ -80,16 +107,9 @@ export function redactTarget(target: string): string {
   return isPostgresUrl(target) ? redactUrl(target) : target;
 }
 
-async function openCliLedger(target: string, create = true): Promise<Ledger> {
+async function openCliServices(target: string, create: boolean, onEventError: (e: unknown) => void): Promise<OpenedServices> {
   try {
-    // Reads create nothing; writers get the outbound-event hook, so a CLI top-up or charge raises its webhooks like any other.
-    if (!create) return await openLedger(target, { actor: CLI_ACTOR, create });
-    const ledger = await openLedger(target, { actor: CLI_ACTOR, create, onBatch: eventHooks().onBatch });
-    await migrateWebhooks(ledger.dialect).catch(async (e: unknown) => {
-      await ledger.close().catch(() => undefined);
-      throw e;
-    });
-    return ledger;
+    return await openWithEvents(target, { actor: CLI_ACTOR, create, onEventError });
   } catch (e) {
     if (isBillingError(e)) throw e;
     const message = e instanceof Error ? e.message : String(e);

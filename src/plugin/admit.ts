@@ -1,6 +1,6 @@
 import { BillingError } from '../errors';
 import { parseUsd } from '../money';
-import { guarded, unauthorizedRunEvent, writeEvents } from '../webhooks/events';
+import { recordRefusedRun } from '../webhooks/events';
 import { type ResolveCustomerInput, resolveCustomer, type WarnLogger } from '../identity/customer';
 import { type GuardRunResult, guardRun, type RunFee } from './guard';
 import { type Refusal, type RefusalKind, refusalFor } from './refusal';
@@ -38,11 +38,9 @@ async function recordUnauthorized(input: AdmitInput, customerId: string | null, 
 /** The `run.refused` event for a prediction whose caller could not be identified (guard nodes); best effort. */
 export async function recordUnauthorizedRun(i: { ledgerDatabase?: string; runKey: string; customerId: string | null; error: unknown }): Promise<void> {
   if (!(i.error instanceof BillingError) || i.error.code !== 'UNAUTHORIZED') return;
-  const error = i.error;
   try {
     const { ledger } = await sharedLedger(i.ledgerDatabase);
-    const now = Date.now();
-    await ledger.dialect.writeTransaction((c) => guarded(c, () => writeEvents(c, [unauthorizedRunEvent({ runKey: i.runKey, customerId: i.customerId, error, now })], now).then(() => undefined), () => undefined));
+    await recordRefusedRun(ledger.dialect, i);
   } catch {
     // The ledger being down already made this run's answer; nothing else to do.
   }

@@ -12,6 +12,7 @@ import type { RunAdmission } from '../quota/gate';
 import { isBillable, priceBillable, type RunFee } from './guard';
 import { type LedgerHandle, ledgerKey, sharedLedger } from './ledgers';
 import { type Refusal, refusalFor, type RefusalTemplates } from './refusal';
+import { recordRefusedRun } from '../webhooks/events';
 
 /**
  * One Flowise prediction as a billed run, for nodes that meter calls
@@ -235,7 +236,12 @@ export class FlowRun {
       if (balance.status === 'rejected') throw balance.reason;
       const bal = balance.value;
       const need = (this.feeQuote?.amount ?? 0n) + minimum;
-      if (bal.available < need) throw new InsufficientFundsError({ customerId: this.customerId, requiredUsd: formatUsd(need), availableUsd: formatUsd(bal.available) });
+      if (bal.available < need) {
+        const refused = new InsufficientFundsError({ customerId: this.customerId, requiredUsd: formatUsd(need), availableUsd: formatUsd(bal.available) });
+        // Decided by a read, not a ledger operation: its run.refused is written here (holds and quota refusals write their own).
+        await recordRefusedRun(handle.ledger.dialect, { runKey: this.i.runKey, customerId: this.customerId, error: refused });
+        throw refused;
+      }
       return null;
     } catch (e) {
       return this.refuse(e);

@@ -4,6 +4,7 @@ import { formatUsd, type Nanos } from '../money';
 import { priceChargeType, priceResource, type PriceQuote } from '../pricing/price';
 import { type ChargeType, isChargeType, RESOURCES, type Resource } from '../pricing/ratecard';
 import type { RunAdmission } from '../quota/gate';
+import { recordRefusedRun } from '../webhooks/events';
 import type { LedgerHandle } from './ledgers';
 
 /** What a node may charge: a ChargeType, or a resource (`tokens`, `compute`, `storage`) at the card's resource rate. */
@@ -71,7 +72,10 @@ export async function guardRun(input: GuardRunInput): Promise<GuardRunResult> {
   const fee = input.runFee ? await priceBillable(input.handle, input.runFee.item, input.runFee.quantity) : null;
   const needed = input.minimumAvailable + (fee?.amount ?? 0n);
   if (bal.available < needed) {
-    throw new InsufficientFundsError({ customerId: input.customerId, requiredUsd: formatUsd(needed), availableUsd: formatUsd(bal.available) });
+    const refused = new InsufficientFundsError({ customerId: input.customerId, requiredUsd: formatUsd(needed), availableUsd: formatUsd(bal.available) });
+    // Decided by a read, not a ledger operation: its run.refused is written here (ledger and quota refusals write their own).
+    await recordRefusedRun(ledger.dialect, { runKey: input.runKey, customerId: input.customerId, error: refused });
+    throw refused;
   }
   const admission = input.checkSessions ? await quota.admitRun({ customerId: input.customerId, conversationId: input.conversationId }) : null;
   let charge: Charge | null = null;

@@ -2,9 +2,10 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyCors from '@fastify/cors';
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { BillingError } from '../errors';
+import type { Logger } from '../log';
 import { stripeStatus } from '../stripe/cli';
 import { allows, BEARER } from './apikeys';
 import type { ServerDeps } from './context';
@@ -22,8 +23,8 @@ export interface ServerOptions {
   readonly rateLimitPerMinute?: number;
   /** Origins allowed to call the API from a browser; none by default (no CORS headers at all). */
   readonly corsOrigins?: readonly string[];
-  /** Fastify/pino logger options; false for none. */
-  readonly logger?: FastifyServerOptions['logger'];
+  /** The process's logger (src/log.ts); none when absent. */
+  readonly log?: Logger;
   /** Mark the dashboard cookie Secure (behind HTTPS). */
   readonly secureCookies?: boolean;
   readonly version?: string;
@@ -33,7 +34,8 @@ export interface ServerOptions {
 /** The `serve` HTTP application: REST API, OpenAPI document, health, metrics and the dashboard. */
 export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: opts.logger ?? false,
+    // Typed as fastify's base logger: a pino Logger is one, and route types stay the default ones.
+    ...(opts.log ? { loggerInstance: opts.log as FastifyBaseLogger } : { logger: false }),
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     // Request ids in logs; a client-sent one is not trusted as unique.
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,

@@ -6,6 +6,7 @@
  */
 import type Stripe from 'stripe';
 import type { Ledger } from '../ledger/types';
+import { errorField, type LineLog } from '../log';
 import { meterEventName, type OutboxSettings } from '../ledger/outbox';
 import { parseUsd } from '../money';
 import { QuotaService } from '../quota/service';
@@ -17,7 +18,8 @@ import { AutoRecharge, type RechargeOutcome } from './recharge';
 import { parsePeriod, reconcile, type ReconcileReport } from './reconcile';
 import { startWebhookServer, type WebhookServer, type WebhookServerOptions } from './webhooks';
 
-export type Print = (line: string) => void;
+/** Progress and event lines: text, plus the same facts as fields for a JSON logger (src/log.ts). */
+export type Print = LineLog;
 
 export interface StripeCommonOptions extends StripeClientOptions {
   /** An SDK client to use instead of building one (tests, in-process use). */
@@ -87,10 +89,15 @@ export async function stripeSync(ledger: Ledger, opts: StripeSyncOptions = {}, p
       print(
         `sent ${p.requests} request(s): ${p.delivered} delivered, ${p.duplicates} already in Stripe, ${p.retried} to retry, ${p.failed} failed` +
           ` — pending ${p.status.pending}, delivered ${p.status.delivered}, failed ${p.status.failed}, breaker ${p.status.breaker}`,
+        {
+          level: p.failed > 0 ? 'warn' : 'info',
+          requests: p.requests, delivered: p.delivered, duplicates: p.duplicates, retried: p.retried, failed: p.failed,
+          outbox: { pending: p.status.pending, delivered: p.status.delivered, failed: p.status.failed }, breaker: p.status.breaker,
+        },
       );
       if (recharge && Date.now() - rechargeAt > 10_000) {
         rechargeAt = Date.now();
-        void recharge.checkAll().catch((e: unknown) => print(`auto-recharge check failed: ${e instanceof Error ? e.message : String(e)}`));
+        void recharge.checkAll().catch((e: unknown) => print(`auto-recharge check failed: ${e instanceof Error ? e.message : String(e)}`, { level: 'warn', error: errorField(e) }));
       }
     },
   });
@@ -161,6 +168,6 @@ export async function webhooksServe(
     { ledger, secret, quota, stripe: opts.stripe ?? (opts.secretKey || process.env.STRIPE_SECRET_KEY ? client(opts) : undefined), log: print },
     { port: opts.port, host: opts.host, path: opts.path, maxConnections: opts.maxConnections, idleTimeoutMs: opts.idleTimeoutMs },
   );
-  print(`listening for Stripe webhooks on ${server.url}`);
+  print(`listening for Stripe webhooks on ${server.url}`, { url: server.url });
   return server;
 }

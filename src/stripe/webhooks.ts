@@ -1,6 +1,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
+import type { LineLog } from '../log';
 import { BillingError } from '../errors';
 import type { Ledger } from '../ledger/types';
 import { formatUsd } from '../money';
@@ -41,8 +42,8 @@ export interface WebhookDeps {
   readonly clock?: () => number;
   /** Maps a Stripe subscription to a plan id; default: metadata.fb_plan_id, else the first item's price lookup_key. */
   readonly planOf?: (sub: Stripe.Subscription) => string | null;
-  /** Receives one line per event refused, ignored or applied (default: none). */
-  readonly log?: (line: string) => void;
+  /** Receives one line per event refused, ignored or applied, with its fields (default: none). */
+  readonly log?: LineLog;
 }
 
 export interface WebhookResult {
@@ -84,7 +85,7 @@ function defaultPlanOf(sub: Stripe.Subscription): string | null {
 const idOf = (v: string | { id: string } | null | undefined): string | null => (v === null || v === undefined ? null : typeof v === 'string' ? v : v.id);
 
 function refused(deps: WebhookDeps, status: number, err: BillingError): WebhookResult {
-  deps.log?.(`webhook refused (${status} ${err.code}): ${err.message}`);
+  deps.log?.(`webhook refused (${status} ${err.code}): ${err.message}`, { level: 'warn', outcome: 'refused', status, code: err.code });
   return { status, body: { received: false, error: err.message, code: err.code, details: err.details } };
 }
 
@@ -124,7 +125,7 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
   const d = deps.ledger.dialect;
   const seen = await d.read((c) => c.query('SELECT result FROM billing_stripe_webhook_events WHERE id = ?', [event.id]));
   if (seen[0]) {
-    deps.log?.(`webhook ${event.id} (${event.type}) ignored: already applied`);
+    deps.log?.(`webhook ${event.id} (${event.type}) ignored: already applied`, { outcome: 'duplicate', eventId: event.id, type: event.type });
     return { status: 200, body: { received: true, eventId: event.id, type: event.type, duplicate: true, reason: 'already applied' } };
   }
 
@@ -134,7 +135,7 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
   } catch (e) {
     // Not recorded: Stripe redelivers, and every action is idempotent.
     const msg = e instanceof Error ? e.message : String(e);
-    deps.log?.(`webhook ${event.id} (${event.type}) failed, Stripe will redeliver: ${msg}`);
+    deps.log?.(`webhook ${event.id} (${event.type}) failed, Stripe will redeliver: ${msg}`, { level: 'error', outcome: 'failed', eventId: event.id, type: event.type, ...(e instanceof BillingError ? { code: e.code } : {}) });
     return { status: 500, body: { received: false, eventId: event.id, type: event.type, error: msg, ...(e instanceof BillingError ? { code: e.code } : {}) } };
   }
   const now = deps.clock?.() ?? deps.ledger.now();
@@ -144,10 +145,10 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
     ]),
   );
   if (isIgnored(applied)) {
-    deps.log?.(`webhook ${event.id} (${event.type}) ignored: ${applied.ignored}`);
+    deps.log?.(`webhook ${event.id} (${event.type}) ignored: ${applied.ignored}`, { outcome: 'ignored', eventId: event.id, type: event.type, reason: applied.ignored });
     return { status: 200, body: { received: true, eventId: event.id, type: event.type, ignored: true, reason: applied.ignored } };
   }
-  deps.log?.(`webhook ${event.id} (${event.type}) applied: ${JSON.stringify(applied)}`);
+  deps.log?.(`webhook ${event.id} (${event.type}) applied: ${JSON.stringify(applied)}`, { outcome: 'applied', eventId: event.id, type: event.type, applied });
   return { status: 200, body: { received: true, eventId: event.id, type: event.type, ignored: false, applied } };
 }
 

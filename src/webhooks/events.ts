@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { BillingError } from '../errors';
-import type { SqlConnection } from '../ledger/dialect';
+import { BillingError } from '../errors';
+import type { Dialect, SqlConnection } from '../ledger/dialect';
 import type { BatchOutcome, Charge, TopUp } from '../ledger/types';
 import { formatUsd, type Nanos } from '../money';
 import type { QuotaEvent } from '../quota/service';
@@ -190,8 +190,12 @@ export async function guarded(c: SqlConnection, fn: () => Promise<void>, onError
   }
 }
 
-/** A refusal that happened before any transaction (a refused billing token): its event in a transaction of its own, keyed by the run. */
-export function unauthorizedRunEvent(p: { runKey: string; customerId: string | null; error: BillingError; now: number }): WebhookEvent {
+/**
+ * A refusal decided before any ledger or quota transaction (a refused billing
+ * token, a balance read short of the run fee in a guard's check): its event,
+ * keyed by the run, so a retried prediction adds nothing.
+ */
+export function refusedRunEvent(p: { runKey: string; customerId: string | null; error: BillingError; now: number }): WebhookEvent {
   return {
     id: eventId('run.refused', p.runKey, p.error.code),
     type: 'run.refused',
@@ -199,4 +203,20 @@ export function unauthorizedRunEvent(p: { runKey: string; customerId: string | n
     timestamp: new Date(p.now).toISOString(),
     data: { customerId: p.customerId, runKey: p.runKey, reason: p.error.code, error: refusal(p.error) },
   };
+}
+
+/**
+ * Writes a refusal's run.refused in a transaction of its own; best effort
+ * (the refusal is the answer either way, and a broken webhook table or a
+ * database that is down must not turn it into an error).
+ */
+export async function recordRefusedRun(d: Dialect, p: { runKey: string; customerId: string | null; error: unknown }): Promise<void> {
+  const error = p.error;
+  if (!(error instanceof BillingError) || !REFUSAL_CODES.has(error.code)) return;
+  try {
+    const now = Date.now();
+    await d.writeTransaction((c) => guarded(c, () => writeEvents(c, [refusedRunEvent({ runKey: p.runKey, customerId: p.customerId, error, now })], now).then(() => undefined), () => undefined));
+  } catch {
+    // Nothing else to do: the run was refused and answered already.
+  }
 }

@@ -21,6 +21,7 @@ import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin/guard';
 import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import { startLangfuseServer, type LangfuseServer } from '../support/langfuse-server';
 import { startOpenAIServer, type OpenAIServer, type RecordedCall } from '../support/openai-server';
+import { registerAlertScenarios } from './alerts.scenarios';
 import { registerMeteredScenarios } from './metered.scenarios';
 import { flowiseDatabase } from './flowise-database';
 // @ts-expect-error plain ESM helper without types
@@ -112,6 +113,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   let quota: QuotaService;
   let card: RateCard;
   let home: string;
+  let ledgerPath: string;
   let chatflowId: string;
   let agentflowId: string;
   let toolAgentId: string;
@@ -168,7 +170,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     model = await startOpenAIServer();
     langfuse = await startLangfuseServer();
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-e2e-'));
-    const ledgerPath = path.join(home, 'billing.sqlite');
+    ledgerPath = path.join(home, 'billing.sqlite');
     ledger = await openLedger(ledgerPath);
     quota = new QuotaService(ledger, { actor: 'e2e' });
     card = await ledger.activeRateCard();
@@ -485,8 +487,15 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await page.goto(`${fw.url}/canvas`, { waitUntil: 'domcontentloaded' });
       await page.locator('button[aria-label="add"]').click();
       try {
-        await reveal(page, 'Quota Guard', 'Billing', 'Billing');
-        for (const label of ['Metered Chat Model', 'Metered Tool', 'Usage Tool']) await visible(page, label).waitFor({ timeout: 30_000 });
+        // On a loaded machine the list can re-render after the category opened and close it again: reveal each
+        // node (re-opening as needed), then require all four at once for the screenshot.
+        const labels = ['Quota Guard', 'Metered Chat Model', 'Metered Tool', 'Usage Tool'];
+        for (let attempt = 1; ; attempt++) {
+          for (const label of labels) await reveal(page, label, 'Billing', 'Billing');
+          const shown = await Promise.all(labels.map((l) => visible(page, l).isVisible()));
+          if (shown.every(Boolean)) break;
+          if (attempt === 3) throw new Error(`palette: not all Billing nodes visible at once (${labels.filter((_, i) => !shown[i]).join(', ')})`);
+        }
       } catch (e) {
         await shot('palette-chatflow-billing-failed');
         throw e;
@@ -607,5 +616,15 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     apiConfig: API_CONFIG,
     customer,
     browser: withBrowser,
+  });
+
+  registerAlertScenarios({
+    e2e,
+    step,
+    ledgerPath: () => ledgerPath,
+    ledger: () => ledger,
+    quota: () => quota,
+    chatflowId: () => chatflowId,
+    predict: (flowId, customerId, question, chatId) => predict(flowId, customerId, question, chatId),
   });
 });

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatUsd } from '../../money';
-import { QuotaService } from '../../quota/service';
-import { CLI_ACTOR, type CliContext } from '../context';
+import type { CliContext } from '../context';
 import { keyValues, usd } from '../output';
 import { customerId, parseInput, usdAmount } from '../validate';
 import { alertsTable } from './usage';
@@ -14,8 +13,8 @@ export function registerBudget(program: Command, cli: CliContext): void {
     .description('set the monthly budget ("none" removes it); steps past it are refused with BUDGET_EXCEEDED')
     .action(async (customer: string, amount: string) => {
       const input = parseInput(z.object({ customer: customerId, amount: z.union([z.literal('none'), usdAmount('budget')]) }), { customer, amount });
-      const b = await cli.withLedger(async (ledger) => {
-        await new QuotaService(ledger, { actor: CLI_ACTOR }).setBudget(input.customer, input.amount === 'none' ? null : input.amount);
+      const b = await cli.withServices(async ({ ledger, quota }) => {
+        await quota.setBudget(input.customer, input.amount === 'none' ? null : input.amount);
         return ledger.budget(input.customer);
       });
       const json = {
@@ -43,7 +42,7 @@ export function registerBudget(program: Command, cli: CliContext): void {
     .description('usage and budget alerts fired (each threshold once per period)')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const alerts = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).alerts(input.customer));
+      const alerts = await cli.withQuota((quota) => quota.alerts(input.customer), { read: true });
       cli.print({ json: { customerId: input.customer, alerts }, human: () => alertsTable(alerts) });
     });
 }

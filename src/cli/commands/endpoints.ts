@@ -1,18 +1,12 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import type { Ledger } from '../../ledger/types';
+import { createLogger } from '../../log';
 import { WebhookDeliverer } from '../../webhooks/deliver';
 import { EVENT_TYPES } from '../../webhooks/events';
-import { migrateWebhooks } from '../../webhooks/schema';
-import { type Endpoint, WebhookStore } from '../../webhooks/store';
+import type { Endpoint } from '../../webhooks/store';
 import type { CliContext } from '../context';
 import { keyValues, table } from '../output';
 import { parseInput } from '../validate';
-
-async function store(ledger: Ledger): Promise<WebhookStore> {
-  await migrateWebhooks(ledger.dialect);
-  return new WebhookStore(ledger.dialect);
-}
 
 const endpointId = z.string().regex(/^we_[a-f0-9]{32}$/, 'endpoint ids look like "we_…"');
 const events = (s: string | undefined) => s?.split(',').map((x) => x.trim()).filter(Boolean);
@@ -25,13 +19,13 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
     .option('--events <types>', 'comma-separated event types, or * (default)', '*')
     .option('--description <text>')
     .action(async (url: string, flags: { events: string; description?: string }) => {
-      const e = await cli.withLedger(async (ledger) => (await store(ledger)).createEndpoint({ url, events: events(flags.events), description: flags.description }));
+      const e = await cli.withServices(({ webhooks }) => webhooks.createEndpoint({ url, events: events(flags.events), description: flags.description }));
       cli.print({ json: { ...e }, human: () => `${keyValues([['id', e.id], ['url', e.url], ['events', e.events.join(', ')], ['secret', e.secret]])}\n\nThe secret is shown now only; receivers verify webhook-signature with it.` });
     });
   ep.command('list')
     .description('endpoints and their filters')
     .action(async () => {
-      const list = await cli.withLedger(async (ledger) => (await store(ledger)).listEndpoints());
+      const list = await cli.withServices(({ webhooks }) => webhooks.listEndpoints());
       cli.print({
         json: { endpoints: list },
         human: () =>
@@ -55,29 +49,31 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
     .action(async (id: string, flags: { url?: string; events?: string; enable?: boolean; disable?: boolean }) => {
       const input = parseInput(z.object({ id: endpointId }), { id });
       const enabled = flags.enable ? true : flags.disable ? false : undefined;
-      const e = await cli.withLedger(async (ledger) => (await store(ledger)).updateEndpoint(input.id, { url: flags.url, events: events(flags.events), enabled }));
+      const e = await cli.withServices(({ webhooks }) => webhooks.updateEndpoint(input.id, { url: flags.url, events: events(flags.events), enabled }));
       cli.print({ json: { ...e }, human: () => keyValues([['id', e.id], ['url', e.url], ['events', e.events.join(', ')], ['enabled', e.enabled ? 'yes' : 'no']]) });
     });
   ep.command('delete <id>')
     .description('remove an endpoint and its undelivered deliveries')
     .action(async (id: string) => {
       const input = parseInput(z.object({ id: endpointId }), { id });
-      await cli.withLedger(async (ledger) => (await store(ledger)).deleteEndpoint(input.id));
+      await cli.withServices(({ webhooks }) => webhooks.deleteEndpoint(input.id));
       cli.print({ json: { deleted: input.id }, human: () => `deleted ${input.id}` });
     });
   ep.command('status')
     .description('deliveries pending, delivered, failed')
     .action(async () => {
-      const s = await cli.withLedger(async (ledger) => (await store(ledger)).deliveryCounts());
+      const s = await cli.withServices(({ webhooks }) => webhooks.deliveryCounts());
       cli.print({ json: { ...s }, human: () => keyValues([['pending', s.pending], ['delivered', s.delivered], ['failed', s.failed], ['oldest pending (ms)', s.oldestPendingMs]]) });
     });
   ep.command('deliver')
     .description('deliver due webhooks once (default) or keep delivering (--watch; Ctrl-C stops)')
     .option('--watch', 'keep running')
-    .action(async (flags: { watch?: boolean }) => {
+    .option('--log-level <level>', 'JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
+    .action(async (flags: { watch?: boolean; logLevel: string }) => {
+      // One JSON log line per attempt (src/log.ts, as serve); on stderr without --watch, where stdout has the pass's result.
+      const logger = flags.watch ? cli.logger('webhook-delivery', flags.logLevel) : createLogger({ component: 'webhook-delivery', level: 'info', fd: 2 });
       await cli.withLedger(async (ledger) => {
-        await migrateWebhooks(ledger.dialect);
-        const log = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => cli.io.err(`${JSON.stringify({ level, time: new Date().toISOString(), msg, ...fields })}\n`);
+        const log = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => logger[level](fields, msg);
         const d = new WebhookDeliverer(ledger.dialect, { log });
         if (!flags.watch) {
           const r = await d.deliverDue();
@@ -87,8 +83,10 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
         const stop = () => d.stop();
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        logger.info({}, 'delivering webhooks');
         await d.run(1_000);
-        cli.print({ json: { stopped: true }, human: () => 'stopped' });
+        logger.info({}, 'stopped');
+        if (cli.json) cli.print({ json: { stopped: true }, human: () => 'stopped' });
       });
     });
 }

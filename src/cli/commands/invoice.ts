@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatUsd } from '../../money';
 import { collectInvoices } from '../../quota/collect';
-import { type Invoice, type MetricLine, QuotaService } from '../../quota/service';
+import type { Invoice, MetricLine } from '../../quota/service';
 import { CLI_ACTOR, type CliContext } from '../context';
 import { keyValues, shortTime, table, usd } from '../output';
 import { customerId, parseInput } from '../validate';
@@ -56,7 +56,7 @@ export function registerInvoice(program: Command, cli: CliContext): void {
     .description('the current period so far: base price + overage per metric (records nothing)')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const inv = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).previewInvoice(input.customer));
+      const inv = await cli.withQuota((quota) => quota.previewInvoice(input.customer), { read: true });
       cli.print({ json: invoiceJson(inv), human: () => invoiceHuman(inv) });
     });
   invoice
@@ -64,8 +64,7 @@ export function registerInvoice(program: Command, cli: CliContext): void {
     .description('close every ended period as an immutable invoice, collect each from the credits once, and show the latest')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const { inv, collections } = await cli.withLedger(async (ledger) => {
-        const quota = new QuotaService(ledger, { actor: CLI_ACTOR });
+      const { inv, collections } = await cli.withQuota(async (quota) => {
         const closed = await quota.closeInvoice(input.customer);
         return { inv: closed, collections: await collectInvoices(quota, input.customer, CLI_ACTOR) };
       });

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { ValidationError } from '../../errors';
 import { type Plan, type PlanInput, planIdSchema } from '../../quota/plans';
-import { QuotaService } from '../../quota/service';
 import type { CliContext } from '../context';
 import { keyValues, table, usd } from '../output';
 import { integer, parseInput, text } from '../validate';
@@ -109,7 +108,7 @@ export function registerPlans(program: Command, cli: CliContext): void {
     .command('list')
     .description('every plan, cheapest first')
     .action(async () => {
-      const list = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).listPlans());
+      const list = await cli.withQuota((quota) => quota.listPlans(), { read: true });
       cli.print({
         json: { plans: list.map(planJson) },
         human: () =>
@@ -132,7 +131,7 @@ export function registerPlans(program: Command, cli: CliContext): void {
     .description('one plan in full')
     .action(async (id: string) => {
       const input = parseInput(z.object({ id: planIdSchema }), { id });
-      const p = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).getPlan(input.id));
+      const p = await cli.withQuota((quota) => quota.getPlan(input.id), { read: true });
       cli.print({ json: planJson(p), human: () => planDetail(p) });
     });
 
@@ -147,8 +146,8 @@ export function registerPlans(program: Command, cli: CliContext): void {
       if (missing.length) throw new ValidationError(`plans create needs ${missing.join(', ')}`, { missing });
       if (flags.byok && flags.managed) throw new ValidationError('give either --byok or --managed, not both', { field: 'managedModels' });
       const changes = planChanges(flags);
-      const p = await cli.withLedger((ledger) =>
-        new QuotaService(ledger, { actor: 'cli' }).createPlan({ ...changes, id } as PlanInput),
+      const p = await cli.withQuota((quota) =>
+        quota.createPlan({ ...changes, id } as PlanInput),
       );
       cli.print({ json: planJson(p), human: () => `Created plan ${p.id}\n${planDetail(p)}` });
     },
@@ -157,7 +156,7 @@ export function registerPlans(program: Command, cli: CliContext): void {
   planOptions(plans.command('update <plan>').description('change fields of a plan; subscribers see it from their next run')).action(
     async (id: string, flags: PlanFlags) => {
       const input = parseInput(z.object({ id: planIdSchema }), { id });
-      const p = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).updatePlan(input.id, planChanges(flags)));
+      const p = await cli.withQuota((quota) => quota.updatePlan(input.id, planChanges(flags)));
       cli.print({ json: planJson(p), human: () => `Updated plan ${p.id}\n${planDetail(p)}` });
     },
   );

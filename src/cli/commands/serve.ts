@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { createLogger, LOG_LEVELS } from '../../log';
 import { startServer } from '../../server/serve';
 import { DEFAULT_RETRY } from '../../webhooks/retry';
 import type { CliContext } from '../context';
@@ -29,7 +30,7 @@ export function registerServe(program: Command, cli: CliContext): void {
           rateLimit: integer('rate limit', 1, 10_000_000),
           retryBase: integer('webhook retry base', 10, 3_600_000),
           poll: integer('webhook poll', 10, 60_000),
-          logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+          logLevel: z.enum(LOG_LEVELS),
           cors: z.string().url('--cors takes absolute origins such as https://app.example.com').array().optional(),
         }),
         { retryBase: flags.webhookRetryBase, poll: flags.webhookPoll, port: flags.port, bodyLimit: flags.bodyLimit, rateLimit: flags.rateLimit, logLevel: flags.logLevel, cors: flags.cors?.split(',').map((s) => s.trim()).filter(Boolean) },
@@ -46,7 +47,7 @@ export function registerServe(program: Command, cli: CliContext): void {
         rateLimitPerMinute: f.rateLimit,
         corsOrigins: f.cors,
         secureCookies: flags.secureCookies ?? false,
-        logger: { level: f.logLevel },
+        log: createLogger({ level: f.logLevel, component: 'serve' }),
         tokenSecret: cli.io.env.FLOWISE_BILLING_TOKEN_SECRET || undefined,
       });
       server.app.log.info({ url: server.url, ledger: redactTarget(target), backend: server.deps.ledger.backend, deliver: flags.deliver }, 'flowise-billing serve listening');

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { ValidationError } from '../../errors';
-import { QuotaService } from '../../quota/service';
 import type { CliContext } from '../context';
 import { keyValues } from '../output';
 import { customerId, isoTime, parseInput, text } from '../validate';
@@ -22,8 +21,8 @@ export function registerSessions(program: Command, cli: CliContext): void {
       if (input.at && input.at.getTime() > Date.now() + 5 * 60_000) {
         throw new ValidationError(`--at ${opts.at} is in the future`, { field: 'at', value: opts.at });
       }
-      const a = await cli.withLedger((ledger) =>
-        new QuotaService(ledger, { actor: 'cli' }).admitRun({ customerId: input.customer, conversationId: input.conversation, at: input.at }),
+      const a = await cli.withQuota((quota) =>
+        quota.admitRun({ customerId: input.customer, conversationId: input.conversation, at: input.at }),
       );
       cli.print({
         json: { customerId: input.customer, conversationId: input.conversation, ...a },

@@ -13,6 +13,8 @@ import {
   type StripeCommonOptions,
 } from '../../stripe/cli';
 import type { Ledger } from '../../ledger/types';
+import { isBillingError } from '../../errors';
+import { errorField, lineLog, type Logger } from '../../log';
 import { toStripeIntegrationError } from '../../stripe/errors';
 import type { CliContext } from '../context';
 import { jsonLine, keyValues } from '../output';
@@ -55,6 +57,17 @@ function stripeCall<T>(cli: CliContext, fn: (ledger: Ledger) => Promise<T>): Pro
   });
 }
 
+/** A worker that stops on an error says so in its log too (the CLI then prints the typed error on stderr and exits 1). */
+async function watchLogged<T>(log: Logger | undefined, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    const err = toStripeIntegrationError(e);
+    log?.fatal({ code: isBillingError(err) ? err.code : undefined, error: errorField(err) }, 'stripe sync stopped on an error');
+    throw err;
+  }
+}
+
 export function registerStripe(program: Command, cli: CliContext): void {
   const stripe = program.command('stripe').description('Stripe: meter-event sync, reconciliation, customers and auto-recharge');
   // Progress lines go to stderr under --json so stdout stays one JSON object.
@@ -89,7 +102,8 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .option('--rate <n>', 'requests per second at most (Stripe live mode takes 1,000/s; test mode shares 25/s with every other call)', '80')
     .option('--lease-seconds <n>', 'how long rows are reserved for this worker; a killed worker\'s rows come back after it', '30')
     .option('--customer-retry-seconds <n>', 'how long rows of a customer with no Stripe customer (create failed) wait', '60')
-    .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string; concurrency: string; rate: string; leaseSeconds: string; customerRetrySeconds: string }) => {
+    .option('--log-level <level>', 'with --watch: JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
+    .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string; concurrency: string; rate: string; leaseSeconds: string; customerRetrySeconds: string; logLevel: string }) => {
       const f = parseInput(
         z.object({
           aggregateSeconds: integer('aggregate seconds', 1, 86_400).optional(),
@@ -100,9 +114,12 @@ export function registerStripe(program: Command, cli: CliContext): void {
         }),
         { aggregateSeconds: flags.aggregateSeconds, concurrency: flags.concurrency, rate: flags.rate, leaseSeconds: flags.leaseSeconds, customerRetrySeconds: flags.customerRetrySeconds },
       );
+      // --watch is a long-running worker: JSON log lines (pino, as serve). --once prints progress for a person.
+      const log = flags.watch ? cli.logger('stripe-sync', flags.logLevel) : undefined;
       const ac = flags.watch ? untilSignal() : undefined;
+      log?.info({ concurrency: f.concurrency, ratePerSecond: f.rate, aggregateSeconds: f.aggregateSeconds ?? null, leaseSeconds: f.leaseSeconds }, 'stripe sync watching the meter-event outbox');
       const r = await stripeCall(cli, (ledger) =>
-        stripeSync(
+        watchLogged(log, stripeSync(
           ledger,
           {
             ...stripeOptions(flags),
@@ -114,10 +131,12 @@ export function registerStripe(program: Command, cli: CliContext): void {
             leaseMs: f.leaseSeconds * 1000,
             customerRetryMs: f.customerRetrySeconds * 1000,
           },
-          progress,
-        ),
+          log ? lineLog(log) : progress,
+        )),
       );
-      cli.print({
+      log?.info({ pending: r.pending, delivered: r.delivered, failed: r.failed, deliveredNow: r.deliveredNow }, 'stripe sync stopped');
+      // A worker's stdout is its log; the result object only under --json (whose logs went to stderr).
+      if (!log || cli.json) cli.print({
         json: { ...r },
         human: () =>
           keyValues([
@@ -210,26 +229,30 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .option('--webhook-secret <secret>', 'signing secret (default $STRIPE_WEBHOOK_SECRET)')
     .option('--max-connections <n>', 'open connections at most', '256')
     .option('--idle-timeout-seconds <n>', 'close a socket idle (or stalled mid-request) this long', '30')
-    .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string; maxConnections: string; idleTimeoutSeconds: string }) => {
+    .option('--log-level <level>', 'JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
+    .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string; maxConnections: string; idleTimeoutSeconds: string; logLevel: string }) => {
       const f = parseInput(
         z.object({
-          port: integer('port', 1, 65_535),
+          port: integer('port', 0, 65_535),
           path: z.string().startsWith('/', '--path must start with "/"'),
           maxConnections: integer('max connections', 1, 100_000),
           idle: integer('idle timeout seconds', 1, 3600),
         }),
         { port: flags.port, path: flags.path, maxConnections: flags.maxConnections, idle: flags.idleTimeoutSeconds },
       );
+      const log = cli.logger('stripe-webhooks', flags.logLevel);
       const ac = untilSignal();
-      await cli.withLedger(async (ledger) => {
+      // The quota service with the event hooks: subscription and invoice events change plans like the CLI's own commands.
+      await cli.withServices(async ({ ledger, quota }) => {
         const server = await webhooksServe(
           ledger,
-          { ...stripeOptions(flags), port: f.port, host: flags.host, path: f.path, webhookSecret: flags.webhookSecret, maxConnections: f.maxConnections, idleTimeoutMs: f.idle * 1000 },
-          progress,
+          { ...stripeOptions(flags), quota, port: f.port, host: flags.host, path: f.path, webhookSecret: flags.webhookSecret, maxConnections: f.maxConnections, idleTimeoutMs: f.idle * 1000 },
+          lineLog(log),
         );
         await new Promise<void>((resolve) => ac.signal.addEventListener('abort', () => resolve(), { once: true }));
         await server.close();
-        cli.print({ json: { stopped: true, url: server.url }, human: () => 'stopped' });
+        log.info({ url: server.url }, 'stopped');
+        if (cli.json) cli.print({ json: { stopped: true, url: server.url }, human: () => 'stopped' });
       });
     });
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { planIdSchema } from '../../quota/plans';
-import { QuotaService, type Subscription } from '../../quota/service';
+import type { Subscription } from '../../quota/service';
 import type { CliContext } from '../context';
 import { keyValues, shortTime } from '../output';
 import { customerId, integer, parseInput } from '../validate';
@@ -27,8 +27,8 @@ export function registerSubscriptions(program: Command, cli: CliContext): void {
         plan,
         anchorDay: opts.anchorDay,
       });
-      const r = await cli.withLedger((ledger) =>
-        new QuotaService(ledger, { actor: 'cli' }).subscribe({ customerId: input.customer, planId: input.plan, anchorDay: input.anchorDay }),
+      const r = await cli.withQuota((quota) =>
+        quota.subscribe({ customerId: input.customer, planId: input.plan, anchorDay: input.anchorDay }),
       );
       const what = { new: 'Subscribed', upgrade: 'Upgraded (effective now)', downgrade: 'Downgrade scheduled for the next period', unchanged: 'Unchanged' }[r.change];
       cli.print({ json: { change: r.change, ...r.subscription }, human: () => `${what}\n${subscriptionHuman(r.subscription)}` });
@@ -39,7 +39,7 @@ export function registerSubscriptions(program: Command, cli: CliContext): void {
     .description('cancel the subscription at the end of the current period')
     .action(async (customer: string) => {
       const input = parseInput(z.object({ customer: customerId }), { customer });
-      const s = await cli.withLedger((ledger) => new QuotaService(ledger, { actor: 'cli' }).cancel(input.customer));
+      const s = await cli.withQuota((quota) => quota.cancel(input.customer));
       cli.print({ json: { ...s }, human: () => `Cancels at period end\n${subscriptionHuman(s)}` });
     });
 }

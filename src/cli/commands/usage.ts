@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatUsd } from '../../money';
-import { type Alert, type MetricLine, QuotaService, type UsageReport } from '../../quota/service';
-import { CLI_ACTOR, type CliContext, keyOrNew } from '../context';
+import type { Alert, MetricLine, UsageReport } from '../../quota/service';
+import { type CliContext, keyOrNew } from '../context';
 import { keyValues, shortTime, table, usd } from '../output';
 import { customerId, idempotencyKey, isoTime, parseInput, periodAt, quantity, text } from '../validate';
 import { formatQuantity } from '../../money';
@@ -101,7 +101,7 @@ export function registerUsage(program: Command, cli: CliContext): void {
     .option('--period <when>', 'report the billing period containing this date: YYYY-MM (its first day), YYYY-MM-DD or an ISO time (default: now)')
     .action(async (customer: string | undefined, opts: { period?: string }) => {
       const input = parseInput(z.object({ customer: customerId, period: periodAt('period').optional() }), { customer, period: opts.period });
-      const r = await cli.readLedger((ledger) => new QuotaService(ledger, { actor: CLI_ACTOR }).usage(input.customer, { at: input.period }));
+      const r = await cli.withQuota((quota) => quota.usage(input.customer, { at: input.period }), { read: true });
       cli.print({ json: usageJson(r), human: () => usageHuman(r) });
     });
 
@@ -116,8 +116,8 @@ export function registerUsage(program: Command, cli: CliContext): void {
         { customer, metric, quantity: qty, key: opts.key, at: opts.at },
       );
       const key = keyOrNew(input.key, 'usage');
-      const r = await cli.withLedger((ledger) =>
-        new QuotaService(ledger, { actor: CLI_ACTOR }).recordUsage({
+      const r = await cli.withQuota((quota) =>
+        quota.recordUsage({
           customerId: input.customer,
           metric: input.metric,
           quantity: formatQuantity(input.quantity),
