@@ -7,13 +7,17 @@
 //   npm run build && node bench/queue.mjs
 //
 // Env: BENCH_CLIENTS (32), BENCH_SECONDS per round (15), BENCH_ROUNDS per variant (2),
-// BENCH_MODEL_DELAY_MS (20), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
-// and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use).
+// BENCH_MODEL_DELAY_MS (20), BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
+// case; N: client i bills customer i mod N), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
+// and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use), BENCH_CPU_PROF (a directory:
+// the workers run with --cpu-prof and write their profiles there when they stop).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import pg from 'pg';
 import { api } from '../test/e2e/flowise-env.mjs';
 import { startQueueTopology } from '../test/e2e/queue-env.mjs';
 
@@ -28,6 +32,7 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
+const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -86,15 +91,58 @@ function flows(ids, basepath) {
   return { metered, plain };
 }
 
-/** CLIENTS loops sending predictions for SECONDS; returns answered predictions per second. */
-async function round(client, flowId, token, label) {
+/** A client of the PostgreSQL server's maintenance database (statistics, backend pids). */
+async function admin(fn) {
+  const u = new URL(pgUrl);
+  u.pathname = '/postgres';
+  const c = new pg.Client({ connectionString: u.href });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** CPU time (ms, user + system) a process has used so far; 0 when it is gone. Linux /proc. */
+function cpuMs(pid) {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / TICKS;
+  } catch {
+    return 0;
+  }
+}
+const TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/**
+ * What the topology has done so far: PostgreSQL transactions in `db` (Flowise's and the ledger's, one
+ * database) and CPU time of main, the workers and the PostgreSQL backends serving `db`. On a shared
+ * machine CPU per prediction is steadier than predictions per second.
+ */
+async function usage(db, pids) {
+  return admin(async (c) => {
+    // Statistics reach pg_stat_database when a backend reports them (about once a second) and a run ends
+    // 2 s after its last call: read after a pause.
+    await new Promise((r) => setTimeout(r, 2500));
+    await c.query('SELECT pg_stat_clear_snapshot()');
+    const { rows } = await c.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [db]);
+    const backends = (await c.query('SELECT pid FROM pg_stat_activity WHERE datname = $1', [db])).rows.map((r) => r.pid);
+    const cpu = new Map([...pids, ...backends].map((p) => [p, cpuMs(p)]));
+    return { xacts: Number(rows[0]?.n ?? 0), cpu };
+  });
+}
+
+/** CLIENTS loops sending predictions for SECONDS; returns answered predictions per second (and the count). */
+async function round(client, flowId, tokens, label) {
   const until = Date.now() + SECONDS * 1000;
   let ok = 0;
   let failed = 0;
   let seq = 0;
   const t0 = performance.now();
   await Promise.all(
-    Array.from({ length: CLIENTS }, async () => {
+    Array.from({ length: CLIENTS }, async (_, c) => {
+      const token = tokens[c % tokens.length];
       while (Date.now() < until) {
         const k = seq++;
         const r = await client.predict(flowId, { question: `bench question ${k}`, chatId: `${label}-${k}-${Date.now()}`, overrideConfig: { vars: { billingToken: token } } }, { allowError: true });
@@ -105,7 +153,19 @@ async function round(client, flowId, token, label) {
   );
   const secs = (performance.now() - t0) / 1000;
   if (failed) log(`  (${label}: ${failed} predictions not answered)`);
-  return ok / secs;
+  return { rate: ok / secs, ok };
+}
+
+/** A round, with PostgreSQL transactions and CPU milliseconds per answered prediction in it. */
+async function measured(client, flowId, tokens, label, db, pids) {
+  const u0 = await usage(db, pids);
+  const r = await round(client, flowId, tokens, label);
+  const u1 = await usage(db, pids);
+  const n = Math.max(1, r.ok);
+  // Per part: main, the workers, the PostgreSQL backends.
+  const parts = { main: 0, workers: 0, postgres: 0 };
+  for (const [pid, ms] of u1.cpu) parts[pid === pids[0] ? 'main' : pids.includes(pid) ? 'workers' : 'postgres'] += (ms - (u0.cpu.get(pid) ?? 0)) / n;
+  return { ...r, xactsPer: (u1.xacts - u0.xacts) / n, cpuPer: parts.main + parts.workers + parts.postgres, parts };
 }
 
 const pgUrl = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432');
@@ -113,6 +173,7 @@ const model = await modelServer();
 const topo = await startQueueTopology({
   pg: { host: pgUrl.hostname, port: Number(pgUrl.port || 5432), user: decodeURIComponent(pgUrl.username || 'postgres'), password: decodeURIComponent(pgUrl.password) },
   workers: 2,
+  workerNodeArgs: process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(process.env.BENCH_CPU_PROF)] : [],
   log: () => undefined,
 });
 try {
@@ -120,9 +181,12 @@ try {
   const ledger = await openLedger(ledgerUrl);
   const quota = new QuotaService(ledger, { actor: 'bench' });
   await quota.createPlan({ id: 'bench', name: 'Bench', basePriceUsd: '0', sessionsIncluded: 100_000_000, managedModels: true });
-  await ledger.createCustomer({ id: 'bench' });
-  await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
-  await quota.subscribe({ customerId: 'bench', planId: 'bench' });
+  const customers = Array.from({ length: CUSTOMERS }, (_, i) => (i === 0 ? 'bench' : `bench${i}`));
+  for (const id of customers) {
+    await ledger.createCustomer({ id });
+    await ledger.topUp({ customerId: id, amount: 1_000_000n * 1_000_000_000n, idempotencyKey: `${id}-topup` });
+    await quota.subscribe({ customerId: id, planId: 'bench' });
+  }
   const client = api(topo.url);
   await client.setup();
   const ids = {
@@ -135,17 +199,26 @@ try {
   const off = (await client.createChatflow({ name: 'bench plain', flowData: f.plain, type: 'CHATFLOW' })).id;
   await client.updateChatflow(on, { apiConfig });
   await client.updateChatflow(off, { apiConfig });
-  const token = signBillingToken(SECRET, 'bench', { ttlSeconds: 3600 });
+  const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
-  log(`queue mode: main + 2 workers, ${CLIENTS} clients, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
+  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
   // warm-up: both flows load, connections open
-  await round(client, off, token, 'warm-off').catch(() => 0);
-  await round(client, on, token, 'warm-on').catch(() => 0);
+  await round(client, off, tokens, 'warm-off').catch(() => 0);
+  await round(client, on, tokens, 'warm-on').catch(() => 0);
   const rates = { off: [], on: [] };
+  const tx = { off: [], on: [] };
+  const cpu = { off: [], on: [] };
+  const parts = { off: [], on: [] };
+  const pids = [topo.main.pid, ...topo.workers.map((w) => w.pid)];
   for (let i = 0; i < ROUNDS; i++) {
-    rates.off.push(await round(client, off, token, `off${i}`));
-    rates.on.push(await round(client, on, token, `on${i}`));
-    log(`  round ${i + 1}: metering off ${rates.off[i].toFixed(1)} predictions/s, on ${rates.on[i].toFixed(1)} predictions/s`);
+    for (const [v, id] of [['off', off], ['on', on]]) {
+      const r = await measured(client, id, tokens, `${v}${i}`, topo.flowiseDatabase, pids);
+      rates[v].push(r.rate);
+      tx[v].push(r.xactsPer);
+      cpu[v].push(r.cpuPer);
+      parts[v].push(r.parts);
+    }
+    log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const offMean = mean(rates.off);
@@ -153,8 +226,12 @@ try {
   log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
   log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
   log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
-  const b = await ledger.balance('bench');
-  log(`ledger: held $${formatUsd(b.held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
+  log(`CPU per prediction: off ${mean(cpu.off).toFixed(1)} ms, on ${mean(cpu.on).toFixed(1)} ms (ratio off/on ${(mean(cpu.off) / mean(cpu.on)).toFixed(3)}: the throughput ratio a CPU-bound machine would show)`);
+  const part = (v, k) => mean(parts[v].map((p) => p[k])).toFixed(1);
+  log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
+  let held = 0n;
+  for (const id of customers) held += (await ledger.balance(id)).held;
+  log(`ledger: held $${formatUsd(held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
   await ledger.close();
 } finally {
   await topo.stop();

@@ -99,6 +99,39 @@ describe('Quota Guard', () => {
   });
 });
 
+describe('the Billing Ledger credential of a prediction', () => {
+  it('is read once for the nodes of one prediction, again for the next, and a failed read is not kept', async () => {
+    const real = flowise.getCredentialData;
+    let reads = 0;
+    let data: Record<string, unknown> | null = { ledgerDatabase: dbPath, billingTokenSecret: SECRET };
+    flowise.getCredentialData = async () => {
+      reads++;
+      if (!data) throw new Error('database down');
+      return data;
+    };
+    try {
+      const o = { chatId: 'cred-1', chatflowid: 'f', logger: quiet };
+      const guard = await new QuotaGuard().init(nodeData(tokenVars('carol')), 'first', o);
+      await new MeteredChatModel().init(nodeData({ model: new FakeListChatModel({ responses: ['ok'] }), ...tokenVars('carol') }, 'm_0'), 'first', o);
+      expect(await guard.checkForViolations('first')).toBe('first');
+      expect(reads).toBe(1);
+      // The next prediction (another question, another conversation) reads it again: an edited credential applies to it.
+      data = { ledgerDatabase: dbPath, billingTokenSecret: 'y'.repeat(40) };
+      const next = await new QuotaGuard().init(nodeData(tokenVars('carol')), 'second', { ...o, chatId: 'cred-2' });
+      expect(reads).toBe(2);
+      await expect(next.checkForViolations('second')).rejects.toThrow(DEFAULT_REFUSAL_MESSAGES.unauthorized);
+      data = null;
+      await expect(new QuotaGuard().init(nodeData(tokenVars('carol')), 'third', { ...o, chatId: 'cred-3' })).rejects.toThrow(/database down/);
+      data = { ledgerDatabase: dbPath, billingTokenSecret: SECRET };
+      const retried = await new QuotaGuard().init(nodeData(tokenVars('carol')), 'third', { ...o, chatId: 'cred-3' });
+      expect(reads).toBe(4);
+      expect(await retried.checkForViolations('third')).toBe('third');
+    } finally {
+      flowise.getCredentialData = real;
+    }
+  });
+});
+
 describe('Metered Chat Model', () => {
   it('meters the model instance in the prediction’s run; a refused customer gets the operator’s message as the answer and never reaches the model', async () => {
     const model = new FakeListChatModel({ responses: ['ok'] });

@@ -1,9 +1,9 @@
 import { BILLABLES, DECIMAL_PATTERN, DEFAULT_REFUSAL_MESSAGES, formatUsd, z } from '../../src/plugin';
 import { customerFor } from '../shared/customer';
 import { lastAssistantText, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
-import { openPredictionRun } from '../shared/prediction-run';
+import { openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { billableSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, textSchema } from '../shared/inputs';
+import { billableSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs, textSchema } from '../shared/inputs';
 
 /**
  * Charge (Agentflow v2): charges a ChargeType (or resource) × quantity once per
@@ -59,7 +59,7 @@ class Charge implements INode {
 
   async run(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<ICommonObject> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
-    const cred = await ledgerCredential(this, nodeData, options);
+    const cred = await predictionCredential(this, nodeData, options, input);
     const logger = loggerOf(options);
     const messages = { insufficientFunds: i.insufficientFundsMessage, unauthorized: i.unauthorizedMessage };
     const reply = i.reply ?? lastAssistantText(options);

@@ -1,9 +1,9 @@
 import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin';
 import { meterModel } from '../shared/metered-model';
-import { type FlowRun, openPredictionRun } from '../shared/prediction-run';
+import { type FlowRun, openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, MAX_OUTPUT_TOKENS_INPUT, parseInputs, textSchema } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, MAX_OUTPUT_TOKENS_INPUT, parseInputs, textSchema } from '../shared/inputs';
 import { z } from '../../src/plugin';
 
 /**
@@ -37,7 +37,7 @@ class MeteredChatModel implements INode {
     if (!model || typeof model !== 'object' || typeof (model as { invoke?: unknown }).invoke !== 'function') {
       throw new Error(`${this.label}: connect a chat model to input "Chat Model"`);
     }
-    const cred = await ledgerCredential(this, nodeData, options);
+    const cred = await predictionCredential(this, nodeData, options, input);
     const logger = loggerOf(options);
     const who = customerFor(i, cred, nodeData, options, logger, { unauthorized: i.refusalMessage });
     let run: Promise<FlowRun> | undefined;

@@ -1,9 +1,9 @@
 import { type Billable, DEFAULT_REFUSAL_MESSAGES, isChargeTypeName, z } from '../../src/plugin';
 import { meterTool } from '../shared/metered-tool';
-import { type FlowRun, openPredictionRun } from '../shared/prediction-run';
+import { type FlowRun, openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, quantitySchema, textSchema } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs, quantitySchema, textSchema } from '../shared/inputs';
 import { CHARGE_TYPES } from '../../src/plugin';
 
 /**
@@ -41,7 +41,7 @@ class MeteredTool implements INode {
     const tool = nodeData.inputs?.tool;
     const toolName = tool && typeof tool === 'object' ? (tool as { name?: unknown }).name : undefined;
     if (typeof toolName !== 'string' || !toolName) throw new Error(`${this.label}: connect a tool to input "Tool"`);
-    const cred = await ledgerCredential(this, nodeData, options);
+    const cred = await predictionCredential(this, nodeData, options, input);
     const logger = loggerOf(options);
     const who = customerFor(i, cred, nodeData, options, logger, { unauthorized: i.refusalMessage });
     let run: Promise<FlowRun> | undefined;

