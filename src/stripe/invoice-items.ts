@@ -7,6 +7,7 @@ import type { ExternalCollector, ExternalItem } from '../quota/collect';
 import type { Invoice } from '../quota/types';
 import { ensureStripeCustomer, stripeCustomerFor } from './customers';
 import { StripeIntegrationError } from './errors';
+import { type OutboxCounts, OutboxQueue, type OutboxTable, type OutboxWorkerOptions, type RowUpdate } from './outbox-queue';
 import { type BackoffOptions, backoffMs, classifyFailure, type FailureFacts, factsOf } from './retry';
 
 /**
@@ -34,13 +35,7 @@ export const INVOICE_ITEMS_SETTINGS_KEY = 'invoice_items';
 export const INVOICE_ITEM_CURRENCY = 'usd';
 const NANOS_PER_CENT = 10_000_000n;
 
-export interface InvoiceItemCounts {
-  readonly pending: number;
-  readonly delivered: number;
-  readonly failed: number;
-  readonly oldestPendingAt: string | null;
-  readonly lastErrors: Array<{ id: string; attempts: number; error: string }>;
-}
+export type InvoiceItemCounts = OutboxCounts;
 
 /** Turns Stripe invoice items on (or off) for every later collection in this database. */
 export async function configureInvoiceItems(ledger: Ledger, enabled: boolean): Promise<{ enabled: boolean }> {
@@ -156,20 +151,25 @@ interface ItemRow {
   attempts: number;
 }
 
-export interface InvoiceItemDeliveryOptions {
-  readonly stripe: Stripe;
-  /** Attempts before a row counts as failed (default 20; `stripe retry-failed` puts failed rows back). */
-  readonly maxAttempts?: number;
-  /** How long a leased row is reserved for this worker (default 30 s). */
-  readonly leaseMs?: number;
-  readonly backoff?: BackoffOptions;
-  /** Create Stripe customers for unmapped ledger customers (default true); otherwise their rows wait. */
-  readonly createCustomers?: boolean;
-  /** How long rows of a customer without a Stripe customer wait before the next try (default 60 s). */
-  readonly customerRetryMs?: number;
-  readonly clock?: () => number;
-  readonly random?: () => number;
-}
+/** billing_stripe_invoice_items as an outbox table: oldest by when the item was queued; the Stripe item's id kept on delivery. */
+const invoiceItemsTable: OutboxTable<ItemRow> = {
+  name: 'billing_stripe_invoice_items',
+  oldestColumn: 'created_at',
+  receiptColumn: 'stripe_item_id',
+  rowFrom: (r) => ({
+    id: String(r.id),
+    customerId: String(r.customer_id),
+    invoiceId: String(r.invoice_id),
+    periodStart: Number(r.period_start),
+    periodEnd: Number(r.period_end),
+    kind: String(r.kind),
+    amount: BigInt(String(r.amount_nanos)),
+    description: String(r.description),
+    attempts: Number(r.attempts),
+  }),
+};
+
+export type InvoiceItemDeliveryOptions = OutboxWorkerOptions;
 
 export interface InvoiceItemRound {
   readonly leased: number;
@@ -184,6 +184,7 @@ export class InvoiceItemDelivery {
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly o: Required<Omit<InvoiceItemDeliveryOptions, 'stripe' | 'clock' | 'random' | 'backoff'>> & { backoff: BackoffOptions };
+  private readonly queue: OutboxQueue<ItemRow>;
 
   constructor(
     private readonly ledger: Ledger,
@@ -198,56 +199,25 @@ export class InvoiceItemDelivery {
       customerRetryMs: opts.customerRetryMs ?? 60_000,
       backoff: opts.backoff ?? {},
     };
+    this.queue = new OutboxQueue(ledger, invoiceItemsTable);
   }
 
-  /** Leases due rows (pushing their next attempt past the lease) and returns them. */
-  private lease(now: number, limit = 100): Promise<ItemRow[]> {
-    const d = this.ledger.dialect;
-    return d.writeTransaction(async (c) => {
-      const rows = await c.query(
-        `SELECT * FROM billing_stripe_invoice_items WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ? ${d.forUpdate}`,
-        [now, limit],
-      );
-      for (const r of rows) await c.run('UPDATE billing_stripe_invoice_items SET next_attempt_at = ? WHERE id = ?', [now + this.o.leaseMs, String(r.id)]);
-      return rows.map((r) => ({
-        id: String(r.id),
-        customerId: String(r.customer_id),
-        invoiceId: String(r.invoice_id),
-        periodStart: Number(r.period_start),
-        periodEnd: Number(r.period_end),
-        kind: String(r.kind),
-        amount: BigInt(String(r.amount_nanos)),
-        description: String(r.description),
-        attempts: Number(r.attempts),
-      }));
-    });
-  }
-
-  private update(id: string, set: { status: 'pending' | 'delivered' | 'failed'; attempts: number; nextAt: number; error: string | null; stripeItemId?: string }): Promise<number> {
-    const now = this.clock();
-    return this.ledger.dialect.writeTransaction((c) =>
-      c.run(
-        `UPDATE billing_stripe_invoice_items SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?, stripe_item_id = COALESCE(?, stripe_item_id), delivered_at = ?
-          WHERE id = ? AND status = 'pending'`,
-        [set.status, set.attempts, set.nextAt, set.error, set.stripeItemId ?? null, set.status === 'delivered' ? now : null, id],
-      ),
-    );
+  /** Writes one row's outcome (in its own transaction: a round sends one request at a time). */
+  private update(id: string, u: Omit<RowUpdate, 'id'>): Promise<void> {
+    return this.queue.record(this.clock(), [], [{ id, ...u }]);
   }
 
   /** Sends every due row once. Throws STRIPE_AUTH_FAILED (after putting the row back) when Stripe refuses the key. */
   async deliverRound(): Promise<InvoiceItemRound> {
     const now = this.clock();
-    const rows = await this.lease(now);
+    const rows = await this.queue.leaseDue(now, 100, this.o.leaseMs);
     const r = { leased: rows.length, delivered: 0, retried: 0, failed: 0, waiting: 0 };
     let i = 0;
     try {
       for (; i < rows.length; i++) await this.deliverOne(rows[i]!, r);
     } catch (e) {
       // The rows this round did not finish (a refused key stopped it) are due again at once, not after their lease.
-      const now = this.clock();
-      await this.ledger.dialect.writeTransaction(async (c) => {
-        for (const row of rows.slice(i)) await c.run("UPDATE billing_stripe_invoice_items SET next_attempt_at = ? WHERE id = ? AND status = 'pending'", [now, row.id]);
-      });
+      await this.queue.release(this.clock(), rows.slice(i).map((row) => row.id));
       throw e;
     }
     return r;
@@ -281,7 +251,7 @@ export class InvoiceItemDelivery {
         { idempotencyKey: row.id },
       );
       r.delivered += 1;
-      await this.update(row.id, { status: 'delivered', attempts: row.attempts + 1, nextAt: this.clock(), error: null, stripeItemId: item.id });
+      await this.update(row.id, { status: 'delivered', attempts: row.attempts + 1, nextAt: this.clock(), error: null, receipt: item.id });
     } catch (e) {
       const facts = factsOf(e);
       const verdict = classifyFailure(facts);
@@ -317,41 +287,21 @@ export class InvoiceItemDelivery {
   }
 
   /** Milliseconds until the next pending row is due (MAX_SAFE_INTEGER when none is pending). */
-  async msUntilDue(): Promise<number> {
-    const [r] = await this.ledger.dialect.read((c) => c.query("SELECT MIN(next_attempt_at) AS t FROM billing_stripe_invoice_items WHERE status = 'pending'"));
-    if (!r || r.t === null || r.t === undefined) return Number.MAX_SAFE_INTEGER;
-    return Math.max(0, Number(r.t) - this.clock());
+  msUntilDue(): Promise<number> {
+    return this.queue.msUntilDue(this.clock());
   }
 
   counts(): Promise<InvoiceItemCounts> {
-    return invoiceItemCounts(this.ledger);
+    return this.queue.counts();
   }
 
   /** Puts failed rows back in the queue (same idempotency key). */
   retryFailed(): Promise<number> {
-    const now = this.clock();
-    return this.ledger.dialect.writeTransaction((c) =>
-      c.run("UPDATE billing_stripe_invoice_items SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed'", [now]),
-    );
+    return this.queue.retryFailed(this.clock());
   }
 }
 
 /** Pending, delivered and failed invoice items, and why the last attempts failed (no Stripe client needed). */
-export async function invoiceItemCounts(ledger: Ledger): Promise<InvoiceItemCounts> {
-  return ledger.dialect.read(async (c) => {
-    const counts = await c.query('SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM billing_stripe_invoice_items GROUP BY status');
-    const errors = await c.query(
-      "SELECT id, attempts, last_error FROM billing_stripe_invoice_items WHERE status IN ('pending', 'failed') AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 5",
-    );
-    const by = new Map(counts.map((r) => [String(r.status), r]));
-    const n = (s: string) => Number(by.get(s)?.n ?? 0);
-    const oldest = by.get('pending')?.oldest;
-    return {
-      pending: n('pending'),
-      delivered: n('delivered'),
-      failed: n('failed'),
-      oldestPendingAt: oldest === undefined || oldest === null ? null : new Date(Number(oldest)).toISOString(),
-      lastErrors: errors.map((r) => ({ id: String(r.id), attempts: Number(r.attempts), error: String(r.last_error) })),
-    };
-  });
+export function invoiceItemCounts(ledger: Ledger): Promise<InvoiceItemCounts> {
+  return new OutboxQueue(ledger, invoiceItemsTable).counts();
 }

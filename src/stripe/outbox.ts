@@ -4,7 +4,8 @@ import type { Ledger } from '../ledger/types';
 import { ensureStripeCustomer, stripeCustomersFor } from './customers';
 import { StripeIntegrationError } from './errors';
 import { type LaneOutcome, runLanes } from './lanes';
-import { laneKey, OutboxQueue, type OutboxRow, type QueueCounts, type RowUpdate } from './outbox-queue';
+import { laneKey, MeterEventQueue, type OutboxRow } from './meter-event-queue';
+import type { OutboxWorkerOptions, QueueCounts, RowUpdate } from './outbox-queue';
 import {
   type BackoffOptions,
   backoffMs,
@@ -42,28 +43,16 @@ import {
  *   are frozen into a group (agg_id, committed before the send) and sent as one
  *   event whose identifier is the group id, so a restart resends the same group.
  */
-export interface OutboxDeliveryOptions {
-  readonly stripe: Stripe;
+export interface OutboxDeliveryOptions extends OutboxWorkerOptions {
   /** Rows leased per round (default 200). */
   readonly batchSize?: number;
   /** Customers (customer + meter pairs) sent to in parallel, one request each at a time (default 16). */
   readonly concurrency?: number;
   /** Requests a second (default 80; Stripe's meter-event endpoint takes 1,000/s in live mode; in test mode it shares the 25/s basic limit). */
   readonly ratePerSecond?: number;
-  readonly backoff?: BackoffOptions;
   readonly breaker?: BreakerOptions;
-  /** Attempts before a row counts as failed (default 20; `stripeRetryFailed` puts failed rows back). */
-  readonly maxAttempts?: number;
-  /** How long a leased row is reserved for this worker (default 30 s). */
-  readonly leaseMs?: number;
   /** Aggregate per customer + meter + window of this many seconds (e.g. 3600); off by default. */
   readonly aggregateWindowSeconds?: number;
-  /** Create Stripe customers for unmapped ledger customers (default true); otherwise their rows wait. */
-  readonly createCustomers?: boolean;
-  /** How long rows of a customer without a Stripe customer (not linked, or the create failed) wait before the next try (default 60 s). */
-  readonly customerRetryMs?: number;
-  readonly clock?: () => number;
-  readonly random?: () => number;
 }
 
 export interface RoundResult {
@@ -135,7 +124,7 @@ export class OutboxDelivery {
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly stripe: Stripe;
-  private readonly queue: OutboxQueue;
+  private readonly queue: MeterEventQueue;
   /** Per customer + meter: when it may be called again after a 429 (real time), across rounds. */
   private readonly laneReadyAt = new Map<string, number>();
   /** Per customer + meter: 429s in a row, for the backoff when Stripe gives no Retry-After. */
@@ -166,13 +155,13 @@ export class OutboxDelivery {
     // Rate limiting is about real time, whatever clock the rows are judged by.
     this.limiter = new RateLimiter(this.o.ratePerSecond, Math.max(1, Math.ceil(this.o.ratePerSecond / 10)), Date.now());
     this.stripe = opts.stripe;
-    this.queue = new OutboxQueue(ledger);
+    this.queue = new MeterEventQueue(ledger);
   }
 
   /** Pending, delivered and failed counts, why the last attempts failed, and the breaker. */
   async status(): Promise<OutboxStatus> {
     const now = this.clock();
-    return { ...(await this.queue.counts(now)), breaker: this.breaker.state(now) };
+    return { ...(await this.queue.countsWithDue(now)), breaker: this.breaker.state(now) };
   }
 
   /** Puts failed rows back in the queue (after fixing what made Stripe refuse them). */
