@@ -27,8 +27,8 @@ export class GroupCommitter {
       this.queue.push({ op, resolve, reject });
       if (!this.running) {
         this.running = true;
-        // Callers submitting in this same synchronous turn join the first batch; a lone caller waits for no event-loop turn.
-        queueMicrotask(() => void this.drain());
+        // Let the callers that are about to submit in this same turn join the first batch.
+        setImmediate(() => void this.drain());
       }
     });
   }
@@ -43,9 +43,7 @@ export class GroupCommitter {
           // One bad operation must not fail its neighbours: retry each alone.
           for (const w of batch) await this.runAlone(w, batch.length > 1 ? undefined : e);
         }
-        // A lone caller's next operation starts a batch of its own when it comes (no event-loop turn per operation).
-        if (batch.length === 1 && this.queue.length === 0) break;
-        // Concurrent callers whose operations just finished submit their next ones in the following microtasks; wait for them.
+        // Callers whose operation just finished submit their next one in the following microtasks; wait for them.
         await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
