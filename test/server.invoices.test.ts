@@ -50,6 +50,11 @@ describe.each(BACKENDS)('invoice collection on $name', (backend) => {
     expect(collected).toHaveLength(1);
     expect(collected[0]!.amount).toBe(-parseUsd('31'));
     expect((await l.getCharge(a[0]!.chargeId!)).metadata).toMatchObject({ invoiceId: inv.id, periodStart: inv.periodStart });
+    // The collection pays the closed period; it is not usage of the period it happens in.
+    const usage = await quota.usage('acme');
+    expect(usage.usageCharges).toBe(0n);
+    expect(usage.currentCharges).toBe(parseUsd('29'));
+    expect((await quota.previewInvoice('acme')).prepaidUsage).toBe(0n);
     expect((await l.checkInvariants()).ok).toBe(true);
   });
 

@@ -1,5 +1,6 @@
 import { budgetStateAt } from './budget-period';
 import { type Dialect, insertRows, type SqlConnection } from './dialect';
+import { NON_USAGE_CHARGE_TYPES } from './outbox';
 import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, customerFromRow } from './rows';
 import type { BudgetState } from './types';
 
@@ -30,7 +31,7 @@ export interface LedgerView {
   budgetAt(customerId: string, at: number): Promise<BudgetState | null>;
   /** Charges created in [from, to) that carry a quantity. */
   chargedUsage(customerId: string, from: number, to: number): Promise<ChargeUsage[]>;
-  /** What charges created in [from, to) collected, net of refunds. */
+  /** What usage charges created in [from, to) collected, net of refunds (not invoice collections or top-up refunds). */
   collected(customerId: string, from: number, to: number): Promise<bigint>;
   /** Appends to the audit trail; commits with the caller's transaction. */
   audit(entry: AuditInput): Promise<void>;
@@ -55,7 +56,11 @@ export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
       return rows.map((r) => ({ chargeType: r.charge_type === null || r.charge_type === undefined ? null : String(r.charge_type), quantity: String(r.quantity) }));
     },
     async collected(customerId, from, to) {
-      const [r] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ?', [customerId, from, to]);
+      const other = [...NON_USAGE_CHARGE_TYPES];
+      const [r] = await c.query(
+        `SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ? AND (charge_type IS NULL OR charge_type NOT IN (${other.map(() => '?').join(', ')}))`,
+        [customerId, from, to, ...other],
+      );
       return BigInt(String(r?.s ?? 0));
     },
     async audit(e) {
