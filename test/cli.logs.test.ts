@@ -1,4 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseUsd } from '../src/money';
 import { BACKENDS } from './support/backends';
@@ -71,6 +74,16 @@ describe('structured logs of the long-running commands', () => {
   });
   afterAll(async () => {
     await server.close();
+  });
+
+  it('an unknown --log-level is a VALIDATION_ERROR naming the levels, for every long-running command', async () => {
+    const db = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fb-loglevel-')), 'ledger.sqlite');
+    for (const args of [['serve', '--port', '0'], ['stripe', 'sync', '--watch'], ['webhooks', 'serve', '--port', '0'], ['endpoints', 'deliver', '--watch']]) {
+      const r = await runJson(['--db', db, ...args, '--log-level', 'loud'], { env: { STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url, STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET } });
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.value.error, args.join(' ')).toMatchObject({ code: 'VALIDATION_ERROR' });
+      expect(r.value.error.message).toContain('fatal, error, warn, info, debug, trace, silent');
+    }
   });
 
   it('stripe sync --watch: a JSON line per round with its counts; the Stripe key never appears, not even a rejected one', async () => {

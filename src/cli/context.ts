@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Command } from 'commander';
 import { z } from 'zod';
 import { BillingError, isBillingError, ValidationError } from '../errors';
 import { defaultLedgerLocation, isPostgresUrl, ledgerTarget } from '../ledger/open';
@@ -90,6 +91,11 @@ export class CliContext {
     else if (renderMode() === 'csv' || renderMode() === 'tsv') this.io.out(`${renderDelimited(r.human)}\n`);
     else this.io.out(`${r.human()}\n`);
   }
+}
+
+/** Adds `--log-level` to a long-running command (CliContext.logger validates it); `when` prefixes the help, e.g. "with --watch: ". */
+export function withLogLevel(cmd: Command, when = ''): Command {
+  return cmd.option('--log-level <level>', `${when}JSON log lines at this level and above (${LOG_LEVELS.join(', ')})`, 'info');
 }
 
 /** Validates a ledger location without echoing it (a URL may carry a password). */

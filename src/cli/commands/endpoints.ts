@@ -4,7 +4,7 @@ import { createLogger } from '../../log';
 import { WebhookDeliverer } from '../../webhooks/deliver';
 import { EVENT_TYPES } from '../../webhooks/events';
 import type { Endpoint } from '../../webhooks/store';
-import type { CliContext } from '../context';
+import { type CliContext, withLogLevel } from '../context';
 import { keyValues, table } from '../output';
 import { parseInput } from '../validate';
 
@@ -65,10 +65,9 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
       const s = await cli.withServices(({ webhooks }) => webhooks.deliveryCounts());
       cli.print({ json: { ...s }, human: () => keyValues([['pending', s.pending], ['delivered', s.delivered], ['failed', s.failed], ['oldest pending (ms)', s.oldestPendingMs]]) });
     });
-  ep.command('deliver')
+  withLogLevel(ep.command('deliver'))
     .description('deliver due webhooks once (default) or keep delivering (--watch; Ctrl-C stops)')
     .option('--watch', 'keep running')
-    .option('--log-level <level>', 'JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
     .action(async (flags: { watch?: boolean; logLevel: string }) => {
       // One JSON log line per attempt (src/log.ts, as serve); on stderr without --watch, where stdout has the pass's result.
       const logger = flags.watch ? cli.logger('webhook-delivery', flags.logLevel) : createLogger({ component: 'webhook-delivery', level: 'info', fd: 2 });

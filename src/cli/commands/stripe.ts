@@ -16,7 +16,7 @@ import type { Ledger } from '../../ledger/types';
 import { isBillingError } from '../../errors';
 import { errorField, lineLog, type Logger } from '../../log';
 import { toStripeIntegrationError } from '../../stripe/errors';
-import type { CliContext } from '../context';
+import { type CliContext, withLogLevel } from '../context';
 import { jsonLine, keyValues } from '../output';
 import { customerId, integer, parseInput, text, usdAmount } from '../validate';
 
@@ -97,7 +97,7 @@ export function registerStripe(program: Command, cli: CliContext): void {
       cli.print({ json: r, human: () => keyValues([['customer', r.customerId], ['stripe customer', r.stripeCustomerId]]) });
     });
 
-  withStripeFlags(stripe.command('sync').description('deliver pending meter events (--once, the default) or keep delivering (--watch)'))
+  withLogLevel(withStripeFlags(stripe.command('sync')), 'with --watch: ').description('deliver pending meter events (--once, the default) or keep delivering (--watch)')
     .option('--once', 'deliver what is pending and exit')
     .option('--watch', 'keep running; Ctrl-C stops')
     .option('--aggregate-seconds <n>', 'one event per customer and meter per window of this many seconds')
@@ -105,7 +105,6 @@ export function registerStripe(program: Command, cli: CliContext): void {
     .option('--rate <n>', 'requests per second at most (Stripe live mode takes 1,000/s; test mode shares 25/s with every other call)', '80')
     .option('--lease-seconds <n>', 'how long rows are reserved for this worker; a killed worker\'s rows come back after it', '30')
     .option('--customer-retry-seconds <n>', 'how long rows of a customer with no Stripe customer (create failed) wait', '60')
-    .option('--log-level <level>', 'with --watch: JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
     .action(async (flags: StripeFlags & { once?: boolean; watch?: boolean; aggregateSeconds?: string; concurrency: string; rate: string; leaseSeconds: string; customerRetrySeconds: string; logLevel: string }) => {
       const f = parseInput(
         z.object({
@@ -228,14 +227,13 @@ export function registerStripe(program: Command, cli: CliContext): void {
     });
 
   const webhooks = program.command('webhooks').description('Stripe webhooks');
-  withStripeFlags(webhooks.command('serve').description('verify and apply Stripe webhooks (Ctrl-C stops)'))
+  withLogLevel(withStripeFlags(webhooks.command('serve'))).description('verify and apply Stripe webhooks (Ctrl-C stops)')
     .option('--port <port>', 'port to listen on', '8787')
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--path <path>', 'URL path', '/stripe/webhooks')
     .option('--webhook-secret <secret>', 'signing secret (default $STRIPE_WEBHOOK_SECRET)')
     .option('--max-connections <n>', 'open connections at most', '256')
     .option('--idle-timeout-seconds <n>', 'close a socket idle (or stalled mid-request) this long', '30')
-    .option('--log-level <level>', 'JSON log lines at this level and above (fatal, error, warn, info, debug)', 'info')
     .action(async (flags: StripeFlags & { port: string; host: string; path: string; webhookSecret?: string; maxConnections: string; idleTimeoutSeconds: string; logLevel: string }) => {
       const f = parseInput(
         z.object({
