@@ -4,8 +4,8 @@ import { formatUsd, MAX_AMOUNT } from '../money';
 import { periodContaining } from '../period';
 import { budgetStateAt, currentBudgetPeriod } from './budget-period';
 import type { Op } from './batch';
-import { type AuditRow, type ChargeRow, type CustomerRow, type EntryRow, type HoldRow, iso, publicCharge, publicHold } from './rows';
-import type { BudgetState, Customer, Refund, TopUp } from './types';
+import { type AuditRow, type ChargeRow, type CustomerRow, customerOut, type EntryRow, type HoldRow, iso, publicCharge, publicHold } from './rows';
+import type { Customer, Refund, TopUp } from './types';
 
 /**
  * The middle of a batch: what it loaded, what each operation changes in
@@ -382,10 +382,6 @@ export const APPLY: { readonly [K in Op['kind']]: (s: BatchState, op: OpOf<K>) =
   charge,
   refund,
 };
-
-function customerOut(c: CustomerRow): Customer {
-  return { id: c.id, name: c.name, createdAt: iso(c.createdAt) };
-}
 
 function pendingHold(holds: Map<string, HoldRow>, holdId: string, action: string): HoldRow {
   const h = holds.get(holdId);

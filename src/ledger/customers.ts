@@ -1,6 +1,7 @@
 import { BillingError } from '../errors';
-import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
-import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, iso } from './rows';
+import type { Dialect, SqlConnection } from './dialect';
+import { customerFromNameRow } from './rows';
+import { writeAudit } from './within';
 import type { Customer } from './types';
 
 /**
@@ -9,9 +10,6 @@ import type { Customer } from './types';
  * the batch's customer upsert never writes, so a rename and a concurrent
  * money batch cannot overwrite each other.
  */
-
-const nameOf = (r: Row): string | null => (r.name === null || r.name === undefined ? null : String(r.name));
-const customerOut = (r: Row, name = nameOf(r)): Customer => ({ id: String(r.id), name, createdAt: iso(Number(r.created_at)) });
 
 /**
  * One page of customers in id order (keyset paging): the `limit` customers
@@ -24,7 +22,7 @@ export async function customersPage(c: SqlConnection, opts: { limit: number; aft
   const rows = opts.after === null
     ? await c.query('SELECT id, name, created_at FROM billing_customers ORDER BY id LIMIT ?', [opts.limit])
     : await c.query('SELECT id, name, created_at FROM billing_customers WHERE id > ? ORDER BY id LIMIT ?', [opts.after, opts.limit]);
-  return rows.map((r) => customerOut(r));
+  return rows.map(customerFromNameRow);
 }
 
 export async function customerCount(c: SqlConnection): Promise<number> {
@@ -44,12 +42,10 @@ export async function renameCustomer(
 ): Promise<{ customer: Customer; changed: boolean }> {
   const [row] = await c.query(`SELECT id, name, created_at FROM billing_customers WHERE id = ? ${d.forUpdate}`, [i.id]);
   if (!row) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${i.id} does not exist`, { customerId: i.id });
-  const before = nameOf(row);
-  const customer = customerOut(row, i.name);
+  const before = customerFromNameRow(row).name;
+  const customer = { ...customerFromNameRow(row), name: i.name };
   if (before === i.name) return { customer, changed: false };
   await c.run('UPDATE billing_customers SET name = ?, updated_at = ? WHERE id = ?', [i.name, i.now, i.id]);
-  await insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS, [
-    auditValues({ at: i.now, actor: i.actor, operation: 'updateCustomer', idempotencyKey: null, customerId: i.id, rateCardVersion: null, details: { name: i.name, previousName: before } }),
-  ]);
+  await writeAudit(c, d, { at: i.now, actor: i.actor, operation: 'updateCustomer', customerId: i.id, details: { name: i.name, previousName: before } });
   return { customer, changed: true };
 }

@@ -1,5 +1,5 @@
 import type { Row, SqlValue } from './dialect';
-import type { Charge, Entry, EntryType, Hold, HoldStatus } from './types';
+import type { Charge, Customer, Entry, EntryType, Hold, HoldStatus } from './types';
 
 /** Database rows as the ledger keeps them in memory during a batch. */
 export interface CustomerRow {
@@ -77,6 +77,16 @@ export function iso(ms: number): string {
     lastIsoMs = ms;
   }
   return lastIso;
+}
+
+/** What callers see of a customer (money stays behind balance()). */
+export function customerOut(c: Pick<CustomerRow, 'id' | 'name' | 'createdAt'>): Customer {
+  return { id: c.id, name: c.name, createdAt: iso(c.createdAt) };
+}
+
+/** The id, name and creation time of a customers row read with only those columns. */
+export function customerFromNameRow(r: Row): Customer {
+  return customerOut({ id: String(r.id), name: str(r.name), createdAt: num(r.created_at) });
 }
 
 export function customerFromRow(r: Row): CustomerRow {

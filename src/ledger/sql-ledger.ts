@@ -11,7 +11,7 @@ import { customerCount, customersPage, renameCustomer } from './customers';
 import { migrate } from './migrations';
 import { RateCards } from './rate-cards';
 import { redactUrl } from './redact';
-import { chargeFromRow, customerFromRow, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
+import { chargeFromRow, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
 import type {
   AuditRecord,
   Balance,
@@ -168,8 +168,7 @@ export class SqlLedger implements Ledger {
     idArg('customerId', id);
     const rows = await this.read<Row[]>((c) => c.query('SELECT * FROM billing_customers WHERE id = ?', [id]));
     if (!rows[0]) return null;
-    const r = customerFromRow(rows[0]);
-    return { id: r.id, name: r.name, createdAt: iso(r.createdAt) };
+    return customerOut(customerFromRow(rows[0]));
   }
 
   async getCustomer(id: string): Promise<Customer> {

@@ -63,12 +63,15 @@ export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
       );
       return BigInt(String(r?.s ?? 0));
     },
-    async audit(e) {
-      await insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS, [
-        auditValues({ at: e.at, actor: e.actor, operation: e.operation, idempotencyKey: null, customerId: e.customerId, rateCardVersion: null, details: e.details }),
-      ]);
-    },
+    audit: (e) => writeAudit(c, d, e),
   };
+}
+
+/** One audit line outside a journal operation (no idempotency key, no rate card). */
+export async function writeAudit(c: SqlConnection, d: Dialect, e: AuditInput): Promise<void> {
+  await insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS, [
+    auditValues({ at: e.at, actor: e.actor, operation: e.operation, idempotencyKey: null, customerId: e.customerId, rateCardVersion: null, details: e.details }),
+  ]);
 }
 
 /** The ledger customer that a top-up with this idempotency key credited, or null. */
