@@ -1,4 +1,4 @@
-import { BillingError, ByokRequiredError, InsufficientFundsError, ValidationError } from '../errors';
+import { BillingError, ByokRequiredError, ValidationError } from '../errors';
 import type { WarnLogger } from '../identity/customer';
 import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
 import { type LangfuseCostReporter, type LangfuseCredentials, langfuseReporterFor } from '../langfuse/reporter';
@@ -9,10 +9,9 @@ import { RunFinishError, RunLedger, type StepHold } from '../metering/run-ledger
 import { priceTokens } from '../pricing/price';
 import type { RateCard } from '../pricing/ratecard';
 import type { RunAdmission } from '../quota/gate';
-import { isBillable, priceBillable, type RunFee } from './guard';
+import { isBillable, priceBillable, type RunFee, shortOfFunds } from './guard';
 import { type LedgerHandle, ledgerKey, sharedLedger } from './ledgers';
 import { type Refusal, refusalFor, type RefusalTemplates } from './refusal';
-import { recordRefusedRun } from '../webhooks/events';
 
 /**
  * One Flowise prediction as a billed run, for nodes that meter calls
@@ -236,12 +235,7 @@ export class FlowRun {
       if (balance.status === 'rejected') throw balance.reason;
       const bal = balance.value;
       const need = (this.feeQuote?.amount ?? 0n) + minimum;
-      if (bal.available < need) {
-        const refused = new InsufficientFundsError({ customerId: this.customerId, requiredUsd: formatUsd(need), availableUsd: formatUsd(bal.available) });
-        // Decided by a read, not a ledger operation: its run.refused is written here (holds and quota refusals write their own).
-        await recordRefusedRun(handle.ledger.dialect, { runKey: this.i.runKey, customerId: this.customerId, error: refused });
-        throw refused;
-      }
+      if (bal.available < need) throw await shortOfFunds(handle, { runKey: this.i.runKey, customerId: this.customerId, needed: need, available: bal.available });
       return null;
     } catch (e) {
       return this.refuse(e);

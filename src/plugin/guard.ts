@@ -60,6 +60,17 @@ export interface GuardRunResult {
 }
 
 /**
+ * The refusal of a run whose funds check (a balance read, not a ledger
+ * operation) came up short, with its run.refused written here: holds and
+ * quota refusals write their own in their transactions.
+ */
+export async function shortOfFunds(handle: LedgerHandle, p: { runKey: string; customerId: string; needed: Nanos; available: Nanos }): Promise<InsufficientFundsError> {
+  const refused = new InsufficientFundsError({ customerId: p.customerId, requiredUsd: formatUsd(p.needed), availableUsd: formatUsd(p.available) });
+  await recordRefusedRun(handle.ledger.dialect, { runKey: p.runKey, customerId: p.customerId, error: refused });
+  return refused;
+}
+
+/**
  * The checks before a flow runs, in an order that never takes something the
  * run will not get: (1) funds for the fee plus the minimum, read without
  * consuming anything; (2) session admission (quota, budget); (3) the run fee,
@@ -71,12 +82,7 @@ export async function guardRun(input: GuardRunInput): Promise<GuardRunResult> {
   const bal = await ledger.balance(input.customerId);
   const fee = input.runFee ? await priceBillable(input.handle, input.runFee.item, input.runFee.quantity) : null;
   const needed = input.minimumAvailable + (fee?.amount ?? 0n);
-  if (bal.available < needed) {
-    const refused = new InsufficientFundsError({ customerId: input.customerId, requiredUsd: formatUsd(needed), availableUsd: formatUsd(bal.available) });
-    // Decided by a read, not a ledger operation: its run.refused is written here (ledger and quota refusals write their own).
-    await recordRefusedRun(ledger.dialect, { runKey: input.runKey, customerId: input.customerId, error: refused });
-    throw refused;
-  }
+  if (bal.available < needed) throw await shortOfFunds(input.handle, { runKey: input.runKey, customerId: input.customerId, needed, available: bal.available });
   const admission = input.checkSessions ? await quota.admitRun({ customerId: input.customerId, conversationId: input.conversationId }) : null;
   let charge: Charge | null = null;
   if (fee && fee.amount > 0n) {
