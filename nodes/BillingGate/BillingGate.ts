@@ -1,9 +1,9 @@
 import { recordUnauthorizedRun, z } from '../../src/plugin';
 import { ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs } from '../shared/inputs';
 import { customerFor } from '../shared/customer';
-import { openPredictionRun, predictionRunKey } from '../shared/prediction-run';
+import { openPredictionRun, predictionCredential, predictionRunKey } from '../shared/prediction-run';
 import { admissionInputs, admissionSchema, refusalMessageInputs, refusalMessages, refusalMessageSchema } from '../shared/admission';
 
 /**
@@ -33,7 +33,7 @@ class BillingGate implements INode {
 
   async run(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<ICommonObject> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
-    const cred = await ledgerCredential(this, nodeData, options);
+    const cred = await predictionCredential(this, nodeData, options, input);
     const logger = loggerOf(options);
     const messages = refusalMessages(i);
     const who = customerFor(i, cred, nodeData, options, logger, messages);

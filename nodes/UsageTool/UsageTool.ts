@@ -1,7 +1,8 @@
 import { sharedLedger, usageTool, z } from '../../src/plugin';
 import { customerFor } from '../shared/customer';
+import { predictionCredential } from '../shared/prediction-run';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, ledgerCredential, parseInputs, textSchema } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs, textSchema } from '../shared/inputs';
 
 /** Usage Tool: lets an agent tell the customer their own usage (sessions, balance, charges). */
 class UsageTool implements INode {
@@ -20,9 +21,9 @@ class UsageTool implements INode {
     { label: 'Tool Description', name: 'toolDescription', type: 'string', rows: 3, optional: true, additionalParams: true },
   ];
 
-  async init(nodeData: INodeData, _input: string, options: ICommonObject = {}): Promise<unknown> {
+  async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<unknown> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
-    const cred = await ledgerCredential(this, nodeData, options);
+    const cred = await predictionCredential(this, nodeData, options, input);
     const who = customerFor(i, cred, nodeData, options, loggerOf(options));
     if ('refusal' in who) return usageTool({ name: i.toolName, description: i.toolDescription, refusal: who.refusal.message });
     return usageTool({ name: i.toolName, description: i.toolDescription, handle: await sharedLedger(cred.ledgerDatabase), customerId: who.customerId });
