@@ -8,6 +8,7 @@ import { deliverAlerts, fireAlerts } from './alerts';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
 import { getPlan } from './plan-book';
+import { DEFAULT_ALERT_THRESHOLDS } from './plans';
 import { openSessionAndCount, planAndConversation, touchConversation } from './session-rows';
 import { percent } from './subscription-rows';
 import type { Alert } from './types';
@@ -137,7 +138,7 @@ async function checkBudgetAlerts(q: QuotaCore, customerId: string, at: number): 
   const b = await q.ledger.budget(customerId);
   if (b.budget === null || b.budget === 0n || !b.periodStart) return [];
   const [sub] = await q.d.read((c) => c.query('SELECT plan_id FROM billing_subscriptions WHERE customer_id = ?', [customerId]));
-  const thresholds = sub ? (await getPlan(q, String(sub.plan_id))).alertThresholds : [75, 90, 95];
+  const thresholds = sub ? (await getPlan(q, String(sub.plan_id))).alertThresholds : DEFAULT_ALERT_THRESHOLDS;
   const pct = percent(b.spent, b.budget);
   return q.write((c) => fire(q, c, customerId, Date.parse(b.periodStart!), 'budget', pct, thresholds, at));
 }

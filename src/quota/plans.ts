@@ -20,6 +20,9 @@ const metricSchema = z
   })
   .strict();
 
+/** Alert thresholds (% of sessions or budget) of a plan that names none. */
+export const DEFAULT_ALERT_THRESHOLDS: readonly number[] = [75, 90, 95];
+
 export const planSchema = z
   .object({
     id: planIdSchema,
@@ -34,7 +37,7 @@ export const planSchema = z
     alertThresholds: z
       .array(z.number().int().min(1).max(100))
       .max(10)
-      .default([75, 90, 95])
+      .default([...DEFAULT_ALERT_THRESHOLDS])
       .refine((a) => new Set(a).size === a.length, 'thresholds must be distinct'),
   })
   .strict();
