@@ -44,7 +44,8 @@ export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
       return r !== undefined;
     },
     async budgetAt(customerId, at) {
-      const [r] = await c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId]);
+      // Every admission reads it: kept prepared where the dialect can.
+      const [r] = await c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId], { prepare: true });
       return r ? budgetStateAt(customerFromRow(r), at) : null;
     },
     async chargedUsage(customerId, from, to) {

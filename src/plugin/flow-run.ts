@@ -430,8 +430,11 @@ export class FlowRun {
     return { ok: true, ...(await this.afterTool(b.ticket)) };
   }
 
-  /** Returns the unused reservation now (after the calls in flight); later calls open a new segment. */
-  async end(): Promise<void> {
+  /**
+   * Returns the unused reservation now (after the calls in flight); later calls open a new segment.
+   * `unhurried` (the idle end): the return may ride along with the ledger's next transaction.
+   */
+  async end(unhurried = false): Promise<void> {
     this.endWanted = true;
     if (this.inFlight > 0) return;
     clearTimeout(this.idle);
@@ -439,7 +442,7 @@ export class FlowRun {
     const run = this.run;
     if (!run || run.ended) return;
     try {
-      const r = await run.finish(null, { chargeFee: this.settledAny });
+      const r = await run.finish(null, { chargeFee: this.settledAny, unhurried });
       this.report([this.feeItem(r.fee)]);
     } catch (e) {
       if (e instanceof RunFinishError) this.report([this.feeItem(e.partial.fee)]);
@@ -463,7 +466,7 @@ export class FlowRun {
       return;
     }
     clearTimeout(this.idle);
-    this.idle = setTimeout(() => void this.end(), this.i.idleMs ?? 2_000);
+    this.idle = setTimeout(() => void this.end(true), this.i.idleMs ?? 2_000);
     this.idle.unref?.();
     this.forgetLater();
   }
