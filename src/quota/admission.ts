@@ -41,12 +41,14 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
     // Three reads that need no answer from each other, sent together in this order (PostgreSQL's
     // connection pipelines them, with BEGIN, in one round trip; the server runs them in order, so the plan
     // and conversation are read once the subscription row is locked).
-    const [budget, locked, read] = await Promise.all([
-      q.ledger.view(c).budgetAt(input.customerId, at),
+    const view = q.ledger.view(c);
+    const [funds, locked, read] = await Promise.all([
+      input.withAvailable ? view.budgetAndAvailableAt(input.customerId, at) : view.budgetAt(input.customerId, at).then((b) => (b ? { budget: b, available: undefined } : null)),
       q.lockSub(c, input.customerId),
       planAndConversation(c, input.customerId, input.conversationId),
     ]);
-    if (!budget) throw new CustomerNotFoundError(input.customerId);
+    if (!funds) throw new CustomerNotFoundError(input.customerId);
+    const budget = funds.budget;
     budgeted = budget.budget !== null;
     let sub = locked;
     let { plan, conversation: conv } = read;
@@ -116,6 +118,7 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
       periodStart: iso(sub.periodStart),
       periodEnd: iso(sub.periodEnd),
       managedModels: plan.managedModels,
+      ...(funds.available !== undefined ? { available: funds.available } : {}),
     } satisfies RunAdmission;
   });
   // Refusals are returned from the transaction so the period roll it did is kept.
