@@ -100,7 +100,7 @@ export class GroupCommitter {
 }
 
 /** The longest a deferrable operation waits for a batch to ride along with. */
-const DEFER_MAX_MS = 1000;
+const DEFER_MAX_MS = 300;
 
 function settle(batch: Waiting[], outcomes: Outcome[]): void {
   batch.forEach((w, i) => {

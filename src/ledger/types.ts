@@ -183,7 +183,7 @@ export interface ReleaseInput extends Mutation {
   /**
    * Nobody waits for this release (a run's leftover after its idle end): it may
    * travel in the next transaction other operations of this process start, up
-   * to about a second later, instead of a transaction of its own.
+   * to 300 ms later, instead of a transaction of its own.
    */
   readonly deferrable?: boolean;
 }

@@ -481,6 +481,8 @@ export class FlowRun {
   }
 
   private report(items: Array<{ charge?: Charge; name: string; unit: string }>, observationId?: string): void {
+    // Nobody observes the run's charges (no Langfuse, no callback): nothing to build.
+    if (!this.i.onCharge && !this.reporter) return;
     const list = items.filter((x): x is { charge: Charge; name: string; unit: string } => !!x.charge);
     if (!list.length) return;
     for (const { charge: c, name, unit } of list) {
