@@ -15,6 +15,7 @@ export class GroupCommitter {
   private queue: Waiting[] = [];
   private deferred: Waiting[] = [];
   private deferTimer?: NodeJS.Timeout;
+  private flushDeferred = false;
   private running = false;
 
   constructor(
@@ -36,6 +37,7 @@ export class GroupCommitter {
         this.deferred.push({ op, resolve, reject });
         this.deferTimer ??= setTimeout(() => {
           this.deferTimer = undefined;
+          this.flushDeferred = true;
           this.start();
         }, DEFER_MAX_MS);
         return;
@@ -48,6 +50,7 @@ export class GroupCommitter {
   /** Sends whatever is deferred now and waits until nothing is queued (shutdown). */
   async flush(): Promise<void> {
     while (this.queue.length || this.deferred.length || this.running) {
+      this.flushDeferred = true;
       this.start();
       await new Promise<void>((r) => setTimeout(r, 1));
     }
@@ -62,12 +65,14 @@ export class GroupCommitter {
 
   private async drain(): Promise<void> {
     try {
-      while (this.queue.length || this.deferred.length) {
+      // Deferred operations alone start no batch until their time is up (or a flush).
+      while (this.queue.length || (this.flushDeferred && this.deferred.length)) {
         // Deferred operations go first: they were submitted earlier (a release may return money a hold in the batch needs).
         const riders = this.deferred.splice(0, this.maxBatch);
         if (!this.deferred.length) {
           clearTimeout(this.deferTimer);
           this.deferTimer = undefined;
+          this.flushDeferred = false;
         }
         const batch = [...riders, ...this.queue.splice(0, this.maxBatch - riders.length)];
         try {
