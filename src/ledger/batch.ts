@@ -1,12 +1,15 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
-import { APPLY, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
+import { APPLY, type BatchAudit, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
+import { LAST_SEQ_SQL } from './fold-rows';
 import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
 import { METERED_OPERATIONS, outboxStateQuery, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
+  AUDIT_COLUMNS_SEQ,
   AUDIT_TABLE,
   auditValues,
+  auditValuesSeq,
   CHARGE_COLUMNS,
   type ChargeRow,
   chargeFromRow,
@@ -18,12 +21,16 @@ import {
   decodeResult,
   encodeResult,
   ENTRY_COLUMNS,
+  ENTRY_COLUMNS_SEQ,
   entryValues,
+  entryValuesSeq,
   HOLD_COLUMNS,
   type HoldRow,
   holdFromRow,
   holdValues,
+  operationOfEntry,
 } from './rows';
+import { lastUsedSeq } from './within';
 
 /** Priced fields carried by holds, settles and charges. */
 export interface PricedFields {
@@ -94,11 +101,15 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   const s = new BatchState(now, loaded);
   s.expireOverdue();
   const outcomes = ops.map((op) => applyOne(s, op));
-  await writeRows(d, c, s, loaded.outboxState);
+  await writeRows(d, c, s, loaded);
   return outcomes;
 }
 
-/** Idempotency around one operation: a replay returns the stored result, a new key stores this one's. */
+/**
+ * Idempotency around one operation: a replay returns the stored result, a new
+ * key stores this one's, in the operation's journal entry when it wrote one
+ * (fold-rows.ts), else in an idempotency row of its own.
+ */
 function applyOne(s: BatchState, op: Op): Outcome {
   const apply = APPLY[op.kind] as (s: BatchState, op: Op) => unknown;
   try {
@@ -109,12 +120,20 @@ function applyOne(s: BatchState, op: Op): Outcome {
       if (prior.operation !== op.kind || prior.fingerprint !== fp) throw new IdempotencyConflictError(op.key, op.kind);
       return { ok: true, value: decodeResult(prior.result) };
     }
+    const entriesBefore = s.newEntries.length;
     const value = apply(s, op);
     const row: IdemRow = {
       key: op.key, operation: op.kind, fingerprint: fp, customerId: customerIdOf(op, s.holds, s.charges), result: encodeResult(value), createdAt: s.now,
     };
     s.idem.set(op.key, row);
-    s.newIdem.push(row);
+    // An operation writes at most one entry, after the batch's expiries.
+    const entry = s.newEntries.length > entriesBefore ? s.newEntries[s.newEntries.length - 1]! : null;
+    if (entry) {
+      entry.fingerprint = fp;
+      entry.result = row.result;
+    } else {
+      s.newIdem.push(row);
+    }
     return { ok: true, value };
   } catch (e) {
     if (e instanceof BillingError) return { ok: false, error: e };
@@ -129,7 +148,7 @@ function applyOne(s: BatchState, op: Op): Outcome {
  * them in order, each with a fresh snapshot, so every read after the lock
  * sees what the lock's previous holder committed.
  */
-async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<LoadedRows & { outboxState: readonly Row[] | null }> {
+async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<Loaded> {
   const holdIds = new Set<string>();
   const chargeIds = new Set<string>();
   const keys = new Set<string>();
@@ -162,8 +181,12 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
   const ownersSql = owners.join(' UNION ALL ');
   const none = Promise.resolve([] as Row[]);
 
-  // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
-  const customerRows = owners.length ? c.query(`SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE) : none;
+  // Sorted lock order: concurrent batches in other processes can never deadlock on customers. A writer that
+  // numbers entries itself reads the last number with the lock, in the same statement.
+  const lastSeqColumn = d.explicitSeq ? `, ${LAST_SEQ_SQL} AS last_seq_` : '';
+  const customerRows = owners.length
+    ? c.query(`SELECT *${lastSeqColumn} FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE)
+    : none;
   // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
   // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
   const holdArms: string[] = [];
@@ -178,7 +201,16 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
   }
   const holdRows = holdArms.length ? c.query(holdArms.join(' UNION ALL '), holdParams, PREPARE) : none;
   const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
-  const idemRows = keys.size ? c.query(`SELECT * FROM billing_idempotency WHERE key IN ${inList(keys.size)}`, [...keys], PREPARE) : none;
+  // Stored results: in entries (fold-rows.ts; `fingerprint` is NULL on entries from before it), and in
+  // idempotency rows (from before it, or of an operation without an entry).
+  const idemRows = keys.size
+    ? c.query(
+        `SELECT idempotency_key AS key, type AS operation, fingerprint, result, 1 AS journal FROM billing_entries WHERE idempotency_key IN ${inList(keys.size)} AND fingerprint IS NOT NULL
+         UNION ALL SELECT key, operation, fingerprint, result, 0 FROM billing_idempotency WHERE key IN ${inList(keys.size)}`,
+        [...keys, ...keys],
+        PREPARE,
+      )
+    : none;
   const outbox = metering && owners.length ? outboxStateQuery({ sql: ownersSql, params: ownerParams }) : null;
   const outboxRows = outbox ? c.query(outbox.sql, outbox.params, PREPARE) : none;
   const [lockedRows, loadedHolds, loadedCharges, loadedIdem, outboxState] = await Promise.all([customerRows, holdRows, chargeRows, idemRows, outboxRows]);
@@ -194,13 +226,11 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
   for (const r of loadedCharges) charges.set(String(r.id), chargeFromRow(r));
   const idem = new Map<string, IdemRow>();
   for (const r of loadedIdem) {
+    const operation = String(r.operation);
+    // Only a replay reads these back: what is written is a new key's row, built in applyOne.
     idem.set(String(r.key), {
-      key: String(r.key),
-      operation: String(r.operation),
-      fingerprint: String(r.fingerprint),
-      customerId: r.customer_id === null ? null : String(r.customer_id),
-      result: String(r.result),
-      createdAt: Number(r.created_at),
+      key: String(r.key), operation: Number(r.journal) === 1 ? operationOfEntry(operation) : operation, fingerprint: String(r.fingerprint),
+      customerId: null, result: String(r.result), createdAt: 0,
     });
   }
 
@@ -212,14 +242,49 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     const [row] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', [op.customerId, p.start]);
     periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
   }
-  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? outboxState : null };
+  const lastSeq = lockedRows[0] && lockedRows[0].last_seq_ !== undefined ? Number(lockedRows[0].last_seq_) : null;
+  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? outboxState : null, lastSeq };
+}
+
+interface Loaded extends LoadedRows {
+  readonly outboxState: readonly Row[] | null;
+  /** `Dialect.explicitSeq`: the last number an entry or audit line took, when the lock read it (null: no customer row). */
+  readonly lastSeq: number | null;
+}
+
+/**
+ * Whether every audit line of the batch can be kept in its entry: each
+ * belongs to a journal operation, and says nothing its entry does not
+ * (fold-rows.ts). A batch with any other line (a new customer, a budget, an
+ * incremental hold on another rate card) writes all its lines to
+ * billing_audit instead, so the lines keep their order in one numbering
+ * whichever way the database numbers the two tables.
+ */
+function foldsAudit(lines: readonly BatchAudit[]): boolean {
+  for (const a of lines) {
+    const e = a.entry;
+    if (
+      e === null || a.at !== e.createdAt || a.actor !== e.actor || a.idempotencyKey !== e.idempotencyKey || a.customerId !== e.customerId ||
+      a.rateCardVersion !== e.rateCardVersion || a.operation !== operationOfEntry(e.type)
+    ) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Writes what the batch changed, plus the Stripe outbox rows its entries owe. */
-async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, outboxState: readonly Row[] | null): Promise<void> {
+async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, loaded: Loaded): Promise<void> {
   const { customers, holds, charges, createdCustomers, dirtyCustomers, dirtyHolds, dirtyCharges, newEntries, newIdem, newAudit, now } = s;
   // Meter events owed to Stripe, in this same transaction as their entries (see outbox.ts).
-  const outbox = outboxWrites(outboxState, newEntries, now);
+  const outbox = outboxWrites(loaded.outboxState, newEntries, now);
+  const fold = foldsAudit(newAudit);
+  if (fold) for (const a of newAudit) a.entry!.auditDetails = JSON.stringify(a.details);
+  // Numbered here (SQLite) or by the database's one sequence (PostgreSQL): entries first, then the batch's lines in billing_audit.
+  let seq = d.explicitSeq && (newEntries.length > 0 || !fold) ? (loaded.lastSeq ?? (await lastUsedSeq(c))) : 0;
+  const entryRows = d.explicitSeq ? newEntries.map((e) => entryValuesSeq(e, ++seq)) : newEntries.map(entryValues);
+  const auditLines = fold ? [] : newAudit;
+  const auditRows = d.explicitSeq ? auditLines.map((a) => auditValuesSeq(a, ++seq)) : auditLines.map(auditValues);
 
   await writeTables(c, d, [
     // A plain INSERT: if another process created the customer after this batch looked (its row was
@@ -234,17 +299,13 @@ async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, outboxStat
     },
     { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: HOLD_UPSERT },
     { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: CHARGE_UPSERT },
-    { table: 'billing_entries', columns: ENTRY_COLUMNS, rows: newEntries.map(entryValues) },
+    { table: 'billing_entries', columns: d.explicitSeq ? ENTRY_COLUMNS_SEQ : ENTRY_COLUMNS, rows: entryRows },
     {
       table: 'billing_idempotency',
       columns: ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'],
       rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]),
     },
-    {
-      table: AUDIT_TABLE,
-      columns: AUDIT_COLUMNS,
-      rows: newAudit.map(auditValues),
-    },
+    { table: AUDIT_TABLE, columns: d.explicitSeq ? AUDIT_COLUMNS_SEQ : AUDIT_COLUMNS, rows: auditRows },
     ...outbox,
   ]);
 }

@@ -33,6 +33,13 @@ export interface Dialect {
    * (` WITHOUT ROWID`), one b-tree written per row instead of two.
    */
   readonly withoutRowid?: string;
+  /**
+   * Set where the writer numbers journal entries and audit lines itself from
+   * max(seq) (SQLite: one writer at a time, and an INTEGER PRIMARY KEY counts
+   * per table); unset where both tables draw from one sequence (PostgreSQL).
+   * See fold-rows.ts.
+   */
+  readonly explicitSeq?: true;
   /** Largest number of bound parameters one statement may carry. */
   readonly maxParams: number;
   /** Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. */

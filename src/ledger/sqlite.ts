@@ -222,6 +222,7 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     forUpdate: '',
     serialPrimaryKey: 'INTEGER PRIMARY KEY AUTOINCREMENT',
     withoutRowid: ' WITHOUT ROWID',
+    explicitSeq: true,
     maxParams: 32_000,
     // IMMEDIATE takes the write lock up front, so two processes never both read then race to write.
     writeTransaction: (fn) => transaction('BEGIN IMMEDIATE', fn),
