@@ -3,7 +3,7 @@ import { periodContaining } from '../period';
 import { APPLY, type BatchAudit, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
 import { LAST_SEQ_SQL } from './fold-rows';
 import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
-import { METERED_OPERATIONS, outboxStateQuery, outboxWrites } from './outbox';
+import { METERED_OPERATIONS, OUTBOX_SETTINGS_KEY, outboxStateSql, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
   AUDIT_COLUMNS_SEQ,
@@ -141,6 +141,62 @@ function applyOne(s: BatchState, op: Op): Outcome {
   }
 }
 
+/** The SQL of a batch's reads (null: not needed), by the shape of the batch. */
+interface ReadSql {
+  readonly lock: string | null;
+  readonly holds: string | null;
+  readonly charges: string | null;
+  readonly idem: string | null;
+  readonly outbox: string | null;
+}
+
+const readSqlCache = new Map<number, ReadSql>();
+
+/**
+ * A batch's reads, built once per shape (how many customers, holds, charges
+ * and keys it names, whether it meters): a lone caller's batches all share a
+ * few shapes, and the text is then the same string, so the prepared-statement
+ * lookup does not hash a freshly built one. Parameters, in order: customers,
+ * holds, charges (the owners); holds and owners and now (holds); charges;
+ * keys twice (idempotency); owners and the settings key (outbox).
+ */
+function readSql(d: Dialect, customers: number, holds: number, charges: number, keys: number, metering: boolean): ReadSql {
+  // Also by the dialect's two differences here (a process may open an SQLite and a PostgreSQL ledger).
+  const shape = ((((customers * 1024 + holds) * 1024 + charges) * 1024 + keys) * 2 + (metering ? 1 : 0)) * 4 + (d.explicitSeq ? 2 : 0) + (d.forUpdate ? 1 : 0);
+  const cached = readSqlCache.get(shape);
+  if (cached) return cached;
+  // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
+  const owners: string[] = [];
+  if (customers) owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(customers)}`);
+  if (holds) owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(holds)}`);
+  if (charges) owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(charges)}`);
+  const ownersSql = owners.join(' UNION ALL ');
+  // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
+  // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
+  const holdArms: string[] = [];
+  if (holds) holdArms.push(`SELECT * FROM billing_holds WHERE id IN ${inList(holds)}`);
+  if (owners.length) holdArms.push(`SELECT * FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
+  const sql: ReadSql = {
+    // Sorted lock order: concurrent batches in other processes can never deadlock on customers. A writer that
+    // numbers entries itself reads the last number with the lock, in the same statement.
+    lock: owners.length
+      ? `SELECT *${d.explicitSeq ? `, ${LAST_SEQ_SQL} AS last_seq_` : ''} FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`
+      : null,
+    holds: holdArms.length ? holdArms.join(' UNION ALL ') : null,
+    charges: charges ? `SELECT * FROM billing_charges WHERE id IN ${inList(charges)}` : null,
+    // Stored results: in entries (fold-rows.ts; `fingerprint` is NULL on entries from before it), and in
+    // idempotency rows (from before it, or of an operation without an entry).
+    idem: keys
+      ? `SELECT idempotency_key AS key, type AS operation, fingerprint, result, 1 AS journal FROM billing_entries WHERE idempotency_key IN ${inList(keys)} AND fingerprint IS NOT NULL
+         UNION ALL SELECT key, operation, fingerprint, result, 0 FROM billing_idempotency WHERE key IN ${inList(keys)}`
+      : null,
+    outbox: metering && owners.length ? outboxStateSql(ownersSql) : null,
+  };
+  if (readSqlCache.size > 4096) readSqlCache.clear();
+  readSqlCache.set(shape, sql);
+  return sql;
+}
+
 /**
  * Reads every row the batch needs; customers are locked in sorted order. The
  * reads are issued together, without waiting for each other: a pipelining
@@ -163,56 +219,14 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     if (METERED_OPERATIONS.has(op.kind)) metering = true;
   }
 
-  // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
-  const owners: string[] = [];
-  const ownerParams: string[] = [];
-  if (customerIds.size) {
-    owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(customerIds.size)}`);
-    ownerParams.push(...customerIds);
-  }
-  if (holdIds.size) {
-    owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
-    ownerParams.push(...holdIds);
-  }
-  if (chargeIds.size) {
-    owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`);
-    ownerParams.push(...chargeIds);
-  }
-  const ownersSql = owners.join(' UNION ALL ');
+  const ownerParams: string[] = [...customerIds, ...holdIds, ...chargeIds];
+  const sql = readSql(d, customerIds.size, holdIds.size, chargeIds.size, keys.size, metering);
   const none = Promise.resolve([] as Row[]);
-
-  // Sorted lock order: concurrent batches in other processes can never deadlock on customers. A writer that
-  // numbers entries itself reads the last number with the lock, in the same statement.
-  const lastSeqColumn = d.explicitSeq ? `, ${LAST_SEQ_SQL} AS last_seq_` : '';
-  const customerRows = owners.length
-    ? c.query(`SELECT *${lastSeqColumn} FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE)
-    : none;
-  // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
-  // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
-  const holdArms: string[] = [];
-  const holdParams: (string | number)[] = [];
-  if (holdIds.size) {
-    holdArms.push(`SELECT * FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
-    holdParams.push(...holdIds);
-  }
-  if (owners.length) {
-    holdArms.push(`SELECT * FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
-    holdParams.push(...ownerParams, now);
-  }
-  const holdRows = holdArms.length ? c.query(holdArms.join(' UNION ALL '), holdParams, PREPARE) : none;
-  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
-  // Stored results: in entries (fold-rows.ts; `fingerprint` is NULL on entries from before it), and in
-  // idempotency rows (from before it, or of an operation without an entry).
-  const idemRows = keys.size
-    ? c.query(
-        `SELECT idempotency_key AS key, type AS operation, fingerprint, result, 1 AS journal FROM billing_entries WHERE idempotency_key IN ${inList(keys.size)} AND fingerprint IS NOT NULL
-         UNION ALL SELECT key, operation, fingerprint, result, 0 FROM billing_idempotency WHERE key IN ${inList(keys.size)}`,
-        [...keys, ...keys],
-        PREPARE,
-      )
-    : none;
-  const outbox = metering && owners.length ? outboxStateQuery({ sql: ownersSql, params: ownerParams }) : null;
-  const outboxRows = outbox ? c.query(outbox.sql, outbox.params, PREPARE) : none;
+  const customerRows = sql.lock ? c.query(sql.lock, ownerParams, PREPARE) : none;
+  const holdRows = sql.holds ? c.query(sql.holds, sql.lock ? [...holdIds, ...ownerParams, now] : [...holdIds], PREPARE) : none;
+  const chargeRows = sql.charges ? c.query(sql.charges, [...chargeIds], PREPARE) : none;
+  const idemRows = sql.idem ? c.query(sql.idem, [...keys, ...keys], PREPARE) : none;
+  const outboxRows = sql.outbox ? c.query(sql.outbox, [...ownerParams, OUTBOX_SETTINGS_KEY], PREPARE) : none;
   const [lockedRows, loadedHolds, loadedCharges, loadedIdem, outboxState] = await Promise.all([customerRows, holdRows, chargeRows, idemRows, outboxRows]);
 
   const customers = new Map<string, CustomerRow>();
@@ -243,7 +257,7 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
   }
   const lastSeq = lockedRows[0] && lockedRows[0].last_seq_ !== undefined ? Number(lockedRows[0].last_seq_) : null;
-  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? outboxState : null, lastSeq };
+  return { customers, holds, charges, idem, periodSpend, outboxState: sql.outbox ? outboxState : null, lastSeq };
 }
 
 interface Loaded extends LoadedRows {

@@ -72,18 +72,16 @@ export function parseOutboxSettings(text: string): OutboxSettings {
 
 /**
  * The read the outbox needs for a batch: its settings and the running totals
- * of the customers the batch may charge (`customers`: SQL selecting their
- * ids). batch.ts sends it with the batch's other reads, in the same round
- * trip; the totals are written only by batches holding the customer's lock.
+ * of the customers the batch may charge (`customersSql` selects their ids;
+ * its parameters come first, then OUTBOX_SETTINGS_KEY). batch.ts sends it
+ * with the batch's other reads, in the same round trip; the totals are
+ * written only by batches holding the customer's lock.
  */
-export function outboxStateQuery(customers: { sql: string; params: readonly string[] }): { sql: string; params: string[] } {
-  return {
-    sql: `SELECT s.value AS settings, m.customer_id, m.event_name, m.nanos_total
+export function outboxStateSql(customersSql: string): string {
+  return `SELECT s.value AS settings, m.customer_id, m.event_name, m.nanos_total
        FROM billing_stripe_settings s
-       LEFT JOIN billing_stripe_meter_state m ON m.customer_id IN (${customers.sql})
-      WHERE s.key = ?`,
-    params: [...customers.params, OUTBOX_SETTINGS_KEY],
-  };
+       LEFT JOIN billing_stripe_meter_state m ON m.customer_id IN (${customersSql})
+      WHERE s.key = ?`;
 }
 
 /** The operations whose entries may owe Stripe a meter event: a batch with one of them loads the outbox state. */
@@ -91,7 +89,7 @@ export const METERED_OPERATIONS: ReadonlySet<string> = new Set(['settle', 'charg
 
 /**
  * The writes that put this batch's metered entries into the outbox, from the
- * rows of `outboxStateQuery`: two table writes for the whole batch, never a
+ * rows of `outboxStateSql`: two table writes for the whole batch, never a
  * round trip per operation. Returns [] when the outbox is off.
  */
 export function outboxWrites(state: readonly Row[] | null, entries: readonly EntryRow[], now: number): TableWrite[] {
