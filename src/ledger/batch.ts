@@ -151,6 +151,10 @@ interface ReadSql {
 }
 
 const readSqlCache = new Map<number, ReadSql>();
+// Columns named, not `*`: a row's columns stay what this code reads whatever a later schema step appends.
+const CUSTOMER_LIST = CUSTOMER_COLUMNS.join(', ');
+const HOLD_LIST = HOLD_COLUMNS.join(', ');
+const CHARGE_LIST = CHARGE_COLUMNS.join(', ');
 
 /**
  * A batch's reads, built once per shape (how many customers, holds, charges
@@ -174,16 +178,16 @@ function readSql(d: Dialect, customers: number, holds: number, charges: number, 
   // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
   // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
   const holdArms: string[] = [];
-  if (holds) holdArms.push(`SELECT * FROM billing_holds WHERE id IN ${inList(holds)}`);
-  if (owners.length) holdArms.push(`SELECT * FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
+  if (holds) holdArms.push(`SELECT ${HOLD_LIST} FROM billing_holds WHERE id IN ${inList(holds)}`);
+  if (owners.length) holdArms.push(`SELECT ${HOLD_LIST} FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
   const sql: ReadSql = {
     // Sorted lock order: concurrent batches in other processes can never deadlock on customers. A writer that
     // numbers entries itself reads the last number with the lock, in the same statement.
     lock: owners.length
-      ? `SELECT *${d.explicitSeq ? `, ${LAST_SEQ_SQL} AS last_seq_` : ''} FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`
+      ? `SELECT ${CUSTOMER_LIST}${d.explicitSeq ? `, ${LAST_SEQ_SQL} AS last_seq_` : ''} FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`
       : null,
     holds: holdArms.length ? holdArms.join(' UNION ALL ') : null,
-    charges: charges ? `SELECT * FROM billing_charges WHERE id IN ${inList(charges)}` : null,
+    charges: charges ? `SELECT ${CHARGE_LIST} FROM billing_charges WHERE id IN ${inList(charges)}` : null,
     // Stored results: in entries (fold-rows.ts; `fingerprint` is NULL on entries from before it), and in
     // idempotency rows (from before it, or of an operation without an entry).
     idem: keys
