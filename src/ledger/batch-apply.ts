@@ -110,7 +110,9 @@ export class BatchState {
 
   /** An audit line; a journal operation passes its entry (batch.ts may keep the line in it). */
   audit(a: Omit<AuditRow, 'at'>, entry: EntryRow | null = null): void {
-    this.newAudit.push({ ...a, at: this.now, entry });
+    this.newAudit.push({
+      at: this.now, actor: a.actor, operation: a.operation, idempotencyKey: a.idempotencyKey, customerId: a.customerId, rateCardVersion: a.rateCardVersion, details: a.details, entry,
+    });
   }
 
   customerOf(id: string): CustomerRow {

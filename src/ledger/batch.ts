@@ -62,6 +62,7 @@ const CUSTOMER_UPSERT = upsertClause('id', ['balance', 'held', 'updated_at', 'bu
 // A hold's amount and expiry change under a partial capture or an incremental hold.
 const HOLD_UPSERT = upsertClause('id', ['amount', 'status', 'expires_at', 'charge_id']);
 const CHARGE_UPSERT = upsertClause('id', ['refunded']);
+const IDEM_COLUMNS = ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'] as const;
 
 function fingerprint(op: Op): string {
   switch (op.kind) {
@@ -320,7 +321,7 @@ async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, loaded: Lo
     { table: 'billing_entries', columns: d.explicitSeq ? ENTRY_COLUMNS_SEQ : ENTRY_COLUMNS, rows: entryRows },
     {
       table: 'billing_idempotency',
-      columns: ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'],
+      columns: IDEM_COLUMNS,
       rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]),
     },
     { table: AUDIT_TABLE, columns: d.explicitSeq ? AUDIT_COLUMNS_SEQ : AUDIT_COLUMNS, rows: auditRows },

@@ -31,6 +31,7 @@ export interface OutboxSettings {
 
 export const DEFAULT_OUTBOX_SETTINGS: OutboxSettings = { enabled: true, eventName: 'flowise_billing_usage', perChargeType: false };
 
+const METER_STATE_COLUMNS = ['customer_id', 'event_name', 'nanos_total'] as const;
 export const OUTBOX_COLUMNS = [
   'id', 'entry_id', 'customer_id', 'event_name', 'kind', 'charge_id', 'amount_nanos', 'value', 'occurred_at',
   'status', 'attempts', 'next_attempt_at', 'agg_id', 'last_error', 'delivered_at', 'created_at',
@@ -127,7 +128,7 @@ export function outboxWrites(state: readonly Row[] | null, entries: readonly Ent
   return [
     {
       table: 'billing_stripe_meter_state',
-      columns: ['customer_id', 'event_name', 'nanos_total'],
+      columns: METER_STATE_COLUMNS,
       rows: [...touched].map((k) => {
         const [customerId, eventName] = k.split('\u0000') as [string, string];
         return [customerId, eventName, totals.get(k)!];
