@@ -90,6 +90,7 @@ export function placeholders(n: number): string {
  * clause and row count, so prepared statements are found by the same string.
  * Looked up by the column array's identity and the (constant) table and
  * clause strings, whose hashes V8 keeps: no key string is built per call.
+ * Kept for up to 64 rows.
  */
 const insertCache = new WeakMap<readonly string[], Map<string, Map<string, string[]>>>();
 function insertSql(table: string, columns: readonly string[], rowCount: number, onConflict: string): string {
@@ -103,7 +104,8 @@ function insertSql(table: string, columns: readonly string[], rowCount: number, 
   if (sql === undefined) {
     const tuple = `(${placeholders(columns.length)})`;
     sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${Array.from({ length: rowCount }, () => tuple).join(', ')} ${onConflict}`;
-    if (rowCount < 4096) byCount[rowCount] = sql;
+    // Larger statements are rare and long; their own rows cost far more than building the text again.
+    if (rowCount <= 64) byCount[rowCount] = sql;
   }
   return sql;
 }
