@@ -197,7 +197,8 @@ function readSql(d: Dialect, customers: number, holds: number, charges: number, 
       : null,
     outbox: metering && owners.length ? outboxStateSql(ownersSql) : null,
   };
-  if (readSqlCache.size > 4096) readSqlCache.clear();
+  // Bounded like the connection's statement cache: batches of many callers come in many shapes.
+  if (readSqlCache.size > 500) readSqlCache.clear();
   readSqlCache.set(shape, sql);
   return sql;
 }
