@@ -4,7 +4,7 @@ import { formatUsd, MAX_AMOUNT } from '../money';
 import { periodContaining } from '../period';
 import { budgetStateAt, currentBudgetPeriod } from './budget-period';
 import type { Op } from './batch';
-import { type AuditRow, type ChargeRow, type CustomerRow, customerOut, type EntryRow, type HoldRow, iso, publicCharge, publicHold } from './rows';
+import { type AuditRow, type BatchAudit, type ChargeRow, type CustomerRow, customerOut, type EntryRow, type HoldRow, type IdemRow, iso, publicCharge, publicHold } from './rows';
 import type { Customer, Refund, TopUp } from './types';
 
 /**
@@ -13,21 +13,6 @@ import type { Customer, Refund, TopUp } from './types';
  * (APPLY); the shared rules (journal entry, budget, expiry) are methods of
  * BatchState, written once.
  */
-
-/** A stored idempotent result. */
-export interface IdemRow {
-  key: string;
-  operation: string;
-  fingerprint: string;
-  customerId: string | null;
-  result: string;
-  createdAt: number;
-}
-
-/** An audit line of this batch; `entry` is the journal entry of the same operation, if it wrote one. */
-export interface BatchAudit extends AuditRow {
-  readonly entry: EntryRow | null;
-}
 
 /** What `loadRows` read (customers locked) for one batch. */
 export interface LoadedRows {

@@ -1,6 +1,6 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
-import { APPLY, type BatchAudit, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
+import { APPLY, BatchState, type LoadedRows } from './batch-apply';
 import { LAST_SEQ_SQL } from './fold-rows';
 import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
 import { METERED_OPERATIONS, OUTBOX_SETTINGS_KEY, outboxStateSql, outboxWrites } from './outbox';
@@ -8,6 +8,7 @@ import {
   AUDIT_COLUMNS,
   AUDIT_COLUMNS_SEQ,
   AUDIT_TABLE,
+  type BatchAudit,
   auditValues,
   auditValuesSeq,
   CHARGE_COLUMNS,
@@ -28,6 +29,7 @@ import {
   type HoldRow,
   holdFromRow,
   holdValues,
+  type IdemRow,
   operationOfEntry,
 } from './rows';
 import { lastUsedSeq } from './within';

@@ -250,6 +250,21 @@ export function publicCharge(c: ChargeRow): Charge {
   };
 }
 
+/** A stored idempotent result. */
+export interface IdemRow {
+  key: string;
+  operation: string;
+  fingerprint: string;
+  customerId: string | null;
+  result: string;
+  createdAt: number;
+}
+
+/** An audit line of this batch; `entry` is the journal entry of the same operation, if it wrote one. */
+export interface BatchAudit extends AuditRow {
+  readonly entry: EntryRow | null;
+}
+
 /** One line of the audit trail, as every module that mutates the ledger database writes it. */
 export interface AuditRow {
   at: number;
