@@ -25,13 +25,17 @@ const app = `fb_cost_${process.pid}`;
 const schema = `cost_${process.pid}_${Date.now()}`;
 const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
-const procCpuMs = (pid) => {
+const procTimes = (pid) => {
   try {
     const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(f[11]) + Number(f[12])) * TICK_MS;
+    return { user: Number(f[11]) * TICK_MS, sys: Number(f[12]) * TICK_MS };
   } catch {
-    return 0;
+    return { user: 0, sys: 0 };
   }
+};
+const procCpuMs = (pid) => {
+  const t = procTimes(pid);
+  return t.user + t.sys;
 };
 const switches = () => {
   const s = fs.readFileSync('/proc/self/status', 'utf8');
@@ -57,6 +61,7 @@ await pairs(Math.max(300, PAIRS / 4), 'warm'); // JIT, prepared statements, pool
 
 const pids = await backends(app);
 const server0 = pids.reduce((n, p) => n + procCpuMs(p), 0);
+const serverSys0 = pids.reduce((n, p) => n + procTimes(p).sys, 0);
 const cpu0 = process.cpuUsage();
 const sw0 = switches();
 const t0 = performance.now();
@@ -66,6 +71,7 @@ const sw = switches() - sw0;
 const cpu = process.cpuUsage(cpu0);
 const pidsAfter = await backends(app);
 const server = pidsAfter.reduce((n, p) => n + procCpuMs(p), 0) - server0;
+const serverSys = pidsAfter.reduce((n, p) => n + procTimes(p).sys, 0) - serverSys0;
 const ops = 2 * PAIRS;
 const check = await ledger.checkInvariants();
 await ledger.close();
@@ -74,7 +80,7 @@ await monitor.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
 console.log(`PostgreSQL ledger CPU, 1 caller, ${PAIRS} hold+settle pairs (${dist}; load ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})`);
 console.log(
   `  ledger   client ${((cpu.user + cpu.system) / 1000 / ops).toFixed(3)} ms/op (user ${(cpu.user / 1000 / ops).toFixed(3)}, sys ${(cpu.system / 1000 / ops).toFixed(3)})` +
-    `  server ${(server / ops).toFixed(3)} ms/op (${pidsAfter.length} backend${pidsAfter.length === 1 ? '' : 's'}${pidsAfter.join() === pids.join() ? '' : ', changed during the run'})` +
+    `  server ${(server / ops).toFixed(3)} ms/op (sys ${(serverSys / ops).toFixed(3)}; ${pidsAfter.length} backend${pidsAfter.length === 1 ? '' : 's'}${pidsAfter.join() === pids.join() ? '' : ', changed during the run'})` +
     `  wake-ups ${(sw / ops).toFixed(2)}/op  wall ${(wall / ops).toFixed(3)} ms/op`,
 );
 
