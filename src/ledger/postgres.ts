@@ -176,6 +176,30 @@ class PgConnection implements SqlConnection {
 
 const MAX_PARAMS = 65_000;
 
+const cteCache = new Map<string, string>();
+/**
+ * The statement's text (already `$n`-numbered), built once per shape: a lone
+ * operation's write is the same few shapes again and again, and building and
+ * numbering its text each time cost more than the rest of the batch's JS.
+ * No RETURNING: a data-modifying CTE runs to completion without it.
+ */
+function cteSql(writes: readonly TableWrite[]): string {
+  let key = '';
+  for (const w of writes) key += `${w.table}\u0000${w.columns.join(',')}\u0000${w.rows.length}\u0000${w.onConflict ?? ''}\u0001`;
+  let sql = cteCache.get(key);
+  if (sql === undefined) {
+    let n = 0;
+    const tuple = (width: number) => `(${Array.from({ length: width }, () => `$${++n}`).join(', ')})`;
+    const parts = writes.map(
+      (w, i) => `w${i} AS (INSERT INTO ${w.table} (${w.columns.join(', ')}) VALUES ${w.rows.map(() => tuple(w.columns.length)).join(', ')} ${w.onConflict ?? ''})`,
+    );
+    sql = `WITH ${parts.join(',\n')} SELECT 1`;
+    if (cteCache.size > 2000) cteCache.clear();
+    cteCache.set(key, sql);
+  }
+  return sql;
+}
+
 /**
  * All of a batch's inserts and upserts as one statement of data-modifying
  * CTEs: one round trip instead of one per table. Foreign keys are checked at
@@ -191,13 +215,10 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
     for (const w of writes) await insertRows(c, { maxParams: MAX_PARAMS } as Dialect, w.table, w.columns, w.rows, w.onConflict);
     return;
   }
-  const tuple = (n: number) => `(${placeholders(n)})`;
-  const parts = writes.map(
-    (w, i) =>
-      `w${i} AS (INSERT INTO ${w.table} (${w.columns.join(', ')}) VALUES ${w.rows.map(() => tuple(w.columns.length)).join(', ')} ${w.onConflict ?? ''} RETURNING 1)`,
-  );
-  const sql = `WITH ${parts.join(',\n')} SELECT 1`;
-  const all = writes.flatMap((w) => w.rows.flat());
+  const sql = cteSql(writes);
+  const all = new Array<SqlValue>(params);
+  let i = 0;
+  for (const w of writes) for (const row of w.rows) for (const v of row) all[i++] = typeof v === 'bigint' ? v.toString() : v;
   // An INSERT … ON CONFLICT finds rows only through its unique indexes: a generic plan is always right.
   if (c instanceof PgConnection) c.send(sql, all, { prepare: 'write' });
   else await c.run(sql, all);
