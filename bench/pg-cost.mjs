@@ -1,6 +1,7 @@
 // node bench/pg-cost.mjs: CPU per ledger operation on PostgreSQL, 1 caller, from counters that do
 // not depend on the machine's load (a busy machine stretches wall time, not CPU time):
-//   client   this process's user+system CPU (process.cpuUsage) per operation
+//   client   this process's user+system CPU (process.cpuUsage) per operation, and its main thread's
+//            alone (/proc/self/task; the rest is V8's garbage collector and compiler threads)
 //   server   the ledger's backend processes' CPU (/proc/<pid>/stat, 10 ms ticks) per operation
 //   wake-ups this process's context switches (/proc/self/status) per operation
 // and the same for pgbench's TPC-B-like script (1 client) when BENCH_PGBENCH=1 (needs the
@@ -62,6 +63,7 @@ await pairs(Math.max(300, PAIRS / 4), 'warm'); // JIT, prepared statements, pool
 const pids = await backends(app);
 const server0 = pids.reduce((n, p) => n + procCpuMs(p), 0);
 const serverSys0 = pids.reduce((n, p) => n + procTimes(p).sys, 0);
+const main0 = procCpuMs(`self/task/${process.pid}`);
 const cpu0 = process.cpuUsage();
 const sw0 = switches();
 const t0 = performance.now();
@@ -69,6 +71,7 @@ await pairs(PAIRS, 'run');
 const wall = performance.now() - t0;
 const sw = switches() - sw0;
 const cpu = process.cpuUsage(cpu0);
+const mainThread = procCpuMs(`self/task/${process.pid}`) - main0;
 const pidsAfter = await backends(app);
 const server = pidsAfter.reduce((n, p) => n + procCpuMs(p), 0) - server0;
 const serverSys = pidsAfter.reduce((n, p) => n + procTimes(p).sys, 0) - serverSys0;
@@ -79,7 +82,7 @@ await monitor.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
 
 console.log(`PostgreSQL ledger CPU, 1 caller, ${PAIRS} hold+settle pairs (${dist}; load ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})`);
 console.log(
-  `  ledger   client ${((cpu.user + cpu.system) / 1000 / ops).toFixed(3)} ms/op (user ${(cpu.user / 1000 / ops).toFixed(3)}, sys ${(cpu.system / 1000 / ops).toFixed(3)})` +
+  `  ledger   client ${((cpu.user + cpu.system) / 1000 / ops).toFixed(3)} ms/op (user ${(cpu.user / 1000 / ops).toFixed(3)}, sys ${(cpu.system / 1000 / ops).toFixed(3)}; main thread ${(mainThread / ops).toFixed(3)})` +
     `  server ${(server / ops).toFixed(3)} ms/op (sys ${(serverSys / ops).toFixed(3)}; ${pidsAfter.length} backend${pidsAfter.length === 1 ? '' : 's'}${pidsAfter.join() === pids.join() ? '' : ', changed during the run'})` +
     `  wake-ups ${(sw / ops).toFixed(2)}/op  wall ${(wall / ops).toFixed(3)} ms/op`,
 );

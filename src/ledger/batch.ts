@@ -1,6 +1,7 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
 import { APPLY, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
+import { holdArm, idemArm, outboxArm, splitReads } from './batch-reads';
 import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
 import { METERED_OPERATIONS, outboxStateQuery, outboxWrites } from './outbox';
 import {
@@ -77,30 +78,6 @@ function fingerprint(op: Op): string {
 
 /** The batch's lookups recur with every operation: worth keeping prepared where the dialect can. */
 const PREPARE = { prepare: true } as const;
-
-/** A hold as the batch reads it, tagged `k = 'h'`. */
-const HOLD_READ = `'h' AS k, ${HOLD_COLUMNS.join(', ')}`;
-/**
- * An idempotency row in the holds' columns (k = 'i'), so both come in one
- * UNION ALL: key → id, operation → status, fingerprint → charge_type,
- * result → quantity (text columns); customer_id and created_at keep theirs.
- */
-const IDEM_IN_HOLD_COLUMNS: Partial<Record<(typeof HOLD_COLUMNS)[number], string>> = {
-  id: 'key', customer_id: 'customer_id', status: 'operation', created_at: 'created_at', charge_type: 'fingerprint', quantity: 'result',
-};
-// Aliased as well: when no hold is read, this arm alone names the columns.
-const IDEM_AS_HOLD = `'i' AS k, ${HOLD_COLUMNS.map((col) => `${IDEM_IN_HOLD_COLUMNS[col] ?? 'NULL'} AS ${col}`).join(', ')}`;
-
-function idemFromHoldColumns(r: Row): IdemRow {
-  return {
-    key: String(r.id),
-    operation: String(r.status),
-    fingerprint: String(r.charge_type),
-    customerId: r.customer_id === null ? null : String(r.customer_id),
-    result: String(r.quantity),
-    createdAt: Number(r.created_at),
-  };
-}
 
 function inList(n: number): string {
   return `(${placeholders(n)})`;
@@ -189,44 +166,55 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
 
   // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
   const customerRows = owners.length ? c.query(`SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE) : none;
-  // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
+  // Then, in one statement (batch-reads.ts): holds named by the operations, and the locked customers' overdue
+  // ones (expired by this batch); the operations' idempotency rows; the outbox state if the batch may charge.
   // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
-  const holdArms: string[] = [];
-  const holdParams: (string | number)[] = [];
+  const arms: string[] = [];
+  const params: (string | number)[] = [];
   if (holdIds.size) {
-    holdArms.push(`SELECT ${HOLD_READ} FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
-    holdParams.push(...holdIds);
+    arms.push(holdArm(`FROM billing_holds WHERE id IN ${inList(holdIds.size)}`));
+    params.push(...holdIds);
   }
   if (owners.length) {
-    holdArms.push(`SELECT ${HOLD_READ} FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
-    holdParams.push(...ownerParams, now);
+    arms.push(holdArm(`FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`));
+    params.push(...ownerParams, now);
   }
-  // The idempotency rows come in the same statement (one statement fewer per batch), in the holds' columns.
   if (keys.size) {
-    holdArms.push(`SELECT ${IDEM_AS_HOLD} FROM billing_idempotency WHERE key IN ${inList(keys.size)}`);
-    holdParams.push(...keys);
+    arms.push(idemArm(`FROM billing_idempotency WHERE key IN ${inList(keys.size)}`));
+    params.push(...keys);
   }
-  const holdRows = holdArms.length ? c.query(holdArms.join(' UNION ALL '), holdParams, PREPARE) : none;
-  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
   const outbox = metering && owners.length ? outboxStateQuery({ sql: ownersSql, params: ownerParams }) : null;
-  const outboxRows = outbox ? c.query(outbox.sql, outbox.params, PREPARE) : none;
-  const [lockedRows, holdsAndIdem, loadedCharges, outboxState] = await Promise.all([customerRows, holdRows, chargeRows, outboxRows]);
+  if (outbox) {
+    arms.push(outboxArm(outbox.sql));
+    params.push(...outbox.params);
+  }
+  // Prepared by the length of its longest key list, not its parameter count (see QueryOptions.longestList).
+  const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
+  const readRows = arms.length ? c.query(arms.join(' UNION ALL '), params, { prepare: true, longestList }) : none;
+  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
+  const [lockedRows, afterLock, loadedCharges] = await Promise.all([customerRows, readRows, chargeRows]);
+  const read = splitReads(afterLock);
 
   const customers = new Map<string, CustomerRow>();
   for (const r of lockedRows) customers.set(String(r.id), customerFromRow(r));
   const holds = new Map<string, HoldRow>();
   const idem = new Map<string, IdemRow>();
-  for (const r of holdsAndIdem) {
-    if (r.k === 'i') {
-      const row = idemFromHoldColumns(r);
-      idem.set(row.key, row);
-    } else if (holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) {
-      // A customer created after the lock was taken is not locked: its holds are left alone, as if never read.
-      holds.set(String(r.id), holdFromRow(r));
-    }
+  for (const r of read.holds) {
+    // A customer created after the lock was taken is not locked: its holds are left alone, as if never read.
+    if (holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) holds.set(String(r.id), holdFromRow(r));
   }
   const charges = new Map<string, ChargeRow>();
   for (const r of loadedCharges) charges.set(String(r.id), chargeFromRow(r));
+  for (const r of read.idem) {
+    idem.set(String(r.key), {
+      key: String(r.key),
+      operation: String(r.operation),
+      fingerprint: String(r.fingerprint),
+      customerId: r.customer_id === null ? null : String(r.customer_id),
+      result: String(r.result),
+      createdAt: Number(r.created_at),
+    });
+  }
 
   // Net charges so far in the period a new budget starts in.
   const periodSpend = new Map<string, bigint>();
@@ -236,7 +224,7 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     const [row] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', [op.customerId, p.start]);
     periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
   }
-  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? outboxState : null };
+  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? read.outbox : null };
 }
 
 /** Writes what the batch changed, plus the Stripe outbox rows its entries owe. */

@@ -105,8 +105,11 @@ class PgConnection implements SqlConnection {
       });
     }
     const text = toPg(sql);
-    const limit = opts?.prepare === 'write' ? MAX_NAMED_WRITE_PARAMS : MAX_NAMED_LOOKUP_PARAMS;
-    const name = opts?.prepare && params.length && params.length <= limit ? statementName(text) : undefined;
+    const named =
+      opts?.prepare === 'write'
+        ? params.length <= MAX_NAMED_WRITE_PARAMS
+        : opts?.prepare === true && (opts.longestList ?? params.length) <= MAX_NAMED_LOOKUP_PARAMS && params.length <= MAX_NAMED_WRITE_PARAMS;
+    const name = named && params.length ? statementName(text) : undefined;
     // A callback rather than the driver's promise: one promise per statement instead of two.
     return new Promise<QueryResult>((resolve, reject) => {
       const done = (e: Error | null, r: QueryResult) => (e ? reject(e) : resolve(r));
