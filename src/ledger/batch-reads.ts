@@ -1,4 +1,5 @@
-import type { Row } from './dialect';
+import { placeholders, type Row } from './dialect';
+import { outboxStateQuery } from './outbox';
 import { HOLD_COLUMNS } from './rows';
 
 /**
@@ -22,17 +23,74 @@ const OUTBOX: Carriers = { id: 'settings', customer_id: 'customer_id', status: '
 
 // Every arm is aliased: whichever arm comes first names the statement's columns.
 const select = (tag: string, carriers: Carriers | null) =>
-  `SELECT '${tag}' AS k, ${HOLD_COLUMNS.map((col) => `${carriers ? (carriers[col] ?? 'NULL') : col} AS ${col}`).join(', ')}`;
+  `SELECT '${tag}' AS k, ${HOLD_COLUMNS.map((col) => (carriers ? `${carriers[col] ?? 'NULL'} AS ${col}` : col)).join(', ')}`;
 const HOLD_SELECT = select('h', null);
 const IDEM_SELECT = select('i', IDEM);
 const OUTBOX_SELECT = select('o', OUTBOX);
 
-/** An arm reading holds: `rest` is its FROM billing_holds … clause. */
-export const holdArm = (rest: string): string => `${HOLD_SELECT} ${rest}`;
-/** An arm reading idempotency rows: `rest` is its FROM billing_idempotency … clause. */
-export const idemArm = (rest: string): string => `${IDEM_SELECT} ${rest}`;
-/** An arm reading the outbox state (outboxStateQuery's SQL). */
-export const outboxArm = (sql: string): string => `${OUTBOX_SELECT} FROM (${sql}) o`;
+/** How many ids of each kind a batch names, and whether it may charge: all its load statements' text depends on. */
+export interface LoadShape {
+  readonly customers: number;
+  readonly holds: number;
+  readonly charges: number;
+  readonly keys: number;
+  readonly metering: boolean;
+}
+
+/** A batch's load statements; null where the batch has nothing to read. */
+export interface LoadSql {
+  /** Locks the batch's customers; its parameters: customer ids, hold ids, charge ids. */
+  readonly lock: string | null;
+  /**
+   * The reads after the lock; its parameters: hold ids; if `lock`, its parameters again and `now`;
+   * the keys; if `outbox`, outboxStateQuery's parameters for the same customers.
+   */
+  readonly reads: string | null;
+  /** Charges by id; its parameters: the charge ids. */
+  readonly charges: string | null;
+  readonly outbox: boolean;
+}
+
+const inList = (n: number) => `(${placeholders(n)})`;
+const loadCache = new Map<string, LoadSql>();
+
+/** The statements' text, built once per shape and lock clause (a lone hold or settle is always the same few). */
+export function loadSql(forUpdate: string, shape: LoadShape): LoadSql {
+  const key = `${forUpdate}/${shape.customers}/${shape.holds}/${shape.charges}/${shape.keys}/${shape.metering ? 1 : 0}`;
+  let sql = loadCache.get(key);
+  if (sql === undefined) {
+    sql = buildLoadSql(forUpdate, shape);
+    if (loadCache.size > 2000) loadCache.clear();
+    loadCache.set(key, sql);
+  }
+  return sql;
+}
+
+function buildLoadSql(forUpdate: string, n: LoadShape): LoadSql {
+  const owners: string[] = [];
+  if (n.customers) owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(n.customers)}`);
+  if (n.holds) owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(n.holds)}`);
+  if (n.charges) owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(n.charges)}`);
+  // Operations that name their customers (hold, charge, top-up) need no subquery: a plain key list, cheaper to plan and run.
+  const ownersSql = n.holds || n.charges ? owners.join(' UNION ALL ') : placeholders(n.customers);
+  const lock = owners.length ? `SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${forUpdate}` : null;
+
+  // Holds named by the operations, and the locked customers' overdue ones (expired by this batch); the
+  // operations' idempotency rows; the outbox state if the batch may charge. Arms of a UNION ALL rather
+  // than an OR, so each arm keeps its index (a row in both hold arms is read twice, kept once).
+  const arms: string[] = [];
+  if (n.holds) arms.push(`${HOLD_SELECT} FROM billing_holds WHERE id IN ${inList(n.holds)}`);
+  if (lock) arms.push(`${HOLD_SELECT} FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
+  if (n.keys) arms.push(`${IDEM_SELECT} FROM billing_idempotency WHERE key IN ${inList(n.keys)}`);
+  const outbox = n.metering && lock !== null;
+  if (outbox) arms.push(`${OUTBOX_SELECT} FROM (${outboxStateQuery({ sql: ownersSql, params: [] }).sql}) o`);
+  return {
+    lock,
+    reads: arms.length ? arms.join(' UNION ALL ') : null,
+    charges: n.charges ? `SELECT * FROM billing_charges WHERE id IN ${inList(n.charges)}` : null,
+    outbox,
+  };
+}
 
 function rebuild(r: Row, carriers: Carriers): Row {
   const out: Row = {};

@@ -1,8 +1,8 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
 import { APPLY, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
-import { holdArm, idemArm, outboxArm, splitReads } from './batch-reads';
-import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
+import { loadSql, splitReads } from './batch-reads';
+import { type Dialect, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
 import { METERED_OPERATIONS, outboxStateQuery, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
@@ -79,10 +79,6 @@ function fingerprint(op: Op): string {
 /** The batch's lookups recur with every operation: worth keeping prepared where the dialect can. */
 const PREPARE = { prepare: true } as const;
 
-function inList(n: number): string {
-  return `(${placeholders(n)})`;
-}
-
 /**
  * One write transaction applying many operations (group commit): load (rows
  * read and customers locked up front in a few round trips) → apply (every
@@ -127,8 +123,8 @@ function applyOne(s: BatchState, op: Op): Outcome {
  * Reads every row the batch needs; customers are locked in sorted order. The
  * reads are issued together, without waiting for each other: a pipelining
  * dialect (PostgreSQL) sends them in one round trip. The server still runs
- * them in order, each with a fresh snapshot, so every read after the lock
- * sees what the lock's previous holder committed.
+ * them in order, the reads after the lock with a snapshot taken after it, so
+ * they see what the lock's previous holder committed.
  */
 async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<LoadedRows & { outboxState: readonly Row[] | null }> {
   const holdIds = new Set<string>();
@@ -145,53 +141,22 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     if (METERED_OPERATIONS.has(op.kind)) metering = true;
   }
 
+  // The statements' text depends only on the list lengths: built once per shape (batch-reads.ts).
+  const sql = loadSql(d.forUpdate, { customers: customerIds.size, holds: holdIds.size, charges: chargeIds.size, keys: keys.size, metering });
   // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
-  const owners: string[] = [];
-  const ownerParams: string[] = [];
-  if (customerIds.size) {
-    owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(customerIds.size)}`);
-    ownerParams.push(...customerIds);
-  }
-  if (holdIds.size) {
-    owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
-    ownerParams.push(...holdIds);
-  }
-  if (chargeIds.size) {
-    owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`);
-    ownerParams.push(...chargeIds);
-  }
-  // Operations that name their customers (hold, charge, top-up) need no subquery: a plain key list, cheaper to plan and run.
-  const ownersSql = holdIds.size || chargeIds.size ? owners.join(' UNION ALL ') : placeholders(customerIds.size);
+  const ownerParams = [...customerIds, ...holdIds, ...chargeIds];
   const none = Promise.resolve([] as Row[]);
-
   // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
-  const customerRows = owners.length ? c.query(`SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE) : none;
-  // Then, in one statement (batch-reads.ts): holds named by the operations, and the locked customers' overdue
-  // ones (expired by this batch); the operations' idempotency rows; the outbox state if the batch may charge.
-  // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
-  const arms: string[] = [];
-  const params: (string | number)[] = [];
-  if (holdIds.size) {
-    arms.push(holdArm(`FROM billing_holds WHERE id IN ${inList(holdIds.size)}`));
-    params.push(...holdIds);
-  }
-  if (owners.length) {
-    arms.push(holdArm(`FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`));
-    params.push(...ownerParams, now);
-  }
-  if (keys.size) {
-    arms.push(idemArm(`FROM billing_idempotency WHERE key IN ${inList(keys.size)}`));
-    params.push(...keys);
-  }
-  const outbox = metering && owners.length ? outboxStateQuery({ sql: ownersSql, params: ownerParams }) : null;
-  if (outbox) {
-    arms.push(outboxArm(outbox.sql));
-    params.push(...outbox.params);
-  }
+  const customerRows = sql.lock ? c.query(sql.lock, ownerParams, PREPARE) : none;
+  // Then the reads after the lock, in one statement, with their parameters in the order loadSql wrote them.
+  const params: (string | number)[] = [...holdIds];
+  if (sql.lock) params.push(...ownerParams, now);
+  params.push(...keys);
+  if (sql.outbox) params.push(...outboxStateQuery({ sql: '', params: ownerParams }).params);
   // Prepared by the length of its longest key list, not its parameter count (see QueryOptions.longestList).
   const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
-  const readRows = arms.length ? c.query(arms.join(' UNION ALL '), params, { prepare: true, longestList }) : none;
-  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
+  const readRows = sql.reads ? c.query(sql.reads, params, { prepare: true, longestList }) : none;
+  const chargeRows = sql.charges ? c.query(sql.charges, [...chargeIds], PREPARE) : none;
   const [lockedRows, afterLock, loadedCharges] = await Promise.all([customerRows, readRows, chargeRows]);
   const read = splitReads(afterLock);
 
@@ -224,7 +189,7 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     const [row] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', [op.customerId, p.start]);
     periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
   }
-  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? read.outbox : null };
+  return { customers, holds, charges, idem, periodSpend, outboxState: sql.outbox ? read.outbox : null };
 }
 
 /** Writes what the batch changed, plus the Stripe outbox rows its entries owe. */
