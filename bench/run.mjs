@@ -2,7 +2,8 @@
 //   SQLite: a naive one-transaction-per-operation loop on the same driver and disk
 //           (BEGIN IMMEDIATE; SELECT balance; UPDATE; INSERT entry with a unique key; COMMIT).
 //   PostgreSQL: pgbench's built-in TPC-B-like script at the same client count on the same server.
-// A ratio is ledger operations/s (a hold+settle pair is 2 operations) ÷ baseline transactions/s.
+// A ratio is ledger operations/s (a hold+settle pair is 2 operations) ÷ baseline transactions/s;
+// on SQLite the hold latency is printed next to the naive transaction's own latency in the same slices.
 // Env: BENCH_SECONDS (default 3 per measurement), FB_BACKENDS=sqlite|postgres, FB_TEST_PG_URL,
 //      BENCH_MEMORY_PAIRS (default 200000; 0 skips the memory run), BENCH_JSON (write rows there).
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -67,18 +68,22 @@ async function interleaved(slices, sliceSeconds, baselineSlice, ledgerSlice) {
   let pairs = 0;
   let seconds = 0;
   const lat = [];
+  const baseLat = [];
   for (let i = 0; i < slices; i++) {
     const b = await baselineSlice(i, sliceSeconds);
     baseOps += b.ops;
     baseSeconds += b.seconds;
+    if (b.lat) baseLat.push(...b.lat);
     const r = await ledgerSlice(i, sliceSeconds);
     pairs += r.pairs;
     seconds += r.elapsed;
     lat.push(...r.holdLat);
   }
   lat.sort((a, b) => a - b);
+  baseLat.sort((a, b) => a - b);
   return {
     baseline: Math.round(baseOps / baseSeconds),
+    baseLatency: baseLat.length ? { p50: pct(baseLat, 0.5), p99: pct(baseLat, 0.99) } : null,
     r: { pairsPerSec: Math.round(pairs / seconds), opsPerSec: Math.round((2 * pairs) / seconds), p50: pct(lat, 0.5), p99: pct(lat, 0.99), pairs },
   };
 }
@@ -117,25 +122,28 @@ function naiveSqlite(sync, accounts) {
   return {
     async slice(concurrency, n, seconds) {
       let ops = 0;
+      const lat = [];
       const deadline = performance.now() + seconds * 1000;
       const started = performance.now();
       await Promise.all(
         Array.from({ length: concurrency }, async (_, lane) => {
           const id = accounts[lane % n];
           while (performance.now() < deadline) {
+            const t = performance.now();
             begin.run();
             const [{ balance }] = select.all(id);
             const after = BigInt(balance) - 25_000n;
             update.run(after, id);
             entry.run(`k${seq++}`, id, -25_000n, after);
             commit.run();
+            lat.push(performance.now() - t);
             ops++;
             // Callers interleave as the ledger's callers do.
             if (concurrency > 1) await null;
           }
         }),
       );
-      return { ops, seconds: (performance.now() - started) / 1000 };
+      return { ops, seconds: (performance.now() - started) / 1000, lat };
     },
     close: () => db.close(),
   };
@@ -235,17 +243,18 @@ for (const b of backends) {
     const custs = customers.slice(0, n);
     // pgbench is a process of its own (slices of 1 s); the SQLite loop runs in-process (slices of 0.25 s).
     const sliceSeconds = b.name === 'postgres' ? 1 : 0.25;
-    const { baseline, r } = await interleaved(
+    const { baseline, baseLatency, r } = await interleaved(
       Math.max(1, Math.round(SECONDS / sliceSeconds)),
       sliceSeconds,
       (i, sec) => (b.name === 'postgres' ? pgbench(concurrency, sec) : naive.slice(concurrency, n, sec)),
       (i, sec) => measure(ledger, concurrency, custs, `c${concurrency}x${n}:${i}`, sec),
     );
     const baseName = b.name === 'postgres' ? 'pgbench tps' : 'naive ops/s';
-    rows.push({ backend: b.label, concurrency, customers: n, ...r, baseline, baselineName: baseName, ratio: r.opsPerSec / baseline });
+    rows.push({ backend: b.label, concurrency, customers: n, ...r, baseline, baselineName: baseName, ratio: r.opsPerSec / baseline, baseLatency });
     console.log(
       `  callers ${String(concurrency).padStart(2)} customers ${n}  ${String(r.pairsPerSec).padStart(6)} pairs/s = ${String(r.opsPerSec).padStart(6)} ops/s` +
-        `  | ${baseName} ${String(baseline).padStart(6)}  ratio ${ratio(r.opsPerSec, baseline).padStart(6)}  | hold p50 ${ms(r.p50)}  p99 ${ms(r.p99)}`,
+        `  | ${baseName} ${String(baseline).padStart(6)}  ratio ${ratio(r.opsPerSec, baseline).padStart(6)}  | hold p50 ${ms(r.p50)}  p99 ${ms(r.p99)}` +
+        (baseLatency ? `  (naive transaction p50 ${ms(baseLatency.p50)}  p99 ${ms(baseLatency.p99)})` : ''),
     );
   }
   naive?.close();

@@ -511,12 +511,20 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
       await shot('palette-agentflow-charge');
 
       // credential dialog
+      // The page hands the dialog the credential types it has loaded when the button is clicked, and the dialog
+      // never refreshes them: click only after that list arrived, and reopen the dialog when it still came up empty.
+      const typesLoaded = page.waitForResponse((r: any) => new URL(r.url()).pathname.endsWith('/api/v1/components-credentials') && r.ok(), { timeout: 60_000 });
       await page.goto(`${fw.url}/credentials`, { waitUntil: 'domcontentloaded' });
-      await page.click('button:has-text("Add Credential")');
+      await typesLoaded;
+      const openDialog = async () => {
+        if (await page.locator('#input-search-credential').isVisible()) await page.keyboard.press('Escape');
+        await page.click('button:has-text("Add Credential")');
+      };
+      await openDialog();
       try {
-        // The dialog filters the list it has when the search changes; on a loaded machine the list can arrive after
-        // the text, leaving the filtered list empty: type the search again until the result is there.
-        await searchUntil(page, '#input-search-credential', 'Billing', 'Billing Ledger');
+        // The dialog filters its list when the search changes; on a loaded machine the list can settle after the
+        // text: type the search again (reopening the dialog) until the result is there.
+        await searchUntil(page, '#input-search-credential', 'Billing', 'Billing Ledger', 30_000, openDialog);
         await visible(page, 'Stripe Billing').waitFor({ timeout: 30_000 });
       } catch (e) {
         await shot('credentials-billing-failed');
@@ -566,10 +574,11 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     }
   }
 
-  /** Types `text` into the search box `selector` (again, every 3 s) until `label` shows. */
-  async function searchUntil(page: any, selector: string, text: string, label: string, timeoutMs = 30_000): Promise<void> {
+  /** Types `text` into the search box `selector` (again, every 3 s, after `retry` when given) until `label` shows. */
+  async function searchUntil(page: any, selector: string, text: string, label: string, timeoutMs = 30_000, retry?: () => Promise<void>): Promise<void> {
     const until = Date.now() + timeoutMs;
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 0 && retry) await retry();
       await page.fill(selector, '');
       await page.fill(selector, text);
       if (await visible(page, label).waitFor({ timeout: 3000 }).then(() => true, () => false)) return;
