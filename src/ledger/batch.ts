@@ -3,7 +3,7 @@ import { periodContaining } from '../period';
 import { APPLY, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
 import { loadSql, splitReads } from './batch-reads';
 import { type Dialect, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
-import { METERED_OPERATIONS, outboxStateQuery, outboxWrites } from './outbox';
+import { METERED_OPERATIONS, outboxStateParams, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
   AUDIT_TABLE,
@@ -152,7 +152,7 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
   const params: (string | number)[] = [...holdIds];
   if (sql.lock) params.push(...ownerParams, now);
   params.push(...keys);
-  if (sql.outbox) params.push(...outboxStateQuery({ sql: '', params: ownerParams }).params);
+  if (sql.outbox) params.push(...outboxStateParams(ownerParams));
   // Prepared by the length of its longest key list, not its parameter count (see QueryOptions.longestList).
   const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
   const readRows = sql.reads ? c.query(sql.reads, params, { prepare: true, longestList }) : none;

@@ -82,8 +82,13 @@ export function outboxStateQuery(customers: { sql: string; params: readonly stri
        FROM billing_stripe_settings s
        LEFT JOIN billing_stripe_meter_state m ON m.customer_id IN (${customers.sql})
       WHERE s.key = ?`,
-    params: [...customers.params, OUTBOX_SETTINGS_KEY],
+    params: outboxStateParams(customers.params),
   };
+}
+
+/** outboxStateQuery's parameters alone, for a caller that keeps its SQL (batch-reads.ts). */
+export function outboxStateParams(customers: readonly string[]): string[] {
+  return [...customers, OUTBOX_SETTINGS_KEY];
 }
 
 /** The operations whose entries may owe Stripe a meter event: a batch with one of them loads the outbox state. */

@@ -1,7 +1,7 @@
 import type { PoolClient, QueryResult } from 'pg';
 import { ValidationError } from '../errors';
 import { redactUrl } from './redact';
-import { type Dialect, insertRows, placeholders, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
+import { type Dialect, insertRows, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
 export interface PostgresOptions {
   /** postgres://user:pass@host:port/db[?schema=name]; `schema` puts the ledger's tables in that schema. */
