@@ -1,5 +1,6 @@
 import type { PoolClient, QueryResult } from 'pg';
 import { ValidationError } from '../errors';
+import { cteSql, toPg } from './pg-sql';
 import { redactUrl } from './redact';
 import { type Dialect, insertRows, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
@@ -7,19 +8,6 @@ export interface PostgresOptions {
   /** postgres://user:pass@host:port/db[?schema=name]; `schema` puts the ledger's tables in that schema. */
   readonly url: string;
   readonly poolSize?: number;
-}
-
-const numbered = new Map<string, string>();
-/** `?` → `$1, $2, …` (the ledger's SQL never has `?` inside literals). */
-function toPg(sql: string): string {
-  let out = numbered.get(sql);
-  if (out === undefined) {
-    let i = 0;
-    out = sql.replace(/\?/g, () => `$${++i}`);
-    if (numbered.size > 2000) numbered.clear();
-    numbered.set(sql, out);
-  }
-  return out;
 }
 
 /**
@@ -183,30 +171,6 @@ class PgConnection implements SqlConnection {
 }
 
 const MAX_PARAMS = 65_000;
-
-const cteCache = new Map<string, string>();
-/**
- * The statement's text (already `$n`-numbered), built once per shape: a lone
- * operation's write is the same few shapes again and again, and building and
- * numbering its text each time cost more than the rest of the batch's JS.
- * No RETURNING: a data-modifying CTE runs to completion without it.
- */
-function cteSql(writes: readonly TableWrite[]): string {
-  let key = '';
-  for (const w of writes) key += `${w.table}\u0000${w.columns.join(',')}\u0000${w.rows.length}\u0000${w.onConflict ?? ''}\u0001`;
-  let sql = cteCache.get(key);
-  if (sql === undefined) {
-    let n = 0;
-    const tuple = (width: number) => `(${Array.from({ length: width }, () => `$${++n}`).join(', ')})`;
-    const parts = writes.map(
-      (w, i) => `w${i} AS (INSERT INTO ${w.table} (${w.columns.join(', ')}) VALUES ${w.rows.map(() => tuple(w.columns.length)).join(', ')} ${w.onConflict ?? ''})`,
-    );
-    sql = `WITH ${parts.join(',\n')} SELECT 1`;
-    if (cteCache.size > 2000) cteCache.clear();
-    cteCache.set(key, sql);
-  }
-  return sql;
-}
 
 /**
  * All of a batch's inserts and upserts as one statement of data-modifying
