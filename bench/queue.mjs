@@ -123,8 +123,8 @@ const TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).std
 async function usage(db, pids) {
   return admin(async (c) => {
     // Statistics reach pg_stat_database when a backend reports them (about once a second) and a run ends
-    // 2 s after its last call: read after a pause.
-    await new Promise((r) => setTimeout(r, 2500));
+    // 2 s after its last call (its release riding along with the next batch within 0.3 s): read after a pause.
+    await new Promise((r) => setTimeout(r, 3000));
     await c.query('SELECT pg_stat_clear_snapshot()');
     const { rows } = await c.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [db]);
     const backends = (await c.query('SELECT pid FROM pg_stat_activity WHERE datname = $1', [db])).rows.map((r) => r.pid);

@@ -68,6 +68,17 @@ describe('billing tokens', () => {
     expect(refusal(() => verifyBillingToken(t, SECRET, { now: NOW + 66 })).reason).toBe('expired');
   });
 
+  it('a token verified before is checked again for its time claims and its secret', () => {
+    // nbf 100 s after issue: valid from NOW + 95 (tolerance), expired from NOW + 600 + 5.
+    const t = jwt.sign({ sub: 'c2', iat: NOW, nbf: NOW + 100, exp: NOW + 600 }, SECRET, { issuer: BILLING_TOKEN_ISSUER, audience: BILLING_TOKEN_AUDIENCE });
+    expect(verifyBillingToken(t, SECRET, { now: NOW + 200 }).customerId).toBe('c2');
+    expect(verifyBillingToken(t, SECRET, { now: NOW + 200 })).toEqual({ customerId: 'c2', expiresAt: NOW + 600, issuedAt: NOW });
+    expect(refusal(() => verifyBillingToken(t, SECRET, { now: NOW + 90 })).reason).toBe('not_yet_valid');
+    expect(refusal(() => verifyBillingToken(t, SECRET, { now: NOW + 605 })).reason).toBe('expired');
+    expect(refusal(() => verifyBillingToken(t, 'another-secret-that-is-also-long-enough-xyz', { now: NOW + 200 })).reason).toBe('bad_signature');
+    expect(refusal(() => verifyBillingToken(t, undefined, { now: NOW + 200 })).reason).toBe('no_secret');
+  });
+
   it('needs a strong secret and a valid customer id to sign', () => {
     expect(() => signBillingToken('short', 'c1')).toThrow(/at least 32 bytes/);
     expect(() => signBillingToken(SECRET, 'bad id')).toThrow(/customer id/);

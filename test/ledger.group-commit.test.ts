@@ -35,4 +35,33 @@ describe.each(BACKENDS)('group commit on $name', (backend) => {
       await ledger.close();
     }
   });
+
+  it('a deferrable release rides in the next batch other operations start, or goes alone', async () => {
+    const batches: string[][] = [];
+    const ledger = await backend.open(await backend.freshTarget(), {
+      onBatch: async (_c, outcomes) => {
+        batches.push(outcomes.map((o) => o.operation));
+      },
+    });
+    try {
+      await ledger.createCustomer({ id: 'ride' });
+      await ledger.topUp({ customerId: 'ride', amount: parseUsd('10'), idempotencyKey: 'seed' });
+      const first = await ledger.hold({ customerId: 'ride', amount: CENT, idempotencyKey: 'r1' });
+      batches.length = 0;
+      const released = ledger.release({ holdId: first.id, idempotencyKey: 'r1-end', deferrable: true });
+      // Another caller's operation a moment later: the release travels with it, first.
+      await new Promise((r) => setTimeout(r, 20));
+      await ledger.hold({ customerId: 'ride', amount: CENT, idempotencyKey: 'r2' });
+      expect((await released).status).toBe('released');
+      expect(batches).toEqual([['release', 'hold']]);
+      // Alone, it is not kept waiting for company forever.
+      const second = await ledger.getHold((await ledger.hold({ customerId: 'ride', amount: CENT, idempotencyKey: 'r3' })).id);
+      batches.length = 0;
+      expect((await ledger.release({ holdId: second.id, idempotencyKey: 'r3-end', deferrable: true })).status).toBe('released');
+      expect(batches).toEqual([['release']]);
+      expect((await ledger.balance('ride')).held).toBe(CENT);
+    } finally {
+      await ledger.close();
+    }
+  });
 });

@@ -104,14 +104,30 @@ export const customerSchema = {
   rawIdVariable: optionalString,
 };
 
+const compiledShapes = new WeakMap<z.ZodRawShape, { schema: z.ZodObject<z.ZodRawShape>; keys: string[]; parsed: Map<string, unknown> }>();
+
 /**
  * Parses `nodeData.inputs` with `schema`; an error names the node, each bad
  * input's label and name, and never echoes its value (it might be a secret
  * someone pasted into the wrong field).
  */
 export function parseInputs<S extends z.ZodRawShape>(node: { label: string; inputs?: INodeParams[] }, shape: S, inputs: ICommonObject | undefined): z.output<z.ZodObject<S>> {
-  const r = z.object(shape).safeParse(inputs ?? {});
-  if (r.success) return r.data;
+  // Every prediction initialises the node with the same saved inputs: the schema is built once per shape and
+  // a form already parsed is not parsed again (only the shape's own fields count; results are never mutated).
+  let compiled = compiledShapes.get(shape);
+  if (!compiled) compiledShapes.set(shape, (compiled = { schema: z.object(shape), keys: Object.keys(shape), parsed: new Map() }));
+  const fields = compiled.keys.map((k) => inputs?.[k]);
+  const memo = fields.every((v) => v === null || typeof v !== 'object') ? fields.map((v) => (v === undefined ? 'u' : `${typeof v}:${JSON.stringify(v)}`)).join('\u0001') : undefined;
+  const seen = memo === undefined ? undefined : compiled.parsed.get(memo);
+  if (seen) return seen as z.output<z.ZodObject<S>>;
+  const r = compiled.schema.safeParse(inputs ?? {});
+  if (r.success) {
+    if (memo !== undefined) {
+      if (compiled.parsed.size >= 64) compiled.parsed.clear();
+      compiled.parsed.set(memo, r.data);
+    }
+    return r.data as z.output<z.ZodObject<S>>;
+  }
   const labelOf = (name: string) => node.inputs?.find((i) => i.name === name)?.label ?? name;
   const issues = r.error.issues.map((i) => {
     const name = String(i.path[0] ?? '(inputs)');

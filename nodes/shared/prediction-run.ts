@@ -5,7 +5,7 @@
  * node's own `credential` is the provider's), and the run key every node of one
  * prediction shares.
  */
-import { type Billable, flowRunKey, openedFlowRun, openFlowRun, type Refusal, type RefusalTemplates, z } from '../../src/plugin';
+import { type Billable, flowRunKey, openedFlowRun, openFlowRun, type Refusal, type RefusalTemplates, sharedRead, z } from '../../src/plugin';
 import { admissionInputs, refusalMessageInputs, refusalMessages, refusalMessageSchema } from './admission';
 import { customerFor } from './customer';
 import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
@@ -86,7 +86,6 @@ export function predictionRunKey(options: ICommonObject, input: string): string 
 
 export type FlowRun = Awaited<ReturnType<typeof openFlowRun>>;
 
-const credentialReads = new Map<string, { until: number; value: Promise<LedgerCredential> }>();
 /** A read serves the nodes of one prediction, which Flowise initialises one after another within moments. */
 const CREDENTIAL_SHARE_MS = 5_000;
 
@@ -100,15 +99,8 @@ const CREDENTIAL_SHARE_MS = 5_000;
 export function predictionCredential(node: { label: string }, nodeData: INodeData, options: ICommonObject, input: string): Promise<LedgerCredential> {
   const id = credentialIdOf(nodeData);
   if (!id) return ledgerCredential(node, nodeData, options);
-  const now = Date.now();
-  if (credentialReads.size > 256) for (const [k, e] of credentialReads) if (e.until <= now) credentialReads.delete(k);
-  const key = `${id}\u0000${predictionRunKey(options, input)}`;
-  const hit = credentialReads.get(key);
-  if (hit && hit.until > now) return hit.value;
-  const value = ledgerCredential(node, nodeData, options);
-  credentialReads.set(key, { until: now + CREDENTIAL_SHARE_MS, value });
-  value.catch(() => credentialReads.get(key)?.value === value && credentialReads.delete(key));
-  return value;
+  // Shared through the plugin module: node files are bundled one by one (see sharedRead).
+  return sharedRead('ledgerCredential', `${id}\u0000${predictionRunKey(options, input)}`, CREDENTIAL_SHARE_MS, () => ledgerCredential(node, nodeData, options));
 }
 
 /**

@@ -101,11 +101,36 @@ function secretKey(secret: string): KeyObject {
   return k;
 }
 
+/**
+ * Tokens this process verified, by token and secret: the nodes of a prediction
+ * verify the same token, and a caller sends the same token with every
+ * prediction until it expires. A hit checks only the time claims again (what
+ * can change for a token whose signature, issuer and audience passed).
+ */
+const verified = new Map<string, { claims: BillingTokenClaims; notBefore: number | null }>();
+const MAX_VERIFIED = 1024;
+
 /** Verifies a token and returns its customer; throws BillingTokenError (never echoing the token) when refused. */
 export function verifyBillingToken(token: unknown, secret: string | undefined, opts: { now?: number } = {}): BillingTokenClaims {
   if (token === undefined || token === null || token === '') throw new BillingTokenError('missing');
   if (typeof token !== 'string' || token.length > 4096) throw new BillingTokenError('malformed');
-  const key = secretKey(checkSecret(secret));
+  const cacheKey = `${token.trim()}\u0000${checkSecret(secret)}`;
+  const hit = verified.get(cacheKey);
+  if (hit) {
+    // jsonwebtoken's own rules: expired at exp + tolerance, valid from nbf − tolerance.
+    const now = opts.now ?? Math.floor(Date.now() / 1000);
+    if (now >= hit.claims.expiresAt + BILLING_TOKEN_CLOCK_TOLERANCE_S) throw new BillingTokenError('expired');
+    if (hit.notBefore !== null && now < hit.notBefore - BILLING_TOKEN_CLOCK_TOLERANCE_S) throw new BillingTokenError('not_yet_valid');
+    return hit.claims;
+  }
+  const claims = verifyUncached(token, secret!, opts);
+  if (verified.size >= MAX_VERIFIED) verified.clear();
+  verified.set(cacheKey, claims);
+  return claims.claims;
+}
+
+function verifyUncached(token: string, secret: string, opts: { now?: number }): { claims: BillingTokenClaims; notBefore: number | null } {
+  const key = secretKey(secret);
   let payload: string | jwt.JwtPayload;
   try {
     payload = jwt.verify(token.trim(), key, {
@@ -121,7 +146,10 @@ export function verifyBillingToken(token: unknown, secret: string | undefined, o
   if (typeof payload === 'string') throw new BillingTokenError('malformed');
   if (typeof payload.exp !== 'number') throw new BillingTokenError('no_expiry');
   if (typeof payload.sub !== 'string' || !CUSTOMER_ID_PATTERN.test(payload.sub)) throw new BillingTokenError('bad_customer');
-  return { customerId: payload.sub, expiresAt: payload.exp, issuedAt: typeof payload.iat === 'number' ? payload.iat : null };
+  return {
+    claims: { customerId: payload.sub, expiresAt: payload.exp, issuedAt: typeof payload.iat === 'number' ? payload.iat : null },
+    notBefore: typeof payload.nbf === 'number' ? payload.nbf : null,
+  };
 }
 
 function classify(e: unknown): TokenFailure {

@@ -13,6 +13,9 @@ interface Waiting {
  */
 export class GroupCommitter {
   private queue: Waiting[] = [];
+  private deferred: Waiting[] = [];
+  private deferTimer?: NodeJS.Timeout;
+  private flushDeferred = false;
   private running = false;
 
   constructor(
@@ -22,21 +25,56 @@ export class GroupCommitter {
     private readonly isRetryable: (e: unknown) => boolean,
   ) {}
 
-  submit(op: Op): Promise<unknown> {
+  /**
+   * `deferrable`: nobody waits for the outcome soon (a run's leftover
+   * reservation going back). The operation rides along with the next batch
+   * other callers start, at no extra transaction; if none starts within
+   * DEFER_MAX_MS it goes on its own.
+   */
+  submit(op: Op, deferrable = false): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ op, resolve, reject });
-      if (!this.running) {
-        this.running = true;
-        // Let the callers that are about to submit in this same turn join the first batch.
-        setImmediate(() => void this.drain());
+      if (deferrable) {
+        this.deferred.push({ op, resolve, reject });
+        this.deferTimer ??= setTimeout(() => {
+          this.deferTimer = undefined;
+          this.flushDeferred = true;
+          this.start();
+        }, DEFER_MAX_MS);
+        return;
       }
+      this.queue.push({ op, resolve, reject });
+      this.start();
     });
+  }
+
+  /** Sends whatever is deferred now and waits until nothing is queued (shutdown). */
+  async flush(): Promise<void> {
+    while (this.queue.length || this.deferred.length || this.running) {
+      this.flushDeferred = true;
+      this.start();
+      await new Promise<void>((r) => setTimeout(r, 1));
+    }
+  }
+
+  private start(): void {
+    if (this.running) return;
+    this.running = true;
+    // Let the callers that are about to submit in this same turn join the first batch.
+    setImmediate(() => void this.drain());
   }
 
   private async drain(): Promise<void> {
     try {
-      while (this.queue.length) {
-        const batch = this.queue.splice(0, this.maxBatch);
+      // Deferred operations alone start no batch until their time is up (or a flush).
+      while (this.queue.length || (this.flushDeferred && this.deferred.length)) {
+        // Deferred operations go first: they were submitted earlier (a release may return money a hold in the batch needs).
+        const riders = this.deferred.splice(0, this.maxBatch);
+        if (!this.deferred.length) {
+          clearTimeout(this.deferTimer);
+          this.deferTimer = undefined;
+          this.flushDeferred = false;
+        }
+        const batch = [...riders, ...this.queue.splice(0, this.maxBatch - riders.length)];
         try {
           settle(batch, await this.execute(batch.map((w) => w.op)));
         } catch (e) {
@@ -65,6 +103,9 @@ export class GroupCommitter {
     w.reject(lastError);
   }
 }
+
+/** The longest a deferrable operation waits for a batch to ride along with. */
+const DEFER_MAX_MS = 300;
 
 function settle(batch: Waiting[], outcomes: Outcome[]): void {
   batch.forEach((w, i) => {

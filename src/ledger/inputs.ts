@@ -59,7 +59,7 @@ export const schemas = {
   topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
   hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), addTo: entityId.optional(), ...priced }),
   settle: z.object({ holdId: entityId, amount: amount(0n), idempotencyKey: key, actor, final: z.boolean().optional(), ...priced }),
-  release: z.object({ holdId: entityId, idempotencyKey: key, actor }),
+  release: z.object({ holdId: entityId, idempotencyKey: key, actor, deferrable: z.boolean().optional() }),
   charge: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ...priced }),
   setBudget: z.object({ customerId, limit: amount(0n).nullable(), anchorDay: z.number().int().min(1).max(31).optional(), actor }),
   refund: z.object({ chargeId: entityId, amount: amount(1n).optional(), idempotencyKey: key, actor, reason: z.string().max(500).optional() }),

@@ -143,9 +143,9 @@ export class SqlLedger implements Ledger {
     return this.read((c) => toppedUpCustomer(c, idempotencyKey));
   }
 
-  private async submit<T>(op: Op): Promise<T> {
+  private async submit<T>(op: Op, deferrable = false): Promise<T> {
     try {
-      return (await this.committer.submit(op)) as T;
+      return (await this.committer.submit(op, deferrable)) as T;
     } catch (e) {
       throw asBillingError(e);
     }
@@ -216,7 +216,7 @@ export class SqlLedger implements Ledger {
 
   async release(input: ReleaseInput): Promise<Hold> {
     const i = parse(schemas.release, 'release', input);
-    return this.submit({ kind: 'release', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId });
+    return this.submit({ kind: 'release', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId }, i.deferrable === true);
   }
 
   async charge(input: ChargeInput): Promise<Charge> {
@@ -248,12 +248,16 @@ export class SqlLedger implements Ledger {
     idArg('customerId', customerId);
     const now = this.clock();
     return this.read(async (c) => {
-      const rows = await c.query('SELECT balance, held FROM billing_customers WHERE id = ?', [customerId]);
-      if (!rows[0]) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
-      // Holds past their expiry no longer count, even before a sweep has released them.
-      const [exp] = await c.query("SELECT COALESCE(SUM(amount), 0) AS s FROM billing_holds WHERE customer_id = ? AND status = 'pending' AND expires_at <= ?", [customerId, now]);
-      const balance = BigInt(rows[0].balance as string);
-      const held = BigInt(rows[0].held as string) - BigInt((exp?.s ?? 0) as string);
+      // One statement (every guarded prediction reads the balance): holds past their expiry no longer
+      // count, even before a sweep has released them.
+      const [r] = await c.query(
+        "SELECT balance, held, (SELECT COALESCE(SUM(amount), 0) FROM billing_holds WHERE customer_id = ? AND status = 'pending' AND expires_at <= ?) AS expired FROM billing_customers WHERE id = ?",
+        [customerId, now, customerId],
+        { prepare: true },
+      );
+      if (!r) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
+      const balance = BigInt(r.balance as string);
+      const held = BigInt(r.held as string) - BigInt((r.expired ?? 0) as string);
       return { customerId, balance, held, available: balance - held };
     });
   }
@@ -368,6 +372,7 @@ export class SqlLedger implements Ledger {
   }
 
   async close(): Promise<void> {
+    await this.committer.flush();
     await this.d.close();
   }
 }

@@ -180,6 +180,12 @@ export interface SettleInput extends Mutation, Priced {
 }
 export interface ReleaseInput extends Mutation {
   readonly holdId: string;
+  /**
+   * Nobody waits for this release (a run's leftover after its idle end): it may
+   * travel in the next transaction other operations of this process start, up
+   * to 300 ms later, instead of a transaction of its own.
+   */
+  readonly deferrable?: boolean;
 }
 export interface ChargeInput extends Mutation, Priced {
   readonly customerId: string;

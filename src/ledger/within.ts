@@ -29,6 +29,8 @@ export interface LedgerView {
   customerExists(customerId: string): Promise<boolean>;
   /** The budget as of `at` (a period that ended reads as a fresh one); null when the customer is unknown. */
   budgetAt(customerId: string, at: number): Promise<BudgetState | null>;
+  /** The budget as budgetAt, and the available balance (holds past their expiry no longer count) from the same read. */
+  budgetAndAvailableAt(customerId: string, at: number): Promise<{ budget: BudgetState; available: bigint } | null>;
   /** Charges created in [from, to) that carry a quantity. */
   chargedUsage(customerId: string, from: number, to: number): Promise<ChargeUsage[]>;
   /** What usage charges created in [from, to) collected, net of refunds (not invoice collections or top-up refunds). */
@@ -44,8 +46,19 @@ export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
       return r !== undefined;
     },
     async budgetAt(customerId, at) {
-      const [r] = await c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId]);
+      // Every admission reads it: kept prepared where the dialect can.
+      const [r] = await c.query('SELECT * FROM billing_customers WHERE id = ?', [customerId], { prepare: true });
       return r ? budgetStateAt(customerFromRow(r), at) : null;
+    },
+    async budgetAndAvailableAt(customerId, at) {
+      const [r] = await c.query(
+        "SELECT c.*, (SELECT COALESCE(SUM(h.amount), 0) FROM billing_holds h WHERE h.customer_id = c.id AND h.status = 'pending' AND h.expires_at <= ?) AS expired_held FROM billing_customers c WHERE c.id = ?",
+        [at, customerId],
+        { prepare: true },
+      );
+      if (!r) return null;
+      const cust = customerFromRow(r);
+      return { budget: budgetStateAt(cust, at), available: cust.balance - cust.held + BigInt(String(r.expired_held ?? 0)) };
     },
     async chargedUsage(customerId, from, to) {
       const rows = await c.query('SELECT charge_type, quantity FROM billing_charges WHERE customer_id = ? AND created_at >= ? AND created_at < ? AND quantity IS NOT NULL', [

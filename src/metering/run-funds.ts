@@ -32,6 +32,11 @@ export class CustomerFunds {
     return this.active.size;
   }
 
+  /** Whether a run of this customer waits for money here. */
+  get waiting(): boolean {
+    return this.stepWaiters.size > 0 || this.admissionWaiters.size > 0;
+  }
+
   /** A run got its reservation. */
   enter(run: object): void {
     this.active.add(run);

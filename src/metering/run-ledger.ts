@@ -59,6 +59,13 @@ export interface RunLedgerOptions {
 /** How a step is covered: by the run's reservation, or by its own hold. */
 export type StepHold = { readonly via: 'reservation'; readonly amount: Nanos; readonly hold: Hold } | { readonly via: 'own'; readonly amount: Nanos; readonly hold: Hold };
 
+export interface RunFinishOptions {
+  /** false: the fee is not charged (the run is refused or paid nothing). */
+  readonly chargeFee?: boolean;
+  /** Nobody waits for this end (an idle end): a leftover release may ride along with the ledger's next batch. */
+  readonly unhurried?: boolean;
+}
+
 export interface RunFinish {
   readonly fee?: Charge;
   readonly compute?: Charge;
@@ -268,7 +275,7 @@ export class RunLedger {
    * capture closes the hold). A run that never reached admission (no paid
    * step) is admitted here for its own costs. Call it when no step is in flight.
    */
-  async finish(computeActual: RunCost | null, opts: { chargeFee?: boolean } = {}): Promise<RunFinish> {
+  async finish(computeActual: RunCost | null, opts: RunFinishOptions = {}): Promise<RunFinish> {
     if (this.closed) {
       this.fundsRef?.leave(this);
       return {};
@@ -281,7 +288,7 @@ export class RunLedger {
     }
   }
 
-  private async close(computeActual: RunCost | null, opts: { chargeFee?: boolean }): Promise<RunFinish> {
+  private async close(computeActual: RunCost | null, opts: RunFinishOptions): Promise<RunFinish> {
     if (opts.chargeFee === false) this.feeCaptured = true;
     if (!this.reservation && !this.admissionFailed && !this.refused && (this.feeDue || (computeActual && this.o.computeReserve))) await this.admit(0n);
     this.closed = true;
@@ -293,7 +300,9 @@ export class RunLedger {
       if (this.feeDue) captures.push({ kind: 'fee', cost: this.o.fee! });
     }
     if (!captures.length) {
-      await this.o.ledger.release({ holdId: r.id, idempotencyKey: this.o.runKey('end'), actor: this.o.actor }).catch(ignoreNotPending);
+      // Nobody waiting for this customer's money here: the leftover may go back with the next batch of writes.
+      const deferrable = opts.unhurried === true && !this.funds.waiting;
+      await this.o.ledger.release({ holdId: r.id, idempotencyKey: this.o.runKey('end'), actor: this.o.actor, ...(deferrable ? { deferrable } : {}) }).catch(ignoreNotPending);
       return {};
     }
     if (this.o.fee && captures.some((c) => c.kind === 'fee')) this.feeCaptured = true;

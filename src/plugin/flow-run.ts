@@ -178,13 +178,16 @@ export class FlowRun {
     return this.i.customerId!;
   }
 
-  /** Quota admission and the rate card, once per run; the money is reserved by the first paid call. */
-  private admit(): Promise<void> {
+  /**
+   * Quota admission and the rate card, once per run; the money is reserved by the first paid call.
+   * `withAvailable` (a guard's precheck): the admission also reads the available balance.
+   */
+  private admit(withAvailable = false): Promise<void> {
     this.admitting ??= (async () => {
       this.handle = await sharedLedger(this.i.ledgerDatabase);
       this.card = await this.handle.ledger.activeRateCard();
       this.feeQuote = this.i.runFee ? await priceBillable(this.handle, this.i.runFee.item, this.i.runFee.quantity) : null;
-      if (this.i.checkSessions) this.admission = await this.handle.quota.admitRun({ customerId: this.customerId, conversationId: this.i.conversationId });
+      if (this.i.checkSessions) this.admission = await this.handle.quota.admitRun({ customerId: this.customerId, conversationId: this.i.conversationId, ...(withAvailable ? { withAvailable } : {}) });
       const meta = billingMetadata({
         customerId: this.customerId,
         conversationId: this.i.conversationId,
@@ -226,16 +229,15 @@ export class FlowRun {
     if (this.refusal) return this.refusal;
     try {
       const minimum = parseUsd(minimumUsd, { field: 'minimumUsd' });
-      // The balance is read beside the admission, not after it: two round trips fewer on every guarded
-      // prediction's path. Both are reads for a check; the money is held atomically by the first call.
       const handle = await sharedLedger(this.i.ledgerDatabase);
-      const [balance, admitted] = await Promise.allSettled([handle.ledger.balance(this.customerId), this.admit()]);
-      // The admission's refusal (quota, subscription, customer) wins, as when it ran first.
-      if (admitted.status === 'rejected') throw admitted.reason;
-      if (balance.status === 'rejected') throw balance.reason;
-      const bal = balance.value;
+      // A run that counts sessions reads the balance inside its admission (same round trip as the budget);
+      // otherwise, or when the run was already admitted, on its own. Reads for a check: the money is held
+      // atomically by the first call. The admission's refusal (quota, subscription, customer) comes first.
+      const first = !this.admitting;
+      await this.admit(true);
+      const available = first && this.admission?.available !== undefined ? this.admission.available : (await handle.ledger.balance(this.customerId)).available;
       const need = (this.feeQuote?.amount ?? 0n) + minimum;
-      if (bal.available < need) throw await shortOfFunds(handle, { runKey: this.i.runKey, customerId: this.customerId, needed: need, available: bal.available });
+      if (available < need) throw await shortOfFunds(handle, { runKey: this.i.runKey, customerId: this.customerId, needed: need, available });
       return null;
     } catch (e) {
       return this.refuse(e);
@@ -430,8 +432,11 @@ export class FlowRun {
     return { ok: true, ...(await this.afterTool(b.ticket)) };
   }
 
-  /** Returns the unused reservation now (after the calls in flight); later calls open a new segment. */
-  async end(): Promise<void> {
+  /**
+   * Returns the unused reservation now (after the calls in flight); later calls open a new segment.
+   * `unhurried` (the idle end): the return may ride along with the ledger's next transaction.
+   */
+  async end(unhurried = false): Promise<void> {
     this.endWanted = true;
     if (this.inFlight > 0) return;
     clearTimeout(this.idle);
@@ -439,7 +444,7 @@ export class FlowRun {
     const run = this.run;
     if (!run || run.ended) return;
     try {
-      const r = await run.finish(null, { chargeFee: this.settledAny });
+      const r = await run.finish(null, { chargeFee: this.settledAny, unhurried });
       this.report([this.feeItem(r.fee)]);
     } catch (e) {
       if (e instanceof RunFinishError) this.report([this.feeItem(e.partial.fee)]);
@@ -463,7 +468,7 @@ export class FlowRun {
       return;
     }
     clearTimeout(this.idle);
-    this.idle = setTimeout(() => void this.end(), this.i.idleMs ?? 2_000);
+    this.idle = setTimeout(() => void this.end(true), this.i.idleMs ?? 2_000);
     this.idle.unref?.();
     this.forgetLater();
   }
@@ -476,6 +481,8 @@ export class FlowRun {
   }
 
   private report(items: Array<{ charge?: Charge; name: string; unit: string }>, observationId?: string): void {
+    // Nobody observes the run's charges (no Langfuse, no callback): nothing to build.
+    if (!this.i.onCharge && !this.reporter) return;
     const list = items.filter((x): x is { charge: Charge; name: string; unit: string } => !!x.charge);
     if (!list.length) return;
     for (const { charge: c, name, unit } of list) {

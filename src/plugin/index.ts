@@ -18,4 +18,5 @@ export { CHARGE_TYPES, isChargeType as isChargeTypeName, type ChargeType } from 
 export * from './admit';
 export * from './metered';
 export * from './usage-tool';
+export { sharedRead } from './shared-reads';
 export { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';

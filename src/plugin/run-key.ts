@@ -31,6 +31,19 @@ export interface FlowRunKeyInput {
 
 const clean = (s: string) => s.replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 64);
 
+/** Digests of recent questions: every node of a prediction derives the same key (several times each). */
+const digests = new Map<string, string>();
+function questionDigest(question: string): string {
+  let d = digests.get(question);
+  if (d === undefined) {
+    d = createHash('sha256').update(question).digest('hex').slice(0, 24);
+    if (question.length > 4096) return d;
+    if (digests.size >= 512) digests.clear();
+    digests.set(question, d);
+  }
+  return d;
+}
+
 export function flowRunKey(i: FlowRunKeyInput): string {
   const queue = i.queueMode ?? process.env.MODE === 'queue';
   const flow = `${clean(i.chatflowId)}:${clean(i.chatId)}`;
@@ -39,7 +52,7 @@ export function flowRunKey(i: FlowRunKeyInput): string {
   else if (!queue && i.apiMessageId) id = `msg:${clean(i.apiMessageId)}`;
   else if (!queue && i.predictionId) id = `pred:${clean(i.predictionId)}`;
   else {
-    const q = createHash('sha256').update(i.question ?? '').digest('hex').slice(0, 24);
+    const q = questionDigest(i.question ?? '');
     id = `turn:${i.historyLength ?? 0}:${q}`;
   }
   return `flow:${flow}:${id}${i.nodeId ? `:${clean(i.nodeId)}` : ''}`;

@@ -38,14 +38,20 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
   // session's three rows in one write where the dialect can (PostgreSQL), and no write of an unchanged row.
   let budgeted = false;
   const admission = await q.write(async (c) => {
-    // Three reads that need no answer from each other, in this order (the plan and conversation once the
-    // row is locked). Awaited one by one: node-pg deprecates queueing statements on a busy client; a
-    // connection that pipelines could send them, with BEGIN, in one round trip.
-    const budget = await q.ledger.view(c).budgetAt(input.customerId, at);
-    if (!budget) throw new CustomerNotFoundError(input.customerId);
+    // Three reads that need no answer from each other, sent together in this order (PostgreSQL's
+    // connection pipelines them, with BEGIN, in one round trip; the server runs them in order, so the plan
+    // and conversation are read once the subscription row is locked).
+    const view = q.ledger.view(c);
+    const [funds, locked, read] = await Promise.all([
+      input.withAvailable ? view.budgetAndAvailableAt(input.customerId, at) : view.budgetAt(input.customerId, at).then((b) => (b ? { budget: b, available: undefined } : null)),
+      q.lockSub(c, input.customerId),
+      planAndConversation(c, input.customerId, input.conversationId),
+    ]);
+    if (!funds) throw new CustomerNotFoundError(input.customerId);
+    const budget = funds.budget;
     budgeted = budget.budget !== null;
-    let sub = await q.lockSub(c, input.customerId);
-    let { plan, conversation: conv } = await planAndConversation(c, input.customerId, input.conversationId);
+    let sub = locked;
+    let { plan, conversation: conv } = read;
     let fresh = false;
     if (!sub) {
       // Racing first runs both insert; the loser's insert is a no-op and both then lock the one row.
@@ -112,6 +118,7 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
       periodStart: iso(sub.periodStart),
       periodEnd: iso(sub.periodEnd),
       managedModels: plan.managedModels,
+      ...(funds.available !== undefined ? { available: funds.available } : {}),
     } satisfies RunAdmission;
   });
   // Refusals are returned from the transaction so the period roll it did is kept.

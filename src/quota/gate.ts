@@ -17,6 +17,8 @@ export interface RunAdmission {
   readonly periodEnd: string | null;
   /** Whether the plan lets the customer use operator-paid ("managed") models; false means bring your own key. */
   readonly managedModels: boolean;
+  /** The customer's available balance, read in the admission's transaction (only when asked: `withAvailable`). */
+  readonly available?: bigint;
 }
 
 export interface AdmitRunInput {
@@ -24,6 +26,8 @@ export interface AdmitRunInput {
   /** The conversation (Flowise chatId / sessionId, or any stable id); with the customer it names the session. */
   readonly conversationId: string;
   readonly at?: Date;
+  /** Also read the available balance (a guard's funds check), in the same round trip as the budget. */
+  readonly withAvailable?: boolean;
 }
 
 export interface AdmissionGate {

@@ -1,6 +1,6 @@
 import { BillingError, ValidationError } from '../errors';
 import type { SqlConnection } from '../ledger/dialect';
-import { comparePlans, DEFAULT_PLANS, type Plan, parsePlan } from './plans';
+import { comparePlans, DEFAULT_PLANS, type Plan, parsePlan, storedPlan } from './plans';
 
 /** billing_plans: one JSON document per plan, validated on every read. */
 
@@ -20,7 +20,7 @@ export async function allPlans(c: SqlConnection): Promise<Plan[]> {
 export async function planIn(c: SqlConnection, id: string): Promise<Plan> {
   const [r] = await c.query('SELECT document FROM billing_plans WHERE id = ?', [id]);
   if (!r) throw new BillingError('PLAN_NOT_FOUND', `Plan "${id}" does not exist`, { planId: id });
-  return parsePlan(JSON.parse(String(r.document)));
+  return storedPlan(String(r.document));
 }
 
 export async function insertPlan(c: SqlConnection, plan: Plan, now: number): Promise<void> {

@@ -78,6 +78,22 @@ export function parsePlan(input: unknown): Plan {
   };
 }
 
+const storedPlans = new Map<string, Plan>();
+/**
+ * A plan from its stored JSON document, parsed once per distinct document:
+ * every admission reads its plan, and validating it each time was a
+ * noticeable share of an admission's CPU. Plans are treated as immutable.
+ */
+export function storedPlan(document: string): Plan {
+  let plan = storedPlans.get(document);
+  if (!plan) {
+    plan = parsePlan(JSON.parse(document));
+    if (storedPlans.size >= 256) storedPlans.clear();
+    storedPlans.set(document, plan);
+  }
+  return plan;
+}
+
 /** The four tiers every ledger starts with; operators edit them or add their own. */
 export const DEFAULT_PLANS: readonly PlanInput[] = [
   { id: 'free', name: 'Free', basePriceUsd: '0', sessionsIncluded: 25, managedModels: false },

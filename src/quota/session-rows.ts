@@ -1,5 +1,5 @@
 import { type Dialect, type SqlConnection, upsertClause, writeTables } from '../ledger/dialect';
-import { type Plan, parsePlan } from './plans';
+import { type Plan, storedPlan } from './plans';
 import type { SubRow } from './subscription-rows';
 
 /** billing_conversations and billing_sessions: which session a conversation is in, and the sessions of a period. */
@@ -22,10 +22,11 @@ export async function planAndConversation(
      LEFT JOIN billing_conversations v ON v.customer_id = ? AND v.conversation_id = ?
      WHERE p.id = (SELECT plan_id FROM billing_subscriptions WHERE customer_id = ?)`,
     [customerId, conversationId, customerId],
+    { prepare: true },
   );
   if (!r) return { plan: null, conversation: null };
   const conversation = r.session_id === null || r.session_id === undefined ? null : { sessionId: String(r.session_id), lastActivityAt: Number(r.last_activity_at) };
-  return { plan: parsePlan(JSON.parse(String(r.document))), conversation };
+  return { plan: storedPlan(String(r.document)), conversation };
 }
 
 const SUB_COLUMNS = ['customer_id', 'plan_id', 'status', 'anchor_day', 'period_start', 'period_end', 'sessions_used', 'pending_plan_id', 'cancel_at_period_end', 'created_at', 'updated_at'];

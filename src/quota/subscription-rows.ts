@@ -50,7 +50,8 @@ export function percent(used: bigint, limit: bigint): number {
 
 /** The subscription row, locked for the rest of the transaction where the database locks rows. */
 export async function lockSubscription(c: SqlConnection, d: Dialect, customerId: string): Promise<SubRow | null> {
-  const [r] = await c.query(`SELECT * FROM billing_subscriptions WHERE customer_id = ? ${d.forUpdate}`, [customerId]);
+  // Every admission locks it: kept prepared where the dialect can.
+  const [r] = await c.query(`SELECT * FROM billing_subscriptions WHERE customer_id = ? ${d.forUpdate}`, [customerId], { prepare: true });
   return r ? subFromRow(r) : null;
 }
 

@@ -201,7 +201,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     toolAgentId = toolAgent.id;
     await client.updateChatflow(toolAgentId, { apiConfig: API_CONFIG });
     step(`set up in ${((Date.now() - t0) / 1000).toFixed(1)}s (chatflow ${chatflowId}, agentflow ${agentflowId})`);
-  }, 300_000);
+  }, 1_200_000); // a first run installs Flowise (several minutes; progress is logged every 30 s)
 
   afterAll(async () => {
     await fw?.stop({ keepHome: false });

@@ -149,7 +149,7 @@ describe('Flowise 3.1.4 queue mode: main + 2 workers, Redis, PostgreSQL', () => 
     flowId = (await client.createChatflow({ name: 'Metered conversation (queue)', flowData: flow, type: 'CHATFLOW' })).id;
     await client.updateChatflow(flowId, { apiConfig: { overrideConfig: { status: true, nodes: {}, variables: [{ id: '', name: 'billingToken', type: 'static', enabled: true }] } } });
     step(`topology and flow ready in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-  }, 600_000);
+  }, 1_200_000); // a first run may install Flowise (several minutes)
 
   afterAll(async () => {
     await topo?.stop();

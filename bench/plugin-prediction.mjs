@@ -1,0 +1,91 @@
+// node bench/plugin-prediction.mjs: what the plugin itself costs per metered Flowise prediction on
+// PostgreSQL, without Flowise: a Quota Guard's precheck, then one metered model call (hold → instant
+// model → settle), then the run's end, exactly as the nodes drive FlowRun. Counted, not timed:
+//   statements     queries sent to the server (BEGIN and COMMIT included)
+//   transactions   BEGIN…COMMIT blocks plus statements sent outside one (each is its own transaction)
+//   round trips    bursts of statements sent without waiting for an answer in between
+//   CPU ms         this process's user + system CPU (process.cpuUsage), per prediction
+// Env: FB_TEST_PG_URL, BENCH_PREDICTIONS (400), BENCH_CLIENTS (16), BENCH_SHOW (1: statement texts).
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const pg = require('pg');
+const { sharedLedger, openFlowRun, flowRunKey, closeSharedLedgers } = require('../dist/src/plugin/index.js');
+
+const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
+const N = Number(process.env.BENCH_PREDICTIONS ?? 400);
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
+const schema = `pp_${process.pid}_${Date.now()}`;
+
+let statements = 0;
+let roundTrips = 0;
+let inFlight = 0;
+let transactions = 0;
+const texts = new Map();
+const inTx = new WeakMap();
+const original = pg.Client.prototype.query;
+pg.Client.prototype.query = function (config, values, callback) {
+  statements++;
+  if (inFlight++ === 0) roundTrips++;
+  const text = String(typeof config === 'string' ? config : config?.text ?? config?.name);
+  if (text === 'BEGIN') {
+    transactions++;
+    inTx.set(this, true);
+  } else if (text === 'COMMIT' || text === 'ROLLBACK') inTx.set(this, false);
+  else if (!inTx.get(this)) transactions++;
+  const head = text.replace(/\s+/g, ' ').slice(0, 90);
+  texts.set(head, (texts.get(head) ?? 0) + 1);
+  const done = () => void inFlight--;
+  const r = original.call(this, config, values, callback);
+  if (r && typeof r.then === 'function') r.then(done, done);
+  return r;
+};
+
+const target = `${PG}${PG.includes('?') ? '&' : '?'}schema=${schema}`;
+const { ledger, quota } = await sharedLedger(target);
+await quota.createPlan({ id: 'bench', name: 'Bench', basePriceUsd: '0', sessionsIncluded: 100_000_000, managedModels: true });
+await ledger.createCustomer({ id: 'bench' });
+await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
+await quota.subscribe({ customerId: 'bench', planId: 'bench' });
+
+/** One prediction as Quota Guard + Metered Chat Model drive it (one model call, instant answer). */
+async function prediction(k) {
+  const chatId = `chat-${k}`;
+  const runKey = flowRunKey({ chatflowId: 'flow', chatId, question: `q ${k}`, historyLength: 0 });
+  const run = await openFlowRun({
+    ledgerDatabase: target, customerId: 'bench', conversationId: chatId, runKey, actor: 'node:quotaGuard',
+    runFee: { item: 'PrivateFlowRun', quantity: '1' }, checkSessions: true, idleMs: Number(process.env.BENCH_IDLE_MS ?? 2000),
+  });
+  const refusal = await run.precheck('0.01');
+  if (refusal) throw new Error(`refused: ${refusal.message}`);
+  const b = await run.beforeModelCall({ callKey: `node_1:${k}`, model: 'gpt-4o-mini', messages: [{ content: `bench question ${k}` }] });
+  if (!b.ok) throw new Error(`refused: ${b.refusal.message}`);
+  await run.afterModelCall(b.ticket, { usage: { inputTokens: 12, outputTokens: 3 } });
+}
+
+async function phase(from, count) {
+  let next = from;
+  await Promise.all(Array.from({ length: CLIENTS }, async () => {
+    while (next < from + count) await prediction(next++);
+  }));
+  // The runs end after their idle time.
+  await new Promise((r) => setTimeout(r, Number(process.env.BENCH_IDLE_MS ?? 2000) + 500));
+}
+
+await phase(0, 50); // warm-up: connections, prepared statements, JIT
+statements = roundTrips = transactions = 0;
+texts.clear();
+const cpu0 = process.cpuUsage();
+await phase(1000, N);
+const cpu = process.cpuUsage(cpu0);
+const per = (x) => (x / N).toFixed(2);
+console.log(`${N} predictions, ${CLIENTS} concurrent, one customer (PostgreSQL ${new URL(PG).host})`);
+console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, round trips ${per(roundTrips)}, CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms (idle wait included)`);
+if (process.env.BENCH_SHOW) for (const [t, n] of [...texts].sort((a, b) => b[1] - a[1])) console.log(`  ${(n / N).toFixed(2)}  ${t}`);
+const bal = await ledger.balance('bench');
+console.log(`held after the run: ${bal.held} (expected 0)`);
+await closeSharedLedgers();
+const c = new pg.Client({ connectionString: PG });
+await c.connect();
+await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+await c.end();
