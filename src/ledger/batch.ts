@@ -1,9 +1,9 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
 import { APPLY, BatchState, type LoadedRows } from './batch-apply';
-import { LAST_SEQ_SQL } from './fold-rows';
-import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
-import { METERED_OPERATIONS, OUTBOX_SETTINGS_KEY, outboxStateSql, outboxWrites } from './outbox';
+import { loadSql, splitReads } from './batch-reads';
+import { type Dialect, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
+import { METERED_OPERATIONS, outboxStateParams, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
   AUDIT_COLUMNS_SEQ,
@@ -88,10 +88,6 @@ function fingerprint(op: Op): string {
 /** The batch's lookups recur with every operation: worth keeping prepared where the dialect can. */
 const PREPARE = { prepare: true } as const;
 
-function inList(n: number): string {
-  return `(${placeholders(n)})`;
-}
-
 /**
  * One write transaction applying many operations (group commit): load (rows
  * read and customers locked up front in a few round trips) → apply (every
@@ -144,73 +140,12 @@ function applyOne(s: BatchState, op: Op): Outcome {
   }
 }
 
-/** The SQL of a batch's reads (null: not needed), by the shape of the batch. */
-interface ReadSql {
-  readonly lock: string | null;
-  readonly holds: string | null;
-  readonly charges: string | null;
-  readonly idem: string | null;
-  readonly outbox: string | null;
-}
-
-const readSqlCache = new Map<number, ReadSql>();
-// Columns named, not `*`: a row's columns stay what this code reads whatever a later schema step appends.
-const CUSTOMER_LIST = CUSTOMER_COLUMNS.join(', ');
-const HOLD_LIST = HOLD_COLUMNS.join(', ');
-const CHARGE_LIST = CHARGE_COLUMNS.join(', ');
-
-/**
- * A batch's reads, built once per shape (how many customers, holds, charges
- * and keys it names, whether it meters): a lone caller's batches all share a
- * few shapes, and the text is then the same string, so the prepared-statement
- * lookup does not hash a freshly built one. Parameters, in order: customers,
- * holds, charges (the owners); holds and owners and now (holds); charges;
- * keys twice (idempotency); owners and the settings key (outbox).
- */
-function readSql(d: Dialect, customers: number, holds: number, charges: number, keys: number, metering: boolean): ReadSql {
-  // Also by the dialect's two differences here (a process may open an SQLite and a PostgreSQL ledger).
-  const shape = ((((customers * 1024 + holds) * 1024 + charges) * 1024 + keys) * 2 + (metering ? 1 : 0)) * 4 + (d.explicitSeq ? 2 : 0) + (d.forUpdate ? 1 : 0);
-  const cached = readSqlCache.get(shape);
-  if (cached) return cached;
-  // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
-  const owners: string[] = [];
-  if (customers) owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(customers)}`);
-  if (holds) owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(holds)}`);
-  if (charges) owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(charges)}`);
-  const ownersSql = owners.join(' UNION ALL ');
-  // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
-  // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
-  const holdArms: string[] = [];
-  if (holds) holdArms.push(`SELECT ${HOLD_LIST} FROM billing_holds WHERE id IN ${inList(holds)}`);
-  if (owners.length) holdArms.push(`SELECT ${HOLD_LIST} FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
-  const sql: ReadSql = {
-    // Sorted lock order: concurrent batches in other processes can never deadlock on customers. A writer that
-    // numbers entries itself reads the last number with the lock, in the same statement.
-    lock: owners.length
-      ? `SELECT ${CUSTOMER_LIST}${d.explicitSeq ? `, ${LAST_SEQ_SQL} AS last_seq_` : ''} FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`
-      : null,
-    holds: holdArms.length ? holdArms.join(' UNION ALL ') : null,
-    charges: charges ? `SELECT ${CHARGE_LIST} FROM billing_charges WHERE id IN ${inList(charges)}` : null,
-    // Stored results: in entries (fold-rows.ts; `fingerprint` is NULL on entries from before it), and in
-    // idempotency rows (from before it, or of an operation without an entry).
-    idem: keys
-      ? `SELECT idempotency_key AS key, type AS operation, fingerprint, result, 1 AS journal FROM billing_entries WHERE idempotency_key IN ${inList(keys)} AND fingerprint IS NOT NULL
-         UNION ALL SELECT key, operation, fingerprint, result, 0 FROM billing_idempotency WHERE key IN ${inList(keys)}`
-      : null,
-    outbox: metering && owners.length ? outboxStateSql(ownersSql) : null,
-  };
-  // Bounded like the connection's statement cache: batches of many callers come in many shapes.
-  if (readSqlCache.size > 500) readSqlCache.clear();
-  readSqlCache.set(shape, sql);
-  return sql;
-}
-
 /**
  * Reads every row the batch needs; customers are locked in sorted order. The
  * reads are issued together, without waiting for each other: a pipelining
  * dialect (PostgreSQL) sends them in one round trip. The server still runs
- * them in order, each with a fresh snapshot, so every read after the lock
- * sees what the lock's previous holder committed.
+ * them in order, the reads after the lock with a snapshot taken after it, so
+ * they see what the lock's previous holder committed.
  */
 async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<Loaded> {
   const holdIds = new Set<string>();
@@ -227,27 +162,36 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     if (METERED_OPERATIONS.has(op.kind)) metering = true;
   }
 
-  const ownerParams: string[] = [...customerIds, ...holdIds, ...chargeIds];
-  const sql = readSql(d, customerIds.size, holdIds.size, chargeIds.size, keys.size, metering);
+  // The statements' text depends only on the list lengths: built once per shape (batch-reads.ts).
+  const sql = loadSql(d, { customers: customerIds.size, holds: holdIds.size, charges: chargeIds.size, keys: keys.size, metering });
+  // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
+  const ownerParams = [...customerIds, ...holdIds, ...chargeIds];
   const none = Promise.resolve([] as Row[]);
+  // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
   const customerRows = sql.lock ? c.query(sql.lock, ownerParams, PREPARE) : none;
-  const holdRows = sql.holds ? c.query(sql.holds, sql.lock ? [...holdIds, ...ownerParams, now] : [...holdIds], PREPARE) : none;
+  // Then the reads after the lock, in one statement, with their parameters in the order loadSql wrote them.
+  const params: (string | number)[] = [...holdIds];
+  if (sql.lock) params.push(...ownerParams, now);
+  params.push(...keys, ...keys);
+  if (sql.outbox) params.push(...outboxStateParams(ownerParams));
+  // Prepared by the length of its longest key list, not its parameter count (see QueryOptions.longestList).
+  const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
+  const readRows = sql.reads ? c.query(sql.reads, params, { prepare: true, longestList }) : none;
   const chargeRows = sql.charges ? c.query(sql.charges, [...chargeIds], PREPARE) : none;
-  const idemRows = sql.idem ? c.query(sql.idem, [...keys, ...keys], PREPARE) : none;
-  const outboxRows = sql.outbox ? c.query(sql.outbox, [...ownerParams, OUTBOX_SETTINGS_KEY], PREPARE) : none;
-  const [lockedRows, loadedHolds, loadedCharges, loadedIdem, outboxState] = await Promise.all([customerRows, holdRows, chargeRows, idemRows, outboxRows]);
+  const [lockedRows, afterLock, loadedCharges] = await Promise.all([customerRows, readRows, chargeRows]);
+  const read = splitReads(afterLock);
 
   const customers = new Map<string, CustomerRow>();
   for (const r of lockedRows) customers.set(String(r.id), customerFromRow(r));
   const holds = new Map<string, HoldRow>();
-  for (const r of loadedHolds) {
+  const idem = new Map<string, IdemRow>();
+  for (const r of read.holds) {
     // A customer created after the lock was taken is not locked: its holds are left alone, as if never read.
     if (holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) holds.set(String(r.id), holdFromRow(r));
   }
   const charges = new Map<string, ChargeRow>();
   for (const r of loadedCharges) charges.set(String(r.id), chargeFromRow(r));
-  const idem = new Map<string, IdemRow>();
-  for (const r of loadedIdem) {
+  for (const r of read.idem) {
     const operation = String(r.operation);
     // Only a replay reads these back: what is written is a new key's row, built in applyOne.
     idem.set(String(r.key), {
@@ -265,7 +209,7 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
   }
   const lastSeq = lockedRows[0] && lockedRows[0].last_seq_ !== undefined ? Number(lockedRows[0].last_seq_) : null;
-  return { customers, holds, charges, idem, periodSpend, outboxState: sql.outbox ? outboxState : null, lastSeq };
+  return { customers, holds, charges, idem, periodSpend, outboxState: sql.outbox ? read.outbox : null, lastSeq };
 }
 
 interface Loaded extends LoadedRows {

@@ -13,6 +13,12 @@ export interface QueryOptions {
    * may keep it prepared on the connection. `write` marks an INSERT/upsert.
    */
   readonly prepare?: true | 'write';
+  /**
+   * For a lookup: the longest key list it carries, when it carries several
+   * (its parameter count would overstate it). A dialect may prepare only
+   * lookups by short lists (PostgreSQL: a generic plan made for a long list).
+   */
+  readonly longestList?: number;
 }
 
 export interface SqlConnection {

@@ -85,6 +85,11 @@ export function outboxStateSql(customersSql: string): string {
       WHERE s.key = ?`;
 }
 
+/** outboxStateSql's parameters for the same customers (batch-reads.ts). */
+export function outboxStateParams(customers: readonly string[]): string[] {
+  return [...customers, OUTBOX_SETTINGS_KEY];
+}
+
 /** The operations whose entries may owe Stripe a meter event: a batch with one of them loads the outbox state. */
 export const METERED_OPERATIONS: ReadonlySet<string> = new Set(['settle', 'charge', 'refund']);
 
