@@ -28,6 +28,13 @@ pg.Client.prototype.query = function (config, values, callback) {
   const head = String(text).replace(/\s+/g, ' ').slice(0, 60);
   texts.set(head, (texts.get(head) ?? 0) + 1);
   const done = () => void inFlight--;
+  // A statement answers through its callback (the ledger's) or its promise.
+  const wrap = (fn) => (...args) => {
+    done();
+    return fn(...args);
+  };
+  if (typeof callback === 'function') return original.call(this, config, values, wrap(callback));
+  if (typeof values === 'function') return original.call(this, config, wrap(values));
   const r = original.call(this, config, values, callback);
   if (r && typeof r.then === 'function') r.then(done, done);
   return r;

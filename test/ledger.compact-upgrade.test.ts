@@ -9,9 +9,15 @@ import { openLedger } from '../src/ledger/open';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
 import { parseUsd } from '../src/money';
 
-const LEDGER_TABLES = ['billing_customers', 'billing_entries', 'billing_holds', 'billing_charges', 'billing_idempotency', 'billing_audit', 'billing_rate_cards'];
+const SAME_SHAPE_TABLES = ['billing_customers', 'billing_holds', 'billing_charges', 'billing_rate_cards'];
+const V4_ENTRY_COLUMNS = 'seq, id, customer_id, type, amount, held_delta, balance_after, hold_id, charge_id, idempotency_key, actor, rate_card_version, charge_type, quantity, memo, created_at';
+const OPERATION = "CASE type WHEN 'topup' THEN 'topUp' ELSE type END";
 
-/** A schema-4 database (as released before step 5) holding exactly the rows `source` holds. */
+/**
+ * A schema-4 database (as released before step 5) holding exactly what `source` holds: since step 6
+ * (fold-rows.ts) an operation's idempotency result and audit line are in its entry, where schema 4
+ * kept them in rows of their own.
+ */
 function schema4Copy(source: string, target: string): void {
   const db = new Database(target);
   db.exec('PRAGMA journal_mode = WAL');
@@ -22,7 +28,15 @@ function schema4Copy(source: string, target: string): void {
     db.prepare('INSERT INTO billing_schema_migrations VALUES (?, ?, 0)').run(m.version, m.name);
   }
   db.prepare('ATTACH DATABASE ? AS src').run(source);
-  for (const t of LEDGER_TABLES) db.exec(`INSERT INTO main.${t} SELECT * FROM src.${t}`);
+  for (const t of SAME_SHAPE_TABLES) db.exec(`INSERT INTO main.${t} SELECT * FROM src.${t}`);
+  db.exec(`INSERT INTO main.billing_entries SELECT ${V4_ENTRY_COLUMNS} FROM src.billing_entries`);
+  db.exec(`INSERT INTO main.billing_idempotency (key, operation, fingerprint, customer_id, result, created_at)
+    SELECT key, operation, fingerprint, customer_id, result, created_at FROM src.billing_idempotency
+    UNION ALL SELECT idempotency_key, ${OPERATION}, fingerprint, customer_id, result, created_at FROM src.billing_entries WHERE fingerprint IS NOT NULL`);
+  db.exec(`INSERT INTO main.billing_audit SELECT * FROM (
+    SELECT seq, at, actor, operation, idempotency_key, customer_id, rate_card_version, details FROM src.billing_audit
+    UNION ALL SELECT seq, created_at, actor, ${OPERATION}, idempotency_key, customer_id, rate_card_version, audit_details FROM src.billing_entries WHERE audit_details IS NOT NULL
+  ) ORDER BY seq`);
   // AUTOINCREMENT's counters, as schema 4 kept them.
   db.exec("INSERT INTO sqlite_sequence (name, seq) SELECT 'billing_entries', MAX(seq) FROM billing_entries");
   db.exec("INSERT INTO sqlite_sequence (name, seq) SELECT 'billing_audit', MAX(seq) FROM billing_audit");
@@ -34,7 +48,7 @@ async function history(l: SqlLedger) {
   return { statement: await l.statement('u1'), audit: await l.audit(), balance: await l.balance('u1'), invariants: await l.checkInvariants() };
 }
 
-describe('schema step 5 upgrades an existing SQLite ledger in place', () => {
+describe('schema steps 5 and 6 upgrade an existing SQLite ledger in place', () => {
   it('keeps every row, seq and stored result; replays and conflicts behave as before, also after a restart', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-compact-'));
     const sourceFile = path.join(dir, 'source.sqlite');
@@ -59,7 +73,7 @@ describe('schema step 5 upgrades an existing SQLite ledger in place', () => {
 
     const raw = new Database(upgradedFile, { readonly: true });
     const versions = raw.prepare('SELECT version FROM billing_schema_migrations ORDER BY version').all() as Array<{ version: number }>;
-    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6]);
     const sql = Object.fromEntries((raw.prepare("SELECT name, sql FROM sqlite_master WHERE name LIKE 'billing_%'").all() as Array<{ name: string; sql: string }>).map((r) => [r.name, r.sql]));
     expect(sql.billing_holds).toMatch(/WITHOUT ROWID$/);
     expect(sql.billing_charges).toMatch(/WITHOUT ROWID$/);
@@ -67,6 +81,10 @@ describe('schema step 5 upgrades an existing SQLite ledger in place', () => {
     expect(sql.billing_holds_pending).toBeDefined();
     expect(sql.billing_holds_open).toBeUndefined();
     expect(sql.billing_holds_customer).toBeUndefined();
+    expect(sql.billing_entries).toMatch(/fingerprint TEXT, result TEXT, audit_details TEXT\)$/);
+    expect(sql.billing_entries_key).toMatch(/UNIQUE INDEX billing_entries_key ON billing_entries \(idempotency_key\)/);
+    // The upgrade moved nothing: results and audit lines written before stay in their own tables.
+    expect(raw.prepare('SELECT COUNT(*) AS n FROM billing_entries WHERE fingerprint IS NOT NULL OR audit_details IS NOT NULL').get()).toEqual({ n: 0 });
     raw.close();
 
     // Replays return the stored results; the same key with other content is still a conflict.

@@ -4,7 +4,7 @@ import { formatUsd, MAX_AMOUNT } from '../money';
 import { periodContaining } from '../period';
 import { budgetStateAt, currentBudgetPeriod } from './budget-period';
 import type { Op } from './batch';
-import { type AuditRow, type ChargeRow, type CustomerRow, customerOut, type EntryRow, type HoldRow, iso, publicCharge, publicHold } from './rows';
+import { type AuditRow, type BatchAudit, type ChargeRow, type CustomerRow, customerOut, type EntryRow, type HoldRow, type IdemRow, iso, publicCharge, publicHold } from './rows';
 import type { Customer, Refund, TopUp } from './types';
 
 /**
@@ -13,16 +13,6 @@ import type { Customer, Refund, TopUp } from './types';
  * (APPLY); the shared rules (journal entry, budget, expiry) are methods of
  * BatchState, written once.
  */
-
-/** A stored idempotent result. */
-export interface IdemRow {
-  key: string;
-  operation: string;
-  fingerprint: string;
-  customerId: string | null;
-  result: string;
-  createdAt: number;
-}
 
 /** What `loadRows` read (customers locked) for one batch. */
 export interface LoadedRows {
@@ -74,7 +64,7 @@ export class BatchState {
   readonly dirtyCharges = new Set<string>();
   readonly newEntries: EntryRow[] = [];
   readonly newIdem: IdemRow[] = [];
-  readonly newAudit: AuditRow[] = [];
+  readonly newAudit: BatchAudit[] = [];
   readonly expiredBy = new Map<string, number>();
 
   constructor(
@@ -88,7 +78,7 @@ export class BatchState {
     this.periodSpend = rows.periodSpend;
   }
 
-  entry(cust: CustomerRow, e: Omit<EntryRow, 'id' | 'customerId' | 'balanceAfter' | 'createdAt'>): EntryRow {
+  entry(cust: CustomerRow, e: Omit<EntryRow, 'id' | 'customerId' | 'balanceAfter' | 'createdAt' | 'fingerprint' | 'result' | 'auditDetails'>): EntryRow {
     cust.balance += e.amount;
     cust.held += e.heldDelta;
     cust.updatedAt = this.now;
@@ -97,14 +87,17 @@ export class BatchState {
     const row: EntryRow = {
       id: newId('ent'), customerId: cust.id, type: e.type, amount: e.amount, heldDelta: e.heldDelta, balanceAfter: cust.balance,
       holdId: e.holdId, chargeId: e.chargeId, idempotencyKey: e.idempotencyKey, actor: e.actor, rateCardVersion: e.rateCardVersion,
-      chargeType: e.chargeType, quantity: e.quantity, memo: e.memo, createdAt: this.now,
+      chargeType: e.chargeType, quantity: e.quantity, memo: e.memo, createdAt: this.now, fingerprint: null, result: null, auditDetails: null,
     };
     this.newEntries.push(row);
     return row;
   }
 
-  audit(a: Omit<AuditRow, 'at'>): void {
-    this.newAudit.push({ ...a, at: this.now });
+  /** An audit line; a journal operation passes its entry (batch.ts may keep the line in it). */
+  audit(a: Omit<AuditRow, 'at'>, entry: EntryRow | null = null): void {
+    this.newAudit.push({
+      at: this.now, actor: a.actor, operation: a.operation, idempotencyKey: a.idempotencyKey, customerId: a.customerId, rateCardVersion: a.rateCardVersion, details: a.details, entry,
+    });
   }
 
   customerOf(id: string): CustomerRow {
@@ -163,11 +156,11 @@ export class BatchState {
       const cust = this.customers.get(h.customerId)!;
       h.status = 'expired';
       this.dirtyHolds.add(h.id);
-      this.entry(cust, {
+      const e = this.entry(cust, {
         type: 'expire', amount: 0n, heldDelta: -h.amount, holdId: h.id, chargeId: null, idempotencyKey: null,
         actor: 'system', rateCardVersion: h.rateCardVersion, chargeType: h.chargeType, quantity: h.quantity, memo: 'hold expired',
       });
-      this.audit({ actor: 'system', operation: 'expire', idempotencyKey: null, customerId: cust.id, rateCardVersion: h.rateCardVersion, details: { holdId: h.id, amountUsd: formatUsd(h.amount) } });
+      this.audit({ actor: 'system', operation: 'expire', idempotencyKey: null, customerId: cust.id, rateCardVersion: h.rateCardVersion, details: { holdId: h.id, amountUsd: formatUsd(h.amount) } }, e);
       this.expiredBy.set(cust.id, (this.expiredBy.get(cust.id) ?? 0) + 1);
     }
   }
@@ -234,7 +227,7 @@ function topUp(s: BatchState, op: OpOf<'topUp'>): unknown {
     actor: op.actor, rateCardVersion: null, chargeType: null, quantity: null, memo: op.memo,
   });
   const out: TopUp = { id: e.id, customerId: cust.id, amount: op.amount, balanceAfter: cust.balance, createdAt: iso(s.now) };
-  s.audit({ actor: op.actor, operation: 'topUp', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: null, details: { amountUsd: formatUsd(op.amount), memo: op.memo } });
+  s.audit({ actor: op.actor, operation: 'topUp', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: null, details: { amountUsd: formatUsd(op.amount), memo: op.memo } }, e);
   return out;
 }
 
@@ -250,11 +243,11 @@ function hold(s: BatchState, op: OpOf<'hold'>): unknown {
   };
   s.holds.set(h.id, h);
   s.dirtyHolds.add(h.id);
-  s.entry(cust, {
+  const e = s.entry(cust, {
     type: 'hold', amount: 0n, heldDelta: op.amount, holdId: h.id, chargeId: null, idempotencyKey: op.key, actor: op.actor,
     rateCardVersion: h.rateCardVersion, chargeType: h.chargeType, quantity: h.quantity, memo: null,
   });
-  s.audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: h.rateCardVersion, details: { holdId: h.id, amountUsd: formatUsd(op.amount), expiresAt: iso(h.expiresAt) } });
+  s.audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: h.rateCardVersion, details: { holdId: h.id, amountUsd: formatUsd(op.amount), expiresAt: iso(h.expiresAt) } }, e);
   return publicHold(h);
 }
 
@@ -265,11 +258,11 @@ function addToHold(s: BatchState, op: OpOf<'hold'>, cust: CustomerRow, holdId: s
   into.amount += op.amount;
   if (s.now + op.ttlMs > into.expiresAt) into.expiresAt = s.now + op.ttlMs;
   s.dirtyHolds.add(into.id);
-  s.entry(cust, {
+  const e = s.entry(cust, {
     type: 'hold', amount: 0n, heldDelta: op.amount, holdId: into.id, chargeId: null, idempotencyKey: op.key, actor: op.actor,
     rateCardVersion: op.priced.rateCardVersion ?? into.rateCardVersion, chargeType: op.priced.chargeType ?? into.chargeType, quantity: op.priced.quantity, memo: 'added to the hold',
   });
-  s.audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: into.rateCardVersion, details: { holdId: into.id, addedUsd: formatUsd(op.amount), amountUsd: formatUsd(into.amount), expiresAt: iso(into.expiresAt) } });
+  s.audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: into.rateCardVersion, details: { holdId: into.id, addedUsd: formatUsd(op.amount), amountUsd: formatUsd(into.amount), expiresAt: iso(into.expiresAt) } }, e);
   return { ...publicHold(into), availableAfter: s.available(cust) };
 }
 
@@ -287,7 +280,7 @@ function settle(s: BatchState, op: OpOf<'settle'>): unknown {
     chargeType: op.priced.chargeType ?? h.chargeType, quantity: op.priced.quantity ?? h.quantity,
     rateCardVersion: op.priced.rateCardVersion ?? h.rateCardVersion, createdAt: s.now, balanceAfter: 0n, metadata: op.priced.metadata ?? {},
   };
-  s.entry(cust, {
+  const e = s.entry(cust, {
     type: 'settle', amount: -collected, heldDelta: -freed, holdId: h.id, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
     rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: ch.quantity,
     memo: ch.shortfall > 0n ? `shortfall ${formatUsd(ch.shortfall)}` : null,
@@ -301,7 +294,7 @@ function settle(s: BatchState, op: OpOf<'settle'>): unknown {
   s.dirtyHolds.add(h.id);
   s.charges.set(ch.id, ch);
   s.dirtyCharges.add(ch.id);
-  s.audit({ actor: op.actor, operation: 'settle', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { holdId: h.id, chargeId: ch.id, heldUsd: formatUsd(h.amount), amountUsd: formatUsd(collected), shortfallUsd: formatUsd(ch.shortfall) } });
+  s.audit({ actor: op.actor, operation: 'settle', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { holdId: h.id, chargeId: ch.id, heldUsd: formatUsd(h.amount), amountUsd: formatUsd(collected), shortfallUsd: formatUsd(ch.shortfall) } }, e);
   return publicCharge(ch);
 }
 
@@ -314,11 +307,11 @@ function release(s: BatchState, op: OpOf<'release'>): unknown {
   const cust = s.customerOf(pending.customerId);
   pending.status = 'released';
   s.dirtyHolds.add(pending.id);
-  s.entry(cust, {
+  const e = s.entry(cust, {
     type: 'release', amount: 0n, heldDelta: -pending.amount, holdId: pending.id, chargeId: null, idempotencyKey: op.key, actor: op.actor,
     rateCardVersion: pending.rateCardVersion, chargeType: pending.chargeType, quantity: pending.quantity, memo: null,
   });
-  s.audit({ actor: op.actor, operation: 'release', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: pending.rateCardVersion, details: { holdId: pending.id, amountUsd: formatUsd(pending.amount) } });
+  s.audit({ actor: op.actor, operation: 'release', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: pending.rateCardVersion, details: { holdId: pending.id, amountUsd: formatUsd(pending.amount) } }, e);
   return publicHold(pending);
 }
 
@@ -331,7 +324,7 @@ function charge(s: BatchState, op: OpOf<'charge'>): unknown {
     chargeType: op.priced.chargeType, quantity: op.priced.quantity, rateCardVersion: op.priced.rateCardVersion,
     createdAt: s.now, balanceAfter: 0n, metadata: op.priced.metadata,
   };
-  s.entry(cust, {
+  const e = s.entry(cust, {
     type: 'charge', amount: -op.amount, heldDelta: 0n, holdId: null, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
     rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: ch.quantity, memo: null,
   });
@@ -339,7 +332,7 @@ function charge(s: BatchState, op: OpOf<'charge'>): unknown {
   s.addSpend(cust, op.amount, s.now);
   s.charges.set(ch.id, ch);
   s.dirtyCharges.add(ch.id);
-  s.audit({ actor: op.actor, operation: 'charge', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { chargeId: ch.id, chargeType: ch.chargeType, quantity: ch.quantity, amountUsd: formatUsd(op.amount) } });
+  s.audit({ actor: op.actor, operation: 'charge', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { chargeId: ch.id, chargeType: ch.chargeType, quantity: ch.quantity, amountUsd: formatUsd(op.amount) } }, e);
   return publicCharge(ch);
 }
 
@@ -365,7 +358,7 @@ function refund(s: BatchState, op: OpOf<'refund'>): unknown {
     type: 'refund', amount, heldDelta: 0n, holdId: null, chargeId: ch.id, idempotencyKey: op.key, actor: op.actor,
     rateCardVersion: ch.rateCardVersion, chargeType: ch.chargeType, quantity: null, memo: op.reason,
   });
-  s.audit({ actor: op.actor, operation: 'refund', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { chargeId: ch.id, amountUsd: formatUsd(amount), reason: op.reason } });
+  s.audit({ actor: op.actor, operation: 'refund', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: ch.rateCardVersion, details: { chargeId: ch.id, amountUsd: formatUsd(amount), reason: op.reason } }, e);
   const out: Refund = { id: e.id, chargeId: ch.id, customerId: cust.id, amount, balanceAfter: cust.balance, createdAt: iso(s.now) };
   return out;
 }

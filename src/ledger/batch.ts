@@ -1,12 +1,16 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
-import { APPLY, BatchState, type IdemRow, type LoadedRows } from './batch-apply';
-import { type Dialect, placeholders, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
-import { METERED_OPERATIONS, outboxStateQuery, outboxWrites } from './outbox';
+import { APPLY, BatchState, type LoadedRows } from './batch-apply';
+import { loadSql, splitReads } from './batch-reads';
+import { type Dialect, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
+import { METERED_OPERATIONS, outboxStateParams, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
+  AUDIT_COLUMNS_SEQ,
   AUDIT_TABLE,
+  type BatchAudit,
   auditValues,
+  auditValuesSeq,
   CHARGE_COLUMNS,
   type ChargeRow,
   chargeFromRow,
@@ -18,12 +22,17 @@ import {
   decodeResult,
   encodeResult,
   ENTRY_COLUMNS,
+  ENTRY_COLUMNS_SEQ,
   entryValues,
+  entryValuesSeq,
   HOLD_COLUMNS,
   type HoldRow,
   holdFromRow,
   holdValues,
+  type IdemRow,
+  operationOfEntry,
 } from './rows';
+import { lastUsedSeq } from './within';
 
 /** Priced fields carried by holds, settles and charges. */
 export interface PricedFields {
@@ -55,6 +64,7 @@ const CUSTOMER_UPSERT = upsertClause('id', ['balance', 'held', 'updated_at', 'bu
 // A hold's amount and expiry change under a partial capture or an incremental hold.
 const HOLD_UPSERT = upsertClause('id', ['amount', 'status', 'expires_at', 'charge_id']);
 const CHARGE_UPSERT = upsertClause('id', ['refunded']);
+const IDEM_COLUMNS = ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'] as const;
 
 function fingerprint(op: Op): string {
   switch (op.kind) {
@@ -78,10 +88,6 @@ function fingerprint(op: Op): string {
 /** The batch's lookups recur with every operation: worth keeping prepared where the dialect can. */
 const PREPARE = { prepare: true } as const;
 
-function inList(n: number): string {
-  return `(${placeholders(n)})`;
-}
-
 /**
  * One write transaction applying many operations (group commit): load (rows
  * read and customers locked up front in a few round trips) → apply (every
@@ -94,11 +100,15 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
   const s = new BatchState(now, loaded);
   s.expireOverdue();
   const outcomes = ops.map((op) => applyOne(s, op));
-  await writeRows(d, c, s, loaded.outboxState);
+  await writeRows(d, c, s, loaded);
   return outcomes;
 }
 
-/** Idempotency around one operation: a replay returns the stored result, a new key stores this one's. */
+/**
+ * Idempotency around one operation: a replay returns the stored result, a new
+ * key stores this one's, in the operation's journal entry when it wrote one
+ * (fold-rows.ts), else in an idempotency row of its own.
+ */
 function applyOne(s: BatchState, op: Op): Outcome {
   const apply = APPLY[op.kind] as (s: BatchState, op: Op) => unknown;
   try {
@@ -109,12 +119,20 @@ function applyOne(s: BatchState, op: Op): Outcome {
       if (prior.operation !== op.kind || prior.fingerprint !== fp) throw new IdempotencyConflictError(op.key, op.kind);
       return { ok: true, value: decodeResult(prior.result) };
     }
+    const entriesBefore = s.newEntries.length;
     const value = apply(s, op);
     const row: IdemRow = {
       key: op.key, operation: op.kind, fingerprint: fp, customerId: customerIdOf(op, s.holds, s.charges), result: encodeResult(value), createdAt: s.now,
     };
     s.idem.set(op.key, row);
-    s.newIdem.push(row);
+    // An operation writes at most one entry, after the batch's expiries.
+    const entry = s.newEntries.length > entriesBefore ? s.newEntries[s.newEntries.length - 1]! : null;
+    if (entry) {
+      entry.fingerprint = fp;
+      entry.result = row.result;
+    } else {
+      s.newIdem.push(row);
+    }
     return { ok: true, value };
   } catch (e) {
     if (e instanceof BillingError) return { ok: false, error: e };
@@ -126,10 +144,10 @@ function applyOne(s: BatchState, op: Op): Outcome {
  * Reads every row the batch needs; customers are locked in sorted order. The
  * reads are issued together, without waiting for each other: a pipelining
  * dialect (PostgreSQL) sends them in one round trip. The server still runs
- * them in order, each with a fresh snapshot, so every read after the lock
- * sees what the lock's previous holder committed.
+ * them in order, the reads after the lock with a snapshot taken after it, so
+ * they see what the lock's previous holder committed.
  */
-async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<LoadedRows & { outboxState: readonly Row[] | null }> {
+async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<Loaded> {
   const holdIds = new Set<string>();
   const chargeIds = new Set<string>();
   const keys = new Set<string>();
@@ -144,63 +162,41 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     if (METERED_OPERATIONS.has(op.kind)) metering = true;
   }
 
+  // The statements' text depends only on the list lengths: built once per shape (batch-reads.ts).
+  const sql = loadSql(d, { customers: customerIds.size, holds: holdIds.size, charges: chargeIds.size, keys: keys.size, metering });
   // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
-  const owners: string[] = [];
-  const ownerParams: string[] = [];
-  if (customerIds.size) {
-    owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(customerIds.size)}`);
-    ownerParams.push(...customerIds);
-  }
-  if (holdIds.size) {
-    owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
-    ownerParams.push(...holdIds);
-  }
-  if (chargeIds.size) {
-    owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`);
-    ownerParams.push(...chargeIds);
-  }
-  const ownersSql = owners.join(' UNION ALL ');
+  const ownerParams = [...customerIds, ...holdIds, ...chargeIds];
   const none = Promise.resolve([] as Row[]);
-
   // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
-  const customerRows = owners.length ? c.query(`SELECT * FROM billing_customers WHERE id IN (${ownersSql}) ORDER BY id ${d.forUpdate}`, ownerParams, PREPARE) : none;
-  // Holds named by the operations, and the locked customers' overdue ones (expired by this batch).
-  // Arms of a UNION ALL rather than an OR, so each arm keeps its index (a row in both arms is read twice, kept once).
-  const holdArms: string[] = [];
-  const holdParams: (string | number)[] = [];
-  if (holdIds.size) {
-    holdArms.push(`SELECT * FROM billing_holds WHERE id IN ${inList(holdIds.size)}`);
-    holdParams.push(...holdIds);
-  }
-  if (owners.length) {
-    holdArms.push(`SELECT * FROM billing_holds WHERE customer_id IN (${ownersSql}) AND status = 'pending' AND expires_at <= ?`);
-    holdParams.push(...ownerParams, now);
-  }
-  const holdRows = holdArms.length ? c.query(holdArms.join(' UNION ALL '), holdParams, PREPARE) : none;
-  const chargeRows = chargeIds.size ? c.query(`SELECT * FROM billing_charges WHERE id IN ${inList(chargeIds.size)}`, [...chargeIds], PREPARE) : none;
-  const idemRows = keys.size ? c.query(`SELECT * FROM billing_idempotency WHERE key IN ${inList(keys.size)}`, [...keys], PREPARE) : none;
-  const outbox = metering && owners.length ? outboxStateQuery({ sql: ownersSql, params: ownerParams }) : null;
-  const outboxRows = outbox ? c.query(outbox.sql, outbox.params, PREPARE) : none;
-  const [lockedRows, loadedHolds, loadedCharges, loadedIdem, outboxState] = await Promise.all([customerRows, holdRows, chargeRows, idemRows, outboxRows]);
+  const customerRows = sql.lock ? c.query(sql.lock, ownerParams, PREPARE) : none;
+  // Then the reads after the lock, in one statement, with their parameters in the order loadSql wrote them.
+  const params: (string | number)[] = [...holdIds];
+  if (sql.lock) params.push(...ownerParams, now);
+  params.push(...keys, ...keys);
+  if (sql.outbox) params.push(...outboxStateParams(ownerParams));
+  // Prepared by the length of its longest key list, not its parameter count (see QueryOptions.longestList).
+  const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
+  const readRows = sql.reads ? c.query(sql.reads, params, { prepare: true, longestList }) : none;
+  const chargeRows = sql.charges ? c.query(sql.charges, [...chargeIds], PREPARE) : none;
+  const [lockedRows, afterLock, loadedCharges] = await Promise.all([customerRows, readRows, chargeRows]);
+  const read = splitReads(afterLock);
 
   const customers = new Map<string, CustomerRow>();
   for (const r of lockedRows) customers.set(String(r.id), customerFromRow(r));
   const holds = new Map<string, HoldRow>();
-  for (const r of loadedHolds) {
+  const idem = new Map<string, IdemRow>();
+  for (const r of read.holds) {
     // A customer created after the lock was taken is not locked: its holds are left alone, as if never read.
     if (holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) holds.set(String(r.id), holdFromRow(r));
   }
   const charges = new Map<string, ChargeRow>();
   for (const r of loadedCharges) charges.set(String(r.id), chargeFromRow(r));
-  const idem = new Map<string, IdemRow>();
-  for (const r of loadedIdem) {
+  for (const r of read.idem) {
+    const operation = String(r.operation);
+    // Only a replay reads these back: what is written is a new key's row, built in applyOne.
     idem.set(String(r.key), {
-      key: String(r.key),
-      operation: String(r.operation),
-      fingerprint: String(r.fingerprint),
-      customerId: r.customer_id === null ? null : String(r.customer_id),
-      result: String(r.result),
-      createdAt: Number(r.created_at),
+      key: String(r.key), operation: Number(r.journal) === 1 ? operationOfEntry(operation) : operation, fingerprint: String(r.fingerprint),
+      customerId: null, result: String(r.result), createdAt: 0,
     });
   }
 
@@ -212,14 +208,49 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
     const [row] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', [op.customerId, p.start]);
     periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
   }
-  return { customers, holds, charges, idem, periodSpend, outboxState: outbox ? outboxState : null };
+  const lastSeq = lockedRows[0] && lockedRows[0].last_seq_ !== undefined ? Number(lockedRows[0].last_seq_) : null;
+  return { customers, holds, charges, idem, periodSpend, outboxState: sql.outbox ? read.outbox : null, lastSeq };
+}
+
+interface Loaded extends LoadedRows {
+  readonly outboxState: readonly Row[] | null;
+  /** `Dialect.explicitSeq`: the last number an entry or audit line took, when the lock read it (null: no customer row). */
+  readonly lastSeq: number | null;
+}
+
+/**
+ * Whether every audit line of the batch can be kept in its entry: each
+ * belongs to a journal operation, and says nothing its entry does not
+ * (fold-rows.ts). A batch with any other line (a new customer, a budget, an
+ * incremental hold on another rate card) writes all its lines to
+ * billing_audit instead, so the lines keep their order in one numbering
+ * whichever way the database numbers the two tables.
+ */
+function foldsAudit(lines: readonly BatchAudit[]): boolean {
+  for (const a of lines) {
+    const e = a.entry;
+    if (
+      e === null || a.at !== e.createdAt || a.actor !== e.actor || a.idempotencyKey !== e.idempotencyKey || a.customerId !== e.customerId ||
+      a.rateCardVersion !== e.rateCardVersion || a.operation !== operationOfEntry(e.type)
+    ) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Writes what the batch changed, plus the Stripe outbox rows its entries owe. */
-async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, outboxState: readonly Row[] | null): Promise<void> {
+async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, loaded: Loaded): Promise<void> {
   const { customers, holds, charges, createdCustomers, dirtyCustomers, dirtyHolds, dirtyCharges, newEntries, newIdem, newAudit, now } = s;
   // Meter events owed to Stripe, in this same transaction as their entries (see outbox.ts).
-  const outbox = outboxWrites(outboxState, newEntries, now);
+  const outbox = outboxWrites(loaded.outboxState, newEntries, now);
+  const fold = foldsAudit(newAudit);
+  if (fold) for (const a of newAudit) a.entry!.auditDetails = JSON.stringify(a.details);
+  // Numbered here (SQLite) or by the database's one sequence (PostgreSQL): entries first, then the batch's lines in billing_audit.
+  let seq = d.explicitSeq && (newEntries.length > 0 || !fold) ? (loaded.lastSeq ?? (await lastUsedSeq(c))) : 0;
+  const entryRows = d.explicitSeq ? newEntries.map((e) => entryValuesSeq(e, ++seq)) : newEntries.map(entryValues);
+  const auditLines = fold ? [] : newAudit;
+  const auditRows = d.explicitSeq ? auditLines.map((a) => auditValuesSeq(a, ++seq)) : auditLines.map(auditValues);
 
   await writeTables(c, d, [
     // A plain INSERT: if another process created the customer after this batch looked (its row was
@@ -234,17 +265,13 @@ async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, outboxStat
     },
     { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: HOLD_UPSERT },
     { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: CHARGE_UPSERT },
-    { table: 'billing_entries', columns: ENTRY_COLUMNS, rows: newEntries.map(entryValues) },
+    { table: 'billing_entries', columns: d.explicitSeq ? ENTRY_COLUMNS_SEQ : ENTRY_COLUMNS, rows: entryRows },
     {
       table: 'billing_idempotency',
-      columns: ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'],
+      columns: IDEM_COLUMNS,
       rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]),
     },
-    {
-      table: AUDIT_TABLE,
-      columns: AUDIT_COLUMNS,
-      rows: newAudit.map(auditValues),
-    },
+    { table: AUDIT_TABLE, columns: d.explicitSeq ? AUDIT_COLUMNS_SEQ : AUDIT_COLUMNS, rows: auditRows },
     ...outbox,
   ]);
 }

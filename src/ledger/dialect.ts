@@ -13,6 +13,12 @@ export interface QueryOptions {
    * may keep it prepared on the connection. `write` marks an INSERT/upsert.
    */
   readonly prepare?: true | 'write';
+  /**
+   * For a lookup: the longest key list it carries, when it carries several
+   * (its parameter count would overstate it). A dialect may prepare only
+   * lookups by short lists (PostgreSQL: a generic plan made for a long list).
+   */
+  readonly longestList?: number;
 }
 
 export interface SqlConnection {
@@ -33,6 +39,13 @@ export interface Dialect {
    * (` WITHOUT ROWID`), one b-tree written per row instead of two.
    */
   readonly withoutRowid?: string;
+  /**
+   * Set where the writer numbers journal entries and audit lines itself from
+   * max(seq) (SQLite: one writer at a time, and an INTEGER PRIMARY KEY counts
+   * per table); unset where both tables draw from one sequence (PostgreSQL).
+   * See fold-rows.ts.
+   */
+  readonly explicitSeq?: true;
   /** Largest number of bound parameters one statement may carry. */
   readonly maxParams: number;
   /** Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. */
@@ -78,16 +91,27 @@ export function placeholders(n: number): string {
   return out;
 }
 
-const insertCache = new Map<string, string>();
-/** The SQL of a multi-row INSERT, built once per table, shape and row count, so prepared statements are found by an interned string. */
+/**
+ * The SQL of a multi-row INSERT, built once per column list, table, conflict
+ * clause and row count, so prepared statements are found by the same string.
+ * Looked up by the column array's identity and the (constant) table and
+ * clause strings, whose hashes V8 keeps: no key string is built per call.
+ * Kept for up to 64 rows.
+ */
+const insertCache = new WeakMap<readonly string[], Map<string, Map<string, string[]>>>();
 function insertSql(table: string, columns: readonly string[], rowCount: number, onConflict: string): string {
-  const k = `${table}\u0000${columns.length}\u0000${rowCount}\u0000${onConflict}`;
-  let sql = insertCache.get(k);
+  let byTable = insertCache.get(columns);
+  if (byTable === undefined) insertCache.set(columns, (byTable = new Map()));
+  let byClause = byTable.get(table);
+  if (byClause === undefined) byTable.set(table, (byClause = new Map()));
+  let byCount = byClause.get(onConflict);
+  if (byCount === undefined) byClause.set(onConflict, (byCount = []));
+  let sql = byCount[rowCount];
   if (sql === undefined) {
     const tuple = `(${placeholders(columns.length)})`;
     sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${Array.from({ length: rowCount }, () => tuple).join(', ')} ${onConflict}`;
-    if (insertCache.size > 2000) insertCache.clear();
-    insertCache.set(k, sql);
+    // Larger statements are rare and long; their own rows cost far more than building the text again.
+    if (rowCount <= 64) byCount[rowCount] = sql;
   }
   return sql;
 }

@@ -31,6 +31,7 @@ export interface OutboxSettings {
 
 export const DEFAULT_OUTBOX_SETTINGS: OutboxSettings = { enabled: true, eventName: 'flowise_billing_usage', perChargeType: false };
 
+const METER_STATE_COLUMNS = ['customer_id', 'event_name', 'nanos_total'] as const;
 export const OUTBOX_COLUMNS = [
   'id', 'entry_id', 'customer_id', 'event_name', 'kind', 'charge_id', 'amount_nanos', 'value', 'occurred_at',
   'status', 'attempts', 'next_attempt_at', 'agg_id', 'last_error', 'delivered_at', 'created_at',
@@ -72,18 +73,21 @@ export function parseOutboxSettings(text: string): OutboxSettings {
 
 /**
  * The read the outbox needs for a batch: its settings and the running totals
- * of the customers the batch may charge (`customers`: SQL selecting their
- * ids). batch.ts sends it with the batch's other reads, in the same round
- * trip; the totals are written only by batches holding the customer's lock.
+ * of the customers the batch may charge (`customersSql` selects their ids;
+ * its parameters come first, then OUTBOX_SETTINGS_KEY). batch.ts sends it
+ * with the batch's other reads, in the same round trip; the totals are
+ * written only by batches holding the customer's lock.
  */
-export function outboxStateQuery(customers: { sql: string; params: readonly string[] }): { sql: string; params: string[] } {
-  return {
-    sql: `SELECT s.value AS settings, m.customer_id, m.event_name, m.nanos_total
+export function outboxStateSql(customersSql: string): string {
+  return `SELECT s.value AS settings, m.customer_id, m.event_name, m.nanos_total
        FROM billing_stripe_settings s
-       LEFT JOIN billing_stripe_meter_state m ON m.customer_id IN (${customers.sql})
-      WHERE s.key = ?`,
-    params: [...customers.params, OUTBOX_SETTINGS_KEY],
-  };
+       LEFT JOIN billing_stripe_meter_state m ON m.customer_id IN (${customersSql})
+      WHERE s.key = ?`;
+}
+
+/** outboxStateSql's parameters for the same customers (batch-reads.ts). */
+export function outboxStateParams(customers: readonly string[]): string[] {
+  return [...customers, OUTBOX_SETTINGS_KEY];
 }
 
 /** The operations whose entries may owe Stripe a meter event: a batch with one of them loads the outbox state. */
@@ -91,7 +95,7 @@ export const METERED_OPERATIONS: ReadonlySet<string> = new Set(['settle', 'charg
 
 /**
  * The writes that put this batch's metered entries into the outbox, from the
- * rows of `outboxStateQuery`: two table writes for the whole batch, never a
+ * rows of `outboxStateSql`: two table writes for the whole batch, never a
  * round trip per operation. Returns [] when the outbox is off.
  */
 export function outboxWrites(state: readonly Row[] | null, entries: readonly EntryRow[], now: number): TableWrite[] {
@@ -129,7 +133,7 @@ export function outboxWrites(state: readonly Row[] | null, entries: readonly Ent
   return [
     {
       table: 'billing_stripe_meter_state',
-      columns: ['customer_id', 'event_name', 'nanos_total'],
+      columns: METER_STATE_COLUMNS,
       rows: [...touched].map((k) => {
         const [customerId, eventName] = k.split('\u0000') as [string, string];
         return [customerId, eventName, totals.get(k)!];

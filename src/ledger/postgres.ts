@@ -1,25 +1,13 @@
 import type { PoolClient, QueryResult } from 'pg';
 import { ValidationError } from '../errors';
+import { cteSql, toPg } from './pg-sql';
 import { redactUrl } from './redact';
-import { type Dialect, insertRows, placeholders, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
+import { type Dialect, insertRows, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 
 export interface PostgresOptions {
   /** postgres://user:pass@host:port/db[?schema=name]; `schema` puts the ledger's tables in that schema. */
   readonly url: string;
   readonly poolSize?: number;
-}
-
-const numbered = new Map<string, string>();
-/** `?` → `$1, $2, …` (the ledger's SQL never has `?` inside literals). */
-function toPg(sql: string): string {
-  let out = numbered.get(sql);
-  if (out === undefined) {
-    let i = 0;
-    out = sql.replace(/\?/g, () => `$${++i}`);
-    if (numbered.size > 2000) numbered.clear();
-    numbered.set(sql, out);
-  }
-  return out;
 }
 
 /**
@@ -105,9 +93,17 @@ class PgConnection implements SqlConnection {
       });
     }
     const text = toPg(sql);
-    const limit = opts?.prepare === 'write' ? MAX_NAMED_WRITE_PARAMS : MAX_NAMED_LOOKUP_PARAMS;
-    const name = opts?.prepare && params.length && params.length <= limit ? statementName(text) : undefined;
-    return name ? this.client.query({ name, text, values: values(params) }) : this.client.query(text, values(params));
+    const named =
+      opts?.prepare === 'write'
+        ? params.length <= MAX_NAMED_WRITE_PARAMS
+        : opts?.prepare === true && (opts.longestList ?? params.length) <= MAX_NAMED_LOOKUP_PARAMS && params.length <= MAX_NAMED_WRITE_PARAMS;
+    const name = named && params.length ? statementName(text) : undefined;
+    // A callback rather than the driver's promise: one promise per statement instead of two.
+    return new Promise<QueryResult>((resolve, reject) => {
+      const done = (e: Error | null, r: QueryResult) => (e ? reject(e) : resolve(r));
+      if (name) this.client.query({ name, text, values: values(params) }, done);
+      else this.client.query(text, values(params), done);
+    });
   }
 
   /** Writes a statement queued behind the unanswered ones: its result is theirs first (see the class comment). */
@@ -191,13 +187,10 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
     for (const w of writes) await insertRows(c, { maxParams: MAX_PARAMS } as Dialect, w.table, w.columns, w.rows, w.onConflict);
     return;
   }
-  const tuple = (n: number) => `(${placeholders(n)})`;
-  const parts = writes.map(
-    (w, i) =>
-      `w${i} AS (INSERT INTO ${w.table} (${w.columns.join(', ')}) VALUES ${w.rows.map(() => tuple(w.columns.length)).join(', ')} ${w.onConflict ?? ''} RETURNING 1)`,
-  );
-  const sql = `WITH ${parts.join(',\n')} SELECT 1`;
-  const all = writes.flatMap((w) => w.rows.flat());
+  const sql = cteSql(writes);
+  const all = new Array<SqlValue>(params);
+  let i = 0;
+  for (const w of writes) for (const row of w.rows) for (const v of row) all[i++] = typeof v === 'bigint' ? v.toString() : v;
   // An INSERT … ON CONFLICT finds rows only through its unique indexes: a generic plan is always right.
   if (c instanceof PgConnection) c.send(sql, all, { prepare: 'write' });
   else await c.run(sql, all);

@@ -1,7 +1,8 @@
 import { BillingError, ValidationError } from '../errors';
 import { defaultRateCard, parseRateCard, type RateCard } from '../pricing/ratecard';
-import { type Dialect, insertRows, type Row, type SqlConnection } from './dialect';
-import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, iso } from './rows';
+import type { Dialect, Row, SqlConnection } from './dialect';
+import { iso } from './rows';
+import { appendAudit } from './within';
 import type { RateCardRecord } from './types';
 
 const RATE_CARD_CACHE_MS = 2_000;
@@ -119,8 +120,8 @@ export class RateCards {
   }
 
   private async auditRow(c: SqlConnection, who: string | undefined, operation: string, version: string | null, details: Record<string, unknown>) {
-    await insertRows(c, this.io.dialect, AUDIT_TABLE, AUDIT_COLUMNS, [
-      auditValues({
+    await appendAudit(c, this.io.dialect, [
+      {
         at: this.io.clock(),
         actor: who ?? this.io.actor,
         operation,
@@ -128,7 +129,7 @@ export class RateCards {
         customerId: null,
         rateCardVersion: version,
         details,
-      }),
+      },
     ]);
   }
 }

@@ -63,6 +63,11 @@ export interface EntryRow {
   quantity: string | null;
   memo: string | null;
   createdAt: number;
+  /** The operation's idempotency record (fold-rows.ts): set when the batch writes the entry, null on an expiry. */
+  fingerprint: string | null;
+  result: string | null;
+  /** The operation's audit line, when the batch folds it into the entry (batch.ts); else the line is in billing_audit. */
+  auditDetails: string | null;
 }
 
 const big = (v: unknown): bigint => BigInt(v as string | number | bigint);
@@ -189,11 +194,28 @@ export const chargeValues = (c: ChargeRow): SqlValue[] => [
 export const ENTRY_COLUMNS = [
   'id', 'customer_id', 'type', 'amount', 'held_delta', 'balance_after', 'hold_id', 'charge_id',
   'idempotency_key', 'actor', 'rate_card_version', 'charge_type', 'quantity', 'memo', 'created_at',
+  'fingerprint', 'result', 'audit_details',
 ] as const;
+/** The same, numbered by the writer (`Dialect.explicitSeq`). */
+export const ENTRY_COLUMNS_SEQ = ['seq', ...ENTRY_COLUMNS] as const;
 export const entryValues = (e: EntryRow): SqlValue[] => [
   e.id, e.customerId, e.type, e.amount, e.heldDelta, e.balanceAfter, e.holdId, e.chargeId,
   e.idempotencyKey, e.actor, e.rateCardVersion, e.chargeType, e.quantity, e.memo, e.createdAt,
+  e.fingerprint, e.result, e.auditDetails,
 ];
+export const entryValuesSeq = (e: EntryRow, seq: number): SqlValue[] => [
+  seq, e.id, e.customerId, e.type, e.amount, e.heldDelta, e.balanceAfter, e.holdId, e.chargeId,
+  e.idempotencyKey, e.actor, e.rateCardVersion, e.chargeType, e.quantity, e.memo, e.createdAt,
+  e.fingerprint, e.result, e.auditDetails,
+];
+
+/**
+ * The idempotency operation, and audit operation, an entry's type stands for
+ * (one operation kind per entry type; a top-up's kind is spelled topUp).
+ */
+export function operationOfEntry(type: string): string {
+  return type === 'topup' ? 'topUp' : type;
+}
 
 export function publicHold(h: HoldRow): Hold {
   return {
@@ -228,6 +250,21 @@ export function publicCharge(c: ChargeRow): Charge {
   };
 }
 
+/** A stored idempotent result. */
+export interface IdemRow {
+  key: string;
+  operation: string;
+  fingerprint: string;
+  customerId: string | null;
+  result: string;
+  createdAt: number;
+}
+
+/** An audit line of this batch; `entry` is the journal entry of the same operation, if it wrote one. */
+export interface BatchAudit extends AuditRow {
+  readonly entry: EntryRow | null;
+}
+
 /** One line of the audit trail, as every module that mutates the ledger database writes it. */
 export interface AuditRow {
   at: number;
@@ -241,7 +278,22 @@ export interface AuditRow {
 
 export const AUDIT_TABLE = 'billing_audit';
 export const AUDIT_COLUMNS = ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'] as const;
+export const AUDIT_COLUMNS_SEQ = ['seq', ...AUDIT_COLUMNS] as const;
 export const auditValues = (a: AuditRow): SqlValue[] => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)];
+export const auditValuesSeq = (a: AuditRow, seq: number): SqlValue[] => [seq, ...auditValues(a)];
+
+/**
+ * Every audit line, wherever it is kept (fold-rows.ts): billing_audit, and
+ * the entries that carry theirs. `journal` tells the second kind, whose
+ * operation is spelled by the entry type.
+ */
+export function auditQuery(customerId: string | null): string {
+  const where = customerId === null ? '' : ' AND customer_id = ?';
+  return `SELECT seq, at, actor, operation, idempotency_key, customer_id, rate_card_version, details, 0 AS journal FROM billing_audit WHERE 1 = 1${where}
+    UNION ALL
+    SELECT seq, created_at, actor, type, idempotency_key, customer_id, rate_card_version, audit_details, 1 FROM billing_entries WHERE audit_details IS NOT NULL${where}
+    ORDER BY seq LIMIT ?`;
+}
 
 const bigReplacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' ? { $big: v.toString() } : v);
 

@@ -11,7 +11,7 @@ import { customerCount, customersPage, renameCustomer } from './customers';
 import { migrate } from './migrations';
 import { RateCards } from './rate-cards';
 import { redactUrl } from './redact';
-import { chargeFromRow, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, publicCharge, publicHold } from './rows';
+import { auditQuery, chargeFromRow, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, operationOfEntry, publicCharge, publicHold } from './rows';
 import type {
   AuditRecord,
   Balance,
@@ -289,16 +289,14 @@ export class SqlLedger implements Ledger {
   async audit(opts: { customerId?: string; limit?: number } = {}): Promise<AuditRecord[]> {
     if (opts.customerId !== undefined) idArg('customerId', opts.customerId);
     const limit = Math.min(Math.max(intArg('limit', opts.limit ?? 1000), 1), 100_000);
-    const rows = await this.read<Row[]>((c) =>
-      opts.customerId
-        ? c.query('SELECT * FROM billing_audit WHERE customer_id = ? ORDER BY seq LIMIT ?', [opts.customerId, limit])
-        : c.query('SELECT * FROM billing_audit ORDER BY seq LIMIT ?', [limit]),
-    );
+    // Lines in billing_audit and lines kept in their journal entries (fold-rows.ts), in one numbering.
+    const customerId = opts.customerId ?? null;
+    const rows = await this.read<Row[]>((c) => c.query(auditQuery(customerId), customerId === null ? [limit] : [customerId, customerId, limit]));
     return rows.map((r) => ({
       seq: Number(r.seq),
       at: iso(Number(r.at)),
       actor: String(r.actor),
-      operation: String(r.operation),
+      operation: Number(r.journal) === 1 ? operationOfEntry(String(r.operation)) : String(r.operation),
       idempotencyKey: r.idempotency_key === null ? null : String(r.idempotency_key),
       customerId: r.customer_id === null ? null : String(r.customer_id),
       rateCardVersion: r.rate_card_version === null ? null : String(r.rate_card_version),

@@ -41,6 +41,29 @@ export type SqliteDriverName = 'better-sqlite3' | 'node:sqlite';
 interface SqliteStatement {
   all(...params: SqlValue[]): unknown[];
   run(...params: SqlValue[]): { changes: number | bigint };
+  /** better-sqlite3: whether the statement returns rows; `raw` makes them arrays, `columns` names them. */
+  readonly reader?: boolean;
+  raw?(on: boolean): SqliteStatement;
+  columns?(): Array<{ name: string }>;
+}
+
+/**
+ * A row builder for one statement's columns: an object literal with the
+ * columns as fixed keys, so every row of the statement gets its hidden class
+ * from compiled code. better-sqlite3 builds each row key by key through the
+ * V8 API, a shape transition per column, which was about a tenth of a lone
+ * caller's instructions. The keys are the statement's own column names,
+ * quoted as JSON; a repeated name keeps its last value, as in the driver's rows.
+ */
+function rowBuilder(names: readonly string[]): (values: unknown[]) => Row {
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  return new Function('v', `return { ${names.map((n, i) => `${JSON.stringify(n)}: v[${i}]`).join(', ')} };`) as (values: unknown[]) => Row;
+}
+
+/** A prepared statement and, for one read as arrays, how to turn an array into a row. */
+interface Prepared {
+  readonly stmt: SqliteStatement;
+  readonly row: ((values: unknown[]) => Row) | null;
 }
 interface SqliteDb {
   prepare(sql: string): SqliteStatement;
@@ -144,31 +167,41 @@ function isUniqueViolation(e: unknown): boolean {
 }
 
 class SqliteConnection implements SqlConnection {
-  private readonly statements = new Map<string, SqliteStatement>();
+  private readonly statements = new Map<string, Prepared>();
   constructor(readonly db: SqliteDb) {}
 
-  private prepare(sql: string): SqliteStatement {
-    let stmt = this.statements.get(sql);
-    if (!stmt) {
-      stmt = this.db.prepare(sql);
+  private prepare(sql: string): Prepared {
+    let p = this.statements.get(sql);
+    if (!p) {
+      const stmt = this.db.prepare(sql);
+      // Only for statements that name their columns: under `*` a table rebuilt by another process's newer
+      // schema step could change the columns' order behind the cached names (SQLite re-prepares silently).
+      const rawRows = stmt.reader === true && stmt.raw !== undefined && stmt.columns !== undefined && !sql.includes('*');
+      const names = rawRows ? stmt.columns!().map((c) => c.name) : [];
+      // A column named __proto__ would set the literal's prototype instead of a key.
+      p = rawRows && !names.includes('__proto__') ? { stmt: stmt.raw!(true), row: rowBuilder(names) } : { stmt, row: null };
       // Multi-row inserts vary in shape; keep the cache from growing without bound.
       if (this.statements.size > 500) this.statements.clear();
-      this.statements.set(sql, stmt);
+      this.statements.set(sql, p);
     }
-    return stmt;
+    return p;
   }
 
   /** A parameterless statement (BEGIN, COMMIT), prepared once instead of parsed on every call like `db.exec`. */
   exec(sql: string): void {
-    this.prepare(sql).run();
+    this.prepare(sql).stmt.run();
   }
 
   async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
-    return this.prepare(sql).all(...params) as T[];
+    const { stmt, row } = this.prepare(sql);
+    const rows = stmt.all(...params);
+    if (row === null) return rows as T[];
+    for (let i = 0; i < rows.length; i++) rows[i] = row(rows[i] as unknown[]);
+    return rows as T[];
   }
 
   async run(sql: string, params: readonly SqlValue[] = []): Promise<number> {
-    return Number(this.prepare(sql).run(...params).changes);
+    return Number(this.prepare(sql).stmt.run(...params).changes);
   }
 }
 
@@ -222,6 +255,7 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     forUpdate: '',
     serialPrimaryKey: 'INTEGER PRIMARY KEY AUTOINCREMENT',
     withoutRowid: ' WITHOUT ROWID',
+    explicitSeq: true,
     maxParams: 32_000,
     // IMMEDIATE takes the write lock up front, so two processes never both read then race to write.
     writeTransaction: (fn) => transaction('BEGIN IMMEDIATE', fn),

@@ -1,7 +1,8 @@
 import { budgetStateAt } from './budget-period';
 import { type Dialect, insertRows, type SqlConnection } from './dialect';
 import { NON_USAGE_CHARGE_TYPES } from './outbox';
-import { AUDIT_COLUMNS, AUDIT_TABLE, auditValues, customerFromRow } from './rows';
+import { LAST_SEQ_SQL } from './fold-rows';
+import { AUDIT_COLUMNS, AUDIT_COLUMNS_SEQ, AUDIT_TABLE, type AuditRow, auditValues, auditValuesSeq, customerFromRow } from './rows';
 import type { BudgetState } from './types';
 
 /** One priced charge as usage counting needs it. */
@@ -82,13 +83,28 @@ export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
 
 /** One audit line outside a journal operation (no idempotency key, no rate card). */
 export async function writeAudit(c: SqlConnection, d: Dialect, e: AuditInput): Promise<void> {
-  await insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS, [
-    auditValues({ at: e.at, actor: e.actor, operation: e.operation, idempotencyKey: null, customerId: e.customerId, rateCardVersion: null, details: e.details }),
-  ]);
+  await appendAudit(c, d, [{ at: e.at, actor: e.actor, operation: e.operation, idempotencyKey: null, customerId: e.customerId, rateCardVersion: null, details: e.details }]);
+}
+
+/** Lines into billing_audit, numbered after every entry and audit line so far (fold-rows.ts: one numbering). */
+export async function appendAudit(c: SqlConnection, d: Dialect, lines: readonly AuditRow[], lastSeq?: number): Promise<void> {
+  if (!d.explicitSeq) return insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS, lines.map(auditValues));
+  const last = lastSeq ?? (await lastUsedSeq(c));
+  return insertRows(c, d, AUDIT_TABLE, AUDIT_COLUMNS_SEQ, lines.map((a, i) => auditValuesSeq(a, last + 1 + i)));
+}
+
+/** `Dialect.explicitSeq`: the last number an entry or audit line took, read under the write lock. */
+export async function lastUsedSeq(c: SqlConnection): Promise<number> {
+  const [r] = await c.query(`SELECT ${LAST_SEQ_SQL} AS s`);
+  return Number(r?.s ?? 0);
 }
 
 /** The ledger customer that a top-up with this idempotency key credited, or null. */
 export async function toppedUpCustomer(c: SqlConnection, idempotencyKey: string): Promise<string | null> {
-  const [r] = await c.query("SELECT customer_id FROM billing_idempotency WHERE key = ? AND operation = 'topUp'", [idempotencyKey]);
+  // Its entry (fold-rows.ts), or the idempotency row of a top-up from before that step.
+  const [r] = await c.query(
+    "SELECT customer_id FROM billing_entries WHERE idempotency_key = ? AND type = 'topup' UNION ALL SELECT customer_id FROM billing_idempotency WHERE key = ? AND operation = 'topUp'",
+    [idempotencyKey, idempotencyKey],
+  );
   return r ? String(r.customer_id) : null;
 }
