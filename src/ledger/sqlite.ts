@@ -129,6 +129,10 @@ function pragmas(opts: SqliteOptions, readonly: boolean): string[] {
     out.push('PRAGMA journal_mode = WAL');
     out.push(`PRAGMA synchronous = ${opts.synchronous ?? (process.env.FLOWISE_BILLING_SQLITE_SYNC === 'FULL' ? 'FULL' : 'NORMAL')}`);
     out.push('PRAGMA foreign_keys = ON');
+    // A batch's multi-row upserts need statement journals, and with temp files on disk (the driver's default)
+    // SQLite created, wrote and unlinked a temporary file for them in every transaction. In memory they
+    // are at most the pages one statement changes.
+    out.push('PRAGMA temp_store = MEMORY');
   }
   return out;
 }
