@@ -75,12 +75,26 @@ const num = (v: unknown): number => Number(v);
 const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 let lastIsoMs = NaN;
 let lastIso = '';
-/** Epoch ms → ISO text. A batch stamps every row with the same `now`, so the last conversion is kept. */
+let prevIsoMs = NaN;
+let prevIso = '';
+/**
+ * Epoch ms → ISO text. A batch stamps every row with the same `now`, and a
+ * hold's result also shows its expiry, so the last two conversions are kept.
+ */
 export function iso(ms: number): string {
-  if (ms !== lastIsoMs) {
-    lastIso = new Date(ms).toISOString();
+  if (ms === lastIsoMs) return lastIso;
+  if (ms === prevIsoMs) {
+    prevIsoMs = lastIsoMs;
     lastIsoMs = ms;
+    const text = prevIso;
+    prevIso = lastIso;
+    lastIso = text;
+    return text;
   }
+  prevIsoMs = lastIsoMs;
+  prevIso = lastIso;
+  lastIso = new Date(ms).toISOString();
+  lastIsoMs = ms;
   return lastIso;
 }
 
