@@ -75,9 +75,14 @@ export interface TableWrite {
 
 /** Writes each table in order (customers first: other tables reference them). */
 export async function writeTables(c: SqlConnection, d: Dialect, writes: readonly TableWrite[]): Promise<void> {
-  const nonEmpty = writes.filter((w) => w.rows.length > 0);
-  if (d.writeMany) return d.writeMany(c, nonEmpty);
-  for (const w of nonEmpty) await insertRows(c, d, w.table, w.columns, w.rows, w.onConflict);
+  if (d.writeMany) return d.writeMany(c, writes.every((w) => w.rows.length > 0) ? writes : writes.filter((w) => w.rows.length > 0));
+  for (const w of writes) {
+    const n = w.rows.length;
+    if (n === 0) continue;
+    // One statement (the usual batch): run here, without insertRows' own promise per table.
+    if (n * w.columns.length <= d.maxParams) await c.run(insertSql(w.table, w.columns, n, w.onConflict ?? ''), n === 1 ? w.rows[0]! : flatten(w.rows, w.columns.length));
+    else await insertRows(c, d, w.table, w.columns, w.rows, w.onConflict);
+  }
 }
 
 const placeholderCache: string[] = [];
