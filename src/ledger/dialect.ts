@@ -125,6 +125,20 @@ function insertSql(table: string, columns: readonly string[], rowCount: number, 
  * Multi-row INSERT (optionally an upsert) split into statements that respect
  * the dialect's parameter limit. One round trip per chunk instead of per row.
  */
+/**
+ * Calls `run` with each statement (text and parameters) that writes `w`'s rows
+ * within `maxParams` parameters: the statements insertRows runs, for a dialect
+ * that runs them without waiting (SQLite's driver is synchronous).
+ */
+export function forEachInsert(maxParams: number, w: TableWrite, run: (sql: string, params: readonly SqlValue[]) => void): void {
+  const { rows, columns } = w;
+  const perChunk = Math.max(1, Math.floor(maxParams / columns.length));
+  for (let i = 0; i < rows.length; i += perChunk) {
+    const chunk = rows.length <= perChunk ? rows : rows.slice(i, i + perChunk);
+    run(insertSql(w.table, columns, chunk.length, w.onConflict ?? ''), chunk.length === 1 ? chunk[0]! : flatten(chunk, columns.length));
+  }
+}
+
 export async function insertRows(
   c: SqlConnection,
   dialect: Dialect,
