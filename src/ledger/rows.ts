@@ -354,19 +354,13 @@ function withBigsBoxed(v: unknown): unknown {
     const item = o[k];
     const out = withBigsBoxed(item);
     if (out === NOT_PLAIN) return NOT_PLAIN;
-    if (copy === null && out !== item) {
-      copy = {};
-      for (let j = 0; j < i; j++) setOwn(copy, keys[j]!, o[keys[j]!]);
-    }
-    if (copy !== null) setOwn(copy, k, out);
+    if (out === item) continue;
+    // A spread copies the keys in order, as own properties (an own `__proto__` too), with the object's shape;
+    // assigning then finds each key on the copy itself.
+    copy ??= { ...o };
+    copy[k] = out;
   }
   return copy ?? v;
-}
-
-/** An own property even for the key `__proto__` (which plain assignment would take as the prototype). */
-function setOwn(o: Record<string, unknown>, k: string, v: unknown): void {
-  if (k === '__proto__') Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
-  else o[k] = v;
 }
 
 export function decodeResult<T>(text: string): T {
