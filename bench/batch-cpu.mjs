@@ -57,11 +57,21 @@ const obs = new PerformanceObserver((list) => {
   }
 });
 obs.observe({ entryTypes: ['gc'] });
+// Write system calls (pwrite of WAL frames, checkpoints, temporary files) from /proc, where there is one.
+const io = () => {
+  try {
+    return Object.fromEntries(fs.readFileSync('/proc/self/io', 'utf8').trim().split('\n').map((l) => l.split(': ')).map(([k, v]) => [k, Number(v)]));
+  } catch {
+    return null;
+  }
+};
+const io0 = io();
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 const ops = await loop(PAIRS, 'cpu');
 const wall = performance.now() - t0;
 const cpu = process.cpuUsage(cpu0);
+const io1 = io();
 await new Promise((r) => setImmediate(r));
 obs.disconnect();
 
@@ -107,13 +117,15 @@ const out = {
   scavengesPer1000Ops: +((scavenges * 1000) / ops).toFixed(2),
   majorGcs: majors,
   bytesPerOp: bytesPerOp === null ? null : Math.round(bytesPerOp),
+  writeCallsPerOp: io0 && io1 ? +((io1.syscw - io0.syscw) / ops).toFixed(2) : null,
   load: os.loadavg()[0].toFixed(1),
 };
 if (args.includes('--json')) console.log(JSON.stringify(out));
 else {
   console.log(
     `${LANES} callers, ${ops} ops: CPU ${out.cpuUsPerOp} µs/op (user ${out.userUsPerOp}), wall ${out.wallUsPerOp} µs/op, ` +
-      `${out.scavengesPer1000Ops} scavenges/1000 ops, ${majors} major GCs, ${out.bytesPerOp ?? '-'} bytes allocated/op, load ${out.load}`,
+      `${out.scavengesPer1000Ops} scavenges/1000 ops, ${majors} major GCs, ${out.bytesPerOp ?? '-'} bytes allocated/op, ` +
+      `${out.writeCallsPerOp ?? '-'} write calls/op, load ${out.load}`,
   );
   for (const s of sites) console.log(`  ${String(s.bytesPerOp).padStart(6)} B/op  ${s.site}`);
 }
