@@ -131,7 +131,7 @@ function pragmas(opts: SqliteOptions, readonly: boolean): string[] {
     out.push('PRAGMA foreign_keys = ON');
     // A batch's multi-row upserts need statement journals, and with temp files on disk (the driver's default)
     // SQLite created, wrote and unlinked a temporary file for them in every transaction. In memory they
-    // are at most the pages one statement changes.
+    // are at most the pages one statement changes. (Migrations go back to files: see migrationTransaction.)
     out.push('PRAGMA temp_store = MEMORY');
   }
   return out;
@@ -251,26 +251,36 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     if (checkpointer) writerDb.exec(`PRAGMA wal_autocheckpoint = ${SAFETY_NET_CHECKPOINT_PAGES}`);
   };
 
-  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
-    mutex.run(async () => {
-      writer.exec(begin);
-      let open = true;
-      try {
-        const result = await fn(writer);
-        writer.exec('COMMIT');
-        open = false;
-        afterCommit();
-        return result;
-      } catch (e) {
-        // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
-        if (open) {
-          try {
-            writer.exec('ROLLBACK');
-          } catch {
-            // no transaction left to roll back
-          }
+  const inTransaction = async <T>(begin: string, fn: (c: SqlConnection) => Promise<T>): Promise<T> => {
+    writer.exec(begin);
+    let open = true;
+    try {
+      const result = await fn(writer);
+      writer.exec('COMMIT');
+      open = false;
+      afterCommit();
+      return result;
+    } catch (e) {
+      // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
+      if (open) {
+        try {
+          writer.exec('ROLLBACK');
+        } catch {
+          // no transaction left to roll back
         }
-        throw e;
+      }
+      throw e;
+    }
+  };
+  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) => mutex.run(() => inTransaction(begin, fn));
+  /** A schema step may copy or index a whole table: its temporary data goes to files, not memory. */
+  const withTempFiles = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
+    mutex.run(async () => {
+      writerDb.exec('PRAGMA temp_store = DEFAULT');
+      try {
+        return await inTransaction(begin, fn);
+      } finally {
+        writerDb.exec('PRAGMA temp_store = MEMORY');
       }
     });
 
@@ -285,7 +295,7 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     writeMany,
     // IMMEDIATE takes the write lock up front, so two processes never both read then race to write.
     writeTransaction: (fn) => transaction('BEGIN IMMEDIATE', fn),
-    migrationTransaction: (fn) => transaction('BEGIN EXCLUSIVE', fn),
+    migrationTransaction: (fn) => withTempFiles('BEGIN EXCLUSIVE', fn),
     read: (fn) => (memory ? mutex.run(() => fn(reader)) : fn(reader)),
     isRetryableConflict: isUniqueViolation,
     async close() {
