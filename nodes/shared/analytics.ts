@@ -1,5 +1,5 @@
 import { flowise, type ICommonObject } from './flowise';
-import { BILLING_METADATA_KEYS, sharedRead } from '../../src/plugin';
+import { BILLING_METADATA_KEYS } from '../../src/plugin';
 
 /**
  * Agentflow v2 runs its own Langfuse trace (no LangChain callbacks): nodes get
@@ -70,24 +70,11 @@ export function traceCharge(
  * when Langfuse is off or anything is missing. Chatflow nodes get no Langfuse
  * client, so the Metered Chat Model reports costs with its own.
  */
-export function chatflowLangfuse(options: ICommonObject): Promise<{ publicKey: string; secretKey: string; baseUrl: string } | undefined> {
-  if (!options.appDataSource || !options.databaseEntities?.ChatFlow || !options.chatflowid) return Promise.resolve(undefined);
-  // Every prediction of the flow would read its row (a query and, with Langfuse on, a credential decryption):
-  // the settings are shared for a few seconds, so a change to the flow's analytics applies within them.
-  return sharedRead('chatflowLangfuse', `${sourceId(options.appDataSource)}:${options.chatflowid}`, ANALYTICS_SHARE_MS, () => readChatflowLangfuse(options));
+export async function chatflowLangfuse(options: ICommonObject): Promise<{ publicKey: string; secretKey: string; baseUrl: string } | undefined> {
+  // Read on every prediction (one indexed row): an operator who turns Langfuse on sees the very next prediction traced.
+  if (!options.appDataSource || !options.databaseEntities?.ChatFlow || !options.chatflowid) return undefined;
+  return readChatflowLangfuse(options);
 }
-
-const sources = new WeakMap<object, number>();
-let sourceCount = 0;
-/** Flowise has one data source per process; telling them apart keeps two (tests, several apps) from sharing rows. */
-function sourceId(source: object): number {
-  let id = sources.get(source);
-  if (id === undefined) sources.set(source, (id = ++sourceCount));
-  return id;
-}
-
-/** How long the nodes of this process share a chatflow's Langfuse settings (an observer's: billing never depends on them). */
-const ANALYTICS_SHARE_MS = 5_000;
 
 async function readChatflowLangfuse(options: ICommonObject): Promise<{ publicKey: string; secretKey: string; baseUrl: string } | undefined> {
   try {
