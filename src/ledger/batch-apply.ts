@@ -28,8 +28,7 @@ export interface LoadedRows {
 const MAX_BALANCE = 9n * MAX_AMOUNT;
 
 let idCounter = 0;
-let idMs = -1;
-let idMsHex = '';
+let idMs = -1, idMsHex = '';
 /**
  * `<prefix>_` + 32 hex: milliseconds (12), a per-process counter (4) and
  * randomness (16). Ids of one process grow with time, so the id indexes take
