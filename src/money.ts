@@ -60,15 +60,25 @@ export function parseScaled(input: string, opts: ParseDecimalOptions): bigint {
   return minus ? -scaled : scaled;
 }
 
+// 10^0 … 10^18, built once: every amount in an audit line and an error is formatted.
+const POWERS_OF_TEN: readonly bigint[] = Array.from({ length: 19 }, (_, i) => 10n ** BigInt(i));
+
 /** Formats an integer scaled by 10^scale as a decimal string with at least `minDecimals` decimals. */
 export function formatScaled(value: bigint, scale: number, minDecimals = 0): string {
   const negative = value < 0n;
   const abs = negative ? -value : value;
-  const base = 10n ** BigInt(scale);
+  const base = POWERS_OF_TEN[scale] ?? 10n ** BigInt(scale);
   const whole = abs / base;
-  let frac = (abs % base).toString().padStart(scale, '0').replace(/0+$/, '');
+  const rest = abs % base;
+  let frac = rest === 0n ? '' : withoutTrailingZeros(rest.toString().padStart(scale, '0'));
   if (frac.length < minDecimals) frac = frac.padEnd(minDecimals, '0');
   return `${negative ? '-' : ''}${whole}${frac ? `.${frac}` : ''}`;
+}
+
+function withoutTrailingZeros(digits: string): string {
+  let end = digits.length;
+  while (end > 0 && digits.charCodeAt(end - 1) === 48) end--;
+  return end === digits.length ? digits : digits.slice(0, end);
 }
 
 /** "12.5" → 12_500_000_000n. Accepts an optional leading "$". */

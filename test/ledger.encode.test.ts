@@ -20,6 +20,14 @@ describe('encodeResult', () => {
     [],
     {},
     { 'key with "quotes"': [{ $big: 'not a bigint' }] },
+    // Copies made around bigints keep key order, own __proto__ keys, holes and everything else as they were.
+    JSON.parse('{"a":1,"__proto__":{"x":2},"b":"y"}') as unknown,
+    Object.assign(JSON.parse('{"__proto__":[1],"n":null}') as object, { big: 5n }),
+    { 2: 'two', b: 1n, 1: 'one', a: [NaN, undefined, 'k', 3n] },
+    // eslint-disable-next-line no-sparse-arrays
+    [1, , 2n, undefined, () => 1, Symbol('s')],
+    { a: { b: { c: [null, { d: -7n, e: undefined, f: () => 1 }] } }, g: 'after' },
+    [new Date(0), 1n],
   ];
   it.each(values.map((v, i) => [i, v]))('value %i is encoded byte for byte as before', (_i, v) => {
     expect(encodeResult(v)).toBe(reference(v));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../src/errors';
-import { divRound, formatSparks, formatUsd, NANOS_PER_USD, parseQuantity, parseSparks, parseUsd } from '../src/money';
+import { divRound, formatScaled, formatSparks, formatUsd, NANOS_PER_USD, parseQuantity, parseSparks, parseUsd } from '../src/money';
 
 describe('USD parsing and formatting', () => {
   it('round-trips exact decimal strings', () => {
@@ -41,6 +41,25 @@ describe('USD parsing and formatting', () => {
     expect(formatSparks(parseUsd('0.195'))).toBe('195');
     expect(formatSparks(1n)).toBe('0.000001');
     expect(() => parseSparks('0.0000001')).toThrow(ValidationError);
+  });
+});
+
+describe('formatScaled', () => {
+  // The formatter as it was first written (regex trim, power computed per call): the text must not change.
+  const reference = (value: bigint, scale: number, minDecimals = 0) => {
+    const abs = value < 0n ? -value : value;
+    const base = 10n ** BigInt(scale);
+    let frac = (abs % base).toString().padStart(scale, '0').replace(/0+$/, '');
+    if (frac.length < minDecimals) frac = frac.padEnd(minDecimals, '0');
+    return `${value < 0n ? '-' : ''}${abs / base}${frac ? `.${frac}` : ''}`;
+  };
+  it('writes the same text as before for every scale and sign', () => {
+    const values = [0n, 1n, -1n, 9n, 10n, 100n, 25_000n, 80_000_000n, 1_000_000_000n, 1_000_000_001n, -195_000_000n, 10n ** 18n, 2n ** 63n - 1n, -(2n ** 63n), 10n ** 30n + 7n];
+    for (const v of values) {
+      for (const scale of [0, 1, 2, 6, 9, 18, 19, 25]) {
+        for (const min of [0, 2, 9]) expect(formatScaled(v, scale, min)).toBe(reference(v, scale, min));
+      }
+    }
   });
 });
 

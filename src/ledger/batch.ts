@@ -2,7 +2,7 @@ import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
 import { APPLY, BatchState, type LoadedRows } from './batch-apply';
 import { loadSql, splitReads } from './batch-reads';
-import { type Dialect, type Row, type SqlConnection, upsertClause, writeTables } from './dialect';
+import { type Dialect, type Row, type SqlConnection, type SqlValue, type TableWrite, upsertClause, writeTables } from './dialect';
 import { METERED_OPERATIONS, outboxStateParams, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
@@ -165,15 +165,23 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
   // The statements' text depends only on the list lengths: built once per shape (batch-reads.ts).
   const sql = loadSql(d, { customers: customerIds.size, holds: holdIds.size, charges: chargeIds.size, keys: keys.size, metering });
   // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
-  const ownerParams = [...customerIds, ...holdIds, ...chargeIds];
+  const ownerParams: string[] = [];
+  for (const id of customerIds) ownerParams.push(id);
+  for (const id of holdIds) ownerParams.push(id);
+  for (const id of chargeIds) ownerParams.push(id);
   const none = Promise.resolve([] as Row[]);
   // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
   const customerRows = sql.lock ? c.query(sql.lock, ownerParams, PREPARE) : none;
   // Then the reads after the lock, in one statement, with their parameters in the order loadSql wrote them.
-  const params: (string | number)[] = [...holdIds];
-  if (sql.lock) params.push(...ownerParams, now);
-  params.push(...keys, ...keys);
-  if (sql.outbox) params.push(...outboxStateParams(ownerParams));
+  const params: (string | number)[] = [];
+  for (const id of holdIds) params.push(id);
+  if (sql.lock) {
+    for (const id of ownerParams) params.push(id);
+    params.push(now);
+  }
+  for (const k of keys) params.push(k);
+  for (const k of keys) params.push(k);
+  if (sql.outbox) for (const p of outboxStateParams(ownerParams)) params.push(p);
   // Prepared by the length of its longest key list, not its parameter count (see QueryOptions.longestList).
   const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
   const readRows = sql.reads ? c.query(sql.reads, params, { prepare: true, longestList }) : none;
@@ -252,28 +260,35 @@ async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, loaded: Lo
   const auditLines = fold ? [] : newAudit;
   const auditRows = d.explicitSeq ? auditLines.map((a) => auditValuesSeq(a, ++seq)) : auditLines.map(auditValues);
 
-  await writeTables(c, d, [
+  // Only the tables with rows, built without intermediate arrays: a lone operation writes four or five.
+  const writes: TableWrite[] = [];
+  if (dirtyCustomers.size > 0) {
+    const created: SqlValue[][] = [];
+    const updated: SqlValue[][] = [];
+    for (const id of dirtyCustomers) (createdCustomers.has(id) ? created : updated).push(customerValues(customers.get(id)!));
     // A plain INSERT: if another process created the customer after this batch looked (its row was
     // invisible, so unlocked), the unique violation aborts the batch and it is retried against the
     // committed row, instead of an upsert overwriting that row's balance with this batch's zero.
-    { table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: [...createdCustomers].map((id) => customerValues(customers.get(id)!)) },
-    {
-      table: 'billing_customers',
-      columns: CUSTOMER_COLUMNS,
-      rows: [...dirtyCustomers].filter((id) => !createdCustomers.has(id)).map((id) => customerValues(customers.get(id)!)),
-      onConflict: CUSTOMER_UPSERT,
-    },
-    { table: 'billing_holds', columns: HOLD_COLUMNS, rows: [...dirtyHolds].map((id) => holdValues(holds.get(id)!)), onConflict: HOLD_UPSERT },
-    { table: 'billing_charges', columns: CHARGE_COLUMNS, rows: [...dirtyCharges].map((id) => chargeValues(charges.get(id)!)), onConflict: CHARGE_UPSERT },
-    { table: 'billing_entries', columns: d.explicitSeq ? ENTRY_COLUMNS_SEQ : ENTRY_COLUMNS, rows: entryRows },
-    {
-      table: 'billing_idempotency',
-      columns: IDEM_COLUMNS,
-      rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]),
-    },
-    { table: AUDIT_TABLE, columns: d.explicitSeq ? AUDIT_COLUMNS_SEQ : AUDIT_COLUMNS, rows: auditRows },
-    ...outbox,
-  ]);
+    if (created.length > 0) writes.push({ table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: created });
+    if (updated.length > 0) writes.push({ table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: updated, onConflict: CUSTOMER_UPSERT });
+  }
+  if (dirtyHolds.size > 0) {
+    const rows: SqlValue[][] = [];
+    for (const id of dirtyHolds) rows.push(holdValues(holds.get(id)!));
+    writes.push({ table: 'billing_holds', columns: HOLD_COLUMNS, rows, onConflict: HOLD_UPSERT });
+  }
+  if (dirtyCharges.size > 0) {
+    const rows: SqlValue[][] = [];
+    for (const id of dirtyCharges) rows.push(chargeValues(charges.get(id)!));
+    writes.push({ table: 'billing_charges', columns: CHARGE_COLUMNS, rows, onConflict: CHARGE_UPSERT });
+  }
+  if (entryRows.length > 0) writes.push({ table: 'billing_entries', columns: d.explicitSeq ? ENTRY_COLUMNS_SEQ : ENTRY_COLUMNS, rows: entryRows });
+  if (newIdem.length > 0) {
+    writes.push({ table: 'billing_idempotency', columns: IDEM_COLUMNS, rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]) });
+  }
+  if (auditRows.length > 0) writes.push({ table: AUDIT_TABLE, columns: d.explicitSeq ? AUDIT_COLUMNS_SEQ : AUDIT_COLUMNS, rows: auditRows });
+  for (const w of outbox) writes.push(w);
+  await writeTables(c, d, writes);
 }
 
 function customerIdOf(op: Op, holds: Map<string, HoldRow>, charges: Map<string, ChargeRow>): string | null {

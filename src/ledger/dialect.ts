@@ -75,9 +75,14 @@ export interface TableWrite {
 
 /** Writes each table in order (customers first: other tables reference them). */
 export async function writeTables(c: SqlConnection, d: Dialect, writes: readonly TableWrite[]): Promise<void> {
-  const nonEmpty = writes.filter((w) => w.rows.length > 0);
-  if (d.writeMany) return d.writeMany(c, nonEmpty);
-  for (const w of nonEmpty) await insertRows(c, d, w.table, w.columns, w.rows, w.onConflict);
+  if (d.writeMany) return d.writeMany(c, writes.every((w) => w.rows.length > 0) ? writes : writes.filter((w) => w.rows.length > 0));
+  for (const w of writes) {
+    const n = w.rows.length;
+    if (n === 0) continue;
+    // One statement (the usual batch): run here, without insertRows' own promise per table.
+    if (n * w.columns.length <= d.maxParams) await c.run(insertSql(w.table, w.columns, n, w.onConflict ?? ''), n === 1 ? w.rows[0]! : flatten(w.rows, w.columns.length));
+    else await insertRows(c, d, w.table, w.columns, w.rows, w.onConflict);
+  }
 }
 
 const placeholderCache: string[] = [];
@@ -120,6 +125,20 @@ function insertSql(table: string, columns: readonly string[], rowCount: number, 
  * Multi-row INSERT (optionally an upsert) split into statements that respect
  * the dialect's parameter limit. One round trip per chunk instead of per row.
  */
+/**
+ * Calls `run` with each statement (text and parameters) that writes `w`'s rows
+ * within `maxParams` parameters: the statements insertRows runs, for a dialect
+ * that runs them without waiting (SQLite's driver is synchronous).
+ */
+export function forEachInsert(maxParams: number, w: TableWrite, run: (sql: string, params: readonly SqlValue[]) => void): void {
+  const { rows, columns } = w;
+  const perChunk = Math.max(1, Math.floor(maxParams / columns.length));
+  for (let i = 0; i < rows.length; i += perChunk) {
+    const chunk = rows.length <= perChunk ? rows : rows.slice(i, i + perChunk);
+    run(insertSql(w.table, columns, chunk.length, w.onConflict ?? ''), chunk.length === 1 ? chunk[0]! : flatten(chunk, columns.length));
+  }
+}
+
 export async function insertRows(
   c: SqlConnection,
   dialect: Dialect,

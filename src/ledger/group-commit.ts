@@ -68,15 +68,27 @@ export class GroupCommitter {
       // Deferred operations alone start no batch until their time is up (or a flush).
       while (this.queue.length || (this.flushDeferred && this.deferred.length)) {
         // Deferred operations go first: they were submitted earlier (a release may return money a hold in the batch needs).
-        const riders = this.deferred.splice(0, this.maxBatch);
-        if (!this.deferred.length) {
+        let batch: Waiting[];
+        if (this.deferred.length === 0 && this.queue.length <= this.maxBatch) {
+          // The usual case: the whole queue is the batch, taken without copying.
           clearTimeout(this.deferTimer);
           this.deferTimer = undefined;
           this.flushDeferred = false;
+          batch = this.queue;
+          this.queue = [];
+        } else {
+          const riders = this.deferred.splice(0, this.maxBatch);
+          if (!this.deferred.length) {
+            clearTimeout(this.deferTimer);
+            this.deferTimer = undefined;
+            this.flushDeferred = false;
+          }
+          batch = [...riders, ...this.queue.splice(0, this.maxBatch - riders.length)];
         }
-        const batch = [...riders, ...this.queue.splice(0, this.maxBatch - riders.length)];
+        const ops = new Array<Op>(batch.length);
+        for (let i = 0; i < batch.length; i++) ops[i] = batch[i]!.op;
         try {
-          settle(batch, await this.execute(batch.map((w) => w.op)));
+          settle(batch, await this.execute(ops));
         } catch (e) {
           // One bad operation must not fail its neighbours: retry each alone.
           for (const w of batch) await this.runAlone(w, batch.length > 1 ? undefined : e);
@@ -108,9 +120,9 @@ export class GroupCommitter {
 const DEFER_MAX_MS = 300;
 
 function settle(batch: Waiting[], outcomes: Outcome[]): void {
-  batch.forEach((w, i) => {
+  for (let i = 0; i < batch.length; i++) {
     const o = outcomes[i]!;
-    if (o.ok) w.resolve(o.value);
-    else w.reject(o.error);
-  });
+    if (o.ok) batch[i]!.resolve(o.value);
+    else batch[i]!.reject(o.error);
+  }
 }

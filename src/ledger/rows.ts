@@ -75,12 +75,26 @@ const num = (v: unknown): number => Number(v);
 const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 let lastIsoMs = NaN;
 let lastIso = '';
-/** Epoch ms → ISO text. A batch stamps every row with the same `now`, so the last conversion is kept. */
+let prevIsoMs = NaN;
+let prevIso = '';
+/**
+ * Epoch ms → ISO text. A batch stamps every row with the same `now`, and a
+ * hold's result also shows its expiry, so the last two conversions are kept.
+ */
 export function iso(ms: number): string {
-  if (ms !== lastIsoMs) {
-    lastIso = new Date(ms).toISOString();
+  if (ms === lastIsoMs) return lastIso;
+  if (ms === prevIsoMs) {
+    prevIsoMs = lastIsoMs;
     lastIsoMs = ms;
+    const text = prevIso;
+    prevIso = lastIso;
+    lastIso = text;
+    return text;
   }
+  prevIsoMs = lastIsoMs;
+  prevIso = lastIso;
+  lastIso = new Date(ms).toISOString();
+  lastIsoMs = ms;
   return lastIso;
 }
 
@@ -300,58 +314,53 @@ const bigReplacer = (_k: string, v: unknown): unknown => (typeof v === 'bigint' 
 /**
  * JSON that keeps bigints exact (`{"$big":"…"}`), for stored idempotent
  * results and fingerprints. Stored text is compared and decoded after a
- * restart, so it is exactly what `JSON.stringify(value, bigReplacer)` gives;
- * plain objects, arrays and primitives are written directly (a replacer
- * function called for every key was a tenth of a batch's CPU), anything else
- * (toJSON, class instances) goes through JSON.stringify itself.
+ * restart, so it is exactly what `JSON.stringify(value, bigReplacer)` gives.
+ * A replacer function called for every key was a tenth of a batch's CPU, and
+ * building the text piece by piece in JavaScript allocated a string per key
+ * and value (a third of a batch's bytes); instead, plain objects and arrays
+ * holding bigints are copied with each bigint as its `{ $big }` object and the
+ * copy goes to JSON.stringify without a replacer, which writes one flat string.
+ * Anything else (toJSON, class instances) goes through the replacer path itself.
  */
 export function encodeResult(value: unknown): string {
-  const out = encodeFast(value, false);
-  return out === NOT_PLAIN ? JSON.stringify(value, bigReplacer) : (out ?? (undefined as unknown as string));
+  const plain = withBigsBoxed(value);
+  return plain === NOT_PLAIN ? JSON.stringify(value, bigReplacer) : JSON.stringify(plain);
 }
 
-const NOT_PLAIN = '\u0000not plain';
+const NOT_PLAIN: unique symbol = Symbol('not plain');
 
-/** JSON text of `v`; undefined where JSON.stringify leaves a value out; NOT_PLAIN when only JSON.stringify can say. */
-function encodeFast(v: unknown, inArray: boolean): string | undefined {
-  switch (typeof v) {
-    case 'string':
-      return JSON.stringify(v);
-    case 'number':
-      return Number.isFinite(v) ? String(v) : 'null';
-    case 'boolean':
-      return v ? 'true' : 'false';
-    case 'bigint':
-      return `{"$big":"${v.toString()}"}`;
-    case 'undefined':
-    case 'function':
-    case 'symbol':
-      return inArray ? 'null' : undefined;
-    default:
-      break;
-  }
-  if (v === null) return 'null';
+/** `v` itself when it holds no bigint, a copy with every bigint boxed when it does; NOT_PLAIN when only the replacer path can say. */
+function withBigsBoxed(v: unknown): unknown {
+  if (typeof v === 'bigint') return { $big: v.toString() };
+  if (typeof v !== 'object' || v === null) return v;
   if (Array.isArray(v)) {
-    let text = '[';
+    let copy: unknown[] | null = null;
     for (let i = 0; i < v.length; i++) {
-      const item = encodeFast(v[i], true);
-      if (item === NOT_PLAIN) return NOT_PLAIN;
-      text += (i ? ',' : '') + item;
+      const item: unknown = v[i];
+      const out = withBigsBoxed(item);
+      if (out === NOT_PLAIN) return NOT_PLAIN;
+      if (copy === null && out !== item) copy = v.slice(0, i) as unknown[];
+      if (copy !== null) copy[i] = out;
     }
-    return `${text}]`;
+    return copy ?? v;
   }
   const proto = Object.getPrototypeOf(v) as unknown;
   if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') return NOT_PLAIN;
-  let text = '{';
-  let first = true;
-  for (const k of Object.keys(v as object)) {
-    const item = encodeFast((v as Record<string, unknown>)[k], false);
-    if (item === undefined) continue;
-    if (item === NOT_PLAIN) return NOT_PLAIN;
-    text += `${first ? '' : ','}${JSON.stringify(k)}:${item}`;
-    first = false;
+  const keys = Object.keys(v);
+  const o = v as Record<string, unknown>;
+  let copy: Record<string, unknown> | null = null;
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const item = o[k];
+    const out = withBigsBoxed(item);
+    if (out === NOT_PLAIN) return NOT_PLAIN;
+    if (out === item) continue;
+    // A spread copies the keys in order, as own properties (an own `__proto__` too), with the object's shape;
+    // assigning then finds each key on the copy itself.
+    copy ??= { ...o };
+    copy[k] = out;
   }
-  return `${text}}`;
+  return copy ?? v;
 }
 
 export function decodeResult<T>(text: string): T {

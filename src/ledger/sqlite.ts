@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Dialect, Row, SqlConnection, SqlValue } from './dialect';
+import { type Dialect, forEachInsert, insertRows, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
 import { Mutex } from './mutex';
 import { type Checkpointer, startCheckpointer } from './sqlite-checkpoint';
 
@@ -129,6 +129,10 @@ function pragmas(opts: SqliteOptions, readonly: boolean): string[] {
     out.push('PRAGMA journal_mode = WAL');
     out.push(`PRAGMA synchronous = ${opts.synchronous ?? (process.env.FLOWISE_BILLING_SQLITE_SYNC === 'FULL' ? 'FULL' : 'NORMAL')}`);
     out.push('PRAGMA foreign_keys = ON');
+    // A batch's multi-row upserts need statement journals, and with temp files on disk (the driver's default)
+    // SQLite created, wrote and unlinked a temporary file for them in every transaction. In memory they
+    // are at most the pages one statement changes. (Migrations go back to files: see migrationTransaction.)
+    out.push('PRAGMA temp_store = MEMORY');
   }
   return out;
 }
@@ -201,8 +205,29 @@ class SqliteConnection implements SqlConnection {
   }
 
   async run(sql: string, params: readonly SqlValue[] = []): Promise<number> {
+    return this.runNow(sql, params);
+  }
+
+  runNow(sql: string, params: readonly SqlValue[]): number {
     return Number(this.prepare(sql).stmt.run(...params).changes);
   }
+}
+
+const MAX_PARAMS = 32_000;
+
+/**
+ * A batch's table writes one after another without a promise between them:
+ * the driver is synchronous, and awaiting each statement was most of what a
+ * lone operation's write step allocated. A connection that is not the
+ * dialect's own (a wrapper that counts statements) gets them one by one.
+ */
+async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promise<void> {
+  if (c instanceof SqliteConnection) {
+    const run = (sql: string, params: readonly SqlValue[]) => void c.runNow(sql, params);
+    for (const w of writes) forEachInsert(MAX_PARAMS, w, run);
+    return;
+  }
+  for (const w of writes) await insertRows(c, { maxParams: MAX_PARAMS } as Dialect, w.table, w.columns, w.rows, w.onConflict);
 }
 
 /** SQLite: one writer connection (the file allows one writer at a time anyway) and a separate reader. */
@@ -226,26 +251,36 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     if (checkpointer) writerDb.exec(`PRAGMA wal_autocheckpoint = ${SAFETY_NET_CHECKPOINT_PAGES}`);
   };
 
-  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
-    mutex.run(async () => {
-      writer.exec(begin);
-      let open = true;
-      try {
-        const result = await fn(writer);
-        writer.exec('COMMIT');
-        open = false;
-        afterCommit();
-        return result;
-      } catch (e) {
-        // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
-        if (open) {
-          try {
-            writer.exec('ROLLBACK');
-          } catch {
-            // no transaction left to roll back
-          }
+  const inTransaction = async <T>(begin: string, fn: (c: SqlConnection) => Promise<T>): Promise<T> => {
+    writer.exec(begin);
+    let open = true;
+    try {
+      const result = await fn(writer);
+      writer.exec('COMMIT');
+      open = false;
+      afterCommit();
+      return result;
+    } catch (e) {
+      // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
+      if (open) {
+        try {
+          writer.exec('ROLLBACK');
+        } catch {
+          // no transaction left to roll back
         }
-        throw e;
+      }
+      throw e;
+    }
+  };
+  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) => mutex.run(() => inTransaction(begin, fn));
+  /** A schema step may copy or index a whole table: its temporary data goes to files, not memory. */
+  const withTempFiles = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
+    mutex.run(async () => {
+      writerDb.exec('PRAGMA temp_store = DEFAULT');
+      try {
+        return await inTransaction(begin, fn);
+      } finally {
+        writerDb.exec('PRAGMA temp_store = MEMORY');
       }
     });
 
@@ -256,10 +291,11 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     serialPrimaryKey: 'INTEGER PRIMARY KEY AUTOINCREMENT',
     withoutRowid: ' WITHOUT ROWID',
     explicitSeq: true,
-    maxParams: 32_000,
+    maxParams: MAX_PARAMS,
+    writeMany,
     // IMMEDIATE takes the write lock up front, so two processes never both read then race to write.
     writeTransaction: (fn) => transaction('BEGIN IMMEDIATE', fn),
-    migrationTransaction: (fn) => transaction('BEGIN EXCLUSIVE', fn),
+    migrationTransaction: (fn) => withTempFiles('BEGIN EXCLUSIVE', fn),
     read: (fn) => (memory ? mutex.run(() => fn(reader)) : fn(reader)),
     isRetryableConflict: isUniqueViolation,
     async close() {
