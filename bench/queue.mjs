@@ -10,7 +10,8 @@
 // BENCH_MODEL_DELAY_MS (20), BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
 // case; N: client i bills customer i mod N), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
 // and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use), BENCH_CPU_PROF (a directory:
-// the workers run with --cpu-prof and write their profiles there when they stop).
+// the workers run with --cpu-prof and write their profiles there when they stop), BENCH_VARIANTS (off,on:
+// e.g. `on` alone, to profile one variant without the other's samples).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -33,6 +34,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
+const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => v === 'off' || v === 'on');
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -203,32 +205,43 @@ try {
 
   log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
   // warm-up: both flows load, connections open
-  await round(client, off, tokens, 'warm-off').catch(() => 0);
-  await round(client, on, tokens, 'warm-on').catch(() => 0);
+  if (VARIANTS.includes('off')) await round(client, off, tokens, 'warm-off').catch(() => 0);
+  if (VARIANTS.includes('on')) await round(client, on, tokens, 'warm-on').catch(() => 0);
   const rates = { off: [], on: [] };
   const tx = { off: [], on: [] };
   const cpu = { off: [], on: [] };
   const parts = { off: [], on: [] };
   const pids = [topo.main.pid, ...topo.workers.map((w) => w.pid)];
   for (let i = 0; i < ROUNDS; i++) {
-    for (const [v, id] of [['off', off], ['on', on]]) {
+    for (const [v, id] of [['off', off], ['on', on]].filter(([v]) => VARIANTS.includes(v))) {
       const r = await measured(client, id, tokens, `${v}${i}`, topo.flowiseDatabase, pids);
       rates[v].push(r.rate);
       tx[v].push(r.xactsPer);
       cpu[v].push(r.cpuPer);
       parts[v].push(r.parts);
     }
+    if (VARIANTS.length < 2) {
+      const v = VARIANTS[0];
+      log(`  round ${i + 1}: ${v} ${rates[v][i].toFixed(1)}/s · per prediction: PostgreSQL transactions ${tx[v][i].toFixed(1)}, CPU ms (main + workers + PostgreSQL) ${cpu[v][i].toFixed(1)}`);
+      continue;
+    }
     log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const offMean = mean(rates.off);
-  const onMean = mean(rates.on);
-  log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
-  log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
-  log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
-  log(`CPU per prediction: off ${mean(cpu.off).toFixed(1)} ms, on ${mean(cpu.on).toFixed(1)} ms (ratio off/on ${(mean(cpu.off) / mean(cpu.on)).toFixed(3)}: the throughput ratio a CPU-bound machine would show)`);
-  const part = (v, k) => mean(parts[v].map((p) => p[k])).toFixed(1);
-  log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
+  if (VARIANTS.length < 2) {
+    const v = VARIANTS[0];
+    const p = (k) => mean(parts[v].map((x) => x[k])).toFixed(1);
+    log(`metering ${v}: ${mean(rates[v]).toFixed(1)} predictions/s, CPU per prediction ${mean(cpu[v]).toFixed(1)} ms (main ${p('main')}, workers ${p('workers')}, PostgreSQL ${p('postgres')})`);
+  } else {
+    const offMean = mean(rates.off);
+    const onMean = mean(rates.on);
+    log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
+    log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
+    log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
+    log(`CPU per prediction: off ${mean(cpu.off).toFixed(1)} ms, on ${mean(cpu.on).toFixed(1)} ms (ratio off/on ${(mean(cpu.off) / mean(cpu.on)).toFixed(3)}: the throughput ratio a CPU-bound machine would show)`);
+    const part = (v, k) => mean(parts[v].map((p) => p[k])).toFixed(1);
+    log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
+  }
   let held = 0n;
   for (const id of customers) held += (await ledger.balance(id)).held;
   log(`ledger: held $${formatUsd(held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);

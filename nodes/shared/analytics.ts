@@ -79,7 +79,9 @@ export async function chatflowLangfuse(options: ICommonObject): Promise<{ public
 async function readChatflowLangfuse(options: ICommonObject): Promise<{ publicKey: string; secretKey: string; baseUrl: string } | undefined> {
   try {
     const entity = options.databaseEntities.ChatFlow;
-    const flow = await options.appDataSource.getRepository(entity).findOneBy({ id: options.chatflowid });
+    // Only the analytics column: the row's flowData (tens of KB with billing nodes) is not needed here, and
+    // every metered prediction makes this read.
+    const flow = await options.appDataSource.getRepository(entity).findOne({ where: { id: options.chatflowid }, select: { id: true, analytic: true } });
     const analytic = typeof flow?.analytic === 'string' && flow.analytic ? JSON.parse(flow.analytic) : null;
     const lf = analytic?.langFuse;
     if (!lf?.status || !lf.credentialId) return undefined;

@@ -60,8 +60,9 @@ export interface Logger {
   info?(message: string, ...rest: unknown[]): void;
 }
 
-interface FlowiseComponents {
+export interface FlowiseComponents {
   getCredentialData(credentialId: string, options: ICommonObject): Promise<ICommonObject>;
+  decryptCredentialData?(encryptedData: string): Promise<ICommonObject>;
 }
 
 let components: FlowiseComponents | undefined;
@@ -87,9 +88,36 @@ function flowiseComponents(): FlowiseComponents {
   return components;
 }
 
+/** Decrypted credentials by id, with the ciphertext they came from (see credentialData). */
+const decrypted = new Map<string, { encryptedData: string; data: ICommonObject }>();
+const DECRYPTED_MAX = 64;
+
+/**
+ * Flowise's getCredentialData without decrypting the same ciphertext again:
+ * the row is read every time (an edited or deleted credential applies at
+ * once, as with Flowise's own), but its AES decryption (crypto-js, a key
+ * derivation each time: about 0.1–0.3 ms, once or twice per metered
+ * prediction) is done only when the stored ciphertext changed.
+ */
+export async function credentialData(credentialId: string, options: ICommonObject, fc: FlowiseComponents = flowiseComponents()): Promise<ICommonObject> {
+  const entity = options?.databaseEntities?.Credential;
+  if (!credentialId || !options?.appDataSource || !entity || typeof fc.decryptCredentialData !== 'function') return fc.getCredentialData(credentialId, options);
+  const row = (await options.appDataSource.getRepository(entity).findOneBy({ id: credentialId })) as { encryptedData?: unknown } | null;
+  if (!row || typeof row.encryptedData !== 'string') {
+    decrypted.delete(credentialId);
+    return {};
+  }
+  const hit = decrypted.get(credentialId);
+  if (hit && hit.encryptedData === row.encryptedData) return { ...hit.data };
+  const data = await fc.decryptCredentialData(row.encryptedData);
+  if (decrypted.size >= DECRYPTED_MAX) decrypted.clear();
+  decrypted.set(credentialId, { encryptedData: row.encryptedData, data: { ...data } });
+  return data;
+}
+
 /** Seams for tests; the defaults call Flowise. */
 export const flowise = {
-  getCredentialData: (credentialId: string, options: ICommonObject): Promise<ICommonObject> => flowiseComponents().getCredentialData(credentialId, options),
+  getCredentialData: (credentialId: string, options: ICommonObject): Promise<ICommonObject> => credentialData(credentialId, options),
 };
 
 /** The credential id a node was saved with (chatflow: `credential`; while editing / agentflow: `FLOWISE_CREDENTIAL_ID`). */
