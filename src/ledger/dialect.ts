@@ -122,13 +122,9 @@ function insertSql(table: string, columns: readonly string[], rowCount: number, 
 }
 
 /**
- * Multi-row INSERT (optionally an upsert) split into statements that respect
- * the dialect's parameter limit. One round trip per chunk instead of per row.
- */
-/**
  * Calls `run` with each statement (text and parameters) that writes `w`'s rows
- * within `maxParams` parameters: the statements insertRows runs, for a dialect
- * that runs them without waiting (SQLite's driver is synchronous).
+ * within `maxParams` parameters. insertRows runs them one after another; a
+ * dialect whose driver is synchronous (SQLite) runs them without waiting.
  */
 export function forEachInsert(maxParams: number, w: TableWrite, run: (sql: string, params: readonly SqlValue[]) => void): void {
   const { rows, columns } = w;
@@ -139,6 +135,10 @@ export function forEachInsert(maxParams: number, w: TableWrite, run: (sql: strin
   }
 }
 
+/**
+ * Multi-row INSERT (optionally an upsert) split into statements that respect
+ * the dialect's parameter limit. One round trip per chunk instead of per row.
+ */
 export async function insertRows(
   c: SqlConnection,
   dialect: Dialect,
@@ -147,12 +147,9 @@ export async function insertRows(
   rows: readonly (readonly SqlValue[])[],
   onConflict = '',
 ): Promise<void> {
-  if (rows.length === 0) return;
-  const perChunk = Math.max(1, Math.floor(dialect.maxParams / columns.length));
-  for (let i = 0; i < rows.length; i += perChunk) {
-    const chunk = rows.length <= perChunk ? rows : rows.slice(i, i + perChunk);
-    await c.run(insertSql(table, columns, chunk.length, onConflict), chunk.length === 1 ? chunk[0]! : flatten(chunk, columns.length));
-  }
+  const statements: Array<[string, readonly SqlValue[]]> = [];
+  forEachInsert(dialect.maxParams, { table, columns, rows, onConflict }, (sql, params) => statements.push([sql, params]));
+  for (const [sql, params] of statements) await c.run(sql, params);
 }
 
 /** The rows' values in one array (Array.prototype.flat was a visible share of a large batch's CPU). */

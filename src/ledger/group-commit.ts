@@ -71,18 +71,12 @@ export class GroupCommitter {
         let batch: Waiting[];
         if (this.deferred.length === 0 && this.queue.length <= this.maxBatch) {
           // The usual case: the whole queue is the batch, taken without copying.
-          clearTimeout(this.deferTimer);
-          this.deferTimer = undefined;
-          this.flushDeferred = false;
+          this.nothingDeferred();
           batch = this.queue;
           this.queue = [];
         } else {
           const riders = this.deferred.splice(0, this.maxBatch);
-          if (!this.deferred.length) {
-            clearTimeout(this.deferTimer);
-            this.deferTimer = undefined;
-            this.flushDeferred = false;
-          }
+          if (!this.deferred.length) this.nothingDeferred();
           batch = [...riders, ...this.queue.splice(0, this.maxBatch - riders.length)];
         }
         const ops = new Array<Op>(batch.length);
@@ -99,6 +93,13 @@ export class GroupCommitter {
     } finally {
       this.running = false;
     }
+  }
+
+  /** Every deferred operation is in a batch: no timer or flush is owed for them. */
+  private nothingDeferred(): void {
+    clearTimeout(this.deferTimer);
+    this.deferTimer = undefined;
+    this.flushDeferred = false;
   }
 
   private async runAlone(w: Waiting, firstError: unknown): Promise<void> {

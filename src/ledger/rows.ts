@@ -98,6 +98,15 @@ export function iso(ms: number): string {
   return lastIso;
 }
 
+/**
+ * The sum of a customer's pending holds past their expiry at `?`: they no
+ * longer count against the balance, even before a sweep has released them.
+ * `customerId` is the SQL naming the customer (a qualified column or `?`).
+ */
+export function expiredHeldSql(customerId: string): string {
+  return `(SELECT COALESCE(SUM(amount), 0) FROM billing_holds WHERE customer_id = ${customerId} AND status = 'pending' AND expires_at <= ?)`;
+}
+
 /** What callers see of a customer (money stays behind balance()). */
 export function customerOut(c: Pick<CustomerRow, 'id' | 'name' | 'createdAt'>): Customer {
   return { id: c.id, name: c.name, createdAt: iso(c.createdAt) };
@@ -217,11 +226,7 @@ export const entryValues = (e: EntryRow): SqlValue[] => [
   e.idempotencyKey, e.actor, e.rateCardVersion, e.chargeType, e.quantity, e.memo, e.createdAt,
   e.fingerprint, e.result, e.auditDetails,
 ];
-export const entryValuesSeq = (e: EntryRow, seq: number): SqlValue[] => [
-  seq, e.id, e.customerId, e.type, e.amount, e.heldDelta, e.balanceAfter, e.holdId, e.chargeId,
-  e.idempotencyKey, e.actor, e.rateCardVersion, e.chargeType, e.quantity, e.memo, e.createdAt,
-  e.fingerprint, e.result, e.auditDetails,
-];
+export const entryValuesSeq = (e: EntryRow, seq: number): SqlValue[] => [seq, ...entryValues(e)];
 
 /**
  * The idempotency operation, and audit operation, an entry's type stands for

@@ -11,7 +11,7 @@ import { customerCount, customersPage, renameCustomer } from './customers';
 import { migrate } from './migrations';
 import { RateCards } from './rate-cards';
 import { redactUrl } from './redact';
-import { auditQuery, chargeFromRow, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, operationOfEntry, publicCharge, publicHold } from './rows';
+import { auditQuery, chargeFromRow, expiredHeldSql, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, operationOfEntry, publicCharge, publicHold } from './rows';
 import type {
   AuditRecord,
   Balance,
@@ -74,6 +74,9 @@ function batchOutcome(op: Op, o: Outcome): BatchOutcome {
     ...(o.ok ? { value: o.value } : { error: o.error }),
   };
 }
+
+/** A customer's balance and what is held, with the expired holds' sum (rows.ts expiredHeldSql): one statement. */
+const BALANCE_SQL = `SELECT balance, held, ${expiredHeldSql('billing_customers.id')} AS expired FROM billing_customers WHERE id = ?`;
 
 /** The Ledger over any Dialect: the behaviour lives here and in batch.ts, once. */
 export class SqlLedger implements Ledger {
@@ -250,11 +253,7 @@ export class SqlLedger implements Ledger {
     return this.read(async (c) => {
       // One statement (every guarded prediction reads the balance): holds past their expiry no longer
       // count, even before a sweep has released them.
-      const [r] = await c.query(
-        "SELECT balance, held, (SELECT COALESCE(SUM(amount), 0) FROM billing_holds WHERE customer_id = ? AND status = 'pending' AND expires_at <= ?) AS expired FROM billing_customers WHERE id = ?",
-        [customerId, now, customerId],
-        { prepare: true },
-      );
+      const [r] = await c.query(BALANCE_SQL, [now, customerId], { prepare: true });
       if (!r) throw new BillingError('CUSTOMER_NOT_FOUND', `Customer ${customerId} does not exist`, { customerId });
       const balance = BigInt(r.balance as string);
       const held = BigInt(r.held as string) - BigInt((r.expired ?? 0) as string);

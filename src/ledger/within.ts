@@ -2,7 +2,7 @@ import { budgetStateAt } from './budget-period';
 import { type Dialect, insertRows, type SqlConnection } from './dialect';
 import { NON_USAGE_CHARGE_TYPES } from './outbox';
 import { LAST_SEQ_SQL } from './fold-rows';
-import { AUDIT_COLUMNS, AUDIT_COLUMNS_SEQ, AUDIT_TABLE, type AuditRow, auditValues, auditValuesSeq, customerFromRow } from './rows';
+import { AUDIT_COLUMNS, AUDIT_COLUMNS_SEQ, AUDIT_TABLE, type AuditRow, auditValues, auditValuesSeq, customerFromRow, expiredHeldSql } from './rows';
 import type { BudgetState } from './types';
 
 /** One priced charge as usage counting needs it. */
@@ -40,6 +40,9 @@ export interface LedgerView {
   audit(entry: AuditInput): Promise<void>;
 }
 
+/** A customer's row with its expired holds' sum (rows.ts expiredHeldSql), for budgetAndAvailableAt. */
+const BUDGET_AND_EXPIRED_SQL = `SELECT *, ${expiredHeldSql('billing_customers.id')} AS expired_held FROM billing_customers WHERE id = ?`;
+
 export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
   return {
     async customerExists(customerId) {
@@ -52,11 +55,7 @@ export function ledgerView(c: SqlConnection, d: Dialect): LedgerView {
       return r ? budgetStateAt(customerFromRow(r), at) : null;
     },
     async budgetAndAvailableAt(customerId, at) {
-      const [r] = await c.query(
-        "SELECT c.*, (SELECT COALESCE(SUM(h.amount), 0) FROM billing_holds h WHERE h.customer_id = c.id AND h.status = 'pending' AND h.expires_at <= ?) AS expired_held FROM billing_customers c WHERE c.id = ?",
-        [at, customerId],
-        { prepare: true },
-      );
+      const [r] = await c.query(BUDGET_AND_EXPIRED_SQL, [at, customerId], { prepare: true });
       if (!r) return null;
       const cust = customerFromRow(r);
       return { budget: budgetStateAt(cust, at), available: cust.balance - cust.held + BigInt(String(r.expired_held ?? 0)) };
