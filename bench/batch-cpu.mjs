@@ -11,6 +11,7 @@ import { Session } from 'node:inspector';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { holdSettlePairs } from './pairs.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -32,15 +33,7 @@ await ledger.topUp({ customerId: 'c', amount: 10n ** 17n, idempotencyKey: 'seed'
 
 async function loop(pairs, label) {
   const perLane = Math.ceil(pairs / LANES);
-  await Promise.all(
-    Array.from({ length: LANES }, async (_, lane) => {
-      for (let i = 0; i < perLane; i++) {
-        const key = `${label}:${lane}:${i}`;
-        const h = await ledger.hold({ customerId: 'c', amount: 1_000_000n, idempotencyKey: key });
-        await ledger.settle({ holdId: h.id, amount: 25_000n, idempotencyKey: `${key}:s` });
-      }
-    }),
-  );
+  await holdSettlePairs(ledger, LANES, perLane, label);
   return perLane * LANES * 2;
 }
 

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { holdSettlePairs } from './pairs.mjs';
 
 const require = createRequire(import.meta.url);
 const { SqlLedger } = require('../dist/src/ledger/sql-ledger.js');
@@ -51,17 +52,6 @@ function truncateWal(file) {
   db.close();
 }
 
-async function pairs(ledger, lanes, n, label) {
-  await Promise.all(
-    Array.from({ length: lanes }, async (_, lane) => {
-      for (let i = 0; i < n; i++) {
-        const key = `${label}:${lane}:${i}`;
-        const h = await ledger.hold({ customerId: 'c', amount: 1_000_000n, idempotencyKey: key });
-        await ledger.settle({ holdId: h.id, amount: 25_000n, idempotencyKey: `${key}:s` });
-      }
-    }),
-  );
-}
 
 /**
  * Pages and statements per operation. The WAL is emptied before each round and its frames counted after;
@@ -73,13 +63,13 @@ async function perOp(lanes, pairsPerLane, rounds) {
   const { ledger, counter } = await openCounted(file);
   await ledger.createCustomer({ id: 'c' });
   await ledger.topUp({ customerId: 'c', amount: 10n ** 15n, idempotencyKey: 'seed' });
-  await pairs(ledger, lanes, 5, 'warm');
+  await holdSettlePairs(ledger, lanes, 5, 'warm');
   let frames = 0;
   let ops = 0;
   const before = { ...counter };
   for (let r = 0; r < rounds; r++) {
     truncateWal(file);
-    await pairs(ledger, lanes, pairsPerLane, `m${r}`);
+    await holdSettlePairs(ledger, lanes, pairsPerLane, `m${r}`);
     ops += 2 * lanes * pairsPerLane;
     frames += walFrames(file);
   }
@@ -112,7 +102,7 @@ async function pagesByTree() {
   const { ledger } = await openCounted(file);
   await ledger.createCustomer({ id: 'c' });
   await ledger.topUp({ customerId: 'c', amount: 10n ** 15n, idempotencyKey: 'seed' });
-  await pairs(ledger, 1, 20, 'warm');
+  await holdSettlePairs(ledger, 1, 20, 'warm');
   const show = (label, m) => console.log(`  ${label}: ${[...m.values()].reduce((a, b) => a + b, 0)} pages — ${[...m].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   truncateWal(file);
   const h = await ledger.hold({ customerId: 'c', amount: 1_000_000n, idempotencyKey: 'by-tree' });
@@ -129,7 +119,7 @@ if (process.argv.includes('--pairs')) {
   const { ledger } = await openCounted(file);
   await ledger.createCustomer({ id: 'c' });
   await ledger.topUp({ customerId: 'c', amount: 10n ** 15n, idempotencyKey: 'seed' });
-  await pairs(ledger, arg('lanes', 1), arg('pairs', 300), 'ir');
+  await holdSettlePairs(ledger, arg('lanes', 1), arg('pairs', 300), 'ir');
   await ledger.close();
 } else {
   console.log('WAL pages written by one operation, by b-tree:');
