@@ -37,7 +37,7 @@ async function loop(pairs, label) {
   return perLane * LANES * 2;
 }
 
-// Warm-up: compiled code, the checkpointer thread started, statement caches filled.
+// Warm-up: compiled code, statement caches filled.
 await loop(Math.min(PAIRS, 4000), 'warm');
 
 let scavenges = 0;

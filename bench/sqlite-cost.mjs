@@ -55,8 +55,7 @@ function truncateWal(file) {
 
 /**
  * Pages and statements per operation. The WAL is emptied before each round and its frames counted after;
- * the ledger stays under the commit count that starts the background checkpointer (whose checkpoints
- * would restart the WAL) and each round under the automatic checkpoint's size.
+ * each round stays under the automatic checkpoint's size (a checkpoint would start the WAL over).
  */
 async function perOp(lanes, pairsPerLane, rounds) {
   const file = path.join(tmp, `cost-${lanes}.sqlite`);
