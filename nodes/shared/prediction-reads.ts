@@ -89,15 +89,20 @@ export async function credentialAndAnalytic(credentialId: string, options: IComm
   return { data: await decryptedRow(credentialId, row?.encryptedData, decrypt), analytic };
 }
 
-/** What the joint read found for a credential it produced (see analyticReadWith). */
-const analytics = new WeakMap<object, string | null>();
+/**
+ * The analytics settings read with a credential, on the credential object itself: the installer bundles each
+ * node file on its own, so a map kept in this module would exist once per node type, and the node that reads
+ * the credential (e.g. a Metered Chat Model) need not be the one that opens the run (its Quota Guard).
+ */
+const ANALYTIC = Symbol.for('flowise-billing.chatflowAnalytic');
 
 /** Remembers the analytics settings read together with `credential` (the object the prediction's nodes share). */
 export function keepAnalyticWith(credential: object, analytic: string | null): void {
-  analytics.set(credential, analytic);
+  // Not enumerable: the credential is spread and compared elsewhere, and this is no part of it.
+  Object.defineProperty(credential, ANALYTIC, { value: analytic, enumerable: false });
 }
 
 /** The chatflow's analytic column as read with this prediction's credential; undefined when it was not (read it). */
 export function analyticReadWith(credential: object): string | null | undefined {
-  return analytics.get(credential);
+  return (credential as { [ANALYTIC]?: string | null })[ANALYTIC];
 }
