@@ -1,8 +1,8 @@
 import { BillingError, IdempotencyConflictError } from '../errors';
 import { periodContaining } from '../period';
 import { APPLY, BatchState, type LoadedRows } from './batch-apply';
-import { loadSql, splitReads } from './batch-reads';
-import { type Dialect, type Row, type SqlConnection, type SqlValue, type TableWrite, upsertClause, writeTables } from './dialect';
+import { type LoadSql, loadSql, splitReads } from './batch-reads';
+import { type Dialect, type Row, type SqlConnection, type SqlValue, type SyncSqlConnection, type TableWrite, upsertClause, writeTables, writeTablesNow } from './dialect';
 import { METERED_OPERATIONS, outboxStateParams, outboxWrites } from './outbox';
 import {
   AUDIT_COLUMNS,
@@ -32,7 +32,7 @@ import {
   type IdemRow,
   operationOfEntry,
 } from './rows';
-import { lastUsedSeq } from './within';
+import { lastUsedSeq, lastUsedSeqNow } from './within';
 
 /** Priced fields carried by holds, settles and charges. */
 export interface PricedFields {
@@ -96,12 +96,51 @@ const PREPARE = { prepare: true } as const;
  * per-operation outcomes; only a database failure aborts the batch.
  */
 export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<Outcome[]> {
-  const loaded = await loadRows(d, c, ops, now);
+  const plan = loadPlan(d, ops, now);
+  const none = Promise.resolve([] as Row[]);
+  // The reads are issued together, without waiting for each other: a pipelining dialect (PostgreSQL) sends
+  // them in one round trip. The server still runs them in order, the reads after the lock with a snapshot
+  // taken after it, so they see what the lock's previous holder committed.
+  const [lockedRows, afterLock, chargeRows] = await Promise.all([
+    plan.sql.lock ? c.query(plan.sql.lock, plan.ownerParams, PREPARE) : none,
+    plan.sql.reads ? c.query(plan.sql.reads, plan.params, { prepare: true, longestList: plan.longestList }) : none,
+    plan.sql.charges ? c.query(plan.sql.charges, plan.chargeIds, PREPARE) : none,
+  ]);
+  const loaded = loadedRows(plan, lockedRows, afterLock, chargeRows);
+  for (const q of periodSpendReads(ops, loaded, now)) loaded.periodSpend.set(q.customerId, spendOf(await c.query(q.sql, q.params)));
+  const { s, outcomes } = applyAll(loaded, ops, now);
+  const fold = foldAudit(s.newAudit);
+  const seq = needsSeq(d, s, fold) ? (loaded.lastSeq ?? (await lastUsedSeq(c))) : 0;
+  await writeTables(c, d, tableWrites(d, s, loaded, fold, seq));
+  return outcomes;
+}
+
+/**
+ * executeBatch on a connection whose driver answers synchronously (SQLite):
+ * the same statements in the same order, without a promise between the steps
+ * (they were most of what a lone operation allocated: a scavenge in the
+ * young generation every so many operations is a millisecond stall).
+ */
+export function executeBatchNow(d: Dialect, c: SyncSqlConnection, ops: readonly Op[], now: number): Outcome[] {
+  const plan = loadPlan(d, ops, now);
+  const lockedRows = plan.sql.lock ? c.queryNow(plan.sql.lock, plan.ownerParams) : [];
+  const afterLock = plan.sql.reads ? c.queryNow(plan.sql.reads, plan.params) : [];
+  const chargeRows = plan.sql.charges ? c.queryNow(plan.sql.charges, plan.chargeIds) : [];
+  const loaded = loadedRows(plan, lockedRows, afterLock, chargeRows);
+  for (const q of periodSpendReads(ops, loaded, now)) loaded.periodSpend.set(q.customerId, spendOf(c.queryNow(q.sql, q.params)));
+  const { s, outcomes } = applyAll(loaded, ops, now);
+  const fold = foldAudit(s.newAudit);
+  const seq = needsSeq(d, s, fold) ? (loaded.lastSeq ?? lastUsedSeqNow(c)) : 0;
+  writeTablesNow(c, d, tableWrites(d, s, loaded, fold, seq));
+  return outcomes;
+}
+
+function applyAll(loaded: Loaded, ops: readonly Op[], now: number): { s: BatchState; outcomes: Outcome[] } {
   const s = new BatchState(now, loaded);
   s.expireOverdue();
-  const outcomes = ops.map((op) => applyOne(s, op));
-  await writeRows(d, c, s, loaded);
-  return outcomes;
+  const outcomes = new Array<Outcome>(ops.length);
+  for (let i = 0; i < ops.length; i++) outcomes[i] = applyOne(s, ops[i]!);
+  return { s, outcomes };
 }
 
 /**
@@ -140,14 +179,25 @@ function applyOne(s: BatchState, op: Op): Outcome {
   }
 }
 
+/** What a batch reads, decided from its operations alone: the statements and their parameters. */
+interface LoadPlan {
+  readonly sql: LoadSql;
+  /** Lock parameters: the customers named by the operations, or owning their holds and charges (which never change owner). */
+  readonly ownerParams: string[];
+  /** The reads after the lock, in one statement, with their parameters in the order loadSql wrote them. */
+  readonly params: (string | number)[];
+  readonly chargeIds: string[];
+  readonly holdIds: Set<string>;
+  /** The reads are prepared by the length of their longest key list, not their parameter count (see QueryOptions.longestList). */
+  readonly longestList: number;
+}
+
 /**
- * Reads every row the batch needs; customers are locked in sorted order. The
- * reads are issued together, without waiting for each other: a pipelining
- * dialect (PostgreSQL) sends them in one round trip. The server still runs
- * them in order, the reads after the lock with a snapshot taken after it, so
- * they see what the lock's previous holder committed.
+ * Which rows the batch needs; customers are locked in sorted order (the
+ * statement's ORDER BY), so concurrent batches in other processes can never
+ * deadlock on customers.
  */
-async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: number): Promise<Loaded> {
+function loadPlan(d: Dialect, ops: readonly Op[], now: number): LoadPlan {
   const holdIds = new Set<string>();
   const chargeIds = new Set<string>();
   const keys = new Set<string>();
@@ -164,15 +214,10 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
 
   // The statements' text depends only on the list lengths: built once per shape (batch-reads.ts).
   const sql = loadSql(d, { customers: customerIds.size, holds: holdIds.size, charges: chargeIds.size, keys: keys.size, metering });
-  // The batch's customers: named by the operations, or owning their holds and charges (which never change owner).
   const ownerParams: string[] = [];
   for (const id of customerIds) ownerParams.push(id);
   for (const id of holdIds) ownerParams.push(id);
   for (const id of chargeIds) ownerParams.push(id);
-  const none = Promise.resolve([] as Row[]);
-  // Sorted lock order: concurrent batches in other processes can never deadlock on customers.
-  const customerRows = sql.lock ? c.query(sql.lock, ownerParams, PREPARE) : none;
-  // Then the reads after the lock, in one statement, with their parameters in the order loadSql wrote them.
   const params: (string | number)[] = [];
   for (const id of holdIds) params.push(id);
   if (sql.lock) {
@@ -182,20 +227,20 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
   for (const k of keys) params.push(k);
   for (const k of keys) params.push(k);
   if (sql.outbox) for (const p of outboxStateParams(ownerParams)) params.push(p);
-  // Prepared by the length of its longest key list, not its parameter count (see QueryOptions.longestList).
   const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
-  const readRows = sql.reads ? c.query(sql.reads, params, { prepare: true, longestList }) : none;
-  const chargeRows = sql.charges ? c.query(sql.charges, [...chargeIds], PREPARE) : none;
-  const [lockedRows, afterLock, loadedCharges] = await Promise.all([customerRows, readRows, chargeRows]);
-  const read = splitReads(afterLock);
+  return { sql, ownerParams, params, chargeIds: [...chargeIds], holdIds, longestList };
+}
 
+/** The loaded rows, from the plan's statements' answers (no charge rows: its `charges` was null). */
+function loadedRows(plan: LoadPlan, lockedRows: readonly Row[], afterLock: readonly Row[], loadedCharges: readonly Row[]): Loaded {
+  const read = splitReads(afterLock);
   const customers = new Map<string, CustomerRow>();
   for (const r of lockedRows) customers.set(String(r.id), customerFromRow(r));
   const holds = new Map<string, HoldRow>();
   const idem = new Map<string, IdemRow>();
   for (const r of read.holds) {
     // A customer created after the lock was taken is not locked: its holds are left alone, as if never read.
-    if (holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) holds.set(String(r.id), holdFromRow(r));
+    if (plan.holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) holds.set(String(r.id), holdFromRow(r));
   }
   const charges = new Map<string, ChargeRow>();
   for (const r of loadedCharges) charges.set(String(r.id), chargeFromRow(r));
@@ -207,18 +252,22 @@ async function loadRows(d: Dialect, c: SqlConnection, ops: readonly Op[], now: n
       customerId: null, result: String(r.result), createdAt: 0,
     });
   }
-
-  // Net charges so far in the period a new budget starts in.
-  const periodSpend = new Map<string, bigint>();
-  for (const op of ops) {
-    if (op.kind !== 'setBudget' || op.limit === null || !customers.has(op.customerId)) continue;
-    const p = periodContaining(now, op.anchorDay);
-    const [row] = await c.query('SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', [op.customerId, p.start]);
-    periodSpend.set(op.customerId, BigInt(String(row?.s ?? 0)));
-  }
   const lastSeq = lockedRows[0] && lockedRows[0].last_seq_ !== undefined ? Number(lockedRows[0].last_seq_) : null;
-  return { customers, holds, charges, idem, periodSpend, outboxState: sql.outbox ? read.outbox : null, lastSeq };
+  return { customers, holds, charges, idem, periodSpend: new Map(), outboxState: plan.sql.outbox ? read.outbox : null, lastSeq };
 }
+
+/** Net charges so far in the period a new budget starts in: one read per budget set (rare), after the others. */
+function periodSpendReads(ops: readonly Op[], loaded: Loaded, now: number): Array<{ customerId: string; sql: string; params: SqlValue[] }> {
+  const out: Array<{ customerId: string; sql: string; params: SqlValue[] }> = [];
+  for (const op of ops) {
+    if (op.kind !== 'setBudget' || op.limit === null || !loaded.customers.has(op.customerId)) continue;
+    const p = periodContaining(now, op.anchorDay);
+    out.push({ customerId: op.customerId, sql: 'SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', params: [op.customerId, p.start] });
+  }
+  return out;
+}
+
+const spendOf = (rows: readonly Row[]): bigint => BigInt(String(rows[0]?.s ?? 0));
 
 interface Loaded extends LoadedRows {
   readonly outboxState: readonly Row[] | null;
@@ -247,15 +296,27 @@ function foldsAudit(lines: readonly BatchAudit[]): boolean {
   return true;
 }
 
-/** Writes what the batch changed, plus the Stripe outbox rows its entries owe. */
-async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, loaded: Loaded): Promise<void> {
+/** Keeps every audit line in its entry when the batch allows it (foldsAudit); true when it did. */
+function foldAudit(lines: readonly BatchAudit[]): boolean {
+  const fold = foldsAudit(lines);
+  if (fold) for (const a of lines) a.entry!.auditDetails = JSON.stringify(a.details);
+  return fold;
+}
+
+/** Whether the rows take numbers from the writer (SQLite), which then needs the last one used. */
+function needsSeq(d: Dialect, s: BatchState, fold: boolean): boolean {
+  return d.explicitSeq === true && (s.newEntries.length > 0 || !fold);
+}
+
+/**
+ * What the batch changed, as table writes, plus the Stripe outbox rows its
+ * entries owe. Entries and then the batch's lines in billing_audit are
+ * numbered from `seq` here (SQLite) or by the database's one sequence (PostgreSQL).
+ */
+function tableWrites(d: Dialect, s: BatchState, loaded: Loaded, fold: boolean, seq: number): TableWrite[] {
   const { customers, holds, charges, createdCustomers, dirtyCustomers, dirtyHolds, dirtyCharges, newEntries, newIdem, newAudit, now } = s;
   // Meter events owed to Stripe, in this same transaction as their entries (see outbox.ts).
   const outbox = outboxWrites(loaded.outboxState, newEntries, now);
-  const fold = foldsAudit(newAudit);
-  if (fold) for (const a of newAudit) a.entry!.auditDetails = JSON.stringify(a.details);
-  // Numbered here (SQLite) or by the database's one sequence (PostgreSQL): entries first, then the batch's lines in billing_audit.
-  let seq = d.explicitSeq && (newEntries.length > 0 || !fold) ? (loaded.lastSeq ?? (await lastUsedSeq(c))) : 0;
   const entryRows = d.explicitSeq ? newEntries.map((e) => entryValuesSeq(e, ++seq)) : newEntries.map(entryValues);
   const auditLines = fold ? [] : newAudit;
   const auditRows = d.explicitSeq ? auditLines.map((a) => auditValuesSeq(a, ++seq)) : auditLines.map(auditValues);
@@ -288,7 +349,7 @@ async function writeRows(d: Dialect, c: SqlConnection, s: BatchState, loaded: Lo
   }
   if (auditRows.length > 0) writes.push({ table: AUDIT_TABLE, columns: d.explicitSeq ? AUDIT_COLUMNS_SEQ : AUDIT_COLUMNS, rows: auditRows });
   for (const w of outbox) writes.push(w);
-  await writeTables(c, d, writes);
+  return writes;
 }
 
 function customerIdOf(op: Op, holds: Map<string, HoldRow>, charges: Map<string, ChargeRow>): string | null {

@@ -1,7 +1,7 @@
 import { BillingError } from '../errors';
 import type { RateCard } from '../pricing/ratecard';
-import { executeBatch, type Op, type Outcome } from './batch';
-import type { Dialect, Row, SqlConnection } from './dialect';
+import { executeBatch, executeBatchNow, type Op, type Outcome } from './batch';
+import { type Dialect, type Row, type SqlConnection, syncConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
 import { idArg, intArg, jsonProblem, parse, pricedFields, schemas } from './inputs';
 import { quickHold, quickSettle } from './quick-input';
@@ -75,6 +75,13 @@ function batchOutcome(op: Op, o: Outcome): BatchOutcome {
   };
 }
 
+/** The batch's outcomes, after the observer's rows (LedgerOptions.onBatch) went into its transaction. */
+async function batchThen(batch: Promise<Outcome[]>, onBatch: LedgerOptions['onBatch'], c: SqlConnection, ops: readonly Op[], now: number): Promise<Outcome[]> {
+  const outcomes = await batch;
+  if (onBatch) await onBatch(c, ops.map((op, i) => batchOutcome(op, outcomes[i]!)), now);
+  return outcomes;
+}
+
 /** A customer's balance and what is held, with the expired holds' sum (rows.ts expiredHeldSql): one statement. */
 const BALANCE_SQL = `SELECT balance, held, ${expiredHeldSql('billing_customers.id')} AS expired FROM billing_customers WHERE id = ?`;
 
@@ -104,13 +111,19 @@ export class SqlLedger implements Ledger {
       read: (fn) => this.read(fn),
       write: (fn) => this.write(fn),
     });
+    const onBatch = opts.onBatch;
     this.committer = new GroupCommitter(
       (ops) =>
-        d.writeTransaction(async (c) => {
+        d.writeTransaction((c) => {
           const now = this.clock();
-          const outcomes = await executeBatch(d, c, ops, now);
-          if (opts.onBatch) await opts.onBatch(c, ops.map((op, i) => batchOutcome(op, outcomes[i]!)), now);
-          return outcomes;
+          const sync = onBatch ? null : syncConnection(c);
+          if (sync === null) return batchThen(executeBatch(d, c, ops, now), onBatch, c, ops, now);
+          // A synchronous driver (SQLite) runs the whole batch without a promise between its steps.
+          try {
+            return Promise.resolve(executeBatchNow(d, sync, ops, now));
+          } catch (e) {
+            return Promise.reject(e);
+          }
         }),
       opts.maxBatch ?? 512,
       (e) => d.isRetryableConflict(e),

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Dialect, forEachInsert, insertRows, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
+import { type Dialect, forEachInsert, insertRows, type Row, type SqlConnection, type SqlValue, type SyncSqlConnection, type TableWrite } from './dialect';
 import { Mutex } from './mutex';
 
 /**
@@ -173,7 +173,7 @@ function isUniqueViolation(e: unknown): boolean {
   return err?.errcode === SQLITE_CONSTRAINT_PRIMARYKEY || err?.errcode === SQLITE_CONSTRAINT_UNIQUE;
 }
 
-class SqliteConnection implements SqlConnection {
+class SqliteConnection implements SyncSqlConnection {
   private readonly statements = new Map<string, Prepared>();
   constructor(readonly db: SqliteDb) {}
 
@@ -200,6 +200,10 @@ class SqliteConnection implements SqlConnection {
   }
 
   async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
+    return this.queryNow<T>(sql, params);
+  }
+
+  queryNow<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []): T[] {
     const { stmt, row } = this.prepare(sql);
     const rows = stmt.all(...params);
     if (row === null) return rows as T[];
