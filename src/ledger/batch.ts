@@ -107,7 +107,7 @@ export async function executeBatch(d: Dialect, c: SqlConnection, ops: readonly O
     plan.sql.charges ? c.query(plan.sql.charges, plan.chargeIds, PREPARE) : none,
   ]);
   const loaded = loadedRows(plan, lockedRows, afterLock, chargeRows);
-  for (const q of periodSpendReads(ops, loaded, now)) loaded.periodSpend.set(q.customerId, spendOf(await c.query(q.sql, q.params)));
+  for (const q of periodSpendReads(ops, loaded, now)) (loaded.periodSpend ??= new Map()).set(q.customerId, spendOf(await c.query(q.sql, q.params)));
   const { s, outcomes } = applyAll(loaded, ops, now);
   const fold = foldAudit(s.newAudit);
   const seq = needsSeq(d, s, fold) ? (loaded.lastSeq ?? (await lastUsedSeq(c))) : 0;
@@ -127,7 +127,7 @@ export function executeBatchNow(d: Dialect, c: SyncSqlConnection, ops: readonly 
   const afterLock = plan.sql.reads ? c.queryNow(plan.sql.reads, plan.params) : [];
   const chargeRows = plan.sql.charges ? c.queryNow(plan.sql.charges, plan.chargeIds) : [];
   const loaded = loadedRows(plan, lockedRows, afterLock, chargeRows);
-  for (const q of periodSpendReads(ops, loaded, now)) loaded.periodSpend.set(q.customerId, spendOf(c.queryNow(q.sql, q.params)));
+  for (const q of periodSpendReads(ops, loaded, now)) (loaded.periodSpend ??= new Map()).set(q.customerId, spendOf(c.queryNow(q.sql, q.params)));
   const { s, outcomes } = applyAll(loaded, ops, now);
   const fold = foldAudit(s.newAudit);
   const seq = needsSeq(d, s, fold) ? (loaded.lastSeq ?? lastUsedSeqNow(c)) : 0;
@@ -187,7 +187,8 @@ interface LoadPlan {
   /** The reads after the lock, in one statement, with their parameters in the order loadSql wrote them. */
   readonly params: (string | number)[];
   readonly chargeIds: string[];
-  readonly holdIds: Set<string>;
+  /** The holds the operations name (each once). */
+  readonly holdIds: readonly string[];
   /** The reads are prepared by the length of their longest key list, not their parameter count (see QueryOptions.longestList). */
   readonly longestList: number;
 }
@@ -198,22 +199,30 @@ interface LoadPlan {
  * deadlock on customers.
  */
 function loadPlan(d: Dialect, ops: readonly Op[], now: number): LoadPlan {
-  const holdIds = new Set<string>();
-  const chargeIds = new Set<string>();
-  const keys = new Set<string>();
-  const customerIds = new Set<string>();
+  let holdIds: string[] = [];
+  let chargeIds: string[] = [];
+  let keys: string[] = [];
+  let customerIds: string[] = [];
   let metering = false;
   for (const op of ops) {
-    if ('key' in op) keys.add(op.key);
-    if (op.kind === 'settle' || op.kind === 'release') holdIds.add(op.holdId);
-    else if (op.kind === 'refund') chargeIds.add(op.chargeId);
-    else customerIds.add(op.customerId);
-    if (op.kind === 'hold' && op.addTo) holdIds.add(op.addTo);
+    if ('key' in op) keys.push(op.key);
+    if (op.kind === 'settle' || op.kind === 'release') holdIds.push(op.holdId);
+    else if (op.kind === 'refund') chargeIds.push(op.chargeId);
+    else customerIds.push(op.customerId);
+    if (op.kind === 'hold' && op.addTo) holdIds.push(op.addTo);
     if (METERED_OPERATIONS.has(op.kind)) metering = true;
+  }
+  // Each list in first-seen order without repeats. A lone operation names each id once (an
+  // incremental hold's other hold is in its own list): no Set to build for it.
+  if (ops.length > 1) {
+    holdIds = distinct(holdIds);
+    chargeIds = distinct(chargeIds);
+    keys = distinct(keys);
+    customerIds = distinct(customerIds);
   }
 
   // The statements' text depends only on the list lengths: built once per shape (batch-reads.ts).
-  const sql = loadSql(d, { customers: customerIds.size, holds: holdIds.size, charges: chargeIds.size, keys: keys.size, metering });
+  const sql = loadSql(d, { customers: customerIds.length, holds: holdIds.length, charges: chargeIds.length, keys: keys.length, metering });
   const ownerParams: string[] = [];
   for (const id of customerIds) ownerParams.push(id);
   for (const id of holdIds) ownerParams.push(id);
@@ -227,9 +236,11 @@ function loadPlan(d: Dialect, ops: readonly Op[], now: number): LoadPlan {
   for (const k of keys) params.push(k);
   for (const k of keys) params.push(k);
   if (sql.outbox) for (const p of outboxStateParams(ownerParams)) params.push(p);
-  const longestList = Math.max(customerIds.size, holdIds.size, chargeIds.size, keys.size);
-  return { sql, ownerParams, params, chargeIds: [...chargeIds], holdIds, longestList };
+  const longestList = Math.max(customerIds.length, holdIds.length, chargeIds.length, keys.length);
+  return { sql, ownerParams, params, chargeIds, holdIds, longestList };
 }
+
+const distinct = (xs: string[]): string[] => (xs.length < 2 ? xs : [...new Set(xs)]);
 
 /** The loaded rows, from the plan's statements' answers (no charge rows: its `charges` was null). */
 function loadedRows(plan: LoadPlan, lockedRows: readonly Row[], afterLock: readonly Row[], loadedCharges: readonly Row[]): Loaded {
@@ -238,9 +249,12 @@ function loadedRows(plan: LoadPlan, lockedRows: readonly Row[], afterLock: reado
   for (const r of lockedRows) customers.set(String(r.id), customerFromRow(r));
   const holds = new Map<string, HoldRow>();
   const idem = new Map<string, IdemRow>();
+  // The few holds of a usual batch are searched in their list; a long list gets a Set.
+  const named = plan.holdIds.length > 8 ? new Set(plan.holdIds) : null;
   for (const r of read.holds) {
+    const id = String(r.id);
     // A customer created after the lock was taken is not locked: its holds are left alone, as if never read.
-    if (plan.holdIds.has(String(r.id)) || customers.has(String(r.customer_id))) holds.set(String(r.id), holdFromRow(r));
+    if ((named ? named.has(id) : plan.holdIds.includes(id)) || customers.has(String(r.customer_id))) holds.set(id, holdFromRow(r));
   }
   const charges = new Map<string, ChargeRow>();
   for (const r of loadedCharges) charges.set(String(r.id), chargeFromRow(r));
@@ -253,20 +267,21 @@ function loadedRows(plan: LoadPlan, lockedRows: readonly Row[], afterLock: reado
     });
   }
   const lastSeq = lockedRows[0] && lockedRows[0].last_seq_ !== undefined ? Number(lockedRows[0].last_seq_) : null;
-  return { customers, holds, charges, idem, periodSpend: new Map(), outboxState: plan.sql.outbox ? read.outbox : null, lastSeq };
+  return { customers, holds, charges, idem, periodSpend: null, outboxState: plan.sql.outbox ? read.outbox : null, lastSeq };
 }
 
 /** Net charges so far in the period a new budget starts in: one read per budget set (rare), after the others. */
-function periodSpendReads(ops: readonly Op[], loaded: Loaded, now: number): Array<{ customerId: string; sql: string; params: SqlValue[] }> {
-  const out: Array<{ customerId: string; sql: string; params: SqlValue[] }> = [];
+function periodSpendReads(ops: readonly Op[], loaded: Loaded, now: number): ReadonlyArray<{ customerId: string; sql: string; params: SqlValue[] }> {
+  let out: Array<{ customerId: string; sql: string; params: SqlValue[] }> | null = null;
   for (const op of ops) {
     if (op.kind !== 'setBudget' || op.limit === null || !loaded.customers.has(op.customerId)) continue;
     const p = periodContaining(now, op.anchorDay);
-    out.push({ customerId: op.customerId, sql: 'SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', params: [op.customerId, p.start] });
+    (out ??= []).push({ customerId: op.customerId, sql: 'SELECT COALESCE(SUM(amount - refunded), 0) AS s FROM billing_charges WHERE customer_id = ? AND created_at >= ?', params: [op.customerId, p.start] });
   }
-  return out;
+  return out ?? NO_READS;
 }
 
+const NO_READS: readonly never[] = [];
 const spendOf = (rows: readonly Row[]): bigint => BigInt(String(rows[0]?.s ?? 0));
 
 interface Loaded extends LoadedRows {
@@ -326,7 +341,7 @@ function tableWrites(d: Dialect, s: BatchState, loaded: Loaded, fold: boolean, s
   if (dirtyCustomers.size > 0) {
     const created: SqlValue[][] = [];
     const updated: SqlValue[][] = [];
-    for (const id of dirtyCustomers) (createdCustomers.has(id) ? created : updated).push(customerValues(customers.get(id)!));
+    for (const id of dirtyCustomers) (createdCustomers?.has(id) ? created : updated).push(customerValues(customers.get(id)!));
     // A plain INSERT: if another process created the customer after this batch looked (its row was
     // invisible, so unlocked), the unique violation aborts the batch and it is retried against the
     // committed row, instead of an upsert overwriting that row's balance with this batch's zero.
