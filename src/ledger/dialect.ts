@@ -63,8 +63,11 @@ export interface Dialect {
   readonly explicitSeq?: true;
   /** Largest number of bound parameters one statement may carry. */
   readonly maxParams: number;
-  /** Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. */
-  writeTransaction<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. `fn` may
+   * answer without a promise (a synchronous connection's work): a dialect then need not wait a turn.
+   */
+  writeTransaction<T>(fn: (c: SqlConnection) => Promise<T> | T): Promise<T>;
   /** A consistent read outside any open write transaction of this process. */
   read<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
   /** Serialises schema migration across processes (advisory lock / exclusive transaction). */

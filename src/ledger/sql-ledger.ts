@@ -117,13 +117,8 @@ export class SqlLedger implements Ledger {
         d.writeTransaction((c) => {
           const now = this.clock();
           const sync = onBatch ? null : syncConnection(c);
-          if (sync === null) return batchThen(executeBatch(d, c, ops, now), onBatch, c, ops, now);
-          // A synchronous driver (SQLite) runs the whole batch without a promise between its steps.
-          try {
-            return Promise.resolve(executeBatchNow(d, sync, ops, now));
-          } catch (e) {
-            return Promise.reject(e);
-          }
+          // A synchronous driver (SQLite) runs the whole batch, and its transaction, without a promise between the steps.
+          return sync === null ? batchThen(executeBatch(d, c, ops, now), onBatch, c, ops, now) : executeBatchNow(d, sync, ops, now);
         }),
       opts.maxBatch ?? 512,
       (e) => d.isRetryableConflict(e),

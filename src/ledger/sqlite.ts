@@ -237,6 +237,8 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
   for (const w of writes) await insertRows(c, { maxParams: MAX_PARAMS } as Dialect, w.table, w.columns, w.rows, w.onConflict);
 }
 
+const isThenable = <T>(v: Promise<T> | T): v is Promise<T> => typeof (v as { then?: unknown } | null)?.then === 'function';
+
 /** SQLite: one writer connection (the file allows one writer at a time anyway) and a separate reader. */
 export function sqliteDialect(opts: SqliteOptions): Dialect {
   const memory = opts.path === ':memory:';
@@ -248,27 +250,43 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
   const readerDb = memory ? undefined : openDb(driver, opts.path, opts, true);
   const reader = readerDb ? new SqliteConnection(readerDb) : writer;
   const mutex = new Mutex();
-  const inTransaction = async <T>(begin: string, fn: (c: SqlConnection) => Promise<T>): Promise<T> => {
-    writer.exec(begin);
-    let open = true;
+  const rollback = () => {
+    // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
     try {
-      const result = await fn(writer);
-      writer.exec('COMMIT');
-      open = false;
-      return result;
-    } catch (e) {
-      // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
-      if (open) {
-        try {
-          writer.exec('ROLLBACK');
-        } catch {
-          // no transaction left to roll back
-        }
-      }
-      throw e;
+      writer.exec('ROLLBACK');
+    } catch {
+      // no transaction left to roll back
     }
   };
-  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) => mutex.run(() => inTransaction(begin, fn));
+  /**
+   * A `fn` that answers at once (a ledger batch on the synchronous connection) commits at once;
+   * one that returns a promise commits when it resolves. Either rolls back when it fails.
+   */
+  const inTransaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T> | T): Promise<T> | T => {
+    writer.exec(begin);
+    let result: Promise<T> | T;
+    try {
+      result = fn(writer);
+    } catch (e) {
+      rollback();
+      throw e;
+    }
+    if (!isThenable(result)) return commit(result);
+    return result.then(commit, (e: unknown) => {
+      rollback();
+      throw e;
+    });
+  };
+  const commit = <T>(value: T): T => {
+    try {
+      writer.exec('COMMIT');
+    } catch (e) {
+      rollback();
+      throw e;
+    }
+    return value;
+  };
+  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T> | T) => mutex.run(() => inTransaction(begin, fn));
   /** A schema step may copy or index a whole table: its temporary data goes to files, not memory. */
   const withTempFiles = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
     mutex.run(async () => {
