@@ -48,7 +48,8 @@ export function jsonProblem(m: unknown): string | null {
   } catch (e) {
     return `metadata must be plain JSON (no cycles, no bigint): ${(e as Error).message.split('\n')[0]}`;
   }
-  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
+  // UTF-8 takes at most 3 bytes per UTF-16 unit: short text needs no count (counting allocated, on every hold and settle).
+  if (text.length > MAX_METADATA_BYTES / 3 && Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
   return null;
 }
 
