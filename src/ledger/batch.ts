@@ -199,48 +199,44 @@ interface LoadPlan {
  * deadlock on customers.
  */
 function loadPlan(d: Dialect, ops: readonly Op[], now: number): LoadPlan {
-  let holdIds: string[] = [];
-  let chargeIds: string[] = [];
-  let keys: string[] = [];
-  let customerIds: string[] = [];
+  // Collected in arrays kept between batches (this runs to its end without yielding), then copied out at
+  // their exact size: a new array grown by push takes room for 17 elements, four of them per batch.
+  const holdList = scratch.holds;
+  const chargeList = scratch.charges;
+  const keyList = scratch.keys;
+  const customerList = scratch.customers;
+  holdList.length = chargeList.length = keyList.length = customerList.length = 0;
   let metering = false;
   for (const op of ops) {
-    if ('key' in op) keys.push(op.key);
-    if (op.kind === 'settle' || op.kind === 'release') holdIds.push(op.holdId);
-    else if (op.kind === 'refund') chargeIds.push(op.chargeId);
-    else customerIds.push(op.customerId);
-    if (op.kind === 'hold' && op.addTo) holdIds.push(op.addTo);
+    if ('key' in op) keyList.push(op.key);
+    if (op.kind === 'settle' || op.kind === 'release') holdList.push(op.holdId);
+    else if (op.kind === 'refund') chargeList.push(op.chargeId);
+    else customerList.push(op.customerId);
+    if (op.kind === 'hold' && op.addTo) holdList.push(op.addTo);
     if (METERED_OPERATIONS.has(op.kind)) metering = true;
   }
   // Each list in first-seen order without repeats. A lone operation names each id once (an
   // incremental hold's other hold is in its own list): no Set to build for it.
-  if (ops.length > 1) {
-    holdIds = distinct(holdIds);
-    chargeIds = distinct(chargeIds);
-    keys = distinct(keys);
-    customerIds = distinct(customerIds);
-  }
+  const holdIds = distinct(holdList, ops.length);
+  const chargeIds = distinct(chargeList, ops.length);
+  const keys = distinct(keyList, ops.length);
+  const customerIds = distinct(customerList, ops.length);
 
   // The statements' text depends only on the list lengths: built once per shape (batch-reads.ts).
   const sql = loadSql(d, { customers: customerIds.length, holds: holdIds.length, charges: chargeIds.length, keys: keys.length, metering });
-  const ownerParams: string[] = [];
-  for (const id of customerIds) ownerParams.push(id);
-  for (const id of holdIds) ownerParams.push(id);
-  for (const id of chargeIds) ownerParams.push(id);
-  const params: (string | number)[] = [];
-  for (const id of holdIds) params.push(id);
-  if (sql.lock) {
-    for (const id of ownerParams) params.push(id);
-    params.push(now);
-  }
-  for (const k of keys) params.push(k);
-  for (const k of keys) params.push(k);
-  if (sql.outbox) for (const p of outboxStateParams(ownerParams)) params.push(p);
+  const ownerParams = customerIds.concat(holdIds, chargeIds);
+  const params: (string | number)[] = sql.lock
+    ? (holdIds as (string | number)[]).concat(ownerParams, now, keys, keys, sql.outbox ? outboxStateParams(ownerParams) : NO_PARAMS)
+    : (holdIds as (string | number)[]).concat(keys, keys, sql.outbox ? outboxStateParams(ownerParams) : NO_PARAMS);
   const longestList = Math.max(customerIds.length, holdIds.length, chargeIds.length, keys.length);
   return { sql, ownerParams, params, chargeIds, holdIds, longestList };
 }
 
-const distinct = (xs: string[]): string[] => (xs.length < 2 ? xs : [...new Set(xs)]);
+const scratch = { holds: [] as string[], charges: [] as string[], keys: [] as string[], customers: [] as string[] };
+const NO_PARAMS: readonly string[] = [];
+
+/** A copy of `xs` without repeats, in first-seen order (a batch of one operation has none). */
+const distinct = (xs: readonly string[], ops: number): string[] => (ops > 1 && xs.length > 1 ? [...new Set(xs)] : xs.slice());
 
 /** The loaded rows, from the plan's statements' answers (no charge rows: its `charges` was null). */
 function loadedRows(plan: LoadPlan, lockedRows: readonly Row[], afterLock: readonly Row[], loadedCharges: readonly Row[]): Loaded {
@@ -339,25 +335,21 @@ function tableWrites(d: Dialect, s: BatchState, loaded: Loaded, fold: boolean, s
   // Only the tables with rows, built without intermediate arrays: a lone operation writes four or five.
   const writes: TableWrite[] = [];
   if (dirtyCustomers.size > 0) {
-    const created: SqlValue[][] = [];
-    const updated: SqlValue[][] = [];
-    for (const id of dirtyCustomers) (createdCustomers?.has(id) ? created : updated).push(customerValues(customers.get(id)!));
     // A plain INSERT: if another process created the customer after this batch looked (its row was
     // invisible, so unlocked), the unique violation aborts the batch and it is retried against the
     // committed row, instead of an upsert overwriting that row's balance with this batch's zero.
-    if (created.length > 0) writes.push({ table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: created });
-    if (updated.length > 0) writes.push({ table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: updated, onConflict: CUSTOMER_UPSERT });
+    if (createdCustomers) {
+      const created: SqlValue[][] = [];
+      const updated: SqlValue[][] = [];
+      for (const id of dirtyCustomers) (createdCustomers.has(id) ? created : updated).push(customerValues(customers.get(id)!));
+      if (created.length > 0) writes.push({ table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: created });
+      if (updated.length > 0) writes.push({ table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: updated, onConflict: CUSTOMER_UPSERT });
+    } else {
+      writes.push({ table: 'billing_customers', columns: CUSTOMER_COLUMNS, rows: valuesOf(dirtyCustomers, customers, customerValues), onConflict: CUSTOMER_UPSERT });
+    }
   }
-  if (dirtyHolds.size > 0) {
-    const rows: SqlValue[][] = [];
-    for (const id of dirtyHolds) rows.push(holdValues(holds.get(id)!));
-    writes.push({ table: 'billing_holds', columns: HOLD_COLUMNS, rows, onConflict: HOLD_UPSERT });
-  }
-  if (dirtyCharges.size > 0) {
-    const rows: SqlValue[][] = [];
-    for (const id of dirtyCharges) rows.push(chargeValues(charges.get(id)!));
-    writes.push({ table: 'billing_charges', columns: CHARGE_COLUMNS, rows, onConflict: CHARGE_UPSERT });
-  }
+  if (dirtyHolds.size > 0) writes.push({ table: 'billing_holds', columns: HOLD_COLUMNS, rows: valuesOf(dirtyHolds, holds, holdValues), onConflict: HOLD_UPSERT });
+  if (dirtyCharges.size > 0) writes.push({ table: 'billing_charges', columns: CHARGE_COLUMNS, rows: valuesOf(dirtyCharges, charges, chargeValues), onConflict: CHARGE_UPSERT });
   if (entryRows.length > 0) writes.push({ table: 'billing_entries', columns: d.explicitSeq ? ENTRY_COLUMNS_SEQ : ENTRY_COLUMNS, rows: entryRows });
   if (newIdem.length > 0) {
     writes.push({ table: 'billing_idempotency', columns: IDEM_COLUMNS, rows: newIdem.map((r) => [r.key, r.operation, r.fingerprint, r.customerId, r.result, r.createdAt]) });
@@ -365,6 +357,14 @@ function tableWrites(d: Dialect, s: BatchState, loaded: Loaded, fold: boolean, s
   if (auditRows.length > 0) writes.push({ table: AUDIT_TABLE, columns: d.explicitSeq ? AUDIT_COLUMNS_SEQ : AUDIT_COLUMNS, rows: auditRows });
   for (const w of outbox) writes.push(w);
   return writes;
+}
+
+/** The rows of the ids' values, in the set's order, in an array of their exact size (one grown by push takes room for 17). */
+function valuesOf<R>(ids: ReadonlySet<string>, rows: ReadonlyMap<string, R>, values: (row: R) => SqlValue[]): SqlValue[][] {
+  const out = new Array<SqlValue[]>(ids.size);
+  let i = 0;
+  for (const id of ids) out[i++] = values(rows.get(id)!);
+  return out;
 }
 
 function customerIdOf(op: Op, holds: Map<string, HoldRow>, charges: Map<string, ChargeRow>): string | null {
