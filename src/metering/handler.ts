@@ -274,8 +274,10 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     if (!step) return;
     this.state.steps.delete(runId);
     const root = this.state.roots.get(step.rootId);
-    root?.steps.delete(runId);
-    if (root && root.id === runId) await this.finishRoot(root, failed);
+    if (!root) return;
+    // The root's own step stays in its set (finishRoot finds it gone from the steps): emptying a Set makes V8 allocate a new table.
+    if (root.id !== runId) root.steps.delete(runId);
+    else await this.finishRoot(root, failed);
   }
 
   // ---- chains -------------------------------------------------------------
