@@ -5,7 +5,9 @@
 // it prints bytes allocated per call (a sampled heap profile that keeps objects a GC already collected)
 // and scavenges per 1000 calls (PerformanceObserver 'gc', counted over a loop run without the profiler),
 // then where the metered call's bytes go, by package and by allocating function.
-//   node bench/metering-alloc.mjs [--calls 3000] [--top 25] [--stacks 0] [--dist dist] [--json]
+//   node bench/metering-alloc.mjs [--calls 3000] [--gc-calls 20000] [--top 25] [--stacks 0] [--dist dist] [--json]
+// --calls: calls profiled per variant; --gc-calls: calls over which scavenges are counted (one comes every
+// ~16 MB allocated, the young generation's size, so a few thousand calls see only a few of them).
 // Runs against dist/ (npm run build first); --dist measures another build (e.g. ../alloc-base/dist).
 // --stacks N shows, for the N largest allocating functions, the callers that made them allocate.
 import { createRequire } from 'node:module';
@@ -21,6 +23,7 @@ const opt = (name, dflt) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const CALLS = Number(opt('calls', 3000));
+const GC_CALLS = Number(opt('gc-calls', 20_000));
 const TOP = Number(opt('top', 25));
 const STACKS = Number(opt('stacks', 0));
 const JSON_OUT = args.includes('--json');
@@ -59,7 +62,7 @@ async function measure(call) {
   await new Promise((r) => setTimeout(r, 20));
   obs.observe({ entryTypes: ['gc'] });
   scavenges = 0;
-  for (let i = 0; i < CALLS; i++) await call();
+  for (let i = 0; i < GC_CALLS; i++) await call();
   await new Promise((r) => setTimeout(r, 20));
   const gcs = scavenges;
   obs.disconnect();
@@ -67,7 +70,7 @@ async function measure(call) {
   await post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
   for (let i = 0; i < CALLS; i++) await call();
   const { profile } = await post('HeapProfiler.stopSampling');
-  return { scavengesPer1000: (gcs * 1000) / CALLS, ...attribute(profile) };
+  return { scavengesPer1000: (gcs * 1000) / GC_CALLS, ...attribute(profile) };
 }
 
 const site = (f) => `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${f.lineNumber + 1}`;
@@ -121,7 +124,7 @@ if (JSON_OUT) {
   }));
   process.exit(0);
 }
-console.log(`allocation per LLM call, ${CALLS} calls per variant, Node ${process.version}, ${path.relative(process.cwd(), DIST) || '.'}`);
+console.log(`allocation per LLM call, ${CALLS} calls profiled and ${GC_CALLS} counted per variant, Node ${process.version}, ${path.relative(process.cwd(), DIST) || '.'}`);
 for (const [name, r] of Object.entries(results)) console.log(`  ${name.padEnd(8)} ${String(per(r.total)).padStart(7)} bytes/call   ${r.scavengesPer1000.toFixed(2).padStart(6)} scavenges/1000 calls`);
 console.log(`  added by metering: ${per(metered.total - bare.total)} bytes/call, ${(metered.scavengesPer1000 - bare.scavengesPer1000).toFixed(2)} scavenges/1000 calls`);
 if (TOP > 0) {
