@@ -19,7 +19,8 @@ export interface LoadedRows {
   readonly customers: Map<string, CustomerRow>;
   readonly holds: Map<string, HoldRow>;
   readonly charges: Map<string, ChargeRow>;
-  readonly idem: Map<string, IdemRow>;
+  /** Stored results of the batch's keys that were read back (null: none, the usual new keys). */
+  readonly idem: Map<string, IdemRow> | null;
   /** Net charges so far in the period a new budget starts in, per customer (null: the batch sets no budget). */
   periodSpend: Map<string, bigint> | null;
 }
@@ -64,7 +65,8 @@ export class BatchState {
   readonly customers: Map<string, CustomerRow>;
   readonly holds: Map<string, HoldRow>;
   readonly charges: Map<string, ChargeRow>;
-  readonly idem: Map<string, IdemRow>;
+  /** Stored results by key: read back, or of this batch's earlier operations (made when first needed). */
+  idem: Map<string, IdemRow> | null;
   readonly periodSpend: ReadonlyMap<string, bigint> | null;
   readonly dirtyCustomers = new Set<string>();
   /**

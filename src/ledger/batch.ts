@@ -139,7 +139,7 @@ function applyAll(loaded: Loaded, ops: readonly Op[], now: number): { s: BatchSt
   const s = new BatchState(now, loaded);
   s.expireOverdue();
   const outcomes = new Array<Outcome>(ops.length);
-  for (let i = 0; i < ops.length; i++) outcomes[i] = applyOne(s, ops[i]!);
+  for (let i = 0; i < ops.length; i++) outcomes[i] = applyOne(s, ops[i]!, i === ops.length - 1);
   return { s, outcomes };
 }
 
@@ -148,12 +148,12 @@ function applyAll(loaded: Loaded, ops: readonly Op[], now: number): { s: BatchSt
  * key stores this one's, in the operation's journal entry when it wrote one
  * (fold-rows.ts), else in an idempotency row of its own.
  */
-function applyOne(s: BatchState, op: Op): Outcome {
+function applyOne(s: BatchState, op: Op, last: boolean): Outcome {
   const apply = APPLY[op.kind] as (s: BatchState, op: Op) => unknown;
   try {
     if (!('key' in op)) return { ok: true, value: apply(s, op) };
     const fp = fingerprint(op);
-    const prior = s.idem.get(op.key);
+    const prior = s.idem?.get(op.key);
     if (prior) {
       if (prior.operation !== op.kind || prior.fingerprint !== fp) throw new IdempotencyConflictError(op.key, op.kind);
       return { ok: true, value: decodeResult(prior.result) };
@@ -163,7 +163,8 @@ function applyOne(s: BatchState, op: Op): Outcome {
     const row: IdemRow = {
       key: op.key, operation: op.kind, fingerprint: fp, customerId: customerIdOf(op, s.holds, s.charges), result: encodeResult(value), createdAt: s.now,
     };
-    s.idem.set(op.key, row);
+    // A later operation of the batch with the same key is a replay of this one; after the last, nobody looks.
+    if (!last) (s.idem ??= new Map()).set(op.key, row);
     // An operation writes at most one entry, after the batch's expiries.
     const entry = s.newEntries.length > entriesBefore ? s.newEntries[s.newEntries.length - 1]! : null;
     if (entry) {
@@ -244,7 +245,7 @@ function loadedRows(plan: LoadPlan, lockedRows: readonly Row[], afterLock: reado
   const customers = new Map<string, CustomerRow>();
   for (const r of lockedRows) customers.set(String(r.id), customerFromRow(r));
   const holds = new Map<string, HoldRow>();
-  const idem = new Map<string, IdemRow>();
+  const idem = read.idem.length > 0 ? new Map<string, IdemRow>() : null;
   // The few holds of a usual batch are searched in their list; a long list gets a Set.
   const named = plan.holdIds.length > 8 ? new Set(plan.holdIds) : null;
   for (const r of read.holds) {
@@ -257,7 +258,7 @@ function loadedRows(plan: LoadPlan, lockedRows: readonly Row[], afterLock: reado
   for (const r of read.idem) {
     const operation = String(r.operation);
     // Only a replay reads these back: what is written is a new key's row, built in applyOne.
-    idem.set(String(r.key), {
+    idem!.set(String(r.key), {
       key: String(r.key), operation: Number(r.journal) === 1 ? operationOfEntry(operation) : operation, fingerprint: String(r.fingerprint),
       customerId: null, result: String(r.result), createdAt: 0,
     });
