@@ -5,7 +5,8 @@
 // A ratio is ledger operations/s (a hold+settle pair is 2 operations) ÷ baseline transactions/s;
 // on SQLite the hold latency is printed next to the naive transaction's own latency in the same slices.
 // Env: BENCH_SECONDS (default 3 per measurement), FB_BACKENDS=sqlite|postgres, FB_TEST_PG_URL,
-//      BENCH_MEMORY_PAIRS (default 200000; 0 skips the memory run), BENCH_JSON (write rows there).
+//      BENCH_MEMORY_PAIRS (default 1000000; 0 skips the memory run; FB_BACKENDS=memory runs it alone),
+//      BENCH_JSON (write rows there). Run with --expose-gc (npm run bench does) for post-GC memory figures.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -19,7 +20,7 @@ const { Client } = require('pg');
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
-const MEMORY_PAIRS = Number(process.env.BENCH_MEMORY_PAIRS ?? 200_000);
+const MEMORY_PAIRS = Number(process.env.BENCH_MEMORY_PAIRS ?? 1_000_000);
 const only = process.env.FB_BACKENDS?.split(',');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-'));
 const benchSchema = `bench_${process.pid}_${Date.now()}`;
@@ -264,7 +265,7 @@ for (const b of backends) {
   if (b.name === 'postgres') await dropBenchSchema();
 }
 
-if (MEMORY_PAIRS > 0 && (!only || only.includes('sqlite'))) {
+if (MEMORY_PAIRS > 0 && (!only || only.includes('sqlite') || only.includes('memory'))) {
   const s = await memoryRun();
   const first = s[1] ?? s[0];
   const last = s.at(-1);

@@ -19,9 +19,10 @@ export interface LoadedRows {
   readonly customers: Map<string, CustomerRow>;
   readonly holds: Map<string, HoldRow>;
   readonly charges: Map<string, ChargeRow>;
-  readonly idem: Map<string, IdemRow>;
-  /** Net charges so far in the period a new budget starts in, per customer. */
-  readonly periodSpend: Map<string, bigint>;
+  /** Stored results of the batch's keys that were read back (null: none, the usual new keys). */
+  readonly idem: Map<string, IdemRow> | null;
+  /** Net charges so far in the period a new budget starts in, per customer (null: the batch sets no budget). */
+  periodSpend: Map<string, bigint> | null;
 }
 
 /** A balance may not grow past this (int64 headroom for the running sums). */
@@ -64,17 +65,21 @@ export class BatchState {
   readonly customers: Map<string, CustomerRow>;
   readonly holds: Map<string, HoldRow>;
   readonly charges: Map<string, ChargeRow>;
-  readonly idem: Map<string, IdemRow>;
-  readonly periodSpend: Map<string, bigint>;
+  /** Stored results by key: read back, or of this batch's earlier operations (made when first needed). */
+  idem: Map<string, IdemRow> | null;
+  readonly periodSpend: ReadonlyMap<string, bigint> | null;
   readonly dirtyCustomers = new Set<string>();
-  /** Customers this batch inserts; every other dirty customer was locked when loaded and is updated in place. */
-  readonly createdCustomers = new Set<string>();
+  /**
+   * Customers this batch inserts; every other dirty customer was locked when loaded and is updated in place.
+   * This and expiredBy are made when first needed: most batches have neither, and a Map or Set is ~150 bytes.
+   */
+  createdCustomers: Set<string> | null = null;
   readonly dirtyHolds = new Set<string>();
   readonly dirtyCharges = new Set<string>();
   readonly newEntries: EntryRow[] = [];
   readonly newIdem: IdemRow[] = [];
   readonly newAudit: BatchAudit[] = [];
-  readonly expiredBy = new Map<string, number>();
+  expiredBy: Map<string, number> | null = null;
 
   constructor(
     readonly now: number,
@@ -170,6 +175,7 @@ export class BatchState {
         actor: 'system', rateCardVersion: h.rateCardVersion, chargeType: h.chargeType, quantity: h.quantity, memo: 'hold expired',
       });
       this.audit({ actor: 'system', operation: 'expire', idempotencyKey: null, customerId: cust.id, rateCardVersion: h.rateCardVersion, details: { holdId: h.id, amountUsd: formatUsd(h.amount) } }, e);
+      this.expiredBy ??= new Map();
       this.expiredBy.set(cust.id, (this.expiredBy.get(cust.id) ?? 0) + 1);
     }
   }
@@ -178,7 +184,7 @@ export class BatchState {
 type OpOf<K extends Op['kind']> = Extract<Op, { kind: K }>;
 
 function touch(s: BatchState, op: OpOf<'touch'>): unknown {
-  return { expired: s.expiredBy.get(op.customerId) ?? 0 };
+  return { expired: s.expiredBy?.get(op.customerId) ?? 0 };
 }
 
 function setBudget(s: BatchState, op: OpOf<'setBudget'>): unknown {
@@ -195,7 +201,7 @@ function setBudget(s: BatchState, op: OpOf<'setBudget'>): unknown {
       // Count what this period already collected, so a budget set mid-period is honest.
       cust.budgetPeriodStart = p.start;
       cust.budgetPeriodEnd = p.end;
-      cust.budgetSpent = s.periodSpend.get(cust.id) ?? 0n;
+      cust.budgetSpent = s.periodSpend?.get(cust.id) ?? 0n;
     }
   }
   cust.updatedAt = s.now;
@@ -221,7 +227,7 @@ function createCustomer(s: BatchState, op: OpOf<'createCustomer'>): unknown {
   };
   s.customers.set(cust.id, cust);
   s.dirtyCustomers.add(cust.id);
-  s.createdCustomers.add(cust.id);
+  (s.createdCustomers ??= new Set()).add(cust.id);
   s.audit({ actor: op.actor, operation: 'createCustomer', idempotencyKey: `customer:${cust.id}`, customerId: cust.id, rateCardVersion: null, details: { name: op.name } });
   return customerOut(cust);
 }

@@ -65,11 +65,23 @@ export interface LoadSql {
 }
 
 const inList = (n: number) => `(${placeholders(n)})`;
-const loadCache = new Map<string, LoadSql>();
+const loadCache = new Map<string | number, LoadSql>();
+
+/**
+ * The cache key of a shape: a number while every count is below 1024 (the usual batch; no string built
+ * per batch), else text. Locking (`forUpdate`) is either nothing or FOR UPDATE.
+ */
+function shapeKey(d: Pick<Dialect, 'forUpdate' | 'explicitSeq'>, n: LoadShape): string | number {
+  if (n.customers < 1024 && n.holds < 1024 && n.charges < 1024 && n.keys < 1024 && (d.forUpdate === '' || d.forUpdate === 'FOR UPDATE')) {
+    const flags = (d.forUpdate === '' ? 0 : 4) + (d.explicitSeq ? 2 : 0) + (n.metering ? 1 : 0);
+    return (((n.customers * 1024 + n.holds) * 1024 + n.charges) * 1024 + n.keys) * 8 + flags;
+  }
+  return `${d.forUpdate}/${d.explicitSeq ? 1 : 0}/${n.customers}/${n.holds}/${n.charges}/${n.keys}/${n.metering ? 1 : 0}`;
+}
 
 /** The statements' text, built once per shape and dialect (a lone hold or settle is always the same few). */
 export function loadSql(d: Pick<Dialect, 'forUpdate' | 'explicitSeq'>, shape: LoadShape): LoadSql {
-  const key = `${d.forUpdate}/${d.explicitSeq ? 1 : 0}/${shape.customers}/${shape.holds}/${shape.charges}/${shape.keys}/${shape.metering ? 1 : 0}`;
+  const key = shapeKey(d, shape);
   let sql = loadCache.get(key);
   if (sql === undefined) {
     sql = buildLoadSql(d, shape);

@@ -26,6 +26,21 @@ export interface SqlConnection {
   run(sql: string, params?: readonly SqlValue[]): Promise<number>;
 }
 
+/**
+ * A connection whose driver answers synchronously (SQLite): the same
+ * statements without a promise each, for a caller that has many in a row
+ * (a ledger batch) and would otherwise allocate a promise and an await per step.
+ */
+export interface SyncSqlConnection extends SqlConnection {
+  queryNow<T extends Row = Row>(sql: string, params?: readonly SqlValue[]): T[];
+  runNow(sql: string, params: readonly SqlValue[]): number;
+}
+
+/** `c`'s synchronous face, or null. A wrapper around a connection (one that counts or pauses statements) has none. */
+export function syncConnection(c: SqlConnection): SyncSqlConnection | null {
+  return typeof (c as Partial<SyncSqlConnection>).queryNow === 'function' && typeof (c as Partial<SyncSqlConnection>).runNow === 'function' ? (c as SyncSqlConnection) : null;
+}
+
 export interface Dialect {
   readonly name: 'sqlite' | 'postgres';
   readonly location: string;
@@ -48,8 +63,11 @@ export interface Dialect {
   readonly explicitSeq?: true;
   /** Largest number of bound parameters one statement may carry. */
   readonly maxParams: number;
-  /** Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. */
-  writeTransaction<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. `fn` may
+   * answer without a promise (a synchronous connection's work): a dialect then need not wait a turn.
+   */
+  writeTransaction<T>(fn: (c: SqlConnection) => Promise<T> | T): Promise<T>;
   /** A consistent read outside any open write transaction of this process. */
   read<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
   /** Serialises schema migration across processes (advisory lock / exclusive transaction). */
@@ -83,6 +101,12 @@ export async function writeTables(c: SqlConnection, d: Dialect, writes: readonly
     if (n * w.columns.length <= d.maxParams) await c.run(insertSql(w.table, w.columns, n, w.onConflict ?? ''), n === 1 ? w.rows[0]! : flatten(w.rows, w.columns.length));
     else await insertRows(c, d, w.table, w.columns, w.rows, w.onConflict);
   }
+}
+
+/** writeTables on a synchronous connection: each table's statements run one after another, no promise between them. */
+export function writeTablesNow(c: SyncSqlConnection, d: Pick<Dialect, 'maxParams'>, writes: readonly TableWrite[]): void {
+  const run = (sql: string, params: readonly SqlValue[]) => void c.runNow(sql, params);
+  for (const w of writes) forEachInsert(d.maxParams, w, run);
 }
 
 const placeholderCache: string[] = [];

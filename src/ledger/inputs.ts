@@ -1,3 +1,4 @@
+import { types } from 'node:util';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
@@ -42,14 +43,62 @@ const MAX_METADATA_BYTES = 16_384;
 
 /** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
 export function jsonProblem(m: unknown): string | null {
+  // The usual metadata (a few plain fields, on every hold and settle) is shown fine without writing its JSON.
+  if (jsonBound(m, 0, MAX_METADATA_BYTES) >= 0) return null;
   let text: string;
   try {
     text = JSON.stringify(m);
   } catch (e) {
     return `metadata must be plain JSON (no cycles, no bigint): ${(e as Error).message.split('\n')[0]}`;
   }
-  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
+  // UTF-8 takes at most 3 bytes per UTF-16 unit: short text needs no count (counting allocated, on every hold and settle).
+  if (text.length > MAX_METADATA_BYTES / 3 && Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
   return null;
+}
+
+/**
+ * What is left of `budget` (UTF-8 bytes) after an upper bound of the size of
+ * JSON.stringify(v), when that call certainly succeeds; -1 when unsure. Only
+ * plain objects and arrays (at most 8 deep, so no cycle), strings, numbers,
+ * booleans and null are judged; a bigint, a toJSON method, a class instance or
+ * a proxy is left to the stringify itself. A string unit takes at most 6 bytes
+ * (an escape such as \u001f), a number at most 25.
+ */
+function jsonBound(v: unknown, depth: number, budget: number): number {
+  switch (typeof v) {
+    case 'string':
+      return budget - 6 * v.length - 2;
+    case 'number':
+      return budget - 25;
+    case 'boolean':
+      return budget - 5;
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      // Left out of an object, null in an array.
+      return budget - 4;
+    case 'object':
+      break;
+    default:
+      return -1;
+  }
+  if (v === null) return budget - 4;
+  if (depth >= 8 || types.isProxy(v) || typeof (v as { toJSON?: unknown }).toJSON === 'function') return -1;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  let left = budget - 2;
+  if (Array.isArray(v)) {
+    if (proto !== Array.prototype) return -1;
+    for (let i = 0; i < v.length && left >= 0; i++) left = jsonBound(v[i], depth + 1, left - 1);
+    return left;
+  }
+  if (proto !== Object.prototype && proto !== null) return -1;
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    if (left < 0) return -1;
+    if (!Object.prototype.hasOwnProperty.call(o, k)) continue;
+    left = jsonBound(o[k], depth + 1, left - 6 * k.length - 4);
+  }
+  return left;
 }
 
 export const schemas = {

@@ -2,9 +2,11 @@
 export class Mutex {
   private tail: Promise<unknown> = Promise.resolve();
 
-  run<T>(fn: () => Promise<T>): Promise<T> {
+  run<T>(fn: () => Promise<T> | T): Promise<T> {
     const result = this.tail.then(fn, fn);
-    this.tail = result.catch(() => undefined);
+    this.tail = result.catch(ignore);
     return result;
   }
 }
+
+const ignore = (): undefined => undefined;

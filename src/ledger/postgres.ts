@@ -299,7 +299,7 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
    * COMMIT together with its last write: a ledger batch (load, then write)
    * costs two round trips.
    */
-  async function transaction<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T> {
+  async function transaction<T>(fn: (c: SqlConnection) => Promise<T> | T): Promise<T> {
     return withClient(async (client) => {
       const c = new PgConnection(client);
       c.send('BEGIN');

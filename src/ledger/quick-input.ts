@@ -24,21 +24,19 @@ export interface QuickPriced {
   metadata?: Record<string, unknown>;
 }
 
-/** Metadata the schema would accept, copied as the schema copies it; undefined when the schema must decide. */
-function metadataOf(v: unknown, jsonProblem: (m: unknown) => string | null): { ok: boolean; value?: Record<string, unknown> } {
-  if (v === undefined) return { ok: true };
-  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype || jsonProblem(v) !== null) return { ok: false };
+/** Metadata the schema would accept, copied as the schema copies it (undefined when absent); NOT_QUICK when the schema must decide. */
+function metadataOf(v: unknown, jsonProblem: (m: unknown) => string | null): Record<string, unknown> | undefined | typeof NOT_QUICK {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype || jsonProblem(v) !== null) return NOT_QUICK;
   const copy: Record<string, unknown> = {};
   for (const k of Object.keys(v)) if (k !== '__proto__') copy[k] = (v as Record<string, unknown>)[k];
-  return { ok: true, value: copy };
+  return copy;
 }
 
-function pricedOf(o: Record<string, unknown>, jsonProblem: (m: unknown) => string | null): QuickPriced | null {
-  if (!str(o.chargeType, 100) || !str(o.quantity, 100) || !str(o.rateCardVersion, 64)) return null;
-  const m = metadataOf(o.metadata, jsonProblem);
-  if (!m.ok) return null;
-  return { chargeType: o.chargeType, quantity: o.quantity, rateCardVersion: o.rateCardVersion, metadata: m.value };
-}
+const NOT_QUICK: unique symbol = Symbol('not quick');
+
+/** The priced fields are strings of the schema's lengths (metadata is checked by metadataOf). */
+const pricedOk = (o: Record<string, unknown>): boolean => str(o.chargeType, 100) && str(o.quantity, 100) && str(o.rateCardVersion, 64);
 
 export function quickHold(
   input: unknown,
@@ -50,9 +48,14 @@ export function quickHold(
   if (typeof o.idempotencyKey !== 'string' || !KEY.test(o.idempotencyKey) || !str(o.actor, 100) || !str(o.addTo, 100)) return null;
   const ttl = o.ttlMs;
   if (ttl !== undefined && !(typeof ttl === 'number' && Number.isInteger(ttl) && ttl > 0 && ttl <= MAX_TTL_MS)) return null;
-  const priced = pricedOf(o, jsonProblem);
-  if (!priced) return null;
-  return { customerId: o.customerId, amount: o.amount, idempotencyKey: o.idempotencyKey, actor: o.actor, ttlMs: ttl, addTo: o.addTo, ...priced };
+  if (!pricedOk(o)) return null;
+  const metadata = metadataOf(o.metadata, jsonProblem);
+  if (metadata === NOT_QUICK) return null;
+  // One object, fields as the schema gives them (no intermediate priced object to spread).
+  return {
+    customerId: o.customerId, amount: o.amount, idempotencyKey: o.idempotencyKey, actor: o.actor, ttlMs: ttl, addTo: o.addTo,
+    chargeType: o.chargeType as string | undefined, quantity: o.quantity as string | undefined, rateCardVersion: o.rateCardVersion as string | undefined, metadata,
+  };
 }
 
 export function quickSettle(
@@ -64,7 +67,11 @@ export function quickSettle(
   if (typeof o.holdId !== 'string' || o.holdId.length < 1 || o.holdId.length > 100 || !amountOk(o.amount)) return null;
   if (typeof o.idempotencyKey !== 'string' || !KEY.test(o.idempotencyKey) || !str(o.actor, 100)) return null;
   if (o.final !== undefined && typeof o.final !== 'boolean') return null;
-  const priced = pricedOf(o, jsonProblem);
-  if (!priced) return null;
-  return { holdId: o.holdId, amount: o.amount, idempotencyKey: o.idempotencyKey, actor: o.actor, final: o.final, ...priced };
+  if (!pricedOk(o)) return null;
+  const metadata = metadataOf(o.metadata, jsonProblem);
+  if (metadata === NOT_QUICK) return null;
+  return {
+    holdId: o.holdId, amount: o.amount, idempotencyKey: o.idempotencyKey, actor: o.actor, final: o.final,
+    chargeType: o.chargeType as string | undefined, quantity: o.quantity as string | undefined, rateCardVersion: o.rateCardVersion as string | undefined, metadata,
+  };
 }

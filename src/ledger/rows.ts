@@ -226,7 +226,12 @@ export const entryValues = (e: EntryRow): SqlValue[] => [
   e.idempotencyKey, e.actor, e.rateCardVersion, e.chargeType, e.quantity, e.memo, e.createdAt,
   e.fingerprint, e.result, e.auditDetails,
 ];
-export const entryValuesSeq = (e: EntryRow, seq: number): SqlValue[] => [seq, ...entryValues(e)];
+// Spelled out again rather than spread from entryValues: one array per row instead of two.
+export const entryValuesSeq = (e: EntryRow, seq: number): SqlValue[] => [
+  seq, e.id, e.customerId, e.type, e.amount, e.heldDelta, e.balanceAfter, e.holdId, e.chargeId,
+  e.idempotencyKey, e.actor, e.rateCardVersion, e.chargeType, e.quantity, e.memo, e.createdAt,
+  e.fingerprint, e.result, e.auditDetails,
+];
 
 /**
  * The idempotency operation, and audit operation, an entry's type stands for
@@ -299,7 +304,7 @@ export const AUDIT_TABLE = 'billing_audit';
 export const AUDIT_COLUMNS = ['at', 'actor', 'operation', 'idempotency_key', 'customer_id', 'rate_card_version', 'details'] as const;
 export const AUDIT_COLUMNS_SEQ = ['seq', ...AUDIT_COLUMNS] as const;
 export const auditValues = (a: AuditRow): SqlValue[] => [a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)];
-export const auditValuesSeq = (a: AuditRow, seq: number): SqlValue[] => [seq, ...auditValues(a)];
+export const auditValuesSeq = (a: AuditRow, seq: number): SqlValue[] => [seq, a.at, a.actor, a.operation, a.idempotencyKey, a.customerId, a.rateCardVersion, JSON.stringify(a.details)];
 
 /**
  * Every audit line, wherever it is kept (fold-rows.ts): billing_audit, and

@@ -1,7 +1,7 @@
 import { BillingError } from '../errors';
 import type { RateCard } from '../pricing/ratecard';
-import { executeBatch, type Op, type Outcome } from './batch';
-import type { Dialect, Row, SqlConnection } from './dialect';
+import { executeBatch, executeBatchNow, type Op, type Outcome } from './batch';
+import { type Dialect, type Row, type SqlConnection, syncConnection } from './dialect';
 import { GroupCommitter } from './group-commit';
 import { idArg, intArg, jsonProblem, parse, pricedFields, schemas } from './inputs';
 import { quickHold, quickSettle } from './quick-input';
@@ -66,6 +66,10 @@ function asBillingError(e: unknown): BillingError {
   return new BillingError('DATABASE_ERROR', `Ledger database error: ${message}`, { cause: typeof err?.code === 'string' ? err.code : null });
 }
 
+const throwAsBillingError = (e: unknown): never => {
+  throw asBillingError(e);
+};
+
 function batchOutcome(op: Op, o: Outcome): BatchOutcome {
   return {
     operation: op.kind,
@@ -73,6 +77,13 @@ function batchOutcome(op: Op, o: Outcome): BatchOutcome {
     customerId: 'customerId' in op ? op.customerId : null,
     ...(o.ok ? { value: o.value } : { error: o.error }),
   };
+}
+
+/** The batch's outcomes, after the observer's rows (LedgerOptions.onBatch) went into its transaction. */
+async function batchThen(batch: Promise<Outcome[]>, onBatch: LedgerOptions['onBatch'], c: SqlConnection, ops: readonly Op[], now: number): Promise<Outcome[]> {
+  const outcomes = await batch;
+  if (onBatch) await onBatch(c, ops.map((op, i) => batchOutcome(op, outcomes[i]!)), now);
+  return outcomes;
 }
 
 /** A customer's balance and what is held, with the expired holds' sum (rows.ts expiredHeldSql): one statement. */
@@ -104,13 +115,14 @@ export class SqlLedger implements Ledger {
       read: (fn) => this.read(fn),
       write: (fn) => this.write(fn),
     });
+    const onBatch = opts.onBatch;
     this.committer = new GroupCommitter(
       (ops) =>
-        d.writeTransaction(async (c) => {
+        d.writeTransaction((c) => {
           const now = this.clock();
-          const outcomes = await executeBatch(d, c, ops, now);
-          if (opts.onBatch) await opts.onBatch(c, ops.map((op, i) => batchOutcome(op, outcomes[i]!)), now);
-          return outcomes;
+          const sync = onBatch ? null : syncConnection(c);
+          // A synchronous driver (SQLite) runs the whole batch, and its transaction, without a promise between the steps.
+          return sync === null ? batchThen(executeBatch(d, c, ops, now), onBatch, c, ops, now) : executeBatchNow(d, sync, ops, now);
         }),
       opts.maxBatch ?? 512,
       (e) => d.isRetryableConflict(e),
@@ -146,12 +158,23 @@ export class SqlLedger implements Ledger {
     return this.read((c) => toppedUpCustomer(c, idempotencyKey));
   }
 
-  private async submit<T>(op: Op, deferrable = false): Promise<T> {
+  private submit<T>(op: Op, deferrable = false): Promise<T> {
+    return this.committer.submit(op, deferrable).then(undefined, throwAsBillingError) as Promise<T>;
+  }
+
+  /**
+   * The operation `make` builds from a caller's input, submitted; input it refuses (it throws) is a
+   * rejected promise, as from an async method. Written out for the operations metering sends on every
+   * call: an async method returning submit's promise cost a frame, an extra promise and a resolve job.
+   */
+  private submitOf<T>(make: () => Op): Promise<T> {
+    let op: Op;
     try {
-      return (await this.committer.submit(op, deferrable)) as T;
+      op = make();
     } catch (e) {
-      throw asBillingError(e);
+      return Promise.reject(e);
     }
+    return this.submit(op);
   }
 
   private async read<T>(fn: Parameters<Dialect['read']>[0]): Promise<T> {
@@ -201,19 +224,23 @@ export class SqlLedger implements Ledger {
     return this.submit({ kind: 'topUp', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount, memo: i.memo ?? null });
   }
 
-  async hold(input: HoldInput): Promise<Hold> {
-    const i = quickHold(input, jsonProblem) ?? parse(schemas.hold, 'hold', input);
-    return this.submit({
-      kind: 'hold', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount,
-      ttlMs: i.ttlMs ?? this.holdTtlMs, priced: pricedFields(i), ...(i.addTo ? { addTo: i.addTo } : {}),
+  hold(input: HoldInput): Promise<Hold> {
+    return this.submitOf(() => {
+      const i = quickHold(input, jsonProblem) ?? parse(schemas.hold, 'hold', input);
+      return {
+        kind: 'hold', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount,
+        ttlMs: i.ttlMs ?? this.holdTtlMs, priced: pricedFields(i), ...(i.addTo ? { addTo: i.addTo } : {}),
+      };
     });
   }
 
-  async settle(input: SettleInput): Promise<Charge> {
-    const i = quickSettle(input, jsonProblem) ?? parse(schemas.settle, 'settle', input);
-    return this.submit({
-      kind: 'settle', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId, amount: i.amount, final: i.final,
-      priced: { chargeType: i.chargeType, quantity: i.quantity, rateCardVersion: i.rateCardVersion, metadata: i.metadata },
+  settle(input: SettleInput): Promise<Charge> {
+    return this.submitOf(() => {
+      const i = quickSettle(input, jsonProblem) ?? parse(schemas.settle, 'settle', input);
+      return {
+        kind: 'settle', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId, amount: i.amount, final: i.final,
+        priced: { chargeType: i.chargeType, quantity: i.quantity, rateCardVersion: i.rateCardVersion, metadata: i.metadata },
+      };
     });
   }
 
@@ -222,9 +249,11 @@ export class SqlLedger implements Ledger {
     return this.submit({ kind: 'release', key: i.idempotencyKey, actor: i.actor ?? this.actor, holdId: i.holdId }, i.deferrable === true);
   }
 
-  async charge(input: ChargeInput): Promise<Charge> {
-    const i = parse(schemas.charge, 'charge', input);
-    return this.submit({ kind: 'charge', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount, priced: pricedFields(i) });
+  charge(input: ChargeInput): Promise<Charge> {
+    return this.submitOf(() => {
+      const i = parse(schemas.charge, 'charge', input);
+      return { kind: 'charge', key: i.idempotencyKey, actor: i.actor ?? this.actor, customerId: i.customerId, amount: i.amount, priced: pricedFields(i) };
+    });
   }
 
   async refund(input: RefundInput): Promise<Refund> {

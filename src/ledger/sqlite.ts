@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Dialect, forEachInsert, insertRows, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
+import { type Dialect, forEachInsert, insertRows, type Row, type SqlConnection, type SqlValue, type SyncSqlConnection, type TableWrite } from './dialect';
 import { Mutex } from './mutex';
 
 /**
@@ -173,7 +173,7 @@ function isUniqueViolation(e: unknown): boolean {
   return err?.errcode === SQLITE_CONSTRAINT_PRIMARYKEY || err?.errcode === SQLITE_CONSTRAINT_UNIQUE;
 }
 
-class SqliteConnection implements SqlConnection {
+class SqliteConnection implements SyncSqlConnection {
   private readonly statements = new Map<string, Prepared>();
   constructor(readonly db: SqliteDb) {}
 
@@ -200,6 +200,10 @@ class SqliteConnection implements SqlConnection {
   }
 
   async query<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
+    return this.queryNow<T>(sql, params);
+  }
+
+  queryNow<T extends Row = Row>(sql: string, params: readonly SqlValue[] = []): T[] {
     const { stmt, row } = this.prepare(sql);
     const rows = stmt.all(...params);
     if (row === null) return rows as T[];
@@ -233,6 +237,8 @@ async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promi
   for (const w of writes) await insertRows(c, { maxParams: MAX_PARAMS } as Dialect, w.table, w.columns, w.rows, w.onConflict);
 }
 
+const isThenable = <T>(v: Promise<T> | T): v is Promise<T> => typeof (v as { then?: unknown } | null)?.then === 'function';
+
 /** SQLite: one writer connection (the file allows one writer at a time anyway) and a separate reader. */
 export function sqliteDialect(opts: SqliteOptions): Dialect {
   const memory = opts.path === ':memory:';
@@ -244,27 +250,43 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
   const readerDb = memory ? undefined : openDb(driver, opts.path, opts, true);
   const reader = readerDb ? new SqliteConnection(readerDb) : writer;
   const mutex = new Mutex();
-  const inTransaction = async <T>(begin: string, fn: (c: SqlConnection) => Promise<T>): Promise<T> => {
-    writer.exec(begin);
-    let open = true;
+  const rollback = () => {
+    // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
     try {
-      const result = await fn(writer);
-      writer.exec('COMMIT');
-      open = false;
-      return result;
-    } catch (e) {
-      // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
-      if (open) {
-        try {
-          writer.exec('ROLLBACK');
-        } catch {
-          // no transaction left to roll back
-        }
-      }
-      throw e;
+      writer.exec('ROLLBACK');
+    } catch {
+      // no transaction left to roll back
     }
   };
-  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) => mutex.run(() => inTransaction(begin, fn));
+  /**
+   * A `fn` that answers at once (a ledger batch on the synchronous connection) commits at once;
+   * one that returns a promise commits when it resolves. Either rolls back when it fails.
+   */
+  const inTransaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T> | T): Promise<T> | T => {
+    writer.exec(begin);
+    let result: Promise<T> | T;
+    try {
+      result = fn(writer);
+    } catch (e) {
+      rollback();
+      throw e;
+    }
+    if (!isThenable(result)) return commit(result);
+    return result.then(commit, (e: unknown) => {
+      rollback();
+      throw e;
+    });
+  };
+  const commit = <T>(value: T): T => {
+    try {
+      writer.exec('COMMIT');
+    } catch (e) {
+      rollback();
+      throw e;
+    }
+    return value;
+  };
+  const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T> | T) => mutex.run(() => inTransaction(begin, fn));
   /** A schema step may copy or index a whole table: its temporary data goes to files, not memory. */
   const withTempFiles = <T>(begin: string, fn: (c: SqlConnection) => Promise<T>) =>
     mutex.run(async () => {

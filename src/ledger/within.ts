@@ -1,5 +1,5 @@
 import { budgetStateAt } from './budget-period';
-import { type Dialect, insertRows, type SqlConnection } from './dialect';
+import { type Dialect, insertRows, type Row, type SqlConnection, type SyncSqlConnection } from './dialect';
 import { NON_USAGE_CHARGE_TYPES } from './outbox';
 import { LAST_SEQ_SQL } from './fold-rows';
 import { AUDIT_COLUMNS, AUDIT_COLUMNS_SEQ, AUDIT_TABLE, type AuditRow, auditValues, auditValuesSeq, customerFromRow, expiredHeldSql } from './rows';
@@ -94,9 +94,16 @@ export async function appendAudit(c: SqlConnection, d: Dialect, lines: readonly 
 
 /** `Dialect.explicitSeq`: the last number an entry or audit line took, read under the write lock. */
 export async function lastUsedSeq(c: SqlConnection): Promise<number> {
-  const [r] = await c.query(`SELECT ${LAST_SEQ_SQL} AS s`);
-  return Number(r?.s ?? 0);
+  return seqOf(await c.query(LAST_SEQ_SELECT));
 }
+
+/** lastUsedSeq on a synchronous connection. */
+export function lastUsedSeqNow(c: SyncSqlConnection): number {
+  return seqOf(c.queryNow(LAST_SEQ_SELECT));
+}
+
+const LAST_SEQ_SELECT = `SELECT ${LAST_SEQ_SQL} AS s`;
+const seqOf = (rows: readonly Row[]): number => Number(rows[0]?.s ?? 0);
 
 /** The ledger customer that a top-up with this idempotency key credited, or null. */
 export async function toppedUpCustomer(c: SqlConnection, idempotencyKey: string): Promise<string | null> {

@@ -20,10 +20,23 @@ const MESSAGE_OVERHEAD_TOKENS = 4;
 type Rec = Record<string, unknown>;
 const isRec = (v: unknown): v is Rec => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** The number of whitespace-separated words (runs of characters outside `\s`), counted without splitting the text. */
 export function countWords(text: string): number {
   let n = 0;
-  for (const piece of text.split(/\s+/)) if (piece.length > 0) n++;
+  let inWord = false;
+  for (let i = 0; i < text.length; i++) {
+    const space = isSpace(text.charCodeAt(i));
+    if (!space && !inWord) n++;
+    inWord = !space;
+  }
   return n;
+}
+
+/** Exactly the characters of the RegExp class `\s` (WhiteSpace and LineTerminator). */
+function isSpace(c: number): boolean {
+  if (c <= 0x20) return c === 0x20 || (c >= 0x09 && c <= 0x0d);
+  if (c < 0xa0) return false;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
 }
 
 export function estimateTextTokens(text: string): number {

@@ -20,7 +20,7 @@ import {
 import { meteringKey, type KeyStep } from './keys';
 import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
 import { ByokRequiredError } from '../errors';
-import { RunRecorder } from './run-report';
+import { NONE, RunRecorder } from './run-report';
 import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, type SharedState, type StepState } from './run-state';
 import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
 
@@ -205,7 +205,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     if (run && root.card) {
       if (root.refused) run.refused = true;
       const ms = BigInt(Math.max(0, Math.round(performance.now() - root.startedAt)));
-      const q = priceComputeMs(root.card, ms);
+      // A run its one step already closed captures nothing more: no compute quote to build for it.
+      const q = run.ended ? null : priceComputeMs(root.card, ms);
       const record = (r: { fee?: Charge; compute?: Charge }) => {
         const fee = run.o.fee;
         // In ledger order (compute is captured before the fee closes the reservation): the last balance is the fee's.
@@ -213,7 +214,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
         if (r.fee && fee) this.recorder.recorded(root, root.id, 'fee', r.fee, { name: `billing:${fee.chargeType}`, observationId: `billing-${r.fee.id}`, parent: root.id });
       };
       try {
-        record(await run.finish({ chargeType: 'compute', amount: q.amount, quantity: q.quantity }));
+        record(await run.finish(q && { chargeType: 'compute', amount: q.amount, quantity: q.quantity }));
       } catch (e) {
         if (e instanceof RunFinishError) {
           record(e.partial);
@@ -273,8 +274,10 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     if (!step) return;
     this.state.steps.delete(runId);
     const root = this.state.roots.get(step.rootId);
-    root?.steps.delete(runId);
-    if (root && root.id === runId) await this.finishRoot(root, failed);
+    if (!root) return;
+    // The root's own step stays in its set (finishRoot finds it gone from the steps): emptying a Set makes V8 allocate a new table.
+    if (root.id !== runId) root.steps.delete(runId);
+    else await this.finishRoot(root, failed);
   }
 
   // ---- chains -------------------------------------------------------------
@@ -293,8 +296,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
 
   // ---- LLM calls ------------------------------------------------------------
 
-  override async handleChatModelStart(_llm: Serialized, messages: unknown[][], runId: string, parentRunId?: string, extraParams?: Metadata, _tags?: string[], metadata?: Metadata): Promise<void> {
-    await this.llmStart(messages[0] ?? [], runId, parentRunId, extraParams, metadata);
+  override handleChatModelStart(_llm: Serialized, messages: unknown[][], runId: string, parentRunId?: string, extraParams?: Metadata, _tags?: string[], metadata?: Metadata): Promise<void> {
+    return this.llmStart(messages[0] ?? [], runId, parentRunId, extraParams, metadata);
   }
 
   override async handleLLMStart(_llm: Serialized, prompts: string[], runId: string, parentRunId?: string, extraParams?: Metadata, _tags?: string[], metadata?: Metadata): Promise<void> {
@@ -370,7 +373,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
         inputTokens: usage.inputTokens,
         outputTokens: usage.outputTokens,
         usageSource: usage.source,
-        ...(note ? { note } : {}),
+        ...(note ? { note } : NONE),
       }),
     });
     // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.

@@ -59,6 +59,8 @@ export class CustomerFunds {
 
   /** Money came back without a run ending (a hold of its own released or settled below its amount). */
   changed(): void {
+    // Nobody waits (the usual end of a run): nothing to copy or wake.
+    if (this.stepWaiters.size === 0 && this.admissionWaiters.size === 0) return;
     const steps = [...this.stepWaiters.values()];
     this.stepWaiters.clear();
     // Admitted runs retry first: their writes reach the ledger's queue before the admissions' (it is FIFO).

@@ -99,15 +99,28 @@ export class RunLedger {
    * Runs a ledger write that may be refused for funds; while other runs of the
    * customer are in flight here, waits for them to return money and tries again.
    */
-  private async withFunds<T>(admitted: boolean, write: () => Promise<T>): Promise<T> {
+  private withFunds<T>(admitted: boolean, write: () => Promise<T>): Promise<T> {
     const deadline = Date.now() + (this.o.fundsWaitMs ?? 0);
+    // The first try without an async frame of its own (every hold of every run makes one); a refusal goes on below.
+    let first: Promise<T>;
+    try {
+      first = write();
+    } catch (e) {
+      return this.waitForFunds(e, admitted, deadline, write);
+    }
+    return first.catch((e: unknown) => this.waitForFunds(e, admitted, deadline, write));
+  }
+
+  private async waitForFunds<T>(refusal: unknown, admitted: boolean, deadline: number, write: () => Promise<T>): Promise<T> {
+    let e = refusal;
     for (;;) {
+      if (!(e instanceof BillingError && e.code === 'INSUFFICIENT_FUNDS')) throw e;
+      const left = deadline - Date.now();
+      if ((await this.funds.wait(this, admitted, left)) === 'refuse') throw e;
       try {
         return await write();
-      } catch (e) {
-        if (!(e instanceof BillingError && e.code === 'INSUFFICIENT_FUNDS')) throw e;
-        const left = deadline - Date.now();
-        if ((await this.funds.wait(this, admitted, left)) === 'refuse') throw e;
+      } catch (next) {
+        e = next;
       }
     }
   }

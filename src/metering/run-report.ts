@@ -6,6 +6,9 @@ import type { TokenQuote } from '../pricing/price';
 import type { ResolvedBillingOptions } from './options';
 import { type MeteredCharge, type Metadata, pushBounded, type RootState, type SharedState } from './run-state';
 
+/** Spread for an absent field: one shared empty object instead of a new `{}` on every charge. */
+export const NONE: Readonly<Record<string, never>> = Object.freeze({});
+
 /**
  * What the handler records for every charge it made: the run's totals, the
  * charge list, and the cost on the run's Langfuse trace (so that, per run,
@@ -24,9 +27,9 @@ export class RunRecorder {
       rootRunId: root.id,
       runId,
       conversationId: this.options.conversationId,
-      ...(this.options.messageId ? { messageId: this.options.messageId } : {}),
-      ...(this.options.usageCategory ? { usageCategory: this.options.usageCategory } : {}),
-      ...(this.options.costCenter ? { costCenter: this.options.costCenter } : {}),
+      ...(this.options.messageId ? { messageId: this.options.messageId } : NONE),
+      ...(this.options.usageCategory ? { usageCategory: this.options.usageCategory } : NONE),
+      ...(this.options.costCenter ? { costCenter: this.options.costCenter } : NONE),
       // Where the cost went in Langfuse, so a reconciler can re-send it.
       langfuseTraceId: root.nested ? null : root.id,
       ...extra,

@@ -1,0 +1,58 @@
+import fs from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Where the plugin's files go inside flowise-components (FC), and the
+ * manifest that lists what install added there (index.ts writes it, doctor.ts
+ * and uninstall read it).
+ */
+
+export const MANIFEST_NAME = 'flowise-billing.manifest.json';
+export const MANIFEST_FORMAT = 1;
+export const RUNTIME_REL = path.join('node_modules', 'flowise-billing');
+export const RUNTIME_MARKER = '.flowise-billing-runtime';
+/** Where the engine sits inside the runtime package; also reachable as `flowise-billing/dist/src/plugin`. */
+export const ENGINE_REL = path.join('dist', 'src', 'plugin', 'index.js');
+export const NODES_REL = path.join('dist', 'nodes', 'billing');
+export const CREDENTIALS_REL = path.join('dist', 'credentials', 'billing');
+/** The build's bundle, relative to the package root. */
+export const BUNDLE_REL = path.join('dist', 'flowise');
+
+export const posix = (p: string) => p.split(path.sep).join('/');
+
+export interface Problem {
+  readonly code: string;
+  /** What is wrong. */
+  readonly message: string;
+  /** What to do about it. */
+  readonly fix: string;
+}
+
+export interface Manifest {
+  readonly format: number;
+  readonly package: { readonly name: string; readonly version: string };
+  readonly installedAt: string;
+  /** Files added, relative to flowise-components, '/'-separated. */
+  readonly files: string[];
+  /** Directories created (removed when empty, deepest first). */
+  readonly dirs: string[];
+  /** Whole trees created by us (each holds a marker file). */
+  readonly trees: string[];
+  readonly runtimeDependencies: Record<string, string>;
+}
+
+export interface InstallOptions {
+  /** A Flowise install, monorepo or flowise-components directory; default: look around the cwd, then the global npm root. */
+  readonly flowise?: string;
+  /** This package's root (default: where this file lives). */
+  readonly packageRoot?: string;
+}
+
+export function readManifest(componentsDir: string): Manifest | null {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(componentsDir, MANIFEST_NAME), 'utf8')) as Manifest;
+    return m && m.format === MANIFEST_FORMAT ? m : null;
+  } catch {
+    return null;
+  }
+}
