@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { credentialData, type FlowiseComponents } from '../nodes/shared/flowise';
 import { credentialAndAnalytic } from '../nodes/shared/prediction-reads';
 import { PG_BASE_URL } from './support/backends';
@@ -94,5 +94,24 @@ describe('where the joint read does not apply', () => {
     expect(await credentialAndAnalytic('c1', {}, withDecrypt)).toBeUndefined();
     expect(await credentialAndAnalytic('c1', { appDataSource: {}, databaseEntities: { Credential: {}, ChatFlow: {} } }, withDecrypt)).toBeUndefined();
     expect(await credentialAndAnalytic('c1', { appDataSource: {}, databaseEntities: { Credential: {}, ChatFlow: {} }, chatflowid: 'f' }, fc)).toBeUndefined();
+  });
+});
+
+describe('the settings read with a credential', () => {
+  it('are found by another node file’s copy of the module (node files are bundled one by one), and are no part of the credential', async () => {
+    const a = await import('../nodes/shared/prediction-reads');
+    vi.resetModules();
+    const b = await import('../nodes/shared/prediction-reads');
+    expect(b).not.toBe(a);
+    const credential = { ledgerDatabase: 'x', tokenSecret: 's' };
+    a.keepAnalyticWith(credential, '{"langFuse":{"status":true}}');
+    expect(b.analyticReadWith(credential)).toBe('{"langFuse":{"status":true}}');
+    expect({ ...credential }).toEqual({ ledgerDatabase: 'x', tokenSecret: 's' });
+    expect(JSON.stringify(credential)).toBe('{"ledgerDatabase":"x","tokenSecret":"s"}');
+    // Read without the settings (another way, or not read yet): the run reads them itself.
+    expect(b.analyticReadWith({ ledgerDatabase: 'x' })).toBeUndefined();
+    const none = {};
+    a.keepAnalyticWith(none, null);
+    expect(b.analyticReadWith(none)).toBeNull();
   });
 });
