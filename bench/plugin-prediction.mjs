@@ -3,9 +3,11 @@
 // model → settle), then the run's end, exactly as the nodes drive FlowRun. Counted, not timed:
 //   statements     queries sent to the server (BEGIN and COMMIT included)
 //   transactions   BEGIN…COMMIT blocks plus statements sent outside one (each is its own transaction)
-//   round trips    bursts of statements sent without waiting for an answer in between
+//   socket writes  system calls that send statements (statements written in one tick leave in one);
+//                  each costs the server a read and an answer, and is what a round trip costs on both ends
 //   CPU ms         this process's user + system CPU (process.cpuUsage), per prediction
 // Env: FB_TEST_PG_URL, BENCH_PREDICTIONS (400), BENCH_CLIENTS (16), BENCH_SHOW (1: statement texts).
+import net from 'node:net';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -18,15 +20,13 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
 const schema = `pp_${process.pid}_${Date.now()}`;
 
 let statements = 0;
-let roundTrips = 0;
-let inFlight = 0;
+let socketWrites = 0;
 let transactions = 0;
 const texts = new Map();
 const inTx = new WeakMap();
 const original = pg.Client.prototype.query;
 pg.Client.prototype.query = function (config, values, callback) {
   statements++;
-  if (inFlight++ === 0) roundTrips++;
   const text = String(typeof config === 'string' ? config : config?.text ?? config?.name);
   if (text === 'BEGIN') {
     transactions++;
@@ -35,10 +35,13 @@ pg.Client.prototype.query = function (config, values, callback) {
   else if (!inTx.get(this)) transactions++;
   const head = text.replace(/\s+/g, ' ').slice(0, 90);
   texts.set(head, (texts.get(head) ?? 0) + 1);
-  const done = () => void inFlight--;
-  const r = original.call(this, config, values, callback);
-  if (r && typeof r.then === 'function') r.then(done, done);
-  return r;
+  return original.call(this, config, values, callback);
+};
+// Every socket of this process is a ledger connection: one _writeGeneric is one write(v) system call.
+const writeGeneric = net.Socket.prototype._writeGeneric;
+net.Socket.prototype._writeGeneric = function (...args) {
+  socketWrites++;
+  return writeGeneric.apply(this, args);
 };
 
 const target = `${PG}${PG.includes('?') ? '&' : '?'}schema=${schema}`;
@@ -73,14 +76,14 @@ async function phase(from, count) {
 }
 
 await phase(0, 50); // warm-up: connections, prepared statements, JIT
-statements = roundTrips = transactions = 0;
+statements = socketWrites = transactions = 0;
 texts.clear();
 const cpu0 = process.cpuUsage();
 await phase(1000, N);
 const cpu = process.cpuUsage(cpu0);
 const per = (x) => (x / N).toFixed(2);
 console.log(`${N} predictions, ${CLIENTS} concurrent, one customer (PostgreSQL ${new URL(PG).host})`);
-console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, round trips ${per(roundTrips)}, CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms (idle wait included)`);
+console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, socket writes ${per(socketWrites)}, CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms (idle wait included)`);
 if (process.env.BENCH_SHOW) for (const [t, n] of [...texts].sort((a, b) => b[1] - a[1])) console.log(`  ${(n / N).toFixed(2)}  ${t}`);
 const bal = await ledger.balance('bench');
 console.log(`held after the run: ${bal.held} (expected 0)`);

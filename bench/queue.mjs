@@ -6,6 +6,8 @@
 //
 //   npm run build && node bench/queue.mjs
 //
+// Besides predictions/s, per prediction: PostgreSQL transactions, CPU ms and read + write system calls of
+// main, the workers and the PostgreSQL backends (system calls move far less with the machine's load than time).
 // Env: BENCH_CLIENTS (32), BENCH_SECONDS per round (15), BENCH_ROUNDS per variant (2),
 // BENCH_MODEL_DELAY_MS (20), BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
 // case; N: client i bills customer i mod N), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
@@ -118,6 +120,21 @@ function cpuMs(pid) {
 const TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 /**
+ * Read and write system calls a process has made so far (socket and file alike; 0 when it is gone). Linux
+ * /proc. Each statement round trip costs a write on both ends and a read or more: a count that does not
+ * move with the machine's load, where CPU time does.
+ */
+function syscalls(pid) {
+  try {
+    const io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (k) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? 0);
+    return field('syscr') + field('syscw');
+  } catch {
+    return 0;
+  }
+}
+
+/**
  * What the topology has done so far: PostgreSQL transactions in `db` (Flowise's and the ledger's, one
  * database) and CPU time of main, the workers and the PostgreSQL backends serving `db`. On a shared
  * machine CPU per prediction is steadier than predictions per second.
@@ -131,7 +148,8 @@ async function usage(db, pids) {
     const { rows } = await c.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [db]);
     const backends = (await c.query('SELECT pid FROM pg_stat_activity WHERE datname = $1', [db])).rows.map((r) => r.pid);
     const cpu = new Map([...pids, ...backends].map((p) => [p, cpuMs(p)]));
-    return { xacts: Number(rows[0]?.n ?? 0), cpu };
+    const calls = new Map([...pids, ...backends].map((p) => [p, syscalls(p)]));
+    return { xacts: Number(rows[0]?.n ?? 0), cpu, calls };
   });
 }
 
@@ -166,8 +184,12 @@ async function measured(client, flowId, tokens, label, db, pids) {
   const n = Math.max(1, r.ok);
   // Per part: main, the workers, the PostgreSQL backends.
   const parts = { main: 0, workers: 0, postgres: 0 };
-  for (const [pid, ms] of u1.cpu) parts[pid === pids[0] ? 'main' : pids.includes(pid) ? 'workers' : 'postgres'] += (ms - (u0.cpu.get(pid) ?? 0)) / n;
-  return { ...r, xactsPer: (u1.xacts - u0.xacts) / n, cpuPer: parts.main + parts.workers + parts.postgres, parts };
+  const part = (pid) => (pid === pids[0] ? 'main' : pids.includes(pid) ? 'workers' : 'postgres');
+  for (const [pid, ms] of u1.cpu) parts[part(pid)] += (ms - (u0.cpu.get(pid) ?? 0)) / n;
+  // A backend that appeared during the round (a new pooled connection) counts from zero.
+  const calls = { main: 0, workers: 0, postgres: 0 };
+  for (const [pid, k] of u1.calls) calls[part(pid)] += (k - (u0.calls.get(pid) ?? 0)) / n;
+  return { ...r, xactsPer: (u1.xacts - u0.xacts) / n, cpuPer: parts.main + parts.workers + parts.postgres, parts, calls };
 }
 
 const pgUrl = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432');
@@ -211,6 +233,7 @@ try {
   const tx = { off: [], on: [] };
   const cpu = { off: [], on: [] };
   const parts = { off: [], on: [] };
+  const calls = { off: [], on: [] };
   const pids = [topo.main.pid, ...topo.workers.map((w) => w.pid)];
   for (let i = 0; i < ROUNDS; i++) {
     for (const [v, id] of [['off', off], ['on', on]].filter(([v]) => VARIANTS.includes(v))) {
@@ -219,6 +242,7 @@ try {
       tx[v].push(r.xactsPer);
       cpu[v].push(r.cpuPer);
       parts[v].push(r.parts);
+      calls[v].push(r.calls);
     }
     if (VARIANTS.length < 2) {
       const v = VARIANTS[0];
@@ -232,6 +256,8 @@ try {
     const v = VARIANTS[0];
     const p = (k) => mean(parts[v].map((x) => x[k])).toFixed(1);
     log(`metering ${v}: ${mean(rates[v]).toFixed(1)} predictions/s, CPU per prediction ${mean(cpu[v]).toFixed(1)} ms (main ${p('main')}, workers ${p('workers')}, PostgreSQL ${p('postgres')})`);
+    const k = (x) => mean(calls[v].map((c) => c[x])).toFixed(1);
+    log(`  read + write system calls per prediction: main ${k('main')}, workers ${k('workers')}, PostgreSQL ${k('postgres')}; PostgreSQL transactions ${mean(tx[v]).toFixed(1)}`);
   } else {
     const offMean = mean(rates.off);
     const onMean = mean(rates.on);
@@ -241,6 +267,8 @@ try {
     log(`CPU per prediction: off ${mean(cpu.off).toFixed(1)} ms, on ${mean(cpu.on).toFixed(1)} ms (ratio off/on ${(mean(cpu.off) / mean(cpu.on)).toFixed(3)}: the throughput ratio a CPU-bound machine would show)`);
     const part = (v, k) => mean(parts[v].map((p) => p[k])).toFixed(1);
     log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
+    const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
+    log(`read + write system calls per prediction (load-independent): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
   }
   let held = 0n;
   for (const id of customers) held += (await ledger.balance(id)).held;

@@ -82,7 +82,17 @@ async function readChatflowLangfuse(options: ICommonObject): Promise<{ publicKey
     // Only the analytics column: the row's flowData (tens of KB with billing nodes) is not needed here, and
     // every metered prediction makes this read.
     const flow = await options.appDataSource.getRepository(entity).findOne({ where: { id: options.chatflowid }, select: { id: true, analytic: true } });
-    const analytic = typeof flow?.analytic === 'string' && flow.analytic ? JSON.parse(flow.analytic) : null;
+    return await langfuseOfAnalytic(typeof flow?.analytic === 'string' ? flow.analytic : null, options);
+  } catch {
+    // Analytics are an observer: without them the model is still metered.
+    return undefined;
+  }
+}
+
+/** The Langfuse credentials named by a chatflow's analytic column (as stored), or undefined when Langfuse is off or anything is missing. */
+export async function langfuseOfAnalytic(stored: string | null, options: ICommonObject): Promise<{ publicKey: string; secretKey: string; baseUrl: string } | undefined> {
+  try {
+    const analytic = stored ? JSON.parse(stored) : null;
     const lf = analytic?.langFuse;
     if (!lf?.status || !lf.credentialId) return undefined;
     const data = await flowise.getCredentialData(String(lf.credentialId), options);

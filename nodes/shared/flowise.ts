@@ -103,16 +103,29 @@ export async function credentialData(credentialId: string, options: ICommonObjec
   const entity = options?.databaseEntities?.Credential;
   if (!credentialId || !options?.appDataSource || !entity || typeof fc.decryptCredentialData !== 'function') return fc.getCredentialData(credentialId, options);
   const row = (await options.appDataSource.getRepository(entity).findOneBy({ id: credentialId })) as { encryptedData?: unknown } | null;
-  if (!row || typeof row.encryptedData !== 'string') {
+  return decryptedRow(credentialId, row?.encryptedData, (enc) => fc.decryptCredentialData!(enc));
+}
+
+/**
+ * A credential's data from its row's ciphertext, just read (nothing: no row, `{}`), decrypted only when the
+ * ciphertext differs from the last one seen for this id.
+ */
+export async function decryptedRow(credentialId: string, encryptedData: unknown, decrypt: (encryptedData: string) => Promise<ICommonObject>): Promise<ICommonObject> {
+  if (typeof encryptedData !== 'string') {
     decrypted.delete(credentialId);
     return {};
   }
   const hit = decrypted.get(credentialId);
-  if (hit && hit.encryptedData === row.encryptedData) return { ...hit.data };
-  const data = await fc.decryptCredentialData(row.encryptedData);
+  if (hit && hit.encryptedData === encryptedData) return { ...hit.data };
+  const data = await decrypt(encryptedData);
   if (decrypted.size >= DECRYPTED_MAX) decrypted.clear();
-  decrypted.set(credentialId, { encryptedData: row.encryptedData, data: { ...data } });
+  decrypted.set(credentialId, { encryptedData, data: { ...data } });
   return data;
+}
+
+/** flowise-components' decryption of a credential row, when this Flowise exports it. */
+export function credentialDecryption(fc: FlowiseComponents = flowiseComponents()): ((encryptedData: string) => Promise<ICommonObject>) | undefined {
+  return typeof fc.decryptCredentialData === 'function' ? (enc) => fc.decryptCredentialData!(enc) : undefined;
 }
 
 /** Seams for tests; the defaults call Flowise. */

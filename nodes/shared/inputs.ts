@@ -145,7 +145,11 @@ export interface LedgerCredential {
 export async function ledgerCredential(node: { label: string }, nodeData: INodeData, options: ICommonObject | undefined): Promise<LedgerCredential> {
   const id = credentialIdOf(nodeData);
   if (!id) throw new ValidationError(`${node.label}: select a Billing Ledger credential`, { field: 'credential' });
-  const data = await flowise.getCredentialData(id, options ?? {});
+  return ledgerCredentialOf(node, await flowise.getCredentialData(id, options ?? {}));
+}
+
+/** The Billing Ledger credential in a credential's decrypted data (empty: it was not found). */
+export function ledgerCredentialOf(node: { label: string }, data: ICommonObject | null | undefined): LedgerCredential {
   if (!data || Object.keys(data).length === 0) throw new ValidationError(`${node.label}: the selected Billing Ledger credential was not found`, { field: 'credential' });
   const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
   return { ledgerDatabase: str(data.ledgerDatabase), tokenSecret: str(data.billingTokenSecret) };

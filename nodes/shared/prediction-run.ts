@@ -9,7 +9,8 @@ import { type Billable, flowRunKey, openedFlowRun, openFlowRun, type Refusal, ty
 import { admissionInputs, refusalMessageInputs, refusalMessages, refusalMessageSchema } from './admission';
 import { customerFor } from './customer';
 import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
-import { billableSchema, booleanSchema, customerInputs, customerSchema, type LedgerCredential, ledgerCredential, quantitySchema, usd } from './inputs';
+import { billableSchema, booleanSchema, customerInputs, customerSchema, type LedgerCredential, ledgerCredential, ledgerCredentialOf, quantitySchema, usd } from './inputs';
+import { analyticReadWith, credentialAndAnalytic, keepAnalyticWith } from './prediction-reads';
 import { langfuseTarget } from './run-langfuse';
 
 const LEDGER_INPUT = 'billingLedgerCredential';
@@ -100,7 +101,16 @@ export function predictionCredential(node: { label: string }, nodeData: INodeDat
   const id = credentialIdOf(nodeData);
   if (!id) return ledgerCredential(node, nodeData, options);
   // Shared through the plugin module: node files are bundled one by one (see sharedRead).
-  return sharedRead('ledgerCredential', `${id}\u0000${predictionRunKey(options, input)}`, CREDENTIAL_SHARE_MS, () => ledgerCredential(node, nodeData, options));
+  return sharedRead('ledgerCredential', `${id}\u0000${predictionRunKey(options, input)}`, CREDENTIAL_SHARE_MS, () => readPredictionCredential(node, id, nodeData, options));
+}
+
+/** The credential with the chatflow's analytics settings in one statement where Flowise allows it (the run's Langfuse target then needs no read). */
+async function readPredictionCredential(node: { label: string }, id: string, nodeData: INodeData, options: ICommonObject): Promise<LedgerCredential> {
+  const joint = await credentialAndAnalytic(id, options);
+  if (!joint) return ledgerCredential(node, nodeData, options);
+  const credential = ledgerCredentialOf(node, joint.data);
+  keepAnalyticWith(credential, joint.analytic);
+  return credential;
 }
 
 /**
@@ -174,6 +184,6 @@ export async function openPredictionRun(
     messages: s.messages,
     metadata: s.metadata,
     logger,
-    ...(await langfuseTarget(options)),
+    ...(await langfuseTarget(options, analyticReadWith(cred))),
   });
 }

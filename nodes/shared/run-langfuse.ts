@@ -1,4 +1,4 @@
-import { chatflowLangfuse, traceCharge, traceMetadata } from './analytics';
+import { chatflowLangfuse, langfuseOfAnalytic, traceCharge, traceMetadata } from './analytics';
 import type { ICommonObject } from './flowise';
 
 /**
@@ -7,7 +7,7 @@ import type { ICommonObject } from './flowise';
  * go onto that trace through it. Chatflow nodes get neither, so the run uses
  * the chatflow's own Langfuse credential, read server-side.
  */
-export async function langfuseTarget(options: ICommonObject): Promise<Record<string, unknown>> {
+export async function langfuseTarget(options: ICommonObject, analytic?: string | null): Promise<Record<string, unknown>> {
   const traceId = options.parentTraceIds?.langFuse?.trace;
   if (typeof traceId === 'string' && traceId) {
     return {
@@ -16,6 +16,7 @@ export async function langfuseTarget(options: ICommonObject): Promise<Record<str
       onTraceMetadata: (m: Record<string, unknown>) => traceMetadata(options, m),
     };
   }
-  const langfuse = await chatflowLangfuse(options);
+  // `analytic`: the chatflow's settings, already read for this prediction (with its Billing Ledger credential).
+  const langfuse = analytic === undefined ? await chatflowLangfuse(options) : await langfuseOfAnalytic(analytic, options);
   return langfuse ? { langfuse } : {};
 }
