@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,4 +30,37 @@ describe('SQLite WAL checkpoints', () => {
     expect(fs.existsSync(`${file}-wal`)).toBe(false);
     fs.rmSync(dir, { recursive: true, force: true });
   }, 120_000);
+
+  it('a new ledger file has 2 KiB pages; a file made with 4 KiB pages keeps them and stays exact', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-pages-'));
+    const fresh = path.join(dir, 'new.sqlite');
+    const ledger = await openLedger(fresh);
+    await ledger.createCustomer({ id: 'c' });
+    await ledger.close();
+    expect(pageSize(fresh)).toBe(2048);
+
+    // A ledger created before the change: SQLite's default page size, fixed once the file has a table.
+    const old = path.join(dir, 'old.sqlite');
+    const db = new Database(old);
+    db.exec('PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE made_before (x INTEGER)');
+    db.close();
+    const again = await openLedger(old);
+    await again.createCustomer({ id: 'c' });
+    await again.topUp({ customerId: 'c', amount: 10n ** 12n, idempotencyKey: 'seed' });
+    const h = await again.hold({ customerId: 'c', amount: 1_000n, idempotencyKey: 'h' });
+    await again.settle({ holdId: h.id, amount: 10n, idempotencyKey: 's' });
+    expect(await again.checkInvariants()).toEqual({ ok: true, violations: [] });
+    await again.close();
+    expect(pageSize(old)).toBe(4096);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 });
+
+function pageSize(file: string): number {
+  const db = new Database(file, { readonly: true });
+  try {
+    return Number(db.pragma('page_size', { simple: true }));
+  } finally {
+    db.close();
+  }
+}
