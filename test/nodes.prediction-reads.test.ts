@@ -14,7 +14,7 @@ import { PG_BASE_URL } from './support/backends';
  * Flowise's own entities, TypeORM and decryption (the installed Flowise 3.1.4), on SQLite (Flowise's default)
  * and PostgreSQL in a schema of its own (so the table names are schema-qualified).
  */
-const require = createRequire(import.meta.url);
+const require = createRequire(__filename);
 const FLOWISE = path.resolve(process.env.FLOWISE_BILLING_CACHE || path.join(os.homedir(), '.cache', 'flowise-billing', 'flowise-3.1.4'));
 const flowisePkg = path.join(FLOWISE, 'node_modules', 'flowise', 'package.json');
 const installed = fs.existsSync(flowisePkg);

@@ -5,7 +5,7 @@ import { periodContaining } from '../period';
 import { budgetStateAt, currentBudgetPeriod } from './budget-period';
 import type { Op } from './batch';
 import { type AuditRow, type BatchAudit, type ChargeRow, type CustomerRow, customerOut, type EntryRow, type HoldRow, type IdemRow, iso, publicCharge, publicHold } from './rows';
-import type { Customer, Refund, TopUp } from './types';
+import type { Refund, TopUp } from './types';
 
 /**
  * The middle of a batch: what it loaded, what each operation changes in

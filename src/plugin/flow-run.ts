@@ -1,107 +1,28 @@
 import { BillingError, ByokRequiredError, ValidationError } from '../errors';
-import type { WarnLogger } from '../identity/customer';
-import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
-import { type LangfuseCostReporter, type LangfuseCredentials, langfuseReporterFor } from '../langfuse/reporter';
+import { billingMetadata } from '../langfuse/metadata';
 import type { Charge } from '../ledger/types';
-import { formatUsd, type Nanos, parseUsd } from '../money';
+import { type Nanos, parseUsd } from '../money';
 import { estimatePromptTokens, estimateTextTokens } from '../metering/estimate';
 import { RunFinishError, RunLedger, type StepHold } from '../metering/run-ledger';
 import { priceTokens } from '../pricing/price';
 import type { RateCard } from '../pricing/ratecard';
 import type { RunAdmission } from '../quota/gate';
-import { isBillable, priceBillable, type RunFee, shortOfFunds } from './guard';
+import { isBillable, priceBillable, shortOfFunds } from './guard';
+import { type CostItem, FlowRunCosts } from './flow-run-costs';
+import type { Before, ModelCall, OpenFlowRunInput, Ticket } from './flow-run-types';
 import { type LedgerHandle, ledgerKey, sharedLedger } from './ledgers';
-import { type Refusal, refusalFor, type RefusalTemplates } from './refusal';
+import { type Refusal, refusalFor } from './refusal';
 
 /**
  * One Flowise prediction as a billed run, for nodes that meter calls
  * themselves (a metered chat model's `_generate`, a metered tool, Charge):
  * every call asks `before…` (paid first, or a refusal to answer with) and
  * reports `after…` / `fail…`. Business refusals are returned, never thrown.
- * The money rules are RunLedger's (reservation at the first paid call).
+ * The money rules are RunLedger's (reservation at the first paid call);
+ * where its costs are seen is FlowRunCosts' (flow-run-costs.ts).
  */
 
-export interface FlowCharge {
-  readonly chargeId: string;
-  readonly name: string;
-  readonly unit: string;
-  readonly quantity: string;
-  readonly costUsd: string;
-  readonly metadata: Record<string, unknown>;
-  readonly at: Date;
-  /** The LangChain run (generation) this charge belongs to, when known. */
-  readonly observationId?: string;
-}
-
-export interface OpenFlowRunInput {
-  /** From the Billing Ledger credential (empty: the default location). */
-  readonly ledgerDatabase?: string;
-  /** The resolved customer, or the refusal resolving it produced (the run then refuses every call). */
-  readonly customerId?: string;
-  readonly refusal?: Refusal;
-  readonly conversationId: string;
-  /** The prediction's retry-stable key (flowRunKey); every node of one prediction passes the same. */
-  readonly runKey: string;
-  readonly actor: string;
-  readonly runFee: RunFee | null;
-  /** Reserved for the run's steps at admission instead of the first call's maximum (USD decimal). */
-  readonly runBudgetUsd?: string;
-  /** Output tokens held for a call that sets no max tokens (default 4096). */
-  readonly maxOutputTokensCap?: number;
-  /** Admit the session against the plan (quota, budget, subscription, managed models). */
-  readonly checkSessions: boolean;
-  readonly messages?: RefusalTemplates;
-  /** Costs go onto this Langfuse trace (agentflow: parentTraceIds.langFuse.trace) … */
-  readonly traceId?: string;
-  /** … with this project's credentials (or only through onCharge). */
-  readonly langfuse?: LangfuseCredentials;
-  /** Every charge of the run, after the ledger took it (e.g. Flowise's own Langfuse client). */
-  readonly onCharge?: (c: FlowCharge) => void;
-  /** The billing metadata for the run's trace, once admitted. */
-  readonly onTraceMetadata?: (metadata: Record<string, string | number>) => void;
-  readonly logger?: WarnLogger & { error?(m: string): void };
-  /**
-   * The run ends (unused reservation returned) after this long without a call in flight (default 2 s);
-   * a later call of the same prediction then opens a fee-less continuation. Call `end()` when the prediction is done.
-   */
-  readonly idleMs?: number;
-  /** How long a call refused for funds may wait for this customer's other runs in this process to return money (default 10 s; 0: never). */
-  readonly fundsWaitMs?: number;
-  readonly holdTtlMs?: number;
-  readonly metadata?: Record<string, unknown>;
-}
-
-export interface ModelCall {
-  /** Stable for the call, unique in the run: e.g. `${nodeId}:${runManager.runId}`. */
-  readonly callKey: string;
-  readonly model: string | undefined;
-  readonly messages: readonly unknown[];
-  readonly tools?: unknown;
-  readonly maxOutputTokens?: number;
-  /** The provider call uses the customer's own key (BYOK). Never the key itself. */
-  readonly usesCustomerKey?: boolean;
-  /** The Langfuse generation of this call (the LangChain run id), for chatflows without a trace id. */
-  readonly observationId?: string;
-  /** The Langfuse trace this call runs in, when the caller can see it (the run adopts the first one). */
-  readonly traceId?: string;
-}
-
-export type Before = { readonly ok: true; readonly ticket: Ticket } | { readonly ok: false; readonly refusal: Refusal };
-
-/** What `before…` hands out and `after…`/`fail…` take back. Opaque to callers. */
-export interface Ticket {
-  readonly kind: 'model' | 'tool';
-  readonly callKey: string;
-  readonly step: StepHold;
-  readonly run: RunLedger;
-  readonly model?: string;
-  readonly promptEstimate: number;
-  readonly item?: string;
-  readonly quantity?: string;
-  readonly unit?: string;
-  readonly observationId?: string;
-  done?: boolean;
-}
+export type { Before, FlowCharge, ModelCall, OpenFlowRunInput, Ticket } from './flow-run-types';
 
 const runs = new Map<string, FlowRun>();
 /** A run nobody used for this long is forgotten by the registry. */
@@ -149,24 +70,16 @@ export class FlowRun {
   private idle?: NodeJS.Timeout;
   private forget?: NodeJS.Timeout;
   private endWanted = false;
-  private readonly reporter?: LangfuseCostReporter;
-  /** The Langfuse trace costs go to: the run's, or the first one a call names. */
-  private traceId?: string;
-  private traceMetadata?: Record<string, string | number>;
+  private readonly costs: FlowRunCosts;
   closed = false;
 
   constructor(
     private readonly i: OpenFlowRunInput,
     private readonly unregister: () => void,
   ) {
-    this.traceId = i.traceId;
     if (i.refusal) this.refusal = i.refusal;
     else if (!i.customerId) this.refusal = refusalFor(new BillingError('UNAUTHORIZED', 'No customer for this run', {}), i.messages);
-    try {
-      this.reporter = i.langfuse ? langfuseReporterFor(i.langfuse) : undefined;
-    } catch {
-      // Bad analytics settings never stop billing.
-    }
+    this.costs = new FlowRunCosts(i, () => ({ planTier: this.admission?.tier, rateCardVersion: this.card?.version }));
   }
 
   /** The refusal this run answers with, once refused. */
@@ -195,26 +108,9 @@ export class FlowRun {
         quotaRemaining: this.admission ? this.admission.sessionsRemaining : undefined,
         rateCardVersion: this.card.version,
       });
-      this.traceMetadata = meta;
-      this.observe(() => this.i.onTraceMetadata?.(meta));
-      this.reportTraceMetadata();
+      this.costs.traceMetadata(meta);
     })();
     return this.admitting;
-  }
-
-  private reportTraceMetadata(): void {
-    if (this.reporter && this.traceId && this.traceMetadata) {
-      const traceId = this.traceId;
-      const metadata = this.traceMetadata;
-      this.observe(() => this.reporter!.reportTraceMetadata({ traceId, metadata }));
-    }
-  }
-
-  /** A call names the Langfuse trace it runs in (chatflows: the LangChain Langfuse handler's trace). */
-  private adoptTrace(traceId: string | undefined): void {
-    if (!traceId || this.traceId) return;
-    this.traceId = traceId;
-    this.reportTraceMetadata();
   }
 
   /**
@@ -305,7 +201,7 @@ export class FlowRun {
 
   /** Before a provider call: its maximum cost is covered (the first call admits the run), or the refusal to answer with. */
   async beforeModelCall(call: ModelCall): Promise<Before> {
-    this.adoptTrace(call.traceId);
+    this.costs.adoptTrace(call.traceId);
     let promptEstimate = 0;
     let model = call.model;
     const maxOut = call.maxOutputTokens ?? this.i.maxOutputTokensCap ?? 4096;
@@ -351,7 +247,7 @@ export class FlowRun {
         }),
         this.feeAfterSettle(t.run),
       ]);
-      this.report([{ charge, name: `billing:${q.item}`, unit: 'token' }, this.feeItem(fee)], t.observationId);
+      this.costs.report([{ charge, name: `billing:${q.item}`, unit: 'token' }, feeItem(fee)], t.observationId);
       return { charge, fee };
     } catch (e) {
       this.logFailure('settle model call', e);
@@ -411,7 +307,7 @@ export class FlowRun {
         }),
         this.feeAfterSettle(t.run),
       ]);
-      this.report([{ charge, name: `billing:${t.item}`, unit: t.unit ?? 'unit' }, this.feeItem(fee)]);
+      this.costs.report([{ charge, name: `billing:${t.item}`, unit: t.unit ?? 'unit' }, feeItem(fee)]);
       return { charge, fee };
     } catch (e) {
       this.logFailure('settle tool', e);
@@ -445,9 +341,9 @@ export class FlowRun {
     if (!run || run.ended) return;
     try {
       const r = await run.finish(null, { chargeFee: this.settledAny, unhurried });
-      this.report([this.feeItem(r.fee)]);
+      this.costs.report([feeItem(r.fee)]);
     } catch (e) {
-      if (e instanceof RunFinishError) this.report([this.feeItem(e.partial.fee)]);
+      if (e instanceof RunFinishError) this.costs.report([feeItem(e.partial.fee)]);
       this.logFailure('end run', e);
     }
   }
@@ -480,58 +376,12 @@ export class FlowRun {
     this.forget.unref?.();
   }
 
-  private report(items: Array<{ charge?: Charge; name: string; unit: string }>, observationId?: string): void {
-    // Nobody observes the run's charges (no Langfuse, no callback): nothing to build.
-    if (!this.i.onCharge && !this.reporter) return;
-    const list = items.filter((x): x is { charge: Charge; name: string; unit: string } => !!x.charge);
-    if (!list.length) return;
-    for (const { charge: c, name, unit } of list) {
-      const fc: FlowCharge = {
-        chargeId: c.id,
-        name,
-        unit,
-        quantity: c.quantity ?? '1',
-        costUsd: formatUsd(c.amount),
-        at: new Date(),
-        observationId,
-        metadata: {
-          ...billingMetadata({ customerId: this.customerId, conversationId: this.i.conversationId, rateCardVersion: c.rateCardVersion ?? undefined, balanceAfter: c.balanceAfter, planTier: this.admission?.tier }),
-          billing_charge_type: c.chargeType,
-          billing_quantity: c.quantity,
-        },
-      };
-      this.observe(() => this.i.onCharge?.(fc));
-      if (this.reporter && this.traceId) {
-        this.observe(() =>
-          this.reporter!.reportCharge({ traceId: this.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: { total: c.amount }, metadata: { ...fc.metadata, [BILLING_METADATA_KEYS.chargeId]: c.id, [BILLING_METADATA_KEYS.costUsd]: fc.costUsd } }),
-        );
-      }
-    }
-    // No trace id (a chatflow): the call's own generation carries the cost of everything this call settled (its tokens and the fee).
-    if (this.reporter && !this.traceId && observationId) {
-      const total = list.reduce((a, x) => a + x.charge.amount, 0n);
-      this.observe(() =>
-        this.reporter!.reportCharge({
-          observationId, name: list[0]!.name, cost: { total },
-          metadata: { ...billingMetadata({ customerId: this.customerId, conversationId: this.i.conversationId, planTier: this.admission?.tier, rateCardVersion: this.card?.version }), [BILLING_METADATA_KEYS.chargeIds]: list.map((x) => x.charge.id).join(','), [BILLING_METADATA_KEYS.costUsd]: formatUsd(total) },
-        }),
-      );
-    }
-  }
-
-  private feeItem(fee: Charge | undefined) {
-    return { charge: fee, name: `billing:${fee?.chargeType ?? 'run-fee'}`, unit: 'run' };
-  }
-
-  private observe(fn: () => void): void {
-    try {
-      fn();
-    } catch {
-      // An observer never fails a run (billing never depends on it).
-    }
-  }
-
   private logFailure(what: string, e: unknown): void {
     (this.i.logger?.error ?? this.i.logger?.warn)?.call(this.i.logger, `[flowise-billing] ${this.i.actor}: ${what} failed: ${(e as Error)?.message ?? String(e)}`);
   }
+}
+
+/** A run fee's charge as a reported item. */
+function feeItem(fee: Charge | undefined): CostItem {
+  return { charge: fee, name: `billing:${fee?.chargeType ?? 'run-fee'}`, unit: 'run' };
 }
