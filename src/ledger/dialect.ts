@@ -93,6 +93,9 @@ export interface TableWrite {
 
 /** Writes each table in order (customers first: other tables reference them). */
 export async function writeTables(c: SqlConnection, d: Dialect, writes: readonly TableWrite[]): Promise<void> {
+  // A synchronous driver (SQLite) runs the statements one after another without a promise between them.
+  const sync = syncConnection(c);
+  if (sync) return writeTablesNow(sync, d, writes);
   if (d.writeMany) return d.writeMany(c, writes.every((w) => w.rows.length > 0) ? writes : writes.filter((w) => w.rows.length > 0));
   for (const w of writes) {
     const n = w.rows.length;

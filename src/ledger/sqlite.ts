@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Dialect, forEachInsert, insertRows, type Row, type SqlConnection, type SqlValue, type SyncSqlConnection, type TableWrite } from './dialect';
+import { type Dialect, type Row, type SqlConnection, type SqlValue, type SyncSqlConnection } from './dialect';
 import { Mutex } from './mutex';
 
 /**
@@ -232,21 +232,6 @@ class SqliteConnection implements SyncSqlConnection {
 
 const MAX_PARAMS = 32_000;
 
-/**
- * A batch's table writes one after another without a promise between them:
- * the driver is synchronous, and awaiting each statement was most of what a
- * lone operation's write step allocated. A connection that is not the
- * dialect's own (a wrapper that counts statements) gets them one by one.
- */
-async function writeMany(c: SqlConnection, writes: readonly TableWrite[]): Promise<void> {
-  if (c instanceof SqliteConnection) {
-    const run = (sql: string, params: readonly SqlValue[]) => void c.runNow(sql, params);
-    for (const w of writes) forEachInsert(MAX_PARAMS, w, run);
-    return;
-  }
-  for (const w of writes) await insertRows(c, { maxParams: MAX_PARAMS } as Dialect, w.table, w.columns, w.rows, w.onConflict);
-}
-
 const isThenable = <T>(v: Promise<T> | T): v is Promise<T> => typeof (v as { then?: unknown } | null)?.then === 'function';
 
 /** SQLite: one writer connection (the file allows one writer at a time anyway) and a separate reader. */
@@ -316,7 +301,6 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     withoutRowid: ' WITHOUT ROWID',
     explicitSeq: true,
     maxParams: MAX_PARAMS,
-    writeMany,
     // IMMEDIATE takes the write lock up front, so two processes never both read then race to write.
     writeTransaction: (fn) => transaction('BEGIN IMMEDIATE', fn),
     migrationTransaction: (fn) => withTempFiles('BEGIN EXCLUSIVE', fn),
