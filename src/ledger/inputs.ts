@@ -44,7 +44,7 @@ const MAX_METADATA_BYTES = 16_384;
 /** Why `m` cannot be stored as charge metadata (cycles, bigints, functions, size), or null when it can. */
 export function jsonProblem(m: unknown): string | null {
   // The usual metadata (a few plain fields, on every hold and settle) is shown fine without writing its JSON.
-  if (jsonBound(m, 0, MAX_METADATA_BYTES) >= 0) return null;
+  if (jsonBoundSafely(m) >= 0) return null;
   let text: string;
   try {
     text = JSON.stringify(m);
@@ -54,6 +54,15 @@ export function jsonProblem(m: unknown): string | null {
   // UTF-8 takes at most 3 bytes per UTF-16 unit: short text needs no count (counting allocated, on every hold and settle).
   if (text.length > MAX_METADATA_BYTES / 3 && Buffer.byteLength(text) > MAX_METADATA_BYTES) return `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON`;
   return null;
+}
+
+/** jsonBound from the top; a getter that throws leaves the verdict (and its message) to the stringify. */
+function jsonBoundSafely(m: unknown): number {
+  try {
+    return jsonBound(m, 0, MAX_METADATA_BYTES);
+  } catch {
+    return -1;
+  }
 }
 
 /**

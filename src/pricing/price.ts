@@ -86,14 +86,15 @@ export interface TokenQuote extends PriceQuote {
   readonly outputAmount: Nanos;
 }
 
-function tokenCount(field: 'inputTokens' | 'outputTokens', v: number): void {
+/** A token count is a non-negative safe integer. */
+function checkTokenCount(field: 'inputTokens' | 'outputTokens', v: number): void {
   if (!Number.isSafeInteger(v) || v < 0) throw new ValidationError(`${field} must be a non-negative integer, got ${v}`, { field, value: v });
 }
 
 /** Input and output tokens at the model's separate prices, rounded once for the whole call. */
 export function priceTokens(card: RateCard, model: string | undefined, inputTokens: number, outputTokens: number): TokenQuote {
-  tokenCount('inputTokens', inputTokens);
-  tokenCount('outputTokens', outputTokens);
+  checkTokenCount('inputTokens', inputTokens);
+  checkTokenCount('outputTokens', outputTokens);
   const p = modelPrice(card, model);
   const inT = BigInt(inputTokens);
   const outT = BigInt(outputTokens);
