@@ -6,18 +6,14 @@
 // --dist measures another build (e.g. ../batch-base/dist). --top N prints the N largest allocation sites.
 // A hold+settle pair is two operations. Run with --cpu-prof for a CPU profile of the same loop.
 import { createRequire } from 'node:module';
-import { PerformanceObserver, constants } from 'node:perf_hooks';
-import { Session } from 'node:inspector';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { cliOption, frameSite, gcCounter, sampleAllocations } from './allocations.mjs';
 import { holdSettlePairs } from './pairs.mjs';
 
 const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const opt = cliOption(args);
 const LANES = Number(opt('lanes', 32));
 const PAIRS = Number(opt('pairs', 20_000));
 const DIST = path.resolve(opt('dist', new URL('../dist', import.meta.url).pathname));
@@ -40,16 +36,8 @@ async function loop(pairs, label) {
 // Warm-up: compiled code, statement caches filled.
 await loop(Math.min(PAIRS, 4000), 'warm');
 
-let scavenges = 0;
-let majors = 0;
-const obs = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) {
-    const kind = e.detail?.kind ?? e.kind;
-    if (kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
-    else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++;
-  }
-});
-obs.observe({ entryTypes: ['gc'] });
+const gcs = gcCounter();
+gcs.start();
 // Write system calls (pwrite of WAL frames, checkpoints, temporary files) from /proc, where there is one.
 const io = () => {
   try {
@@ -65,32 +53,26 @@ const ops = await loop(PAIRS, 'cpu');
 const wall = performance.now() - t0;
 const cpu = process.cpuUsage(cpu0);
 const io1 = io();
-await new Promise((r) => setImmediate(r));
-obs.disconnect();
+const { minor: scavenges, major: majors } = await gcs.stop();
 
 let bytesPerOp = null;
 let sites = [];
 if (ALLOC) {
-  const session = new Session();
-  session.connect();
-  const post = (method, params) => new Promise((res, rej) => session.post(method, params, (e, r) => (e ? rej(e) : res(r))));
-  await post('HeapProfiler.enable');
-  await post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
-  const allocOps = await loop(Math.ceil(PAIRS / 4), 'alloc');
-  const { profile } = await post('HeapProfiler.stopSampling');
-  session.disconnect();
+  let allocOps = 0;
+  const profile = await sampleAllocations(async () => {
+    allocOps = await loop(Math.ceil(PAIRS / 4), 'alloc');
+  }, 1024);
   const bySite = new Map();
   let total = 0;
-  const walk = (n, stack) => {
-    const f = n.callFrame;
-    const here = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${f.lineNumber + 1}`;
+  const walk = (n) => {
     if (n.selfSize) {
       total += n.selfSize;
+      const here = frameSite(n.callFrame);
       bySite.set(here, (bySite.get(here) ?? 0) + n.selfSize);
     }
-    for (const c of n.children) walk(c, stack);
+    for (const c of n.children) walk(c);
   };
-  walk(profile.head, []);
+  walk(profile.head);
   bytesPerOp = total / allocOps;
   sites = [...bySite].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([site, b]) => ({ site, bytesPerOp: Math.round(b / allocOps) }));
 }

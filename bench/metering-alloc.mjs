@@ -11,17 +11,13 @@
 // Runs against dist/ (npm run build first); --dist measures another build (e.g. ../alloc-base/dist).
 // --stacks N shows, for the N largest allocating functions, the callers that made them allocate.
 import { createRequire } from 'node:module';
-import { PerformanceObserver, constants } from 'node:perf_hooks';
-import { Session } from 'node:inspector';
+import { cliOption, frameSite, gcCounter, sampleAllocations } from './allocations.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const opt = cliOption(args);
 const CALLS = Number(opt('calls', 3000));
 const GC_CALLS = Number(opt('gc-calls', 20_000));
 const TOP = Number(opt('top', 25));
@@ -47,33 +43,20 @@ const variants = {
   metered: () => model.invoke(msgs, { callbacks: [handler] }),
 };
 
-let scavenges = 0;
-const obs = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) if ((e.detail?.kind ?? e.kind) === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
-});
-const session = new Session();
-session.connect();
-const post = (m, p) => new Promise((res, rej) => session.post(m, p, (e, r) => (e ? rej(e) : res(r))));
-await post('HeapProfiler.enable');
-
 async function measure(call) {
   for (let i = 0; i < Math.max(2000, CALLS); i++) await call(); // compiled code, statement caches, rate card
-  // Scavenges without the profiler attached; entries arrive asynchronously, so wait a turn before reading.
+  // Scavenges without the profiler attached; entries arrive asynchronously, so wait a turn before counting.
   await new Promise((r) => setTimeout(r, 20));
-  obs.observe({ entryTypes: ['gc'] });
-  scavenges = 0;
+  const gcs = gcCounter();
+  gcs.start();
   for (let i = 0; i < GC_CALLS; i++) await call();
-  await new Promise((r) => setTimeout(r, 20));
-  const gcs = scavenges;
-  obs.disconnect();
-  // Every allocation, including objects a scavenge already collected (sampled every 512 bytes on average).
-  await post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
-  for (let i = 0; i < CALLS; i++) await call();
-  const { profile } = await post('HeapProfiler.stopSampling');
-  return { scavengesPer1000: (gcs * 1000) / GC_CALLS, ...attribute(profile) };
+  const { minor } = await gcs.stop();
+  const profile = await sampleAllocations(async () => {
+    for (let i = 0; i < CALLS; i++) await call();
+  }, 512);
+  return { scavengesPer1000: (minor * 1000) / GC_CALLS, ...attribute(profile) };
 }
 
-const site = (f) => `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${f.lineNumber + 1}`;
 function pkg(url) {
   if (url.includes('/dist/src/')) return 'fb:' + url.replace(/^.*\/dist\/src\//, '').split('/')[0].replace(/\.js$/, '');
   if (url.includes('node_modules/')) {
@@ -99,8 +82,8 @@ function attribute(profile) {
       // A builtin (Map, Set, the SQLite driver's rows) counts under the package of the code that called it.
       const owner = frames.find((x) => x.url);
       add(byPkg, f.url ? pkg(f.url) : `${owner ? pkg(owner.url) : 'native'} (builtins)`, n.selfSize);
-      add(bySite, site(f), n.selfSize);
-      add(byStack, frames.slice(0, 4).map(site).join('  <  '), n.selfSize);
+      add(bySite, frameSite(f), n.selfSize);
+      add(byStack, frames.slice(0, 4).map(frameSite).join('  <  '), n.selfSize);
     }
     for (const c of n.children) walk(c, frames);
   };
