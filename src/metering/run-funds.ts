@@ -27,6 +27,13 @@ export class CustomerFunds {
   private readonly admittedOrder: object[] = [];
   private readonly stepWaiters = new Map<object, FundsWaiter>();
   private readonly admissionWaiters = new Set<FundsWaiter>();
+  /** Counts every return of money; a refusal seen before the latest one is stale. */
+  private returns = 0;
+
+  /** Taken before a write that may be refused: `wait` retries at once if money came back since. */
+  get generation(): number {
+    return this.returns;
+  }
 
   get inFlight(): number {
     return this.active.size;
@@ -59,6 +66,7 @@ export class CustomerFunds {
 
   /** Money came back without a run ending (a hold of its own released or settled below its amount). */
   changed(): void {
+    this.returns++;
     // Nobody waits (the usual end of a run): nothing to copy or wake.
     if (this.stepWaiters.size === 0 && this.admissionWaiters.size === 0) return;
     const steps = [...this.stepWaiters.values()];
@@ -77,10 +85,13 @@ export class CustomerFunds {
   /**
    * Waits until trying again may succeed: resolves 'retry', or 'refuse' when
    * waiting cannot help (nobody in flight, a deadlock picked this run, or the
-   * time is up).
+   * time is up). `since` is the generation taken before the refused write:
+   * money that came back after it (a run that ended while the refusal was on
+   * its way) means trying again now, even with nobody left in flight.
    */
-  wait(run: object, admitted: boolean, maxWaitMs: number): Promise<'retry' | 'refuse'> {
+  wait(run: object, admitted: boolean, maxWaitMs: number, since: number): Promise<'retry' | 'refuse'> {
     if (maxWaitMs <= 0) return Promise.resolve('refuse');
+    if (since !== this.returns) return Promise.resolve('retry');
     return new Promise((resolve) => {
       let done = false;
       const timer = setTimeout(() => waiter.wake('refuse'), maxWaitMs);

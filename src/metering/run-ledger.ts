@@ -101,22 +101,24 @@ export class RunLedger {
    */
   private withFunds<T>(admitted: boolean, write: () => Promise<T>): Promise<T> {
     const deadline = Date.now() + (this.o.fundsWaitMs ?? 0);
+    const since = this.funds.generation;
     // The first try without an async frame of its own (every hold of every run makes one); a refusal goes on below.
     let first: Promise<T>;
     try {
       first = write();
     } catch (e) {
-      return this.waitForFunds(e, admitted, deadline, write);
+      return this.waitForFunds(e, admitted, deadline, since, write);
     }
-    return first.catch((e: unknown) => this.waitForFunds(e, admitted, deadline, write));
+    return first.catch((e: unknown) => this.waitForFunds(e, admitted, deadline, since, write));
   }
 
-  private async waitForFunds<T>(refusal: unknown, admitted: boolean, deadline: number, write: () => Promise<T>): Promise<T> {
+  private async waitForFunds<T>(refusal: unknown, admitted: boolean, deadline: number, since: number, write: () => Promise<T>): Promise<T> {
     let e = refusal;
     for (;;) {
       if (!(e instanceof BillingError && e.code === 'INSUFFICIENT_FUNDS')) throw e;
       const left = deadline - Date.now();
-      if ((await this.funds.wait(this, admitted, left)) === 'refuse') throw e;
+      if ((await this.funds.wait(this, admitted, left, since)) === 'refuse') throw e;
+      since = this.funds.generation;
       try {
         return await write();
       } catch (next) {

@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { CustomerFunds } from '../src/metering/run-funds';
+
+/** The waiting rule of one customer's runs in one process (run-funds.ts), without a ledger. */
+describe('CustomerFunds: who waits for money, and when waiting ends', () => {
+  it('a refusal with nobody in flight is final at once', async () => {
+    const f = new CustomerFunds();
+    expect(await f.wait({}, false, 1000, f.generation)).toBe('refuse');
+  });
+
+  it('a refusal that crossed a run ending (money back, nobody left in flight) retries instead of refusing', async () => {
+    const f = new CustomerFunds();
+    const a = {};
+    f.enter(a);
+    const since = f.generation; // taken as the refused write starts
+    f.leave(a); // a ends while the refusal is on its way back
+    expect(await f.wait({}, false, 1000, since)).toBe('retry');
+    // Seen after that return, the same refusal is final.
+    expect(await f.wait({}, false, 1000, f.generation)).toBe('refuse');
+  });
+
+  it('a waiting admission is woken when a run in flight ends; a step of an admitted run goes first', async () => {
+    const f = new CustomerFunds();
+    const a = {};
+    const b = {};
+    f.enter(a);
+    f.enter(b);
+    const order: string[] = [];
+    const admission = f.wait({}, false, 5000, f.generation).then((o) => order.push(`admission:${o}`));
+    const step = f.wait(b, true, 5000, f.generation).then((o) => order.push(`step:${o}`));
+    await new Promise((r) => setImmediate(r));
+    expect(f.waiting).toBe(true);
+    f.leave(a);
+    await Promise.all([admission, step]);
+    expect(order).toEqual(['step:retry', 'admission:retry']);
+  });
+
+  it('every run in flight waiting for money: the most recently admitted is refused, the others keep waiting', async () => {
+    const f = new CustomerFunds();
+    const a = {};
+    const b = {};
+    f.enter(a);
+    f.enter(b);
+    const outcomes: Record<string, string> = {};
+    const wa = f.wait(a, true, 5000, f.generation).then((o) => (outcomes.a = o));
+    const wb = f.wait(b, true, 5000, f.generation).then((o) => (outcomes.b = o));
+    await wb;
+    expect(outcomes).toEqual({ b: 'refuse' });
+    f.leave(b); // b's refusal ends it: its reservation comes back
+    await wa;
+    expect(outcomes).toEqual({ a: 'retry', b: 'refuse' });
+  });
+
+  it('waiting ends at the deadline with a refusal', async () => {
+    const f = new CustomerFunds();
+    const a = {};
+    f.enter(a);
+    const t = Date.now();
+    expect(await f.wait({}, false, 60, f.generation)).toBe('refuse');
+    expect(Date.now() - t).toBeGreaterThanOrEqual(50);
+  });
+});
