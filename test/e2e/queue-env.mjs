@@ -211,7 +211,7 @@ export async function startWorker({ inst, name, home, env, nodeArgs = [], log = 
  * The whole topology. `pg`: { host, port, user, password } of a server where this may create a database
  * (Flowise's own; dropped at stop). Returns { url, main, workers, redis, env, flowiseDatabase, stop() }.
  */
-export async function startQueueTopology({ dir, pg: server, ledgerUrl, workers = 2, workerConcurrency, workerNodeArgs = [], env: extraEnv = {}, log = say } = {}) {
+export async function startQueueTopology({ dir, pg: server, ledgerUrl, workers = 2, workerConcurrency, workerNodeArgs = [], mainNodeArgs = [], env: extraEnv = {}, log = say } = {}) {
   const inst = await ensureFlowise({ dir, log });
   log(installPlugin(inst.dir).split('\n')[0]);
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-queue-'));
@@ -246,7 +246,7 @@ export async function startQueueTopology({ dir, pg: server, ledgerUrl, workers =
       ...extraEnv,
     };
     // Main first: it runs Flowise's migrations on the empty database; workers then find them done.
-    const main = await startFlowise({ dir: inst.dir, home: path.join(home, 'main'), env, log });
+    const main = await startFlowise({ dir: inst.dir, home: path.join(home, 'main'), env, nodeArgs: mainNodeArgs, log });
     cleanups.push(() => main.stop({ keepHome: false }));
     const ws = [];
     for (let i = 1; i <= workers; i++) {
