@@ -7,7 +7,8 @@
 //   npm run build && node bench/queue.mjs
 //
 // Besides predictions/s, per prediction: PostgreSQL transactions, CPU ms and read + write system calls of
-// main, the workers and the PostgreSQL backends (system calls move far less with the machine's load than time).
+// main, the workers and the PostgreSQL backends (system calls move far less with the machine's load than time,
+// but both grow when fewer predictions share a wake-up: a slower variant pays more per prediction for the same work).
 // Env: BENCH_CLIENTS (32), BENCH_SECONDS per round (15), BENCH_ROUNDS per variant (2),
 // BENCH_MODEL_DELAY_MS (20), BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
 // case; N: client i bills customer i mod N), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
@@ -326,7 +327,7 @@ try {
     const part = (v, k) => mean(parts[v].map((p) => p[k])).toFixed(1);
     log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
     const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
-    log(`read + write system calls per prediction (load-independent): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
+    log(`read + write system calls per prediction (independent of other jobs' load, not of this run's rate): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
   }
   log(`BullMQ job bytes (data, returnvalue): ${jobBytes(topo.redis, flowIds)}`);
   let held = 0n;
