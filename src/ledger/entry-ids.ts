@@ -14,8 +14,8 @@ import type { Dialect } from './dialect';
  * UNIQUE, so the table is rebuilt: created without it, rows copied as they
  * are (seq, ids, stored results unchanged), the old table dropped with its
  * indexes, the two indexes made again. It runs in the migration transaction:
- * an interrupted upgrade leaves the old table. The copy takes time in
- * proportion to the journal (about a second per million entries here).
+ * an interrupted upgrade leaves the old table. The copy takes time and disk
+ * in proportion to the journal (README "Upgrading a SQLite ledger").
  */
 export const ENTRY_IDS_STEP = {
   version: 7,
