@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SCHEMA_VERSION } from '../src/ledger/migrations';
+import { LEDGER_SCHEMA, SCHEMA_VERSION } from '../src/ledger/migrations';
+import { QUOTA_SCHEMA } from '../src/quota/schema';
+import { STRIPE_SCHEMA } from '../src/stripe/schema';
 import { BACKENDS } from './support/backends';
 import { CLI_MAIN, type CliResult, runCli } from './support/cli-run';
 
@@ -82,6 +84,9 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
     const migrated = await cli(['migrate']);
     expect(migrated).toMatchObject({ migrated: true, schemaVersion: SCHEMA_VERSION, backend: backend.name });
     expect(migrated.location).toEqual(backend.name === 'sqlite' ? db : expect.stringContaining('schema=t_'));
+    // A fresh database: every step of every owner ran; a second run finds nothing to do.
+    expect(migrated.applied).toEqual({ ledger: LEDGER_SCHEMA.steps.map((s) => s.version), quota: QUOTA_SCHEMA.steps.map((s) => s.version), stripe: STRIPE_SCHEMA.steps.map((s) => s.version) });
+    expect((await cli(['migrate'])).applied).toEqual({ ledger: [], quota: [], stripe: [] });
 
     const created = await cli(['customers', 'create', 'acme', '--name', 'Acme Inc']);
     expect(created).toMatchObject({ customerId: 'acme', name: 'Acme Inc', created: true, createdAt: expect.any(String) });

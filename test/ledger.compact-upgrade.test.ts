@@ -48,7 +48,7 @@ async function history(l: SqlLedger) {
   return { statement: await l.statement('u1'), audit: await l.audit(), balance: await l.balance('u1'), invariants: await l.checkInvariants() };
 }
 
-describe('schema steps 5 and 6 upgrade an existing SQLite ledger in place', () => {
+describe('schema steps 5 to 7 upgrade an existing SQLite ledger in place', () => {
   it('keeps every row, seq and stored result; replays and conflicts behave as before, also after a restart', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-compact-'));
     const sourceFile = path.join(dir, 'source.sqlite');
@@ -73,7 +73,7 @@ describe('schema steps 5 and 6 upgrade an existing SQLite ledger in place', () =
 
     const raw = new Database(upgradedFile, { readonly: true });
     const versions = raw.prepare('SELECT version FROM billing_schema_migrations ORDER BY version').all() as Array<{ version: number }>;
-    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     const sql = Object.fromEntries((raw.prepare("SELECT name, sql FROM sqlite_master WHERE name LIKE 'billing_%'").all() as Array<{ name: string; sql: string }>).map((r) => [r.name, r.sql]));
     expect(sql.billing_holds).toMatch(/WITHOUT ROWID$/);
     expect(sql.billing_charges).toMatch(/WITHOUT ROWID$/);
@@ -81,7 +81,11 @@ describe('schema steps 5 and 6 upgrade an existing SQLite ledger in place', () =
     expect(sql.billing_holds_pending).toBeDefined();
     expect(sql.billing_holds_open).toBeUndefined();
     expect(sql.billing_holds_customer).toBeUndefined();
-    expect(sql.billing_entries).toMatch(/fingerprint TEXT, result TEXT, audit_details TEXT\)$/);
+    expect(sql.billing_entries).toMatch(/fingerprint TEXT,\s+result TEXT,\s+audit_details TEXT\)$/);
+    // Step 7 (entry-ids.ts): the entries' ids carry no unique index; their two indexes are rebuilt.
+    expect(sql.billing_entries).not.toMatch(/UNIQUE/);
+    const entryIndexes = raw.prepare('SELECT name, "unique" AS u FROM pragma_index_list(\'billing_entries\') ORDER BY name').all();
+    expect(entryIndexes).toEqual([{ name: 'billing_entries_customer', u: 0 }, { name: 'billing_entries_key', u: 1 }]);
     expect(sql.billing_entries_key).toMatch(/UNIQUE INDEX billing_entries_key ON billing_entries \(idempotency_key\)/);
     // The upgrade moved nothing: results and audit lines written before stay in their own tables.
     expect(raw.prepare('SELECT COUNT(*) AS n FROM billing_entries WHERE fingerprint IS NOT NULL OR audit_details IS NOT NULL').get()).toEqual({ n: 0 });

@@ -177,6 +177,10 @@ describe.each(BACKENDS)('schema upgrade from the single version list ($name)', (
     expect(await migrateWebhooks(d, T0)).toEqual(WEBHOOK_SCHEMA.steps.map((st) => st.version));
     // Created fresh or upgraded from the single version list: the same tables, and the same versions in every owner's table.
     expect(await shape(d)).toEqual(await shape(legacy));
+    // Step 7 (entry-ids.ts): no unique index on the entries' ids, created or upgraded.
+    const entriesShape = JSON.stringify((await shape(d)).filter((r) => JSON.stringify(r).includes('billing_entries')));
+    expect(entriesShape).toContain('billing_entries_key');
+    expect(entriesShape).not.toMatch(/billing_entries_id_key|\bid TEXT NOT NULL UNIQUE/);
     for (const table of ['billing_schema_migrations', ...NEW_VERSION_TABLES, WEBHOOK_SCHEMA.versionTable]) {
       expect(await versionRows(d, table), table).toEqual(await versionRows(legacy, table));
     }
@@ -202,8 +206,8 @@ describe.each(BACKENDS)('schema upgrade from the single version list ($name)', (
     // The adopted first step once, plus each step appended since, once.
     expect((await versionRows(d, 'billing_quota_schema_migrations')).map((r) => r.version)).toEqual([1, ...newer(QUOTA_SCHEMA, 1)]);
     expect((await versionRows(d, 'billing_stripe_schema_migrations')).map((r) => r.version)).toEqual([1, ...newer(STRIPE_SCHEMA, 1)]);
-    // 3 and 4 adopted from the legacy list, 5 and 6 (compact-tables.ts, fold-rows.ts) run once by whichever process got the lock.
-    expect((await versionRows(d, 'billing_schema_migrations')).map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6]);
+    // 3 and 4 adopted from the legacy list, 5 to 7 (compact-tables.ts, fold-rows.ts, entry-ids.ts) run once by whichever process got the lock.
+    expect((await versionRows(d, 'billing_schema_migrations')).map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7]);
   });
 
   it.each([

@@ -2,6 +2,7 @@ import { QUOTA_SCHEMA } from '../quota/schema';
 import { STRIPE_SCHEMA } from '../stripe/schema';
 import { COMPACT_TABLES_STEP } from './compact-tables';
 import type { Dialect } from './dialect';
+import { ENTRY_IDS_STEP } from './entry-ids';
 import { FOLD_ROWS_STEP } from './fold-rows';
 import { applySchemas, newestVersion, type SchemaOwner, type SchemaResult, type SchemaStep } from './schema-runner';
 
@@ -111,10 +112,11 @@ const LEDGER_STEPS: readonly SchemaStep[] = [
       'ALTER TABLE billing_customers ADD COLUMN budget_spent BIGINT NOT NULL DEFAULT 0',
     ],
   },
-  // Versions 3 and 4 were quota's and Stripe's first steps (handedOver below). Steps 5 and 6 are the
+  // Versions 3 and 4 were quota's and Stripe's first steps (handedOver below). Steps 5 to 7 are the
   // ledger's speed steps (issue #10 §3), each kept in its own file.
   COMPACT_TABLES_STEP,
   FOLD_ROWS_STEP,
+  ENTRY_IDS_STEP,
 ];
 
 export const LEDGER_SCHEMA: SchemaOwner = {

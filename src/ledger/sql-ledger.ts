@@ -9,6 +9,7 @@ import { budgetStateAt } from './budget-period';
 import { ledgerView, type LedgerView, toppedUpCustomer } from './within';
 import { customerCount, customersPage, renameCustomer } from './customers';
 import { migrate } from './migrations';
+import type { SchemaResult } from './schema-runner';
 import { RateCards } from './rate-cards';
 import { redactUrl } from './redact';
 import { auditQuery, chargeFromRow, expiredHeldSql, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, operationOfEntry, publicCharge, publicHold } from './rows';
@@ -102,6 +103,8 @@ export class SqlLedger implements Ledger {
   private constructor(
     private readonly d: Dialect,
     opts: LedgerOptions,
+    /** What opening it migrated, per owner of tables (empty lists: the database was up to date). */
+    readonly schemaApplied: readonly SchemaResult[] = [],
   ) {
     this.backend = d.name;
     this.location = d.location;
@@ -131,13 +134,14 @@ export class SqlLedger implements Ledger {
 
   /** Opens the ledger and applies pending migrations. */
   static async open(d: Dialect, opts: LedgerOptions = {}): Promise<SqlLedger> {
+    let applied: SchemaResult[];
     try {
-      await migrate(d, opts.clock);
+      applied = await migrate(d, opts.clock);
     } catch (e) {
       await d.close().catch(() => undefined);
       throw asBillingError(e);
     }
-    return new SqlLedger(d, opts);
+    return new SqlLedger(d, opts, applied);
   }
 
   /** The dialect, for modules (quota, outbox) that keep their tables in the same database. */

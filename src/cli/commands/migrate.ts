@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { SqlLedger } from '../../ledger/sql-ledger';
 import { SCHEMA_VERSION } from '../../ledger/migrations';
 import type { CliContext } from '../context';
 import { keyValues } from '../output';
@@ -6,20 +7,31 @@ import { keyValues } from '../output';
 export function registerMigrate(program: Command, cli: CliContext): void {
   program
     .command('migrate')
-    .description('create or upgrade the ledger tables (every command does this on open; this one only reports)')
+    .description('create or upgrade the ledger tables, and report which schema steps ran (every command migrates on open)')
     .action(async () => {
-      const json = await cli.withLedger(async (ledger) => ({
-        migrated: true,
-        schemaVersion: SCHEMA_VERSION,
-        backend: ledger.backend,
-        location: ledger.location,
-      }));
+      // A large SQLite ledger's upgrade can copy its journal (seconds per million entries): say so before the wait.
+      if (!cli.json) cli.io.err('applying pending schema steps (a large SQLite ledger can take a while: README "Upgrading a SQLite ledger") …\n');
+      const started = Date.now();
+      const json = await cli.withLedger(async (ledger) => {
+        const applied = ledger instanceof SqlLedger ? ledger.schemaApplied : [];
+        return {
+          migrated: true,
+          schemaVersion: SCHEMA_VERSION,
+          backend: ledger.backend,
+          location: ledger.location,
+          applied: Object.fromEntries(applied.map((r) => [r.owner, r.applied])),
+          durationMs: Date.now() - started,
+        };
+      });
+      const steps = Object.entries(json.applied).filter(([, v]) => v.length > 0);
       cli.print({
         json,
         human: () =>
           keyValues([
             ['migrated', 'yes'],
             ['schema version', json.schemaVersion],
+            ['steps applied', steps.length ? steps.map(([owner, v]) => `${owner} ${v.join(', ')}`).join('; ') : 'none (up to date)'],
+            ['took', `${json.durationMs} ms`],
             ['backend', json.backend],
             ['location', json.location],
           ]),
