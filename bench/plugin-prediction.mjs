@@ -6,7 +6,13 @@
 //   socket writes  system calls that send statements (statements written in one tick leave in one);
 //                  each costs the server a read and an answer, and is what a round trip costs on both ends
 //   CPU ms         this process's user + system CPU (process.cpuUsage), per prediction
-// Env: FB_TEST_PG_URL, BENCH_PREDICTIONS (400), BENCH_CLIENTS (16), BENCH_SHOW (1: statement texts).
+//   server CPU ms  the database's backends' CPU (/proc: the server must run on this machine), per prediction
+// Env: FB_TEST_PG_URL, BENCH_PREDICTIONS (400), BENCH_CLIENTS (16), BENCH_SHOW (1: statement texts),
+// BENCH_SESSIONS (0: the guard counts no sessions, so the precheck is a balance read instead of the
+// admission), BENCH_PRECHECK (0: no guard at all, only the model call's hold and settle and the run's end):
+// the differences are what the admission and the guard cost.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import { createRequire } from 'node:module';
 
@@ -57,9 +63,9 @@ async function prediction(k) {
   const runKey = flowRunKey({ chatflowId: 'flow', chatId, question: `q ${k}`, historyLength: 0 });
   const run = await openFlowRun({
     ledgerDatabase: target, customerId: 'bench', conversationId: chatId, runKey, actor: 'node:quotaGuard',
-    runFee: { item: 'PrivateFlowRun', quantity: '1' }, checkSessions: true, idleMs: Number(process.env.BENCH_IDLE_MS ?? 2000),
+    runFee: { item: 'PrivateFlowRun', quantity: '1' }, checkSessions: process.env.BENCH_SESSIONS !== '0', idleMs: Number(process.env.BENCH_IDLE_MS ?? 2000),
   });
-  const refusal = await run.precheck('0.01');
+  const refusal = process.env.BENCH_PRECHECK === '0' ? null : await run.precheck('0.01');
   if (refusal) throw new Error(`refused: ${refusal.message}`);
   const b = await run.beforeModelCall({ callKey: `node_1:${k}`, model: 'gpt-4o-mini', messages: [{ content: `bench question ${k}` }] });
   if (!b.ok) throw new Error(`refused: ${b.refusal.message}`);
@@ -78,12 +84,33 @@ async function phase(from, count) {
 await phase(0, 50); // warm-up: connections, prepared statements, JIT
 statements = socketWrites = transactions = 0;
 texts.clear();
+// The backends serving this database (other connections than the ledger's are idle meanwhile).
+const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+const monitor = new pg.Client({ connectionString: PG });
+await monitor.connect();
+const backendCpu = async () => {
+  const { rows } = await monitor.query('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+  const ticks = rows.map((r) => {
+    try {
+      const f = fs.readFileSync(`/proc/${r.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return [r.pid, Number(f[11]) + Number(f[12])];
+    } catch {
+      return [r.pid, 0];
+    }
+  });
+  return new Map(ticks);
+};
+const server0 = await backendCpu();
 const cpu0 = process.cpuUsage();
 await phase(1000, N);
 const cpu = process.cpuUsage(cpu0);
+const server1 = await backendCpu();
+await monitor.end();
+let serverTicks = 0;
+for (const [pid, t] of server1) serverTicks += t - (server0.get(pid) ?? 0);
 const per = (x) => (x / N).toFixed(2);
 console.log(`${N} predictions, ${CLIENTS} concurrent, one customer (PostgreSQL ${new URL(PG).host})`);
-console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, socket writes ${per(socketWrites)}, CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms (idle wait included)`);
+console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, socket writes ${per(socketWrites)}, CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms (idle wait included), server CPU ${((serverTicks * TICK_MS) / N).toFixed(2)} ms`);
 if (process.env.BENCH_SHOW) for (const [t, n] of [...texts].sort((a, b) => b[1] - a[1])) console.log(`  ${(n / N).toFixed(2)}  ${t}`);
 const bal = await ledger.balance('bench');
 console.log(`held after the run: ${bal.held} (expected 0)`);
