@@ -10,7 +10,8 @@
 // Env: FB_TEST_PG_URL, BENCH_PREDICTIONS (400), BENCH_CLIENTS (16), BENCH_SHOW (1: statement texts),
 // BENCH_SESSIONS (0: the guard counts no sessions, so the precheck is a balance read instead of the
 // admission), BENCH_PRECHECK (0: no guard at all, only the model call's hold and settle and the run's end):
-// the differences are what the admission and the guard cost.
+// the differences are what the admission and the guard cost. BENCH_CUSTOMERS (1: every prediction bills one
+// customer, whose subscription row every admission locks; N: prediction k bills customer k mod N).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -53,16 +54,19 @@ net.Socket.prototype._writeGeneric = function (...args) {
 const target = `${PG}${PG.includes('?') ? '&' : '?'}schema=${schema}`;
 const { ledger, quota } = await sharedLedger(target);
 await quota.createPlan({ id: 'bench', name: 'Bench', basePriceUsd: '0', sessionsIncluded: 100_000_000, managedModels: true });
-await ledger.createCustomer({ id: 'bench' });
-await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
-await quota.subscribe({ customerId: 'bench', planId: 'bench' });
+const customers = Array.from({ length: Number(process.env.BENCH_CUSTOMERS ?? 1) }, (_, i) => (i === 0 ? 'bench' : `bench${i}`));
+for (const id of customers) {
+  await ledger.createCustomer({ id });
+  await ledger.topUp({ customerId: id, amount: 1_000_000n * 1_000_000_000n, idempotencyKey: `${id}-topup` });
+  await quota.subscribe({ customerId: id, planId: 'bench' });
+}
 
 /** One prediction as Quota Guard + Metered Chat Model drive it (one model call, instant answer). */
 async function prediction(k) {
   const chatId = `chat-${k}`;
   const runKey = flowRunKey({ chatflowId: 'flow', chatId, question: `q ${k}`, historyLength: 0 });
   const run = await openFlowRun({
-    ledgerDatabase: target, customerId: 'bench', conversationId: chatId, runKey, actor: 'node:quotaGuard',
+    ledgerDatabase: target, customerId: customers[k % customers.length], conversationId: chatId, runKey, actor: 'node:quotaGuard',
     runFee: { item: 'PrivateFlowRun', quantity: '1' }, checkSessions: process.env.BENCH_SESSIONS !== '0', idleMs: Number(process.env.BENCH_IDLE_MS ?? 2000),
   });
   const refusal = process.env.BENCH_PRECHECK === '0' ? null : await run.precheck('0.01');
@@ -109,11 +113,12 @@ await monitor.end();
 let serverTicks = 0;
 for (const [pid, t] of server1) serverTicks += t - (server0.get(pid) ?? 0);
 const per = (x) => (x / N).toFixed(2);
-console.log(`${N} predictions, ${CLIENTS} concurrent, one customer (PostgreSQL ${new URL(PG).host})`);
+console.log(`${N} predictions, ${CLIENTS} concurrent, ${customers.length} customer(s) (PostgreSQL ${new URL(PG).host})`);
 console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, socket writes ${per(socketWrites)}, CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms (idle wait included), server CPU ${((serverTicks * TICK_MS) / N).toFixed(2)} ms`);
 if (process.env.BENCH_SHOW) for (const [t, n] of [...texts].sort((a, b) => b[1] - a[1])) console.log(`  ${(n / N).toFixed(2)}  ${t}`);
-const bal = await ledger.balance('bench');
-console.log(`held after the run: ${bal.held} (expected 0)`);
+let held = 0n;
+for (const id of customers) held += (await ledger.balance(id)).held;
+console.log(`held after the run: ${held} (expected 0)`);
 await closeSharedLedgers();
 const c = new pg.Client({ connectionString: PG });
 await c.connect();
