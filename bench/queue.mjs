@@ -176,6 +176,8 @@ async function round(client, flowId, tokens, label) {
   let ok = 0;
   let failed = 0;
   let seq = 0;
+  // What the unanswered ones got, a few distinct answers (status and text or error message).
+  const seen = new Map();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: CLIENTS }, async (_, c) => {
@@ -184,12 +186,16 @@ async function round(client, flowId, tokens, label) {
         const k = seq++;
         const r = await client.predict(flowId, { question: `bench question ${k}`, chatId: `${label}-${k}-${Date.now()}`, overrideConfig: { vars: { billingToken: token } } }, { allowError: true });
         if (r.status === 200 && String(r.data?.text).startsWith('echo:')) ok++;
-        else failed++;
+        else {
+          failed++;
+          const what = `${r.status} ${String(r.data?.text ?? r.data?.message ?? JSON.stringify(r.data)).slice(0, 160)}`;
+          seen.set(what, (seen.get(what) ?? 0) + 1);
+        }
       }
     }),
   );
   const secs = (performance.now() - t0) / 1000;
-  if (failed) log(`  (${label}: ${failed} predictions not answered)`);
+  if (failed) log(`  (${label}: ${failed} predictions not answered: ${[...seen].slice(0, 3).map(([w, n]) => `${n}× ${w}`).join(' | ')})`);
   return { rate: ok / secs, ok };
 }
 

@@ -93,7 +93,12 @@ export function loadSql(d: Pick<Dialect, 'forUpdate' | 'explicitSeq'>, shape: Lo
 
 function buildLoadSql(d: Pick<Dialect, 'forUpdate' | 'explicitSeq'>, n: LoadShape): LoadSql {
   const owners: string[] = [];
-  if (n.customers) owners.push(`SELECT id FROM billing_customers WHERE id IN ${inList(n.customers)}`);
+  // The named customers as bare values, not as a read of billing_customers: with that read in the lock's
+  // subquery, a named customer whose row another process wrote while the lock waited could come back
+  // missing from the lock (PostgreSQL's recheck of a concurrently updated row), and its operations failed
+  // with "Customer … does not exist" (test/ledger.pg-batch-lock.test.ts). Its holds' owners come from
+  // billing_holds, another table, and were never left out.
+  if (n.customers) owners.push(Array.from({ length: n.customers }, () => 'SELECT CAST(? AS TEXT)').join(' UNION ALL '));
   if (n.holds) owners.push(`SELECT customer_id FROM billing_holds WHERE id IN ${inList(n.holds)}`);
   if (n.charges) owners.push(`SELECT customer_id FROM billing_charges WHERE id IN ${inList(n.charges)}`);
   // Operations that name their customers (hold, charge, top-up) need no subquery: a plain key list, cheaper to plan and run.
