@@ -34,6 +34,9 @@ export function queueModeEnv({ queueName, redisUrl, db, secretKeyPath, secretKey
     REDIS_URL: redisUrl,
     // Flowise's default is unlimited: one worker would take every waiting job.
     WORKER_CONCURRENCY: String(workerConcurrency),
+    // Flowise's BullMQ keeps every finished job in Redis unless told (about 25 KB each for a metered flow).
+    REMOVE_ON_AGE: '86400',
+    REMOVE_ON_COUNT: '10000',
     DATABASE_TYPE: 'postgres',
     DATABASE_HOST: db.host,
     DATABASE_PORT: String(db.port),

@@ -60,7 +60,7 @@ describe('deploy/: compose file and Dockerfile match the tested queue topology',
   it('the fixed values are the script’s, and the hosts are the compose services', () => {
     const main = env('flowise');
     const script = queueModeEnv({ queueName: 'q', redisUrl: 'redis://h:1', db: { host: 'h', port: 1, user: 'u', name: 'n' }, secretKeyPath: '/s', secretKey: 'k', ledgerUrl: 'postgres://x' });
-    for (const k of ['MODE', 'DATABASE_TYPE', 'DISABLE_FLOWISE_TELEMETRY']) expect(main[k], k).toBe(script[k]);
+    for (const k of ['MODE', 'DATABASE_TYPE', 'DISABLE_FLOWISE_TELEMETRY', 'REMOVE_ON_AGE', 'REMOVE_ON_COUNT']) expect(main[k], k).toBe(script[k]);
     expect(new URL(main.REDIS_URL!).hostname).toBe('redis');
     expect(main.DATABASE_HOST).toBe('postgres');
     const pg = compose.services.postgres!.environment!;
