@@ -19,6 +19,15 @@ describe('CustomerFunds: who waits for money, and when waiting ends', () => {
     expect(await f.wait({}, false, 1000, f.generation)).toBe('refuse');
   });
 
+  it('a refusal whose last run in flight ends right after it started waiting (the same batch) retries once the admissions’ deferral is up', async () => {
+    const f = new CustomerFunds();
+    const a = {};
+    f.enter(a);
+    const waiting = f.wait({}, false, 1000, f.generation);
+    f.leave(a); // its release committed in the refused hold's batch: both promises settle in the same turn
+    expect(await waiting).toBe('retry');
+  });
+
   it('a waiting admission is woken when a run in flight ends; a step of an admitted run goes first', async () => {
     const f = new CustomerFunds();
     const a = {};

@@ -111,6 +111,9 @@ export class CustomerFunds {
       else this.admissionWaiters.add(waiter);
       // Decided once the writes that were refused together have all settled (runs admitted in the same batch count).
       setImmediate(() => {
+        // Money came back after this waiter registered (a run in the refused write's batch ended): changed()
+        // has woken it, or will once admissions' deferral is up; "nobody in flight" would be a stale verdict.
+        if (this.returns !== since) return;
         if (![...this.active].some((r) => r !== run)) waiter.wake('refuse');
         else this.breakDeadlock();
       });
