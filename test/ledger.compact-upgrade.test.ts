@@ -12,6 +12,12 @@ import { parseUsd } from '../src/money';
 const SAME_SHAPE_TABLES = ['billing_customers', 'billing_holds', 'billing_charges', 'billing_rate_cards'];
 const V4_ENTRY_COLUMNS = 'seq, id, customer_id, type, amount, held_delta, balance_after, hold_id, charge_id, idempotency_key, actor, rate_card_version, charge_type, quantity, memo, created_at';
 const OPERATION = "CASE type WHEN 'topup' THEN 'topUp' ELSE type END";
+// Details kept in an entry leave out its hold and charge ids (stored-results.ts); a line in billing_audit has them.
+const LEGACY_DETAILS = `CASE
+  WHEN audit_details LIKE 'hc%' THEN '{"holdId":' || json_quote(hold_id) || ',"chargeId":' || json_quote(charge_id) || ',' || substr(audit_details, 4)
+  WHEN audit_details LIKE 'h%' THEN '{"holdId":' || json_quote(hold_id) || ',' || substr(audit_details, 3)
+  WHEN audit_details LIKE 'c%' THEN '{"chargeId":' || json_quote(charge_id) || ',' || substr(audit_details, 3)
+  ELSE audit_details END`;
 
 /**
  * A schema-4 database (as released before step 5) holding exactly what `source` holds: since step 6
@@ -35,7 +41,7 @@ function schema4Copy(source: string, target: string): void {
     UNION ALL SELECT idempotency_key, ${OPERATION}, fingerprint, customer_id, result, created_at FROM src.billing_entries WHERE fingerprint IS NOT NULL`);
   db.exec(`INSERT INTO main.billing_audit SELECT * FROM (
     SELECT seq, at, actor, operation, idempotency_key, customer_id, rate_card_version, details FROM src.billing_audit
-    UNION ALL SELECT seq, created_at, actor, ${OPERATION}, idempotency_key, customer_id, rate_card_version, audit_details FROM src.billing_entries WHERE audit_details IS NOT NULL
+    UNION ALL SELECT seq, created_at, actor, ${OPERATION}, idempotency_key, customer_id, rate_card_version, ${LEGACY_DETAILS} FROM src.billing_entries WHERE audit_details IS NOT NULL
   ) ORDER BY seq`);
   // AUTOINCREMENT's counters, as schema 4 kept them.
   db.exec("INSERT INTO sqlite_sequence (name, seq) SELECT 'billing_entries', MAX(seq) FROM billing_entries");

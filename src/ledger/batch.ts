@@ -19,8 +19,6 @@ import {
   type CustomerRow,
   customerFromRow,
   customerValues,
-  decodeResult,
-  encodeResult,
   ENTRY_COLUMNS,
   ENTRY_COLUMNS_SEQ,
   entryValues,
@@ -32,6 +30,7 @@ import {
   type IdemRow,
   operationOfEntry,
 } from './rows';
+import { readStoredResult, sameFingerprint, storedAuditDetails, storedFingerprint, storeResult } from './stored-results';
 import { lastUsedSeq, lastUsedSeqNow } from './within';
 
 /** Priced fields carried by holds, settles and charges. */
@@ -66,24 +65,27 @@ const HOLD_UPSERT = upsertClause('id', ['amount', 'status', 'expires_at', 'charg
 const CHARGE_UPSERT = upsertClause('id', ['refunded']);
 const IDEM_COLUMNS = ['key', 'operation', 'fingerprint', 'customer_id', 'result', 'created_at'] as const;
 
-function fingerprint(op: Op): string {
+/** What an operation's idempotency key must be replayed with: its kind's inputs in fixed places. */
+function fingerprintParts(op: Op): readonly unknown[] {
   switch (op.kind) {
     case 'topUp':
-      return encodeResult([op.customerId, op.amount]);
+      return [op.customerId, op.amount];
     case 'hold':
-      return encodeResult([op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion, ...(op.addTo ? [op.addTo] : [])]);
+      return [op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion, ...(op.addTo ? [op.addTo] : [])];
     case 'settle':
-      return encodeResult([op.holdId, op.amount, op.priced.chargeType ?? null, op.priced.quantity ?? null, op.priced.rateCardVersion ?? null, ...(op.final === false ? ['partial'] : [])]);
+      return [op.holdId, op.amount, op.priced.chargeType ?? null, op.priced.quantity ?? null, op.priced.rateCardVersion ?? null, ...(op.final === false ? ['partial'] : [])];
     case 'release':
-      return encodeResult([op.holdId]);
+      return [op.holdId];
     case 'charge':
-      return encodeResult([op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion]);
+      return [op.customerId, op.amount, op.priced.chargeType, op.priced.quantity, op.priced.rateCardVersion];
     case 'refund':
-      return encodeResult([op.chargeId, op.amount]);
+      return [op.chargeId, op.amount];
     default:
-      return '';
+      return NO_PARTS;
   }
 }
+
+const NO_PARTS: readonly unknown[] = [];
 
 /** The batch's lookups recur with every operation: worth keeping prepared where the dialect can. */
 const PREPARE = { prepare: true } as const;
@@ -152,16 +154,17 @@ function applyOne(s: BatchState, op: Op, last: boolean): Outcome {
   const apply = APPLY[op.kind] as (s: BatchState, op: Op) => unknown;
   try {
     if (!('key' in op)) return { ok: true, value: apply(s, op) };
-    const fp = fingerprint(op);
+    const parts = fingerprintParts(op);
+    const fp = storedFingerprint(parts);
     const prior = s.idem?.get(op.key);
     if (prior) {
-      if (prior.operation !== op.kind || prior.fingerprint !== fp) throw new IdempotencyConflictError(op.key, op.kind);
-      return { ok: true, value: decodeResult(prior.result) };
+      if (prior.operation !== op.kind || !sameFingerprint(prior.fingerprint, fp, parts)) throw new IdempotencyConflictError(op.key, op.kind);
+      return { ok: true, value: readStoredResult(prior.result) };
     }
     const entriesBefore = s.newEntries.length;
     const value = apply(s, op);
     const row: IdemRow = {
-      key: op.key, operation: op.kind, fingerprint: fp, customerId: customerIdOf(op, s.holds, s.charges), result: encodeResult(value), createdAt: s.now,
+      key: op.key, operation: op.kind, fingerprint: fp, customerId: customerIdOf(op, s.holds, s.charges), result: storeResult(value), createdAt: s.now,
     };
     // A later operation of the batch with the same key is a replay of this one; after the last, nobody looks.
     if (!last) (s.idem ??= new Map()).set(op.key, row);
@@ -311,7 +314,7 @@ function foldsAudit(lines: readonly BatchAudit[]): boolean {
 /** Keeps every audit line in its entry when the batch allows it (foldsAudit); true when it did. */
 function foldAudit(lines: readonly BatchAudit[]): boolean {
   const fold = foldsAudit(lines);
-  if (fold) for (const a of lines) a.entry!.auditDetails = JSON.stringify(a.details);
+  if (fold) for (const a of lines) a.entry!.auditDetails = storedAuditDetails(a.details, a.entry!.holdId, a.entry!.chargeId);
   return fold;
 }
 

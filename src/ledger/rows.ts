@@ -313,9 +313,9 @@ export const auditValuesSeq = (a: AuditRow, seq: number): SqlValue[] => [seq, a.
  */
 export function auditQuery(customerId: string | null): string {
   const where = customerId === null ? '' : ' AND customer_id = ?';
-  return `SELECT seq, at, actor, operation, idempotency_key, customer_id, rate_card_version, details, 0 AS journal FROM billing_audit WHERE 1 = 1${where}
+  return `SELECT seq, at, actor, operation, idempotency_key, customer_id, rate_card_version, details, 0 AS journal, NULL AS hold_id, NULL AS charge_id FROM billing_audit WHERE 1 = 1${where}
     UNION ALL
-    SELECT seq, created_at, actor, type, idempotency_key, customer_id, rate_card_version, audit_details, 1 FROM billing_entries WHERE audit_details IS NOT NULL${where}
+    SELECT seq, created_at, actor, type, idempotency_key, customer_id, rate_card_version, audit_details, 1, hold_id, charge_id FROM billing_entries WHERE audit_details IS NOT NULL${where}
     ORDER BY seq LIMIT ?`;
 }
 

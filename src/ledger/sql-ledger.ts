@@ -11,6 +11,7 @@ import { customerCount, customersPage, renameCustomer } from './customers';
 import { migrate } from './migrations';
 import type { SchemaResult } from './schema-runner';
 import { RateCards } from './rate-cards';
+import { readAuditDetails } from './stored-results';
 import { redactUrl } from './redact';
 import { auditQuery, chargeFromRow, expiredHeldSql, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, operationOfEntry, publicCharge, publicHold } from './rows';
 import type {
@@ -332,7 +333,7 @@ export class SqlLedger implements Ledger {
       idempotencyKey: r.idempotency_key === null ? null : String(r.idempotency_key),
       customerId: r.customer_id === null ? null : String(r.customer_id),
       rateCardVersion: r.rate_card_version === null ? null : String(r.rate_card_version),
-      details: JSON.parse(String(r.details)) as Record<string, unknown>,
+      details: Number(r.journal) === 1 ? readAuditDetails(String(r.details), r.hold_id === null ? null : String(r.hold_id), r.charge_id === null ? null : String(r.charge_id)) : (JSON.parse(String(r.details)) as Record<string, unknown>),
     }));
   }
 
