@@ -6,7 +6,8 @@
 // on SQLite the hold latency is printed next to the naive transaction's own latency in the same slices.
 // Env: BENCH_SECONDS (default 3 per measurement), FB_BACKENDS=sqlite|postgres, FB_TEST_PG_URL,
 //      BENCH_MEMORY_PAIRS (default 1000000; 0 skips the memory run; FB_BACKENDS=memory runs it alone),
-//      BENCH_JSON (write rows there). Run with --expose-gc (npm run bench does) for post-GC memory figures.
+//      BENCH_JSON (write rows there), BENCH_WARMUP (pairs run before the first measurement, default 4000;
+//      0 measures from a cold start). Run with --expose-gc (npm run bench does) for post-GC memory figures.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -21,6 +22,7 @@ const { Client } = require('pg');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
 const MEMORY_PAIRS = Number(process.env.BENCH_MEMORY_PAIRS ?? 1_000_000);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 4000);
 const only = process.env.FB_BACKENDS?.split(',');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-'));
 const benchSchema = `bench_${process.pid}_${Date.now()}`;
@@ -35,7 +37,8 @@ const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.
 const ms = (v) => `${v.toFixed(3)} ms`;
 const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
 
-async function measure(ledger, concurrency, customers, label, seconds = SECONDS) {
+/** Pairs at `concurrency` callers for `seconds`, or until `maxPairs` are done. */
+async function measure(ledger, concurrency, customers, label, seconds = SECONDS, maxPairs = Infinity) {
   const holdLat = [];
   let pairs = 0;
   const deadline = performance.now() + seconds * 1000;
@@ -43,7 +46,7 @@ async function measure(ledger, concurrency, customers, label, seconds = SECONDS)
   await Promise.all(
     Array.from({ length: concurrency }, async (_, lane) => {
       const customerId = customers[lane % customers.length];
-      for (let i = 0; performance.now() < deadline; i++) {
+      for (let i = 0; performance.now() < deadline && pairs < maxPairs; i++) {
         const key = `${label}:${lane}:${i}`;
         const t = performance.now();
         const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key });
@@ -240,6 +243,15 @@ for (const b of backends) {
     await ledger.topUp({ customerId: id, amount: 1_000_000_000_000n, idempotencyKey: `seed-${id}` });
   }
   const naive = b.name === 'sqlite' ? naiveSqlite(b.sync, customers) : null;
+  if (WARMUP > 0) {
+    // Steady state, as pgbench's compiled loop has from its first transaction: the ledger's JIT tiers, statement
+    // caches and (SQLite) the WAL's first fill up to its checkpoint size, which the naive loop's few pages reach at once.
+    const t = performance.now();
+    await measure(ledger, 1, customers.slice(0, 1), 'warm1', 3600, WARMUP / 2);
+    await measure(ledger, 32, customers, 'warm32', 3600, WARMUP / 2);
+    await naive?.slice(1, 1, 0.25);
+    console.log(`  (warm-up: ${WARMUP} pairs, half alone and half at 32 callers, ${((performance.now() - t) / 1000).toFixed(1)} s; BENCH_WARMUP=0 measures from a cold start)`);
+  }
   for (const [concurrency, n] of cases) {
     const custs = customers.slice(0, n);
     // pgbench is a process of its own (slices of 1 s); the SQLite loop runs in-process (slices of 0.25 s).
