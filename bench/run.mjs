@@ -6,7 +6,7 @@
 // on SQLite the hold latency is printed next to the naive transaction's own latency in the same slices.
 // Env: BENCH_SECONDS (default 3 per measurement), FB_BACKENDS=sqlite|postgres, FB_TEST_PG_URL,
 //      BENCH_MEMORY_PAIRS (default 1000000; 0 skips the memory run; FB_BACKENDS=memory runs it alone),
-//      BENCH_JSON (write rows there), BENCH_WARMUP (pairs run before the first measurement, default 4000;
+//      BENCH_JSON (write rows there), BENCH_WARMUP (pairs run before the first measurement, default 10000;
 //      0 measures from a cold start). Run with --expose-gc (npm run bench does) for post-GC memory figures.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -22,7 +22,7 @@ const { Client } = require('pg');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
 const MEMORY_PAIRS = Number(process.env.BENCH_MEMORY_PAIRS ?? 1_000_000);
-const WARMUP = Number(process.env.BENCH_WARMUP ?? 4000);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
 const only = process.env.FB_BACKENDS?.split(',');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-'));
 const benchSchema = `bench_${process.pid}_${Date.now()}`;
@@ -246,11 +246,16 @@ for (const b of backends) {
   if (WARMUP > 0) {
     // Steady state, as pgbench's compiled loop has from its first transaction: the ledger's JIT tiers, statement
     // caches and (SQLite) the WAL's first fill up to its checkpoint size, which the naive loop's few pages reach at once.
+    // A process's first few thousand operations are slower (new space still growing, so scavenges come
+    // sooner; the WAL file still being extended): its own figures are printed, not mixed into the cases'.
     const t = performance.now();
-    await measure(ledger, 1, customers.slice(0, 1), 'warm1', 3600, WARMUP / 2);
+    const w = await measure(ledger, 1, customers.slice(0, 1), 'warm1', 3600, WARMUP / 2);
     await measure(ledger, 32, customers, 'warm32', 3600, WARMUP / 2);
     await naive?.slice(1, 1, 0.25);
-    console.log(`  (warm-up: ${WARMUP} pairs, half alone and half at 32 callers, ${((performance.now() - t) / 1000).toFixed(1)} s; BENCH_WARMUP=0 measures from a cold start)`);
+    console.log(
+      `  (warm-up: ${WARMUP} pairs, half alone and half at 32 callers, ${((performance.now() - t) / 1000).toFixed(1)} s; its lone pairs ${w.pairsPerSec}/s, ` +
+        `hold p50 ${ms(w.p50)}  p99 ${ms(w.p99)}; BENCH_WARMUP=0 measures from a cold start)`,
+    );
   }
   for (const [concurrency, n] of cases) {
     const custs = customers.slice(0, n);

@@ -54,7 +54,7 @@ async function history(l: SqlLedger) {
   return { statement: await l.statement('u1'), audit: await l.audit(), balance: await l.balance('u1'), invariants: await l.checkInvariants() };
 }
 
-describe('schema steps 5 to 7 upgrade an existing SQLite ledger in place', () => {
+describe('schema steps 5 to 8 upgrade an existing SQLite ledger in place', () => {
   it('keeps every row, seq and stored result; replays and conflicts behave as before, also after a restart', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-compact-'));
     const sourceFile = path.join(dir, 'source.sqlite');
@@ -79,7 +79,7 @@ describe('schema steps 5 to 7 upgrade an existing SQLite ledger in place', () =>
 
     const raw = new Database(upgradedFile, { readonly: true });
     const versions = raw.prepare('SELECT version FROM billing_schema_migrations ORDER BY version').all() as Array<{ version: number }>;
-    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     const sql = Object.fromEntries((raw.prepare("SELECT name, sql FROM sqlite_master WHERE name LIKE 'billing_%'").all() as Array<{ name: string; sql: string }>).map((r) => [r.name, r.sql]));
     expect(sql.billing_holds).toMatch(/WITHOUT ROWID$/);
     expect(sql.billing_charges).toMatch(/WITHOUT ROWID$/);

@@ -206,8 +206,8 @@ describe.each(BACKENDS)('schema upgrade from the single version list ($name)', (
     // The adopted first step once, plus each step appended since, once.
     expect((await versionRows(d, 'billing_quota_schema_migrations')).map((r) => r.version)).toEqual([1, ...newer(QUOTA_SCHEMA, 1)]);
     expect((await versionRows(d, 'billing_stripe_schema_migrations')).map((r) => r.version)).toEqual([1, ...newer(STRIPE_SCHEMA, 1)]);
-    // 3 and 4 adopted from the legacy list, 5 to 7 (compact-tables.ts, fold-rows.ts, entry-ids.ts) run once by whichever process got the lock.
-    expect((await versionRows(d, 'billing_schema_migrations')).map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    // 3 and 4 adopted from the legacy list, 5 to 8 (compact-tables.ts, fold-rows.ts, entry-ids.ts, stored-results.ts) run once by whichever process got the lock.
+    expect((await versionRows(d, 'billing_schema_migrations')).map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
   });
 
   it.each([

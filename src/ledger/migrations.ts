@@ -4,6 +4,7 @@ import { COMPACT_TABLES_STEP } from './compact-tables';
 import type { Dialect } from './dialect';
 import { ENTRY_IDS_STEP } from './entry-ids';
 import { FOLD_ROWS_STEP } from './fold-rows';
+import { STORED_RESULTS_STEP } from './stored-results';
 import { applySchemas, newestVersion, type SchemaOwner, type SchemaResult, type SchemaStep } from './schema-runner';
 
 /**
@@ -113,10 +114,11 @@ const LEDGER_STEPS: readonly SchemaStep[] = [
     ],
   },
   // Versions 3 and 4 were quota's and Stripe's first steps (handedOver below). Steps 5 to 7 are the
-  // ledger's speed steps (issue #10 §3), each kept in its own file.
+  // ledger's speed steps (issue #10 §3), each kept in its own file; 8 is a stored format, no DDL.
   COMPACT_TABLES_STEP,
   FOLD_ROWS_STEP,
   ENTRY_IDS_STEP,
+  STORED_RESULTS_STEP,
 ];
 
 export const LEDGER_SCHEMA: SchemaOwner = {

@@ -155,3 +155,17 @@ export function readAuditDetails(text: string, holdId: string | null, chargeId: 
   if (i === 0) return JSON.parse(text) as Record<string, unknown>;
   return Object.assign(out, JSON.parse(text.slice(i)) as Record<string, unknown>);
 }
+
+/**
+ * Schema step 8 changes no table: it records that results, fingerprints and
+ * audit details may be stored in the forms above. A binary from before
+ * cannot read them (it would answer a replay with an error, or a retry with
+ * an idempotency conflict), so it must refuse the database, as it refuses
+ * any newer schema (SCHEMA_TOO_NEW), instead of sharing it during a rolling
+ * upgrade.
+ */
+export const STORED_RESULTS_STEP = {
+  version: 8,
+  name: 'ledger: results, fingerprints and audit details kept in compact forms (no table changes; older binaries refuse the database)',
+  statements: (): string[] => [],
+} as const;
