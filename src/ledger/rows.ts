@@ -98,6 +98,14 @@ export function iso(ms: number): string {
   return lastIso;
 }
 
+/** The epoch ms a canonical ISO text stands for (one `iso` just made is found in its cache); NaN for any other text. */
+export function msOfIso(text: string): number {
+  if (text === lastIso) return lastIsoMs;
+  if (text === prevIso) return prevIsoMs;
+  const ms = Date.parse(text);
+  return Number.isFinite(ms) && iso(ms) === text ? ms : NaN;
+}
+
 /**
  * The sum of a customer's pending holds past their expiry at `?`: they no
  * longer count against the balance, even before a sweep has released them.

@@ -1,4 +1,4 @@
-import { decodeResult, encodeResult, iso } from './rows';
+import { decodeResult, encodeResult, iso, msOfIso } from './rows';
 
 /**
  * The text an idempotent operation's result is stored as, in its journal
@@ -74,9 +74,8 @@ function packed(s: Shape, o: Record<string, unknown>): string | null {
         out[i] = v.toString();
         break;
       case 't': {
-        if (typeof v !== 'string') return null;
-        const ms = Date.parse(v);
-        if (!Number.isFinite(ms) || iso(ms) !== v) return null;
+        const ms = typeof v === 'string' ? msOfIso(v) : NaN;
+        if (Number.isNaN(ms)) return null;
         out[i] = ms;
         break;
       }
