@@ -244,12 +244,11 @@ for (const b of backends) {
   }
   const naive = b.name === 'sqlite' ? naiveSqlite(b.sync, customers) : null;
   if (WARMUP > 0) {
-    // Steady state, as pgbench's compiled loop has from its first transaction: the ledger's JIT tiers, statement
-    // caches and (SQLite) the WAL's first fill up to its checkpoint size, which the naive loop's few pages reach at once.
-    // A process's first few thousand operations are slower (new space still growing, so scavenges come
-    // sooner; the WAL file still being extended): its own figures are printed, not mixed into the cases'.
+    // Steady state, as pgbench's compiled loop has from its first transaction: a process's first few thousand
+    // operations are slower (JIT tiers, V8's new space still growing, the WAL file still being extended), so the
+    // warm-up's own figures are printed, not mixed into the cases'. At most 5 s per half: with FULL (an fsync
+    // per commit) the full count would take minutes.
     const t = performance.now();
-    // At most 5 s each: a backend that fsyncs every commit (FULL) would take minutes for the full count.
     const w = await measure(ledger, 1, customers.slice(0, 1), 'warm1', 5, WARMUP / 2);
     const w32 = await measure(ledger, 32, customers, 'warm32', 5, WARMUP / 2);
     await naive?.slice(1, 1, 0.25);

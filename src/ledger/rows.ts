@@ -72,7 +72,8 @@ export interface EntryRow {
 
 const big = (v: unknown): bigint => BigInt(v as string | number | bigint);
 const num = (v: unknown): number => Number(v);
-const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+/** A nullable text column as a string or null. */
+export const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 let lastIsoMs = NaN;
 let lastIso = '';
 let prevIsoMs = NaN;

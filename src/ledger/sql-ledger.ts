@@ -13,7 +13,7 @@ import type { SchemaResult } from './schema-runner';
 import { RateCards } from './rate-cards';
 import { readAuditDetails } from './stored-results';
 import { redactUrl } from './redact';
-import { auditQuery, chargeFromRow, expiredHeldSql, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, operationOfEntry, publicCharge, publicHold } from './rows';
+import { auditQuery, chargeFromRow, expiredHeldSql, customerFromRow, customerOut, entryFromRow, holdFromRow, iso, operationOfEntry, publicCharge, publicHold, str } from './rows';
 import type {
   AuditRecord,
   Balance,
@@ -330,10 +330,10 @@ export class SqlLedger implements Ledger {
       at: iso(Number(r.at)),
       actor: String(r.actor),
       operation: Number(r.journal) === 1 ? operationOfEntry(String(r.operation)) : String(r.operation),
-      idempotencyKey: r.idempotency_key === null ? null : String(r.idempotency_key),
-      customerId: r.customer_id === null ? null : String(r.customer_id),
-      rateCardVersion: r.rate_card_version === null ? null : String(r.rate_card_version),
-      details: Number(r.journal) === 1 ? readAuditDetails(String(r.details), r.hold_id === null ? null : String(r.hold_id), r.charge_id === null ? null : String(r.charge_id)) : (JSON.parse(String(r.details)) as Record<string, unknown>),
+      idempotencyKey: str(r.idempotency_key),
+      customerId: str(r.customer_id),
+      rateCardVersion: str(r.rate_card_version),
+      details: Number(r.journal) === 1 ? readAuditDetails(String(r.details), str(r.hold_id), str(r.charge_id)) : (JSON.parse(String(r.details)) as Record<string, unknown>),
     }));
   }
 

@@ -135,24 +135,23 @@ const TILDE = '~'.charCodeAt(0);
  */
 export function storedAuditDetails(details: Record<string, unknown>, holdId: string | null, chargeId: string | null): string {
   const keys = Object.keys(details);
-  let k = 0;
   let mark = '';
-  if (holdId !== null && keys[k] === 'holdId' && details.holdId === holdId) (mark += 'h'), k++;
-  if (chargeId !== null && keys[k] === 'chargeId' && details.chargeId === chargeId) (mark += 'c'), k++;
-  if (k === 0) return JSON.stringify(details);
+  if (holdId !== null && keys[0] === 'holdId' && details.holdId === holdId) mark += 'h';
+  if (chargeId !== null && keys[mark.length] === 'chargeId' && details.chargeId === chargeId) mark += 'c';
+  if (mark === '') return JSON.stringify(details);
   const rest: Record<string, unknown> = {};
-  for (; k < keys.length; k++) rest[keys[k]!] = details[keys[k]!];
+  for (let k = mark.length; k < keys.length; k++) rest[keys[k]!] = details[keys[k]!];
   return mark + JSON.stringify(rest);
 }
 
 /** An audit line's details from an entry's stored text (storedAuditDetails) and its hold and charge ids. */
 export function readAuditDetails(text: string, holdId: string | null, chargeId: string | null): Record<string, unknown> {
-  let i = 0;
+  if (text[0] === '{') return JSON.parse(text) as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  if (text[i] === 'h') (out.holdId = holdId), i++;
-  if (text[i] === 'c') (out.chargeId = chargeId), i++;
-  if (i === 0) return JSON.parse(text) as Record<string, unknown>;
-  return Object.assign(out, JSON.parse(text.slice(i)) as Record<string, unknown>);
+  const held = text[0] === 'h';
+  if (held) out.holdId = holdId;
+  if (text[held ? 1 : 0] === 'c') out.chargeId = chargeId;
+  return Object.assign(out, JSON.parse(text.slice(text.indexOf('{'))) as Record<string, unknown>);
 }
 
 /**
