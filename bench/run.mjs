@@ -28,8 +28,10 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-'));
 const benchSchema = `bench_${process.pid}_${Date.now()}`;
 
 const backends = [
-  { name: 'sqlite', sync: 'NORMAL', label: 'sqlite (synchronous=NORMAL, default)', target: () => path.join(tmp, `bench-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'NORMAL' } } },
-  { name: 'sqlite', sync: 'FULL', label: 'sqlite (synchronous=FULL)', target: () => path.join(tmp, `bench-full-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'FULL' } } },
+  { name: 'sqlite', sync: 'NORMAL', label: 'sqlite (synchronous=NORMAL, default)', target: () => path.join(tmp, `bench-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'NORMAL', checkpoint: 'inline' } } },
+  // The same with the WAL checkpointed by a thread (sqlite.ts `checkpoint`): no checkpoint stalls, more ops/s, a higher p99.
+  { name: 'sqlite', sync: 'NORMAL', label: 'sqlite (synchronous=NORMAL, checkpoint=background)', target: () => path.join(tmp, `bench-bg-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'NORMAL', checkpoint: 'background' } } },
+  { name: 'sqlite', sync: 'FULL', label: 'sqlite (synchronous=FULL)', target: () => path.join(tmp, `bench-full-${Date.now()}.sqlite`), opts: { sqlite: { synchronous: 'FULL', checkpoint: 'inline' } } },
   { name: 'postgres', label: 'postgres', target: () => `${PG}?schema=${benchSchema}`, opts: {} },
 ].filter((b) => !only || only.includes(b.name));
 

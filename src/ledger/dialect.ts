@@ -63,6 +63,8 @@ export interface Dialect {
   readonly explicitSeq?: true;
   /** Largest number of bound parameters one statement may carry. */
   readonly maxParams: number;
+  /** SQLite: checkpoints a background thread has run in this process (sqlite.ts `checkpoint`). */
+  readonly backgroundCheckpoints?: () => number;
   /**
    * Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. `fn` may
    * answer without a promise (a synchronous connection's work): a dialect then need not wait a turn.

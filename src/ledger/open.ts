@@ -109,6 +109,8 @@ export async function openLedger(target: string = defaultLedgerLocation(), opts:
   try {
     d = t.kind === 'postgres' ? postgresDialect({ url: t.url, poolSize: opts.poolSize }) : sqliteDialect({ path: t.kind === 'memory' ? ':memory:' : t.path, ...opts.sqlite });
   } catch (e) {
+    // A setting refused before anything opened (FLOWISE_BILLING_SQLITE_CHECKPOINT) is the caller's to fix, not the database's.
+    if (e instanceof ValidationError) throw e;
     throw new BillingError('DATABASE_ERROR', `Cannot open the ledger at ${t.display}: ${e instanceof Error ? e.message : String(e)}`, { location: t.display });
   }
   if (!create) {

@@ -2,19 +2,21 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type Dialect, type Row, type SqlConnection, type SqlValue, type SyncSqlConnection } from './dialect';
 import { Mutex } from './mutex';
+import { ValidationError } from '../errors';
+import { type Checkpointer, sqliteCheckpointer } from './checkpointer';
 
 /**
  * The writer's automatic checkpoint: every 16,000 pages of WAL (~32 MB at the
- * 2 KiB pages of a new file, ~64 MB in a file made with SQLite's 4 KiB). A checkpoint runs inside the COMMIT that crosses the threshold and
- * fsyncs there, so it is a stall of that one operation (~35 ms here); SQLite's
- * default of 1,000 pages made it one in ~116 of a lone caller's operations
- * (3.5 ms each at 4 KiB), enough to set the p99. Checkpointing from a background thread
- * instead was measured worse at p99: its fsyncs and the WAL restarts it allows
- * (each one an fsync of the WAL header inside a COMMIT) slowed the writer's
- * commits throughout. The WAL file keeps its largest size while the ledger is
- * open and goes when it closes.
+ * 2 KiB pages of a new file, ~64 MB in a file made with SQLite's 4 KiB). A
+ * checkpoint runs inside the COMMIT that crosses the threshold and fsyncs
+ * there, a stall of that one operation (20–35 ms here); SQLite's default of
+ * 1,000 pages made it one in ~116 of a lone caller's operations. With
+ * `checkpoint: 'background'` a thread checkpoints instead (./checkpointer.ts)
+ * and this becomes the backstop, BACKSTOP_PAGES. The WAL
+ * file keeps its largest size while the ledger is open and goes when it closes.
  */
 const WAL_AUTOCHECKPOINT_PAGES = 16_000;
+const BACKSTOP_PAGES = 64_000;
 
 /**
  * Page size of a new ledger file. Every B-tree an operation touches is a whole
@@ -23,6 +25,18 @@ const WAL_AUTOCHECKPOINT_PAGES = 16_000;
  * SQLite's default 4 KiB, and its checkpoints copy and fsync as much less.
  */
 const PAGE_SIZE = 2048;
+
+export const SQLITE_CHECKPOINTS = ['inline', 'background'] as const;
+export type SqliteCheckpoint = (typeof SQLITE_CHECKPOINTS)[number];
+
+/** The checkpoint mode asked for, by option or FLOWISE_BILLING_SQLITE_CHECKPOINT; anything else is refused. */
+export function sqliteCheckpointMode(choice: string | undefined = process.env.FLOWISE_BILLING_SQLITE_CHECKPOINT): SqliteCheckpoint {
+  const v = choice === undefined || choice.trim() === '' ? 'inline' : choice.trim();
+  if (!(SQLITE_CHECKPOINTS as readonly string[]).includes(v)) {
+    throw new ValidationError(`FLOWISE_BILLING_SQLITE_CHECKPOINT must be one of ${SQLITE_CHECKPOINTS.join(', ')}`, { field: 'FLOWISE_BILLING_SQLITE_CHECKPOINT', allowed: [...SQLITE_CHECKPOINTS] });
+  }
+  return v as SqliteCheckpoint;
+}
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -35,6 +49,14 @@ export interface SqliteOptions {
    * FLOWISE_BILLING_SQLITE_SYNC=FULL.
    */
   readonly synchronous?: 'FULL' | 'NORMAL';
+  /**
+   * Who copies the WAL into the database file. `inline` (default): SQLite's
+   * automatic checkpoint, inside the commit that crosses 16,000 pages (a
+   * 20–35 ms stall of that operation and of the event loop). `background`: a
+   * worker thread (./checkpointer.ts), no stalls and more throughput for a
+   * slightly higher p99. Default from FLOWISE_BILLING_SQLITE_CHECKPOINT.
+   */
+  readonly checkpoint?: SqliteCheckpoint;
   /** How long a writer waits for another process's write lock. */
   readonly busyTimeoutMs?: number;
   /**
@@ -98,6 +120,7 @@ interface NodeSqliteModule {
 }
 
 let betterSqlite: BetterSqliteModule | null | undefined;
+let betterSqlitePath: string | undefined;
 /** better-sqlite3 if its native addon loads in this process (it loads lazily, so a probe database is opened once). */
 function loadBetterSqlite(): BetterSqliteModule | null {
   if (betterSqlite !== undefined) return betterSqlite;
@@ -106,6 +129,7 @@ function loadBetterSqlite(): BetterSqliteModule | null {
     const mod = require('better-sqlite3') as BetterSqliteModule;
     new mod(':memory:', { readonly: false, fileMustExist: false }).close();
     betterSqlite = mod;
+    betterSqlitePath = require.resolve('better-sqlite3');
   } catch {
     betterSqlite = null;
   }
@@ -237,6 +261,8 @@ const isThenable = <T>(v: Promise<T> | T): v is Promise<T> => typeof (v as { the
 /** SQLite: one writer connection (the file allows one writer at a time anyway) and a separate reader. */
 export function sqliteDialect(opts: SqliteOptions): Dialect {
   const memory = opts.path === ':memory:';
+  // Checked before anything opens: a bad FLOWISE_BILLING_SQLITE_CHECKPOINT leaves nothing behind.
+  const background = !memory && sqliteCheckpointMode(opts.checkpoint) === 'background';
   if (!memory) fs.mkdirSync(path.dirname(path.resolve(opts.path)), { recursive: true });
   const driver = sqliteDriver(opts.driver ?? (process.env.FLOWISE_BILLING_SQLITE_DRIVER as SqliteDriverName | undefined) ?? 'auto');
   const writerDb = openDb(driver, opts.path, opts, false);
@@ -245,6 +271,17 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
   const readerDb = memory ? undefined : openDb(driver, opts.path, opts, true);
   const reader = readerDb ? new SqliteConnection(readerDb) : writer;
   const mutex = new Mutex();
+  const checkpointer: Checkpointer | undefined =
+    !background
+      ? undefined
+      : sqliteCheckpointer({
+          file: path.resolve(opts.path),
+          driver,
+          driverPath: betterSqlitePath,
+          setWriterAutocheckpoint: (pages) => writerDb.exec(`PRAGMA wal_autocheckpoint = ${pages}`),
+          writerPages: WAL_AUTOCHECKPOINT_PAGES,
+          backstopPages: BACKSTOP_PAGES,
+        });
   const rollback = () => {
     // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
     try {
@@ -279,6 +316,7 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
       rollback();
       throw e;
     }
+    checkpointer?.committed();
     return value;
   };
   const transaction = <T>(begin: string, fn: (c: SqlConnection) => Promise<T> | T) => mutex.run(() => inTransaction(begin, fn));
@@ -306,8 +344,11 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
     migrationTransaction: (fn) => withTempFiles('BEGIN EXCLUSIVE', fn),
     read: (fn) => (memory ? mutex.run(() => fn(reader)) : fn(reader)),
     isRetryableConflict: isUniqueViolation,
+    backgroundCheckpoints: () => checkpointer?.runs ?? 0,
     async close() {
       await mutex.run(async () => {
+        // The thread's connection first: the writer, closing last, checkpoints and removes the WAL.
+        await checkpointer?.close();
         readerDb?.close();
         writerDb.close();
       });
