@@ -66,12 +66,19 @@ function ahead() {
   return done <= mx ? mx - done : mx;
 }
 const timer = setInterval(() => {
+  let n;
   try {
-    if (ahead() < w.pages) return;
+    n = ahead();
+  } catch {
+    // No wal-index to read: the thread cannot tell when to run, so it ends and the writer checkpoints as before.
+    process.exit(0);
+  }
+  if (n < w.pages) return;
+  try {
     const r = ckpt.get();
     if (r && Number(r.checkpointed) > 0) parentPort.postMessage('ran');
   } catch {
-    // The writer's own checkpoint is the backstop; try again at the next poll.
+    // The backstop covers a failed checkpoint; try again at the next poll.
   }
 }, w.pollMs);
 parentPort.on('message', () => { clearInterval(timer); try { if (fd >= 0) fs.closeSync(fd); db.close(); } finally { parentPort.close(); } });
