@@ -33,7 +33,7 @@ export type SqliteCheckpoint = (typeof SQLITE_CHECKPOINTS)[number];
 export function sqliteCheckpointMode(choice: string | undefined = process.env.FLOWISE_BILLING_SQLITE_CHECKPOINT): SqliteCheckpoint {
   const v = choice === undefined || choice.trim() === '' ? 'inline' : choice.trim();
   if (!(SQLITE_CHECKPOINTS as readonly string[]).includes(v)) {
-    throw new ValidationError(`FLOWISE_BILLING_SQLITE_CHECKPOINT must be one of ${SQLITE_CHECKPOINTS.join(', ')}`, { field: 'FLOWISE_BILLING_SQLITE_CHECKPOINT', allowed: [...SQLITE_CHECKPOINTS] });
+    throw new ValidationError(`The SQLite checkpoint mode (FLOWISE_BILLING_SQLITE_CHECKPOINT or sqlite.checkpoint) must be one of ${SQLITE_CHECKPOINTS.join(', ')}`, { field: 'FLOWISE_BILLING_SQLITE_CHECKPOINT', allowed: [...SQLITE_CHECKPOINTS] });
   }
   return v as SqliteCheckpoint;
 }
