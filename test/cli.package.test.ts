@@ -214,9 +214,20 @@ describe('doctor', () => {
     const r = await runJson(['--db', db, 'doctor', '--flowise', path.join(tmp, 'no-flowise')], { env });
     expect(r.value.error.details.problems.map((p: any) => p.code)).toEqual(['FLOWISE_NOT_FOUND']);
     expect(r.value.error.details.checks).toEqual([
-      { name: 'ledger', status: 'ok', detail: expect.stringContaining('1 customer(s)') },
+      { name: 'ledger', status: 'ok', detail: expect.stringContaining('1 customer(s), WAL checkpoint inline') },
       { name: 'token secret', status: 'ok', detail: `${SECRET.length} bytes` },
       { name: 'stripe key', status: 'ok', detail: expect.stringContaining('well-formed') },
     ]);
+    const background = await runJson(['--db', db, 'doctor', '--flowise', path.join(tmp, 'no-flowise')], { env: { ...env, FLOWISE_BILLING_SQLITE_CHECKPOINT: 'background' } });
+    expect(background.value.error.details.checks[0].detail).toContain('WAL checkpoint background');
+  });
+
+  it('names a bad SQLite checkpoint setting as the problem, with its own fix', async () => {
+    const db = path.join(tmp, 'doctor-mode.sqlite');
+    await runJson(['--db', db, 'customers', 'create', 'acme']);
+    const r = await runJson(['--db', db, 'doctor', '--flowise', path.join(tmp, 'no-flowise')], { env: { FLOWISE_BILLING_SQLITE_CHECKPOINT: 'sometimes' } });
+    const problem = r.value.error.details.problems.find((p: any) => p.code === 'VALIDATION_ERROR');
+    expect(problem.message).toContain('FLOWISE_BILLING_SQLITE_CHECKPOINT');
+    expect(problem.fix).toContain('environment variable');
   });
 });

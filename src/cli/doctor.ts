@@ -2,6 +2,7 @@ import { isBillingError } from '../errors';
 import { MIN_SECRET_BYTES } from '../identity/token';
 import { type Problem } from '../installer';
 import { ledgerTarget, openLedger } from '../ledger/open';
+import { sqliteCheckpointMode } from '../ledger/sqlite';
 
 /**
  * The checks `doctor` runs beside the installer's: can the ledger be reached,
@@ -34,7 +35,9 @@ async function checkLedger(db: string, problems: Problem[]): Promise<Environment
     const ledger = await openLedger(db, { create: false, actor: 'doctor' });
     try {
       const customers = await ledger.countCustomers();
-      return { name: 'ledger', status: 'ok', detail: `${ledger.backend} at ${display}, ${customers} customer(s)` };
+      // The mode was validated by the open; said here so an operator sees which one is in effect.
+      const mode = ledger.backend === 'sqlite' ? `, WAL checkpoint ${sqliteCheckpointMode()}` : '';
+      return { name: 'ledger', status: 'ok', detail: `${ledger.backend} at ${display}, ${customers} customer(s)${mode}` };
     } finally {
       await ledger.close().catch(() => undefined);
     }
@@ -47,7 +50,9 @@ async function checkLedger(db: string, problems: Problem[]): Promise<Environment
       fix:
         code === 'LEDGER_NOT_FOUND'
           ? `create it with \`flowise-billing --db <same location> migrate\`, or point --db / FLOWISE_BILLING_DB at the existing ledger`
-          : 'check that the database server is running and reachable, and the user, password and database name in the URL',
+          : code === 'VALIDATION_ERROR'
+            ? 'a setting the ledger reads is wrong (the message names it): correct or unset that environment variable'
+            : 'check that the database server is running and reachable, and the user, password and database name in the URL',
     });
     return { name: 'ledger', status: 'problem', detail: message };
   }
