@@ -7,6 +7,7 @@ import { ValidationError } from '../src/errors';
 import { parseUsd } from '../src/money';
 import { openLedger } from '../src/ledger/open';
 import { sqliteCheckpointMode } from '../src/ledger/sqlite';
+import { FLOWISE_NODE } from './support/flowise-cache';
 import { spawnWorker } from './support/processes';
 
 // The WAL checkpointed by a thread (src/ledger/checkpointer.ts): it runs, a process that never closes its
@@ -47,7 +48,6 @@ describe('SQLite background checkpoint', () => {
   });
 
   // Flowise runs on Node 24, where the thread opens its connection with node:sqlite (ledger.node-sqlite.test.ts).
-  const node24 = path.join(process.env.FLOWISE_BILLING_CACHE ?? path.join(os.homedir(), '.cache', 'flowise-billing', 'flowise-3.1.4'), 'node_modules', 'node', 'bin', 'node');
   const exitsAlone = async (node: string) => {
     const file = path.join(tmp(), 'exit.sqlite');
     await seeded(file);
@@ -57,7 +57,7 @@ describe('SQLite background checkpoint', () => {
     expect(r.stdout).toMatch(/^checkpoints [1-9]\d*$/m);
   };
   it.skipIf(!built)('a process that never closes its ledger still exits', () => exitsAlone(process.execPath));
-  it.skipIf(!built || !fs.existsSync(node24))('the same on Node 24, where the thread uses node:sqlite', () => exitsAlone(node24));
+  it.skipIf(!built || !fs.existsSync(FLOWISE_NODE))('the same on Node 24, where the thread uses node:sqlite', () => exitsAlone(FLOWISE_NODE));
 
   it.skipIf(!built)('kill -9 while the thread checkpoints loses no acknowledged operation', async () => {
     const file = path.join(tmp(), 'crash.sqlite');

@@ -1,19 +1,13 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FLOWISE_NODE } from './support/flowise-cache';
 
 // Flowise 3.1 runs on Node 24, where this repo's better-sqlite3 (built for Node 20) cannot load; the
 // SQLite dialect then falls back to the built-in node:sqlite. This runs a small ledger workload (20 of
 // 30 concurrent holds fit, settle, invariants) under the Node 24 binary of the cached Flowise install.
-const node24 = path.join(
-  process.env.FLOWISE_BILLING_CACHE ?? path.join(os.homedir(), '.cache', 'flowise-billing', 'flowise-3.1.4'),
-  'node_modules',
-  'node',
-  'bin',
-  'node',
-);
+const node24 = FLOWISE_NODE;
 const script = path.join(__dirname, 'support', 'sqlite-driver-check.cjs');
 const built = fs.existsSync(path.join(__dirname, '..', 'dist', 'src', 'ledger', 'sqlite.js'));
 

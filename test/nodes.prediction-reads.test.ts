@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { credentialData, type FlowiseComponents } from '../nodes/shared/flowise';
 import { credentialAndAnalytic } from '../nodes/shared/prediction-reads';
 import { PG_BASE_URL } from './support/backends';
+import { FLOWISE_CACHE } from './support/flowise-cache';
 
 /**
  * The joint read of a prediction's Billing Ledger credential and its chatflow's analytics settings, against
@@ -15,7 +16,7 @@ import { PG_BASE_URL } from './support/backends';
  * and PostgreSQL in a schema of its own (so the table names are schema-qualified).
  */
 const require = createRequire(__filename);
-const FLOWISE = path.resolve(process.env.FLOWISE_BILLING_CACHE || path.join(os.homedir(), '.cache', 'flowise-billing', 'flowise-3.1.4'));
+const FLOWISE = FLOWISE_CACHE;
 const flowisePkg = path.join(FLOWISE, 'node_modules', 'flowise', 'package.json');
 const installed = fs.existsSync(flowisePkg);
 

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PG_BASE_URL } from './support/backends';
+import { FLOWISE_NODE } from './support/flowise-cache';
 
 /**
  * The package as an operator gets it: `npm pack`, then `npm install <tgz>` in
@@ -23,7 +24,7 @@ const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   devDependencies: Record<string, string>;
   files: string[];
 };
-const node24 = path.join(process.env.FLOWISE_BILLING_CACHE ?? path.join(os.homedir(), '.cache', 'flowise-billing', 'flowise-3.1.4'), 'node_modules', 'node', 'bin', 'node');
+const node24 = FLOWISE_NODE;
 
 let tmp = '';
 let project = '';
