@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { SqliteDriverName } from './sqlite';
 
 /**
  * The WAL checkpoint, off the event loop (opt-in: SqliteOptions.checkpoint).
@@ -27,7 +28,7 @@ const POLL_MS = 20;
 
 export interface CheckpointerOptions {
   readonly file: string;
-  readonly driver: 'better-sqlite3' | 'node:sqlite';
+  readonly driver: SqliteDriverName;
   /** better-sqlite3's resolved module path (the thread loads the same build). */
   readonly driverPath?: string;
   /** Sets the writer connection's automatic checkpoint (pages). */

@@ -271,17 +271,16 @@ export function sqliteDialect(opts: SqliteOptions): Dialect {
   const readerDb = memory ? undefined : openDb(driver, opts.path, opts, true);
   const reader = readerDb ? new SqliteConnection(readerDb) : writer;
   const mutex = new Mutex();
-  const checkpointer: Checkpointer | undefined =
-    !background
-      ? undefined
-      : sqliteCheckpointer({
-          file: path.resolve(opts.path),
-          driver,
-          driverPath: betterSqlitePath,
-          setWriterAutocheckpoint: (pages) => writerDb.exec(`PRAGMA wal_autocheckpoint = ${pages}`),
-          writerPages: WAL_AUTOCHECKPOINT_PAGES,
-          backstopPages: BACKSTOP_PAGES,
-        });
+  const checkpointer: Checkpointer | undefined = background
+    ? sqliteCheckpointer({
+        file: path.resolve(opts.path),
+        driver,
+        driverPath: betterSqlitePath,
+        setWriterAutocheckpoint: (pages) => writerDb.exec(`PRAGMA wal_autocheckpoint = ${pages}`),
+        writerPages: WAL_AUTOCHECKPOINT_PAGES,
+        backstopPages: BACKSTOP_PAGES,
+      })
+    : undefined;
   const rollback = () => {
     // SQLite may already have rolled back (e.g. SQLITE_FULL); ROLLBACK then fails harmlessly.
     try {
