@@ -17,7 +17,8 @@
 // with <dir>/rounds.json for bench/cpu-profile-summary.mjs --rounds), BENCH_VARIANTS (off,on: e.g. `on` alone,
 // to profile one variant without the other's samples; `fat` adds the plain flow carrying the billing nodes'
 // saved data where Flowise ignores it, so its flowData is the metered one's size: fat − off is what those bytes
-// cost, on − fat what running the two nodes and the ledger costs).
+// cost, on − fat what running the two nodes and the ledger costs; `variant` is the plain flow with ChatOpenAI
+// swapped for OpenAI (metered), examples/metered-chatflow.json: metering with no node of its own).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -40,7 +41,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
-const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => v === 'off' || v === 'on' || v === 'fat');
+const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant'].includes(v));
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -101,7 +102,14 @@ function flows(ids, basepath) {
   const fat = structuredClone(plain);
   const billing = metered.nodes.filter((n) => ['meteredChatModel', 'quotaGuard'].includes(n.data.name));
   billing.forEach((n, i) => (fat.nodes[i % fat.nodes.length].data.unusedBillingPadding = structuredClone(n)));
-  return { metered, plain, fat };
+  // The plain flow's shape with the model swapped for its metered variant (OpenAI (metered)): no extra node.
+  const variant = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'metered-chatflow.json'), 'utf8'));
+  for (const n of variant.nodes) {
+    if (n.data.name !== 'chatOpenAIMetered') continue;
+    n.data.credential = ids.openai;
+    Object.assign(n.data.inputs, { basepath, billingLedgerCredential: ids.ledger }, JSON.parse(process.env.BENCH_VARIANT_INPUTS ?? '{}'));
+  }
+  return { metered, plain, fat, variant };
 }
 
 /** A client of the PostgreSQL server's maintenance database (statistics, backend pids). */
@@ -283,9 +291,10 @@ try {
   const on = (await client.createChatflow({ name: 'bench metered', flowData: f.metered, type: 'CHATFLOW' })).id;
   const off = (await client.createChatflow({ name: 'bench plain', flowData: f.plain, type: 'CHATFLOW' })).id;
   const fat = (await client.createChatflow({ name: 'bench plain, metered size', flowData: f.fat, type: 'CHATFLOW' })).id;
-  for (const id of [on, off, fat]) await client.updateChatflow(id, { apiConfig });
-  const flowIds = { off, on, fat };
-  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat' }[v]]).length}`).join(', ')}`);
+  const variant = (await client.createChatflow({ name: 'bench metered variant', flowData: f.variant, type: 'CHATFLOW' })).id;
+  for (const id of [on, off, fat, variant]) await client.updateChatflow(id, { apiConfig });
+  const flowIds = { off, on, fat, variant };
+  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant' }[v]]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
   log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
@@ -315,7 +324,7 @@ try {
     log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}${VARIANTS.includes('fat') ? `, fat ${cpu.fat[i].toFixed(1)}` : ''}`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  if (!(VARIANTS.includes('off') && VARIANTS.includes('on')) || VARIANTS.includes('fat')) {
+  if (!(VARIANTS.includes('off') && VARIANTS.includes('on')) || VARIANTS.length > 2) {
     for (const v of VARIANTS) {
       const p = (k) => mean(parts[v].map((x) => x[k])).toFixed(1);
       log(`${v}: ${mean(rates[v]).toFixed(1)} predictions/s, CPU per prediction ${mean(cpu[v]).toFixed(1)} ms (main ${p('main')}, workers ${p('workers')}, PostgreSQL ${p('postgres')})`);
@@ -334,6 +343,11 @@ try {
     log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
     const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
     log(`read + write system calls per prediction (independent of other jobs' load, not of this run's rate): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
+  }
+  for (const v of VARIANTS.filter((x) => x === 'fat' || x === 'variant')) {
+    if (!VARIANTS.includes('off')) break;
+    const r = mean(rates[v]) / mean(rates.off);
+    log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${v === 'variant' ? '; the model swapped for its metered variant, no extra node' : ''})`);
   }
   log(`BullMQ job bytes (data, returnvalue): ${jobBytes(topo.redis, flowIds)}`);
   let held = 0n;

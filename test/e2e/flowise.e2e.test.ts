@@ -341,6 +341,9 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     expect((await ledger.checkInvariants()).ok).toBe(true);
     const statuses = results.map((r) => (r.status === 200 ? (String(r.data.text).startsWith('echo:') ? 'ok' : r.data.text) : `HTTP ${r.status}`));
     step(`20 concurrent: ${answered.length} answered, balance $${formatUsd(b.balance)}; others: ${[...new Set(statuses.filter((s) => s !== 'ok'))].join(' | ')}`);
+    // Refused by Quota Guard's check or, once concurrent runs took the money after it, by the metered model's
+    // hold: every refusal is the operator's message with HTTP 200.
+    expect(statuses.filter((s) => s !== 'ok')).toEqual(Array(20 - answered.length).fill(DEFAULT_REFUSAL_MESSAGES.insufficientFunds));
   });
 
   e2e('tool agent: the Metered Tool charges its ChargeType per call and the Usage Tool reports the caller’s own account', async () => {
