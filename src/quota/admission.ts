@@ -7,6 +7,7 @@ import { formatUsd } from '../money';
 import { deliverAlerts, fireAlerts } from './alerts';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
+import { admitOptimistically } from './optimistic-admission';
 import { getPlan } from './plan-book';
 import { DEFAULT_ALERT_THRESHOLDS } from './plans';
 import { openSessionAndCount, planAndConversation, touchConversation } from './session-rows';
@@ -32,6 +33,14 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
     throw new ValidationError('conversation id must be 1–255 characters', { field: 'conversationId' });
   }
   await q.ensurePlans();
+  // Where rows are locked across round trips (PostgreSQL), the common case first without that lock.
+  if (q.d.name === 'postgres') {
+    const fast = await admitOptimistically(q, input, at);
+    if (fast) {
+      if (fast.budgeted) await deliverAlerts(q.opts.onAlert, await checkBudgetAlerts(q, input.customerId, at));
+      return fast.admission;
+    }
+  }
   const fired: Alert[] = [];
   // Round trips are the cost of an admission (every metered prediction makes one): the customer and its
   // budget in one read, the subscription locked, its plan and the conversation in one read, a new
