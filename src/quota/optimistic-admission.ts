@@ -55,7 +55,8 @@ SELECT s.sessions_used, 1 / (SELECT COUNT(*) FROM v) AS conversation_taken FROM 
 /** An existing session continues: its conversation is touched while the subscription is still active in the same period and plan. */
 const TOUCH_SQL = `UPDATE billing_conversations SET last_activity_at = GREATEST(last_activity_at, CAST(? AS BIGINT))
 WHERE customer_id = ? AND conversation_id = ? AND session_id = ?
-  AND EXISTS (SELECT 1 FROM billing_subscriptions WHERE customer_id = ? AND status = 'active' AND plan_id = ? AND period_end = CAST(? AS BIGINT))`;
+  AND EXISTS (SELECT 1 FROM billing_subscriptions WHERE customer_id = ? AND status = 'active' AND plan_id = ? AND period_end = CAST(? AS BIGINT))
+RETURNING 1`;
 
 /** SQLSTATE of the division by zero NEW_SESSION_SQL uses to abort. */
 const ABORTED = '22012';
@@ -120,9 +121,10 @@ export async function admitOptimistically(q: QuotaCore, input: AdmitRunInput, at
       const conv = read.conversation;
       if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
         // Sent, not awaited: it leaves with COMMIT. Its failure is reported by the transaction.
-        const touched = c.run(TOUCH_SQL, [at, input.customerId, input.conversationId, conv.sessionId, input.customerId, plan.id, sub.periodEnd]);
+        // Both statements look rows up by their keys only: kept prepared (a generic plan is right).
+        const touched = c.query(TOUCH_SQL, [at, input.customerId, input.conversationId, conv.sessionId, input.customerId, plan.id, sub.periodEnd], { prepare: 'write' });
         const admission: RunAdmission = { session: 'existing', sessionId: conv.sessionId, sessionsUsed: sub.sessionsUsed, sessionsRemaining: remaining(sub.sessionsUsed), ...common };
-        return { budgeted, counted: quiet(touched.then((n) => (n === 1 ? sub.sessionsUsed : null))), admission };
+        return { budgeted, counted: quiet(touched.then((r) => (r.length === 1 ? sub.sessionsUsed : null))), admission };
       }
       const ceiling = fastPathCeiling(plan, fired);
       if (ceiling !== null && sub.sessionsUsed + 1 > ceiling) return null;
@@ -133,7 +135,7 @@ export async function admitOptimistically(q: QuotaCore, input: AdmitRunInput, at
         q.clock(), input.customerId, plan.id, sub.periodStart, sub.periodEnd, ceiling, ceiling,
         input.customerId, input.conversationId, sessionId, at, at, conv?.sessionId ?? null,
         input.customerId, input.conversationId, at, sub.periodStart,
-      ]);
+      ], { prepare: 'write' });
       const admission: RunAdmission = { session: 'new', sessionId, sessionsUsed: sub.sessionsUsed + 1, sessionsRemaining: remaining(sub.sessionsUsed + 1), ...common };
       return { budgeted, counted: quiet(rows.then((r) => (r[0] ? Number(r[0].sessions_used) : null))), admission };
     });
