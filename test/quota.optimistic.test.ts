@@ -4,7 +4,7 @@ import type { SqlLedger } from '../src/ledger/sql-ledger';
 import { fastPathCeiling } from '../src/quota/optimistic-admission';
 import { QuotaService } from '../src/quota/service';
 import { BACKENDS } from './support/backends';
-import { spawnWorker, startTogether } from './support/processes';
+import { admitFromProcesses } from './support/processes';
 
 // The admission that does not hold the subscription row across a round trip (PostgreSQL): it is taken in the
 // common case, leaves every other case to the locked admission, and stays exact under real concurrency.
@@ -121,12 +121,10 @@ describe.skipIf(!pg)('optimistic admission on PostgreSQL', () => {
     const { target, ledger } = await setup({ sessionsIncluded: 30, alertThresholds: [] });
     const quota = new QuotaService(ledger);
     for (let i = 0; i < 29; i++) await quota.admitRun({ customerId: 'opt', conversationId: `pre-${i}` });
-    const workers = Array.from({ length: 4 }, (_, p) => spawnWorker('quota-worker.cjs', [target, 'opt', `p${p}`, '25']));
-    await startTogether(workers);
-    const outs = (await Promise.all(workers.map((w) => w.result))).map((l) => JSON.parse(l));
-    expect(outs.flatMap((o) => o.errors)).toEqual([]);
-    expect(outs.flatMap((o) => o.admitted)).toHaveLength(1);
-    expect(outs.reduce((s, o) => s + o.refused, 0)).toBe(99);
+    const out = await admitFromProcesses(target, 'opt', ['p0', 'p1', 'p2', 'p3'], 25);
+    expect(out.errors).toEqual([]);
+    expect(out.admitted).toHaveLength(1);
+    expect(out.refused).toBe(99);
     expect((await quota.usage('opt')).sessionsUsed).toBe(30);
     await ledger.close();
   });
@@ -135,14 +133,11 @@ describe.skipIf(!pg)('optimistic admission on PostgreSQL', () => {
     const { target, ledger } = await setup({ sessionsIncluded: 1000, alertThresholds: [] });
     const quota = new QuotaService(ledger);
     await quota.admitRun({ customerId: 'opt', conversationId: 'warm' });
-    const workers = Array.from({ length: 4 }, () => spawnWorker('quota-worker.cjs', [target, 'opt', 'same', '10']));
-    await startTogether(workers);
-    const outs = (await Promise.all(workers.map((w) => w.result))).map((l) => JSON.parse(l));
-    expect(outs.flatMap((o) => o.errors)).toEqual([]);
-    const admitted = outs.flatMap((o) => o.admitted);
+    const { admitted, errors } = await admitFromProcesses(target, 'opt', Array(4).fill('same'), 10);
+    expect(errors).toEqual([]);
     expect(admitted).toHaveLength(40);
-    expect(admitted.filter((a: { session: string }) => a.session === 'new')).toHaveLength(1);
-    expect(new Set(admitted.map((a: { sessionId: string }) => a.sessionId)).size).toBe(1);
+    expect(admitted.filter((a) => a.session === 'new')).toHaveLength(1);
+    expect(new Set(admitted.map((a) => a.sessionId)).size).toBe(1);
     expect((await quota.usage('opt')).sessionsUsed).toBe(2);
     await ledger.close();
   });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { QuotaService } from '../src/quota/service';
 import { BACKENDS } from './support/backends';
-import { spawnWorker, startTogether } from './support/processes';
+import { admitFromProcesses } from './support/processes';
 
 describe.each(BACKENDS)('session quota across OS processes on $name', (backend) => {
   const procs = backend.name === 'postgres' ? 4 : 2;
@@ -18,26 +18,20 @@ describe.each(BACKENDS)('session quota across OS processes on $name', (backend) 
 
   it(`at limit − 1, 100 new conversations from ${procs} processes admit exactly one`, async () => {
     const { target, ledger, quota } = await setup(30, 29);
-    const per = 100 / procs;
-    const workers = Array.from({ length: procs }, (_, p) => spawnWorker('quota-worker.cjs', [target, 'crowd', `p${p}`, String(per)]));
-    await startTogether(workers);
-    const outs = (await Promise.all(workers.map((w) => w.result))).map((l) => JSON.parse(l));
-    expect(outs.flatMap((o) => o.errors)).toEqual([]);
-    expect(outs.flatMap((o) => o.admitted)).toHaveLength(1);
-    expect(outs.reduce((s, o) => s + o.refused, 0)).toBe(99);
+    const out = await admitFromProcesses(target, 'crowd', Array.from({ length: procs }, (_, p) => `p${p}`), 100 / procs);
+    expect(out.errors).toEqual([]);
+    expect(out.admitted).toHaveLength(1);
+    expect(out.refused).toBe(99);
     expect((await quota.usage('crowd')).sessionsUsed).toBe(30);
     await ledger.close();
   });
 
   it(`first messages of one conversation from ${procs} processes make one session`, async () => {
     const { target, ledger, quota } = await setup(25, 0);
-    const workers = Array.from({ length: procs }, () => spawnWorker('quota-worker.cjs', [target, 'crowd', 'same', '5']));
-    await startTogether(workers);
-    const outs = (await Promise.all(workers.map((w) => w.result))).map((l) => JSON.parse(l));
-    const admitted = outs.flatMap((o) => o.admitted);
+    const { admitted } = await admitFromProcesses(target, 'crowd', Array(procs).fill('same'), 5);
     expect(admitted).toHaveLength(procs * 5);
-    expect(admitted.filter((a: { session: string }) => a.session === 'new')).toHaveLength(1);
-    expect(new Set(admitted.map((a: { sessionId: string }) => a.sessionId)).size).toBe(1);
+    expect(admitted.filter((a) => a.session === 'new')).toHaveLength(1);
+    expect(new Set(admitted.map((a) => a.sessionId)).size).toBe(1);
     expect((await quota.usage('crowd')).sessionsUsed).toBe(1);
     await ledger.close();
   });

@@ -39,3 +39,20 @@ export async function startTogether(workers: Worker[]): Promise<void> {
   await Promise.race([Promise.all(workers.map((w) => w.ready)), Promise.all(workers.map((w) => w.result)).then(() => undefined)]);
   for (const w of workers) w.child.stdin!.end('go\n');
 }
+
+export interface QuotaWorkerOutcome {
+  admitted: Array<{ session: 'new' | 'existing'; sessionId: string }>;
+  refused: number;
+  errors: string[];
+}
+
+/**
+ * Admissions from one OS process per conversation prefix (quota-worker.cjs), started together: each runs
+ * `perProcess` admissions at once, of `<prefix>-<i>` conversations or, for the prefix `same`, of one.
+ */
+export async function admitFromProcesses(target: string, customerId: string, prefixes: string[], perProcess: number): Promise<QuotaWorkerOutcome> {
+  const workers = prefixes.map((p) => spawnWorker('quota-worker.cjs', [target, customerId, p, String(perProcess)]));
+  await startTogether(workers);
+  const outs = (await Promise.all(workers.map((w) => w.result))).map((l) => JSON.parse(l) as QuotaWorkerOutcome);
+  return { admitted: outs.flatMap((o) => o.admitted), refused: outs.reduce((s, o) => s + o.refused, 0), errors: outs.flatMap((o) => o.errors) };
+}
