@@ -1,12 +1,14 @@
-// Session admissions per second on PostgreSQL when one customer is busy, as a ratio to the same load spread
-// over many customers, measured in the same run: the cost of admissions queuing on one subscription row.
-// BENCH_PROCS processes (default 2, like queue mode's workers) each run BENCH_CONCURRENCY admission loops
-// (default 16), every admission a new conversation (a new session, the write every first message makes),
-// for BENCH_SECONDS (default 5) per slice; slices alternate one customer / BENCH_CUSTOMERS customers
-// (default 16), BENCH_ROUNDS times (default 3). BENCH_BUSY_MS (default 2) keeps each process's event loop
-// busy that long every millisecond or so, as a Flowise worker's is at saturation: an answer waits for the loop,
-// and a lock held across it is held that much longer.
-//   npm run build && node bench/admission.mjs
+// Work per second on PostgreSQL when one customer is busy, as a ratio to the same load spread over many
+// customers, measured in the same run: what queuing on one customer's rows costs when several processes
+// (queue mode's workers) serve it. Two measures: session admissions (every one a new conversation, the write
+// every first message makes; they meet on the subscription row) and ledger hold+settle pairs (they meet on
+// the customer's balance row).
+// BENCH_PROCS processes (default 2) each run BENCH_CONCURRENCY loops (default 16) for BENCH_SECONDS
+// (default 5) per slice; slices alternate one customer / BENCH_CUSTOMERS customers (default 16),
+// BENCH_ROUNDS times (default 3). BENCH_BUSY_MS (default 2) keeps each process's event loop busy that long
+// every millisecond or so, as a Flowise worker's is at saturation: an answer waits for the loop, and a lock
+// held across it is held that much longer. BENCH_MEASURES (admissions,pairs) picks the measures.
+//   npm run build && node bench/busy-customer.mjs
 // Env: BENCH_PG (postgres://postgres@127.0.0.1:5432/flowise_billing_bench; a schema is made and dropped).
 import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -20,6 +22,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 16);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BUSY_MS = Number(process.env.BENCH_BUSY_MS ?? 2);
+const MEASURES = (process.env.BENCH_MEASURES ?? 'admissions,pairs').split(',').map((m) => m.trim());
 const BASE = process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_bench';
 
 async function child() {
@@ -35,7 +38,7 @@ async function child() {
     while (performance.now() < until);
     setTimeout(spin, 1);
   })();
-  process.on('message', async ({ customers, until, tag }) => {
+  process.on('message', async ({ measure, customers, until, tag }) => {
     let n = 0;
     let k = 0;
     const errors = new Map();
@@ -43,8 +46,13 @@ async function child() {
       Array.from({ length: CONCURRENCY }, async (_, lane) => {
         while (Date.now() < until) {
           const customerId = customers[(lane + k++) % customers.length];
+          const key = `${tag}-${process.pid}-${lane}-${k}`;
           try {
-            await quota.admitRun({ customerId, conversationId: `${tag}-${process.pid}-${lane}-${k}` });
+            if (measure === 'admissions') await quota.admitRun({ customerId, conversationId: key });
+            else {
+              const h = await ledger.hold({ customerId, amount: 1_000_000n, idempotencyKey: key });
+              await ledger.settle({ holdId: h.id, amount: 25_000n, idempotencyKey: `${key}:s` });
+            }
             n++;
           } catch (e) {
             errors.set(e.code, (errors.get(e.code) ?? 0) + 1);
@@ -63,7 +71,7 @@ async function child() {
 }
 
 async function main() {
-  const schema = `bench_adm_${process.pid}`;
+  const schema = `bench_busy_${process.pid}`;
   const admin = new pg.Client({ connectionString: BASE.replace(/\/[^/]*$/, '/postgres') });
   await admin.connect();
   const db = new URL(BASE).pathname.slice(1);
@@ -78,6 +86,7 @@ async function main() {
   const ids = Array.from({ length: CUSTOMERS }, (_, i) => `adm${i}`);
   for (const id of ids) {
     await ledger.createCustomer({ id });
+    await ledger.topUp({ customerId: id, amount: 10n ** 15n, idempotencyKey: `${id}-topup` });
     await quota.subscribe({ customerId: id, planId: 'bench' });
     await quota.admitRun({ customerId: id, conversationId: 'first' });
   }
@@ -87,31 +96,33 @@ async function main() {
       return new Promise((resolve) => c.once('message', () => resolve(c)));
     }),
   );
-  const slice = async (customers, tag) => {
+  const slice = async (measure, customers, tag) => {
     const until = Date.now() + SECONDS * 1000;
     const t0 = performance.now();
     const outs = await Promise.all(kids.map((c) => new Promise((resolve) => {
       c.once('message', resolve);
-      c.send({ customers, until, tag });
+      c.send({ measure, customers, until, tag });
     })));
     const secs = (performance.now() - t0) / 1000;
     const errs = outs.flatMap((o) => o.errors);
     if (errs.length) console.log(`  (${tag}: errors ${JSON.stringify(errs)})`);
     return outs.reduce((s, o) => s + o.n, 0) / secs;
   };
-  console.log(`admissions on PostgreSQL: ${PROCS} processes × ${CONCURRENCY} concurrent, event loop busy ${BUSY_MS} ms per turn, ${SECONDS}s slices, one customer vs ${CUSTOMERS}`);
-  const one = [];
-  const many = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    one.push(await slice([ids[0]], `one${r}`));
-    many.push(await slice(ids, `many${r}`));
-    console.log(`  round ${r + 1}: one customer ${one[r].toFixed(0)}/s, ${CUSTOMERS} customers ${many[r].toFixed(0)}/s (ratio ${(one[r] / many[r]).toFixed(3)})`);
-  }
+  console.log(`PostgreSQL, ${PROCS} processes × ${CONCURRENCY} concurrent, event loop busy ${BUSY_MS} ms per turn, ${SECONDS}s slices, one customer vs ${CUSTOMERS} (baseline, same run)`);
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  console.log(`one customer: ${mean(one).toFixed(0)} admissions/s; ${CUSTOMERS} customers (baseline, same run): ${mean(many).toFixed(0)}/s; ratio ${(mean(one) / mean(many)).toFixed(3)}`);
+  for (const measure of MEASURES.filter((m) => m === 'admissions' || m === 'pairs')) {
+    const unit = measure === 'admissions' ? 'admissions' : 'hold+settle pairs';
+    const one = [];
+    const many = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      one.push(await slice(measure, [ids[0]], `${measure}-one${r}`));
+      many.push(await slice(measure, ids, `${measure}-many${r}`));
+      console.log(`  ${measure} round ${r + 1}: one customer ${one[r].toFixed(0)}/s, ${CUSTOMERS} customers ${many[r].toFixed(0)}/s (ratio ${(one[r] / many[r]).toFixed(3)})`);
+    }
+    console.log(`${unit}: one customer ${mean(one).toFixed(0)}/s; ${CUSTOMERS} customers ${mean(many).toFixed(0)}/s; ratio ${(mean(one) / mean(many)).toFixed(3)}`);
+  }
   for (const c of kids) c.disconnect();
-  const used = (await quota.usage(ids[0])).sessionsUsed;
-  console.log(`sessions counted for the busy customer: ${used}; invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
+  console.log(`ledger invariants ${(await ledger.checkInvariants()).ok ? 'ok' : 'VIOLATED'}`);
   await ledger.close();
   const drop = new pg.Client({ connectionString: BASE });
   await drop.connect();
