@@ -156,6 +156,8 @@ async function checkBudgetAlerts(q: QuotaCore, customerId: string, at: number): 
   const [sub] = await q.d.read((c) => c.query('SELECT plan_id FROM billing_subscriptions WHERE customer_id = ?', [customerId]));
   const thresholds = sub ? (await getPlan(q, String(sub.plan_id))).alertThresholds : DEFAULT_ALERT_THRESHOLDS;
   const pct = percent(b.spent, b.budget);
+  // Below every threshold there is nothing to fire: no write transaction (a budgeted customer's every admission comes here).
+  if (!thresholds.some((t) => pct >= t)) return [];
   return q.write((c) => fire(q, c, customerId, Date.parse(b.periodStart!), 'budget', pct, thresholds, at));
 }
 
