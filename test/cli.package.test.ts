@@ -222,6 +222,19 @@ describe('doctor', () => {
     expect(background.value.error.details.checks[0].detail).toContain('WAL checkpoint background');
   });
 
+  it('names a SQLite ledger under MODE=queue as a problem: workers elsewhere would each have their own file', async () => {
+    const db = path.join(tmp, 'doctor-queue.sqlite');
+    await runJson(['--db', db, 'customers', 'create', 'acme']);
+    const r = await runJson(['--db', db, 'doctor', '--flowise', path.join(tmp, 'no-flowise')], { env: { MODE: 'queue' } });
+    const problem = r.value.error.details.problems.find((p: any) => p.code === 'SQLITE_IN_QUEUE_MODE');
+    expect(problem.message).toContain(db);
+    expect(problem.fix).toContain('FLOWISE_BILLING_DB=postgres://');
+    expect(r.value.error.details.checks[0]).toMatchObject({ name: 'ledger', status: 'problem' });
+    // Not in queue mode, the same ledger is fine.
+    const plain = await runJson(['--db', db, 'doctor', '--flowise', path.join(tmp, 'no-flowise')]);
+    expect(plain.value.error.details.problems.map((p: any) => p.code)).toEqual(['FLOWISE_NOT_FOUND']);
+  });
+
   it('names a bad SQLite checkpoint setting as the problem, with its own fix', async () => {
     const db = path.join(tmp, 'doctor-mode.sqlite');
     await runJson(['--db', db, 'customers', 'create', 'acme']);

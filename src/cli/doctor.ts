@@ -29,7 +29,7 @@ export interface EnvironmentOptions {
   readonly stripeOnline: boolean;
 }
 
-async function checkLedger(db: string, problems: Problem[]): Promise<EnvironmentCheck> {
+async function checkLedger(db: string, env: NodeJS.ProcessEnv, problems: Problem[]): Promise<EnvironmentCheck> {
   const display = ledgerTarget(db).display;
   try {
     const ledger = await openLedger(db, { create: false, actor: 'doctor' });
@@ -37,7 +37,16 @@ async function checkLedger(db: string, problems: Problem[]): Promise<Environment
       const customers = await ledger.countCustomers();
       // The mode was validated by the open; said here so an operator sees which one is in effect.
       const mode = ledger.backend === 'sqlite' ? `, WAL checkpoint ${sqliteCheckpointMode()}` : '';
-      return { name: 'ledger', status: 'ok', detail: `${ledger.backend} at ${display}, ${customers} customer(s)${mode}` };
+      const detail = `${ledger.backend} at ${display}, ${customers} customer(s)${mode}`;
+      if (ledger.backend === 'sqlite' && env.MODE === 'queue') {
+        problems.push({
+          code: 'SQLITE_IN_QUEUE_MODE',
+          message: `MODE=queue with a SQLite ledger (${display}): a worker in another container or host opens a file of its own, with its own balances`,
+          fix: 'give main and every worker the same PostgreSQL ledger: FLOWISE_BILLING_DB=postgres://… (or the URL in the Billing Ledger credential)',
+        });
+        return { name: 'ledger', status: 'problem', detail };
+      }
+      return { name: 'ledger', status: 'ok', detail };
     } finally {
       await ledger.close().catch(() => undefined);
     }
@@ -105,6 +114,6 @@ async function checkStripe(env: NodeJS.ProcessEnv, online: boolean, problems: Pr
 
 export async function checkEnvironment(opts: EnvironmentOptions): Promise<EnvironmentReport> {
   const problems: Problem[] = [];
-  const checks = [await checkLedger(opts.db, problems), checkSecret(opts.env, problems), await checkStripe(opts.env, opts.stripeOnline, problems)];
+  const checks = [await checkLedger(opts.db, opts.env, problems), checkSecret(opts.env, problems), await checkStripe(opts.env, opts.stripeOnline, problems)];
   return { checks, problems };
 }

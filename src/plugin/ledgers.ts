@@ -25,10 +25,25 @@ export function ledgerKey(location: string | undefined | null, env: NodeJS.Proce
   return isPostgresUrl(target) || target === ':memory:' ? target : path.resolve(target);
 }
 
+/**
+ * Queue mode runs predictions in worker processes, usually other containers:
+ * a SQLite ledger there is a file per worker, each with its own balances.
+ * Said once per location on stderr (Flowise's log), not refused: workers on
+ * one host sharing the file do work.
+ */
+function warnIfQueueModeSqlite(key: string, env: NodeJS.ProcessEnv): void {
+  if (env.MODE !== 'queue' || isPostgresUrl(key)) return;
+  process.emitWarning(
+    `flowise-billing: MODE=queue with a SQLite ledger (${key}). Main and every worker must share one ledger: unless they all run on this host with this file, set FLOWISE_BILLING_DB=postgres://… (or the URL in the Billing Ledger credential).`,
+    { code: 'FLOWISE_BILLING_SQLITE_IN_QUEUE_MODE' },
+  );
+}
+
 export function sharedLedger(location?: string | null, opts: { actor?: string } = {}): Promise<LedgerHandle> {
   const key = ledgerKey(location);
   let h = handles.get(key);
   if (!h) {
+    warnIfQueueModeSqlite(key, process.env);
     // Opened with the outbound-event hooks: alerts and refusals inside a prediction reach the webhook outbox in their own transaction.
     h = openWithEvents(key, { quotaActor: opts.actor ?? 'flowise' }).then(({ ledger, quota }) => ({ ledger, quota, location: ledger.location }));
     // A failed open (bad URL, database down) is not cached: the next prediction tries again.

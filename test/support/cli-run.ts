@@ -12,7 +12,7 @@ export interface CliResult {
 
 export function runCli(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
-  for (const k of ['FLOWISE_BILLING_DB', 'FLOWISE_BILLING_DEBUG', 'FLOWISE_BILLING_SQLITE_CHECKPOINT', 'FLOWISE_BILLING_TOKEN_SECRET', 'STRIPE_SECRET_KEY', 'STRIPE_API_BASE', 'COLUMNS']) {
+  for (const k of ['MODE', 'FLOWISE_BILLING_DB', 'FLOWISE_BILLING_DEBUG', 'FLOWISE_BILLING_SQLITE_CHECKPOINT', 'FLOWISE_BILLING_TOKEN_SECRET', 'STRIPE_SECRET_KEY', 'STRIPE_API_BASE', 'COLUMNS']) {
     if (opts.env?.[k] === undefined) delete env[k];
   }
   return new Promise((resolve, reject) => {
