@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { BillingError, BudgetExceededError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
+import { BillingError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
 import type { SqlConnection } from '../ledger/dialect';
 import { iso } from '../ledger/rows';
-import type { BudgetState } from '../ledger/types';
-import { formatUsd } from '../money';
+import { budgetRefusal, readAdmissionFunds } from './admission-funds';
 import { deliverAlerts, fireAlerts } from './alerts';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
@@ -52,7 +51,7 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
     // and conversation are read once the subscription row is locked).
     const view = q.ledger.view(c);
     const [funds, locked, read] = await Promise.all([
-      input.withAvailable ? view.budgetAndAvailableAt(input.customerId, at) : view.budgetAt(input.customerId, at).then((b) => (b ? { budget: b, available: undefined } : null)),
+      readAdmissionFunds(view, input, at),
       q.lockSub(c, input.customerId),
       planAndConversation(c, input.customerId, input.conversationId),
     ]);
@@ -141,13 +140,6 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
 async function refused(q: QuotaCore, c: SqlConnection, input: AdmitRunInput, at: number, error: BillingError): Promise<BillingError> {
   await q.opts.inTransaction?.(c, { kind: 'refused', customerId: input.customerId, conversationId: input.conversationId, error, at });
   return error;
-}
-
-/** A run may not start once the budget is fully used (spent + held); steps are capped by the ledger itself. */
-function budgetRefusal(b: BudgetState): BudgetExceededError | null {
-  if (b.budget === null) return null;
-  if (b.spent + b.held < b.budget) return null;
-  return new BudgetExceededError({ customerId: b.customerId, budgetUsd: formatUsd(b.budget), spentUsd: formatUsd(b.spent), heldUsd: formatUsd(b.held), requiredUsd: '0.00', periodEnd: b.periodEnd });
 }
 
 async function checkBudgetAlerts(q: QuotaCore, customerId: string, at: number): Promise<Alert[]> {

@@ -4,6 +4,7 @@ import { iso } from '../ledger/rows';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
 import type { Plan } from './plans';
+import { budgetRefusal, readAdmissionFunds } from './admission-funds';
 import { planAndConversation } from './session-rows';
 import { percent, readSubscription } from './subscription-rows';
 
@@ -98,53 +99,52 @@ export async function admitOptimistically(q: QuotaCore, input: AdmitRunInput, at
   let outcome;
   try {
     outcome = await q.write(async (c) => {
-      const view = q.ledger.view(c);
       const [funds, sub, read, fired] = await Promise.all([
-        input.withAvailable ? view.budgetAndAvailableAt(input.customerId, at) : view.budgetAt(input.customerId, at).then((b) => (b ? { budget: b, available: undefined } : null)),
+        readAdmissionFunds(q.ledger.view(c), input, at),
         readSubscription(c, input.customerId),
         planAndConversation(c, input.customerId, input.conversationId),
         firedThresholds(c, input.customerId),
       ]);
       const plan = read.plan;
       if (!funds || !sub || !plan || sub.status !== 'active' || at >= sub.periodEnd || plan.id !== sub.planId) return null;
-      const limit = plan.sessionsIncluded;
-      const common = {
-        tier: plan.id,
-        sessionsLimit: limit,
-        periodStart: iso(sub.periodStart),
-        periodEnd: iso(sub.periodEnd),
-        managedModels: plan.managedModels,
-        ...(funds.available !== undefined ? { available: funds.available } : {}),
-      };
-      const remaining = (used: number) => (limit === null ? null : Math.max(0, limit - used));
-      const budgeted = funds.budget.budget !== null;
+      const settled = { budgeted: funds.budget.budget !== null, plan, sub, available: funds.available };
       const conv = read.conversation;
       if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
         // Sent, not awaited: it leaves with COMMIT. Its failure is reported by the transaction.
         // Both statements look rows up by their keys only: kept prepared (a generic plan is right).
         const touched = c.query(TOUCH_SQL, [at, input.customerId, input.conversationId, conv.sessionId, input.customerId, plan.id, sub.periodEnd], { prepare: 'write' });
-        const admission: RunAdmission = { session: 'existing', sessionId: conv.sessionId, sessionsUsed: sub.sessionsUsed, sessionsRemaining: remaining(sub.sessionsUsed), ...common };
-        return { budgeted, counted: quiet(touched.then((r) => (r.length === 1 ? sub.sessionsUsed : null))), admission };
+        return { ...settled, session: 'existing' as const, sessionId: conv.sessionId, counted: quiet(touched.then((r) => (r.length === 1 ? sub.sessionsUsed : null))) };
       }
       const ceiling = fastPathCeiling(plan, fired);
       if (ceiling !== null && sub.sessionsUsed + 1 > ceiling) return null;
-      const b = funds.budget;
-      if (b.budget !== null && b.spent + b.held >= b.budget) return null;
+      if (budgetRefusal(funds.budget)) return null;
       const sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
       const rows = c.query(NEW_SESSION_SQL, [
         q.clock(), input.customerId, plan.id, sub.periodStart, sub.periodEnd, ceiling, ceiling,
         input.customerId, input.conversationId, sessionId, at, at, conv?.sessionId ?? null,
         input.customerId, input.conversationId, at, sub.periodStart,
       ], { prepare: 'write' });
-      const admission: RunAdmission = { session: 'new', sessionId, sessionsUsed: sub.sessionsUsed + 1, sessionsRemaining: remaining(sub.sessionsUsed + 1), ...common };
-      return { budgeted, counted: quiet(rows.then((r) => (r[0] ? Number(r[0].sessions_used) : null))), admission };
+      return { ...settled, session: 'new' as const, sessionId, counted: quiet(rows.then((r) => (r[0] ? Number(r[0].sessions_used) : null))) };
     });
     if (!outcome) return null;
+    // The count the write left (a continued session: the count read); null: the write's conditions failed.
     const used = await outcome.counted;
     if (used === null) return null;
-    const a = outcome.admission;
-    const limit = a.sessionsLimit;
-    return { budgeted: outcome.budgeted, admission: { ...a, sessionsUsed: used, sessionsRemaining: limit === null ? null : Math.max(0, limit - used) } };
+    const { plan, sub } = outcome;
+    const limit = plan.sessionsIncluded;
+    const admission: RunAdmission = {
+      session: outcome.session,
+      sessionId: outcome.sessionId,
+      tier: plan.id,
+      sessionsUsed: used,
+      sessionsLimit: limit,
+      sessionsRemaining: limit === null ? null : Math.max(0, limit - used),
+      periodStart: iso(sub.periodStart),
+      periodEnd: iso(sub.periodEnd),
+      managedModels: plan.managedModels,
+      ...(outcome.available !== undefined ? { available: outcome.available } : {}),
+    };
+    return { budgeted: outcome.budgeted, admission };
   } catch (e) {
     if ((e as { code?: unknown } | null)?.code === ABORTED) return null;
     throw e;
