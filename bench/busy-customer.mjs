@@ -14,6 +14,7 @@ import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { createDatabase } from '../test/e2e/queue-env.mjs';
 
 const require = createRequire(import.meta.url);
 const PROCS = Number(process.env.BENCH_PROCS ?? 2);
@@ -72,11 +73,8 @@ async function child() {
 
 async function main() {
   const schema = `bench_busy_${process.pid}`;
-  const admin = new pg.Client({ connectionString: BASE.replace(/\/[^/]*$/, '/postgres') });
-  await admin.connect();
-  const db = new URL(BASE).pathname.slice(1);
-  if (!(await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).rowCount) await admin.query(`CREATE DATABASE "${db}"`);
-  await admin.end();
+  // Created when missing and kept (bench/run.mjs's pgbench database): the returned drop is not called.
+  await createDatabase(BASE.replace(/\/[^/]*$/, '/postgres'), new URL(BASE).pathname.slice(1));
   const target = `${BASE}?schema=${schema}`;
   const { openLedger } = require('../dist/src/ledger/open.js');
   const { QuotaService } = require('../dist/src/quota/service.js');
