@@ -344,8 +344,7 @@ try {
     const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
     log(`read + write system calls per prediction (independent of other jobs' load, not of this run's rate): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
   }
-  for (const v of VARIANTS.filter((x) => x === 'fat' || x === 'variant')) {
-    if (!VARIANTS.includes('off')) break;
+  for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant') : []) {
     const r = mean(rates[v]) / mean(rates.off);
     log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${v === 'variant' ? '; the model swapped for its metered variant, no extra node' : ''})`);
   }
