@@ -9,12 +9,13 @@
 // every millisecond or so, as a Flowise worker's is at saturation: an answer waits for the loop, and a lock
 // held across it is held that much longer. BENCH_MEASURES (admissions,pairs) picks the measures.
 //   npm run build && node bench/busy-customer.mjs
-// Env: BENCH_PG (postgres://postgres@127.0.0.1:5432/flowise_billing_bench; a schema is made and dropped).
+// Env: BENCH_PG (postgres://postgres@127.0.0.1:5432/flowise_billing_bench, created when missing; a schema is made and
+// dropped). FB_BACKENDS without postgres skips it.
 import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { createDatabase } from '../test/e2e/queue-env.mjs';
+import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 
 const require = createRequire(import.meta.url);
 const PROCS = Number(process.env.BENCH_PROCS ?? 2);
@@ -73,8 +74,8 @@ async function child() {
 
 async function main() {
   const schema = `bench_busy_${process.pid}`;
-  // Created when missing and kept (bench/run.mjs's pgbench database): the returned drop is not called.
-  await createDatabase(BASE.replace(/\/[^/]*$/, '/postgres'), new URL(BASE).pathname.slice(1));
+  // Created when missing and kept, as bench/run.mjs keeps its pgbench database.
+  await ensurePgDatabaseOrExit(BASE, { what: 'This benchmark measures PostgreSQL', skip: 'FB_BACKENDS=sqlite npm run bench' });
   const target = `${BASE}?schema=${schema}`;
   const { openLedger } = require('../dist/src/ledger/open.js');
   const { QuotaService } = require('../dist/src/quota/service.js');
@@ -129,4 +130,6 @@ async function main() {
 }
 
 if (process.argv.includes('--child')) await child();
-else await main();
+else if (process.env.FB_BACKENDS && !process.env.FB_BACKENDS.split(',').some((b) => b.trim() === 'postgres')) {
+  console.log(`busy customer: not run (PostgreSQL only; FB_BACKENDS=${process.env.FB_BACKENDS})`);
+} else await main();

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 
 const require = createRequire(import.meta.url);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -21,6 +22,7 @@ const { openLedger } = require(path.join(dist, 'src/ledger/open.js'));
 const pg = require('pg');
 
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
+await ensurePgDatabaseOrExit(PG, { what: 'This benchmark measures PostgreSQL', skip: 'node bench/sqlite-cost.mjs' });
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 2000);
 const app = `fb_cost_${process.pid}`;
 const schema = `cost_${process.pid}_${Date.now()}`;

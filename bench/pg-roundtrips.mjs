@@ -6,12 +6,14 @@
 // INSERT, which waits for the WAL fsync), measured on the same connection.
 // Env: FB_TEST_PG_URL, BENCH_PAIRS (default 500).
 import { createRequire } from 'node:module';
+import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 
 const require = createRequire(import.meta.url);
 const pg = require('pg');
 const { openLedger } = require('../dist/src/ledger/open.js');
 
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
+await ensurePgDatabaseOrExit(PG, { what: 'This benchmark measures PostgreSQL', skip: 'node bench/sqlite-cost.mjs' });
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 500);
 const schema = `rt_${process.pid}_${Date.now()}`;
 

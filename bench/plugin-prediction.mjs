@@ -16,12 +16,14 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { createRequire } from 'node:module';
+import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 
 const require = createRequire(import.meta.url);
 const pg = require('pg');
 const { sharedLedger, openFlowRun, flowRunKey, closeSharedLedgers } = require('../dist/src/plugin/index.js');
 
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
+await ensurePgDatabaseOrExit(PG, { what: 'This benchmark measures PostgreSQL', skip: 'node bench/sqlite-cost.mjs' });
 const N = Number(process.env.BENCH_PREDICTIONS ?? 400);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
 const schema = `pp_${process.pid}_${Date.now()}`;

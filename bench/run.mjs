@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 
 const require = createRequire(import.meta.url);
 const { openLedger } = require('../dist/src/ledger/open.js');
@@ -21,6 +22,7 @@ const { Client } = require('pg');
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
+const BENCH_USAGE = { what: 'The ledger benchmarks run against SQLite and PostgreSQL', skip: 'FB_BACKENDS=sqlite npm run bench' };
 const MEMORY_PAIRS = Number(process.env.BENCH_MEMORY_PAIRS ?? 1_000_000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
 const only = process.env.FB_BACKENDS?.split(',');
@@ -236,6 +238,7 @@ const cases = [
   [32, 4],
 ];
 for (const b of backends) {
+  if (b.name === 'postgres') await ensurePgDatabaseOrExit(PG, BENCH_USAGE);
   const ledger = await openLedger(b.target(), b.opts);
   console.log(b.label);
   if (b.name === 'postgres') await preparePgbench();

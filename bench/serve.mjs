@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 import autocannon from 'autocannon';
 
 const require = createRequire(import.meta.url);
@@ -83,6 +84,7 @@ const fmt = (r) => `${String(r.perSec).padStart(7)} /s  p99 ${r.p99.toFixed(2).p
 console.log(`flowise-billing serve benchmark — ${os.cpus().length} cores, ${SECONDS}s per measurement, ${CONNECTIONS} concurrent clients, node ${process.version}`);
 console.log('each row: the ledger called in-process (baseline) | the same operation through `serve` over HTTP (autocannon)\n');
 for (const b of backends) {
+  if (b.name === 'postgres') await ensurePgDatabaseOrExit(PG, { what: 'The serve benchmarks run against SQLite and PostgreSQL', skip: 'FB_BACKENDS=sqlite npm run bench' });
   // Baseline: the ledger in-process, on its own database.
   const ledger = await openLedger(b.target('direct'));
   for (const id of CUSTOMERS) {
