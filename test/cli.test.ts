@@ -1,7 +1,9 @@
+import { execSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliCommand } from '../src/cli/demo';
 import { LEDGER_SCHEMA, SCHEMA_VERSION } from '../src/ledger/migrations';
 import { QUOTA_SCHEMA } from '../src/quota/schema';
 import { STRIPE_SCHEMA } from '../src/stripe/schema';
@@ -347,6 +349,12 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(help.stdout).toContain('statement');
   });
 
+  it('demo: names the CLI as the reader can type it again', () => {
+    expect(cliCommand('/usr/local/bin/flowise-billing')).toBe('flowise-billing');
+    expect(cliCommand('/srv/app/node_modules/.bin/flowise-billing')).toBe('flowise-billing');
+    expect(cliCommand(CLI_MAIN)).toBe('npx flowise-billing');
+  });
+
   it('demo: runs the story to INSUFFICIENT_FUNDS on a fresh temporary ledger', async () => {
     const human = await run(['demo']);
     expect(human.code, human.stderr).toBe(0);
@@ -359,6 +367,13 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(human.stdout).not.toContain('MISMATCH');
     const location = /ledger\s+sqlite at (\S+)/.exec(human.stdout)?.[1];
     expect(location && location.startsWith(os.tmpdir())).toBe(true);
+    // The footer's commands run as printed: started as `node dist/…/main.js` (npm run demo in a clone, where no
+    // flowise-billing is on the PATH), they go through npx.
+    const again = human.stdout.split('\n').filter((l) => l.includes(' --db ')).map((l) => l.trim());
+    expect(again).toHaveLength(2);
+    expect(again[0]).toMatch(/^npx flowise-billing --db \S+ statement demo-acme$/);
+    const statement = execSync(again[0]!, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MODE: '' } });
+    expect(statement).toMatch(/balance\s+\$0\.125/);
     fs.rmSync(path.dirname(location!), { recursive: true, force: true });
 
     const demoDb = path.join(tmp, 'demo.sqlite');

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { isBillingError } from '../errors';
 import type { Ledger } from '../ledger/types';
 import type { Charge } from '../ledger/types';
@@ -269,7 +270,8 @@ export async function runDemo(ledger: Ledger, steps: readonly DemoStep[] = DEMO_
       ['rate card', card.version],
       ['customer', customerId],
     ]);
-  const footer = `Explore it yourself:\n  flowise-billing --db ${quoteArg(ledger.location)} statement ${customerId}\n  flowise-billing --db ${quoteArg(ledger.location)} price Zipper 50`;
+  const cli = cliCommand();
+  const footer = `Explore it yourself:\n  ${cli} --db ${quoteArg(ledger.location)} statement ${customerId}\n  ${cli} --db ${quoteArg(ledger.location)} price Zipper 50`;
 
   return {
     json: {
@@ -289,6 +291,16 @@ export async function runDemo(ledger: Ledger, steps: readonly DemoStep[] = DEMO_
     },
     text: [header, ...sections, footer].join('\n\n'),
   };
+}
+
+/**
+ * The CLI as the reader can type it again: its own name when this process
+ * came in through the installed `flowise-billing` bin, else `npx
+ * flowise-billing` (a clone's `npm run demo` runs dist/ directly, and no
+ * `flowise-billing` is on the PATH there; npx finds the project's own bin).
+ */
+export function cliCommand(script: string = process.argv[1] ?? ''): string {
+  return path.basename(script) === 'flowise-billing' ? 'flowise-billing' : 'npx flowise-billing';
 }
 
 function quoteArg(s: string): string {
