@@ -18,7 +18,10 @@
 // to profile one variant without the other's samples; `fat` adds the plain flow carrying the billing nodes'
 // saved data where Flowise ignores it, so its flowData is the metered one's size: fat − off is what those bytes
 // cost, on − fat what running the two nodes and the ledger costs; `variant` is the plain flow with ChatOpenAI
-// swapped for OpenAI (metered), examples/metered-chatflow.json: metering with no node of its own).
+// swapped for OpenAI (metered), examples/metered-chatflow.json: metering with no node of its own; `variantfat` is
+// the plain flow carrying what the variant's node saves beyond ChatOpenAI's (its billing inputs' definitions and
+// values) where Flowise ignores it: variantfat − off is what the variant's bytes cost, variant − variantfat what
+// running its metering costs).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -41,7 +44,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
-const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant'].includes(v));
+const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant', 'variantfat'].includes(v));
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -109,7 +112,16 @@ function flows(ids, basepath) {
     n.data.credential = ids.openai;
     Object.assign(n.data.inputs, { basepath, billingLedgerCredential: ids.ledger }, JSON.parse(process.env.BENCH_VARIANT_INPUTS ?? '{}'));
   }
-  return { metered, plain, fat, variant };
+  // The plain flow as large as the variant: ChatOpenAI carries the variant node's billing inputs (definitions
+  // and values, what ChatOpenAI lacks) under a key nothing reads.
+  const variantfat = structuredClone(plain);
+  const metNode = variant.nodes.find((n) => n.data.name === 'chatOpenAIMetered');
+  const own = new Set(openai.data.inputParams.map((p) => p.name));
+  variantfat.nodes.find((n) => n.id === openai.id).data.unusedBillingPadding = {
+    inputParams: metNode.data.inputParams.filter((p) => !own.has(p.name)),
+    inputs: Object.fromEntries(Object.entries(metNode.data.inputs).filter(([k]) => !own.has(k))),
+  };
+  return { metered, plain, fat, variant, variantfat };
 }
 
 /** A client of the PostgreSQL server's maintenance database (statistics, backend pids). */
@@ -292,9 +304,10 @@ try {
   const off = (await client.createChatflow({ name: 'bench plain', flowData: f.plain, type: 'CHATFLOW' })).id;
   const fat = (await client.createChatflow({ name: 'bench plain, metered size', flowData: f.fat, type: 'CHATFLOW' })).id;
   const variant = (await client.createChatflow({ name: 'bench metered variant', flowData: f.variant, type: 'CHATFLOW' })).id;
-  for (const id of [on, off, fat, variant]) await client.updateChatflow(id, { apiConfig });
-  const flowIds = { off, on, fat, variant };
-  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant' }[v]]).length}`).join(', ')}`);
+  const variantfat = (await client.createChatflow({ name: 'bench plain, metered variant size', flowData: f.variantfat, type: 'CHATFLOW' })).id;
+  for (const id of [on, off, fat, variant, variantfat]) await client.updateChatflow(id, { apiConfig });
+  const flowIds = { off, on, fat, variant, variantfat };
+  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant', variantfat: 'variantfat' }[v]]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
   log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
@@ -344,9 +357,9 @@ try {
     const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
     log(`read + write system calls per prediction (independent of other jobs' load, not of this run's rate): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
   }
-  for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant') : []) {
+  for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant' || x === 'variantfat') : []) {
     const r = mean(rates[v]) / mean(rates.off);
-    log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${v === 'variant' ? '; the model swapped for its metered variant, no extra node' : ''})`);
+    log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${{ variant: '; the model swapped for its metered variant, no extra node', variantfat: "; the plain flow carrying the variant's saved billing inputs, not run" }[v] ?? ''})`);
   }
   log(`BullMQ job bytes (data, returnvalue): ${jobBytes(topo.redis, flowIds)}`);
   let held = 0n;
