@@ -10,7 +10,9 @@
 // main, the workers and the PostgreSQL backends (system calls move far less with the machine's load than time,
 // but both grow when fewer predictions share a wake-up: a slower variant pays more per prediction for the same work).
 // Env: BENCH_CLIENTS (32), BENCH_SECONDS per round (15), BENCH_ROUNDS per variant (2),
-// BENCH_MODEL_DELAY_MS (20), BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
+// BENCH_MODEL_DELAY_MS (20), BENCH_MESSAGES (1: every prediction a new conversation, so every admission opens a
+// session; N: each client's conversations take N predictions, the later ones continuing the session),
+// BENCH_CUSTOMERS (1: every prediction bills one customer, the contended
 // case; N: client i bills customer i mod N), BENCH_PG (postgres://postgres@127.0.0.1:5432; a database is created
 // and dropped), FLOWISE_BILLING_CACHE (the Flowise install to use), BENCH_CPU_PROF (a directory: main and
 // the workers run with --cpu-prof and write their profiles under <dir>/main and <dir>/workers when they stop,
@@ -44,6 +46,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
+const MESSAGES = Math.max(1, Number(process.env.BENCH_MESSAGES ?? 1));
 const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant', 'variantfat'].includes(v));
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
@@ -202,9 +205,16 @@ async function round(client, flowId, tokens, label) {
   await Promise.all(
     Array.from({ length: CLIENTS }, async (_, c) => {
       const token = tokens[c % tokens.length];
+      // Each conversation takes MESSAGES predictions in a row: its first opens a session, the others continue it.
+      let chatId = '';
+      let left = 0;
       while (Date.now() < until) {
         const k = seq++;
-        const r = await client.predict(flowId, { question: `bench question ${k}`, chatId: `${label}-${k}-${Date.now()}`, overrideConfig: { vars: { billingToken: token } } }, { allowError: true });
+        if (left-- <= 0) {
+          chatId = `${label}-${k}-${Date.now()}`;
+          left = MESSAGES - 1;
+        }
+        const r = await client.predict(flowId, { question: `bench question ${k}`, chatId, overrideConfig: { vars: { billingToken: token } } }, { allowError: true });
         if (r.status === 200 && String(r.data?.text).startsWith('echo:')) ok++;
         else {
           failed++;
@@ -310,7 +320,7 @@ try {
   log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant', variantfat: 'variantfat' }[v]]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
-  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
+  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${MESSAGES} prediction(s) per conversation, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
   // warm-up: both flows load, connections open
   for (const v of VARIANTS) await round(client, flowIds[v], tokens, `warm-${v}`).catch(() => 0);
   const perVariant = () => Object.fromEntries(VARIANTS.map((v) => [v, []]));
