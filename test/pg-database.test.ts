@@ -62,5 +62,9 @@ describe.skipIf(process.env.FB_BACKENDS !== undefined && !process.env.FB_BACKEND
     expect(err!.message).toContain('FB_TEST_PG_URL');
     expect(err!.message).toContain('FB_BACKENDS=sqlite npm test');
     expect(err!.message).not.toContain('s3cret');
+    // Where there is no SQLite side (queue mode's topology), the error offers none.
+    const bare = await ensurePgDatabase('postgres://bench@127.0.0.1:1/whatever', { what: 'Queue mode needs PostgreSQL' }).catch((e: Error) => e);
+    expect((bare as Error).message).toContain('Queue mode needs PostgreSQL. Either:');
+    expect((bare as Error).message).not.toContain('SQLite side');
   });
 });

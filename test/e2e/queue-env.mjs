@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
+import { ensurePgDatabase } from '../support/pg-database.mjs';
 import { ensureFlowise, freePort, startFlowise } from './flowise-env.mjs';
 
 const ROOT = path.resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
@@ -112,14 +113,9 @@ export async function startRedis({ log = say } = {}) {
 
 /** Creates a database if missing on the server `adminUrl` names; returns a function that drops it. */
 export async function createDatabase(adminUrl, name) {
-  const c = new pg.Client({ connectionString: adminUrl });
-  await c.connect();
-  try {
-    const { rowCount } = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (!rowCount) await c.query(`CREATE DATABASE "${name}"`);
-  } finally {
-    await c.end();
-  }
+  const target = new URL(adminUrl);
+  target.pathname = `/${encodeURIComponent(name)}`;
+  await ensurePgDatabase(target.toString(), { what: "Queue mode keeps Flowise's database and the ledger on PostgreSQL" });
   return async () => {
     const d = new pg.Client({ connectionString: adminUrl });
     await d.connect();

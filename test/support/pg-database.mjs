@@ -10,7 +10,8 @@ export function describeServer(url) {
 
 /**
  * Creates the database `connectionString` names if it is missing. `usage` is who needs it, for the error:
- * { what: 'The storage tests run against SQLite and PostgreSQL', skip: 'FB_BACKENDS=sqlite npm test' }. Resolves to true when it created it.
+ * { what: 'The storage tests run against SQLite and PostgreSQL', skip: 'FB_BACKENDS=sqlite npm test' } (`skip`
+ * only where there is a SQLite side). Resolves to true when it created it.
  */
 export async function ensurePgDatabase(connectionString, usage) {
   const url = new URL(connectionString);
@@ -29,7 +30,7 @@ export async function ensurePgDatabase(connectionString, usage) {
         `${usage.what}. Either:`,
         '  - start a server with trust auth on 127.0.0.1:5432 (Debian: `pg_ctlcluster <version> main start`, or `bash .ci/run` which does it),',
         '  - or point FB_TEST_PG_URL at one (postgres://user@host:port/database; the database is created if missing),',
-        `  - or run only the SQLite side: ${usage.skip}.`,
+        ...(usage.skip ? [`  - or run only the SQLite side: ${usage.skip}.`] : []),
       ].join('\n'),
     );
   }
