@@ -11,12 +11,14 @@
 // BENCH_SESSIONS (0: the guard counts no sessions, so the precheck is a balance read instead of the
 // admission), BENCH_PRECHECK (0: no guard at all, only the model call's hold and settle and the run's end):
 // the differences are what the admission and the guard cost. BENCH_CUSTOMERS (1: every prediction bills one
-// customer, whose subscription row every admission locks; N: prediction k bills customer k mod N).
+// customer, whose subscription row every admission locks; N: prediction k bills customer k mod N),
+// BENCH_HISTORY (20000 customers' top-ups seeded and the database analyzed first; 0: a fresh ledger).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { createRequire } from 'node:module';
 import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
+import { analyzeDatabase, seedHistory } from './ledger-history.mjs';
 
 const require = createRequire(import.meta.url);
 const pg = require('pg');
@@ -61,6 +63,14 @@ for (const id of customers) {
   await ledger.createCustomer({ id });
   await ledger.topUp({ customerId: id, amount: 1_000_000n * 1_000_000_000n, idempotencyKey: `${id}-topup` });
   await quota.subscribe({ customerId: id, planId: 'bench' });
+}
+
+// A ledger with a past (bench/ledger-history.mjs): BENCH_HISTORY (20000; 0: a fresh ledger) customers
+// topped up, then ANALYZE, as autovacuum would have by then.
+const HISTORY = Number(process.env.BENCH_HISTORY ?? 20000);
+if (HISTORY > 0) {
+  await seedHistory(ledger, HISTORY);
+  await analyzeDatabase(PG);
 }
 
 /** One prediction as Quota Guard + Metered Chat Model drive it (one model call, instant answer). */

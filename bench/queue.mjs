@@ -23,7 +23,9 @@
 // swapped for OpenAI (metered), examples/metered-chatflow.json: metering with no node of its own; `variantfat` is
 // the plain flow carrying what the variant's node saves beyond ChatOpenAI's (its billing inputs' definitions and
 // values) where Flowise ignores it: variantfat − off is what the variant's bytes cost, variant − variantfat what
-// running its metering costs).
+// running its metering costs), BENCH_HISTORY (20000 customers' top-ups in the ledger and the database analyzed
+// before the rounds, bench/ledger-history.mjs: a ledger in use, not one planned for empty tables; 0: fresh), BENCH_LEDGER (an SQLite file for the ledger instead of a PostgreSQL schema: a
+// diagnostic, not a deployment, its cheap writes bound what metering costs without its PostgreSQL transactions).
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -33,6 +35,7 @@ import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { api } from '../test/e2e/flowise-env.mjs';
 import { startQueueTopology } from '../test/e2e/queue-env.mjs';
+import { analyzeDatabase, seedHistory } from './ledger-history.mjs';
 
 const require = createRequire(import.meta.url);
 const { openLedger } = require('../dist/src/ledger/open.js');
@@ -46,6 +49,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
+const HISTORY = Number(process.env.BENCH_HISTORY ?? 20000);
 const MESSAGES = Math.max(1, Number(process.env.BENCH_MESSAGES ?? 1));
 const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant', 'variantfat'].includes(v));
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
@@ -287,6 +291,7 @@ const model = await modelServer();
 const topo = await startQueueTopology({
   pg: { host: pgUrl.hostname, port: Number(pgUrl.port || 5432), user: decodeURIComponent(pgUrl.username || 'postgres'), password: decodeURIComponent(pgUrl.password) },
   workers: 2,
+  ...(process.env.BENCH_LEDGER ? { ledgerUrl: path.resolve(process.env.BENCH_LEDGER) } : {}),
   workerNodeArgs: cpuProf('workers'),
   mainNodeArgs: cpuProf('main'),
   log: () => undefined,
@@ -301,6 +306,10 @@ try {
     await ledger.createCustomer({ id });
     await ledger.topUp({ customerId: id, amount: 1_000_000n * 1_000_000_000n, idempotencyKey: `${id}-topup` });
     await quota.subscribe({ customerId: id, planId: 'bench' });
+  }
+  if (HISTORY > 0 && /^postgres/i.test(ledgerUrl)) {
+    await seedHistory(ledger, HISTORY);
+    await analyzeDatabase(ledgerUrl);
   }
   const client = api(topo.url);
   await client.setup();
@@ -320,7 +329,7 @@ try {
   log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant', variantfat: 'variantfat' }[v]]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
-  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${MESSAGES} prediction(s) per conversation, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, Node ${process.version} (client)`);
+  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${MESSAGES} prediction(s) per conversation, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, ledger ${HISTORY > 0 && /^postgres/i.test(ledgerUrl) ? `with ${HISTORY} customers' history, analyzed` : 'fresh'}, Node ${process.version} (client)`);
   // warm-up: both flows load, connections open
   for (const v of VARIANTS) await round(client, flowIds[v], tokens, `warm-${v}`).catch(() => 0);
   const perVariant = () => Object.fromEntries(VARIANTS.map((v) => [v, []]));

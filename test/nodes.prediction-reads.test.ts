@@ -5,8 +5,10 @@ import { createRequire } from 'node:module';
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { credentialData, type FlowiseComponents } from '../nodes/shared/flowise';
-import { credentialAndAnalytic } from '../nodes/shared/prediction-reads';
+import { credentialData, flowise, type FlowiseComponents } from '../nodes/shared/flowise';
+import { analyticReadWith, credentialAndAnalytic } from '../nodes/shared/prediction-reads';
+import { predictionRun, predictionRunKey, runSchema } from '../nodes/shared/prediction-run';
+import { sharedRead, z } from '../src/plugin';
 import { PG_BASE_URL } from './support/backends';
 import { FLOWISE_CACHE } from './support/flowise-cache';
 
@@ -20,7 +22,8 @@ const FLOWISE = FLOWISE_CACHE;
 const flowisePkg = path.join(FLOWISE, 'node_modules', 'flowise', 'package.json');
 const installed = fs.existsSync(flowisePkg);
 
-const schema = `pr_${process.pid}_${Date.now().toString(36)}`;
+const schemaBase = `pr_${process.pid}_${Date.now().toString(36)}`;
+let schemas = 0;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-prediction-reads-'));
 const cleanups: Array<() => Promise<void>> = [];
 afterAll(async () => {
@@ -42,6 +45,7 @@ async function flowiseDatabase(kind: 'sqlite' | 'postgres') {
     // TypeORM's SQLite drivers quote and bind alike; this one is this package's (the install's sqlite3 is built for its Node 24).
     config = { type: 'better-sqlite3', database: path.join(tmp, `${randomUUID()}.sqlite`), driver: require('better-sqlite3') };
   } else {
+    const schema = `${schemaBase}_${++schemas}`;
     const c = new Client({ connectionString: PG_BASE_URL });
     await c.connect();
     await c.query(`CREATE SCHEMA ${schema}`);
@@ -85,6 +89,50 @@ describe.skipIf(!installed).each(['sqlite', 'postgres'] as const)('a prediction�
     const other = { ...options, chatflowid: randomUUID() };
     const again = await f.creds.save(f.creds.create({ name: 'Billing ledger', credentialName: 'billingLedger', encryptedData: f.encrypt({ billingTokenSecret: 's3' }), workspaceId: 'w' }));
     expect(await credentialAndAnalytic(again.id, other, f.components)).toEqual({ data: { billingTokenSecret: 's3' }, analytic: null });
+  });
+});
+
+describe.skipIf(!installed).each(['sqlite', 'postgres'] as const)('a metered variant’s Billing Ledger credential (%s)', (kind) => {
+  it('is read with the chatflow’s analytics settings in one statement, once per prediction', { timeout: 120_000 }, async () => {
+    const f = await flowiseDatabase(kind);
+    const langfuse = JSON.stringify({ langFuse: { credentialId: 'lf-1', status: true } });
+    const flow = await f.flows.save(f.flows.create({ name: 'f', flowData: '{}', analytic: langfuse, type: 'CHATFLOW', workspaceId: 'w' }));
+    const cred = await f.creds.save(f.creds.create({ name: 'Billing ledger', credentialName: 'billingLedger', encryptedData: f.encrypt({ ledgerDatabase: 'x.db', billingTokenSecret: 's1' }), workspaceId: 'w' }));
+    const realComponents = flowise.components;
+    flowise.components = () => f.components;
+    const perRow = vi.spyOn(flowise, 'getCredentialData');
+    const statements = vi.spyOn(f.ds, 'query');
+    try {
+      const node = { label: 'OpenAI (metered)', name: 'chatOpenAIMetered' };
+      const inputs = z.object(runSchema).parse({ billingLedgerCredential: cred.id });
+      const options = { appDataSource: f.ds, databaseEntities: { ChatFlow: f.ChatFlow, Credential: f.Credential }, chatflowid: flow.id, chatId: `chat-${kind}` };
+      const logger = { warn: () => undefined, error: () => undefined };
+      const nodeData = { id: 'n1', inputs: {} } as never;
+      await predictionRun(node, inputs, nodeData, options, 'question 1', logger);
+      // A second metered node of the same prediction: no read of its own.
+      await predictionRun(node, inputs, nodeData, options, 'question 1', logger);
+      expect(statements).toHaveBeenCalledTimes(1);
+      expect(String(statements.mock.calls[0]![0])).toMatch(/credential[\s\S]*chat_flow/i);
+      expect(perRow).not.toHaveBeenCalled();
+      // What the run opens with: the credential, and the analytics settings read with it (no read of the chatflow of its own).
+      const read = await sharedRead('ledgerCredential', `${cred.id}\u0000${predictionRunKey(options, 'question 1')}`, 5_000, () => Promise.reject(new Error('not shared')));
+      expect(read).toEqual({ ledgerDatabase: 'x.db', tokenSecret: 's1' });
+      expect(analyticReadWith(read as object)).toBe(langfuse);
+
+      // The next prediction reads again (an edited credential applies at once); a deleted one is named, and not kept.
+      await f.creds.update({ id: cred.id }, { encryptedData: f.encrypt({ ledgerDatabase: 'y.db', billingTokenSecret: 's2' }) });
+      await predictionRun(node, inputs, nodeData, options, 'question 2', logger);
+      expect(statements).toHaveBeenCalledTimes(2);
+      await f.creds.delete({ id: cred.id });
+      await expect(predictionRun(node, inputs, nodeData, options, 'question 3', logger)).rejects.toThrow('OpenAI (metered): the selected Billing Ledger credential was not found');
+      await expect(predictionRun(node, inputs, nodeData, options, 'question 3', logger)).rejects.toThrow('was not found');
+      expect(statements).toHaveBeenCalledTimes(4);
+      await expect(predictionRun(node, z.object(runSchema).parse({}), nodeData, options, 'question 4', logger)).rejects.toThrow('select a Billing Ledger credential (input "Billing Ledger")');
+    } finally {
+      flowise.components = realComponents;
+      perRow.mockRestore();
+      statements.mockRestore();
+    }
   });
 });
 

@@ -99,7 +99,7 @@ const DECRYPTED_MAX = 64;
  * derivation each time: about 0.1–0.3 ms, once or twice per metered
  * prediction) is done only when the stored ciphertext changed.
  */
-export async function credentialData(credentialId: string, options: ICommonObject, fc: FlowiseComponents = flowiseComponents()): Promise<ICommonObject> {
+export async function credentialData(credentialId: string, options: ICommonObject, fc: FlowiseComponents = flowise.components()): Promise<ICommonObject> {
   const entity = options?.databaseEntities?.Credential;
   if (!credentialId || !options?.appDataSource || !entity || typeof fc.decryptCredentialData !== 'function') return fc.getCredentialData(credentialId, options);
   const row = (await options.appDataSource.getRepository(entity).findOneBy({ id: credentialId })) as { encryptedData?: unknown } | null;
@@ -124,12 +124,13 @@ export async function decryptedRow(credentialId: string, encryptedData: unknown,
 }
 
 /** flowise-components' decryption of a credential row, when this Flowise exports it. */
-export function credentialDecryption(fc: FlowiseComponents = flowiseComponents()): ((encryptedData: string) => Promise<ICommonObject>) | undefined {
+export function credentialDecryption(fc: FlowiseComponents = flowise.components()): ((encryptedData: string) => Promise<ICommonObject>) | undefined {
   return typeof fc.decryptCredentialData === 'function' ? (enc) => fc.decryptCredentialData!(enc) : undefined;
 }
 
 /** Seams for tests; the defaults call Flowise. */
 export const flowise = {
+  components: (): FlowiseComponents => flowiseComponents(),
   getCredentialData: (credentialId: string, options: ICommonObject): Promise<ICommonObject> => credentialData(credentialId, options),
 };
 

@@ -60,13 +60,24 @@ export async function listBillingLedgers(_nodeData: unknown, options: ICommonObj
   return (rows as Array<{ id: string; name: string }>).map((r) => ({ label: r.name, name: r.id }));
 }
 
-/** The selected Billing Ledger credential, read server-side; its secret is never logged. */
-async function ledgerCredentialById(label: string, id: string | undefined, options: ICommonObject): Promise<LedgerCredential> {
-  if (!id) throw new Error(`${label}: select a Billing Ledger credential (input "Billing Ledger")`);
-  const data = await flowise.getCredentialData(id, options);
-  if (!data || Object.keys(data).length === 0) throw new Error(`${label}: the selected Billing Ledger credential was not found`);
-  const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
-  return { ledgerDatabase: str(data.ledgerDatabase), tokenSecret: str(data.billingTokenSecret) };
+/**
+ * The selected Billing Ledger credential, read server-side (its secret is never
+ * logged) once per prediction, with the chatflow's analytics settings in the
+ * same statement where Flowise allows it, as predictionCredential reads a
+ * guard's: apart, the two are two statements and two transactions on
+ * Flowise's database for every prediction.
+ */
+function ledgerCredentialById(label: string, id: string | undefined, options: ICommonObject, input: string): Promise<LedgerCredential> {
+  if (!id) return Promise.reject(new Error(`${label}: select a Billing Ledger credential (input "Billing Ledger")`));
+  return sharedRead('ledgerCredential', `${id}\u0000${predictionRunKey(options, input)}`, CREDENTIAL_SHARE_MS, async () => {
+    const joint = await credentialAndAnalytic(id, options);
+    const data = joint ? joint.data : await flowise.getCredentialData(id, options);
+    if (!data || Object.keys(data).length === 0) throw new Error(`${label}: the selected Billing Ledger credential was not found`);
+    const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
+    const credential: LedgerCredential = { ledgerDatabase: str(data.ledgerDatabase), tokenSecret: str(data.billingTokenSecret) };
+    if (joint) keepAnalyticWith(credential, joint.analytic);
+    return credential;
+  });
 }
 
 /**
@@ -127,7 +138,7 @@ export async function predictionRun(
   logger: Logger,
   extra: { maxOutputTokensCap?: number } = {},
 ): Promise<() => Promise<FlowRun>> {
-  const cred = await ledgerCredentialById(node.label, i[LEDGER_INPUT], options);
+  const cred = await ledgerCredentialById(node.label, i[LEDGER_INPUT], options, input);
   const messages = refusalMessages(i);
   const who = customerFor(i, cred, nodeData, options, logger, messages);
   let run: Promise<FlowRun> | undefined;
