@@ -23,8 +23,8 @@
 // swapped for OpenAI (metered), examples/metered-chatflow.json: metering with no node of its own; `variantfat` is
 // the plain flow carrying what the variant's node saves beyond ChatOpenAI's (its billing inputs' definitions and
 // values) where Flowise ignores it: variantfat − off is what the variant's bytes cost, variant − variantfat what
-// running its metering costs), BENCH_HISTORY (20000 customers' top-ups in the ledger and the database analyzed
-// before the rounds, bench/ledger-history.mjs: a ledger in use, not one planned for empty tables; 0: fresh), BENCH_LEDGER (an SQLite file for the ledger instead of a PostgreSQL schema: a
+// running its metering costs), BENCH_HISTORY (0; N: N customers' top-ups in the ledger and the database analyzed
+// before the rounds, bench/ledger-history.mjs: a ledger in use, not one planned for empty tables), BENCH_LEDGER (an SQLite file for the ledger instead of a PostgreSQL schema: a
 // diagnostic, not a deployment, its cheap writes bound what metering costs without its PostgreSQL transactions).
 import fs from 'node:fs';
 import http from 'node:http';
@@ -49,7 +49,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
-const HISTORY = Number(process.env.BENCH_HISTORY ?? 20000);
+const HISTORY = Number(process.env.BENCH_HISTORY ?? 0);
 const MESSAGES = Math.max(1, Number(process.env.BENCH_MESSAGES ?? 1));
 const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant', 'variantfat'].includes(v));
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
