@@ -364,12 +364,20 @@ try {
       log(`  read + write system calls per prediction: main ${k('main')}, workers ${k('workers')}, PostgreSQL ${k('postgres')}; PostgreSQL transactions ${mean(tx[v]).toFixed(1)}`);
     }
   }
+  /** Each round's ratio to the plain flow's round next to it: how far one run's figure can be trusted on this machine. */
+  const spread = (v) => {
+    if (ROUNDS < 2) return '';
+    const each = rates[v].map((x, i) => x / rates.off[i]);
+    const sorted = [...each].sort((a, b) => a - b);
+    const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+    return `\n  by round: ${each.map((x) => x.toFixed(3)).join(', ')} (median ${median.toFixed(3)}; rounds that differ this much mean a difference of a few % is noise here)`;
+  };
   if (VARIANTS.includes('off') && VARIANTS.includes('on')) {
     const offMean = mean(rates.off);
     const onMean = mean(rates.on);
     log(`metering off (baseline): ${offMean.toFixed(1)} predictions/s`);
     log(`metering on:             ${onMean.toFixed(1)} predictions/s`);
-    log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)`);
+    log(`ratio on/off: ${(onMean / offMean).toFixed(3)}  (metering costs ${((1 - onMean / offMean) * 100).toFixed(1)} % of throughput; goal < 10 %)${spread('on')}`);
     log(`CPU per prediction: off ${mean(cpu.off).toFixed(1)} ms, on ${mean(cpu.on).toFixed(1)} ms (ratio off/on ${(mean(cpu.off) / mean(cpu.on)).toFixed(3)}: the throughput ratio a CPU-bound machine would show)`);
     const part = (v, k) => mean(parts[v].map((p) => p[k])).toFixed(1);
     log(`  of which main ${part('off', 'main')} → ${part('on', 'main')}, workers ${part('off', 'workers')} → ${part('on', 'workers')}, PostgreSQL ${part('off', 'postgres')} → ${part('on', 'postgres')} ms (off → on)`);
@@ -378,7 +386,7 @@ try {
   }
   for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant' || x === 'variantfat') : []) {
     const r = mean(rates[v]) / mean(rates.off);
-    log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${{ variant: '; the model swapped for its metered variant, no extra node', variantfat: "; the plain flow carrying the variant's saved billing inputs, not run" }[v] ?? ''})`);
+    log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${{ variant: '; the model swapped for its metered variant, no extra node', variantfat: "; the plain flow carrying the variant's saved billing inputs, not run" }[v] ?? ''})${spread(v)}`);
   }
   log(`BullMQ job bytes (data, returnvalue): ${jobBytes(topo.redis, flowIds)}`);
   let held = 0n;
