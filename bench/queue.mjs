@@ -370,7 +370,7 @@ try {
     const each = rates[v].map((x, i) => x / rates.off[i]);
     const sorted = [...each].sort((a, b) => a - b);
     const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
-    return `\n  by round: ${each.map((x) => x.toFixed(3)).join(', ')} (median ${median.toFixed(3)}; rounds that differ this much mean a difference of a few % is noise here)`;
+    return `\n  by round: ${each.map((x) => x.toFixed(3)).join(', ')} (median ${median.toFixed(3)}; a difference between variants smaller than this spread is noise)`;
   };
   if (VARIANTS.includes('off') && VARIANTS.includes('on')) {
     const offMean = mean(rates.off);
