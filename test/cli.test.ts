@@ -355,6 +355,13 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(cliCommand(CLI_MAIN)).toBe('npx flowise-billing');
   });
 
+  it('the build leaves the bin executable, as the printed npx command needs', () => {
+    // npx marks it only when it first links this project into its cache; a later clone at the same path, or a
+    // rebuild, found the cached link and a file tsc had written without the mode: "Permission denied".
+    expect(fs.statSync(MAIN).mode & 0o111).toBe(0o111);
+    expect(fs.readFileSync(MAIN, 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+  });
+
   it('demo: runs the story to INSUFFICIENT_FUNDS on a fresh temporary ledger', async () => {
     const human = await run(['demo']);
     expect(human.code, human.stderr).toBe(0);
