@@ -60,24 +60,10 @@ export async function listBillingLedgers(_nodeData: unknown, options: ICommonObj
   return (rows as Array<{ id: string; name: string }>).map((r) => ({ label: r.name, name: r.id }));
 }
 
-/**
- * The selected Billing Ledger credential, read server-side (its secret is never
- * logged) once per prediction, with the chatflow's analytics settings in the
- * same statement where Flowise allows it, as predictionCredential reads a
- * guard's: apart, the two are two statements and two transactions on
- * Flowise's database for every prediction.
- */
+/** The credential picked in the variant's "Billing Ledger" input, read as a guard's is (sharedLedgerCredential). */
 function ledgerCredentialById(label: string, id: string | undefined, options: ICommonObject, input: string): Promise<LedgerCredential> {
   if (!id) return Promise.reject(new Error(`${label}: select a Billing Ledger credential (input "Billing Ledger")`));
-  return sharedRead('ledgerCredential', `${id}\u0000${predictionRunKey(options, input)}`, CREDENTIAL_SHARE_MS, async () => {
-    const joint = await credentialAndAnalytic(id, options);
-    const data = joint ? joint.data : await flowise.getCredentialData(id, options);
-    if (!data || Object.keys(data).length === 0) throw new Error(`${label}: the selected Billing Ledger credential was not found`);
-    const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
-    const credential: LedgerCredential = { ledgerDatabase: str(data.ledgerDatabase), tokenSecret: str(data.billingTokenSecret) };
-    if (joint) keepAnalyticWith(credential, joint.analytic);
-    return credential;
-  });
+  return sharedLedgerCredential({ label }, id, options, input);
 }
 
 /**
@@ -101,24 +87,35 @@ export type FlowRun = Awaited<ReturnType<typeof openFlowRun>>;
 /** A read serves the nodes of one prediction, which Flowise initialises one after another within moments. */
 const CREDENTIAL_SHARE_MS = 5_000;
 
-/**
- * The node's Billing Ledger credential, read once per prediction: a Quota Guard
- * and its Metered Chat Model name the same credential, and each read is a query
- * on Flowise's database plus a decryption. Shared only by nodes of one
- * prediction (same run key) and for seconds, so an edited or deleted credential
- * applies from the next prediction on; a failed read is not kept.
- */
+/** The node's own Billing Ledger credential (a Quota Guard's, a Metered Chat Model's), read as sharedLedgerCredential does. */
 export function predictionCredential(node: { label: string }, nodeData: INodeData, options: ICommonObject, input: string): Promise<LedgerCredential> {
   const id = credentialIdOf(nodeData);
   if (!id) return ledgerCredential(node, nodeData, options);
-  // Shared through the plugin module: node files are bundled one by one (see sharedRead).
-  return sharedRead('ledgerCredential', `${id}\u0000${predictionRunKey(options, input)}`, CREDENTIAL_SHARE_MS, () => readPredictionCredential(node, id, nodeData, options));
+  return sharedLedgerCredential(node, id, options, input);
 }
 
-/** The credential with the chatflow's analytics settings in one statement where Flowise allows it (the run's Langfuse target then needs no read). */
-async function readPredictionCredential(node: { label: string }, id: string, nodeData: INodeData, options: ICommonObject): Promise<LedgerCredential> {
+/**
+ * The Billing Ledger credential `id`, read once per prediction: a Quota Guard
+ * and its Metered Chat Model name the same credential, and each read is a query
+ * on Flowise's database plus a decryption. Shared only by nodes of one
+ * prediction (same run key) and for seconds, so an edited or deleted credential
+ * applies from the next prediction on; a failed read is not kept. Its secret
+ * is never logged.
+ */
+function sharedLedgerCredential(node: { label: string }, id: string, options: ICommonObject, input: string): Promise<LedgerCredential> {
+  // Shared through the plugin module: node files are bundled one by one (see sharedRead).
+  return sharedRead('ledgerCredential', `${id}\u0000${predictionRunKey(options, input)}`, CREDENTIAL_SHARE_MS, () => readPredictionCredential(node, id, options));
+}
+
+/**
+ * The credential with the chatflow's analytics settings in one statement where
+ * Flowise allows it (the run's Langfuse target then needs no read); apart, the
+ * two are two statements and two transactions on Flowise's database for every
+ * prediction. Elsewhere, the credential's row alone.
+ */
+async function readPredictionCredential(node: { label: string }, id: string, options: ICommonObject): Promise<LedgerCredential> {
   const joint = await credentialAndAnalytic(id, options);
-  if (!joint) return ledgerCredential(node, nodeData, options);
+  if (!joint) return ledgerCredentialOf(node, await flowise.getCredentialData(id, options));
   const credential = ledgerCredentialOf(node, joint.data);
   keepAnalyticWith(credential, joint.analytic);
   return credential;
