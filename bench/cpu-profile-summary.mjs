@@ -58,54 +58,54 @@ const profiles = files.map((file) => JSON.parse(fs.readFileSync(file, 'utf8')));
 
 /** Busy time in `wins` (null: all), by package, by function (self) and by function (inclusive). */
 function aggregate(wins) {
-const inRounds = (t) => !wins || wins.some((w) => t >= w.from && t <= w.to);
-const selfByGroup = new Map();
-const selfByFn = new Map();
-const totalByFn = new Map();
-let totalMs = 0;
-let kept = 0;
-for (const p of profiles) {
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const parent = new Map();
-  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const dt = new Map();
-  const at = [];
-  // timeDeltas[i] is the time before sample i; attribute it to that sample.
-  let t = p.startTime;
-  p.samples.forEach((id, i) => {
-    dt.set(i, (p.timeDeltas[i] ?? 0) / 1000);
-    at.push((t += p.timeDeltas[i] ?? 0));
-  });
-  const label = (n) => {
-    const cf = n.callFrame;
-    const u = (cf.url || '').replace(/^file:\/\//, '');
-    const short = u.includes('node_modules/') ? u.slice(u.lastIndexOf('node_modules/') + 13) : u;
-    return `${cf.functionName || '(anonymous)'} ${short}:${cf.lineNumber + 1}`;
-  };
-  for (let i = 0; i < p.samples.length; i++) {
-    const ms = dt.get(i);
-    const leaf = byId.get(p.samples[i]);
-    const fn = leaf.callFrame.functionName;
-    if (fn === '(idle)' || fn === '(program)' || !inRounds(at[i])) continue;
-    const stack = [];
-    for (let id = leaf.id; id !== undefined; id = parent.get(id)) stack.push(byId.get(id));
-    if (FILTER && !stack.some((n) => (n.callFrame.url || '').includes(FILTER) || n.callFrame.functionName.includes(FILTER))) continue;
-    totalMs += ms;
-    kept++;
-    const g = group(leaf.callFrame.url, fn);
-    selfByGroup.set(g, (selfByGroup.get(g) ?? 0) + ms);
-    const l = label(leaf);
-    selfByFn.set(l, (selfByFn.get(l) ?? 0) + ms);
-    const seen = new Set();
-    for (const n of stack) {
-      const k = label(n);
-      if (seen.has(k)) continue;
-      seen.add(k);
-      totalByFn.set(k, (totalByFn.get(k) ?? 0) + ms);
+  const inRounds = (t) => !wins || wins.some((w) => t >= w.from && t <= w.to);
+  const selfByGroup = new Map();
+  const selfByFn = new Map();
+  const totalByFn = new Map();
+  let totalMs = 0;
+  let kept = 0;
+  for (const p of profiles) {
+    const byId = new Map(p.nodes.map((n) => [n.id, n]));
+    const parent = new Map();
+    for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    const dt = new Map();
+    const at = [];
+    // timeDeltas[i] is the time before sample i; attribute it to that sample.
+    let t = p.startTime;
+    p.samples.forEach((id, i) => {
+      dt.set(i, (p.timeDeltas[i] ?? 0) / 1000);
+      at.push((t += p.timeDeltas[i] ?? 0));
+    });
+    const label = (n) => {
+      const cf = n.callFrame;
+      const u = (cf.url || '').replace(/^file:\/\//, '');
+      const short = u.includes('node_modules/') ? u.slice(u.lastIndexOf('node_modules/') + 13) : u;
+      return `${cf.functionName || '(anonymous)'} ${short}:${cf.lineNumber + 1}`;
+    };
+    for (let i = 0; i < p.samples.length; i++) {
+      const ms = dt.get(i);
+      const leaf = byId.get(p.samples[i]);
+      const fn = leaf.callFrame.functionName;
+      if (fn === '(idle)' || fn === '(program)' || !inRounds(at[i])) continue;
+      const stack = [];
+      for (let id = leaf.id; id !== undefined; id = parent.get(id)) stack.push(byId.get(id));
+      if (FILTER && !stack.some((n) => (n.callFrame.url || '').includes(FILTER) || n.callFrame.functionName.includes(FILTER))) continue;
+      totalMs += ms;
+      kept++;
+      const g = group(leaf.callFrame.url, fn);
+      selfByGroup.set(g, (selfByGroup.get(g) ?? 0) + ms);
+      const l = label(leaf);
+      selfByFn.set(l, (selfByFn.get(l) ?? 0) + ms);
+      const seen = new Set();
+      for (const n of stack) {
+        const k = label(n);
+        if (seen.has(k)) continue;
+        seen.add(k);
+        totalByFn.set(k, (totalByFn.get(k) ?? 0) + ms);
+      }
     }
   }
-}
-return { selfByGroup, selfByFn, totalByFn, totalMs, kept, predictions: wins ? wins.reduce((n, w) => n + w.predictions, 0) : 0 };
+  return { selfByGroup, selfByFn, totalByFn, totalMs, kept, predictions: wins ? wins.reduce((n, w) => n + w.predictions, 0) : 0 };
 }
 
 const shown = (ms, predictions, totalMs) => `${((100 * ms) / totalMs).toFixed(1).padStart(5)} % ${predictions ? `${(ms / predictions).toFixed(3).padStart(7)} ms/pred ` : ''}`;

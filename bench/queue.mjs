@@ -307,7 +307,8 @@ try {
     await ledger.topUp({ customerId: id, amount: 1_000_000n * 1_000_000_000n, idempotencyKey: `${id}-topup` });
     await quota.subscribe({ customerId: id, planId: 'bench' });
   }
-  if (HISTORY > 0 && /^postgres/i.test(ledgerUrl)) {
+  const seeded = HISTORY > 0 && /^postgres/i.test(ledgerUrl);
+  if (seeded) {
     await seedHistory(ledger, HISTORY);
     await analyzeDatabase(ledgerUrl);
   }
@@ -329,7 +330,7 @@ try {
   log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant', variantfat: 'variantfat' }[v]]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
-  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${MESSAGES} prediction(s) per conversation, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, ledger ${HISTORY > 0 && /^postgres/i.test(ledgerUrl) ? `with ${HISTORY} customers' history, analyzed` : 'fresh'}, Node ${process.version} (client)`);
+  log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${MESSAGES} prediction(s) per conversation, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, ledger ${seeded ? `with ${HISTORY} customers' history, analyzed` : 'fresh'}, Node ${process.version} (client)`);
   // warm-up: both flows load, connections open
   for (const v of VARIANTS) await round(client, flowIds[v], tokens, `warm-${v}`).catch(() => 0);
   const perVariant = () => Object.fromEntries(VARIANTS.map((v) => [v, []]));
