@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { CustomerFunds } from '../src/metering/run-funds';
 
 /** The waiting rule of one customer's runs in one process (run-funds.ts), without a ledger. */
@@ -67,5 +67,57 @@ describe('CustomerFunds: who waits for money, and when waiting ends', () => {
     const t = Date.now();
     expect(await f.wait({}, false, 60, f.generation)).toBe('refuse');
     expect(Date.now() - t).toBeGreaterThanOrEqual(50);
+  });
+});
+
+describe('CustomerFunds: forgetting a quiet customer', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('runs one after another keep one timer, not one per run', () => {
+    const f = new CustomerFunds(() => undefined, 60_000);
+    const made = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      for (let i = 0; i < 1000; i++) {
+        const run = {};
+        f.enter(run);
+        f.leave(run);
+      }
+      expect(made).toHaveBeenCalledTimes(1);
+    } finally {
+      made.mockRestore();
+    }
+  });
+
+  it('is forgotten once quiet for the whole period, counted from the last run that left', async () => {
+    let forgotten = 0;
+    const f = new CustomerFunds(() => forgotten++, 80);
+    const a = {};
+    f.enter(a);
+    f.leave(a); // quiet from here: the timer is armed
+    await sleep(50);
+    const b = {};
+    f.enter(b);
+    f.leave(b); // quiet again: 80 ms from now, not from a's leaving
+    await sleep(50); // a's timer has fired, b's quiet is 50 ms old
+    expect(forgotten).toBe(0);
+    await sleep(60);
+    expect(forgotten).toBe(1);
+  });
+
+  it('a run in flight when the timer fires keeps the customer; its leaving starts the period again', async () => {
+    let forgotten = 0;
+    const f = new CustomerFunds(() => forgotten++, 40);
+    const a = {};
+    f.enter(a);
+    f.leave(a);
+    const b = {};
+    f.enter(b);
+    await sleep(70);
+    expect(forgotten).toBe(0);
+    f.leave(b);
+    await sleep(20);
+    expect(forgotten).toBe(0);
+    await sleep(50);
+    expect(forgotten).toBe(1);
   });
 });

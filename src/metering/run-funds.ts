@@ -20,8 +20,11 @@ export interface FundsWaiter {
 }
 
 export class CustomerFunds {
-  /** Called when nothing is in flight or waiting any more (the registry then forgets this customer). */
-  constructor(private readonly idle: () => void = () => undefined) {}
+  constructor(
+    /** Called once nothing has been in flight or waiting for `forgetAfterMs` (the registry then forgets this customer). */
+    private readonly idle: () => void = () => undefined,
+    private readonly forgetAfterMs = FORGET_AFTER_MS,
+  ) {}
 
   private readonly active = new Set<object>();
   private readonly admittedOrder: object[] = [];
@@ -29,6 +32,9 @@ export class CustomerFunds {
   private readonly admissionWaiters = new Set<FundsWaiter>();
   /** Counts every return of money; a refusal seen before the latest one is stale. */
   private returns = 0;
+  /** When the last run in flight left (performance.now()), and the one timer that checks for quiet. */
+  private quietSince = 0;
+  private forgetTimer: NodeJS.Timeout | undefined;
 
   /** Taken before a write that may be refused: `wait` retries at once if money came back since. */
   get generation(): number {
@@ -56,12 +62,23 @@ export class CustomerFunds {
     this.admittedOrder.splice(this.admittedOrder.indexOf(run), 1);
     this.changed();
     if (this.active.size === 0) {
-      // Forgotten only if it stays quiet a moment (woken waiters may still come back).
-      const t = setTimeout(() => {
-        if (this.active.size === 0 && this.stepWaiters.size === 0 && this.admissionWaiters.size === 0) this.idle();
-      }, FORGET_AFTER_MS);
-      t.unref?.();
+      // Forgotten only if it stays quiet a while (woken waiters may still come back). One timer per
+      // customer, not one per run: a timer per quiet moment kept thousands alive for a customer whose
+      // runs come one after another, each surviving long enough to be copied out of V8's young generation.
+      this.quietSince = performance.now();
+      if (!this.forgetTimer) this.armForget(this.forgetAfterMs);
     }
+  }
+
+  private armForget(ms: number): void {
+    this.forgetTimer = setTimeout(() => {
+      this.forgetTimer = undefined;
+      if (this.active.size > 0 || this.waiting) return; // the next run to leave re-arms it
+      const left = this.forgetAfterMs - (performance.now() - this.quietSince);
+      if (left > 0) this.armForget(left);
+      else this.idle();
+    }, ms);
+    this.forgetTimer.unref?.();
   }
 
   /** Money came back without a run ending (a hold of its own released or settled below its amount). */
