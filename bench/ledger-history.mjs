@@ -7,14 +7,27 @@
 // would have, measures that ledger.
 import pg from 'pg';
 
-/** `n` customers created and topped up (one entry each, batched as the ledger groups concurrent calls). */
-export async function seedHistory(ledger, n, { prefix = 'past' } = {}) {
+/**
+ * `n` customers with a past in every table a prediction reads: created, topped up, one hold settled
+ * (holds, charges, entries), and with `quota` and `planId`, subscribed with one conversation admitted
+ * (subscriptions, conversations, sessions). Analyzing a table the history left nearly empty would plan
+ * its lookups as sequential scans, which PostgreSQL then keeps for the whole run (seen: every
+ * billing_holds and billing_conversations lookup of plugin-prediction scanning the table after a
+ * history of top-ups alone). Batched as the ledger groups concurrent calls.
+ */
+export async function seedHistory(ledger, n, { prefix = 'past', quota, planId } = {}) {
   for (let i = 0; i < n; i += 500) {
     await Promise.all(
       Array.from({ length: Math.min(500, n - i) }, async (_, j) => {
         const id = `${prefix}${i + j}`;
         await ledger.createCustomer({ id });
         await ledger.topUp({ customerId: id, amount: 1_000_000_000n, idempotencyKey: `${id}-topup` });
+        const h = await ledger.hold({ customerId: id, amount: 1_000_000n, idempotencyKey: `${id}-hold` });
+        await ledger.settle({ holdId: h.id, amount: 250_000n, idempotencyKey: `${id}-settle` });
+        if (quota && planId) {
+          await quota.subscribe({ customerId: id, planId });
+          await quota.admitRun({ customerId: id, conversationId: `${id}-chat` });
+        }
       }),
     );
   }

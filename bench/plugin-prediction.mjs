@@ -66,10 +66,10 @@ for (const id of customers) {
 }
 
 // A ledger with a past (bench/ledger-history.mjs): BENCH_HISTORY (20000; 0: a fresh ledger) customers
-// topped up, then ANALYZE, as autovacuum would have by then.
+// with a past (a settled hold, a subscription, a conversation), then ANALYZE, as autovacuum would have by then.
 const HISTORY = Number(process.env.BENCH_HISTORY ?? 20000);
 if (HISTORY > 0) {
-  await seedHistory(ledger, HISTORY);
+  await seedHistory(ledger, HISTORY, { quota, planId: 'bench' });
   await analyzeDatabase(PG);
 }
 

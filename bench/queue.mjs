@@ -309,7 +309,7 @@ try {
   }
   const seeded = HISTORY > 0 && /^postgres/i.test(ledgerUrl);
   if (seeded) {
-    await seedHistory(ledger, HISTORY);
+    await seedHistory(ledger, HISTORY, { quota, planId: 'bench' });
     await analyzeDatabase(ledgerUrl);
   }
   const client = api(topo.url);
