@@ -10,11 +10,9 @@
 // ~16 MB allocated, the young generation's size, so a few thousand calls see only a few of them).
 // Runs against dist/ (npm run build first); --dist measures another build (e.g. ../alloc-base/dist).
 // --stacks N shows, for the N largest allocating functions, the callers that made them allocate.
-import { createRequire } from 'node:module';
-import { cliOption, frameSite, gcCounter, sampleAllocations } from './allocations.mjs';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { cliOption, frameSite, gcCounter, sampleAllocations } from './allocations.mjs';
+import { meteredStep } from './metered-step.mjs';
 
 const args = process.argv.slice(2);
 const opt = cliOption(args);
@@ -24,24 +22,8 @@ const TOP = Number(opt('top', 25));
 const STACKS = Number(opt('stacks', 0));
 const JSON_OUT = args.includes('--json');
 const DIST = path.resolve(opt('dist', new URL('../dist', import.meta.url).pathname));
-const require = createRequire(path.join(DIST, 'package.json'));
-const { openLedger } = require(path.join(DIST, 'src/ledger/open.js'));
-const { BillingCallbackHandler } = require(path.join(DIST, 'src/metering/handler.js'));
-const { FakeUsageChatModel } = require(path.join(DIST, 'src/metering/fake-model.js'));
-const { HumanMessage } = require('@langchain/core/messages');
-
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-alloc-'));
-const ledger = await openLedger(path.join(tmp, 'bench.sqlite'), { sqlite: { synchronous: 'NORMAL' } });
-await ledger.createCustomer({ id: 'bench' });
-await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
-const model = new FakeUsageChatModel({ model: 'gpt-4o-mini', maxTokens: 256 });
-const msgs = [new HumanMessage('how much does one metered step cost on this machine')];
-// The same handler as bench/metering.mjs's "LLM step (hold + settle)".
-const handler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench', runFee: false, computeTime: false });
-const variants = {
-  bare: () => model.invoke(msgs),
-  metered: () => model.invoke(msgs, { callbacks: [handler] }),
-};
+const step = await meteredStep({ dist: DIST, tmpPrefix: 'fb-bench-alloc-' });
+const variants = { bare: step.bare, metered: step.metered };
 
 async function measure(call) {
   for (let i = 0; i < Math.max(2000, CALLS); i++) await call(); // compiled code, statement caches, rate card
@@ -93,8 +75,7 @@ function attribute(profile) {
 
 const results = {};
 for (const [name, call] of Object.entries(variants)) results[name] = await measure(call);
-await ledger.close();
-fs.rmSync(tmp, { recursive: true, force: true });
+await step.close();
 
 const per = (b) => Math.round(b / CALLS);
 const { bare, metered } = results;

@@ -4,12 +4,9 @@
 // a full GC, took over 20 ms without one (the WAL checkpoint the writer runs every 16,000 pages), or
 // neither; and the scavenges' length and rate. Runs against dist/ (npm run build first).
 //   node bench/metering-tail.mjs [--calls 20000] [--warmup 2000]
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { cliOption } from './allocations.mjs';
+import { meteredStep } from './metered-step.mjs';
 
 const args = process.argv.slice(2);
 const opt = cliOption(args);
@@ -28,22 +25,9 @@ if (args.includes('--help')) {
 const CALLS = count('calls', 20_000);
 const WARMUP = count('warmup', 2_000);
 
-const require = createRequire(import.meta.url);
-const { openLedger } = require('../dist/src/ledger/open.js');
-const { BillingCallbackHandler } = require('../dist/src/metering/handler.js');
-const { FakeUsageChatModel } = require('../dist/src/metering/fake-model.js');
-const { HumanMessage } = require('@langchain/core/messages');
+const step = await meteredStep({ tmpPrefix: 'fb-bench-tail-' });
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-tail-'));
-const ledger = await openLedger(path.join(tmp, 'tail.sqlite'), { sqlite: { synchronous: 'NORMAL' } });
-await ledger.createCustomer({ id: 'bench' });
-await ledger.topUp({ customerId: 'bench', amount: 10n ** 15n, idempotencyKey: 'bench-topup' });
-await ledger.activeRateCard();
-const model = new FakeUsageChatModel({ model: 'gpt-4o-mini', maxTokens: 256 });
-const msgs = [new HumanMessage('how much does one metered step cost on this machine')];
-const handler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench', runFee: false, computeTime: false });
-
-for (let i = 0; i < WARMUP; i++) await model.invoke(msgs, { callbacks: [handler] });
+for (let i = 0; i < WARMUP; i++) await step.metered();
 
 // Times in typed arrays: the record itself must not allocate what it measures.
 const start = new Float64Array(CALLS);
@@ -55,14 +39,13 @@ const obs = new PerformanceObserver((list) => {
 obs.observe({ entryTypes: ['gc'] });
 for (let i = 0; i < CALLS; i++) {
   const t = performance.now();
-  await model.invoke(msgs, { callbacks: [handler] });
+  await step.metered();
   start[i] = t;
   took[i] = performance.now() - t;
 }
 await new Promise((r) => setTimeout(r, 20));
 obs.disconnect();
-await ledger.close();
-fs.rmSync(tmp, { recursive: true, force: true });
+await step.close();
 
 const sorted = Float64Array.from(took).sort();
 const at = (q) => sorted[Math.min(CALLS - 1, Math.floor(CALLS * q))];

@@ -6,33 +6,22 @@
 // it is then reused at (the writer checkpoints every 16,000 pages, about 940 metered calls here). Its
 // figures are printed on a line of their own, not mixed into the steady state's.
 import { createRequire } from 'node:module';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { meteredStep } from './metered-step.mjs';
 
 const require = createRequire(import.meta.url);
-const { openLedger } = require('../dist/src/ledger/open.js');
-const { BillingCallbackHandler } = require('../dist/src/metering/handler.js');
-const { FakeUsageChatModel } = require('../dist/src/metering/fake-model.js');
 const { RunnableLambda } = require('@langchain/core/runnables');
-const { HumanMessage } = require('@langchain/core/messages');
 
 const N = Number(process.env.BENCH_CALLS ?? 2000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2000);
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-bench-metering-'));
 const pct = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(s.length * p))];
 };
 const f = (v) => `${v.toFixed(3)} ms`;
 
-const ledger = await openLedger(path.join(tmp, 'bench.sqlite'), { sqlite: { synchronous: 'NORMAL' } });
-await ledger.createCustomer({ id: 'bench' });
-await ledger.topUp({ customerId: 'bench', amount: 1_000_000n * 1_000_000_000n, idempotencyKey: 'bench-topup' });
-await ledger.activeRateCard();
-
-const model = new FakeUsageChatModel({ model: 'gpt-4o-mini', maxTokens: 256 });
-const msgs = [new HumanMessage('how much does one metered step cost on this machine')];
+const step = await meteredStep();
+const { ledger, model, msgs, tmp, BillingCallbackHandler } = step;
 
 /** Times `fn` N times, interleaving the two variants so drift hits both alike. */
 async function paired(label, unmetered, metered) {
@@ -67,12 +56,7 @@ async function paired(label, unmetered, metered) {
 console.log(`metering overhead, ${N} calls per variant (+${WARMUP} warm-up), SQLite WAL synchronous=NORMAL, Node ${process.version}`);
 
 // 1. One LLM step: hold before, settle after (fee and compute off). This is the per-step cost.
-const stepHandler = new BillingCallbackHandler({ ledger, customerId: 'bench', conversationId: 'bench', runFee: false, computeTime: false });
-await paired(
-  'LLM step (hold + settle), bare model.invoke',
-  () => model.invoke(msgs),
-  () => model.invoke(msgs, { callbacks: [stepHandler] }),
-);
+await paired('LLM step (hold + settle), bare model.invoke', step.bare, step.metered);
 
 // 2. A step inside a running chain: a root with 10 LLM calls, timed per call.
 {
@@ -137,5 +121,4 @@ await paired(
 
 const inv = await ledger.checkInvariants();
 console.log(`ledger invariants: ${inv.ok ? 'ok' : JSON.stringify(inv.violations)}`);
-await ledger.close();
-fs.rmSync(tmp, { recursive: true, force: true });
+await step.close();

@@ -12,7 +12,8 @@
 // admission), BENCH_PRECHECK (0: no guard at all, only the model call's hold and settle and the run's end):
 // the differences are what the admission and the guard cost. BENCH_CUSTOMERS (1: every prediction bills one
 // customer, whose subscription row every admission locks; N: prediction k bills customer k mod N),
-// BENCH_HISTORY (20000 customers' top-ups seeded and the database analyzed first; 0: a fresh ledger).
+// BENCH_HISTORY (20000 customers with a past seeded, bench/ledger-history.mjs, and the database analyzed first;
+// 0: a fresh ledger).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';

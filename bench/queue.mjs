@@ -23,7 +23,7 @@
 // swapped for OpenAI (metered), examples/metered-chatflow.json: metering with no node of its own; `variantfat` is
 // the plain flow carrying what the variant's node saves beyond ChatOpenAI's (its billing inputs' definitions and
 // values) where Flowise ignores it: variantfat − off is what the variant's bytes cost, variant − variantfat what
-// running its metering costs), BENCH_HISTORY (0; N: N customers' top-ups in the ledger and the database analyzed
+// running its metering costs), BENCH_HISTORY (0; N: N customers with a past in the ledger and the database analyzed
 // before the rounds, bench/ledger-history.mjs: a ledger in use, not one planned for empty tables), BENCH_LEDGER (an SQLite file for the ledger instead of a PostgreSQL schema: a
 // diagnostic, not a deployment, its cheap writes bound what metering costs without its PostgreSQL transactions).
 import fs from 'node:fs';
