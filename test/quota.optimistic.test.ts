@@ -117,6 +117,43 @@ describe.skipIf(!pg)('optimistic admission on PostgreSQL', () => {
     await ledger.close();
   });
 
+  it('concurrent admissions in one process share a transaction whose commit waits for no log flush, and count exactly', async () => {
+    const { ledger } = await setup({ sessionsIncluded: 40, alertThresholds: [] });
+    const d = ledger.dialect;
+    const transactions: (string | undefined)[] = [];
+    const dialect: Dialect = { ...d, writeTransaction: (fn, opts) => (transactions.push(opts?.durability), d.writeTransaction(fn, opts)) };
+    const quota = new QuotaService(Object.create(ledger, { dialect: { value: dialect } }) as SqlLedger);
+    await quota.admitRun({ customerId: 'opt', conversationId: 'first' });
+    transactions.length = 0;
+    const out = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => quota.admitRun({ customerId: 'opt', conversationId: `burst-${i}` })));
+    const admitted = out.filter((o) => o.status === 'fulfilled').map((o) => o.value);
+    expect(admitted).toHaveLength(39);
+    expect(admitted.every((a) => a.session === 'new')).toBe(true);
+    expect(new Set(admitted.map((a) => a.sessionsUsed))).toEqual(new Set(Array.from({ length: 39 }, (_, i) => i + 2)));
+    expect(out.filter((o) => o.status === 'rejected').map((o) => (o.reason as { code?: string }).code)).toEqual(Array(21).fill('QUOTA_EXCEEDED'));
+    expect((await quota.usage('opt')).sessionsUsed).toBe(40);
+    // The 39 went in shared transactions (one each before grouping); the 21 refusals are the locked admission's, one each.
+    const deferred = transactions.filter((t) => t === 'deferred').length;
+    expect(deferred).toBeGreaterThan(0);
+    expect(deferred).toBeLessThan(10);
+    // Deferred durability is the admission's transaction's own: the next transaction on the pool waits for its flush again.
+    const setting = (opts?: { durability: 'deferred' }) => d.writeTransaction((c) => c.query<{ s: string }>("SELECT current_setting('synchronous_commit') AS s"), opts);
+    expect(await setting({ durability: 'deferred' })).toEqual([{ s: 'off' }]);
+    for (let i = 0; i < 4; i++) expect(await setting()).toEqual([{ s: 'on' }]);
+    await ledger.close();
+  });
+
+  it('two first messages of one conversation in one group make one session', async () => {
+    const { ledger } = await setup({ sessionsIncluded: 100, alertThresholds: [] });
+    const quota = new QuotaService(ledger);
+    await quota.admitRun({ customerId: 'opt', conversationId: 'warm' });
+    const both = await Promise.all([0, 1, 2].map(() => quota.admitRun({ customerId: 'opt', conversationId: 'twice' })));
+    expect(both.filter((a) => a.session === 'new')).toHaveLength(1);
+    expect(new Set(both.map((a) => a.sessionId)).size).toBe(1);
+    expect((await quota.usage('opt')).sessionsUsed).toBe(2);
+    await ledger.close();
+  });
+
   it('at limit − 1 with no alert due, 100 new conversations from 4 processes admit exactly one', async () => {
     const { target, ledger } = await setup({ sessionsIncluded: 30, alertThresholds: [] });
     const quota = new QuotaService(ledger);

@@ -21,6 +21,19 @@ export interface QueryOptions {
   readonly longestList?: number;
 }
 
+export interface WriteOptions {
+  /**
+   * `deferred`: the commit need not wait for its log to reach the disk
+   * (PostgreSQL's synchronous_commit off). The log is written in order, so the
+   * next full commit on the same database (or the WAL writer, within a fraction
+   * of a second) makes it durable too. Only for a write whose loss in a server
+   * crash nobody has paid for: a session admission is always followed by the
+   * run's hold, a full commit, before any provider call. SQLite's commits
+   * already wait for no flush (WAL, synchronous=NORMAL): nothing changes there.
+   */
+  readonly durability?: 'full' | 'deferred';
+}
+
 export interface SqlConnection {
   query<T extends Row = Row>(sql: string, params?: readonly SqlValue[], opts?: QueryOptions): Promise<T[]>;
   run(sql: string, params?: readonly SqlValue[]): Promise<number>;
@@ -69,7 +82,7 @@ export interface Dialect {
    * Runs `fn` in a write transaction; commits when it resolves, rolls back when it throws. `fn` may
    * answer without a promise (a synchronous connection's work): a dialect then need not wait a turn.
    */
-  writeTransaction<T>(fn: (c: SqlConnection) => Promise<T> | T): Promise<T>;
+  writeTransaction<T>(fn: (c: SqlConnection) => Promise<T> | T, opts?: WriteOptions): Promise<T>;
   /** A consistent read outside any open write transaction of this process. */
   read<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T>;
   /** Serialises schema migration across processes (advisory lock / exclusive transaction). */

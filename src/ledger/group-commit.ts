@@ -1,7 +1,8 @@
-import type { Op, Outcome } from './batch';
+/** What became of one operation of a group. */
+export type GroupOutcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
-interface Waiting {
-  op: Op;
+interface Waiting<O> {
+  op: O;
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
@@ -11,15 +12,15 @@ interface Waiting {
  * and go together in the next one, so many concurrent callers share one
  * durable commit. A lone caller is never delayed (no timers).
  */
-export class GroupCommitter {
-  private queue: Waiting[] = [];
-  private deferred: Waiting[] = [];
+export class GroupCommitter<O> {
+  private queue: Waiting<O>[] = [];
+  private deferred: Waiting<O>[] = [];
   private deferTimer?: NodeJS.Timeout;
   private flushDeferred = false;
   private running = false;
 
   constructor(
-    private readonly execute: (ops: Op[]) => Promise<Outcome[]>,
+    private readonly execute: (ops: O[]) => Promise<GroupOutcome[]>,
     private readonly maxBatch: number,
     /** Whether a failed batch is worth retrying op by op (a concurrent writer won a unique-key race). */
     private readonly isRetryable: (e: unknown) => boolean,
@@ -31,7 +32,7 @@ export class GroupCommitter {
    * other callers start, at no extra transaction; if none starts within
    * DEFER_MAX_MS it goes on its own.
    */
-  submit(op: Op, deferrable = false): Promise<unknown> {
+  submit(op: O, deferrable = false): Promise<unknown> {
     return new Promise((resolve, reject) => {
       if (deferrable) {
         this.deferred.push({ op, resolve, reject });
@@ -68,7 +69,7 @@ export class GroupCommitter {
       // Deferred operations alone start no batch until their time is up (or a flush).
       while (this.queue.length || (this.flushDeferred && this.deferred.length)) {
         // Deferred operations go first: they were submitted earlier (a release may return money a hold in the batch needs).
-        let batch: Waiting[];
+        let batch: Waiting<O>[];
         if (this.deferred.length === 0 && this.queue.length <= this.maxBatch) {
           // The usual case: the whole queue is the batch, taken without copying.
           this.nothingDeferred();
@@ -79,7 +80,7 @@ export class GroupCommitter {
           if (!this.deferred.length) this.nothingDeferred();
           batch = [...riders, ...this.queue.splice(0, this.maxBatch - riders.length)];
         }
-        const ops = new Array<Op>(batch.length);
+        const ops = new Array<O>(batch.length);
         for (let i = 0; i < batch.length; i++) ops[i] = batch[i]!.op;
         try {
           settle(batch, await this.execute(ops));
@@ -102,7 +103,7 @@ export class GroupCommitter {
     this.flushDeferred = false;
   }
 
-  private async runAlone(w: Waiting, firstError: unknown): Promise<void> {
+  private async runAlone(w: Waiting<O>, firstError: unknown): Promise<void> {
     let lastError = firstError;
     for (let attempt = firstError === undefined ? 0 : 1; attempt < 4; attempt++) {
       if (attempt > 0 && !this.isRetryable(lastError)) break;
@@ -120,7 +121,7 @@ export class GroupCommitter {
 /** The longest a deferrable operation waits for a batch to ride along with. */
 const DEFER_MAX_MS = 300;
 
-function settle(batch: Waiting[], outcomes: Outcome[]): void {
+function settle<O>(batch: Waiting<O>[], outcomes: GroupOutcome[]): void {
   for (let i = 0; i < batch.length; i++) {
     const o = outcomes[i]!;
     if (o.ok) batch[i]!.resolve(o.value);

@@ -2,7 +2,7 @@ import type { PoolClient, QueryResult } from 'pg';
 import { ValidationError } from '../errors';
 import { cteSql, toPg } from './pg-sql';
 import { redactUrl } from './redact';
-import { type Dialect, insertRows, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite } from './dialect';
+import { type Dialect, insertRows, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite, type WriteOptions } from './dialect';
 
 export interface PostgresOptions {
   /** postgres://user:pass@host:port/db[?schema=name]; `schema` puts the ledger's tables in that schema. */
@@ -299,10 +299,12 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
    * COMMIT together with its last write: a ledger batch (load, then write)
    * costs two round trips.
    */
-  async function transaction<T>(fn: (c: SqlConnection) => Promise<T> | T): Promise<T> {
+  async function transaction<T>(fn: (c: SqlConnection) => Promise<T> | T, opts?: WriteOptions): Promise<T> {
     return withClient(async (client) => {
       const c = new PgConnection(client);
       c.send('BEGIN');
+      // Travels with BEGIN and the first statement: no round trip of its own.
+      if (opts?.durability === 'deferred') c.send('SET LOCAL synchronous_commit TO off');
       try {
         const result = await fn(c);
         const commit = c.submit('COMMIT');
@@ -328,7 +330,7 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
     forUpdate: 'FOR UPDATE',
     serialPrimaryKey: 'BIGSERIAL PRIMARY KEY',
     maxParams: 65_000,
-    writeTransaction: (fn) => transaction(fn),
+    writeTransaction: (fn, opts) => transaction(fn, opts),
     migrationTransaction: (fn) =>
       transaction(async (c) => {
         // One migrator at a time across every process sharing the database.

@@ -95,7 +95,7 @@ const BALANCE_SQL = `SELECT balance, held, ${expiredHeldSql('billing_customers.i
 export class SqlLedger implements Ledger {
   readonly backend: 'sqlite' | 'postgres';
   readonly location: string;
-  private readonly committer: GroupCommitter;
+  private readonly committer: GroupCommitter<Op>;
   private readonly clock: () => number;
   private readonly holdTtlMs: number;
   private readonly actor: string;

@@ -1,5 +1,5 @@
 import { BillingError, CustomerNotFoundError } from '../errors';
-import type { Dialect, SqlConnection } from '../ledger/dialect';
+import type { Dialect, SqlConnection, WriteOptions } from '../ledger/dialect';
 import type { Ledger } from '../ledger/types';
 import { periodContaining } from '../period';
 import { closeInvoiceIn } from './invoicing';
@@ -31,8 +31,8 @@ export class QuotaCore {
     this.actor = opts.actor ?? 'library';
   }
 
-  write<T>(fn: (c: SqlConnection) => Promise<T>): Promise<T> {
-    return this.d.writeTransaction(fn);
+  write<T>(fn: (c: SqlConnection) => Promise<T>, opts?: WriteOptions): Promise<T> {
+    return this.d.writeTransaction(fn, opts);
   }
 
   /** Seeds the default tiers once per database (never overwrites an operator's edits). */

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { SqlConnection } from '../ledger/dialect';
+import { GroupCommitter, type GroupOutcome } from '../ledger/group-commit';
 import { iso } from '../ledger/rows';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
-import type { Plan } from './plans';
 import { budgetRefusal, readAdmissionFunds } from './admission-funds';
-import { planAndConversation } from './session-rows';
-import { percent, readSubscription } from './subscription-rows';
+import { type Plan, storedPlan } from './plans';
+import { percent, type SubRow, subFromRow } from './subscription-rows';
 
 /**
  * The common admission on PostgreSQL without holding the subscription row
@@ -59,17 +59,50 @@ WHERE customer_id = ? AND conversation_id = ? AND session_id = ?
   AND EXISTS (SELECT 1 FROM billing_subscriptions WHERE customer_id = ? AND status = 'active' AND plan_id = ? AND period_end = CAST(? AS BIGINT))
 RETURNING 1`;
 
+/**
+ * The admission's commit does not wait for its log flush (a third of this
+ * transaction's server time where a flush is dear). Nothing is paid on its
+ * word alone: the run's first hold is a full commit, made before any provider
+ * call, and flushing the log up to it flushes this commit too. A server crash
+ * can lose only admissions of runs that never reached a hold: a session
+ * counted, or a conversation touched, for a run that called no model.
+ */
+const DEFERRED = { durability: 'deferred' } as const;
+
 /** SQLSTATE of the division by zero NEW_SESSION_SQL uses to abort. */
 const ABORTED = '22012';
 
-/** The sessions alert thresholds already fired in the subscription's current period. */
-async function firedThresholds(c: SqlConnection, customerId: string): Promise<Set<number>> {
-  const rows = await c.query(
-    "SELECT threshold FROM billing_alerts WHERE customer_id = ? AND kind = 'sessions' AND period_start = (SELECT period_start FROM billing_subscriptions WHERE customer_id = ?)",
-    [customerId, customerId],
-    { prepare: true },
-  );
-  return new Set(rows.map((r) => Number(r.threshold)));
+/**
+ * Everything the decision needs but the money, as one statement (one snapshot,
+ * one execution instead of three): the subscription, its plan, the
+ * conversation, and the sessions alert thresholds fired in the current period.
+ * No row: no subscription yet (or its plan is gone), for the locked admission.
+ */
+const STATE_SQL = `SELECT s.*, p.document, v.session_id AS conversation_session_id, v.last_activity_at AS conversation_last_activity_at,
+  (SELECT string_agg(CAST(a.threshold AS TEXT), ',') FROM billing_alerts a
+   WHERE a.customer_id = s.customer_id AND a.kind = 'sessions' AND a.period_start = s.period_start) AS fired
+FROM billing_subscriptions s
+JOIN billing_plans p ON p.id = s.plan_id
+LEFT JOIN billing_conversations v ON v.customer_id = s.customer_id AND v.conversation_id = ?
+WHERE s.customer_id = ?`;
+
+interface AdmissionState {
+  readonly sub: SubRow;
+  readonly plan: Plan;
+  readonly conversation: { sessionId: string; lastActivityAt: number } | null;
+  readonly fired: ReadonlySet<number>;
+}
+
+async function readState(c: SqlConnection, customerId: string, conversationId: string): Promise<AdmissionState | null> {
+  const [r] = await c.query(STATE_SQL, [conversationId, customerId], { prepare: true });
+  if (!r) return null;
+  const session = r.conversation_session_id;
+  return {
+    sub: subFromRow(r),
+    plan: storedPlan(String(r.document)),
+    conversation: session === null || session === undefined ? null : { sessionId: String(session), lastActivityAt: Number(r.conversation_last_activity_at) },
+    fired: new Set(r.fired === null || r.fired === undefined ? [] : String(r.fired).split(',').map(Number)),
+  };
 }
 
 /**
@@ -94,61 +127,133 @@ export function fastPathCeiling(plan: Pick<Plan, 'sessionsIncluded' | 'alertThre
   return lo;
 }
 
-/** Admits without the subscription lock, or returns null for the locked admission to decide. PostgreSQL only. */
-export async function admitOptimistically(q: QuotaCore, input: AdmitRunInput, at: number): Promise<{ admission: RunAdmission; budgeted: boolean } | null> {
-  let outcome;
+export interface Optimistic {
+  readonly admission: RunAdmission;
+  readonly budgeted: boolean;
+}
+
+interface Pending {
+  readonly input: AdmitRunInput;
+  readonly at: number;
+}
+
+type Read = [Awaited<ReturnType<typeof readAdmissionFunds>>, AdmissionState | null];
+
+/** A decision whose write is on its way: what it admits once the write's outcome (the count it left) is known. */
+interface Decided {
+  readonly budgeted: boolean;
+  readonly plan: Plan;
+  readonly sub: SubRow;
+  readonly available: bigint | undefined;
+  readonly session: 'new' | 'existing';
+  readonly sessionId: string;
+  /** The count the write left (a continued session: the count read); null: the write's conditions failed. */
+  readonly counted: Promise<number | null>;
+}
+
+/**
+ * Decides one admission from what was read and sends its write (not awaited:
+ * it leaves with the next statements or COMMIT, and its failure is reported by
+ * the transaction). null: the locked admission decides.
+ */
+function decide(q: QuotaCore, c: SqlConnection, { input, at }: Pending, [funds, state]: Read): Decided | null {
+  if (!funds || !state) return null;
+  const { sub, plan, fired } = state;
+  if (sub.status !== 'active' || at >= sub.periodEnd || plan.id !== sub.planId) return null;
+  const settled = { budgeted: funds.budget.budget !== null, plan, sub, available: funds.available };
+  const conv = state.conversation;
+  if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
+    // Both writes look rows up by their keys only: kept prepared (a generic plan is right).
+    const touched = c.query(TOUCH_SQL, [at, input.customerId, input.conversationId, conv.sessionId, input.customerId, plan.id, sub.periodEnd], { prepare: 'write' });
+    return { ...settled, session: 'existing', sessionId: conv.sessionId, counted: quiet(touched.then((r) => (r.length === 1 ? sub.sessionsUsed : null))) };
+  }
+  const ceiling = fastPathCeiling(plan, fired);
+  if (ceiling !== null && sub.sessionsUsed + 1 > ceiling) return null;
+  if (budgetRefusal(funds.budget)) return null;
+  const sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
+  const rows = c.query(NEW_SESSION_SQL, [
+    q.clock(), input.customerId, plan.id, sub.periodStart, sub.periodEnd, ceiling, ceiling,
+    input.customerId, input.conversationId, sessionId, at, at, conv?.sessionId ?? null,
+    input.customerId, input.conversationId, at, sub.periodStart,
+  ], { prepare: 'write' });
+  return { ...settled, session: 'new', sessionId, counted: quiet(rows.then((r) => (r[0] ? Number(r[0].sessions_used) : null))) };
+}
+
+async function admitted(d: Decided | null): Promise<Optimistic | null> {
+  if (!d) return null;
+  const used = await d.counted;
+  if (used === null) return null;
+  const limit = d.plan.sessionsIncluded;
+  const admission: RunAdmission = {
+    session: d.session,
+    sessionId: d.sessionId,
+    tier: d.plan.id,
+    sessionsUsed: used,
+    sessionsLimit: limit,
+    sessionsRemaining: limit === null ? null : Math.max(0, limit - used),
+    periodStart: iso(d.sub.periodStart),
+    periodEnd: iso(d.sub.periodEnd),
+    managedModels: d.plan.managedModels,
+    ...(d.available !== undefined ? { available: d.available } : {}),
+  };
+  return { budgeted: d.budgeted, admission };
+}
+
+/**
+ * Several admissions in one transaction: every read leaves in one socket
+ * write, then every write with COMMIT; one commit for the group. Writes go in
+ * (customer, conversation) order, so two processes' groups take subscription
+ * rows in the same order. A conversation row is contended only by two
+ * messages of one conversation at once; should that deadlock, the server
+ * aborts one group and its admissions run alone, as they do when a write
+ * aborts its group (a concurrent first message took the conversation).
+ */
+async function admitGroup(q: QuotaCore, group: readonly Pending[]): Promise<GroupOutcome[]> {
+  let decided: (Decided | null)[];
   try {
-    outcome = await q.write(async (c) => {
-      const [funds, sub, read, fired] = await Promise.all([
-        readAdmissionFunds(q.ledger.view(c), input, at),
-        readSubscription(c, input.customerId),
-        planAndConversation(c, input.customerId, input.conversationId),
-        firedThresholds(c, input.customerId),
-      ]);
-      const plan = read.plan;
-      if (!funds || !sub || !plan || sub.status !== 'active' || at >= sub.periodEnd || plan.id !== sub.planId) return null;
-      const settled = { budgeted: funds.budget.budget !== null, plan, sub, available: funds.available };
-      const conv = read.conversation;
-      if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
-        // Sent, not awaited: it leaves with COMMIT. Its failure is reported by the transaction.
-        // Both statements look rows up by their keys only: kept prepared (a generic plan is right).
-        const touched = c.query(TOUCH_SQL, [at, input.customerId, input.conversationId, conv.sessionId, input.customerId, plan.id, sub.periodEnd], { prepare: 'write' });
-        return { ...settled, session: 'existing' as const, sessionId: conv.sessionId, counted: quiet(touched.then((r) => (r.length === 1 ? sub.sessionsUsed : null))) };
-      }
-      const ceiling = fastPathCeiling(plan, fired);
-      if (ceiling !== null && sub.sessionsUsed + 1 > ceiling) return null;
-      if (budgetRefusal(funds.budget)) return null;
-      const sessionId = `ses_${randomUUID().replace(/-/g, '')}`;
-      const rows = c.query(NEW_SESSION_SQL, [
-        q.clock(), input.customerId, plan.id, sub.periodStart, sub.periodEnd, ceiling, ceiling,
-        input.customerId, input.conversationId, sessionId, at, at, conv?.sessionId ?? null,
-        input.customerId, input.conversationId, at, sub.periodStart,
-      ], { prepare: 'write' });
-      return { ...settled, session: 'new' as const, sessionId, counted: quiet(rows.then((r) => (r[0] ? Number(r[0].sessions_used) : null))) };
-    });
-    if (!outcome) return null;
-    // The count the write left (a continued session: the count read); null: the write's conditions failed.
-    const used = await outcome.counted;
-    if (used === null) return null;
-    const { plan, sub } = outcome;
-    const limit = plan.sessionsIncluded;
-    const admission: RunAdmission = {
-      session: outcome.session,
-      sessionId: outcome.sessionId,
-      tier: plan.id,
-      sessionsUsed: used,
-      sessionsLimit: limit,
-      sessionsRemaining: limit === null ? null : Math.max(0, limit - used),
-      periodStart: iso(sub.periodStart),
-      periodEnd: iso(sub.periodEnd),
-      managedModels: plan.managedModels,
-      ...(outcome.available !== undefined ? { available: outcome.available } : {}),
-    };
-    return { budgeted: outcome.budgeted, admission };
+    decided = await q.write(async (c) => {
+      const view = q.ledger.view(c);
+      const reads = await Promise.all(group.map(({ input, at }) => Promise.all([readAdmissionFunds(view, input, at), readState(c, input.customerId, input.conversationId)])));
+      const out = new Array<Decided | null>(group.length).fill(null);
+      for (const i of writeOrder(group)) out[i] = decide(q, c, group[i]!, reads[i]!);
+      return out;
+    }, DEFERRED);
   } catch (e) {
-    if ((e as { code?: unknown } | null)?.code === ABORTED) return null;
+    // Alone, an aborted write leaves the decision to the locked admission; in a group, each tries again alone.
+    if (group.length === 1 && (e as { code?: unknown } | null)?.code === ABORTED) return [{ ok: true, value: null }];
     throw e;
   }
+  return Promise.all(decided.map(async (d) => ({ ok: true as const, value: await admitted(d) })));
+}
+
+function writeOrder(group: readonly Pending[]): number[] {
+  const order = group.map((_, i) => i);
+  if (group.length > 1) {
+    const key = (i: number) => group[i]!.input;
+    order.sort((a, b) => compare(key(a).customerId, key(b).customerId) || compare(key(a).conversationId, key(b).conversationId));
+  }
+  return order;
+}
+
+const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Most admissions one transaction carries. */
+const MAX_GROUP = 64;
+const groups = new WeakMap<QuotaCore, GroupCommitter<Pending>>();
+
+/**
+ * Admits without the subscription lock, or returns null for the locked
+ * admission to decide. PostgreSQL only. Admissions arriving while another is
+ * in flight wait for it and then go together (GroupCommitter): one
+ * transaction and one commit for the lot, instead of one each.
+ */
+export async function admitOptimistically(q: QuotaCore, input: AdmitRunInput, at: number): Promise<Optimistic | null> {
+  let committer = groups.get(q);
+  if (!committer) {
+    committer = new GroupCommitter<Pending>((group) => admitGroup(q, group), MAX_GROUP, () => false);
+    groups.set(q, committer);
+  }
+  return (await committer.submit({ input, at })) as Optimistic | null;
 }
 
 /**

@@ -48,20 +48,10 @@ export function percent(used: bigint, limit: bigint): number {
   return Number(divRound(used * 10_000n, limit, 'down')) / 100;
 }
 
-/** The subscription row; `lock` (FOR UPDATE, or nothing) keeps it locked for the rest of the transaction. Every admission reads it: kept prepared. */
-async function selectSubscription(c: SqlConnection, customerId: string, lock: string): Promise<SubRow | null> {
-  const [r] = await c.query(`SELECT * FROM billing_subscriptions WHERE customer_id = ? ${lock}`, [customerId], { prepare: true });
+/** The subscription row, locked for the rest of the transaction where the database locks rows. Every locked admission reads it: kept prepared. */
+export async function lockSubscription(c: SqlConnection, d: Dialect, customerId: string): Promise<SubRow | null> {
+  const [r] = await c.query(`SELECT * FROM billing_subscriptions WHERE customer_id = ? ${d.forUpdate}`, [customerId], { prepare: true });
   return r ? subFromRow(r) : null;
-}
-
-/** The subscription row as last committed, without a lock (the optimistic admission's read). */
-export function readSubscription(c: SqlConnection, customerId: string): Promise<SubRow | null> {
-  return selectSubscription(c, customerId, '');
-}
-
-/** The subscription row, locked for the rest of the transaction where the database locks rows. */
-export function lockSubscription(c: SqlConnection, d: Dialect, customerId: string): Promise<SubRow | null> {
-  return selectSubscription(c, customerId, d.forUpdate);
 }
 
 /** Returns the number of rows written (0 when an insert lost a race). */

@@ -80,6 +80,29 @@ function run(cmd, args, { cwd, env, logFile, label, heartbeatMs = 30000 }) {
   });
 }
 
+/**
+ * Flowise's tree is resolved afresh (no lockfile), so a registry answering from
+ * a stale package document (seen: "No matching version found for
+ * @babel/traverse@^7.29.16" minutes after that version's dependant appeared)
+ * or a dropped connection fails an install that succeeds when tried again.
+ * Retried twice, revalidating every cached package document.
+ */
+async function npmInstallWithRetry(dir, logFile) {
+  const args = ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=warn'];
+  const transient = /\b(ETARGET|ECONNRESET|ETIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|E5\d\d|ERR_SOCKET_TIMEOUT)\b/;
+  for (let attempt = 1; ; attempt++) {
+    const start = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
+    try {
+      return await run('npm', attempt === 1 ? args : [...args, '--prefer-online'], { cwd: dir, logFile, label: 'npm install' });
+    } catch (err) {
+      const output = fs.readFileSync(logFile, 'utf8').slice(start);
+      const reason = output.match(transient)?.[1];
+      if (attempt >= 3 || !reason) throw err;
+      say(`  npm install failed with ${reason}, which a registry can answer for a moment; trying again (${attempt + 1} of 3, revalidating cached package data)`);
+    }
+  }
+}
+
 function tail(file, lines = 40) {
   try {
     return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
@@ -288,11 +311,7 @@ export async function ensureFlowise({ dir = cacheDir(), force = false, log = say
     const installed = readJson(p.flowisePkg)?.version === FLOWISE_VERSION && fs.existsSync(path.join(p.nodeModules, 'node', 'package.json'));
     if (!installed || force) {
       log(`npm install --ignore-scripts flowise@${FLOWISE_VERSION} node@${NODE_MAJOR} (several minutes the first time) …`);
-      const ms = await run('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=warn'], {
-        cwd: dir,
-        logFile: p.installLog,
-        label: 'npm install',
-      });
+      const ms = await npmInstallWithRetry(dir, p.installLog);
       log(`npm install done in ${secs(ms)}`);
     } else {
       log('npm packages already installed');
