@@ -25,11 +25,11 @@ export interface WriteOptions {
   /**
    * `deferred`: the commit need not wait for its log to reach the disk
    * (PostgreSQL's synchronous_commit off). The log is written in order, so the
-   * next full commit on the same database (or the WAL writer, within a fraction
+   * next full commit on the same server (or the WAL writer, within a fraction
    * of a second) makes it durable too. Only for a write whose loss in a server
-   * crash nobody has paid for: a session admission is always followed by the
-   * run's hold, a full commit, before any provider call. SQLite's commits
-   * already wait for no flush (WAL, synchronous=NORMAL): nothing changes there.
+   * crash costs no money: a session admission, whose run's metered calls each
+   * take a hold, a full commit, before the provider is called. SQLite ignores
+   * it (its synchronous setting is the ledger's, for every commit).
    */
   readonly durability?: 'full' | 'deferred';
 }

@@ -60,12 +60,12 @@ WHERE customer_id = ? AND conversation_id = ? AND session_id = ?
 RETURNING 1`;
 
 /**
- * The admission's commit does not wait for its log flush (a third of this
- * transaction's server time where a flush is dear). Nothing is paid on its
- * word alone: the run's first hold is a full commit, made before any provider
- * call, and flushing the log up to it flushes this commit too. A server crash
- * can lose only admissions of runs that never reached a hold: a session
- * counted, or a conversation touched, for a run that called no model.
+ * The admission's commit does not wait for its log flush. Nothing is paid on
+ * its word alone: a metered call's hold is a full commit, made before the
+ * provider is called, and flushing the log up to it flushes this commit too.
+ * Otherwise the WAL writer flushes it within three wal_writer_delays; a
+ * server crash in that window can lose the admission of a run that held
+ * nothing (a session uncounted, a conversation's activity not recorded).
  */
 const DEFERRED = { durability: 'deferred' } as const;
 
