@@ -388,6 +388,8 @@ try {
   for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant' || x === 'variantfat') : []) {
     const r = mean(rates[v]) / mean(rates.off);
     log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${{ variant: '; the model swapped for its metered variant, no extra node', variantfat: "; the plain flow carrying the variant's saved billing inputs, not run" }[v] ?? ''})${spread(v)}`);
+    const byRound = cpu[v].map((x, i) => (cpu.off[i] / x).toFixed(3)).join(', ');
+    log(`  CPU per prediction off/${v}: ${(mean(cpu.off) / mean(cpu[v])).toFixed(3)} (by round: ${byRound}; the throughput ratio a CPU-bound machine would show), PostgreSQL's alone ${(mean(parts[v].map((p) => p.postgres)) / mean(parts.off.map((p) => p.postgres))).toFixed(2)}× the plain flow's`);
   }
   log(`BullMQ job bytes (data, returnvalue): ${jobBytes(topo.redis, flowIds)}`);
   let held = 0n;
