@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { BillingError, CustomerNotFoundError, QuotaExceededError, ValidationError } from '../errors';
 import type { SqlConnection } from '../ledger/dialect';
 import { iso } from '../ledger/rows';
-import { budgetRefusal, readAdmissionFunds } from './admission-funds';
+import { budgetRefusal, readAdmissionFunds, runAdmission } from './admission-funds';
 import { deliverAlerts, fireAlerts } from './alerts';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
@@ -115,19 +115,7 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
         fired.push(...(await fire(q, c, input.customerId, sub.periodStart, 'sessions', pct, plan.alertThresholds, at)));
       }
     }
-    const limit = plan.sessionsIncluded;
-    return {
-      session,
-      sessionId,
-      tier: plan.id,
-      sessionsUsed: sub.sessionsUsed,
-      sessionsLimit: limit,
-      sessionsRemaining: limit === null ? null : Math.max(0, limit - sub.sessionsUsed),
-      periodStart: iso(sub.periodStart),
-      periodEnd: iso(sub.periodEnd),
-      managedModels: plan.managedModels,
-      ...(funds.available !== undefined ? { available: funds.available } : {}),
-    } satisfies RunAdmission;
+    return runAdmission(plan, sub, session, sessionId, sub.sessionsUsed, funds.available);
   });
   // Refusals are returned from the transaction so the period roll it did is kept.
   if (admission instanceof BillingError) throw admission;

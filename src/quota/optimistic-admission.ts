@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { SqlConnection } from '../ledger/dialect';
 import { GroupCommitter, type GroupOutcome } from '../ledger/group-commit';
-import { iso } from '../ledger/rows';
 import type { QuotaCore } from './core';
 import type { AdmitRunInput, RunAdmission } from './gate';
-import { budgetRefusal, readAdmissionFunds } from './admission-funds';
+import { budgetRefusal, readAdmissionFunds, runAdmission } from './admission-funds';
 import { type Plan, storedPlan } from './plans';
 import { percent, type SubRow, subFromRow } from './subscription-rows';
 
@@ -183,20 +182,7 @@ async function admitted(d: Decided | null): Promise<Optimistic | null> {
   if (!d) return null;
   const used = await d.counted;
   if (used === null) return null;
-  const limit = d.plan.sessionsIncluded;
-  const admission: RunAdmission = {
-    session: d.session,
-    sessionId: d.sessionId,
-    tier: d.plan.id,
-    sessionsUsed: used,
-    sessionsLimit: limit,
-    sessionsRemaining: limit === null ? null : Math.max(0, limit - used),
-    periodStart: iso(d.sub.periodStart),
-    periodEnd: iso(d.sub.periodEnd),
-    managedModels: d.plan.managedModels,
-    ...(d.available !== undefined ? { available: d.available } : {}),
-  };
-  return { budgeted: d.budgeted, admission };
+  return { budgeted: d.budgeted, admission: runAdmission(d.plan, d.sub, d.session, d.sessionId, used, d.available) };
 }
 
 /**
