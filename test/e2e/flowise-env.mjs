@@ -95,7 +95,7 @@ async function npmInstallWithRetry(dir, logFile) {
     try {
       return await run('npm', attempt === 1 ? args : [...args, '--prefer-online'], { cwd: dir, logFile, label: 'npm install' });
     } catch (err) {
-      const output = fs.readFileSync(logFile, 'utf8').slice(start);
+      const output = fs.readFileSync(logFile).subarray(start).toString('utf8');
       const reason = output.match(transient)?.[1];
       if (attempt >= 3 || !reason) throw err;
       say(`  npm install failed with ${reason}, which a registry can answer for a moment; trying again (${attempt + 1} of 3, revalidating cached package data)`);
