@@ -2,7 +2,9 @@
 // 3.1.4 main with MODE=queue, 2 workers, Redis, Flowise's database and the ledger on PostgreSQL),
 // a loopback OpenAI-compatible model with a fixed delay, and two chatflows that differ only in
 // billing: the metered example (Quota Guard + Metered Chat Model) and the same flow without them.
-// At saturation (BENCH_CLIENTS concurrent clients), rounds alternate off/on so drift hits both.
+// At saturation (BENCH_CLIENTS concurrent clients). Every round runs each variant once, and every other round
+// runs them in reverse order (off, on; on, off; …): the cost of a prediction drifts through a run (Flowise's
+// tables grow), and in a fixed order the later variant would always meet more of it.
 //
 //   npm run build && node bench/queue.mjs
 //
@@ -341,7 +343,7 @@ try {
   const calls = perVariant();
   const pids = [topo.main.pid, ...topo.workers.map((w) => w.pid)];
   for (let i = 0; i < ROUNDS; i++) {
-    for (const v of VARIANTS) {
+    for (const v of i % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()) {
       const r = await measured(client, flowIds[v], tokens, `${v}${i}`, topo.flowiseDatabase, pids);
       rates[v].push(r.rate);
       tx[v].push(r.xactsPer);
@@ -357,6 +359,10 @@ try {
     log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}${VARIANTS.includes('fat') ? `, fat ${cpu.fat[i].toFixed(1)}` : ''}`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  if (ROUNDS > 1) {
+    log(`rounds ran in order ${VARIANTS.join(', ')} then reversed, alternately${ROUNDS % 2 ? ' (an odd number of rounds: the first order ran once more, so a drift does not cancel exactly)' : ''}`);
+    for (const v of VARIANTS) log(`  drift: ${v}'s CPU ms per prediction by round ${cpu[v].map((x) => x.toFixed(1)).join(', ')}`);
+  }
   if (!(VARIANTS.includes('off') && VARIANTS.includes('on')) || VARIANTS.length > 2) {
     for (const v of VARIANTS) {
       const p = (k) => mean(parts[v].map((x) => x[k])).toFixed(1);
