@@ -25,7 +25,8 @@
 // swapped for OpenAI (metered), examples/metered-chatflow.json: metering with no node of its own; `variantfat` is
 // the plain flow carrying what the variant's node saves beyond ChatOpenAI's (its billing inputs' definitions and
 // values) where Flowise ignores it: variantfat − off is what the variant's bytes cost, variant − variantfat what
-// running its metering costs), BENCH_HISTORY (0; N: N customers with a past in the ledger and the database analyzed
+// running its metering costs; `variantnosessions` is the variant with its Count Sessions input off: variant −
+// variantnosessions is what the session admission costs), BENCH_HISTORY (0; N: N customers with a past in the ledger and the database analyzed
 // before the rounds, bench/ledger-history.mjs: a ledger in use, not one planned for empty tables), BENCH_LEDGER (an SQLite file for the ledger instead of a PostgreSQL schema: a
 // diagnostic, not a deployment, its cheap writes bound what metering costs without its PostgreSQL transactions).
 import fs from 'node:fs';
@@ -53,7 +54,7 @@ const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
 const HISTORY = Number(process.env.BENCH_HISTORY ?? 0);
 const MESSAGES = Math.max(1, Number(process.env.BENCH_MESSAGES ?? 1));
-const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant', 'variantfat'].includes(v));
+const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant', 'variantfat', 'variantnosessions'].includes(v));
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -130,7 +131,11 @@ function flows(ids, basepath) {
     inputParams: metNode.data.inputParams.filter((p) => !own.has(p.name)),
     inputs: Object.fromEntries(Object.entries(metNode.data.inputs).filter(([k]) => !own.has(k))),
   };
-  return { metered, plain, fat, variant, variantfat };
+  // The variant counting no sessions (its Count Sessions input off): variant − variantnosessions is what the
+  // session admission costs.
+  const variantnosessions = structuredClone(variant);
+  for (const n of variantnosessions.nodes) if (n.data.name === 'chatOpenAIMetered') n.data.inputs.checkSessions = false;
+  return { metered, plain, fat, variant, variantfat, variantnosessions };
 }
 
 /** A client of the PostgreSQL server's maintenance database (statistics, backend pids). */
@@ -327,9 +332,10 @@ try {
   const fat = (await client.createChatflow({ name: 'bench plain, metered size', flowData: f.fat, type: 'CHATFLOW' })).id;
   const variant = (await client.createChatflow({ name: 'bench metered variant', flowData: f.variant, type: 'CHATFLOW' })).id;
   const variantfat = (await client.createChatflow({ name: 'bench plain, metered variant size', flowData: f.variantfat, type: 'CHATFLOW' })).id;
-  for (const id of [on, off, fat, variant, variantfat]) await client.updateChatflow(id, { apiConfig });
-  const flowIds = { off, on, fat, variant, variantfat };
-  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant', variantfat: 'variantfat' }[v]]).length}`).join(', ')}`);
+  const variantnosessions = (await client.createChatflow({ name: 'bench metered variant, no session count', flowData: f.variantnosessions, type: 'CHATFLOW' })).id;
+  for (const id of [on, off, fat, variant, variantfat, variantnosessions]) await client.updateChatflow(id, { apiConfig });
+  const flowIds = { off, on, fat, variant, variantfat, variantnosessions };
+  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant', variantfat: 'variantfat', variantnosessions: 'variantnosessions' }[v]]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
   log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${MESSAGES} prediction(s) per conversation, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, ledger ${seeded ? `with ${HISTORY} customers' history, analyzed` : 'fresh'}, Node ${process.version} (client)`);
@@ -391,9 +397,9 @@ try {
     const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
     log(`read + write system calls per prediction (independent of other jobs' load, not of this run's rate): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
   }
-  for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant' || x === 'variantfat') : []) {
+  for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant' || x === 'variantfat' || x === 'variantnosessions') : []) {
     const r = mean(rates[v]) / mean(rates.off);
-    log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${{ variant: '; the model swapped for its metered variant, no extra node', variantfat: "; the plain flow carrying the variant's saved billing inputs, not run" }[v] ?? ''})${spread(v)}`);
+    log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${{ variant: '; the model swapped for its metered variant, no extra node', variantfat: "; the plain flow carrying the variant's saved billing inputs, not run", variantnosessions: '; the variant counting no sessions' }[v] ?? ''})${spread(v)}`);
     const byRound = cpu[v].map((x, i) => (cpu.off[i] / x).toFixed(3)).join(', ');
     log(`  CPU per prediction off/${v}: ${(mean(cpu.off) / mean(cpu[v])).toFixed(3)} (by round: ${byRound}; the throughput ratio a CPU-bound machine would show), PostgreSQL's alone ${(mean(parts[v].map((p) => p.postgres)) / mean(parts.off.map((p) => p.postgres))).toFixed(2)}× the plain flow's`);
   }
