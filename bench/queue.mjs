@@ -54,7 +54,16 @@ const DELAY = Number(process.env.BENCH_MODEL_DELAY_MS ?? 20);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 1);
 const HISTORY = Number(process.env.BENCH_HISTORY ?? 0);
 const MESSAGES = Math.max(1, Number(process.env.BENCH_MESSAGES ?? 1));
-const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => ['off', 'on', 'fat', 'variant', 'variantfat', 'variantnosessions'].includes(v));
+/** Every flow the bench can run, by the variant name BENCH_VARIANTS uses, and its chatflow's name in Flowise. */
+const FLOW_NAMES = {
+  off: 'bench plain',
+  on: 'bench metered',
+  fat: 'bench plain, metered size',
+  variant: 'bench metered variant',
+  variantfat: 'bench plain, metered variant size',
+  variantnosessions: 'bench metered variant, no session count',
+};
+const VARIANTS = (process.env.BENCH_VARIANTS ?? 'off,on').split(',').map((v) => v.trim()).filter((v) => v in FLOW_NAMES);
 const SECRET = 'bench-queue-billing-token-secret-0123456789';
 const log = (m) => process.stdout.write(`${m}\n`);
 
@@ -89,7 +98,7 @@ function modelServer() {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, baseURL: `http://127.0.0.1:${server.address().port}/v1` })));
 }
 
-/** The metered example and the same flow without Quota Guard and Metered Chat Model. */
+/** Each variant's flowData (keys as FLOW_NAMES): the metered example, the same flow without Quota Guard and Metered Chat Model, and the rest. */
 function flows(ids, basepath) {
   const metered = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'metered-conversation-chatflow.json'), 'utf8'));
   for (const n of metered.nodes) {
@@ -135,7 +144,7 @@ function flows(ids, basepath) {
   // session admission costs.
   const variantnosessions = structuredClone(variant);
   for (const n of variantnosessions.nodes) if (n.data.name === 'chatOpenAIMetered') n.data.inputs.checkSessions = false;
-  return { metered, plain, fat, variant, variantfat, variantnosessions };
+  return { on: metered, off: plain, fat, variant, variantfat, variantnosessions };
 }
 
 /** A client of the PostgreSQL server's maintenance database (statistics, backend pids). */
@@ -327,15 +336,12 @@ try {
   };
   const f = flows(ids, model.baseURL);
   const apiConfig = { overrideConfig: { status: true, nodes: {}, variables: [{ id: '', name: 'billingToken', type: 'static', enabled: true }] } };
-  const on = (await client.createChatflow({ name: 'bench metered', flowData: f.metered, type: 'CHATFLOW' })).id;
-  const off = (await client.createChatflow({ name: 'bench plain', flowData: f.plain, type: 'CHATFLOW' })).id;
-  const fat = (await client.createChatflow({ name: 'bench plain, metered size', flowData: f.fat, type: 'CHATFLOW' })).id;
-  const variant = (await client.createChatflow({ name: 'bench metered variant', flowData: f.variant, type: 'CHATFLOW' })).id;
-  const variantfat = (await client.createChatflow({ name: 'bench plain, metered variant size', flowData: f.variantfat, type: 'CHATFLOW' })).id;
-  const variantnosessions = (await client.createChatflow({ name: 'bench metered variant, no session count', flowData: f.variantnosessions, type: 'CHATFLOW' })).id;
-  for (const id of [on, off, fat, variant, variantfat, variantnosessions]) await client.updateChatflow(id, { apiConfig });
-  const flowIds = { off, on, fat, variant, variantfat, variantnosessions };
-  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[{ off: 'plain', on: 'metered', fat: 'fat', variant: 'variant', variantfat: 'variantfat', variantnosessions: 'variantnosessions' }[v]]).length}`).join(', ')}`);
+  const flowIds = {};
+  for (const [v, name] of Object.entries(FLOW_NAMES)) {
+    flowIds[v] = (await client.createChatflow({ name, flowData: f[v], type: 'CHATFLOW' })).id;
+    await client.updateChatflow(flowIds[v], { apiConfig });
+  }
+  log(`flowData bytes: ${VARIANTS.map((v) => `${v} ${JSON.stringify(f[v]).length}`).join(', ')}`);
   const tokens = customers.map((id) => signBillingToken(SECRET, id, { ttlSeconds: 3600 }));
 
   log(`queue mode: main + 2 workers, ${CLIENTS} clients over ${CUSTOMERS} customer(s), ${MESSAGES} prediction(s) per conversation, ${SECONDS}s rounds × ${ROUNDS} per variant, model delay ${DELAY} ms, ledger ${seeded ? `with ${HISTORY} customers' history, analyzed` : 'fresh'}, Node ${process.version} (client)`);
@@ -365,10 +371,7 @@ try {
     log(`  round ${i + 1}: off ${rates.off[i].toFixed(1)}/s, on ${rates.on[i].toFixed(1)}/s · per prediction: PostgreSQL transactions off ${tx.off[i].toFixed(1)}, on ${tx.on[i].toFixed(1)}; CPU ms (main + workers + PostgreSQL) off ${cpu.off[i].toFixed(1)}, on ${cpu.on[i].toFixed(1)}${VARIANTS.includes('fat') ? `, fat ${cpu.fat[i].toFixed(1)}` : ''}`);
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  if (ROUNDS > 1) {
-    log(`rounds ran in order ${VARIANTS.join(', ')} then reversed, alternately${ROUNDS % 2 ? ' (an odd number of rounds: the first order ran once more, so a drift does not cancel exactly)' : ''}`);
-    for (const v of VARIANTS) log(`  drift: ${v}'s CPU ms per prediction by round ${cpu[v].map((x) => x.toFixed(1)).join(', ')}`);
-  }
+  if (ROUNDS > 1) log(`rounds ran in order ${VARIANTS.join(', ')} then reversed, alternately${ROUNDS % 2 ? ' (an odd number of rounds: the first order ran once more, so a drift does not cancel exactly)' : ''}`);
   if (!(VARIANTS.includes('off') && VARIANTS.includes('on')) || VARIANTS.length > 2) {
     for (const v of VARIANTS) {
       const p = (k) => mean(parts[v].map((x) => x[k])).toFixed(1);
@@ -397,7 +400,7 @@ try {
     const k = (v, x) => mean(calls[v].map((c) => c[x])).toFixed(1);
     log(`read + write system calls per prediction (independent of other jobs' load, not of this run's rate): main ${k('off', 'main')} → ${k('on', 'main')}, workers ${k('off', 'workers')} → ${k('on', 'workers')}, PostgreSQL ${k('off', 'postgres')} → ${k('on', 'postgres')} (off → on); PostgreSQL transactions ${mean(tx.off).toFixed(1)} → ${mean(tx.on).toFixed(1)}`);
   }
-  for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x === 'fat' || x === 'variant' || x === 'variantfat' || x === 'variantnosessions') : []) {
+  for (const v of VARIANTS.includes('off') ? VARIANTS.filter((x) => x !== 'off' && x !== 'on') : []) {
     const r = mean(rates[v]) / mean(rates.off);
     log(`ratio ${v}/off: ${r.toFixed(3)}  (costs ${((1 - r) * 100).toFixed(1)} % of throughput${{ variant: '; the model swapped for its metered variant, no extra node', variantfat: "; the plain flow carrying the variant's saved billing inputs, not run", variantnosessions: '; the variant counting no sessions' }[v] ?? ''})${spread(v)}`);
     const byRound = cpu[v].map((x, i) => (cpu.off[i] / x).toFixed(3)).join(', ');
