@@ -13,13 +13,17 @@
 // the differences are what the admission and the guard cost. BENCH_CUSTOMERS (1: every prediction bills one
 // customer, whose subscription row every admission locks; N: prediction k bills customer k mod N),
 // BENCH_HISTORY (20000 customers with a past seeded, bench/ledger-history.mjs, and the database analyzed first;
-// 0: a fresh ledger).
+// 0: a fresh ledger), BENCH_BASELINES (floor,naive; '' for none).
+// Then the same-run baselines (bench/prediction-floor.mjs), the same bookings written by hand on the same server
+// with the same clients and customers: `floor`, the server deciding in one statement before the call and one
+// after (no design that pays before the call and writes each prediction durably does with less), and `naive`,
+// the client deciding in one transaction per step. The last column is the plugin's CPU (both sides) over theirs.
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
 import { createRequire } from 'node:module';
 import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 import { analyzeDatabase, seedHistory } from './ledger-history.mjs';
+import { backendCpuReader, runBaseline } from './prediction-floor.mjs';
 
 const require = createRequire(import.meta.url);
 const pg = require('pg');
@@ -105,33 +109,35 @@ texts.clear();
 const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 const monitor = new pg.Client({ connectionString: PG });
 await monitor.connect();
-const backendCpu = async () => {
-  const { rows } = await monitor.query('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
-  const ticks = rows.map((r) => {
-    try {
-      const f = fs.readFileSync(`/proc/${r.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return [r.pid, Number(f[11]) + Number(f[12])];
-    } catch {
-      return [r.pid, 0];
-    }
-  });
-  return new Map(ticks);
-};
-const server0 = await backendCpu();
+const serverCpu = backendCpuReader(monitor, TICK_MS);
+const server0 = await serverCpu();
 const cpu0 = process.cpuUsage();
 await phase(1000, N);
 const cpu = process.cpuUsage(cpu0);
-const server1 = await backendCpu();
-await monitor.end();
-let serverTicks = 0;
-for (const [pid, t] of server1) serverTicks += t - (server0.get(pid) ?? 0);
+const serverMs = (await serverCpu()) - server0;
 const per = (x) => (x / N).toFixed(2);
+const plugin = { statements: statements / N, cpuMs: (cpu.user + cpu.system) / 1000 / N, serverMs: serverMs / N };
 console.log(`${N} predictions, ${CLIENTS} concurrent, ${customers.length} customer(s) (PostgreSQL ${new URL(PG).host})`);
-console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, socket writes ${per(socketWrites)}, CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(2)} ms (idle wait included), server CPU ${((serverTicks * TICK_MS) / N).toFixed(2)} ms`);
+console.log(`per prediction: statements ${per(statements)}, transactions ${per(transactions)}, socket writes ${per(socketWrites)}, CPU ${plugin.cpuMs.toFixed(2)} ms (idle wait included), server CPU ${plugin.serverMs.toFixed(2)} ms`);
 if (process.env.BENCH_SHOW) for (const [t, n] of [...texts].sort((a, b) => b[1] - a[1])) console.log(`  ${(n / N).toFixed(2)}  ${t}`);
 let held = 0n;
 for (const id of customers) held += (await ledger.balance(id)).held;
 console.log(`held after the run: ${held} (expected 0)`);
+
+// Same-run baselines (bench/prediction-floor.mjs): the same bookings written by hand, same server, driver,
+// clients and customers. BENCH_BASELINES (floor,naive; '' for none).
+const kinds = (process.env.BENCH_BASELINES ?? 'floor,naive').split(',').filter(Boolean);
+if (kinds.length > 0) {
+  const rows = [['plugin', plugin]];
+  for (const kind of kinds) rows.push([kind, await runBaseline(pg, { url: PG, kind, n: N, clients: CLIENTS, customers, serverCpu })]);
+  const total = (r) => r.cpuMs + r.serverMs;
+  console.log('\nper prediction      statements  client CPU ms  server CPU ms  both   plugin/this');
+  for (const [name, r] of rows) {
+    const ratio = name === 'plugin' ? '' : `${(total(plugin) / total(r)).toFixed(2)}×`;
+    console.log(`${name.padEnd(18)}  ${r.statements.toFixed(2).padStart(10)}  ${r.cpuMs.toFixed(2).padStart(13)}  ${r.serverMs.toFixed(2).padStart(13)}  ${total(r).toFixed(2).padStart(5)}  ${ratio.padStart(11)}`);
+  }
+}
+await monitor.end();
 await closeSharedLedgers();
 const c = new pg.Client({ connectionString: PG });
 await c.connect();
