@@ -23,7 +23,7 @@ import net from 'node:net';
 import { createRequire } from 'node:module';
 import { ensurePgDatabaseOrExit } from '../test/support/pg-database.mjs';
 import { analyzeDatabase, seedHistory } from './ledger-history.mjs';
-import { backendCpuReader, runBaseline } from './prediction-floor.mjs';
+import { BASELINES, backendCpuReader, runBaseline } from './prediction-floor.mjs';
 
 const require = createRequire(import.meta.url);
 const pg = require('pg');
@@ -32,6 +32,12 @@ const { sharedLedger, openFlowRun, flowRunKey, closeSharedLedgers } = require('.
 const PG = process.env.FB_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/flowise_billing_test';
 await ensurePgDatabaseOrExit(PG, { what: 'This benchmark measures PostgreSQL', skip: 'node bench/sqlite-cost.mjs' });
 const N = Number(process.env.BENCH_PREDICTIONS ?? 400);
+const kinds = (process.env.BENCH_BASELINES ?? 'floor,naive').split(',').map((k) => k.trim()).filter(Boolean);
+const unknown = kinds.filter((k) => !(k in BASELINES));
+if (unknown.length > 0) {
+  console.error(`BENCH_BASELINES: unknown ${unknown.join(', ')} (known: ${Object.keys(BASELINES).join(', ')}; '' for none)`);
+  process.exit(2);
+}
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
 const schema = `pp_${process.pid}_${Date.now()}`;
 
@@ -124,22 +130,25 @@ let held = 0n;
 for (const id of customers) held += (await ledger.balance(id)).held;
 console.log(`held after the run: ${held} (expected 0)`);
 
-// Same-run baselines (bench/prediction-floor.mjs): the same bookings written by hand, same server, driver,
-// clients and customers. BENCH_BASELINES (floor,naive; '' for none).
-const kinds = (process.env.BENCH_BASELINES ?? 'floor,naive').split(',').filter(Boolean);
-if (kinds.length > 0) {
-  const rows = [['plugin', plugin]];
-  for (const kind of kinds) rows.push([kind, await runBaseline(pg, { url: PG, kind, n: N, clients: CLIENTS, customers, serverCpu })]);
-  const total = (r) => r.cpuMs + r.serverMs;
-  console.log('\nper prediction      statements  client CPU ms  server CPU ms  both   plugin/this');
-  for (const [name, r] of rows) {
-    const ratio = name === 'plugin' ? '' : `${(total(plugin) / total(r)).toFixed(2)}×`;
-    console.log(`${name.padEnd(18)}  ${r.statements.toFixed(2).padStart(10)}  ${r.cpuMs.toFixed(2).padStart(13)}  ${r.serverMs.toFixed(2).padStart(13)}  ${total(r).toFixed(2).padStart(5)}  ${ratio.padStart(11)}`);
+// The ledger's schema goes whatever happens below.
+try {
+  // Same-run baselines (bench/prediction-floor.mjs): the same bookings written by hand, same server, driver,
+  // clients and customers.
+  if (kinds.length > 0) {
+    const rows = [['plugin', plugin]];
+    for (const kind of kinds) rows.push([kind, await runBaseline(pg, { url: PG, kind, n: N, clients: CLIENTS, customers, serverCpu })]);
+    const total = (r) => r.cpuMs + r.serverMs;
+    console.log('\nper prediction      statements  client CPU ms  server CPU ms  both   plugin/this');
+    for (const [name, r] of rows) {
+      const ratio = name === 'plugin' ? '' : `${(total(plugin) / total(r)).toFixed(2)}×`;
+      console.log(`${name.padEnd(18)}  ${r.statements.toFixed(2).padStart(10)}  ${r.cpuMs.toFixed(2).padStart(13)}  ${r.serverMs.toFixed(2).padStart(13)}  ${total(r).toFixed(2).padStart(5)}  ${ratio.padStart(11)}`);
+    }
   }
+} finally {
+  await monitor.end();
+  await closeSharedLedgers();
+  const c = new pg.Client({ connectionString: PG });
+  await c.connect();
+  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await c.end();
 }
-await monitor.end();
-await closeSharedLedgers();
-const c = new pg.Client({ connectionString: PG });
-await c.connect();
-await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-await c.end();
