@@ -9,7 +9,8 @@
 //   naive   the decisions made by the client, one transaction per step (admission, hold, capture), each
 //           BEGIN; SELECT … FOR UPDATE; writes; COMMIT, one statement per round trip (the way #10's SQLite
 //           baseline works).
-// Tables of its own in a schema of its own (never the ledger's). Exports runBaseline for plugin-prediction.
+// Tables of its own in a schema of its own (never the ledger's). Exports runBaseline for plugin-prediction, and
+// floorMeter for the floor build that bench/queue-floor.mjs runs in queue mode.
 import fs from 'node:fs';
 
 const DDL = `
@@ -124,6 +125,63 @@ async function naivePrediction(pool, customer, k) {
 }
 
 export const BASELINES = { floor: floorPrediction, naive: naivePrediction };
+
+/**
+ * The floor as a metered model's bookings inside Flowise (bench/queue-floor.mjs): `before` books the
+ * session and the hold for one call and returns the hold's id, `after` captures the call and the fee
+ * from it. Tables in `schema` of `url`'s database, made by whichever worker comes first (an advisory
+ * lock: both race), each customer funded on first sight. `mode`: sync (commits wait for the log, as a
+ * hold must), async (they do not), skip (no statement at all: what the node costs without bookings).
+ */
+export function floorMeter(pg, url, { schema, mode = 'sync' }) {
+  if (!['sync', 'async', 'skip'].includes(mode)) throw new Error(`floor mode must be sync, async or skip, got ${mode}`);
+  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`floor schema must be a plain lower-case name, got ${schema}`);
+  const u = new URL(url);
+  u.searchParams.delete('schema');
+  const pool = new pg.Pool({ connectionString: u.toString(), max: 8, options: `-c search_path=${schema}${mode === 'async' ? ' -c synchronous_commit=off' : ''}` });
+  const ready = (async () => {
+    const c = await pool.connect();
+    try {
+      await c.query('BEGIN');
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [schema]);
+      const { rows } = await c.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+      if (rows.length === 0) await c.query(`CREATE SCHEMA ${schema}; SET LOCAL search_path TO ${schema}; ${DDL}`);
+      await c.query('COMMIT');
+    } catch (e) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      c.release();
+    }
+  })();
+  const funded = new Map();
+  const fund = (customer) => {
+    if (!funded.has(customer)) {
+      funded.set(customer, (async () => {
+        await pool.query('INSERT INTO customers VALUES ($1, $2, 0) ON CONFLICT DO NOTHING', [customer, String(10n ** 18n)]);
+        await pool.query('INSERT INTO subscriptions VALUES ($1, 0, 1000000000) ON CONFLICT DO NOTHING', [customer]);
+      })());
+    }
+    return funded.get(customer);
+  };
+  let k = 0;
+  return {
+    async before(customer, conversation) {
+      if (mode === 'skip') return 'skip';
+      await ready;
+      await fund(customer);
+      const hold = `fq_${process.pid}_${Date.now()}_${k++}`;
+      const { rows } = await pool.query({ name: 'fb', text: FLOOR_BEFORE, values: [customer, conversation, `ses_${hold}`, Date.now(), HOLD, hold, `${hold}:reserve`] });
+      if (Number(rows[0].held) !== 1) throw new Error('floor: refused');
+      return hold;
+    },
+    async after(hold) {
+      if (hold === 'skip') return;
+      const { rows } = await pool.query({ name: 'fa', text: FLOOR_AFTER, values: [hold, CALL, FEE, `c_${hold}`, `f_${hold}`, Date.now(), `${hold}:settle`, `${hold}:fee`, `${hold}:end`] });
+      if (rows.length !== 1) throw new Error('floor: not captured');
+    },
+  };
+}
 
 /**
  * Runs `n` predictions of baseline `kind` from `clients` concurrent callers over `customers`, in a fresh
