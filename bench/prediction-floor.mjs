@@ -26,6 +26,9 @@ CREATE TABLE entries (id BIGSERIAL PRIMARY KEY, customer_id TEXT NOT NULL, type 
 CREATE INDEX entries_customer ON entries (customer_id, created_at);
 `;
 
+/** The baselines' schema and tables; `set` is SET (the session keeps the search path) or SET LOCAL (the transaction does). */
+const createTables = (c, schema, set) => c.query(`CREATE SCHEMA ${schema}; ${set} search_path TO ${schema}; ${DDL}`);
+
 /** Before the call: the session (within the limit) and the hold (within the balance), in one statement. */
 const FLOOR_BEFORE = `WITH s AS (
   UPDATE subscriptions SET sessions_used = sessions_used + 1 WHERE customer_id = $1::text AND sessions_used < sessions_limit RETURNING 1
@@ -62,13 +65,28 @@ const HOLD = 12_458_350n;
 const CALL = 3_600n;
 const FEE = 2_454_750n;
 
+/** Funds a customer (and subscribes it) in the baselines' tables on `q`'s search path; a second time changes nothing. */
+async function fund(q, customer) {
+  await q.query('INSERT INTO customers VALUES ($1, $2, 0) ON CONFLICT DO NOTHING', [customer, String(10n ** 18n)]);
+  await q.query('INSERT INTO subscriptions VALUES ($1, 0, 1000000000) ON CONFLICT DO NOTHING', [customer]);
+}
+
+/** The floor's statement before a call: session and hold, or an error when either was refused. */
+async function floorBefore(pool, customer, conversation, hold, now) {
+  const { rows } = await pool.query({ name: 'fb', text: FLOOR_BEFORE, values: [customer, conversation, `ses_${hold}`, now, HOLD, hold, `${hold}:reserve`] });
+  if (Number(rows[0].held) !== 1) throw new Error('floor: refused');
+}
+
+/** The floor's statement after a call: the call and the fee captured from `hold`, the rest released. */
+async function floorAfter(pool, hold, now) {
+  const { rows } = await pool.query({ name: 'fa', text: FLOOR_AFTER, values: [hold, CALL, FEE, `c_${hold}`, `f_${hold}`, now, `${hold}:settle`, `${hold}:fee`, `${hold}:end`] });
+  if (rows.length !== 1) throw new Error('floor: not captured');
+}
+
 async function floorPrediction(pool, customer, k) {
   const now = Date.now();
-  const hold = `fh_${k}`;
-  const { rows } = await pool.query({ name: 'fb', text: FLOOR_BEFORE, values: [customer, `chat-${k}`, `ses_${k}`, now, HOLD, hold, `${hold}:reserve`] });
-  if (Number(rows[0].held) !== 1) throw new Error('floor: refused');
-  const r = await pool.query({ name: 'fa', text: FLOOR_AFTER, values: [hold, CALL, FEE, `fc_${k}`, `ff_${k}`, now, `${hold}:settle`, `${hold}:fee`, `${hold}:end`] });
-  if (r.rows.length !== 1) throw new Error('floor: not captured');
+  await floorBefore(pool, customer, `chat-${k}`, `fh_${k}`, now);
+  await floorAfter(pool, `fh_${k}`, now);
 }
 
 /** One transaction, one statement per round trip, decided by the client. */
@@ -126,6 +144,9 @@ async function naivePrediction(pool, customer, k) {
 
 export const BASELINES = { floor: floorPrediction, naive: naivePrediction };
 
+/** floorMeter's modes (bench/queue-floor.mjs's FB_FLOOR). */
+export const FLOOR_MODES = ['sync', 'async', 'skip'];
+
 /**
  * The floor as a metered model's bookings inside Flowise (bench/queue-floor.mjs): `before` books the
  * session and the hold for one call and returns the hold's id, `after` captures the call and the fee
@@ -134,7 +155,7 @@ export const BASELINES = { floor: floorPrediction, naive: naivePrediction };
  * hold must), async (they do not), skip (no statement at all: what the node costs without bookings).
  */
 export function floorMeter(pg, url, { schema, mode = 'sync' }) {
-  if (!['sync', 'async', 'skip'].includes(mode)) throw new Error(`floor mode must be sync, async or skip, got ${mode}`);
+  if (!FLOOR_MODES.includes(mode)) throw new Error(`floor mode must be ${FLOOR_MODES.join(', ')}, got ${mode}`);
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`floor schema must be a plain lower-case name, got ${schema}`);
   const u = new URL(url);
   u.searchParams.delete('schema');
@@ -145,7 +166,7 @@ export function floorMeter(pg, url, { schema, mode = 'sync' }) {
       await c.query('BEGIN');
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [schema]);
       const { rows } = await c.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
-      if (rows.length === 0) await c.query(`CREATE SCHEMA ${schema}; SET LOCAL search_path TO ${schema}; ${DDL}`);
+      if (rows.length === 0) await createTables(c, schema, 'SET LOCAL');
       await c.query('COMMIT');
     } catch (e) {
       await c.query('ROLLBACK').catch(() => undefined);
@@ -155,13 +176,8 @@ export function floorMeter(pg, url, { schema, mode = 'sync' }) {
     }
   })();
   const funded = new Map();
-  const fund = (customer) => {
-    if (!funded.has(customer)) {
-      funded.set(customer, (async () => {
-        await pool.query('INSERT INTO customers VALUES ($1, $2, 0) ON CONFLICT DO NOTHING', [customer, String(10n ** 18n)]);
-        await pool.query('INSERT INTO subscriptions VALUES ($1, 0, 1000000000) ON CONFLICT DO NOTHING', [customer]);
-      })());
-    }
+  const fundOnce = (customer) => {
+    if (!funded.has(customer)) funded.set(customer, fund(pool, customer));
     return funded.get(customer);
   };
   let k = 0;
@@ -169,16 +185,13 @@ export function floorMeter(pg, url, { schema, mode = 'sync' }) {
     async before(customer, conversation) {
       if (mode === 'skip') return 'skip';
       await ready;
-      await fund(customer);
+      await fundOnce(customer);
       const hold = `fq_${process.pid}_${Date.now()}_${k++}`;
-      const { rows } = await pool.query({ name: 'fb', text: FLOOR_BEFORE, values: [customer, conversation, `ses_${hold}`, Date.now(), HOLD, hold, `${hold}:reserve`] });
-      if (Number(rows[0].held) !== 1) throw new Error('floor: refused');
+      await floorBefore(pool, customer, conversation, hold, Date.now());
       return hold;
     },
     async after(hold) {
-      if (hold === 'skip') return;
-      const { rows } = await pool.query({ name: 'fa', text: FLOOR_AFTER, values: [hold, CALL, FEE, `c_${hold}`, `f_${hold}`, Date.now(), `${hold}:settle`, `${hold}:fee`, `${hold}:end`] });
-      if (rows.length !== 1) throw new Error('floor: not captured');
+      if (hold !== 'skip') await floorAfter(pool, hold, Date.now());
     },
   };
 }
@@ -192,12 +205,9 @@ export async function runBaseline(pg, { url, kind, n, clients, customers, server
   const schema = `ppb_${kind}_${process.pid}`;
   const admin = new pg.Client({ connectionString: url });
   await admin.connect();
-  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema}`);
-  await admin.query(`SET search_path TO ${schema}; ${DDL}`);
-  for (const id of customers) {
-    await admin.query(`INSERT INTO ${schema}.customers VALUES ($1, $2, 0)`, [id, String(10n ** 18n)]);
-    await admin.query(`INSERT INTO ${schema}.subscriptions VALUES ($1, 0, 100000000)`, [id]);
-  }
+  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await createTables(admin, schema, 'SET');
+  for (const id of customers) await fund(admin, id);
   const pool = new pg.Pool({ connectionString: url, max: poolSize, options: `-c search_path=${schema}` });
   let statements = 0;
   pool.on('connect', (c) => {

@@ -13,11 +13,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FLOOR_MODES } from './prediction-floor.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODE = process.env.FB_FLOOR ?? 'sync';
-if (!['sync', 'async', 'skip'].includes(MODE)) {
-  console.error(`FB_FLOOR must be sync, async or skip, got "${MODE}"`);
+if (!FLOOR_MODES.includes(MODE)) {
+  console.error(`FB_FLOOR must be ${FLOOR_MODES.join(', ')}, got "${MODE}"`);
   process.exit(2);
 }
 const git = (args, opts = {}) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8', ...opts });
