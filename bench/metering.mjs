@@ -1,6 +1,7 @@
 // Metering overhead: time per metered LLM call minus the same call unmetered
 // (deterministic fake chat model, SQLite ledger, synchronous=NORMAL), p50 and p99,
-// measured in one run with metered and unmetered calls interleaved.
+// measured in one run with metered and unmetered calls interleaved; the first figure also beside its floor
+// (bench/metering-floor.mjs), the same call paid by a hand-written hold and settle, interleaved with both.
 // Runs against dist/ (npm run build first). Env: BENCH_CALLS (default 2000), BENCH_WARMUP (default 2000).
 // The warm-up is a process's first calls: JIT compilation, and the SQLite -wal file growing to the size
 // it is then reused at (the writer checkpoints every 16,000 pages, about 940 metered calls here). Its
@@ -8,6 +9,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { meteredStep } from './metered-step.mjs';
+import { meteringFloor } from './metering-floor.mjs';
 
 const require = createRequire(import.meta.url);
 const { RunnableLambda } = require('@langchain/core/runnables');
@@ -23,10 +25,14 @@ const f = (v) => `${v.toFixed(3)} ms`;
 const step = await meteredStep();
 const { ledger, model, msgs, tmp, BillingCallbackHandler } = step;
 
-/** Times `fn` N times, interleaving the two variants so drift hits both alike. */
-async function paired(label, unmetered, metered) {
+/**
+ * Times `fn` N times, interleaving the variants so drift hits them alike. With `floor`, each round also
+ * times the step paid by the floor's handler, and the added p50/p99 of both are returned.
+ */
+async function paired(label, unmetered, metered, floor) {
   const a = [];
   const b = [];
+  const c = [];
   const wa = [];
   const wb = [];
   for (let i = 0; i < WARMUP + N; i++) {
@@ -43,6 +49,11 @@ async function paired(label, unmetered, metered) {
       wa.push(ta);
       wb.push(tb);
     }
+    if (floor) {
+      t = performance.now();
+      await floor(i);
+      if (i >= WARMUP) c.push(performance.now() - t);
+    }
   }
   const diffs = b.map((x, i) => x - a[i]);
   console.log(`${label}`);
@@ -51,12 +62,28 @@ async function paired(label, unmetered, metered) {
   console.log(`  added (p_x metered − p_x unmetered)   p50 ${f(pct(b, 0.5) - pct(a, 0.5))}   p99 ${f(pct(b, 0.99) - pct(a, 0.99))}`);
   console.log(`  added (per-pair difference)           p50 ${f(pct(diffs, 0.5))}   p99 ${f(pct(diffs, 0.99))}`);
   if (wa.length) console.log(`  warm-up, first ${wa.length} calls (not above): added p50 ${f(pct(wb, 0.5) - pct(wa, 0.5))}   p99 ${f(pct(wb, 0.99) - pct(wa, 0.99))}`);
+  const added = (xs) => ({ p50: pct(xs, 0.5) - pct(a, 0.5), p99: pct(xs, 0.99) - pct(a, 0.99) });
+  return { added: { metered: added(b), floor: c.length ? added(c) : null } };
 }
+
+const FLOOR_LABEL = 'a hand-written hold transaction before the call and a settle transaction after (bench/metering-floor.mjs: same driver and pragmas, no stored results, audit, charge rows or indexes per customer)';
 
 console.log(`metering overhead, ${N} calls per variant (+${WARMUP} warm-up), SQLite WAL synchronous=NORMAL, Node ${process.version}`);
 
-// 1. One LLM step: hold before, settle after (fee and compute off). This is the per-step cost.
-await paired('LLM step (hold + settle), bare model.invoke', step.bare, step.metered);
+// 1. One LLM step: hold before, settle after (fee and compute off). This is the per-step cost, measured
+// beside its floor (metering-floor.mjs): the same step paid by a hand-written hold and settle transaction.
+{
+  const floor = meteringFloor({ dist: new URL('../dist', import.meta.url).pathname, dir: tmp, card: await ledger.activeRateCard() });
+  const floored = () => model.invoke(msgs, { callbacks: [floor.handler] });
+  const { added } = await paired('LLM step (hold + settle), bare model.invoke', step.bare, step.metered, floored);
+  console.log(
+    `  floor: ${FLOOR_LABEL}\n` +
+      `  floor added (p_x floor − p_x unmetered)     p50 ${f(added.floor.p50)}   p99 ${f(added.floor.p99)}` +
+      `   → metering ${(added.metered.p50 / added.floor.p50).toFixed(2)}× the floor at p50, ${(added.metered.p99 / added.floor.p99).toFixed(2)}× at p99` +
+      (floor.check() ? '' : '   (FLOOR BOOKED WRONG: its figures do not count)'),
+  );
+  floor.close();
+}
 
 // 2. A step inside a running chain: a root with 10 LLM calls, timed per call.
 {

@@ -1,7 +1,8 @@
 // npm run bench: ledger throughput and latency, each figure next to a baseline measured in the same run.
 //   SQLite: a naive one-transaction-per-operation loop on the same driver and disk
 //           (BEGIN IMMEDIATE; SELECT balance; UPDATE; INSERT entry with a unique key; COMMIT).
-//   PostgreSQL: pgbench's built-in TPC-B-like script at the same client count on the same server.
+//   PostgreSQL: pgbench's built-in TPC-B-like script at the same client count on the same server; at one
+//           client also the node-postgres floor (nodeFloor): what this driver alone does per operation.
 // A ratio is ledger operations/s (a hold+settle pair is 2 operations) ÷ baseline transactions/s;
 // on SQLite the hold latency is printed next to the naive transaction's own latency in the same slices.
 // Env: BENCH_SECONDS (default 3 per measurement), FB_BACKENDS=sqlite|postgres, FB_TEST_PG_URL,
@@ -73,6 +74,8 @@ async function measure(ledger, concurrency, customers, label, seconds = SECONDS,
 async function interleaved(slices, sliceSeconds, baselineSlice, ledgerSlice) {
   let baseOps = 0;
   let baseSeconds = 0;
+  let floorOps = 0;
+  let floorSeconds = 0;
   let pairs = 0;
   let seconds = 0;
   const lat = [];
@@ -82,6 +85,10 @@ async function interleaved(slices, sliceSeconds, baselineSlice, ledgerSlice) {
     baseOps += b.ops;
     baseSeconds += b.seconds;
     if (b.lat) baseLat.push(...b.lat);
+    if (b.floor) {
+      floorOps += b.floor.ops;
+      floorSeconds += b.floor.seconds;
+    }
     const r = await ledgerSlice(i, sliceSeconds);
     pairs += r.pairs;
     seconds += r.elapsed;
@@ -91,6 +98,7 @@ async function interleaved(slices, sliceSeconds, baselineSlice, ledgerSlice) {
   baseLat.sort((a, b) => a - b);
   return {
     baseline: Math.round(baseOps / baseSeconds),
+    floor: floorSeconds ? Math.round(floorOps / floorSeconds) : undefined,
     baseLatency: baseLat.length ? { p50: pct(baseLat, 0.5), p99: pct(baseLat, 0.99), p999: pct(baseLat, 0.999) } : null,
     r: { pairsPerSec: Math.round(pairs / seconds), opsPerSec: Math.round((2 * pairs) / seconds), p50: pct(lat, 0.5), p99: pct(lat, 0.99), p999: pct(lat, 0.999), pairs },
   };
@@ -186,6 +194,41 @@ function pgbench(clients, seconds) {
   return { ops: Number(m[1]) * seconds, seconds };
 }
 
+/**
+ * The least a client-decides operation costs on this driver: the customer's row locked and read (one
+ * round trip, with BEGIN), then its update, a journal insert and COMMIT (the second), prepared and
+ * pipelined as the ledger's are, on pgbench's tables, with no ledger logic. Beside pgbench it shows
+ * what node-postgres itself costs here against pgbench's C client; beside the ledger, what the
+ * ledger's own work costs. Printed for one client, where that is the whole story.
+ */
+async function nodeFloor() {
+  const { host, port, user, password } = pgConn();
+  const c = new Client({ host, port: Number(port), user, password: password || undefined, database: 'flowise_billing_bench', pipeline: true });
+  await c.connect();
+  const lock = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1 FOR UPDATE';
+  const update = 'UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2';
+  const insert = 'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, $1, $2, CURRENT_TIMESTAMP)';
+  const op = async () => {
+    const aid = 1 + Math.floor(Math.random() * 100_000);
+    const [, r] = await Promise.all([c.query('BEGIN'), c.query({ name: 'floor_lock', text: lock, values: [aid] })]);
+    const delta = r.rows[0].abalance > 0 ? -1 : 1; // the write depends on what was read, as a hold's does
+    await Promise.all([c.query({ name: 'floor_update', text: update, values: [delta, aid] }), c.query({ name: 'floor_insert', text: insert, values: [aid, delta] }), c.query('COMMIT')]);
+  };
+  return {
+    async slice(seconds) {
+      const started = performance.now();
+      const end = started + seconds * 1000;
+      let ops = 0;
+      while (performance.now() < end) {
+        await op();
+        ops++;
+      }
+      return { ops, seconds: (performance.now() - started) / 1000 };
+    },
+    close: () => c.end(),
+  };
+}
+
 async function dropBenchSchema() {
   const { host, port, user, password } = pgConn();
   const c = new Client({ host, port: Number(port), user, password: password || undefined, database: new URL(PG).pathname.slice(1) });
@@ -248,6 +291,8 @@ for (const b of backends) {
     await ledger.topUp({ customerId: id, amount: 1_000_000_000_000n, idempotencyKey: `seed-${id}` });
   }
   const naive = b.name === 'sqlite' ? naiveSqlite(b.sync, customers) : null;
+  const floor = b.name === 'postgres' ? await nodeFloor() : null;
+  await floor?.slice(1);
   if (WARMUP > 0) {
     // Steady state, as pgbench's compiled loop has from its first transaction: a process's first few thousand
     // operations are slower (JIT tiers, V8's new space still growing, the WAL file still being extended), so the
@@ -266,21 +311,29 @@ for (const b of backends) {
     const custs = customers.slice(0, n);
     // pgbench is a process of its own (slices of 1 s); the SQLite loop runs in-process (slices of 0.25 s).
     const sliceSeconds = b.name === 'postgres' ? 1 : 0.25;
-    const { baseline, baseLatency, r } = await interleaved(
+    const { baseline, baseLatency, floor: floorTps, r } = await interleaved(
       Math.max(1, Math.round(SECONDS / sliceSeconds)),
       sliceSeconds,
-      (i, sec) => (b.name === 'postgres' ? pgbench(concurrency, sec) : naive.slice(concurrency, n, sec)),
+      async (i, sec) =>
+        b.name === 'sqlite' ? naive.slice(concurrency, n, sec) : { ...pgbench(concurrency, sec), floor: concurrency === 1 ? await floor.slice(sec) : undefined },
       (i, sec) => measure(ledger, concurrency, custs, `c${concurrency}x${n}:${i}`, sec),
     );
     const baseName = b.name === 'postgres' ? 'pgbench tps' : 'naive ops/s';
-    rows.push({ backend: b.label, concurrency, customers: n, ...r, baseline, baselineName: baseName, ratio: r.opsPerSec / baseline, baseLatency });
+    rows.push({ backend: b.label, concurrency, customers: n, ...r, baseline, baselineName: baseName, ratio: r.opsPerSec / baseline, baseLatency, nodeFloor: floorTps });
     console.log(
       `  callers ${String(concurrency).padStart(2)} customers ${n}  ${String(r.pairsPerSec).padStart(6)} pairs/s = ${String(r.opsPerSec).padStart(6)} ops/s` +
         `  | ${baseName} ${String(baseline).padStart(6)}  ratio ${ratio(r.opsPerSec, baseline).padStart(6)}  | hold p50 ${ms(r.p50)}  p99 ${ms(r.p99)}  p99.9 ${ms(r.p999)}` +
         (baseLatency ? `  (naive transaction p50 ${ms(baseLatency.p50)}  p99 ${ms(baseLatency.p99)}  p99.9 ${ms(baseLatency.p999)})` : ''),
     );
+    if (floorTps) {
+      console.log(
+        `      node-postgres floor (lock + read, then write + COMMIT: 2 round trips, no ledger logic) ${floorTps} ops/s = ${ratio(floorTps, baseline)} pgbench;` +
+          ` the ledger ${ratio(r.opsPerSec, floorTps)} of it`,
+      );
+    }
   }
   naive?.close();
+  await floor?.close();
   const check = await ledger.checkInvariants();
   if (!check.ok) throw new Error(`invariants broken after bench: ${JSON.stringify(check.violations.slice(0, 3))}`);
   await ledger.close();
