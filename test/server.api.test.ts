@@ -198,6 +198,22 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect(await statementOf('cust-b')).toEqual(before.st);
   });
 
+  it('reads back a customer whose id has the full 128 characters; a malformed or over-long path is a typed 4xx', async () => {
+    const id = `L${'x'.repeat(120)}:a@b+c-`; // 128 characters, three that clients %-encode
+    expect(id).toHaveLength(128);
+    expect((await write('POST', '/v1/customers', { key: 'long-id', body: { id } })).status).toBe(201);
+    for (const p of [`/v1/customers/${id}`, `/v1/customers/${encodeURIComponent(id)}/balance`]) {
+      const r = await read('GET', p);
+      expect(r.status, p).toBe(200);
+      expect(r.json.customerId).toBe(id);
+    }
+    for (const [p, status] of [['/v1/customers/%E0%A4%A', 400], [`/v1/customers/${'a'.repeat(129)}`, 400], [`/v1/customers/${'a'.repeat(300)}`, 414]] as const) {
+      const r = await read('GET', p);
+      expect(r.status, p).toBe(status);
+      expect(r.json.error).toMatchObject({ code: 'VALIDATION_ERROR', message: expect.any(String) });
+    }
+  });
+
   it('charges (priced and explicit), refunds, holds settle and release, and pages the statement', async () => {
     const priced = await write('POST', '/v1/customers/cust-b/charges', { key: 'ch-1', body: { chargeType: 'Inference', quantity: '4', metadata: { chatflowId: 'flow-1', nodeId: 'llm_0' } } });
     expect(priced.status).toBe(201);

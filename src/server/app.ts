@@ -2,7 +2,7 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyCors from '@fastify/cors';
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { BillingError } from '../errors';
 import type { Logger } from '../log';
@@ -30,6 +30,11 @@ export interface ServerOptions {
   readonly version?: string;
 }
 
+/**
+ * Longest path parameter (after %-decoding) the router accepts: above every valid id (customer ids are at
+ * most 128 characters), so a slightly long id still reaches its route's schema and gets that message.
+ */
+const MAX_PATH_PARAM_LENGTH = 256;
 
 /** The `serve` HTTP application: REST API, OpenAPI document, health, metrics and the dashboard. */
 export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): Promise<FastifyInstance> {
@@ -39,6 +44,16 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     // Request ids in logs; a client-sent one is not trusted as unique.
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,
+    // The router's default (100 characters) is shorter than a valid customer id (128): such customers
+    // could be created but not read back.
+    routerOptions: { maxParamLength: MAX_PATH_PARAM_LENGTH },
+    // Refusals the router makes before any route runs (a malformed %-escape, a path segment past the
+    // limit above) skip the error handler; without this they would answer in fastify's own shape.
+    frameworkErrors: (err, _req, reply) => {
+      const { error, status } = toBillingError(err);
+      deps.metrics.refusals.inc({ code: error.code });
+      void (reply as FastifyReply).code(status).send(errorBody(error));
+    },
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

@@ -55,6 +55,8 @@ export function toBillingError(e: unknown): { error: BillingError; status: numbe
   if (e instanceof BillingError) return { error: e, status: HTTP_STATUS[e.code] };
   const f = e as { statusCode?: number; code?: string; message?: string; validation?: unknown };
   if (f?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { error: new BillingError('VALIDATION_ERROR', 'Request body too large', { limitBytes: 'see serve --body-limit' }), status: 413 };
+  if (f?.code === 'FST_ERR_BAD_URL') return { error: new BillingError('VALIDATION_ERROR', 'The request path is not a valid URL (a malformed %-escape)', { fastifyCode: f.code }), status: 400 };
+  if (f?.code === 'FST_ERR_MAX_PARAM_LENGTH') return { error: new BillingError('VALIDATION_ERROR', 'A path parameter is too long (ids are at most 128 characters)', { fastifyCode: f.code }), status: 414 };
   if (f?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { error: new BillingError('VALIDATION_ERROR', 'Content-Type must be application/json', {}), status: 415 };
   if (f?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || f?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (f?.statusCode === 400 && /JSON/i.test(f.message ?? ''))) {
     return { error: new BillingError('VALIDATION_ERROR', 'Request body is not valid JSON', {}), status: 400 };
