@@ -250,6 +250,25 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect(p2.json.data).toEqual(all.slice(3, 6));
   });
 
+  it('takes a bodyless mutation sent with Content-Type: application/json (as the README client sends every request)', async () => {
+    const json = { 'content-type': 'application/json' };
+    await write('POST', '/v1/customers', { key: 'eb-create', body: { id: 'empty-body' } });
+    await write('POST', '/v1/customers/empty-body/topups', { key: 'eb-topup', body: { amountUsd: '5' } });
+    await write('PUT', '/v1/customers/empty-body/subscription', { key: 'eb-sub', body: { planId: 'free' } });
+    const h = await write('POST', '/v1/customers/empty-body/holds', { key: 'eb-hold', body: { amountUsd: '1' } });
+    const rel = await write('POST', `/v1/holds/${h.json.id}/release`, { key: 'eb-release', headers: json });
+    expect(rel.status).toBe(200);
+    expect(rel.json.status).toBe('released');
+    const cancel = await write('DELETE', '/v1/customers/empty-body/subscription', { key: 'eb-cancel', headers: json });
+    expect(cancel.status).toBe(200);
+    expect(cancel.json.subscription.cancelAtPeriodEnd).toBe(true);
+    // A route that needs a body still refuses an empty one, with the field named.
+    const topup = await write('POST', '/v1/customers/empty-body/topups', { key: 'eb-topup-2', headers: json });
+    expect(topup.status).toBe(400);
+    expect(topup.json.error.code).toBe('VALIDATION_ERROR');
+    expect(await balanceOf('empty-body')).toMatchObject({ balanceUsd: '5.00', heldUsd: '0.00' });
+  });
+
   it('reports usage, lists and edits plans, subscribes, budgets, alerts and invoices', async () => {
     const plans = (await read('GET', '/v1/plans')).json.data.map((p: { id: string }) => p.id);
     expect(plans).toEqual(expect.arrayContaining(['free', 'starter', 'professional', 'enterprise']));

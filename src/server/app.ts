@@ -73,6 +73,12 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
     if (error.code === 'RATE_LIMITED') reply.header('retry-after', String(error.details.retryAfterSeconds ?? 60));
     return reply.code(status).send(errorBody(error));
   });
+  // A mutation without a body (release, cancel, close, activate, retry, revoke) sent with
+  // `Content-Type: application/json`, as the README's operator client sends every request, has no body:
+  // it is not malformed JSON. Everything else keeps fastify's parser (and its __proto__ refusal).
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => (body === '' ? done(null, undefined) : parseJson(req, String(body), done)));
   app.setNotFoundHandler((req, reply) => {
     deps.metrics.refusals.inc({ code: 'NOT_FOUND' });
     return reply.code(404).send(errorBody(new BillingError('NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}`, { method: req.method })));
