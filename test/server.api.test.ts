@@ -250,6 +250,23 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect(p2.json.data).toEqual(all.slice(3, 6));
   });
 
+  it('names the budget budgetUsd whether or not one is set (null when none), never budget: null', async () => {
+    await write('POST', '/v1/customers', { key: 'nb-create', body: { id: 'no-budget' } });
+    const shapes = async () => [
+      (await read('GET', '/v1/customers/no-budget')).json.budget,
+      (await read('GET', '/v1/customers/no-budget/budget')).json,
+      (await read('GET', '/v1/customers/no-budget/usage')).json,
+    ];
+    for (const s of await shapes()) {
+      expect(s).toHaveProperty('budgetUsd', null);
+      expect(s).not.toHaveProperty('budget');
+    }
+    expect((await write('PUT', '/v1/customers/no-budget/budget', { key: 'nb-set', body: { limitUsd: '5' } })).json.budgetUsd).toBe('5.00');
+    const cleared = await write('PATCH', '/v1/customers/no-budget', { key: 'nb-clear', body: { budgetUsd: null } });
+    expect(cleared.json.budget).toHaveProperty('budgetUsd', null);
+    for (const s of await shapes()) expect(s).toHaveProperty('budgetUsd', null);
+  });
+
   it('takes a bodyless mutation sent with Content-Type: application/json (as the README client sends every request)', async () => {
     const json = { 'content-type': 'application/json' };
     await write('POST', '/v1/customers', { key: 'eb-create', body: { id: 'empty-body' } });
