@@ -10,6 +10,17 @@ export interface Period {
   readonly end: number;
 }
 
+/**
+ * The UTC midnight of the calendar day y-m-d (m 1–12), or null when no such day exists (2026-02-30,
+ * month 13). Date.parse and Date.UTC roll such a day over into the next month, and Date.UTC reads the
+ * years 0–99 as 1900–1999, so user-typed dates are checked here before they pick a period.
+ */
+export function calendarDay(y: number, m: number, d: number): number | null {
+  const t = new Date(0);
+  t.setUTCFullYear(y, m - 1, d);
+  return t.getUTCFullYear() === y && t.getUTCMonth() === m - 1 && t.getUTCDate() === d ? t.getTime() : null;
+}
+
 function anchorIn(year: number, month: number, anchorDay: number): number {
   const last = new Date(Date.UTC(year, month + 1, 0)).getUTCDate();
   return Date.UTC(year, month, Math.min(anchorDay, last));

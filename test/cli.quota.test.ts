@@ -90,4 +90,20 @@ describe.each(BACKENDS)('quota CLI on $name', (backend) => {
     expect(bad.out.error.code).toBe('VALIDATION_ERROR');
     expect((await cli(db, ['subscribe', 'api', 'gold'])).out.error.code).toBe('PLAN_NOT_FOUND');
   });
+
+  it('--period and --at refuse a day the calendar does not have instead of reporting the next month', async () => {
+    const db = backend.name === 'sqlite' ? path.join(tmp, `p-${Date.now()}.sqlite`) : await backend.freshTarget();
+    await cli(db, ['customers', 'create', 'acme']);
+    for (const period of ['2026-02-30', '2026-04-31', '2026-02-29T10:00:00Z', '2026-13', '2026-00']) {
+      const r = await cli(db, ['usage', 'acme', '--period', period]);
+      expect(r.code, period).toBe(1);
+      expect(r.out.error.code, period).toBe('VALIDATION_ERROR');
+    }
+    // Date.UTC reads the years 0–99 as 1900–1999: such a period was reported as 1999-02, now it is refused.
+    expect((await cli(db, ['usage', 'acme', '--period', '0099-03'])).out.error.message).toMatch(/1970-01-01 or later/);
+    expect((await cli(db, ['usage', 'acme', '--period', '2028-02-29'])).out.periodStart).toBe('2028-02-01T00:00:00.000Z');
+    const at = await cli(db, ['usage', 'record', 'acme', 'api_calls', '1', '--key', 'u-1', '--at', '2026-02-30T10:00:00Z']);
+    expect(at.out.error.code).toBe('VALIDATION_ERROR');
+    expect((await cli(db, ['usage', 'record', 'acme', 'api_calls', '1', '--key', 'u-1', '--at', '2026-02-28T10:00:00Z'])).out).toMatchObject({ recorded: true });
+  });
 });

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseQuantity, parseUsd, type Quantity } from '../money';
+import { calendarDay } from '../period';
 import { CHARGE_TYPES, type ChargeType, RESOURCES, type Resource } from '../pricing/ratecard';
 import { customerIdSchema } from '../schemas';
 
@@ -96,13 +97,25 @@ export type PriceItem = ChargeType | Resource;
 const PRICE_ITEMS: readonly PriceItem[] = [...CHARGE_TYPES, ...RESOURCES];
 export const priceItem = oneOf<PriceItem>('item', PRICE_ITEMS);
 
+/** Whether the YYYY-MM-DD a time starts with is a day of the calendar (not 2026-02-30, which Date.parse reads as March 2). */
+function realDay(s: string): boolean {
+  const d = /^(\d{4})-(\d{2})-(\d{2})/.exec(s);
+  return d !== null && calendarDay(+d[1]!, +d[2]!, +d[3]!) !== null;
+}
+
+/** Billing periods are computed with Date.UTC, which reads the years 0–99 as 1900–1999: earlier dates are refused, not moved. */
+function beforeEpoch(field: string, s: string, t: number): void {
+  if (t < 0) throw new ValidationError(`${field} must be 1970-01-01 or later, got "${s}"`);
+}
+
 /** An ISO-8601 time such as 2026-11-23T10:00:00Z. */
 export const isoTime = (field: string) =>
   via((s): Date => {
     const t = Date.parse(s);
-    if (!/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || Number.isNaN(t)) {
+    if (!/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || Number.isNaN(t) || !realDay(s)) {
       throw new ValidationError(`${field} must be an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
     }
+    beforeEpoch(field, s, t);
     return new Date(t);
   });
 
@@ -114,10 +127,11 @@ export const isoTime = (field: string) =>
 export const periodAt = (field: string) =>
   via((s): Date => {
     const month = /^(\d{4})-(\d{2})$/.exec(s);
-    const t = month ? Date.UTC(+month[1]!, +month[2]! - 1, 1) : Date.parse(s);
-    if (month ? +month[2]! < 1 || +month[2]! > 12 : !/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || Number.isNaN(t)) {
+    const t = month ? calendarDay(+month[1]!, +month[2]!, 1) ?? NaN : Date.parse(s);
+    if (Number.isNaN(t) || (!month && (!/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || !realDay(s)))) {
       throw new ValidationError(`${field} must be YYYY-MM, YYYY-MM-DD or an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
     }
+    beforeEpoch(field, s, t);
     return new Date(t);
   });
 
