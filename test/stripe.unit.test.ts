@@ -126,6 +126,13 @@ describe('meter-event shape', () => {
     expect(parsePeriod(undefined, Date.parse('2026-02-10T00:00:00Z')).start).toBe(Date.parse('2026-02-01T00:00:00Z'));
     expect(() => parsePeriod('last week')).toThrow(/period/);
   });
+  it('periods the calendar does not have are a VALIDATION_ERROR, not the next month or an INTERNAL_ERROR', () => {
+    for (const spec of ['2026-13', '2026-00', '2026-02-30', '2026-04-31', '0099-03', 'last week', '2026-11-02..2026-11-01']) {
+      expect(() => parsePeriod(spec), spec).toThrow(expect.objectContaining({ code: 'VALIDATION_ERROR', details: { field: 'period', value: spec } }));
+    }
+    expect(parsePeriod('2028-02-29')).toEqual({ start: Date.parse('2028-02-29T00:00:00Z'), end: Date.parse('2028-03-01T00:00:00Z') });
+    expect(parsePeriod('2026-12')).toEqual({ start: Date.parse('2026-12-01T00:00:00Z'), end: Date.parse('2027-01-01T00:00:00Z') });
+  });
 });
 
 describe('retryAfterMs', () => {

@@ -1,7 +1,9 @@
 import type Stripe from 'stripe';
 import type { Ledger } from '../ledger/types';
 import { NANOS_PER_METER_UNIT } from '../ledger/outbox';
+import { ValidationError } from '../errors';
 import { formatUsd } from '../money';
+import { calendarDay } from '../period';
 import { stripeCustomersFor, findMeter } from './customers';
 
 export interface ReconcilePeriod {
@@ -45,16 +47,26 @@ export function parsePeriod(spec: string | undefined, now: number = Date.now()):
     const d = new Date(now);
     return { start: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1), end: Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) };
   }
+  // A typed input error (VALIDATION_ERROR), not a RangeError the CLI reports as INTERNAL_ERROR.
+  const refused = () => new ValidationError(`period "${spec}" must be YYYY-MM, YYYY-MM-DD or <ISO start>..<ISO end>`, { field: 'period', value: spec });
+  // Days the calendar does not have (2026-13, 2026-02-30) are refused: Date.UTC would reconcile the next month instead
+  // (and it reads the years 0–99 as 1900–1999, so dates before 1970 are refused too).
   let m = /^(\d{4})-(\d{2})$/.exec(spec);
-  if (m) return { start: Date.UTC(+m[1]!, +m[2]! - 1, 1), end: Date.UTC(+m[1]!, +m[2]!, 1) };
+  if (m) {
+    const start = calendarDay(+m[1]!, +m[2]!, 1);
+    if (start === null || start < 0) throw refused();
+    return { start, end: Date.UTC(+m[1]!, +m[2]!, 1) };
+  }
   m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(spec);
-  if (m) return { start: Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!), end: Date.UTC(+m[1]!, +m[2]! - 1, +m[3]! + 1) };
+  if (m) {
+    const start = calendarDay(+m[1]!, +m[2]!, +m[3]!);
+    if (start === null || start < 0) throw refused();
+    return { start, end: start + 86_400_000 };
+  }
   const [a, b] = spec.split('..');
   const start = Date.parse(a ?? '');
   const end = Date.parse(b ?? '');
-  if (!Number.isFinite(start) || !Number.isFinite(end) || end <= start) {
-    throw new RangeError(`period "${spec}" must be YYYY-MM, YYYY-MM-DD or <ISO start>..<ISO end>`);
-  }
+  if (!Number.isFinite(start) || !Number.isFinite(end) || end <= start) throw refused();
   return { start, end };
 }
 
