@@ -349,6 +349,17 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(help.stdout).toContain('statement');
   });
 
+  it('never echoes a password given as ?password= in a postgres URL (the pg driver honours it)', async () => {
+    const db = 'postgres://user@127.0.0.1:1/x?password=s3cr3t-qp&sslpassword=s3cr3t-ssl';
+    for (const args of [['--db', db, 'balance', 'acme'], ['--db', db, 'balance', 'acme', '--json']]) {
+      const r = await run(args);
+      expect(r.code).toBe(1);
+      expect(r.stdout + r.stderr).toContain('DATABASE_ERROR');
+      expect(r.stdout + r.stderr).toContain('127.0.0.1:1/x?password=***');
+      expect(r.stdout + r.stderr).not.toMatch(/s3cr3t/);
+    }
+  });
+
   it('demo: names the CLI as the reader can type it again', () => {
     expect(cliCommand('/usr/local/bin/flowise-billing')).toBe('flowise-billing');
     expect(cliCommand('/srv/app/node_modules/.bin/flowise-billing')).toBe('flowise-billing');
