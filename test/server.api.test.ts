@@ -170,6 +170,7 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
       ['POST', '/v1/customers/cust-b/topups', { body: { amountUsd: '5', extra: true } }, 400, 'VALIDATION_ERROR'],
       ['POST', '/v1/customers/cust-b/topups', { raw: '{"amountUsd": "5"' }, 400, 'VALIDATION_ERROR'],
       ['POST', '/v1/customers/cust-b/topups', { raw: '<amountUsd>5</amountUsd>', headers: { 'content-type': 'application/xml' } }, 415, 'VALIDATION_ERROR'],
+      ['POST', '/v1/customers/cust-b/topups', { raw: '{"amountUsd": "5"}', headers: { 'content-type': 'text/plain' } }, 415, 'VALIDATION_ERROR'],
       ['POST', '/v1/customers/cust-b/topups', { raw: JSON.stringify({ amountUsd: '5', memo: 'x'.repeat(70_000) }) }, 413, 'VALIDATION_ERROR'],
       ['POST', '/v1/customers/no-such/topups', { body: { amountUsd: '5' } }, 404, 'CUSTOMER_NOT_FOUND'],
       ['POST', '/v1/customers/bad%20id/topups', { body: { amountUsd: '5' } }, 400, 'VALIDATION_ERROR'],

@@ -79,6 +79,8 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => (body === '' ? done(null, undefined) : parseJson(req, String(body), done)));
+  // The API takes JSON only: a text/plain body is 415, as the README says, not a string the schema then calls "not an object".
+  app.removeContentTypeParser('text/plain');
   app.setNotFoundHandler((req, reply) => {
     deps.metrics.refusals.inc({ code: 'NOT_FOUND' });
     return reply.code(404).send(errorBody(new BillingError('NOT_FOUND', `No route ${req.method} ${req.url.split('?')[0]}`, { method: req.method })));
