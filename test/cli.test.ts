@@ -99,6 +99,11 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
     ]);
     expect(again).toMatchObject({ customerId: 'acme', name: 'Acme Inc', created: false });
     expectError(renamed, 'CUSTOMER_EXISTS');
+    // A control character in a name would break tables, CSV rows and log lines: refused, nothing created or renamed.
+    expectError(await cli(['customers', 'create', 'ctl', '--name', 'a\nb'], { exit: 1 }), 'VALIDATION_ERROR');
+    expectError(await cli(['customers', 'update', 'acme', '--name', 'Acme\u001b[2J'], { exit: 1 }), 'VALIDATION_ERROR');
+    expectError(await cli(['customers', 'show', 'ctl'], { exit: 1 }), 'CUSTOMER_NOT_FOUND');
+    expect(await cli(['customers', 'show', 'acme'])).toMatchObject({ name: 'Acme Inc' });
     expectError(nobody, 'CUSTOMER_NOT_FOUND');
 
     const t1 = await cli(['topup', 'acme', '10', '--key', 'invoice-1']);

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,8 +185,16 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
       ['PUT', '/v1/customers/cust-b/subscription', { body: { planId: 'Not A Plan' } }, 400, 'VALIDATION_ERROR'],
       ['PUT', '/v1/customers/cust-b/budget', { body: { limitUsd: 'ten' } }, 400, 'VALIDATION_ERROR'],
       ['PATCH', '/v1/customers/cust-b', { body: {} }, 400, 'VALIDATION_ERROR'],
+      ['PATCH', '/v1/customers/cust-b', { body: { name: 'B\r\nforged: line' } }, 400, 'VALIDATION_ERROR'],
+      ['POST', '/v1/customers', { body: { id: 'ctl-name', name: 'tab\there' } }, 400, 'VALIDATION_ERROR'],
       ['GET', '/v1/customers/cust-b/statement?limit=abc', {}, 400, 'VALIDATION_ERROR'],
       ['GET', '/v1/customers?limit=100000', {}, 400, 'VALIDATION_ERROR'],
+      // Digits only, as the CLI takes them (z.coerce.number took these).
+      ['GET', '/v1/customers?limit=1e2', {}, 400, 'VALIDATION_ERROR'],
+      ['GET', '/v1/customers?limit=0x10', {}, 400, 'VALIDATION_ERROR'],
+      ['GET', '/v1/customers?limit=%205', {}, 400, 'VALIDATION_ERROR'],
+      ['GET', '/v1/customers?limit=', {}, 400, 'VALIDATION_ERROR'],
+      ['GET', '/v1/customers/cust-b/statement?afterSeq=-1', {}, 400, 'VALIDATION_ERROR'],
       ['DELETE', '/v1/customers/cust-b/topups', {}, 404, 'NOT_FOUND'],
     ];
     let n = 0;
@@ -195,8 +204,36 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
       expect(r.json?.error?.code, `${method} ${p}`).toBe(code);
       expect(typeof r.json.error.message).toBe('string');
     }
+    const tooLarge = await write('POST', '/v1/customers/cust-b/topups', { key: 'bad-large', raw: JSON.stringify({ amountUsd: '5', memo: 'x'.repeat(70_000) }) });
+    expect(tooLarge.json.error.details).toEqual({ limitBytes: 64 * 1024 });
+    expect(tooLarge.json.error.message).toMatch(/65536 bytes/);
+    expect((await read('GET', '/v1/customers?limit=2')).status).toBe(200);
     expect(await balanceOf('cust-b')).toEqual(before.bal);
     expect(await statementOf('cust-b')).toEqual(before.st);
+  });
+
+  it('answers a request Node cannot parse (unknown method, bad request line, huge headers) with a typed body', async () => {
+    const { hostname: host, port } = new URL(serve.url);
+    const rawRequest = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = net.connect(Number(port), host, () => sock.end(text));
+        let out = '';
+        sock.on('data', (d) => (out += d));
+        sock.on('close', () => resolve(out));
+        sock.on('error', reject);
+      });
+    for (const [text, status] of [
+      ['FOO /v1/customers HTTP/1.1\r\nHost: x\r\n\r\n', 400],
+      ['GET /v1/customers HTTP/9\r\n\r\n', 400],
+      [`GET /v1/customers HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+    ] as const) {
+      const answer = await rawRequest(text);
+      expect(answer.startsWith(`HTTP/1.1 ${status} `), text.slice(0, 30)).toBe(true);
+      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+      expect(body.error).toMatchObject({ code: 'VALIDATION_ERROR', message: expect.any(String), details: {} });
+    }
+    // The server is still answering.
+    expect((await read('GET', '/v1/customers')).status).toBe(200);
   });
 
   it('reads back a customer whose id has the full 128 characters; a malformed or over-long path is a typed 4xx', async () => {
@@ -348,9 +385,16 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
 
   it('lists and revokes API keys; a revoked key is refused', async () => {
     const extra = await createKey(db, 'write');
+    const unused = await createKey(db, 'read');
     const c = client(serve.url, extra.token);
+    const before = Date.now();
     expect((await c('GET', '/v1/customers')).status).toBe(200);
-    const list = (await admin('GET', '/v1/apikeys')).json.data;
+    // Its last use is recorded (without holding up the request); a key never used has none.
+    const listed = async () => (await admin('GET', '/v1/apikeys')).json.data as Array<{ id: string; lastUsedAt: string | null }>;
+    await expect.poll(async () => (await listed()).find((k) => k.id === extra.id)?.lastUsedAt, { timeout: 5_000 }).not.toBeNull();
+    const list = await listed();
+    expect(Date.parse(list.find((k) => k.id === extra.id)!.lastUsedAt!)).toBeGreaterThanOrEqual(before - 1);
+    expect(list.find((k) => k.id === unused.id)!.lastUsedAt).toBeNull();
     expect(list.map((k: { id: string }) => k.id)).toContain(extra.id);
     expect(JSON.stringify(list)).not.toContain(extra.token.slice(22));
     const rev = await admin('DELETE', `/v1/apikeys/${extra.id}`, { key: `revoke-${extra.id}` });

@@ -2,7 +2,7 @@ import { types } from 'node:util';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
-import { customerIdSchema } from '../schemas';
+import { customerIdSchema, customerNameSchema } from '../schemas';
 import type { PricedFields } from './batch';
 
 /**
@@ -111,8 +111,8 @@ function jsonBound(v: unknown, depth: number, budget: number): number {
 }
 
 export const schemas = {
-  createCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).optional(), idempotencyKey: key.optional(), actor }),
-  updateCustomer: z.object({ id: customerId, name: z.string().min(1).max(200).nullable(), actor }).strict(),
+  createCustomer: z.object({ id: customerId, name: customerNameSchema.optional(), idempotencyKey: key.optional(), actor }),
+  updateCustomer: z.object({ id: customerId, name: customerNameSchema.nullable(), actor }).strict(),
   listCustomers: z.object({ limit: z.number().int().min(1).max(10_000).optional(), after: customerId.optional() }).strict(),
   topUp: z.object({ customerId, amount: amount(1n), idempotencyKey: key, actor, memo: z.string().max(500).optional() }),
   hold: z.object({ customerId, amount: amount(0n), idempotencyKey: key, actor, ttlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(), addTo: entityId.optional(), ...priced }),

@@ -24,6 +24,8 @@ export interface ApiKey {
 /** `fbk_<id>_<secret>`: the id finds the row, the secret is compared by hash. */
 const TOKEN = /^fbk_([a-f0-9]{16})_([A-Za-z0-9_-]{43})$/;
 const VERIFY_CACHE_MS = 2_000;
+/** `lastUsedAt` is kept to the minute: a busy key costs one write a minute, not one per request. */
+const LAST_USED_RESOLUTION_MS = 60_000;
 
 const hash = (secret: string) => createHash('sha256').update(secret).digest('hex');
 
@@ -41,6 +43,9 @@ const createInput = z.object({ scope: z.enum(SCOPES), name: z.string().min(1).ma
  */
 export class ApiKeyStore {
   private readonly cache = new Map<string, { at: number; key: ApiKey; hash: string }>();
+  /** When this process last wrote a key's last_used_at. */
+  private readonly touched = new Map<string, number>();
+  private touching: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly d: Dialect,
@@ -99,7 +104,26 @@ export class ApiKeyStore {
     const a = Buffer.from(hash(secret), 'hex');
     const b = Buffer.from(entry.hash, 'hex');
     if (a.length !== b.length || !timingSafeEqual(a, b) || entry.key.revokedAt !== null) throw refused();
+    this.touch(id, now, entry.key.lastUsedAt);
     return entry.key;
+  }
+
+  /**
+   * Records that a key was used, at most once a minute per key and process. Not awaited by the request:
+   * a failed write (the database restarting) costs the key its last-used time, never the request.
+   */
+  private touch(id: string, now: number, stored: string | null): void {
+    const last = Math.max(this.touched.get(id) ?? 0, stored === null ? 0 : Date.parse(stored));
+    if (now - last < LAST_USED_RESOLUTION_MS) return;
+    this.touched.set(id, now);
+    this.touching = this.touching
+      .then(() => this.d.writeTransaction((c) => c.run('UPDATE billing_api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)', [now, id, now])))
+      .catch(() => this.touched.delete(id));
+  }
+
+  /** Waits for last-used writes in flight (before the database closes). */
+  async flush(): Promise<void> {
+    await this.touching;
   }
 }
 

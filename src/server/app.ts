@@ -10,7 +10,7 @@ import { stripeStatus } from '../stripe/cli';
 import { allows, BEARER } from './apikeys';
 import type { ServerDeps } from './context';
 import { dashboardRoutes } from './dashboard/routes';
-import { errorBody, toBillingError } from './http-errors';
+import { clientErrorResponse, errorBody, toBillingError } from './http-errors';
 import { adminRoutes } from './routes/admin';
 import { customerRoutes } from './routes/customers';
 import { moneyRoutes } from './routes/money';
@@ -38,10 +38,11 @@ const MAX_PATH_PARAM_LENGTH = 256;
 
 /** The `serve` HTTP application: REST API, OpenAPI document, health, metrics and the dashboard. */
 export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): Promise<FastifyInstance> {
+  const bodyLimit = opts.bodyLimit ?? 64 * 1024;
   const app = Fastify({
     // Typed as fastify's base logger: a pino Logger is one, and route types stay the default ones.
     ...(opts.log ? { loggerInstance: opts.log as FastifyBaseLogger } : { logger: false }),
-    bodyLimit: opts.bodyLimit ?? 64 * 1024,
+    bodyLimit,
     // Request ids in logs; a client-sent one is not trusted as unique.
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,
     // The router's default (100 characters) is shorter than a valid customer id (128): such customers
@@ -50,9 +51,16 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
     // Refusals the router makes before any route runs (a malformed %-escape, a path segment past the
     // limit above) skip the error handler; without this they would answer in fastify's own shape.
     frameworkErrors: (err, _req, reply) => {
-      const { error, status } = toBillingError(err);
+      const { error, status } = toBillingError(err, bodyLimit);
       deps.metrics.refusals.inc({ code: error.code });
       void (reply as FastifyReply).code(status).send(errorBody(error));
+    },
+    clientErrorHandler: (err, socket) => {
+      const answer = clientErrorResponse(err as { code?: string });
+      if (answer && socket.writable) {
+        deps.metrics.refusals.inc({ code: 'VALIDATION_ERROR' });
+        socket.end(answer.text);
+      } else socket.destroy();
     },
   });
   app.setValidatorCompiler(validatorCompiler);
@@ -66,7 +74,7 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
       error = new BillingError('VALIDATION_ERROR', `Invalid ${err.validationContext ?? 'request'}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
       status = 400;
     } else {
-      ({ error, status } = toBillingError(err));
+      ({ error, status } = toBillingError(err, bodyLimit));
     }
     deps.metrics.refusals.inc({ code: error.code });
     if (status >= 500) req.log.error({ code: error.code, err: { message: (err as Error).message } }, 'request failed');

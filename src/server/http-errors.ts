@@ -51,10 +51,14 @@ export function errorBody(e: BillingError): ErrorBody {
  * and anything unexpected, as typed errors; never a stack or a raw driver
  * message that might carry a connection string.
  */
-export function toBillingError(e: unknown): { error: BillingError; status: number } {
+/** `bodyLimit`: the server's limit in bytes, named in a 413's message and details. */
+export function toBillingError(e: unknown, bodyLimit?: number): { error: BillingError; status: number } {
   if (e instanceof BillingError) return { error: e, status: HTTP_STATUS[e.code] };
   const f = e as { statusCode?: number; code?: string; message?: string; validation?: unknown };
-  if (f?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { error: new BillingError('VALIDATION_ERROR', 'Request body too large', { limitBytes: 'see serve --body-limit' }), status: 413 };
+  if (f?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    const limit = bodyLimit === undefined ? '' : ` (the limit is ${bodyLimit} bytes: serve --body-limit)`;
+    return { error: new BillingError('VALIDATION_ERROR', `Request body too large${limit}`, bodyLimit === undefined ? {} : { limitBytes: bodyLimit }), status: 413 };
+  }
   if (f?.code === 'FST_ERR_BAD_URL') return { error: new BillingError('VALIDATION_ERROR', 'The request path is not a valid URL (a malformed %-escape)', { fastifyCode: f.code }), status: 400 };
   if (f?.code === 'FST_ERR_MAX_PARAM_LENGTH') return { error: new BillingError('VALIDATION_ERROR', 'A path parameter is too long (ids are at most 128 characters)', { fastifyCode: f.code }), status: 414 };
   if (f?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { error: new BillingError('VALIDATION_ERROR', 'Content-Type must be application/json', {}), status: 415 };
@@ -66,4 +70,24 @@ export function toBillingError(e: unknown): { error: BillingError; status: numbe
     return { error: new BillingError('VALIDATION_ERROR', f.message ?? 'Bad request', { fastifyCode: f.code ?? null }), status: f.statusCode };
   }
   return { error: new BillingError('INTERNAL_ERROR', 'Unexpected server error', {}), status: 500 };
+}
+
+/**
+ * What `serve` writes on the raw socket for a request Node's HTTP parser refuses before any route or
+ * hook runs (an unknown method such as `FOO`, a malformed request line, headers past Node's limit):
+ * the same typed body as every other refusal, not fastify's `{"error":"Bad Request",…}`.
+ */
+export function clientErrorResponse(err: { code?: string }): { status: number; text: string } | null {
+  if (err.code === 'ECONNRESET') return null; // the client is gone: nothing to answer
+  const [status, reason, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'The request headers are too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'The request was not received in time']
+        : [400, 'Bad Request', 'The request is not valid HTTP (an unknown method, or a malformed request line or header)'];
+  const body = JSON.stringify(errorBody(new BillingError('VALIDATION_ERROR', message, {})));
+  return {
+    status,
+    text: `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  };
 }

@@ -45,8 +45,18 @@ export const idempotencyHeaders = z.object({
     .regex(/^[^\u0000-\u001f\u007f]+$/, 'Idempotency-Key must not contain control characters'),
 });
 
+/**
+ * A whole number in a query string, in plain digits as the CLI takes it: z.coerce.number would also take
+ * "1e2", "0x10", " 5" and "" (as 0).
+ */
+export const queryInt = (min: number, max: number = Number.MAX_SAFE_INTEGER) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\d{1,16}$/.test(v) ? Number(v) : v),
+    z.number({ invalid_type_error: 'must be a whole number written in digits, e.g. 50' }).int().min(min).max(max),
+  );
+
 export const page = z.object({
-  limit: z.coerce.number().int().min(1).max(500).default(50),
+  limit: queryInt(1, 500).default(50),
 });
 
 export const customerParams = z.object({ customerId });

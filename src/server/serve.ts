@@ -64,6 +64,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         deliverer?.stop();
         await loop;
         await app.close();
+        await deps.apiKeys.flush();
         await services.close();
       },
     };

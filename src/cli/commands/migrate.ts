@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { SqlLedger } from '../../ledger/sql-ledger';
 import { SCHEMA_VERSION } from '../../ledger/migrations';
+import { isPostgresUrl } from '../../ledger/open';
 import type { CliContext } from '../context';
 import { keyValues } from '../output';
 
@@ -10,7 +11,10 @@ export function registerMigrate(program: Command, cli: CliContext): void {
     .description('create or upgrade the ledger tables, and report which schema steps ran (every command migrates on open)')
     .action(async () => {
       // A large SQLite ledger's upgrade can copy its journal (seconds per million entries): say so before the wait.
-      if (!cli.json) cli.io.err('applying pending schema steps (a large SQLite ledger can take a while: README "Upgrading a SQLite ledger") …\n');
+      if (!cli.json) {
+        const slow = isPostgresUrl(cli.target()) ? '' : ' (a large SQLite ledger can take a while: README "Upgrading a SQLite ledger")';
+        cli.io.err(`applying pending schema steps${slow} …\n`);
+      }
       const started = Date.now();
       const json = await cli.withLedger(async (ledger) => {
         const applied = ledger instanceof SqlLedger ? ledger.schemaApplied : [];

@@ -6,7 +6,7 @@ import { MAX_TOKEN_TTL_S, signBillingToken } from '../../identity/token';
 import { parseRateCard } from '../../pricing/ratecard';
 import { endpointInput, endpointUpdate } from '../../webhooks/store';
 import { actorOf, mutate, type ServerDeps } from '../context';
-import { customerId, idempotencyHeaders } from '../schemas';
+import { customerId, idempotencyHeaders, queryInt } from '../schemas';
 
 const version = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'rate card version may contain letters, digits, ".", "_" and "-" only');
 const endpointParams = z.object({ endpointId: z.string().regex(/^we_[a-f0-9]{32}$/, 'endpoint ids look like "we_…"') });
@@ -107,7 +107,7 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
     schema: {
       tags: ['webhooks'],
       summary: 'Events, newest first (paged with beforeSeq)',
-      querystring: z.object({ customerId: customerId.optional(), limit: z.coerce.number().int().min(1).max(500).default(50), beforeSeq: z.coerce.number().int().min(1).optional() }).strict(),
+      querystring: z.object({ customerId: customerId.optional(), limit: queryInt(1, 500).default(50), beforeSeq: queryInt(1).optional() }).strict(),
     },
   }, async (req) => {
     const data = await webhooks.listEvents(req.query);

@@ -3,12 +3,12 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { apiJson } from '../json';
 import { actorOf, mutate, type ServerDeps } from '../context';
-import { customerId, customerParams, idempotencyHeaders, positiveUsd, usd } from '../schemas';
+import { customerNameSchema } from '../../schemas';
+import { customerId, customerParams, idempotencyHeaders, positiveUsd, queryInt, usd } from '../schemas';
 import { planIdSchema } from '../../quota/plans';
 
 const tags = ['customers'];
 /** A display name, as the ledger stores it. */
-const customerName = z.string().min(1).max(200);
 
 /** Customers, their balance, statement and top-ups. */
 export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
@@ -17,7 +17,7 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
 
   r.post('/v1/customers', {
     config: { scope: 'write' },
-    schema: { tags, summary: 'Create a customer', headers: idempotencyHeaders, body: z.object({ id: customerId, name: customerName.optional() }).strict() },
+    schema: { tags, summary: 'Create a customer', headers: idempotencyHeaders, body: z.object({ id: customerId, name: customerNameSchema.optional() }).strict() },
   }, (req, reply) =>
     mutate(deps, req, reply, async (key) => ({
       status: 201,
@@ -31,7 +31,7 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
       tags,
       summary: 'List customers (by id, paged with `after`)',
       description: 'Keyset paging: each page is one range read in id order. Pass the previous page\'s `nextAfter` as `after`; `nextAfter` is null on the last page. A customer created while paging shows on a later page when its id sorts after the cursor, and no customer is shown twice.',
-      querystring: z.object({ limit: z.coerce.number().int().min(1).max(500).default(50), after: customerId.optional() }).strict(),
+      querystring: z.object({ limit: queryInt(1, 500).default(50), after: customerId.optional() }).strict(),
     },
   }, async (req) => {
     // One keyset page from the database (one row more than asked, to know whether another page follows).
@@ -62,13 +62,13 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
       headers: idempotencyHeaders,
       body: z
         .object({
-          name: customerName.nullable().optional(),
+          name: customerNameSchema.nullable().optional(),
           planId: planIdSchema.optional(),
           budgetUsd: usd('budgetUsd').nullable().optional(),
           lowBalanceThresholdUsd: usd('lowBalanceThresholdUsd').nullable().optional(),
         })
         .strict()
-        .refine((b) => Object.keys(b).length > 0, 'name at least one of name, planId, budgetUsd, lowBalanceThresholdUsd'),
+        .refine((b) => Object.keys(b).length > 0, 'give at least one of name, planId, budgetUsd, lowBalanceThresholdUsd'),
     },
   }, (req, reply) =>
     mutate(deps, req, reply, async () => {
@@ -96,7 +96,7 @@ export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
       tags,
       summary: 'Journal entries in order, paged by sequence number',
       params: customerParams,
-      querystring: z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100), afterSeq: z.coerce.number().int().min(0).default(0) }).strict(),
+      querystring: z.object({ limit: queryInt(1, 1000).default(100), afterSeq: queryInt(0).default(0) }).strict(),
     },
   }, async (req) => {
     const entries = await metrics.time('statement', () => ledger.statement(req.params.customerId, { limit: req.query.limit, afterSeq: req.query.afterSeq }));
