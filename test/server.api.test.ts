@@ -204,6 +204,8 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
       expect(r.json?.error?.code, `${method} ${p}`).toBe(code);
       expect(typeof r.json.error.message).toBe('string');
     }
+    const notAnObject = await write('POST', '/v1/customers/cust-b/topups', { key: 'bad-array', body: [1] });
+    expect(notAnObject.json.error.details.issues).toEqual([{ path: 'body', message: expect.any(String) }]);
     const tooLarge = await write('POST', '/v1/customers/cust-b/topups', { key: 'bad-large', raw: JSON.stringify({ amountUsd: '5', memo: 'x'.repeat(70_000) }) });
     expect(tooLarge.json.error.details).toEqual({ limitBytes: 64 * 1024 });
     expect(tooLarge.json.error.message).toMatch(/65536 bytes/);

@@ -70,7 +70,7 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
     let status: number;
     let error: BillingError;
     if (hasZodFastifySchemaValidationErrors(err)) {
-      const issues = err.validation.map((v) => ({ path: `${err.validationContext ?? 'request'}${v.instancePath.replace(/\//g, '.')}`, message: v.message }));
+      const issues = err.validation.map((v) => ({ path: `${err.validationContext ?? 'request'}${v.instancePath.replace(/\//g, '.').replace(/\.$/, '')}`, message: v.message }));
       error = new BillingError('VALIDATION_ERROR', `Invalid ${err.validationContext ?? 'request'}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
       status = 400;
     } else {
