@@ -76,6 +76,18 @@ describe.each(BACKENDS)('stripe webhooks on $name', (backend) => {
     expect((await l.balance('acme')).balance - before.balance.balance).toBe(123_400_000_000n / 10n);
   });
 
+  it('a signed, well-shaped event with a value the ledger refuses gets 400 VALIDATION_ERROR (not a 500 Stripe resends for days) and changes nothing', async () => {
+    const { ledger: l } = await setup();
+    const before = await snapshot(l);
+    for (const event of [topUp('evt_zero', 0), topUp('evt_bad_id', 1000, { metadata: { fb_purpose: 'topup', fb_customer_id: '<acme>' } })]) {
+      const r = await post(JSON.stringify(event));
+      const body = (await r.json()) as { received: boolean; code: string };
+      expect([r.status, body.received, body.code], event.id).toEqual([400, false, 'VALIDATION_ERROR']);
+    }
+    expect(await snapshot(l)).toEqual(before);
+    expect(log.filter((line) => /refused \(400 VALIDATION_ERROR\)/.test(line))).toHaveLength(2);
+  });
+
   it('every ignored event is acknowledged and logged with its reason', async () => {
     await setup();
     const unknown = { id: 'evt_unknown', object: 'event', type: 'radar.early_fraud_warning.created', data: { object: {} } };

@@ -133,6 +133,10 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
   try {
     applied = event.object === null ? ignore(unhandledReason(event.type, thin?.related)) : await apply(deps, event);
   } catch (e) {
+    // Signed and well-shaped, but a value the ledger refuses (amount 0, an fb_customer_id that is not a
+    // customer id): checked before any write, so nothing changed, and a redelivery cannot fix it. A 500
+    // would have Stripe resend it for days.
+    if (e instanceof BillingError && e.code === 'VALIDATION_ERROR') return refused(deps, 400, e);
     // Not recorded: Stripe redelivers, and every action is idempotent.
     const msg = e instanceof Error ? e.message : String(e);
     deps.log?.(`webhook ${event.id} (${event.type}) failed, Stripe will redeliver: ${msg}`, { level: 'error', outcome: 'failed', eventId: event.id, type: event.type, ...(e instanceof BillingError ? { code: e.code } : {}) });
