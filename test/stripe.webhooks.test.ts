@@ -88,6 +88,18 @@ describe.each(BACKENDS)('stripe webhooks on $name', (backend) => {
     expect(log.filter((line) => /refused \(400 VALIDATION_ERROR\)/.test(line))).toHaveLength(2);
   });
 
+  it('another path or method, and a body over the limit, are refused with a typed body (code) like every other refusal', async () => {
+    await setup();
+    const base = new URL(hooks!.url);
+    const wrong = [await fetch(hooks!.url), await fetch(`${base.origin}/other`, { method: 'POST', body: '{}' })];
+    for (const r of wrong) expect([r.status, ((await r.json()) as { code: string }).code]).toEqual([404, 'NOT_FOUND']);
+    const big = JSON.stringify(topUp('evt_big', 100, { padding: 'x'.repeat(1024 * 1024) }));
+    const r = await post(big);
+    const body = (await r.json()) as { code: string; error: string; details: { limitBytes: number } };
+    expect([r.status, body.code, body.details.limitBytes]).toEqual([413, 'VALIDATION_ERROR', 1024 * 1024]);
+    expect(body.error).toMatch(/1048576 bytes/);
+  });
+
   it('every ignored event is acknowledged and logged with its reason', async () => {
     await setup();
     const unknown = { id: 'evt_unknown', object: 'event', type: 'radar.early_fraud_warning.created', data: { object: {} } };

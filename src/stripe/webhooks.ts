@@ -334,13 +334,14 @@ export async function startWebhookServer(deps: WebhookDeps, opts: WebhookServerO
       res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
       res.end(text);
     };
-    if (req.method !== 'POST' || (req.url ?? '').split('?')[0] !== path) return reply(404, { error: `POST ${path} only` });
+    // The same body shape, with a stable code, as handleWebhook's refusals.
+    if (req.method !== 'POST' || (req.url ?? '').split('?')[0] !== path) return reply(404, { received: false, error: `POST ${path} only`, code: 'NOT_FOUND' });
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
-        reply(413, { error: 'payload too large' });
+        reply(413, { received: false, error: `Request body too large (the limit is ${limit} bytes)`, code: 'VALIDATION_ERROR', details: { limitBytes: limit } });
         req.destroy();
         return;
       }
@@ -350,7 +351,7 @@ export async function startWebhookServer(deps: WebhookDeps, opts: WebhookServerO
       if (res.writableEnded) return;
       handleWebhook(deps, Buffer.concat(chunks), req.headers['stripe-signature'])
         .then((r) => reply(r.status, r.body))
-        .catch((e: unknown) => reply(500, { received: false, error: e instanceof Error ? e.message : String(e) }));
+        .catch((e: unknown) => reply(500, { received: false, error: e instanceof Error ? e.message : String(e), code: e instanceof BillingError ? e.code : 'INTERNAL_ERROR' }));
     });
   });
   // Slow-loris and idle sockets are closed; a flood of connections is capped.
