@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { floorDiv, meterEventIdentifier, meterEventName, DEFAULT_OUTBOX_SETTINGS } from '../src/ledger/outbox';
+import { createStripeClient } from '../src/stripe/client';
 import { meterTimestamp } from '../src/stripe/outbox';
 import { parsePeriod } from '../src/stripe/reconcile';
 import { runLanes, type LaneOutcome } from '../src/stripe/lanes';
@@ -20,6 +21,25 @@ describe('shouldRetry', () => {
     [{ statusCode: 400, shouldRetryHeader: 'true' }, true],
   ])('%j → %s', (facts, expected) => {
     expect(shouldRetry(facts)).toBe(expected);
+  });
+});
+
+describe('createStripeClient', () => {
+  it('a STRIPE_API_BASE the SDK cannot honour is a VALIDATION_ERROR that does not echo it; a plain base works', () => {
+    const env = (base: string) => ({ STRIPE_SECRET_KEY: 'sk_test_x', STRIPE_API_BASE: base });
+    for (const base of ['notaurl', 'ftp://127.0.0.1:12111', 'http://u:pw-secret@127.0.0.1:12111', 'http://127.0.0.1:12111/prefix']) {
+      let err: { code?: string; message?: string } = {};
+      try {
+        createStripeClient({}, env(base));
+      } catch (e) {
+        err = e as typeof err;
+      }
+      expect(err.code, base).toBe('VALIDATION_ERROR');
+      expect(err.message).toMatch(/STRIPE_API_BASE/);
+      expect(err.message).not.toMatch(/pw-secret/);
+    }
+    expect(() => createStripeClient({}, env('http://127.0.0.1:12111/'))).not.toThrow();
+    expect(() => createStripeClient({}, env('https://api.stripe.com'))).not.toThrow();
   });
 });
 
