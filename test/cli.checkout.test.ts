@@ -7,7 +7,7 @@ import { openLedger } from '../src/ledger/open';
 import { createTopUpCheckout } from '../src/stripe/checkout';
 import { linkStripeCustomer } from '../src/stripe/customers';
 import { startWebhookServer } from '../src/stripe/webhooks';
-import { runJson } from './support/cli-run';
+import { runCli, runJson } from './support/cli-run';
 import { sdk } from './support/stripe-fixture';
 import { startStripeServer, type StripeTestServer } from './support/stripe-server';
 
@@ -61,6 +61,16 @@ describe('stripe checkout', () => {
       await hooks.close();
       await ledger.close();
     }
+  });
+
+  it('the human output names the command that credits the payment, and that command exists', async () => {
+    const db = path.join(tmp, 'hint.sqlite');
+    await runJson(['--db', db, 'customers', 'create', 'acme']);
+    const r = await runCli(['--db', db, 'stripe', 'checkout', 'acme', '20', '--success-url', 'https://app.example/paid'], { env: { STRIPE_SECRET_KEY: server.secretKey, STRIPE_API_BASE: server.url } });
+    expect(r.code, r.stderr).toBe(0);
+    const hint = /Once paid, `flowise-billing ([^`]+)`/.exec(r.stdout)?.[1];
+    expect(hint, r.stdout).toBe('webhooks serve');
+    expect((await runCli([...hint!.split(' '), '--help'])).code).toBe(0);
   });
 
   it('refuses what Stripe or the ledger would: unknown customer, fractions of a cent, under $0.50, a non-https page; nothing reaches Stripe', async () => {

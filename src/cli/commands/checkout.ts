@@ -56,7 +56,7 @@ export function registerCheckout(program: Command, cli: CliContext): void {
                 ['expires', c.expiresAt],
                 ['stripe customer', c.stripeCustomerId ?? '(none linked; Stripe collects an email)'],
               ]),
-              'Once paid, `stripe webhooks serve` (or your webhook endpoint) credits the balance.',
+              'Once paid, `flowise-billing webhooks serve` (or your webhook endpoint) credits the balance.',
             ].join('\n'),
         });
       },
