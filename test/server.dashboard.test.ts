@@ -134,6 +134,16 @@ describe.each(BACKENDS)('dashboard in Chromium on $name', (backend) => {
     await ctx.close();
   });
 
+  it('an oversized sign-in form is a 413 sign-in page naming the form\'s limit, not `serve --body-limit`; a bad form body is still the typed 400', async () => {
+    const res = await fetch(`${serve.url}/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `key=${'a'.repeat(5000)}` });
+    const text = await res.text();
+    expect([res.status, res.headers.get('content-type')]).toEqual([413, 'text/html; charset=utf-8']);
+    expect(text).toMatch(/at most 4096 bytes/);
+    expect(text).not.toMatch(/65536|body-limit/);
+    const bad = await fetch(`${serve.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+    expect([bad.status, ((await bad.json()) as { error: { code: string } }).error.code]).toEqual([400, 'VALIDATION_ERROR']);
+  });
+
   it('refuses the customer page without a key', async () => {
     const res = await fetch(`${serve.url}/customers/acme`, { redirect: 'manual' });
     expect(res.status).toBe(303);

@@ -14,6 +14,8 @@ import { CUSTOMER_ID_PATTERN } from '../../schemas';
 
 const COOKIE = 'fb_key';
 const PAGE_SIZE = 50;
+/** The sign-in form carries one API key (well under 100 bytes); `serve --body-limit` does not apply to it. */
+const FORM_BODY_LIMIT = 4096;
 
 const usd = (n: bigint) => (n < 0n ? `−$${formatUsd(-n)}` : `$${formatUsd(n)}`);
 
@@ -23,7 +25,7 @@ const usd = (n: bigint) => (n < 0n ? `−$${formatUsd(-n)}` : `$${formatUsd(n)}`
  * page. Read-only: every change goes through the API or the CLI.
  */
 export function dashboardRoutes(ui: FastifyInstance, deps: ServerDeps, opts: { secureCookies: boolean }): void {
-  ui.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => {
+  ui.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: FORM_BODY_LIMIT }, (_req, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
   });
 
@@ -45,6 +47,14 @@ export function dashboardRoutes(ui: FastifyInstance, deps: ServerDeps, opts: { s
 <p class="muted">Paste an API key (scope read or higher) from <code>flowise-billing apikeys create --scope read</code>.</p>
 ${message ? html`<p class="err">${message}</p>` : ''}
 <label>API key<input type="password" name="key" autocomplete="off" required></label><button type="submit">Sign in</button></form>`, { signedIn: false });
+
+  // An oversized sign-in form: the server-wide handler would name `serve --body-limit` (64 KiB) as the limit
+  // of a 5 KB form it refused; anything else goes on to that handler.
+  ui.setErrorHandler((err, _req, reply) => {
+    if ((err as { code?: string }).code !== 'FST_ERR_CTP_BODY_TOO_LARGE') throw err;
+    deps.metrics.refusals.inc({ code: 'VALIDATION_ERROR' });
+    return send(reply, 413, loginPage(`That is not an API key: the sign-in form takes at most ${FORM_BODY_LIMIT} bytes.`));
+  });
 
   ui.post('/login', async (req, reply) => {
     const key = String((req.body as Record<string, unknown> | undefined)?.key ?? '').trim();
