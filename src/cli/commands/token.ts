@@ -29,7 +29,8 @@ export function registerToken(program: Command, cli: CliContext): void {
         if (!known) throw new CustomerNotFoundError(input.customer);
       }
       const t = signBillingToken(key, input.customer, { ttlSeconds: input.ttl });
-      const expiresAt = new Date(Date.now() + input.ttl * 1000).toISOString();
+      // The token's own exp (whole seconds), as `token verify` shows it; a second clock reading here ran up to 1 s later.
+      const expiresAt = new Date(verifyBillingToken(t, key).expiresAt * 1000).toISOString();
       cli.print({ json: { customerId: input.customer, token: t, expiresAt }, human: () => t });
     });
   token
