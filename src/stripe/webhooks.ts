@@ -84,8 +84,10 @@ function defaultPlanOf(sub: Stripe.Subscription): string | null {
 
 const idOf = (v: string | { id: string } | null | undefined): string | null => (v === null || v === undefined ? null : typeof v === 'string' ? v : v.id);
 
-function refused(deps: WebhookDeps, status: number, err: BillingError): WebhookResult {
-  deps.log?.(`webhook refused (${status} ${err.code}): ${err.message}`, { level: 'warn', outcome: 'refused', status, code: err.code });
+/** `event`: the refused event's id and type, when it was read, so an operator can find it in Stripe. */
+function refused(deps: WebhookDeps, status: number, err: BillingError, event?: { eventId: string; type: string }): WebhookResult {
+  const which = event ? ` (event ${event.eventId}, ${event.type})` : '';
+  deps.log?.(`webhook refused (${status} ${err.code})${which}: ${err.message}`, { level: 'warn', outcome: 'refused', status, code: err.code, ...event });
   return { status, body: { received: false, error: err.message, code: err.code, details: err.details } };
 }
 
@@ -136,7 +138,7 @@ export async function handleWebhook(deps: WebhookDeps, rawBody: Buffer | string,
     // Signed and well-shaped, but a value the ledger refuses (amount 0, an fb_customer_id that is not a
     // customer id): checked before any write, so nothing changed, and a redelivery cannot fix it. A 500
     // would have Stripe resend it for days.
-    if (e instanceof BillingError && e.code === 'VALIDATION_ERROR') return refused(deps, 400, e);
+    if (e instanceof BillingError && e.code === 'VALIDATION_ERROR') return refused(deps, 400, e, { eventId: event.id, type: event.type });
     // Not recorded: Stripe redelivers, and every action is idempotent.
     const msg = e instanceof Error ? e.message : String(e);
     deps.log?.(`webhook ${event.id} (${event.type}) failed, Stripe will redeliver: ${msg}`, { level: 'error', outcome: 'failed', eventId: event.id, type: event.type, ...(e instanceof BillingError ? { code: e.code } : {}) });
