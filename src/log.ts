@@ -20,6 +20,14 @@ const REDACT = [
   'req.headers["idempotency-key"]',
 ];
 
+/** An API key pasted into a URL by mistake (`?key=fbk_…`): masked where a request's URL is logged. */
+const API_KEY_IN_URL = /fbk_[A-Za-z0-9_-]+/g;
+
+/** fastify's request log field (method, url, host, remote address and port), with any API key in the URL masked. */
+function requestField(req: { method?: string; url?: string; host?: string; ip?: string; socket?: { remotePort?: number } }) {
+  return { method: req.method, url: req.url?.replace(API_KEY_IN_URL, 'fbk_[redacted]'), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort };
+}
+
 export interface LoggerOptions {
   readonly level?: LogLevel;
   /** Which long-running command logs (serve, stripe-sync, stripe-webhooks, webhook-delivery): a field on every line. */
@@ -40,6 +48,8 @@ export function createLogger(opts: LoggerOptions): Logger {
       level: opts.level ?? 'info',
       base: { pid: process.pid, component: opts.component },
       redact: { paths: REDACT, censor: '[redacted]' },
+      // fastify prefers its logger's own `req` serializer over its default.
+      serializers: { req: requestField },
     },
     pino.destination({ fd: opts.fd ?? 1, sync: true }),
   );

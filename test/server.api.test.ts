@@ -442,6 +442,9 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
   });
 
   it('logs structured JSON lines without keys or secrets', async () => {
+    // A key pasted into a query string by mistake is masked in the request log.
+    expect((await read('GET', `/v1/customers?after=${keys.admin.token}`)).status).toBe(200);
+    await expect.poll(() => serve.logs.some((l) => (l.req as { url?: string } | undefined)?.url === '/v1/customers?after=fbk_[redacted]')).toBe(true);
     expect(serve.logs.length).toBeGreaterThan(5);
     const text = JSON.stringify(serve.logs);
     expect(text).not.toContain(keys.admin.token.slice(22));

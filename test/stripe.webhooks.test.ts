@@ -89,6 +89,17 @@ describe.each(BACKENDS)('stripe webhooks on $name', (backend) => {
     expect(log.filter((line) => /refused \(400 VALIDATION_ERROR\) \(event evt_(zero|bad_id), payment_intent\.succeeded\)/.test(line))).toHaveLength(2);
   });
 
+  it('a paid top-up for a customer the ledger does not have yet is a 500 Stripe redelivers; once the customer exists it is credited once', async () => {
+    const { ledger: l } = await setup();
+    const event = topUp('evt_ghost', 2500, { metadata: { fb_purpose: 'topup', fb_customer_id: 'ghost' } });
+    const r = await post(JSON.stringify(event));
+    expect([r.status, ((await r.json()) as { code: string }).code]).toEqual([500, 'CUSTOMER_NOT_FOUND']);
+    expect(log.some((line) => /evt_ghost/.test(line))).toBe(true);
+    await l.createCustomer({ id: 'ghost' });
+    for (let i = 0; i < 2; i++) expect((await post(JSON.stringify(event))).status).toBe(200);
+    expect((await l.balance('ghost')).balance).toBe(25_000_000_000n);
+  });
+
   it('another path or method, and a body over the limit, are refused with a typed body (code) like every other refusal', async () => {
     await setup();
     const base = new URL(hooks!.url);
