@@ -136,6 +136,15 @@ describe.each(BACKENDS)('plans, sessions and quotas on $name', (backend) => {
     expect((await quota.getSubscription('acme'))?.status).toBe('canceled');
   });
 
+  it('a canceled subscription is invoiced up to its last period, never after', async () => {
+    await quota.subscribe({ customerId: 'acme', planId: 'starter' });
+    await quota.cancel('acme');
+    now = Date.parse('2026-07-20T00:00:00Z');
+    const last = await quota.closeInvoice('acme');
+    expect(last.periodStart).toBe('2026-03-10T00:00:00.000Z');
+    expect((await quota.invoices('acme')).map((i) => [i.periodStart, formatUsd(i.total)])).toEqual([['2026-03-10T00:00:00.000Z', '29.00']]);
+  });
+
   it('budget: steps that would exceed the monthly budget are refused with BUDGET_EXCEEDED', async () => {
     await ledger.topUp({ customerId: 'acme', amount: parseUsd('100'), idempotencyKey: 't' });
     await quota.subscribe({ customerId: 'acme', planId: 'starter', anchorDay: 10 });

@@ -75,12 +75,13 @@ export class QuotaCore {
 
   /**
    * Moves a subscription into the period containing `at`: the ended period's
-   * invoice is closed with the plan that was in force, then a pending
+   * invoice is closed with the plan that was in force (none while canceled), then a pending
    * downgrade or cancellation takes effect and the session count restarts.
    */
   async roll(c: SqlConnection, sub: SubRow, at: number): Promise<void> {
     while (at >= sub.periodEnd) {
-      await closeInvoiceIn(this, c, sub, { start: sub.periodStart, end: sub.periodEnd });
+      // A canceled subscription's periods owe nothing: closing them would bill its base price every month forever.
+      if (sub.status !== 'canceled') await closeInvoiceIn(this, c, sub, { start: sub.periodStart, end: sub.periodEnd });
       const next = periodContaining(sub.periodEnd, sub.anchorDay);
       sub.periodStart = next.start;
       sub.periodEnd = next.end;
