@@ -145,6 +145,22 @@ describe.each(BACKENDS)('plans, sessions and quotas on $name', (backend) => {
     expect((await quota.invoices('acme')).map((i) => [i.periodStart, formatUsd(i.total)])).toEqual([['2026-03-10T00:00:00.000Z', '29.00']]);
   });
 
+  it('re-subscribing after a cancellation: a cheaper plan withdraws a pending cancellation, and reactivates a canceled subscription now', async () => {
+    await quota.subscribe({ customerId: 'acme', planId: 'professional' });
+    await quota.cancel('acme');
+    const down = await quota.subscribe({ customerId: 'acme', planId: 'starter' });
+    expect(down).toMatchObject({ change: 'downgrade', subscription: { pendingPlanId: 'starter', cancelAtPeriodEnd: false } });
+    now = Date.parse('2026-04-10T00:00:01Z');
+    expect((await touch('a')).tier).toBe('starter');
+
+    await quota.cancel('acme');
+    now = Date.parse('2026-05-10T00:00:01Z');
+    expect(await code(touch('b'))).toBe('SUBSCRIPTION_INACTIVE');
+    const again = await quota.subscribe({ customerId: 'acme', planId: 'free' });
+    expect(again).toMatchObject({ change: 'new', subscription: { planId: 'free', status: 'active', pendingPlanId: null } });
+    expect((await touch('b')).tier).toBe('free');
+  });
+
   it('budget: steps that would exceed the monthly budget are refused with BUDGET_EXCEEDED', async () => {
     await ledger.topUp({ customerId: 'acme', amount: parseUsd('100'), idempotencyKey: 't' });
     await quota.subscribe({ customerId: 'acme', planId: 'starter', anchorDay: 10 });

@@ -57,7 +57,8 @@ export class QuotaService implements AdmissionGate {
   /**
    * Puts a customer on a plan. New: starts a period now (anchored on today,
    * or `anchorDay`). Upgrade: immediate. Downgrade: at the next period.
-   * The same plan again clears a pending downgrade or cancellation.
+   * The same plan again clears a pending downgrade or cancellation; a downgrade
+   * clears a pending cancellation; any plan reactivates a canceled one now.
    */
   subscribe(input: { customerId: string; planId: string; anchorDay?: number; at?: Date }): Promise<{ subscription: Subscription; change: 'new' | 'upgrade' | 'downgrade' | 'unchanged' }> {
     return subscriptions.subscribe(this.q, input);

@@ -15,7 +15,8 @@ export async function getSubscription(q: QuotaCore, customerId: string): Promise
 /**
  * Puts a customer on a plan. New: starts a period now (anchored on today,
  * or `anchorDay`). Upgrade: immediate. Downgrade: at the next period.
- * The same plan again clears a pending downgrade or cancellation.
+ * The same plan again clears a pending downgrade or cancellation; a downgrade
+ * clears a pending cancellation; any plan reactivates a canceled one now.
  */
 export async function subscribe(
   q: QuotaCore,
@@ -41,8 +42,15 @@ export async function subscribe(
     await q.roll(c, sub, at);
     const current = await q.planIn(c, sub.planId);
     const cmp = comparePlans(plan, current);
-    let change: 'upgrade' | 'downgrade' | 'unchanged';
-    if (plan.id === current.id) {
+    let change: 'new' | 'upgrade' | 'downgrade' | 'unchanged';
+    if (sub.status === 'canceled' && plan.id !== current.id) {
+      // Nothing is paid for a canceled period, so there is no period to protect: a cheaper plan too starts
+      // now (a downgrade would wait for a period end that never reactivates the subscription).
+      change = 'new';
+      sub.planId = plan.id;
+      sub.pendingPlanId = null;
+      sub.status = 'active';
+    } else if (plan.id === current.id) {
       change = 'unchanged';
       sub.pendingPlanId = null;
       sub.cancelAtPeriodEnd = false;
@@ -56,6 +64,8 @@ export async function subscribe(
     } else {
       change = 'downgrade';
       sub.pendingPlanId = plan.id;
+      // Choosing a plan for the next period withdraws a pending cancellation, as the same plan again does.
+      sub.cancelAtPeriodEnd = false;
     }
     await q.saveSub(c, sub, false);
     await q.audit(c, 'subscribe', input.customerId, { planId: plan.id, change });
