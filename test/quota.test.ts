@@ -267,6 +267,9 @@ describe.each(BACKENDS)('plans, sessions and quotas on $name', (backend) => {
     expect(await code(quota.updatePlan('free', { sessionsIncluded: -1 }))).toBe('VALIDATION_ERROR');
     expect(await code(quota.createPlan({ id: 'free', name: 'Again', basePriceUsd: '0', sessionsIncluded: 1, managedModels: true }))).toBe('VALIDATION_ERROR');
     expect(await code(touch(''))).toBe('VALIDATION_ERROR');
+    // An unknown customer is an error, not a customer with no alerts or invoices.
+    expect(await code(quota.alerts('ghost'))).toBe('CUSTOMER_NOT_FOUND');
+    expect(await code(quota.invoices('ghost'))).toBe('CUSTOMER_NOT_FOUND');
     expect(await quota.getSubscription('acme')).toBeNull();
     expect((await quota.getPlan('free')).sessionsIncluded).toBe(25);
   });

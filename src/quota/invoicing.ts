@@ -56,5 +56,8 @@ export async function closeInvoice(q: QuotaCore, customerId: string): Promise<In
 }
 
 export async function invoices(q: QuotaCore, customerId: string): Promise<Invoice[]> {
-  return q.d.read((c) => allInvoices(c, customerId));
+  return q.d.read(async (c) => {
+    await q.requireCustomer(c, customerId);
+    return allInvoices(c, customerId);
+  });
 }

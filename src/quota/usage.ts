@@ -48,7 +48,11 @@ export async function recordUsage(
 }
 
 export async function alerts(q: QuotaCore, customerId: string, period?: Period): Promise<Alert[]> {
-  return q.d.read((c) => listAlerts(c, customerId, period));
+  return q.d.read(async (c) => {
+    // An unknown customer is not one without alerts: a typo must not read as "nothing fired".
+    await q.requireCustomer(c, customerId);
+    return listAlerts(c, customerId, period);
+  });
 }
 
 /** The usage report for the current period, or for the period containing `at`. */
