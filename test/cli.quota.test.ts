@@ -91,6 +91,15 @@ describe.each(BACKENDS)('quota CLI on $name', (backend) => {
     expect((await cli(db, ['subscribe', 'api', 'gold'])).out.error.code).toBe('PLAN_NOT_FOUND');
   });
 
+  it('plans update refuses --byok with --managed, changing nothing', async () => {
+    const db = backend.name === 'sqlite' ? path.join(tmp, `u-${Date.now()}.sqlite`) : await backend.freshTarget();
+    await cli(db, ['migrate']);
+    const both = await cli(db, ['plans', 'update', 'free', '--byok', '--managed']);
+    expect(both.code).toBe(1);
+    expect(both.out.error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'managedModels' } });
+    expect((await cli(db, ['plans', 'show', 'free'])).out.managedModels).toBe(false);
+  });
+
   it('--period and --at refuse a day the calendar does not have instead of reporting the next month', async () => {
     const db = backend.name === 'sqlite' ? path.join(tmp, `p-${Date.now()}.sqlite`) : await backend.freshTarget();
     await cli(db, ['customers', 'create', 'acme']);

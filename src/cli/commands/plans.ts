@@ -63,6 +63,8 @@ interface PlanFlags {
 }
 
 function planChanges(flags: PlanFlags): Partial<PlanInput> {
+  // Each flag sets one field; two answers to one question are a mistake, not "the last one wins".
+  if (flags.byok && flags.managed) throw new ValidationError('give either --byok or --managed, not both', { field: 'managedModels' });
   const f = parseInput(
     z.object({
       name: text('name', 100).optional(),
@@ -144,7 +146,6 @@ export function registerPlans(program: Command, cli: CliContext): void {
         !flags.byok && !flags.managed && '--byok or --managed',
       ].filter(Boolean);
       if (missing.length) throw new ValidationError(`plans create needs ${missing.join(', ')}`, { missing });
-      if (flags.byok && flags.managed) throw new ValidationError('give either --byok or --managed, not both', { field: 'managedModels' });
       const changes = planChanges(flags);
       const p = await cli.withQuota((quota) =>
         quota.createPlan({ ...changes, id } as PlanInput),
@@ -156,7 +157,8 @@ export function registerPlans(program: Command, cli: CliContext): void {
   planOptions(plans.command('update <plan>').description('change fields of a plan; subscribers see it from their next run')).action(
     async (id: string, flags: PlanFlags) => {
       const input = parseInput(z.object({ id: planIdSchema }), { id });
-      const p = await cli.withQuota((quota) => quota.updatePlan(input.id, planChanges(flags)));
+      const changes = planChanges(flags);
+      const p = await cli.withQuota((quota) => quota.updatePlan(input.id, changes));
       cli.print({ json: planJson(p), human: () => `Updated plan ${p.id}\n${planDetail(p)}` });
     },
   );
