@@ -100,6 +100,13 @@ describe.each(BACKENDS)('quota CLI on $name', (backend) => {
     expect((await cli(db, ['plans', 'show', 'free'])).out.managedModels).toBe(false);
   });
 
+  it('a metric given twice is refused, not the last one kept', async () => {
+    const db = backend.name === 'sqlite' ? path.join(tmp, `m-${Date.now()}.sqlite`) : await backend.freshTarget();
+    const twice = await cli(db, ['plans', 'create', 'dup', '--name', 'Dup', '--base-usd', '1', '--sessions', '1', '--managed', '--metric', 'tokens=100:0.001', '--metric', 'tokens=200:0.002']);
+    expect(twice.code).toBe(1);
+    expect(twice.out.error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'metrics', value: 'tokens' } });
+  });
+
   it('--period and --at refuse a day the calendar does not have instead of reporting the next month', async () => {
     const db = backend.name === 'sqlite' ? path.join(tmp, `p-${Date.now()}.sqlite`) : await backend.freshTarget();
     await cli(db, ['customers', 'create', 'acme']);

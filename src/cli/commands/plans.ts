@@ -86,7 +86,13 @@ function planChanges(flags: PlanFlags): Partial<PlanInput> {
   if (f.timeoutMinutes !== undefined) changes.sessionTimeoutMinutes = f.timeoutMinutes;
   if (flags.byok) changes.managedModels = false;
   if (flags.managed) changes.managedModels = true;
-  if (f.metric) changes.metrics = Object.fromEntries(f.metric);
+  if (f.metric) {
+    // Object.fromEntries would keep the last of two --metric flags for one name and drop the other unseen.
+    const names = f.metric.map(([name]) => name);
+    const repeated = names.filter((n, i) => names.indexOf(n) !== i);
+    if (repeated.length) throw new ValidationError(`--metric ${repeated[0]} is given more than once; give each metric once`, { field: 'metrics', value: repeated[0] });
+    changes.metrics = Object.fromEntries(f.metric);
+  }
   if (f.alerts) changes.alertThresholds = f.alerts.split(',').map(Number);
   return changes;
 }
