@@ -128,8 +128,23 @@ describe('catalogue prices', () => {
     // The ChargeTypes and resources come from the card that was active.
     expect((await runJson(['--db', db, 'price', 'Training', '120'])).value).toMatchObject({ usd: '7.20', rateCardVersion: 'models-test' });
     const out = path.join(tmp, 'card.json');
-    const w = await runJson(['ratecard', 'import-models', '--version', 'file-test', '--out', out]);
+    const none = path.join(tmp, 'none.sqlite');
+    const w = await runJson(['--db', none, 'ratecard', 'import-models', '--version', 'file-test', '--out', out]);
     expect(w.value.written).toBe(out);
     expect(JSON.parse(fs.readFileSync(out, 'utf8')).version).toBe('file-test');
+    expect(fs.existsSync(none)).toBe(false);
+  });
+
+  it('CLI: import-models --out builds on the active card, as an import would', async () => {
+    const db = path.join(tmp, 'out-base.sqlite');
+    const own = structuredClone(defaultRateCard().document);
+    own.version = 'own-prices';
+    own.chargeTypes.Training = { ...own.chargeTypes.Training, usd: '1' };
+    const file = path.join(tmp, 'own.json');
+    fs.writeFileSync(file, JSON.stringify(own));
+    expect((await runJson(['--db', db, 'ratecard', 'import', file])).code).toBe(0);
+    const out = path.join(tmp, 'own-models.json');
+    expect((await runJson(['--db', db, 'ratecard', 'import-models', '--version', 'own-models', '--out', out])).code).toBe(0);
+    expect(JSON.parse(fs.readFileSync(out, 'utf8')).chargeTypes.Training.usd).toBe('1');
   });
 });

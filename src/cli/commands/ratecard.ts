@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { isBillingError } from '../../errors';
 import type { RateCardRecord } from '../../ledger/types';
 import { formatScaled, formatSparks, NANOS_PER_SPARK, type Nanos, USD_DECIMALS } from '../../money';
 import { CATALOGUE_PROVIDERS, loadCatalogue, rateCardFromCatalogue } from '../../pricing/catalogue';
@@ -125,7 +126,7 @@ export function registerRatecard(program: Command, cli: CliContext): void {
     .option('--version <version>', 'version of the new card (default: models-<today>)')
     .option('--providers <list>', `catalogue providers, in precedence order (default ${CATALOGUE_PROVIDERS.join(',')})`)
     .option('--no-activate', 'import only; activate later with `ratecard activate <version>`')
-    .option('--out <file>', 'write the card JSON to this file instead of importing it (no ledger needed)')
+    .option('--out <file>', 'write the card JSON to this file instead of importing it (built on the active card, or the shipped one when there is no ledger yet)')
     .action(async (opts: { version?: string; providers?: string; activate: boolean; out?: string }) => {
       const input = parseInput(
         z.object({ version: rateCardVersion.optional(), providers: text('providers', 200).optional(), out: text('out', 4096).optional() }),
@@ -138,7 +139,14 @@ export function registerRatecard(program: Command, cli: CliContext): void {
       let r: ReturnType<typeof build>;
       let record: RateCardRecord | null = null;
       if (input.out) {
-        r = build(defaultRateCard());
+        // The file is the card an import would make, so it is built on the active card; with no ledger
+        // yet, on the shipped default (nothing is created). Built on the default, importing it would
+        // quietly put the operator's own ChargeType and resource prices back to the shipped ones.
+        const base = await cli.readLedger((ledger) => ledger.activeRateCard()).catch((e: unknown) => {
+          if (isBillingError(e) && e.code === 'LEDGER_NOT_FOUND') return defaultRateCard();
+          throw e;
+        });
+        r = build(base);
         fs.writeFileSync(input.out, `${JSON.stringify(r.card.document, null, 2)}\n`);
       } else {
         ({ r, record } = await cli.withLedger(async (ledger) => {
