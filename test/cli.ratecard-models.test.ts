@@ -133,6 +133,11 @@ describe('catalogue prices', () => {
     expect(w.value.written).toBe(out);
     expect(JSON.parse(fs.readFileSync(out, 'utf8')).version).toBe('file-test');
     expect(fs.existsSync(none)).toBe(false);
+    for (const bad of [path.join(tmp, 'no-folder', 'card.json'), tmp]) {
+      const failed = await runJson(['--db', none, 'ratecard', 'import-models', '--out', bad]);
+      expect(failed.code, bad).toBe(1);
+      expect(failed.value.error, bad).toMatchObject({ code: 'VALIDATION_ERROR', details: { file: bad } });
+    }
   });
 
   it('CLI: import-models --out builds on the active card, as an import would', async () => {

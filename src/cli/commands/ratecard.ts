@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { isBillingError } from '../../errors';
+import { isBillingError, ValidationError } from '../../errors';
 import type { RateCardRecord } from '../../ledger/types';
 import { formatScaled, formatSparks, NANOS_PER_SPARK, type Nanos, USD_DECIMALS } from '../../money';
 import { CATALOGUE_PROVIDERS, loadCatalogue, rateCardFromCatalogue } from '../../pricing/catalogue';
@@ -147,7 +147,12 @@ export function registerRatecard(program: Command, cli: CliContext): void {
           throw e;
         });
         r = build(base);
-        fs.writeFileSync(input.out, `${JSON.stringify(r.card.document, null, 2)}\n`);
+        try {
+          fs.writeFileSync(input.out, `${JSON.stringify(r.card.document, null, 2)}\n`);
+        } catch (e) {
+          // A missing folder or a directory given as the file is the operator's to fix, not a bug (INTERNAL_ERROR).
+          throw new ValidationError(`Cannot write rate card file ${input.out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: input.out });
+        }
       } else {
         ({ r, record } = await cli.withLedger(async (ledger) => {
           const built = build(await ledger.activeRateCard());
