@@ -82,6 +82,10 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
 
   it('validates its options and names the bad field', () => {
     expect(() => new BillingCallbackHandler({ ledger, customerId: '', conversationId: 'c' })).toThrow(/customerId/);
+    // An id the ledger can never hold is refused when the handler is built, not at the run as CUSTOMER_NOT_FOUND.
+    for (const bad of ['acme corp', 'acme/1', ' acme', '-acme']) {
+      expect(() => new BillingCallbackHandler({ ledger, customerId: bad, conversationId: 'c' }), bad).toThrow(/customerId: customer id must be/);
+    }
     expect(() => new BillingCallbackHandler({ ledger, customerId: 'x', conversationId: 'c', tools: { t: { chargeType: 'Nope' as never } } })).toThrow(/tools\.t\.chargeType/);
   });
 

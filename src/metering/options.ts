@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { ValidationError } from '../errors';
 import type { Ledger } from '../ledger/types';
 import { CHARGE_TYPES, type RateCard } from '../pricing/ratecard';
-import { decimalSchema } from '../schemas';
+import { customerIdSchema, decimalSchema } from '../schemas';
 import type { AdmissionGate } from '../quota/gate';
 import { langfuseCredentialsSchema } from '../langfuse/reporter';
 
@@ -31,7 +31,8 @@ const runFeeSchema = z.union([
 export const billingHandlerOptionsSchema = z
   .object({
     ledger: z.custom<Ledger>((v) => isFn(v, 'hold', 'settle', 'release', 'charge', 'activeRateCard'), 'ledger must implement the Ledger interface'),
-    customerId: id('customerId', 128),
+    // The ledger's own rule: an id no customer can have would only surface at the run, as CUSTOMER_NOT_FOUND.
+    customerId: customerIdSchema,
     conversationId: id('conversationId', 200),
     gate: z.custom<AdmissionGate>((v) => isFn(v, 'admitRun'), 'gate must have admitRun()').optional(),
     rateCard: z.custom<RateCard>((v) => typeof v === 'object' && v !== null && typeof (v as RateCard).version === 'string' && (v as RateCard).models instanceof Map, 'rateCard must be a parsed RateCard (parseRateCard)').optional(),
