@@ -91,13 +91,16 @@ describe.each(BACKENDS)('quota CLI on $name', (backend) => {
     expect((await cli(db, ['subscribe', 'api', 'gold'])).out.error.code).toBe('PLAN_NOT_FOUND');
   });
 
-  it('plans update refuses --byok with --managed, changing nothing', async () => {
+  it('plans update refuses --byok with --managed, or no change at all, changing nothing', async () => {
     const db = backend.name === 'sqlite' ? path.join(tmp, `u-${Date.now()}.sqlite`) : await backend.freshTarget();
     await cli(db, ['migrate']);
     const both = await cli(db, ['plans', 'update', 'free', '--byok', '--managed']);
     expect(both.code).toBe(1);
     expect(both.out.error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'managedModels' } });
     expect((await cli(db, ['plans', 'show', 'free'])).out.managedModels).toBe(false);
+    const nothing = await cli(db, ['plans', 'update', 'free']);
+    expect(nothing.code).toBe(1);
+    expect(nothing.out.error).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'changes' } });
   });
 
   it('a metric given twice is refused, not the last one kept', async () => {

@@ -164,6 +164,10 @@ export function registerPlans(program: Command, cli: CliContext): void {
     async (id: string, flags: PlanFlags) => {
       const input = parseInput(z.object({ id: planIdSchema }), { id });
       const changes = planChanges(flags);
+      // Without a flag nothing would change, yet it printed "Updated plan" (and audited an update).
+      if (Object.keys(changes).length === 0) {
+        throw new ValidationError('plans update needs at least one of --name, --base-usd, --sessions, --timeout-minutes, --byok, --managed, --metric, --alerts', { field: 'changes' });
+      }
       const p = await cli.withQuota((quota) => quota.updatePlan(input.id, changes));
       cli.print({ json: planJson(p), human: () => `Updated plan ${p.id}\n${planDetail(p)}` });
     },
