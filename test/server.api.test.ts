@@ -174,6 +174,9 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
       ['POST', '/v1/customers/cust-b/topups', { raw: '{"amountUsd": "5"}', headers: { 'content-type': 'text/plain' } }, 415, 'VALIDATION_ERROR'],
       ['POST', '/v1/customers/cust-b/topups', { raw: JSON.stringify({ amountUsd: '5', memo: 'x'.repeat(70_000) }) }, 413, 'VALIDATION_ERROR'],
       ['POST', '/v1/customers/no-such/topups', { body: { amountUsd: '5' } }, 404, 'CUSTOMER_NOT_FOUND'],
+      // A typo'd customer is not one with nothing fired or invoiced.
+      ['GET', '/v1/customers/no-such/alerts', {}, 404, 'CUSTOMER_NOT_FOUND'],
+      ['GET', '/v1/customers/no-such/invoices', {}, 404, 'CUSTOMER_NOT_FOUND'],
       ['POST', '/v1/customers/bad%20id/topups', { body: { amountUsd: '5' } }, 400, 'VALIDATION_ERROR'],
       ['POST', '/v1/customers/cust-b/charges', { body: { amountUsd: '500' } }, 402, 'INSUFFICIENT_FUNDS'],
       ['POST', '/v1/customers/cust-b/charges', { body: { chargeType: 'Inference' } }, 400, 'VALIDATION_ERROR'],

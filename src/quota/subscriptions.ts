@@ -49,6 +49,7 @@ export async function subscribe(
       change = 'new';
       sub.planId = plan.id;
       sub.pendingPlanId = null;
+      sub.cancelAtPeriodEnd = false;
       sub.status = 'active';
     } else if (plan.id === current.id) {
       change = 'unchanged';
