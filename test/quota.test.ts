@@ -161,6 +161,18 @@ describe.each(BACKENDS)('plans, sessions and quotas on $name', (backend) => {
     expect((await touch('b')).tier).toBe('free');
   });
 
+  it('a message dated before the current period is refused (that period is closed), and counts nowhere', async () => {
+    await quota.subscribe({ customerId: 'acme', planId: 'starter' });
+    now = Date.parse('2026-04-12T00:00:00Z');
+    expect(await touch('a')).toMatchObject({ session: 'new', sessionsUsed: 1 });
+    const before = (await quota.usage('acme')).sessionsUsed;
+    const e = await touch('b', Date.parse('2026-03-20T00:00:00Z')).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'VALIDATION_ERROR', details: { field: 'at', periodStart: '2026-04-10T00:00:00.000Z' } });
+    expect((await quota.usage('acme')).sessionsUsed).toBe(before);
+    // Within the period, an earlier time than the last message is still a message of this period.
+    expect(await touch('b', Date.parse('2026-04-11T00:00:00Z'))).toMatchObject({ session: 'new', sessionsUsed: 2 });
+  });
+
   it('budget: steps that would exceed the monthly budget are refused with BUDGET_EXCEEDED', async () => {
     await ledger.topUp({ customerId: 'acme', amount: parseUsd('100'), idempotencyKey: 't' });
     await quota.subscribe({ customerId: 'acme', planId: 'starter', anchorDay: 10 });

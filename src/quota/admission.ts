@@ -76,6 +76,14 @@ export async function admitRun(q: QuotaCore, input: AdmitRunInput): Promise<RunA
     }
     const before = sub.periodEnd;
     await q.roll(c, sub, at);
+    // A session is counted in the period it started, and a period before this one is closed (its invoice
+    // too): a message dated back there is refused, not counted here. Only a time the caller gave: a run's
+    // own clock may trail another process's that just rolled the period by a few milliseconds.
+    if (input.at !== undefined && at < sub.periodStart) {
+      throw new ValidationError(`at ${new Date(at).toISOString()} is before the current billing period (from ${iso(sub.periodStart)}), which is already closed`, {
+        field: 'at', periodStart: iso(sub.periodStart),
+      });
+    }
     const changed = fresh || sub.periodEnd !== before;
     if (sub.status !== 'active') {
       if (changed) await q.saveSub(c, sub, false);

@@ -158,7 +158,8 @@ interface Decided {
 function decide(q: QuotaCore, c: SqlConnection, { input, at }: Pending, [funds, state]: Read): Decided | null {
   if (!funds || !state) return null;
   const { sub, plan, fired } = state;
-  if (sub.status !== 'active' || at >= sub.periodEnd || plan.id !== sub.planId) return null;
+  // A given time before the period (refused) or past it (a roll) is the locked path's to answer.
+  if (sub.status !== 'active' || at >= sub.periodEnd || (input.at !== undefined && at < sub.periodStart) || plan.id !== sub.planId) return null;
   const settled = { budgeted: funds.budget.budget !== null, plan, sub, available: funds.available };
   const conv = state.conversation;
   if (conv && at - conv.lastActivityAt <= plan.sessionTimeoutMs) {
