@@ -143,6 +143,8 @@ describe.each(BACKENDS)('plans, sessions and quotas on $name', (backend) => {
     const last = await quota.closeInvoice('acme');
     expect(last.periodStart).toBe('2026-03-10T00:00:00.000Z');
     expect((await quota.invoices('acme')).map((i) => [i.periodStart, formatUsd(i.total)])).toEqual([['2026-03-10T00:00:00.000Z', '29.00']]);
+    // The preview of a canceled period says what will be invoiced for it: nothing.
+    expect(await quota.previewInvoice('acme')).toMatchObject({ periodStart: '2026-07-10T00:00:00.000Z', base: 0n, total: 0n });
   });
 
   it('re-subscribing after a cancellation: a cheaper plan withdraws a pending cancellation, and reactivates a canceled subscription now', async () => {

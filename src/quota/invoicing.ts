@@ -30,7 +30,11 @@ export async function previewInvoice(q: QuotaCore, customerId: string): Promise<
     const sub = await q.requireSub(c, customerId);
     await q.roll(c, sub, q.clock());
     await q.saveSub(c, sub, false);
-    return invoiceFor(c, q.ledger.view(c), customerId, await q.planIn(c, sub.planId), { start: sub.periodStart, end: sub.periodEnd });
+    const inv = await invoiceFor(c, q.ledger.view(c), customerId, await q.planIn(c, sub.planId), { start: sub.periodStart, end: sub.periodEnd });
+    // A canceled subscription's period is never invoiced (the roll closes none): nothing is due for it,
+    // whatever its plan's base price (the usage is still shown).
+    if (sub.status === 'canceled') return { ...inv, base: 0n, overage: 0n, total: 0n, lines: inv.lines.map((l) => ({ ...l, amount: 0n })) };
+    return inv;
   });
 }
 
