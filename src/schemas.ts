@@ -13,15 +13,25 @@ export const customerIdSchema = z
   .regex(CUSTOMER_ID_PATTERN, 'customer id must be 1–128 characters: letters, digits and . _ : @ + - (starting with a letter or digit)');
 
 /**
- * A customer's display name. Control characters are refused: a newline or an escape in a name would
- * break the CLI's tables and CSV rows and forge lines in logs (idempotency keys refuse them too).
+ * Text that reaches tables, CSV rows and log lines (keys, ids, names): a newline or an escape in it would
+ * break the CLI's output and forge log lines, so control characters are refused.
  */
+// eslint-disable-next-line no-control-regex
+export const NO_CONTROL_CHARACTERS = /^[^\u0000-\u001f\u007f]+$/;
+
+/** An idempotency key, as the ledger and the CLI take it. */
+export const idempotencyKeySchema = z
+  .string()
+  .min(1, 'idempotency key must not be empty')
+  .max(255, 'idempotency key must be at most 255 characters')
+  .regex(NO_CONTROL_CHARACTERS, 'idempotency key must not contain control characters');
+
+/** A customer's display name. */
 export const customerNameSchema = z
   .string()
   .min(1, 'name must not be empty')
   .max(200, 'name must be at most 200 characters')
-  // eslint-disable-next-line no-control-regex
-  .regex(/^[^\u0000-\u001f\u007f]+$/, 'name must not contain control characters (newlines, tabs, escapes)');
+  .regex(NO_CONTROL_CHARACTERS, 'name must not contain control characters (newlines, tabs, escapes)');
 
 /** A non-negative decimal with at most 9 decimals (nano precision). */
 export const DECIMAL_PATTERN = /^\d+(\.\d{1,9})?$/;

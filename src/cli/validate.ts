@@ -3,7 +3,7 @@ import { ValidationError } from '../errors';
 import { type Nanos, parseQuantity, parseUsd, type Quantity } from '../money';
 import { calendarDay } from '../period';
 import { CHARGE_TYPES, type ChargeType, RESOURCES, type Resource } from '../pricing/ratecard';
-import { customerIdSchema } from '../schemas';
+import { customerIdSchema, idempotencyKeySchema } from '../schemas';
 
 /**
  * The CLI's input boundary: every argument and option is checked here, before
@@ -15,12 +15,8 @@ import { customerIdSchema } from '../schemas';
 /** Same rule as the ledger's, checked early so the message names the argument. */
 export const customerId = customerIdSchema;
 
-export const idempotencyKey = z
-  .string()
-  .min(1, 'idempotency key must not be empty')
-  .max(255, 'idempotency key must be at most 255 characters')
-  // eslint-disable-next-line no-control-regex
-  .regex(/^[^\u0000-\u001f\u007f]+$/, 'idempotency key must not contain control characters');
+/** Same rule as the ledger's. */
+export const idempotencyKey = idempotencyKeySchema;
 
 export const rateCardVersion = z
   .string()
@@ -108,11 +104,14 @@ function beforeEpoch(field: string, s: string, t: number): void {
   if (t < 0) throw new ValidationError(`${field} must be 1970-01-01 or later, got "${s}"`);
 }
 
+/** The ISO-8601 forms taken: a day, or a day and time with an optional zone. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/;
+
 /** An ISO-8601 time such as 2026-11-23T10:00:00Z. */
 export const isoTime = (field: string) =>
   via((s): Date => {
     const t = Date.parse(s);
-    if (!/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || Number.isNaN(t) || !realDay(s)) {
+    if (!ISO_TIME.test(s) || Number.isNaN(t) || !realDay(s)) {
       throw new ValidationError(`${field} must be an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
     }
     beforeEpoch(field, s, t);
@@ -128,7 +127,7 @@ export const periodAt = (field: string) =>
   via((s): Date => {
     const month = /^(\d{4})-(\d{2})$/.exec(s);
     const t = month ? calendarDay(+month[1]!, +month[2]!, 1) ?? NaN : Date.parse(s);
-    if (Number.isNaN(t) || (!month && (!/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) || !realDay(s)))) {
+    if (Number.isNaN(t) || (!month && (!ISO_TIME.test(s) || !realDay(s)))) {
       throw new ValidationError(`${field} must be YYYY-MM, YYYY-MM-DD or an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
     }
     beforeEpoch(field, s, t);

@@ -2,7 +2,7 @@ import { types } from 'node:util';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
-import { customerIdSchema, customerNameSchema } from '../schemas';
+import { customerIdSchema, customerNameSchema, idempotencyKeySchema } from '../schemas';
 import type { PricedFields } from './batch';
 
 /**
@@ -12,12 +12,7 @@ import type { PricedFields } from './batch';
  */
 
 const customerId = customerIdSchema;
-const key = z
-  .string()
-  .min(1, 'idempotency key must not be empty')
-  .max(255, 'idempotency key must be at most 255 characters')
-  // eslint-disable-next-line no-control-regex
-  .regex(/^[^\u0000-\u001f\u007f]+$/, 'idempotency key must not contain control characters');
+const key = idempotencyKeySchema;
 const entityId = z.string().min(1).max(100);
 const amount = (min: bigint) =>
   z

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { ValidationError } from '../errors';
 import type { Ledger } from '../ledger/types';
 import { CHARGE_TYPES, type RateCard } from '../pricing/ratecard';
-import { customerIdSchema, decimalSchema } from '../schemas';
+import { customerIdSchema, decimalSchema, NO_CONTROL_CHARACTERS } from '../schemas';
 import type { AdmissionGate } from '../quota/gate';
 import { langfuseCredentialsSchema } from '../langfuse/reporter';
 
@@ -14,8 +14,7 @@ const id = (what: string, max: number) =>
     .string()
     .min(1, `${what} must not be empty`)
     .max(max, `${what} must be at most ${max} characters`)
-    // eslint-disable-next-line no-control-regex
-    .regex(/^[^\u0000-\u001f\u007f]+$/, `${what} must not contain control characters`);
+    .regex(NO_CONTROL_CHARACTERS, `${what} must not contain control characters`);
 
 const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]);
 

@@ -52,12 +52,11 @@ export function errorBody(e: BillingError): ErrorBody {
  * message that might carry a connection string.
  */
 /** `bodyLimit`: the server's limit in bytes, named in a 413's message and details. */
-export function toBillingError(e: unknown, bodyLimit?: number): { error: BillingError; status: number } {
+export function toBillingError(e: unknown, bodyLimit: number): { error: BillingError; status: number } {
   if (e instanceof BillingError) return { error: e, status: HTTP_STATUS[e.code] };
   const f = e as { statusCode?: number; code?: string; message?: string; validation?: unknown };
   if (f?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-    const limit = bodyLimit === undefined ? '' : ` (the limit is ${bodyLimit} bytes: serve --body-limit)`;
-    return { error: new BillingError('VALIDATION_ERROR', `Request body too large${limit}`, bodyLimit === undefined ? {} : { limitBytes: bodyLimit }), status: 413 };
+    return { error: new BillingError('VALIDATION_ERROR', `Request body too large (the limit is ${bodyLimit} bytes: serve --body-limit)`, { limitBytes: bodyLimit }), status: 413 };
   }
   if (f?.code === 'FST_ERR_BAD_URL') return { error: new BillingError('VALIDATION_ERROR', 'The request path is not a valid URL (a malformed %-escape)', { fastifyCode: f.code }), status: 400 };
   if (f?.code === 'FST_ERR_MAX_PARAM_LENGTH') return { error: new BillingError('VALIDATION_ERROR', 'A path parameter is too long (ids are at most 128 characters)', { fastifyCode: f.code }), status: 414 };

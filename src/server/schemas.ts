@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseQuantity, parseUsd } from '../money';
-import { customerIdSchema } from '../schemas';
+import { customerIdSchema, NO_CONTROL_CHARACTERS } from '../schemas';
 
 /**
  * The API's input vocabulary. Money is a USD decimal string (never a JSON
@@ -41,8 +41,7 @@ export const idempotencyHeaders = z.object({
     .string({ required_error: 'the Idempotency-Key header is required on every mutation' })
     .min(1)
     .max(200)
-    // eslint-disable-next-line no-control-regex
-    .regex(/^[^\u0000-\u001f\u007f]+$/, 'Idempotency-Key must not contain control characters'),
+    .regex(NO_CONTROL_CHARACTERS, 'Idempotency-Key must not contain control characters'),
 });
 
 /**

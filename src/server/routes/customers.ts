@@ -8,7 +8,6 @@ import { customerId, customerParams, idempotencyHeaders, positiveUsd, queryInt, 
 import { planIdSchema } from '../../quota/plans';
 
 const tags = ['customers'];
-/** A display name, as the ledger stores it. */
 
 /** Customers, their balance, statement and top-ups. */
 export function customerRoutes(app: FastifyInstance, deps: ServerDeps): void {
