@@ -264,6 +264,12 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     const explicit = await write('POST', '/v1/customers/cust-b/charges', { key: 'ch-2', body: { amountUsd: '0.000025' } });
     expect(explicit.json.amountUsd).toBe('0.000025');
     expect((await read('GET', `/v1/charges/${priced.json.id}`)).json.metadata).toMatchObject({ chatflowId: 'flow-1', source: 'api' });
+    // A client cannot pose as another writer (metering's 'langchain', Flowise's nodes): source is the server's.
+    const before = (await read('GET', '/v1/customers/cust-b/balance')).json;
+    const posing = await write('POST', '/v1/customers/cust-b/charges', { key: 'ch-posing', body: { amountUsd: '1', metadata: { source: 'langchain' } } });
+    expect(posing.status).toBe(400);
+    expect(posing.json.error).toMatchObject({ code: 'VALIDATION_ERROR', message: expect.stringContaining('metadata.source') });
+    expect((await read('GET', '/v1/customers/cust-b/balance')).json).toEqual(before);
 
     const ref = await write('POST', `/v1/charges/${priced.json.id}/refunds`, { key: 'ref-1', body: { amountUsd: '0.03', reason: 'goodwill' } });
     expect(ref.status).toBe(201);

@@ -7,7 +7,12 @@ import { apiJson } from '../json';
 import { actorOf, mutate, type ServerDeps } from '../context';
 import { customerParams, entityId, idempotencyHeaders, positiveUsd, quantity, usd } from '../schemas';
 
-const metadata = z.record(z.union([z.string().max(500), z.number(), z.boolean(), z.null()])).refine((m) => Object.keys(m).length <= 20, 'at most 20 metadata keys').optional();
+// `source` says which writer made a charge (api, langchain, flowise): the server sets it, a client cannot pose as another writer.
+const metadata = z
+  .record(z.union([z.string().max(500), z.number(), z.boolean(), z.null()]))
+  .refine((m) => Object.keys(m).length <= 20, 'at most 20 metadata keys')
+  .refine((m) => !Object.hasOwn(m, 'source'), "metadata.source is set by the server (it is 'api' here)")
+  .optional();
 
 /** Either a ChargeType and quantity priced by the active rate card, or an explicit amount. */
 const chargeBody = z
