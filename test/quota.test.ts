@@ -288,6 +288,22 @@ describe.each(BACKENDS)('plans, sessions and quotas on $name', (backend) => {
     expect((await quota.getPlan('free')).sessionsIncluded).toBe(25);
   });
 
+  it('plan names refuse control characters; a plan an older release stored with one stays readable and editable', async () => {
+    for (const name of ['Pro\nPlan', 'Tab\there', 'Red\u001b[31m', 'Del\u007f']) {
+      expect(await code(quota.createPlan({ id: 'ctl', name, basePriceUsd: '1', sessionsIncluded: 1, managedModels: true })), JSON.stringify(name)).toBe('VALIDATION_ERROR');
+      expect(await code(quota.updatePlan('starter', { name })), JSON.stringify(name)).toBe('VALIDATION_ERROR');
+    }
+    expect((await quota.listPlans()).map((p) => p.id)).not.toContain('ctl');
+    const starter = await quota.getPlan('starter');
+    expect(starter.name).toBe('Starter');
+    // As an older release could have written it.
+    await ledger.dialect.writeTransaction((c) => c.run('UPDATE billing_plans SET document = ? WHERE id = ?', [JSON.stringify({ ...starter.document, name: 'Old\nName' }), 'starter']));
+    expect((await quota.getPlan('starter')).name).toBe('Old\nName');
+    expect((await quota.listPlans()).find((p) => p.id === 'starter')?.name).toBe('Old\nName');
+    expect((await quota.updatePlan('starter', { sessionsIncluded: 5 })).sessionsIncluded).toBe(5);
+    expect((await quota.updatePlan('starter', { name: 'Starter' })).name).toBe('Starter');
+  });
+
   it('concurrency: two first messages of one conversation are one session; at limit − 1, 100 new conversations admit exactly one', async () => {
     const both = await Promise.all([touch('same'), touch('same')]);
     expect(both.map((b) => b.session).sort()).toEqual(['existing', 'new']);

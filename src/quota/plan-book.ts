@@ -29,7 +29,8 @@ export async function updatePlan(q: QuotaCore, id: string, changes: Partial<Plan
   await q.ensurePlans();
   return q.write(async (c) => {
     const current = await q.planIn(c, id);
-    const plan = parsePlan({ ...current.document, ...changes, id });
+    // A name kept from the stored plan is not new input: an old one with a control character does not block other edits.
+    const plan = parsePlan({ ...current.document, ...changes, id }, changes.name === undefined);
     await replacePlan(c, plan, q.clock());
     await q.audit(c, 'updatePlan', null, { planId: id, changes });
     return plan;

@@ -14,7 +14,7 @@ export async function seedDefaultPlans(c: SqlConnection, now: number): Promise<v
 
 export async function allPlans(c: SqlConnection): Promise<Plan[]> {
   const rows = await c.query('SELECT document FROM billing_plans');
-  return rows.map((r) => parsePlan(JSON.parse(String(r.document)))).sort(comparePlans);
+  return rows.map((r) => parsePlan(JSON.parse(String(r.document)), true)).sort(comparePlans);
 }
 
 export async function planIn(c: SqlConnection, id: string): Promise<Plan> {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseScaled, parseUsd, USD_DECIMALS } from '../money';
-import { decimalSchema } from '../schemas';
+import { decimalSchema, NO_CONTROL_CHARACTERS } from '../schemas';
 
 const decimal = (what: string) => decimalSchema(what);
 
@@ -26,7 +26,8 @@ export const DEFAULT_ALERT_THRESHOLDS: readonly number[] = [75, 90, 95];
 export const planSchema = z
   .object({
     id: planIdSchema,
-    name: z.string().min(1).max(100),
+    // Shown in tables, CSV rows, invoices and Stripe: a newline or an escape would break or forge them.
+    name: z.string().min(1).max(100).regex(NO_CONTROL_CHARACTERS, 'plan name must not contain control characters (newlines, tabs, escapes)'),
     basePriceUsd: decimal('basePriceUsd'),
     /** Sessions per period; null means unlimited. */
     sessionsIncluded: z.number().int().min(0).max(1_000_000_000).nullable(),
@@ -41,6 +42,9 @@ export const planSchema = z
       .refine((a) => new Set(a).size === a.length, 'thresholds must be distinct'),
   })
   .strict();
+
+/** A plan as stored: one written before names refused control characters stays readable (and editable). */
+const storedPlanSchema = planSchema.extend({ name: z.string().min(1).max(100) });
 
 export type PlanDocument = z.output<typeof planSchema>;
 export type PlanInput = z.input<typeof planSchema>;
@@ -57,8 +61,9 @@ export interface Plan {
   readonly document: PlanDocument;
 }
 
-export function parsePlan(input: unknown): Plan {
-  const r = planSchema.safeParse(input);
+/** `stored`: a document read back from the database (or kept from it), not new input. */
+export function parsePlan(input: unknown, stored = false): Plan {
+  const r = (stored ? storedPlanSchema : planSchema).safeParse(input);
   if (!r.success) throw ValidationError.fromZod('plan', r.error);
   const d = r.data;
   const metrics = new Map<string, { included: { units: bigint; scale: number }; overage: Nanos; unit: string }>();
@@ -87,7 +92,7 @@ const storedPlans = new Map<string, Plan>();
 export function storedPlan(document: string): Plan {
   let plan = storedPlans.get(document);
   if (!plan) {
-    plan = parsePlan(JSON.parse(document));
+    plan = parsePlan(JSON.parse(document), true);
     if (storedPlans.size >= 256) storedPlans.clear();
     storedPlans.set(document, plan);
   }
