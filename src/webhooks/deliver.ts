@@ -22,6 +22,29 @@ export interface PassResult {
   readonly retrying: number;
 }
 
+/** The most of a response body read before hanging up (small answers are read whole, so the connection is kept). */
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+/**
+ * Drops a receiver's response body. Only the status counts; reading the body
+ * whole would let a receiver that streams without end fill this process's
+ * memory and hold the delivery until the timeout.
+ */
+async function discardBody(res: Response): Promise<void> {
+  const reader = res.body?.getReader();
+  if (!reader) return;
+  try {
+    for (let read = 0; read < MAX_RESPONSE_BYTES; ) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      read += value.byteLength;
+    }
+    await reader.cancel();
+  } catch {
+    // A body cut short (timeout, reset) changes nothing: the status was the answer.
+  }
+}
+
 /**
  * Delivers due webhook deliveries, at least once. A delivery is claimed by
  * pushing its next_attempt_at a lease ahead with a compare-and-set, so many
@@ -85,7 +108,7 @@ export class WebhookDeliverer {
     try {
       const res = await fetch(String(r.url), { method: 'POST', headers, body, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000) });
       status = res.status;
-      await res.arrayBuffer().catch(() => undefined);
+      await discardBody(res);
       if (!delivered(status)) error = `receiver answered HTTP ${status}`;
     } catch (e) {
       // The cause names the failure (ECONNREFUSED, timeout) without the URL.
@@ -103,13 +126,22 @@ export class WebhookDeliverer {
       this.opts.log?.('info', 'webhook delivered', { eventId, endpointId, attempts, status });
       return 'delivered';
     }
-    const failed = attempts >= this.retry.maxAttempts;
+    // Standard Webhooks: 410 Gone is the receiver saying it wants no more webhooks from us, so the endpoint is
+    // disabled (its other deliveries wait; `endpoints update --enable` and a retry resume them) instead of being
+    // called until the attempts run out.
+    const gone = status === 410;
+    const failed = gone || attempts >= this.retry.maxAttempts;
     const next = now + retryDelayMs(attempts, this.retry, this.opts.random);
-    await this.d.writeTransaction((c) =>
-      c.run('UPDATE billing_webhook_deliveries SET status = ?, attempts = ?, last_status = ?, last_error = ?, next_attempt_at = ? WHERE event_id = ? AND endpoint_id = ?', [
+    await this.d.writeTransaction(async (c) => {
+      await c.run('UPDATE billing_webhook_deliveries SET status = ?, attempts = ?, last_status = ?, last_error = ?, next_attempt_at = ? WHERE event_id = ? AND endpoint_id = ?', [
         failed ? 'failed' : 'pending', attempts, status || null, error, next, eventId, endpointId,
-      ]),
-    );
+      ]);
+      if (gone) await c.run('UPDATE billing_webhook_endpoints SET enabled = 0, updated_at = ? WHERE id = ?', [now, endpointId]);
+    });
+    if (gone) {
+      this.opts.log?.('warn', 'webhook endpoint answered 410 Gone: delivery failed, endpoint disabled', { eventId, endpointId, attempts, error });
+      return 'failed';
+    }
     this.opts.log?.('warn', failed ? 'webhook delivery failed for good' : 'webhook delivery failed, will retry', { eventId, endpointId, attempts, error, nextAttemptAt: new Date(next).toISOString() });
     return failed ? 'failed' : 'retrying';
   }

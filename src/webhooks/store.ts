@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { BillingError, ValidationError } from '../errors';
 import type { Dialect, Row } from '../ledger/dialect';
 import { formatUsd, type Nanos } from '../money';
+import { NO_CONTROL_CHARACTERS } from '../schemas';
 import { EVENT_TYPES } from './events';
 import { newEndpointSecret } from './sign';
 
@@ -35,7 +36,7 @@ export interface DeliveryCounts {
   readonly oldestPendingMs: number;
 }
 
-/** An absolute http(s) URL without credentials in it. */
+/** An absolute http(s) URL without credentials in it, stored exactly as it is sent. */
 const parsedUrl = (u: string): URL | null => {
   try {
     return new URL(u);
@@ -46,22 +47,32 @@ const parsedUrl = (u: string): URL | null => {
 export const endpointUrl = z
   .string()
   .max(2000)
+  // The URL parser silently drops tabs, newlines and surrounding spaces (and PostgreSQL refuses a NUL with an untyped
+  // error), so such a url would be listed as one thing and called as another: refuse it instead.
+  .regex(NO_CONTROL_CHARACTERS, 'url must not contain control characters (newlines, tabs, escapes)')
   .url('url must be an absolute URL')
+  .refine((u) => u === u.trim(), 'url must not start or end with spaces')
   // zod runs refinements even after .url() failed, so each one parses defensively.
   .refine((u) => { const p = parsedUrl(u); return !p || /^https?:$/.test(p.protocol); }, 'url must be http or https')
   .refine((u) => { const p = parsedUrl(u); return !p || (!p.username && !p.password); }, 'url must not carry credentials');
+
+/** Shown in listings and the dashboard: one line, no escapes (empty is allowed). */
+const description = z
+  .string()
+  .max(500)
+  .refine((d) => d === '' || NO_CONTROL_CHARACTERS.test(d), 'description must not contain control characters (newlines, tabs, escapes)');
 
 export const eventFilter = z.array(z.enum(['*', ...EVENT_TYPES])).min(1, 'subscribe to at least one event type (or "*")').max(EVENT_TYPES.length + 1);
 
 export const endpointInput = z.object({
   url: endpointUrl,
   events: eventFilter.default(['*']),
-  description: z.string().max(500).optional(),
+  description: description.optional(),
 });
 export const endpointUpdate = z.object({
   url: endpointUrl.optional(),
   events: eventFilter.optional(),
-  description: z.string().max(500).nullable().optional(),
+  description: description.nullable().optional(),
   enabled: z.boolean().optional(),
 });
 

@@ -1,0 +1,116 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseUsd } from '../src/money';
+import { WebhookDeliverer } from '../src/webhooks/deliver';
+import { openWithEvents, type OpenedServices } from '../src/webhooks/open';
+import { BACKENDS } from './support/backends';
+
+/** A loopback receiver whose every answer is `answer(req, res)`. */
+async function receiver(answer: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<{ url: string; hits: () => number; close(): Promise<void> }> {
+  let hits = 0;
+  const server = http.createServer((req, res) => {
+    hits++;
+    req.resume();
+    req.on('end', () => answer(req, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
+    hits: () => hits,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe.each(BACKENDS)('webhook endpoints and delivery under bad input and faults on $name', (backend) => {
+  const open: Array<{ close(): Promise<void> }> = [];
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((o) => o.close()));
+  });
+
+  async function services(): Promise<OpenedServices> {
+    const s = await openWithEvents(await backend.freshTarget());
+    open.push(s);
+    return s;
+  }
+
+  /** One topup.succeeded event, owed to every endpoint. */
+  async function oneEvent(s: OpenedServices, id: string): Promise<void> {
+    await s.ledger.createCustomer({ id });
+    await s.ledger.topUp({ customerId: id, amount: parseUsd('5'), idempotencyKey: `pay-${id}` });
+  }
+
+  it('refuses control characters and surrounding spaces in url and description as VALIDATION_ERROR, and stores nothing', async () => {
+    const s = await services();
+    const ok = await s.webhooks.createEndpoint({ url: 'https://hooks.example.com/in', description: 'billing' });
+    const bad: Array<Record<string, unknown>> = [
+      { url: 'https://hooks.example.com/a\nb' },
+      { url: 'https://hooks.example.com/a\tb' },
+      { url: 'https://hooks.example.com/\u0000' },
+      { url: 'https://hooks.example.com/\u001b[31m' },
+      { url: ' https://hooks.example.com/in' },
+      { url: 'https://hooks.example.com/in\n' },
+      { url: 'https://hooks.example.com/in', description: 'two\nlines' },
+      { url: 'https://hooks.example.com/in', description: 'nul\u0000' },
+    ];
+    for (const input of bad) {
+      await expect(s.webhooks.createEndpoint(input), JSON.stringify(input)).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
+      const { url, description } = input as { url: string; description?: string };
+      await expect(s.webhooks.updateEndpoint(ok.id, description === undefined ? { url } : { description }), JSON.stringify(input)).rejects.toMatchObject({
+        code: 'VALIDATION_ERROR',
+      });
+    }
+    const { secret: _secret, ...unchanged } = ok;
+    expect(await s.webhooks.listEndpoints()).toEqual([unchanged]);
+  });
+
+  it('a receiver answering 410 Gone: the delivery fails for good, the endpoint is disabled, nothing more is sent to it', async () => {
+    const s = await services();
+    const r = await receiver((_req, res) => res.writeHead(410).end());
+    open.push(r);
+    const ep = await s.webhooks.createEndpoint({ url: r.url });
+    await oneEvent(s, 'gone-1');
+    const logs: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
+    const d = new WebhookDeliverer(s.ledger.dialect, { retry: { baseMs: 1, maxMs: 1, maxAttempts: 20 }, log: (level, msg, fields) => logs.push({ level, msg, fields }) });
+    expect(await d.deliverDue()).toMatchObject({ attempted: 1, failed: 1, retrying: 0 });
+    expect(await s.webhooks.getEndpoint(ep.id)).toMatchObject({ enabled: false });
+    expect(await s.webhooks.deliveryCounts()).toMatchObject({ pending: 0, failed: 1 });
+    expect(logs.map((l) => l.msg)).toEqual(['webhook endpoint answered 410 Gone: delivery failed, endpoint disabled']);
+    await new Promise((res) => setTimeout(res, 5));
+    expect(await d.deliverDue()).toMatchObject({ attempted: 0 });
+    expect(r.hits()).toBe(1);
+    // The operator turns it back on and requeues: it is tried again.
+    await s.webhooks.updateEndpoint(ep.id, { enabled: true });
+    expect(await s.webhooks.retryFailed(ep.id)).toBe(1);
+    expect(await d.deliverDue()).toMatchObject({ attempted: 1 });
+  });
+
+  it('a receiver streaming an endless 2xx body: delivered at once, without reading the body into memory', async () => {
+    const s = await services();
+    let written = 0;
+    const r = await receiver((_req, res) => {
+      res.writeHead(200);
+      const chunk = Buffer.alloc(1 << 20);
+      const more = (): void => {
+        while (written < 500 << 20) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      more();
+    });
+    open.push(r);
+    await s.webhooks.createEndpoint({ url: r.url });
+    await oneEvent(s, 'stream-1');
+    const d = new WebhookDeliverer(s.ledger.dialect, { timeoutMs: 3_000 });
+    const started = Date.now();
+    expect(await d.deliverDue()).toMatchObject({ attempted: 1, delivered: 1 });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // What the socket buffers took before the deliverer hung up, not the whole stream.
+    expect(written).toBeLessThan(32 << 20);
+  });
+});
