@@ -79,6 +79,14 @@ describe('billing tokens', () => {
     expect(refusal(() => verifyBillingToken(t, undefined, { now: NOW + 200 })).reason).toBe('no_secret');
   });
 
+  it('refuses a token whose exp is no time at all (past the Date range) as malformed, not an internal error later', () => {
+    const huge = jwt.sign({ sub: 'c3', iat: NOW, exp: 1e20 }, SECRET, { issuer: BILLING_TOKEN_ISSUER, audience: BILLING_TOKEN_AUDIENCE });
+    expect(refusal(() => verifyBillingToken(huge, SECRET, { now: NOW })).reason).toBe('malformed');
+    // The latest representable time is still a (long) expiry.
+    const last = jwt.sign({ sub: 'c3', iat: NOW, exp: 8.64e12 }, SECRET, { issuer: BILLING_TOKEN_ISSUER, audience: BILLING_TOKEN_AUDIENCE });
+    expect(verifyBillingToken(last, SECRET, { now: NOW }).expiresAt).toBe(8.64e12);
+  });
+
   it('needs a strong secret and a valid customer id to sign', () => {
     expect(() => signBillingToken('short', 'c1')).toThrow(/at least 32 bytes/);
     expect(() => signBillingToken(SECRET, 'bad id')).toThrow(/customer id/);

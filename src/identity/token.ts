@@ -145,6 +145,8 @@ function verifyUncached(token: string, secret: string, opts: { now?: number }): 
   }
   if (typeof payload === 'string') throw new BillingTokenError('malformed');
   if (typeof payload.exp !== 'number') throw new BillingTokenError('no_expiry');
+  // An exp past what a Date can hold (±8.64e12 s) is no time: callers show expiresAt as a date, which would throw.
+  if (Number.isNaN(new Date(payload.exp * 1000).getTime())) throw new BillingTokenError('malformed');
   if (typeof payload.sub !== 'string' || !CUSTOMER_ID_PATTERN.test(payload.sub)) throw new BillingTokenError('bad_customer');
   return {
     claims: { customerId: payload.sub, expiresAt: payload.exp, issuedAt: typeof payload.iat === 'number' ? payload.iat : null },
