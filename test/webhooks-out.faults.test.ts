@@ -5,6 +5,7 @@ import { parseUsd } from '../src/money';
 import { WebhookDeliverer } from '../src/webhooks/deliver';
 import { openWithEvents, type OpenedServices } from '../src/webhooks/open';
 import { BACKENDS } from './support/backends';
+import { cli } from './support/serve';
 
 /** A loopback receiver whose every answer is `answer(req, res)`. */
 async function receiver(answer: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<{ url: string; hits: () => number; close(): Promise<void> }> {
@@ -112,5 +113,19 @@ describe.each(BACKENDS)('webhook endpoints and delivery under bad input and faul
     expect(Date.now() - started).toBeLessThan(2_000);
     // What the socket buffers took before the deliverer hung up, not the whole stream.
     expect(written).toBeLessThan(32 << 20);
+  });
+});
+
+describe('endpoints update (CLI) with nothing or contradictory to change', () => {
+  it('is VALIDATION_ERROR and changes nothing', async () => {
+    const db = await BACKENDS[0]!.freshTarget();
+    const made = JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'create', 'https://hooks.example.com/in'])).stdout);
+    for (const flags of [[], ['--enable', '--disable']]) {
+      const r = await cli(['--db', db, '--json', 'endpoints', 'update', made.id, ...flags]);
+      expect(r.code, flags.join(' ')).toBe(1);
+      expect(JSON.parse(r.stdout).error.code).toBe('VALIDATION_ERROR');
+    }
+    const { secret: _secret, ...unchanged } = made;
+    expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'list'])).stdout).endpoints).toEqual([unchanged]);
   });
 });

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { ValidationError } from '../../errors';
 import { createLogger } from '../../log';
 import { WebhookDeliverer } from '../../webhooks/deliver';
 import { EVENT_TYPES } from '../../webhooks/events';
@@ -48,6 +49,11 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
     .option('--disable')
     .action(async (id: string, flags: { url?: string; events?: string; enable?: boolean; disable?: boolean }) => {
       const input = parseInput(z.object({ id: endpointId }), { id });
+      // Without a flag it printed the endpoint as "updated" (and touched updatedAt); with both --enable won silently.
+      if (flags.url === undefined && flags.events === undefined && !flags.enable && !flags.disable) {
+        throw new ValidationError('endpoints update needs at least one of --url, --events, --enable, --disable', { field: 'changes' });
+      }
+      if (flags.enable && flags.disable) throw new ValidationError('--enable and --disable contradict each other: pass one', { field: 'enabled' });
       const enabled = flags.enable ? true : flags.disable ? false : undefined;
       const e = await cli.withServices(({ webhooks }) => webhooks.updateEndpoint(input.id, { url: flags.url, events: events(flags.events), enabled }));
       cli.print({ json: { ...e }, human: () => keyValues([['id', e.id], ['url', e.url], ['events', e.events.join(', ')], ['enabled', e.enabled ? 'yes' : 'no']]) });
