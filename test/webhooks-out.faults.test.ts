@@ -89,6 +89,24 @@ describe.each(BACKENDS)('webhook endpoints and delivery under bad input and faul
     expect(await d.deliverDue()).toMatchObject({ attempted: 1 });
   });
 
+  it('status names the last failures and why (a refused connection, a port fetch will not call), not a bare TypeError', async () => {
+    const s = await services();
+    const closed = await receiver((_req, res) => res.end());
+    await closed.close();
+    const refused = await s.webhooks.createEndpoint({ url: closed.url });
+    const blocked = await s.webhooks.createEndpoint({ url: 'http://127.0.0.1:6000/hooks' });
+    await oneEvent(s, 'down-1');
+    expect(await new WebhookDeliverer(s.ledger.dialect).deliverDue()).toMatchObject({ attempted: 2, retrying: 2 });
+    const status = await s.webhooks.deliveryCounts();
+    expect(status).toMatchObject({ pending: 2, failed: 0 });
+    expect(status.lastErrors.map((e) => [e.endpointId, e.attempts, e.error]).sort()).toEqual(
+      [
+        [refused.id, 1, 'request failed: ECONNREFUSED'],
+        [blocked.id, 1, 'request failed: bad port'],
+      ].sort(),
+    );
+  });
+
   it('a receiver streaming an endless 2xx body: delivered at once, without reading the body into memory', async () => {
     const s = await services();
     let written = 0;

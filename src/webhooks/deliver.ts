@@ -111,9 +111,11 @@ export class WebhookDeliverer {
       await discardBody(res);
       if (!delivered(status)) error = `receiver answered HTTP ${status}`;
     } catch (e) {
-      // The cause names the failure (ECONNREFUSED, timeout) without the URL.
-      const cause = (e as { cause?: { code?: string } }).cause?.code;
-      error = cause ? `request failed: ${cause}` : `request failed: ${(e as Error).name}`;
+      // The cause names the failure without the URL: its code (ECONNREFUSED, ENOTFOUND), else its short message
+      // (fetch's "bad port" has no code; "TypeError" alone told the operator nothing).
+      const cause = (e as { cause?: { code?: unknown; message?: unknown } }).cause;
+      const why = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' && cause.message ? cause.message.slice(0, 200) : (e as Error).name;
+      error = `request failed: ${why}`;
     }
     const now = this.clock();
     const attempts = Number(r.attempts) + 1;

@@ -34,6 +34,8 @@ export interface DeliveryCounts {
   readonly failed: number;
   /** Age of the oldest undelivered delivery, ms (0 when none): the outbox lag. */
   readonly oldestPendingMs: number;
+  /** Up to 5 undelivered deliveries that failed an attempt, latest first: which, and why (as the Stripe outbox's status). */
+  readonly lastErrors: Array<{ eventId: string; endpointId: string; status: 'pending' | 'failed'; attempts: number; error: string }>;
 }
 
 /** An absolute http(s) URL without credentials in it, stored exactly as it is sent. */
@@ -173,7 +175,12 @@ export class WebhookStore {
 
   async deliveryCounts(): Promise<DeliveryCounts> {
     const now = this.clock();
-    const rows = await this.d.read((c) => c.query('SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM billing_webhook_deliveries GROUP BY status'));
+    const [rows, errors] = await this.d.read(async (c) => [
+      await c.query('SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM billing_webhook_deliveries GROUP BY status'),
+      await c.query(
+        "SELECT event_id, endpoint_id, status, attempts, last_error FROM billing_webhook_deliveries WHERE status IN ('pending', 'failed') AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 5",
+      ),
+    ]);
     const by = new Map(rows.map((r) => [String(r.status), r]));
     const pending = by.get('pending');
     return {
@@ -181,6 +188,13 @@ export class WebhookStore {
       delivered: Number(by.get('delivered')?.n ?? 0),
       failed: Number(by.get('failed')?.n ?? 0),
       oldestPendingMs: pending?.oldest === null || pending?.oldest === undefined ? 0 : Math.max(0, now - Number(pending.oldest)),
+      lastErrors: errors.map((r) => ({
+        eventId: String(r.event_id),
+        endpointId: String(r.endpoint_id),
+        status: String(r.status) as 'pending' | 'failed',
+        attempts: Number(r.attempts),
+        error: String(r.last_error),
+      })),
     };
   }
 

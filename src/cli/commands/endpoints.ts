@@ -69,7 +69,17 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
     .description('deliveries pending, delivered, failed')
     .action(async () => {
       const s = await cli.withServices(({ webhooks }) => webhooks.deliveryCounts());
-      cli.print({ json: { ...s }, human: () => keyValues([['pending', s.pending], ['delivered', s.delivered], ['failed', s.failed], ['oldest pending (ms)', s.oldestPendingMs]]) });
+      cli.print({
+        json: { ...s },
+        human: () =>
+          keyValues([
+            ['pending', s.pending],
+            ['delivered', s.delivered],
+            ['failed', s.failed],
+            ['oldest pending (ms)', s.oldestPendingMs],
+            ...s.lastErrors.map((e) => [`error ${e.eventId} → ${e.endpointId}`, `${e.error} (${e.attempts} attempts, ${e.status})`] as const),
+          ]),
+      });
     });
   withLogLevel(ep.command('deliver'))
     .description('deliver due webhooks once (default) or keep delivering (--watch; Ctrl-C stops)')
