@@ -107,6 +107,38 @@ describe.each(BACKENDS)('webhook endpoints and delivery under bad input and faul
     );
   });
 
+  it('a receiver answering 503 or 429 with Retry-After is not called again before it says (seconds or an HTTP date), capped by the policy', async () => {
+    const s = await services();
+    let now = Date.now();
+    const answers = [
+      (res: http.ServerResponse) => res.writeHead(503, { 'retry-after': '120' }).end(),
+      (res: http.ServerResponse) => res.writeHead(429, { 'retry-after': new Date(now + 300_000).toUTCString() }).end(),
+      (res: http.ServerResponse) => res.writeHead(503, { 'retry-after': '999999' }).end(),
+      (res: http.ServerResponse) => res.writeHead(503, { 'retry-after': 'soon' }).end(),
+    ];
+    const r = await receiver((_req, res) => answers.shift()!(res));
+    open.push(r);
+    await s.webhooks.createEndpoint({ url: r.url });
+    await oneEvent(s, 'busy-1');
+    now = Date.now();
+    const next: number[] = [];
+    const d = new WebhookDeliverer(s.ledger.dialect, {
+      clock: () => now,
+      random: () => 1,
+      retry: { baseMs: 1_000, maxMs: 3_600_000, maxAttempts: 20 },
+      log: (_level, _msg, fields) => next.push(Date.parse(String(fields.nextAttemptAt)) - now),
+    });
+    for (let i = 0; i < 4; i++) {
+      expect(await d.deliverDue()).toMatchObject({ attempted: 1, retrying: 1 });
+      now += next[i]!;
+    }
+    expect(next[0]).toBe(120_000);
+    expect(next[1]).toBeGreaterThanOrEqual(298_000);
+    expect(next[1]).toBeLessThanOrEqual(300_000);
+    expect(next[2]).toBe(3_600_000); // at most the policy's longest pause
+    expect(next[3]).toBe(8_000); // unreadable: the backoff (1 s doubled three times)
+  });
+
   it('a receiver streaming an endless 2xx body: delivered at once, without reading the body into memory', async () => {
     const s = await services();
     let written = 0;

@@ -1,5 +1,5 @@
 import type { Dialect, Row } from '../ledger/dialect';
-import { DEFAULT_RETRY, delivered, retryDelayMs, type RetryPolicy } from './retry';
+import { DEFAULT_RETRY, delivered, retryAfterMs, retryDelayMs, type RetryPolicy } from './retry';
 import { webhookHeaders } from './sign';
 
 export interface DelivererOptions {
@@ -105,9 +105,11 @@ export class WebhookDeliverer {
     const headers = webhookHeaders(String(r.secret), eventId, Math.floor(this.clock() / 1000), body);
     let status = 0;
     let error: string | null = null;
+    let retryAfter: string | null = null;
     try {
       const res = await fetch(String(r.url), { method: 'POST', headers, body, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000) });
       status = res.status;
+      retryAfter = res.headers.get('retry-after');
       await discardBody(res);
       if (!delivered(status)) error = `receiver answered HTTP ${status}`;
     } catch (e) {
@@ -133,7 +135,10 @@ export class WebhookDeliverer {
     // called until the attempts run out.
     const gone = status === 410;
     const failed = gone || attempts >= this.retry.maxAttempts;
-    const next = now + retryDelayMs(attempts, this.retry, this.opts.random);
+    // A receiver that said when to come back (Retry-After on a 429 or 503) is not called sooner; the policy's
+    // longest pause still caps it, so a receiver cannot park a delivery for days.
+    const asked = Math.min(retryAfterMs(retryAfter, now) ?? 0, this.retry.maxMs);
+    const next = now + Math.max(retryDelayMs(attempts, this.retry, this.opts.random), asked);
     await this.d.writeTransaction(async (c) => {
       await c.run('UPDATE billing_webhook_deliveries SET status = ?, attempts = ?, last_status = ?, last_error = ?, next_attempt_at = ? WHERE event_id = ? AND endpoint_id = ?', [
         failed ? 'failed' : 'pending', attempts, status || null, error, next, eventId, endpointId,

@@ -17,6 +17,19 @@ export function retryDelayMs(attempts: number, policy: RetryPolicy, random: () =
   return Math.round(exp * (0.5 + 0.5 * random()));
 }
 
+/**
+ * The pause a receiver asked for in a Retry-After header (delay-seconds or an
+ * HTTP date), ms; null when absent or unreadable. Standard Webhooks: a 429 or
+ * 503 may say when to come back, and the next attempt should wait for it.
+ */
+export function retryAfterMs(header: string | null, now: number): number | null {
+  const v = header?.trim();
+  if (!v) return null;
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
+}
+
 /** 2xx is delivered; everything else (including 3xx: receivers must not redirect a webhook) is retried. */
 export function delivered(status: number): boolean {
   return status >= 200 && status < 300;
