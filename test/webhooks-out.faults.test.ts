@@ -179,3 +179,26 @@ describe('endpoints update (CLI) with nothing or contradictory to change', () =>
     expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'list'])).stdout).endpoints).toEqual([unchanged]);
   });
 });
+
+describe('endpoints retry (CLI)', () => {
+  it('requeues the failed deliveries of one endpoint (or all), as POST …/{id}/retry does; an unknown endpoint is NOT_FOUND', async () => {
+    const db = await BACKENDS[0]!.freshTarget();
+    const s = await openWithEvents(db);
+    let ep: string;
+    try {
+      ep = (await s.webhooks.createEndpoint({ url: 'http://127.0.0.1:6000/hooks' })).id;
+      await s.ledger.createCustomer({ id: 'retry-1' });
+      await s.ledger.topUp({ customerId: 'retry-1', amount: parseUsd('5'), idempotencyKey: 'pay-retry-1' });
+      expect(await new WebhookDeliverer(s.ledger.dialect, { retry: { baseMs: 1, maxMs: 1, maxAttempts: 1 } }).deliverDue()).toMatchObject({ failed: 1 });
+    } finally {
+      await s.close();
+    }
+    const r = await cli(['--db', db, '--json', 'endpoints', 'retry', ep]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ requeued: 1 });
+    expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'status'])).stdout)).toMatchObject({ pending: 1, failed: 0 });
+    const unknown = await cli(['--db', db, '--json', 'endpoints', 'retry', 'we_00000000000000000000000000000000']);
+    expect(unknown.code).toBe(1);
+    expect(JSON.parse(unknown.stdout).error.code).toBe('NOT_FOUND');
+  });
+});

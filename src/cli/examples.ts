@@ -83,6 +83,7 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'endpoints list': ['flowise-billing endpoints list'],
   'endpoints update': ['flowise-billing endpoints update we_… --disable', 'flowise-billing endpoints update we_… --events "*" --enable'],
   'endpoints delete': ['flowise-billing endpoints delete we_…'],
+  'endpoints retry': ['flowise-billing endpoints retry we_…', 'flowise-billing endpoints retry'],
   'endpoints status': ['flowise-billing endpoints status --json'],
   'endpoints deliver': ['flowise-billing endpoints deliver', 'flowise-billing endpoints deliver --watch'],
   doctor: ['flowise-billing doctor --flowise /opt/flowise', 'flowise-billing --db postgres://billing@db.internal:5432/billing doctor --online', 'flowise-billing doctor --node "$(which node)" --json'],

@@ -65,6 +65,18 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
       await cli.withServices(({ webhooks }) => webhooks.deleteEndpoint(input.id));
       cli.print({ json: { deleted: input.id }, human: () => `deleted ${input.id}` });
     });
+  // The CLI's way to resume after failures (a receiver down past 20 attempts, or a 410 that disabled its endpoint):
+  // only the API had one (POST /v1/webhooks/endpoints/{id}/retry).
+  ep.command('retry [id]')
+    .description('queue failed deliveries again, due now: of one endpoint, or of all')
+    .action(async (id: string | undefined) => {
+      const input = parseInput(z.object({ id: endpointId.optional() }), { id });
+      const requeued = await cli.withServices(async ({ webhooks }) => {
+        if (input.id) await webhooks.getEndpoint(input.id);
+        return webhooks.retryFailed(input.id);
+      });
+      cli.print({ json: { requeued }, human: () => `requeued ${requeued} failed deliver${requeued === 1 ? 'y' : 'ies'}` });
+    });
   ep.command('status')
     .description('deliveries pending, delivered, failed')
     .action(async () => {
