@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -200,5 +201,21 @@ describe('endpoints retry (CLI)', () => {
     const unknown = await cli(['--db', db, '--json', 'endpoints', 'retry', 'we_00000000000000000000000000000000']);
     expect(unknown.code).toBe(1);
     expect(JSON.parse(unknown.stdout).error.code).toBe('NOT_FOUND');
+  });
+});
+
+describe('endpoints list|status|deliver (CLI) read an existing ledger only', () => {
+  it('a missing ledger is LEDGER_NOT_FOUND and nothing is created; a ledger without webhook tables lists none', async () => {
+    const db = await BACKENDS[0]!.freshTarget();
+    for (const cmd of [['list'], ['status'], ['deliver']]) {
+      const r = await cli(['--db', db, '--json', 'endpoints', ...cmd]);
+      expect(r.code, cmd.join(' ')).toBe(1);
+      expect(JSON.parse(r.stdout).error.code).toBe('LEDGER_NOT_FOUND');
+      expect(fs.existsSync(db)).toBe(false);
+    }
+    const plain = await BACKENDS[0]!.open(db); // the ledger's own tables only, as an older release left it
+    await plain.close();
+    expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'list'])).stdout)).toEqual({ endpoints: [] });
+    expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'status'])).stdout)).toMatchObject({ pending: 0, failed: 0 });
   });
 });

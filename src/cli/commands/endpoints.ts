@@ -4,6 +4,8 @@ import { ValidationError } from '../../errors';
 import { createLogger } from '../../log';
 import { WebhookDeliverer } from '../../webhooks/deliver';
 import { EVENT_TYPES } from '../../webhooks/events';
+import type { OpenedServices } from '../../webhooks/open';
+import { migrateWebhooks } from '../../webhooks/schema';
 import type { Endpoint } from '../../webhooks/store';
 import { type CliContext, withLogLevel } from '../context';
 import { keyValues, table } from '../output';
@@ -11,6 +13,23 @@ import { parseInput } from '../validate';
 
 const endpointId = z.string().regex(/^we_[a-f0-9]{32}$/, 'endpoint ids look like "we_…"');
 const events = (s: string | undefined) => s?.split(',').map((x) => x.trim()).filter(Boolean);
+
+/**
+ * For list, status and deliver: an existing ledger only. A mistyped --db made
+ * them create an empty ledger and answer "no endpoints" (or `deliver --watch`
+ * wait on it for ever). Webhook tables are added where they are used, so a
+ * ledger that never had them gets them here.
+ */
+function withExistingLedger<T>(cli: CliContext, fn: (s: OpenedServices) => Promise<T>): Promise<T> {
+  return cli.withServices(
+    async (s) => {
+      await migrateWebhooks(s.ledger.dialect);
+      return fn(s);
+    },
+    cli.target(),
+    false,
+  );
+}
 
 /** `endpoints`: outbound webhook endpoints (Standard Webhooks signatures) and their delivery. */
 export function registerEndpoints(program: Command, cli: CliContext): void {
@@ -26,7 +45,7 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
   ep.command('list')
     .description('endpoints and their filters')
     .action(async () => {
-      const list = await cli.withServices(({ webhooks }) => webhooks.listEndpoints());
+      const list = await withExistingLedger(cli, ({ webhooks }) => webhooks.listEndpoints());
       cli.print({
         json: { endpoints: list },
         human: () =>
@@ -80,7 +99,7 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
   ep.command('status')
     .description('deliveries pending, delivered, failed')
     .action(async () => {
-      const s = await cli.withServices(({ webhooks }) => webhooks.deliveryCounts());
+      const s = await withExistingLedger(cli, ({ webhooks }) => webhooks.deliveryCounts());
       cli.print({
         json: { ...s },
         human: () =>
@@ -99,7 +118,7 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
     .action(async (flags: { watch?: boolean; logLevel: string }) => {
       // One JSON log line per attempt (src/log.ts, as serve); on stderr without --watch, where stdout has the pass's result.
       const logger = flags.watch ? cli.logger('webhook-delivery', flags.logLevel) : createLogger({ component: 'webhook-delivery', level: 'info', fd: 2 });
-      await cli.withLedger(async (ledger) => {
+      await withExistingLedger(cli, async ({ ledger }) => {
         const log = (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => logger[level](fields, msg);
         const d = new WebhookDeliverer(ledger.dialect, { log });
         if (!flags.watch) {
