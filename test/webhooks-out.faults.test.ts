@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseUsd } from '../src/money';
 import { WebhookDeliverer } from '../src/webhooks/deliver';
+import { eventId, writeEvents } from '../src/webhooks/events';
 import { openWithEvents, type OpenedServices } from '../src/webhooks/open';
 import { BACKENDS } from './support/backends';
 import { cli } from './support/serve';
@@ -138,6 +139,28 @@ describe.each(BACKENDS)('webhook endpoints and delivery under bad input and faul
     expect(next[1]).toBeLessThanOrEqual(300_000);
     expect(next[2]).toBe(3_600_000); // at most the policy's longest pause
     expect(next[3]).toBe(8_000); // unreadable: the backoff (1 s doubled three times)
+  });
+
+  it('an endpoint deleted while a transaction writes an event for it leaves no delivery counted pending for ever', async () => {
+    const s = await services();
+    const ep = await s.webhooks.createEndpoint({ url: 'https://hooks.example.com/in' });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let written!: () => void;
+    const wrote = new Promise<void>((resolve) => (written = resolve));
+    // The cause's transaction (as a ledger batch's) has written the event and its delivery, not yet committed.
+    const cause = s.ledger.dialect.writeTransaction(async (c) => {
+      await writeEvents(c, [{ id: eventId('topup.succeeded', 'race-1'), type: 'topup.succeeded', customerId: 'race-1', timestamp: new Date().toISOString(), data: {} }], Date.now());
+      written();
+      await held;
+    });
+    await wrote;
+    const deleted = s.webhooks.deleteEndpoint(ep.id);
+    await new Promise((r) => setTimeout(r, 200));
+    release();
+    await Promise.all([cause, deleted]);
+    expect(await s.webhooks.listEndpoints()).toEqual([]);
+    expect(await s.webhooks.deliveryCounts()).toMatchObject({ pending: 0, oldestPendingMs: 0, lastErrors: [] });
   });
 
   it('a receiver streaming an endless 2xx body: delivered at once, without reading the body into memory', async () => {

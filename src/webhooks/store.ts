@@ -175,10 +175,15 @@ export class WebhookStore {
 
   async deliveryCounts(): Promise<DeliveryCounts> {
     const now = this.clock();
+    // Undelivered deliveries count only while their endpoint exists: on PostgreSQL an endpoint deleted while a
+    // cause's transaction was writing an event for it (its delivery not yet committed, so not deleted with it)
+    // leaves a delivery nobody sends, which would read as pending, and as lag, for ever.
+    const live = "(d.status = 'delivered' OR EXISTS (SELECT 1 FROM billing_webhook_endpoints p WHERE p.id = d.endpoint_id))";
     const [rows, errors] = await this.d.read(async (c) => [
-      await c.query('SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM billing_webhook_deliveries GROUP BY status'),
+      await c.query(`SELECT d.status, COUNT(*) AS n, MIN(d.created_at) AS oldest FROM billing_webhook_deliveries d WHERE ${live} GROUP BY d.status`),
       await c.query(
-        "SELECT event_id, endpoint_id, status, attempts, last_error FROM billing_webhook_deliveries WHERE status IN ('pending', 'failed') AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 5",
+        `SELECT d.event_id, d.endpoint_id, d.status, d.attempts, d.last_error FROM billing_webhook_deliveries d
+          WHERE d.status IN ('pending', 'failed') AND d.last_error IS NOT NULL AND ${live} ORDER BY d.next_attempt_at DESC LIMIT 5`,
       ),
     ]);
     const by = new Map(rows.map((r) => [String(r.status), r]));
