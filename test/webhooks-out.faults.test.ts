@@ -7,7 +7,7 @@ import { WebhookDeliverer } from '../src/webhooks/deliver';
 import { eventId, writeEvents } from '../src/webhooks/events';
 import { openWithEvents, type OpenedServices } from '../src/webhooks/open';
 import { BACKENDS } from './support/backends';
-import { cli } from './support/serve';
+import { cli, client, createKey, startServe } from './support/serve';
 
 /** A loopback receiver whose every answer is `answer(req, res)`. */
 async function receiver(answer: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<{ url: string; hits: () => number; close(): Promise<void> }> {
@@ -240,5 +240,32 @@ describe('endpoints list|status|deliver (CLI) read an existing ledger only', () 
     await plain.close();
     expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'list'])).stdout)).toEqual({ endpoints: [] });
     expect(JSON.parse((await cli(['--db', db, '--json', 'endpoints', 'status'])).stdout)).toMatchObject({ pending: 0, failed: 0 });
+  });
+});
+
+describe.each(BACKENDS)('POST /v1/webhooks/endpoints under one Idempotency-Key on $name', (backend) => {
+  it('concurrent first attempts make one endpoint, all answered with its id and secret; the key with another url is IDEMPOTENCY_CONFLICT', async () => {
+    const db = await backend.freshTarget();
+    const token = (await createKey(db, 'admin')).token;
+    const serve = await startServe(db, ['--no-deliver']);
+    try {
+      const admin = client(serve.url, token);
+      const answers = await Promise.all(Array.from({ length: 12 }, () => admin('POST', '/v1/webhooks/endpoints', { key: 'ep-race', body: { url: 'https://hooks.example.com/in' } })));
+      expect(answers.map((a) => a.status)).toEqual(answers.map(() => 201));
+      expect(new Set(answers.map((a) => `${a.json.id} ${a.json.secret}`)).size).toBe(1);
+      expect((await admin('GET', '/v1/webhooks/endpoints')).json.data.map((e: { id: string }) => e.id)).toEqual([answers[0]!.json.id]);
+      const other = await admin('POST', '/v1/webhooks/endpoints', { key: 'ep-race', body: { url: 'https://hooks.example.com/other' } });
+      expect(other.status).toBe(409);
+      expect(other.json.error.code).toBe('IDEMPOTENCY_CONFLICT');
+      expect((await admin('GET', '/v1/webhooks/endpoints')).json.data).toHaveLength(1);
+      // Concurrent first attempts that disagree: one endpoint, the others a conflict.
+      const mixed = await Promise.all(['a', 'b', 'a', 'b', 'a', 'b'].map((u) => admin('POST', '/v1/webhooks/endpoints', { key: 'ep-mixed', body: { url: `https://hooks.example.com/${u}` } })));
+      const made = mixed.filter((m) => m.status === 201);
+      expect(new Set(made.map((m) => `${m.json.id} ${m.json.url}`)).size).toBe(1);
+      expect(mixed.filter((m) => m.status !== 201).map((m) => m.json.error.code)).toEqual(mixed.filter((m) => m.status !== 201).map(() => 'IDEMPOTENCY_CONFLICT'));
+      expect((await admin('GET', '/v1/webhooks/endpoints')).json.data).toHaveLength(2);
+    } finally {
+      await serve.stop();
+    }
   });
 });

@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { BillingError, ValidationError } from '../errors';
+import { BillingError, IdempotencyConflictError, ValidationError } from '../errors';
 import type { Dialect, Row } from '../ledger/dialect';
 import { formatUsd, type Nanos } from '../money';
 import { NO_CONTROL_CHARACTERS } from '../schemas';
@@ -103,17 +103,32 @@ export class WebhookStore {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  async createEndpoint(input: unknown): Promise<Endpoint & { secret: string }> {
+  /**
+   * Adds an endpoint. With `key` (from the API's Idempotency-Key) its id is
+   * derived from the key, so every attempt, concurrent ones too, gets the one
+   * endpoint and its secret: the HTTP replay record is written only after a
+   * first answer, and concurrent first attempts each made an endpoint (every
+   * event then went out once per copy). The key with other fields is
+   * IDEMPOTENCY_CONFLICT.
+   */
+  async createEndpoint(input: unknown, opts: { key?: string } = {}): Promise<Endpoint & { secret: string }> {
     const i = parse(endpointInput, 'webhook endpoint', input);
-    const id = `we_${randomUUID().replace(/-/g, '')}`;
-    const secret = newEndpointSecret();
+    const id = `we_${opts.key === undefined ? randomUUID().replace(/-/g, '') : createHash('sha256').update(opts.key).digest('hex').slice(0, 32)}`;
     const now = this.clock();
-    await this.d.writeTransaction((c) =>
-      c.run('INSERT INTO billing_webhook_endpoints (id, url, secret, events, description, enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)', [
-        id, i.url, secret, JSON.stringify(i.events), i.description ?? null, now, now,
-      ]),
-    );
-    return { ...(await this.getEndpoint(id)), secret };
+    const row = await this.d.writeTransaction(async (c) => {
+      await c.run(
+        'INSERT INTO billing_webhook_endpoints (id, url, secret, events, description, enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (id) DO NOTHING',
+        [id, i.url, newEndpointSecret(), JSON.stringify(i.events), i.description ?? null, now, now],
+      );
+      const [r] = await c.query('SELECT * FROM billing_webhook_endpoints WHERE id = ?', [id]);
+      return r;
+    });
+    if (!row) throw notFound(id);
+    const e = endpointFromRow(row);
+    if (opts.key !== undefined && (e.url !== i.url || JSON.stringify(e.events) !== JSON.stringify(i.events) || e.description !== (i.description ?? null))) {
+      throw new IdempotencyConflictError(opts.key, 'webhook endpoint');
+    }
+    return { ...e, secret: String(row.secret) };
   }
 
   async updateEndpoint(id: string, input: unknown): Promise<Endpoint> {

@@ -71,7 +71,7 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
   r.post('/v1/webhooks/endpoints', {
     config: { scope: 'admin' },
     schema: { tags: ['webhooks'], summary: 'Add an endpoint; the response carries its signing secret, once', headers: idempotencyHeaders, body: endpointInput.strict() },
-  }, (req, reply) => mutate(deps, req, reply, async () => ({ status: 201, body: await webhooks.createEndpoint(req.body) })));
+  }, (req, reply) => mutate(deps, req, reply, async (key) => ({ status: 201, body: await webhooks.createEndpoint(req.body, { key: key('createWebhookEndpoint') }) })));
 
   r.get('/v1/webhooks/endpoints/:endpointId', { config: { scope: 'admin' }, schema: { tags: ['webhooks'], summary: 'An endpoint', params: endpointParams } }, async (req) =>
     webhooks.getEndpoint(req.params.endpointId),
