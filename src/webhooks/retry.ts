@@ -30,7 +30,7 @@ export function retryAfterMs(header: string | null, now: number): number | null 
   return Number.isNaN(at) ? null : Math.max(0, at - now);
 }
 
-/** 2xx is delivered; everything else (including 3xx: receivers must not redirect a webhook) is retried. */
+/** 2xx is delivered; everything else (including 3xx: receivers must not redirect a webhook) is retried, except 410 Gone (deliver.ts disables the endpoint). */
 export function delivered(status: number): boolean {
   return status >= 200 && status < 300;
 }
