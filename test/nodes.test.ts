@@ -132,6 +132,31 @@ describe('the Billing Ledger credential of a prediction', () => {
   });
 });
 
+describe('a Billing Ledger credential with a bad Ledger Database', () => {
+  it('fails the node with VALIDATION_ERROR naming the field, never the password, and opens nothing', async () => {
+    const real = flowise.getCredentialData;
+    const cwd = process.cwd();
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-badcred-'));
+    process.chdir(tmp);
+    try {
+      for (const ledgerDatabase of ['mysql://u:SuperSecretPw@h/db', 'postgres://u:SuperSecretPw@[bad/db']) {
+        flowise.getCredentialData = async () => ({ ledgerDatabase, billingTokenSecret: SECRET });
+        const o = { chatId: `bad-${ledgerDatabase.length}`, chatflowid: 'f', apiMessageId: `m-${ledgerDatabase.length}`, logger: quiet };
+        const e = await new BillingGate().run(nodeData({ customerSource: 'fixed', fixedCustomerId: 'alice' }), 'q', o).then(() => null, (err: unknown) => err as Error & { code?: string; details?: unknown });
+        expect(e?.code).toBe('VALIDATION_ERROR');
+        expect(e?.message).toMatch(/^Billing Gate: the Billing Ledger credential's Ledger Database: /);
+        expect(e?.details).toEqual({ field: 'ledgerDatabase' });
+        expect(JSON.stringify({ m: e?.message, d: e?.details })).not.toContain('SuperSecretPw');
+      }
+      expect(fs.readdirSync(tmp)).toEqual([]);
+    } finally {
+      process.chdir(cwd);
+      flowise.getCredentialData = real;
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('Metered Chat Model', () => {
   it('meters the model instance in the prediction’s run; a refused customer gets the operator’s message as the answer and never reaches the model', async () => {
     const model = new FakeListChatModel({ responses: ['ok'] });

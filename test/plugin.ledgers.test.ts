@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { closeSharedLedgers, sharedLedger } from '../src/plugin/ledgers';
+import { closeSharedLedgers, ledgerKey, sharedLedger } from '../src/plugin/ledgers';
 import { BACKENDS } from './support/backends';
 
 // Queue mode runs predictions in workers, usually other containers: a SQLite ledger there is a file per worker.
@@ -53,5 +53,30 @@ describe('shared ledgers in Flowise queue mode', () => {
     process.env.MODE = 'queue';
     const target = await pg!.freshTarget();
     expect(await warnings(() => sharedLedger(target))).toEqual([]);
+  });
+});
+
+// A credential holding another scheme (mysql://, a typo such as postgre://) must not become an SQLite path:
+// it opened a ledger file under ./mysql:/user:password@host/ in Flowise's working directory.
+describe('a ledger location with an unsupported scheme', () => {
+  afterEach(() => closeSharedLedgers());
+
+  it('is refused as VALIDATION_ERROR without a file, and the error never carries the password', async () => {
+    const cwd = process.cwd();
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-scheme-'));
+    process.chdir(tmp);
+    try {
+      for (const url of ['mysql://u:SuperSecretPw@h/db', 'postgre://u:SuperSecretPw@h/db']) {
+        expect(ledgerKey(url)).toBe(url);
+        const e = await sharedLedger(url).then(() => null, (err: unknown) => err as { code?: string; message: string });
+        expect(e?.code).toBe('VALIDATION_ERROR');
+        expect(e?.message).toMatch(/Unsupported ledger location scheme/);
+        expect(JSON.stringify({ m: e?.message, d: (e as { details?: unknown }).details })).not.toContain('SuperSecretPw');
+      }
+      expect(fs.readdirSync(tmp)).toEqual([]);
+    } finally {
+      process.chdir(cwd);
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });

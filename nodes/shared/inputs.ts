@@ -3,7 +3,7 @@
  * zod so that a bad value is named ("Quota Guard: Minimum Balance (USD)
  * (minimumBalanceUsd): …") instead of surfacing later as a vague failure.
  */
-import { type Billable, BILLABLES, CUSTOMER_SOURCES, DEFAULT_RAW_ID_VARIABLE, DEFAULT_TOKEN_VARIABLE, DECIMAL_PATTERN, ValidationError, z } from '../../src/plugin';
+import { type Billable, BILLABLES, CUSTOMER_SOURCES, DEFAULT_RAW_ID_VARIABLE, DEFAULT_TOKEN_VARIABLE, DECIMAL_PATTERN, ledgerTarget, ValidationError, z } from '../../src/plugin';
 import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams } from './flowise';
 
 export const LEDGER_CREDENTIAL: INodeParams = {
@@ -152,7 +152,14 @@ export async function ledgerCredential(node: { label: string }, nodeData: INodeD
 export function ledgerCredentialOf(node: { label: string }, data: ICommonObject | null | undefined): LedgerCredential {
   if (!data || Object.keys(data).length === 0) throw new ValidationError(`${node.label}: the selected Billing Ledger credential was not found`, { field: 'credential' });
   const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
-  return { ledgerDatabase: str(data.ledgerDatabase), tokenSecret: str(data.billingTokenSecret) };
+  const ledgerDatabase = str(data.ledgerDatabase);
+  try {
+    // A location the ledger would refuse (another scheme, a malformed URL) fails the node now; the reason never repeats the location.
+    if (ledgerDatabase) ledgerTarget(ledgerDatabase);
+  } catch (e) {
+    throw new ValidationError(`${node.label}: the Billing Ledger credential's Ledger Database: ${(e as Error).message}`, { field: 'ledgerDatabase' });
+  }
+  return { ledgerDatabase, tokenSecret: str(data.billingTokenSecret) };
 }
 
 /** The override variables of this prediction (caller-controlled; only a signed token in them is trusted). */

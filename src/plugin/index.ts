@@ -14,6 +14,7 @@ export { z } from 'zod';
 export { CUSTOMER_ID_PATTERN, DECIMAL_PATTERN } from '../schemas';
 export { ValidationError, BillingError, isBillingError } from '../errors';
 export { formatUsd, parseUsd } from '../money';
+export { ledgerTarget } from '../ledger/open';
 export { CHARGE_TYPES, isChargeType as isChargeTypeName, type ChargeType } from '../pricing/ratecard';
 export * from './admit';
 export * from './metered';

@@ -19,11 +19,17 @@ export interface LedgerHandle {
 
 const handles = new Map<string, Promise<LedgerHandle>>();
 
-/** The cache key: a postgres URL as given, an SQLite path made absolute; empty means the default location. */
+/**
+ * The cache key: a URL as given, an SQLite path made absolute; empty means the default location. Any
+ * `scheme://` stays as given, so opening it refuses the scheme (made absolute, `mysql://u:pw@h/db` was an
+ * SQLite file under ./mysql:/u:pw@h/).
+ */
 export function ledgerKey(location: string | undefined | null, env: NodeJS.ProcessEnv = process.env): string {
   const target = (location ?? '').trim() || defaultLedgerLocation(env);
-  return isPostgresUrl(target) || target === ':memory:' ? target : path.resolve(target);
+  return isPostgresUrl(target) || target === ':memory:' || URL_SCHEME.test(target) ? target : path.resolve(target);
 }
+
+const URL_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
 
 /**
  * Queue mode runs predictions in worker processes, usually other containers:
