@@ -92,12 +92,15 @@ describe.skipIf(!installed).each(['sqlite', 'postgres'] as const)('a prediction�
   });
 });
 
+/** A token secret the node accepts (at least 32 bytes). */
+const S1 = 'secret-1-0123456789abcdef0123456789';
+
 describe.skipIf(!installed).each(['sqlite', 'postgres'] as const)('a metered variant’s Billing Ledger credential (%s)', (kind) => {
   it('is read with the chatflow’s analytics settings in one statement, once per prediction', { timeout: 120_000 }, async () => {
     const f = await flowiseDatabase(kind);
     const langfuse = JSON.stringify({ langFuse: { credentialId: 'lf-1', status: true } });
     const flow = await f.flows.save(f.flows.create({ name: 'f', flowData: '{}', analytic: langfuse, type: 'CHATFLOW', workspaceId: 'w' }));
-    const cred = await f.creds.save(f.creds.create({ name: 'Billing ledger', credentialName: 'billingLedger', encryptedData: f.encrypt({ ledgerDatabase: 'x.db', billingTokenSecret: 's1' }), workspaceId: 'w' }));
+    const cred = await f.creds.save(f.creds.create({ name: 'Billing ledger', credentialName: 'billingLedger', encryptedData: f.encrypt({ ledgerDatabase: 'x.db', billingTokenSecret: S1 }), workspaceId: 'w' }));
     const realComponents = flowise.components;
     flowise.components = () => f.components;
     const perRow = vi.spyOn(flowise, 'getCredentialData');
@@ -116,11 +119,11 @@ describe.skipIf(!installed).each(['sqlite', 'postgres'] as const)('a metered var
       expect(perRow).not.toHaveBeenCalled();
       // What the run opens with: the credential, and the analytics settings read with it (no read of the chatflow of its own).
       const read = await sharedRead('ledgerCredential', `${cred.id}\u0000${predictionRunKey(options, 'question 1')}`, 5_000, () => Promise.reject(new Error('not shared')));
-      expect(read).toEqual({ ledgerDatabase: 'x.db', tokenSecret: 's1' });
+      expect(read).toEqual({ ledgerDatabase: 'x.db', tokenSecret: S1 });
       expect(analyticReadWith(read as object)).toBe(langfuse);
 
       // The next prediction reads again (an edited credential applies at once); a deleted one is named, and not kept.
-      await f.creds.update({ id: cred.id }, { encryptedData: f.encrypt({ ledgerDatabase: 'y.db', billingTokenSecret: 's2' }) });
+      await f.creds.update({ id: cred.id }, { encryptedData: f.encrypt({ ledgerDatabase: 'y.db', billingTokenSecret: S1.replace('1', '2') }) });
       await predictionRun(node, inputs, nodeData, options, 'question 2', logger);
       expect(statements).toHaveBeenCalledTimes(2);
       await f.creds.delete({ id: cred.id });

@@ -157,6 +157,50 @@ describe('a Billing Ledger credential with a bad Ledger Database', () => {
   });
 });
 
+describe('customer identity settings', () => {
+  it('a Fixed customer source without a valid Fixed Customer ID, or a bad variable name, fails the node naming the input (it answered every user "Billing is temporarily unavailable")', async () => {
+    const o = { chatId: 'ident-1', chatflowid: 'f', apiMessageId: 'ident-m', logger: quiet };
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ customerSource: 'fixed' }, /input "Fixed Customer ID" \(fixedCustomerId\): is required when Customer Source is "Fixed customer"/],
+      [{ customerSource: 'fixed', fixedCustomerId: '   ' }, /input "Fixed Customer ID" \(fixedCustomerId\): is required/],
+      [{ customerSource: 'fixed', fixedCustomerId: 'bad id' }, /input "Fixed Customer ID" \(fixedCustomerId\): must be a customer id/],
+      [{ tokenVariable: 'billing-token' }, /input "Billing Token Variable" \(tokenVariable\): must be a variable name/],
+      [{ customerSource: 'insecureRawId', rawIdVariable: '1x' }, /input "Unsigned ID Variable" \(rawIdVariable\): must be a variable name/],
+    ];
+    const before = await h.ledger.balance('alice');
+    for (const [inputs, message] of cases) {
+      for (const run of [() => new BillingGate().run(nodeData(inputs), 'q', o), () => new QuotaGuard().init(nodeData(inputs), 'q', o)]) {
+        const e = await run().then(() => null, (err: unknown) => err as Error & { code?: string });
+        expect(e?.code).toBe('VALIDATION_ERROR');
+        expect(e?.message).toMatch(message);
+      }
+    }
+    expect(await h.ledger.balance('alice')).toEqual(before);
+  });
+
+  it('a billing token secret shorter than 32 bytes fails the node naming the credential field, not the secret', async () => {
+    const real = flowise.getCredentialData;
+    flowise.getCredentialData = async () => ({ ledgerDatabase: dbPath, billingTokenSecret: 'short-secret-123' });
+    try {
+      const e = await new BillingGate().run(nodeData(tokenVars('alice')), 'q', { chatId: 'ident-2', apiMessageId: 'ident-m2', logger: quiet }).then(() => null, (err: unknown) => err as Error & { code?: string; details?: unknown });
+      expect(e?.code).toBe('VALIDATION_ERROR');
+      expect(e?.message).toMatch(/Billing Token Secret .*at least 32 bytes/);
+      expect(e?.details).toEqual({ field: 'billingTokenSecret' });
+      expect(e?.message).not.toContain('short-secret-123');
+    } finally {
+      flowise.getCredentialData = real;
+    }
+  });
+
+  it("an unresolved customer is logged with the reason (the log said only the code)", async () => {
+    const lines: string[] = [];
+    const logger = { warn: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
+    const r = await new BillingGate().run({ ...nodeData({}), name: 'billingGateAgentflow' }, 'q', { chatId: 'ident-3', apiMessageId: 'ident-m3', workspaceId: 'ws', logger });
+    expect(r.output.billing).toMatchObject({ allowed: false, refusal: 'unauthorized' });
+    expect(lines.join('\n')).toMatch(/customer not resolved \(UNAUTHORIZED: Billing token refused: no billing token was sent/);
+  });
+});
+
 describe('Metered Chat Model', () => {
   it('meters the model instance in the prediction’s run; a refused customer gets the operator’s message as the answer and never reaches the model', async () => {
     const model = new FakeListChatModel({ responses: ['ok'] });

@@ -33,7 +33,8 @@ export function customerFor(
     };
   } catch (e) {
     const refusal = refusalFor(e, messages);
-    logger.warn(`[flowise-billing] ${nodeData.name ?? 'node'}: customer not resolved (${refusal.code})`);
+    // The reason names a check or a setting (never a token, a secret or the id sent).
+    logger.warn(`[flowise-billing] ${nodeData.name ?? 'node'}: customer not resolved (${refusal.code}: ${e instanceof Error ? e.message : String(e)})`);
     return { refusal, error: e };
   }
 }

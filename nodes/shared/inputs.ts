@@ -3,7 +3,20 @@
  * zod so that a bad value is named ("Quota Guard: Minimum Balance (USD)
  * (minimumBalanceUsd): …") instead of surfacing later as a vague failure.
  */
-import { type Billable, BILLABLES, CUSTOMER_SOURCES, DEFAULT_RAW_ID_VARIABLE, DEFAULT_TOKEN_VARIABLE, DECIMAL_PATTERN, ledgerTarget, ValidationError, z } from '../../src/plugin';
+import {
+  type Billable,
+  BILLABLES,
+  CUSTOMER_ID_PATTERN,
+  CUSTOMER_SOURCES,
+  DEFAULT_RAW_ID_VARIABLE,
+  DEFAULT_TOKEN_VARIABLE,
+  DECIMAL_PATTERN,
+  ledgerTarget,
+  MIN_SECRET_BYTES,
+  ValidationError,
+  VARIABLE_NAME,
+  z,
+} from '../../src/plugin';
 import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams } from './flowise';
 
 export const LEDGER_CREDENTIAL: INodeParams = {
@@ -73,7 +86,7 @@ export function customerInputs(): INodeParams[] {
 }
 
 const blankToUndefined = (v: unknown) => (v === '' || v === null ? undefined : v);
-const optionalString = z.preprocess(blankToUndefined, z.string().trim().max(500).optional());
+const optionalString = z.preprocess((v) => (typeof v === 'string' && v.trim() === '' ? undefined : blankToUndefined(v)), z.string().trim().max(500).optional());
 export const usd = (what: string) =>
   z.preprocess(
     (v) => (typeof v === 'number' ? String(v) : blankToUndefined(v)),
@@ -97,12 +110,19 @@ export const booleanSchema = (fallback: boolean) =>
 
 export const textSchema = z.preprocess((v) => (v === '' || v === null ? undefined : v), z.string().max(2000).optional());
 
+const variableName = optionalString.refine((v) => v === undefined || VARIABLE_NAME.test(v), 'must be a variable name (a letter or _, then letters, digits, _; at most 64)');
+
 export const customerSchema = {
   customerSource: z.preprocess(blankToUndefined, z.enum(CUSTOMER_SOURCES).default('billingToken')),
-  tokenVariable: optionalString,
-  fixedCustomerId: optionalString,
-  rawIdVariable: optionalString,
+  tokenVariable: variableName,
+  fixedCustomerId: optionalString.refine((v) => v === undefined || CUSTOMER_ID_PATTERN.test(v), 'must be a customer id (1–128 letters, digits, . _ : @ + -)'),
+  rawIdVariable: variableName,
 };
+
+/** What one field cannot say: a "Fixed customer" source needs its id (else every run was refused as unavailable). */
+function crossFieldIssues(data: Record<string, unknown>): Array<{ input: string; message: string }> {
+  return data.customerSource === 'fixed' && data.fixedCustomerId === undefined ? [{ input: 'fixedCustomerId', message: 'is required when Customer Source is "Fixed customer"' }] : [];
+}
 
 const compiledShapes = new WeakMap<z.ZodRawShape, { schema: z.ZodObject<z.ZodRawShape>; keys: string[]; parsed: Map<string, unknown> }>();
 
@@ -121,7 +141,8 @@ export function parseInputs<S extends z.ZodRawShape>(node: { label: string; inpu
   const seen = memo === undefined ? undefined : compiled.parsed.get(memo);
   if (seen) return seen as z.output<z.ZodObject<S>>;
   const r = compiled.schema.safeParse(inputs ?? {});
-  if (r.success) {
+  const crossed = r.success ? crossFieldIssues(r.data) : [];
+  if (r.success && crossed.length === 0) {
     if (memo !== undefined) {
       if (compiled.parsed.size >= 64) compiled.parsed.clear();
       compiled.parsed.set(memo, r.data);
@@ -129,10 +150,7 @@ export function parseInputs<S extends z.ZodRawShape>(node: { label: string; inpu
     return r.data as z.output<z.ZodObject<S>>;
   }
   const labelOf = (name: string) => node.inputs?.find((i) => i.name === name)?.label ?? name;
-  const issues = r.error.issues.map((i) => {
-    const name = String(i.path[0] ?? '(inputs)');
-    return { input: name, label: labelOf(name), message: i.message };
-  });
+  const issues = (r.success ? crossed : r.error.issues.map((i) => ({ input: String(i.path[0] ?? '(inputs)'), message: i.message }))).map((i) => ({ ...i, label: labelOf(i.input) }));
   throw new ValidationError(`${node.label}: ${issues.map((i) => `input "${i.label}" (${i.input}): ${i.message}`).join('; ')}`, { issues });
 }
 
@@ -159,7 +177,12 @@ export function ledgerCredentialOf(node: { label: string }, data: ICommonObject 
   } catch (e) {
     throw new ValidationError(`${node.label}: the Billing Ledger credential's Ledger Database: ${(e as Error).message}`, { field: 'ledgerDatabase' });
   }
-  return { ledgerDatabase, tokenSecret: str(data.billingTokenSecret) };
+  const tokenSecret = str(data.billingTokenSecret);
+  // Checked here, not at the first token: a short secret refused every token-carrying run as "unavailable".
+  if (tokenSecret && Buffer.byteLength(tokenSecret, 'utf8') < MIN_SECRET_BYTES) {
+    throw new ValidationError(`${node.label}: the Billing Ledger credential's Billing Token Secret must be at least ${MIN_SECRET_BYTES} bytes long`, { field: 'billingTokenSecret' });
+  }
+  return { ledgerDatabase, tokenSecret };
 }
 
 /** The override variables of this prediction (caller-controlled; only a signed token in them is trusted). */

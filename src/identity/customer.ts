@@ -17,7 +17,8 @@ export type CustomerSource = (typeof CUSTOMER_SOURCES)[number];
 export const DEFAULT_TOKEN_VARIABLE = 'billingToken';
 export const DEFAULT_RAW_ID_VARIABLE = 'billingCustomerId';
 
-const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+/** An override variable's name (the token's, the unsigned id's). */
+export const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 export interface WarnLogger {
   warn(message: string): void;
