@@ -68,6 +68,8 @@ describe('Quota Guard', () => {
   it('names a bad input and a missing credential', async () => {
     await expect(new QuotaGuard().init(nodeData({ runFee: 'Bogus' }), '', {})).rejects.toThrow(/Quota Guard: input "Run Fee" \(runFee\): must be one of/);
     await expect(new QuotaGuard().init(nodeData({ minimumBalanceUsd: '1e3' }), '', {})).rejects.toThrow(/input "Minimum Balance \(USD\)" \(minimumBalanceUsd\)/);
+    // Over the ledger's largest amount: named here (it passed, then refused every run as "Billing is temporarily unavailable").
+    await expect(new QuotaGuard().init(nodeData({ minimumBalanceUsd: '99999999999999999999' }), '', {})).rejects.toThrow(/input "Minimum Balance \(USD\)" \(minimumBalanceUsd\): Minimum Balance must be at most \$1000000000\.00/);
     await expect(new QuotaGuard().init({ id: 'q', inputs: {} }, '', {})).rejects.toThrow(/select a Billing Ledger credential/);
   });
 

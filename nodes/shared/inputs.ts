@@ -11,8 +11,11 @@ import {
   DEFAULT_RAW_ID_VARIABLE,
   DEFAULT_TOKEN_VARIABLE,
   DECIMAL_PATTERN,
+  formatUsd,
   ledgerTarget,
+  MAX_AMOUNT,
   MIN_SECRET_BYTES,
+  parseUsd,
   ValidationError,
   VARIABLE_NAME,
   z,
@@ -87,10 +90,23 @@ export function customerInputs(): INodeParams[] {
 
 const blankToUndefined = (v: unknown) => (v === '' || v === null ? undefined : v);
 const optionalString = z.preprocess((v) => (typeof v === 'string' && v.trim() === '' ? undefined : blankToUndefined(v)), z.string().trim().max(500).optional());
+const withinLimit = (v: string) => {
+  try {
+    return parseUsd(v) <= MAX_AMOUNT;
+  } catch {
+    return false;
+  }
+};
 export const usd = (what: string) =>
   z.preprocess(
     (v) => (typeof v === 'number' ? String(v) : blankToUndefined(v)),
-    z.string().trim().regex(DECIMAL_PATTERN, `${what} must be a non-negative amount in USD, e.g. "0.01"`).optional(),
+    z
+      .string()
+      .trim()
+      .regex(DECIMAL_PATTERN, `${what} must be a non-negative amount in USD, e.g. "0.01"`)
+      // The ledger's largest amount: above it every run was refused as "unavailable".
+      .refine((v) => !DECIMAL_PATTERN.test(v) || withinLimit(v), `${what} must be at most $${formatUsd(MAX_AMOUNT)}`)
+      .optional(),
   );
 
 /** A ChargeType or resource; `withNone` adds "none". Blank means `fallback`. */

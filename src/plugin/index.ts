@@ -13,7 +13,7 @@ export * from '../identity';
 export { z } from 'zod';
 export { CUSTOMER_ID_PATTERN, DECIMAL_PATTERN } from '../schemas';
 export { ValidationError, BillingError, isBillingError } from '../errors';
-export { formatUsd, parseUsd } from '../money';
+export { formatUsd, MAX_AMOUNT, parseUsd } from '../money';
 export { ledgerTarget } from '../ledger/open';
 export { CHARGE_TYPES, isChargeType as isChargeTypeName, type ChargeType } from '../pricing/ratecard';
 export * from './admit';
