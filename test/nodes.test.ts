@@ -6,6 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeClass as BillingGate } from '../nodes/BillingGate/BillingGate';
 import { nodeClass as Charge } from '../nodes/Charge/Charge';
 import { nodeClass as MeteredChatModel } from '../nodes/MeteredChatModel/MeteredChatModel';
+import { nodeClass as MeteredTool } from '../nodes/MeteredTool/MeteredTool';
+import { predictionRun, runSchema } from '../nodes/shared/prediction-run';
+import { z } from '../src/plugin';
 import { nodeClass as QuotaGuard } from '../nodes/QuotaGuard/QuotaGuard';
 import { nodeClass as UsageTool } from '../nodes/UsageTool/UsageTool';
 import { credClass as BillingLedgerCredential } from '../credentials/BillingLedger.credential';
@@ -200,6 +203,31 @@ describe('customer identity settings', () => {
     const r = await new BillingGate().run({ ...nodeData({}), name: 'billingGateAgentflow' }, 'q', { chatId: 'ident-3', apiMessageId: 'ident-m3', workspaceId: 'ws', logger });
     expect(r.output.billing).toMatchObject({ allowed: false, refusal: 'unauthorized' });
     expect(lines.join('\n')).toMatch(/customer not resolved \(UNAUTHORIZED: Billing token refused: no billing token was sent/);
+  });
+});
+
+describe('a node missing what it wraps or its ledger', () => {
+  it('fails with VALIDATION_ERROR naming the input (it was a plain Error without a code)', async () => {
+    const o = { chatId: 'miss-1', chatflowid: 'f', logger: quiet };
+    const cases: Array<[() => Promise<unknown>, RegExp, string]> = [
+      [() => new MeteredChatModel().init(nodeData({ customerSource: 'fixed', fixedCustomerId: 'alice' }), 'q', o), /^Metered Chat Model: connect a chat model to input "Chat Model"$/, 'model'],
+      [() => new MeteredTool().init(nodeData({ customerSource: 'fixed', fixedCustomerId: 'alice' }), 'q', o), /^Metered Tool: connect a tool to input "Tool"$/, 'tool'],
+      [() => predictionRun({ label: 'OpenAI (metered)', name: 'chatOpenAIMetered' }, z.object(runSchema).parse({}), nodeData({}), o, 'q', quiet), /select a Billing Ledger credential \(input "Billing Ledger"\)/, 'billingLedgerCredential'],
+    ];
+    for (const [run, message, field] of cases) {
+      const e = await run().then(() => null, (err: unknown) => err as Error & { code?: string; details?: unknown });
+      expect(e?.message).toMatch(message);
+      expect(e?.code).toBe('VALIDATION_ERROR');
+      expect(e?.details).toEqual({ field });
+    }
+  });
+
+  it("Metered Chat Model's and Metered Tool's own message is labelled for what it answers: an unidentified customer", () => {
+    for (const n of [new MeteredChatModel(), new MeteredTool()]) {
+      const input = n.inputs.find((i) => i.name === 'refusalMessage');
+      expect(input?.label).toBe('Unauthorized Message');
+      expect(input?.description).toMatch(/Other refusals .* Quota Guard/);
+    }
   });
 });
 

@@ -4,7 +4,7 @@ import { type FlowRun, openPredictionRun, predictionCredential } from '../shared
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, MAX_OUTPUT_TOKENS_INPUT, parseInputs, textSchema } from '../shared/inputs';
-import { z } from '../../src/plugin';
+import { ValidationError, z } from '../../src/plugin';
 
 /**
  * Metered Chat Model: takes any chat model and gives the same model back,
@@ -28,14 +28,23 @@ class MeteredChatModel implements INode {
     MAX_OUTPUT_TOKENS_INPUT,
     { label: 'Usage Category', name: 'usageCategory', type: 'string', optional: true, additionalParams: true },
     { label: 'Cost Center', name: 'costCenter', type: 'string', optional: true, additionalParams: true },
-    { label: 'Refusal Message', name: 'refusalMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true, additionalParams: true },
+    {
+      label: 'Unauthorized Message',
+      name: 'refusalMessage',
+      type: 'string',
+      rows: 2,
+      default: DEFAULT_REFUSAL_MESSAGES.unauthorized,
+      optional: true,
+      additionalParams: true,
+      description: 'Answer when the customer cannot be identified (no valid billing token, unknown customer). Other refusals use the messages of the Quota Guard before it, else the defaults.',
+    },
   ];
 
   async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<unknown> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const model = nodeData.inputs?.model;
     if (!model || typeof model !== 'object' || typeof (model as { invoke?: unknown }).invoke !== 'function') {
-      throw new Error(`${this.label}: connect a chat model to input "Chat Model"`);
+      throw new ValidationError(`${this.label}: connect a chat model to input "Chat Model"`, { field: 'model' });
     }
     const cred = await predictionCredential(this, nodeData, options, input);
     const logger = loggerOf(options);

@@ -1,4 +1,4 @@
-import { type Billable, DEFAULT_REFUSAL_MESSAGES, isChargeTypeName, z } from '../../src/plugin';
+import { type Billable, DEFAULT_REFUSAL_MESSAGES, isChargeTypeName, ValidationError, z } from '../../src/plugin';
 import { meterTool } from '../shared/metered-tool';
 import { type FlowRun, openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
@@ -33,14 +33,23 @@ class MeteredTool implements INode {
     },
     { label: 'Quantity per Call', name: 'quantity', type: 'string', default: '1', description: 'Units of the Charge Type per call (e.g. 4 images)' },
     ...customerInputs(),
-    { label: 'Refusal Message', name: 'refusalMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true, additionalParams: true },
+    {
+      label: 'Unauthorized Message',
+      name: 'refusalMessage',
+      type: 'string',
+      rows: 2,
+      default: DEFAULT_REFUSAL_MESSAGES.unauthorized,
+      optional: true,
+      additionalParams: true,
+      description: 'Answer when the customer cannot be identified (no valid billing token, unknown customer). Other refusals use the messages of the Quota Guard before it, else the defaults.',
+    },
   ];
 
   async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<unknown> {
     const i = parseInputs(this, inputSchema, nodeData.inputs);
     const tool = nodeData.inputs?.tool;
     const toolName = tool && typeof tool === 'object' ? (tool as { name?: unknown }).name : undefined;
-    if (typeof toolName !== 'string' || !toolName) throw new Error(`${this.label}: connect a tool to input "Tool"`);
+    if (typeof toolName !== 'string' || !toolName) throw new ValidationError(`${this.label}: connect a tool to input "Tool"`, { field: 'tool' });
     const cred = await predictionCredential(this, nodeData, options, input);
     const logger = loggerOf(options);
     const who = customerFor(i, cred, nodeData, options, logger, { unauthorized: i.refusalMessage });

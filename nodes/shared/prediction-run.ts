@@ -5,7 +5,7 @@
  * node's own `credential` is the provider's), and the run key every node of one
  * prediction shares.
  */
-import { type Billable, flowRunKey, openedFlowRun, openFlowRun, type Refusal, type RefusalTemplates, sharedRead, z } from '../../src/plugin';
+import { type Billable, flowRunKey, openedFlowRun, openFlowRun, type Refusal, type RefusalTemplates, sharedRead, ValidationError, z } from '../../src/plugin';
 import { admissionInputs, refusalMessageInputs, refusalMessages, refusalMessageSchema } from './admission';
 import { customerFor } from './customer';
 import { credentialIdOf, flowise, type ICommonObject, type INodeData, type INodeParams, type Logger } from './flowise';
@@ -62,7 +62,7 @@ export async function listBillingLedgers(_nodeData: unknown, options: ICommonObj
 
 /** The credential picked in the variant's "Billing Ledger" input, read as a guard's is (sharedLedgerCredential). */
 function ledgerCredentialById(label: string, id: string | undefined, options: ICommonObject, input: string): Promise<LedgerCredential> {
-  if (!id) return Promise.reject(new Error(`${label}: select a Billing Ledger credential (input "Billing Ledger")`));
+  if (!id) return Promise.reject(new ValidationError(`${label}: select a Billing Ledger credential (input "Billing Ledger")`, { field: LEDGER_INPUT }));
   return sharedLedgerCredential({ label }, id, options, input);
 }
 
