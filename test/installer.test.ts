@@ -156,6 +156,28 @@ describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm ins
     expect(fs.existsSync(path.join(env.fc, MANIFEST_NAME))).toBe(false);
   });
 
+  it('a write that fails part-way (here: a file where a folder goes) undoes what it wrote, so install can simply be re-run', () => {
+    fs.mkdirSync(path.join(env.fc, 'dist', 'nodes', 'chatmodels', 'ChatX'), { recursive: true });
+    fs.writeFileSync(path.join(env.fc, 'dist', 'nodes', 'chatmodels', 'ChatX', 'ChatX.js'), 'exports.nodeClass = class {};\n');
+    const blocker = path.join(env.fc, 'dist', 'credentials', 'billing');
+    fs.writeFileSync(blocker, 'not a folder\n');
+    const before = listing(env.fc);
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      install({ flowise: env.dir });
+    } catch (e) {
+      err = e as Error & { code?: string };
+    }
+    expect(err?.code).toBe('INSTALL_FAILED');
+    expect(err?.message).toMatch(/^Install into .* failed and was undone: /);
+    expect(err?.message).toContain('dist/credentials/billing');
+    // Before: nodes, engine and variants stayed without a manifest; install then refused them as foreign, and uninstall saw nothing.
+    expect(listing(env.fc)).toEqual(before);
+    fs.rmSync(blocker);
+    expect(install({ flowise: env.dir }).action).toBe('installed');
+    expect(uninstall({ flowise: env.dir }).wasInstalled).toBe(true);
+  });
+
   it('bundles every node folder and credential in the repo (discovery is by folder, so a new node needs no installer change)', () => {
     const r = install({ flowise: env.dir });
     const nodeDirs = fs.readdirSync(path.join(ROOT, 'nodes')).filter((d) => fs.existsSync(path.join(ROOT, 'nodes', d, `${d}.ts`)));

@@ -170,39 +170,55 @@ export function install(opts: InstallOptions = {}): InstallResult {
   };
   const put = (to: string, content: string | Buffer) => {
     mkdir(path.dirname(to));
+    // Listed before it is written: a write that fails part-way is undone with the rest.
+    added.push(posix(path.relative(fc, to)));
     fs.writeFileSync(to, content);
     bytes += Buffer.byteLength(content);
-    added.push(posix(path.relative(fc, to)));
   };
-
-  // 1. the engine: one file, plus a package.json so `require('flowise-billing')` finds it
-  put(path.join(runtimeDir, RUNTIME_MARKER), `installed by flowise-billing ${pkg.version}; removed by flowise-billing uninstall\n`);
-  put(
-    path.join(runtimeDir, 'package.json'),
-    JSON.stringify({ name: pkg.name, version: pkg.version, main: posix(ENGINE_REL), private: true, description: 'flowise-billing engine bundle, copied by flowise-billing install' }, null, 2) + '\n',
-  );
-  put(path.join(runtimeDir, ENGINE_REL), fs.readFileSync(b.engine));
-  // 2. nodes and their icons, 3. credentials (a credential that throws on load stops Flowise from starting)
-  for (const r of b.nodes) put(path.join(fc, NODES_REL, r), fs.readFileSync(path.join(b.dir, 'nodes', r)));
-  // 2b. a metered variant beside each chat model and tool (see variants.ts)
-  const variants = writeVariants(fc);
-  added.push(...variants);
-  for (const r of b.credentials) {
-    const code = fs.readFileSync(path.join(b.dir, 'credentials', r), 'utf8');
-    if (/require\(/.test(code)) warnings.push(`${r} has a require(); a credential that throws on load stops Flowise from starting`);
-    put(path.join(fc, CREDENTIALS_REL, r), code);
+  const variants: string[] = [];
+  try {
+    copyPlugin();
+  } catch (e) {
+    // Nothing half-installed: files without a manifest would be loaded by Flowise, refused by the next install
+    // as not ours, and missed by uninstall.
+    removeAdded(fc, { format: MANIFEST_FORMAT, package: { name: pkg.name!, version: pkg.version! }, installedAt: '', files: [...added, ...variants], dirs: [...dirs], trees: [posix(RUNTIME_REL)], runtimeDependencies: {} });
+    const err = e as NodeJS.ErrnoException;
+    const denied = err?.code === 'EACCES' || err?.code === 'EPERM' || err?.code === 'EROFS' ? ' (no write permission there: run install as the owner of the Flowise install, e.g. with sudo for a global npm install)' : '';
+    throw new InstallerError(
+      `Install into ${fc} failed and was undone: ${err?.message ?? String(e)}${denied}${previous ? '; the previous install had already been removed' : ''}; fix that and run install again`,
+      { ...(err?.code ? { cause: err.code } : {}), ...(err?.path ? { path: err.path } : {}) },
+    );
   }
 
-  const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
-    package: { name: pkg.name!, version: pkg.version! },
-    installedAt: new Date().toISOString(),
-    files: added.sort(),
-    dirs: [...dirs].sort(),
-    trees: [posix(RUNTIME_REL)],
-    runtimeDependencies: b.inlined,
-  };
-  fs.writeFileSync(path.join(fc, MANIFEST_NAME), JSON.stringify(manifest, null, 2) + '\n');
+  function copyPlugin(): void {
+    // 1. the engine: one file, plus a package.json so `require('flowise-billing')` finds it
+    put(path.join(runtimeDir, RUNTIME_MARKER), `installed by flowise-billing ${pkg.version}; removed by flowise-billing uninstall\n`);
+    put(
+      path.join(runtimeDir, 'package.json'),
+      JSON.stringify({ name: pkg.name, version: pkg.version, main: posix(ENGINE_REL), private: true, description: 'flowise-billing engine bundle, copied by flowise-billing install' }, null, 2) + '\n',
+    );
+    put(path.join(runtimeDir, ENGINE_REL), fs.readFileSync(b.engine));
+    // 2. nodes and their icons, 3. credentials (a credential that throws on load stops Flowise from starting)
+    for (const r of b.nodes) put(path.join(fc, NODES_REL, r), fs.readFileSync(path.join(b.dir, 'nodes', r)));
+    // 2b. a metered variant beside each chat model and tool (see variants.ts)
+    writeVariants(fc, variants);
+    for (const r of b.credentials) {
+      const code = fs.readFileSync(path.join(b.dir, 'credentials', r), 'utf8');
+      if (/require\(/.test(code)) warnings.push(`${r} has a require(); a credential that throws on load stops Flowise from starting`);
+      put(path.join(fc, CREDENTIALS_REL, r), code);
+    }
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      package: { name: pkg.name!, version: pkg.version! },
+      installedAt: new Date().toISOString(),
+      files: [...added, ...variants].sort(),
+      dirs: [...dirs].sort(),
+      trees: [posix(RUNTIME_REL)],
+      runtimeDependencies: b.inlined,
+    };
+    fs.writeFileSync(path.join(fc, MANIFEST_NAME), JSON.stringify(manifest, null, 2) + '\n');
+  }
+
   const server = findFlowiseServer(fc);
   return {
     ok: true,
@@ -216,7 +232,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
     variants,
     runtimeDir,
     runtimeDependencies: b.inlined,
-    files: added.length,
+    files: added.length + variants.length,
     bytes,
     manifest: path.join(fc, MANIFEST_NAME),
     warnings,

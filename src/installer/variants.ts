@@ -57,13 +57,15 @@ export function variantSource(modelFileRel: string, factory: string): string {
   ].join('\n');
 }
 
-/** Writes a variant beside each chat model and tool; returns the files written (relative, '/'-separated). */
-export function writeVariants(componentsDir: string): string[] {
-  const written: string[] = [];
+/**
+ * Writes a variant beside each chat model and tool; returns the files written (relative, '/'-separated).
+ * Each is listed in `written` before it is written, so a caller can undo a run that failed part-way.
+ */
+export function writeVariants(componentsDir: string, written: string[] = []): string[] {
   for (const { rel, factory } of variantSources(componentsDir)) {
     const to = variantPath(rel);
-    fs.writeFileSync(path.join(componentsDir, to), variantSource(rel, factory));
     written.push(to.split(path.sep).join('/'));
+    fs.writeFileSync(path.join(componentsDir, to), variantSource(rel, factory));
   }
   return written;
 }
