@@ -308,6 +308,21 @@ describe('Billing Gate and Charge (agentflow v2)', () => {
     expect(refused.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
     expect(refused.output.billing).toMatchObject({ charged: false, code: 'INSUFFICIENT_FUNDS' });
   });
+
+  it('Charge after a refused step answers the refusal even when its quantity references output the refused step never produced (it threw, HTTP 500)', async () => {
+    // A refused metered LLM node has no usageMetadata, so Flowise leaves the reference unresolved in the input.
+    const poor = await new BillingGate().run(nodeData({ ...tokenVars('bob'), minimumBalanceUsd: '0.01' }, 'billingGateAgentflow_0'), 'q', opts('msg-unresolved'));
+    expect(poor.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    const r = await new Charge().run(
+      nodeData({ ...tokenVars('bob'), chargeType: 'ObjectGenerator', quantity: '{{ llmAgentflow_0.output.usageMetadata.total_tokens }}' }, 'chargeAgentflow_0'),
+      'q',
+      opts('msg-unresolved'),
+    );
+    expect(r.output.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(r.output.billing).toMatchObject({ charged: false, code: 'INSUFFICIENT_FUNDS' });
+    expect(r.state).toMatchObject({ billingRefused: true, billingRefusal: 'insufficientFunds' });
+    expect(formatUsd((await h.ledger.balance('bob')).balance)).toBe('0.015');
+  });
 });
 
 describe('Usage Tool', () => {

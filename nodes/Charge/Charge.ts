@@ -67,8 +67,11 @@ class Charge implements INode {
     // The prediction's run (the Billing Gate's and the metered models'): this charge is held and settled in it,
     // so the run fee is reserved with it when it is the first paid step, and a refused run charges nothing.
     const run = await openPredictionRun(this, cred, who, nodeData, options, input, logger, { runFee: null, checkSessions: false, messages });
+    // A refused run answers its refusal whatever the quantity: the step it references (a refused model) may
+    // never have produced that output, and a bad quantity thrown here would be an HTTP 500 instead.
+    const quantity = run.refused ? '0' : parseInputs(this, quantityShape, nodeData.inputs).quantity;
     const iteration = options.iterationContext?.index ?? options.iterationContext?.iterationIndex;
-    const r = await run.charge({ callKey: `${nodeData.id}${iteration !== undefined ? `:i${iteration}` : ''}:charge`, item: i.chargeType, quantity: i.quantity });
+    const r = await run.charge({ callKey: `${nodeData.id}${iteration !== undefined ? `:i${iteration}` : ''}:charge`, item: i.chargeType, quantity });
     let billing: Record<string, unknown>;
     let refusal: { kind: string; message: string } | null = null;
     if (r.ok && r.charge) {
@@ -84,7 +87,7 @@ class Charge implements INode {
     return {
       id: nodeData.id,
       name: this.name,
-      input: { question: input, quantity: i.quantity },
+      input: { question: input, quantity: typeof nodeData.inputs?.quantity === 'string' || typeof nodeData.inputs?.quantity === 'number' ? nodeData.inputs.quantity : null },
       output: { content: refusal ? refusal.message : reply, billing },
       state: refusal ? withState(options, { billingRefused: true, billingRefusal: refusal.kind, billingMessage: refusal.message }) : withState(options, {}),
     };
@@ -94,15 +97,19 @@ class Charge implements INode {
 const inputSchema = {
   ...customerSchema,
   chargeType: billableSchema('ObjectGenerator', false),
+  reply: z.preprocess((v) => (v === '' || v == null ? undefined : typeof v === 'string' ? v : JSON.stringify(v)), z.string().optional()),
+  onRefusal: z.preprocess((v) => (v === '' || v == null ? 'stop' : v), z.enum(['stop', 'state'])),
+  insufficientFundsMessage: textSchema,
+  unauthorizedMessage: textSchema,
+};
+
+/** Checked once the run is known not to be refused (see run()). */
+const quantityShape = {
   // After variable resolution: a number or a numeric string (a reference that resolved to nothing is named here).
   quantity: z.preprocess(
     (v) => (typeof v === 'number' ? String(v) : typeof v === 'string' ? v.replace(/<[^>]*>/g, '').trim() : v),
     z.string({ required_error: 'is required' }).regex(DECIMAL_PATTERN, 'must resolve to a non-negative number (check the referenced node output)'),
   ),
-  reply: z.preprocess((v) => (v === '' || v == null ? undefined : typeof v === 'string' ? v : JSON.stringify(v)), z.string().optional()),
-  onRefusal: z.preprocess((v) => (v === '' || v == null ? 'stop' : v), z.enum(['stop', 'state'])),
-  insufficientFundsMessage: textSchema,
-  unauthorizedMessage: textSchema,
 };
 
 export const nodeClass = Charge;
