@@ -309,6 +309,14 @@ describe('Billing Gate and Charge (agentflow v2)', () => {
     expect(refused.output.billing).toMatchObject({ charged: false, code: 'INSUFFICIENT_FUNDS' });
   });
 
+  it("Charge with an empty Reply passes on the latest node's answer, also as Flowise's LLM node returns it by default (role user, named after the node); it answered ''", async () => {
+    // Flowise 3.1.4's LLM/Agent nodes append their input and then their response, "Return Response As" User Message by default.
+    const agentflowRuntime = { state: {}, chatHistory: [{ role: 'user', content: 'hello' }, { role: 'user', content: 'echo: hello', name: 'llm_0' }] };
+    const r = await new Charge().run(nodeData({ ...tokenVars('carol'), chargeType: 'ObjectGenerator', quantity: '1' }, 'chargeAgentflow_0'), 'hello', opts('msg-reply', { agentflowRuntime }));
+    expect(r.output.billing).toMatchObject({ charged: true });
+    expect(r.output.content).toBe('echo: hello');
+  });
+
   it('Charge after a refused step answers the refusal even when its quantity references output the refused step never produced (it threw, HTTP 500)', async () => {
     // A refused metered LLM node has no usageMetadata, so Flowise leaves the reference unresolved in the input.
     const poor = await new BillingGate().run(nodeData({ ...tokenVars('bob'), minimumBalanceUsd: '0.01' }, 'billingGateAgentflow_0'), 'q', opts('msg-unresolved'));

@@ -49,7 +49,7 @@ class Charge implements INode {
       optional: true,
       acceptVariable: true,
       placeholder: '{{ llmAgentflow_0 }}',
-      description: 'What this node passes on as its output (empty: the latest assistant message)',
+      description: 'What this node passes on as its output (empty: the latest answer of an LLM or Agent node)',
     },
     ...customerInputs(),
     { label: 'On Refusal', name: 'onRefusal', type: 'options', options: ON_REFUSAL_OPTIONS, default: 'stop' },

@@ -13,13 +13,17 @@ export function executionKey(kind: string, options: ICommonObject, nodeId: strin
   return `agentflow:${options.chatflowid ?? options.chatflowId ?? 'flow'}:${exec}:${nodeId}${iteration !== undefined ? `:i${iteration}` : ''}:${kind}`;
 }
 
-/** The newest assistant message of the run so far (what an LLM/Agent node produced), for nodes that pass it on. */
+/**
+ * The newest answer of the run so far (what an LLM/Agent node produced), for nodes that pass it on: an
+ * assistant message, or a message named after the node that wrote it. Flowise 3.1.4's LLM and Agent nodes
+ * append their response with role "user" by default ("Return Response As": User Message), named after the node.
+ */
 export function lastAssistantText(options: ICommonObject): string {
   const history = options.agentflowRuntime?.chatHistory;
   if (!Array.isArray(history)) return '';
   for (let k = history.length - 1; k >= 0; k--) {
     const m = history[k];
-    if (m && (m.role === 'assistant' || m.role === 'ai') && typeof m.content === 'string') return m.content;
+    if (m && (m.role === 'assistant' || m.role === 'ai' || (typeof m.name === 'string' && m.name)) && typeof m.content === 'string') return m.content;
   }
   return '';
 }
