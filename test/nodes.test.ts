@@ -343,3 +343,18 @@ describe('Usage Tool', () => {
     expect(await refused.invoke('')).toBe(DEFAULT_REFUSAL_MESSAGES.unauthorized);
   });
 });
+
+describe('Usage Tool with the ledger unreachable', () => {
+  it('still builds (the prediction goes on: an agent may never call it) and the call answers that usage is unavailable, without engine text', async () => {
+    const real = flowise.getCredentialData;
+    // Nothing listens on port 1: connecting is refused at once.
+    flowise.getCredentialData = async () => ({ ledgerDatabase: 'postgres://postgres:SuperSecretPw@127.0.0.1:1/billing', billingTokenSecret: SECRET });
+    try {
+      const tool = (await new UsageTool().init(nodeData(tokenVars('alice')), 'q', { chatId: 'usage-down', logger: quiet })) as { invoke(i: string): Promise<string> };
+      const answer = await tool.invoke('');
+      expect(answer).toBe('Usage is not available right now (DATABASE_ERROR).');
+    } finally {
+      flowise.getCredentialData = real;
+    }
+  });
+});

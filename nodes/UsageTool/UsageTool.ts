@@ -26,7 +26,7 @@ class UsageTool implements INode {
     const cred = await predictionCredential(this, nodeData, options, input);
     const who = customerFor(i, cred, nodeData, options, loggerOf(options));
     if ('refusal' in who) return usageTool({ name: i.toolName, description: i.toolDescription, refusal: who.refusal.message });
-    return usageTool({ name: i.toolName, description: i.toolDescription, handle: await sharedLedger(cred.ledgerDatabase), customerId: who.customerId });
+    return usageTool({ name: i.toolName, description: i.toolDescription, handle: () => sharedLedger(cred.ledgerDatabase), customerId: who.customerId });
   }
 }
 

@@ -7,7 +7,9 @@ import { usageSummary } from './usage';
  * resolved customer only: it takes no arguments, so a prompt cannot ask about
  * someone else's account.
  */
-export function usageTool(opts: { name?: string; description?: string; handle: LedgerHandle; customerId: string } | { name?: string; description?: string; refusal: string }): DynamicTool {
+export function usageTool(
+  opts: { name?: string; description?: string; handle: LedgerHandle | (() => Promise<LedgerHandle>); customerId: string } | { name?: string; description?: string; refusal: string },
+): DynamicTool {
   const name = opts.name ?? 'billing_usage';
   const description =
     opts.description ??
@@ -18,7 +20,9 @@ export function usageTool(opts: { name?: string; description?: string; handle: L
     func: async () => {
       if ('refusal' in opts) return opts.refusal;
       try {
-        return JSON.stringify(await usageSummary(opts.handle, opts.customerId));
+        // A function opens the ledger at the call: an unreachable ledger fails this call, not the prediction building the agent.
+        const handle = typeof opts.handle === 'function' ? await opts.handle() : opts.handle;
+        return JSON.stringify(await usageSummary(handle, opts.customerId));
       } catch (e) {
         return `Usage is not available right now (${(e as { code?: string })?.code ?? 'error'}).`;
       }
