@@ -56,6 +56,14 @@ describe('node definitions', () => {
     expect(new QuotaGuard().baseClasses).toEqual(['Moderation']);
   });
 
+  it("Billing Gate's and Charge's On Refusal input says what its choices do: the same since a refusal never throws (it promised that 'stop' stops and 'state' lets the flow continue)", () => {
+    for (const n of [new BillingGate(), new Charge()]) {
+      const input = n.inputs.find((i) => i.name === 'onRefusal') as { description?: string; options?: Array<{ name: string; description?: string }> };
+      expect(input.description).toMatch(/Either way the refusal is this node’s content and is written to flow state/);
+      expect(input.options?.find((o) => o.name === 'state')?.description).toMatch(/The same as "Answer with the message"/);
+    }
+  });
+
   it('credentials keep secrets in password fields', () => {
     const ledger = new BillingLedgerCredential();
     expect(ledger.name).toBe('billingLedger');

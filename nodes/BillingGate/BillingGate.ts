@@ -1,5 +1,5 @@
 import { recordUnauthorizedRun, z } from '../../src/plugin';
-import { ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
+import { ON_REFUSAL_INPUT, withState } from '../shared/agentflow';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs } from '../shared/inputs';
 import { customerFor } from '../shared/customer';
@@ -27,7 +27,7 @@ class BillingGate implements INode {
   inputs: INodeParams[] = [
     ...customerInputs(),
     ...admissionInputs(),
-    { label: 'On Refusal', name: 'onRefusal', type: 'options', options: ON_REFUSAL_OPTIONS, default: 'stop' },
+    ON_REFUSAL_INPUT,
     ...refusalMessageInputs(),
   ];
 

@@ -1,6 +1,6 @@
 import { BILLABLES, DECIMAL_PATTERN, DEFAULT_REFUSAL_MESSAGES, formatUsd, z } from '../../src/plugin';
 import { customerFor } from '../shared/customer';
-import { lastAssistantText, ON_REFUSAL_OPTIONS, withState } from '../shared/agentflow';
+import { lastAssistantText, ON_REFUSAL_INPUT, withState } from '../shared/agentflow';
 import { openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
 import { billableSchema, customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs, textSchema } from '../shared/inputs';
@@ -52,7 +52,7 @@ class Charge implements INode {
       description: 'What this node passes on as its output (empty: the latest answer of an LLM or Agent node)',
     },
     ...customerInputs(),
-    { label: 'On Refusal', name: 'onRefusal', type: 'options', options: ON_REFUSAL_OPTIONS, default: 'stop' },
+    ON_REFUSAL_INPUT,
     { label: 'Insufficient Funds Message', name: 'insufficientFundsMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.insufficientFunds, optional: true },
     { label: 'Unauthorized Message', name: 'unauthorizedMessage', type: 'string', rows: 2, default: DEFAULT_REFUSAL_MESSAGES.unauthorized, optional: true },
   ];

@@ -28,11 +28,28 @@ export function lastAssistantText(options: ICommonObject): string {
   return '';
 }
 
+/**
+ * Both choices behave alike since refusals stopped throwing (a throw was HTTP 500): the node's content is the
+ * message, flow state gets billingRefused / billingRefusal / billingMessage, and the metered steps after it
+ * answer the refusal without running. Kept so that saved flows still load.
+ */
 export const ON_REFUSAL_OPTIONS = [
   {
     label: 'Answer with the message',
     name: 'stop',
-    description: 'The refusal is the answer (HTTP 200): metered steps after this node answer it without running. Flowise cannot skip unmetered nodes from here: route around them with a Condition on flow state',
+    description: 'This node’s content is the message and flow state gets $flow.state.billingRefused / billingRefusal / billingMessage; metered steps after it answer the refusal without running (unmetered nodes still run: route around them with a Condition on flow state)',
   },
-  { label: 'Write it to flow state', name: 'state', description: 'Sets $flow.state.billingRefused / billingRefusal / billingMessage for a Condition node; the flow continues' },
+  { label: 'Write it to flow state', name: 'state', description: 'The same as "Answer with the message" (kept for saved flows): state is written in both cases' },
 ];
+
+/** The On Refusal input of Billing Gate and Charge. */
+export const ON_REFUSAL_INPUT = {
+  label: 'On Refusal',
+  name: 'onRefusal',
+  type: 'options',
+  options: ON_REFUSAL_OPTIONS,
+  default: 'stop',
+  optional: true,
+  additionalParams: true,
+  description: 'Either way the refusal is this node’s content and is written to flow state (a refusal never throws: that would be HTTP 500)',
+};
