@@ -178,6 +178,16 @@ describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm ins
     expect(uninstall({ flowise: env.dir }).wasInstalled).toBe(true);
   });
 
+  it('doctor names files left without a manifest (an interrupted install of an older version) and how to clear them; install refuses them with the same fix', () => {
+    const leftover = path.join(env.fc, 'dist', 'nodes', 'billing', 'QuotaGuard');
+    fs.mkdirSync(leftover, { recursive: true });
+    fs.writeFileSync(path.join(leftover, 'QuotaGuard.js'), '// left behind\n');
+    const p = doctor({ flowise: env.dir }).problems.find((x) => x.code === 'NOT_INSTALLED');
+    expect(p?.message).toMatch(/files of an earlier or interrupted install are there without a manifest: dist\/nodes\/billing/);
+    expect(p?.fix).toContain(`rm -rf ${path.join(env.fc, 'dist', 'nodes', 'billing')}`);
+    expect(() => install({ flowise: env.dir })).toThrow(/not installed by flowise-billing.*if an earlier flowise-billing install left it, run: rm -rf /);
+  });
+
   it('bundles every node folder and credential in the repo (discovery is by folder, so a new node needs no installer change)', () => {
     const r = install({ flowise: env.dir });
     const nodeDirs = fs.readdirSync(path.join(ROOT, 'nodes')).filter((d) => fs.existsSync(path.join(ROOT, 'nodes', d, `${d}.ts`)));

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ENGINE_REL, type InstallOptions, NODES_REL, posix, type Problem, readManifest, RUNTIME_REL } from './layout';
+import { ENGINE_REL, type InstallOptions, leftovers, NODES_REL, posix, type Problem, readManifest, removeCommand, RUNTIME_REL } from './layout';
 import { findFlowiseComponents, findFlowiseServer, ownPackageRoot, readPackage, resolvePackageDir } from './locate';
 
 /** `flowise-billing doctor`: what is installed where, which versions, and what is wrong, with the fix for each. */
@@ -76,7 +76,16 @@ export function doctor(opts: DoctorOptions = {}): DoctorResult {
   const fc = found.dir;
   const server = findFlowiseServer(fc);
   const m = readManifest(fc);
-  if (!m) problems.push({ code: 'NOT_INSTALLED', message: `flowise-billing is not installed in ${fc}`, fix: `run: flowise-billing install --flowise ${fc}, then restart Flowise` });
+  const left = m ? [] : leftovers(fc);
+  if (!m && left.length === 0) problems.push({ code: 'NOT_INSTALLED', message: `flowise-billing is not installed in ${fc}`, fix: `run: flowise-billing install --flowise ${fc}, then restart Flowise` });
+  else if (!m) {
+    // install refuses files it has no manifest for, so "run install" alone would not help.
+    problems.push({
+      code: 'NOT_INSTALLED',
+      message: `flowise-billing is not installed in ${fc}, but files of an earlier or interrupted install are there without a manifest: ${left.slice(0, 4).join(', ')}${left.length > 4 ? `, … (${left.length})` : ''}`,
+      fix: `run: ${removeCommand(fc, left)}; then flowise-billing install --flowise ${fc}, and restart Flowise`,
+    });
+  }
   else {
     const missing = m.files.filter((f) => !fs.existsSync(path.join(fc, f)));
     if (missing.length) {

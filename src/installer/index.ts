@@ -1,7 +1,22 @@
 import { BillingError } from '../errors';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BUNDLE_REL, CREDENTIALS_REL, ENGINE_REL, type InstallOptions, type Manifest, MANIFEST_FORMAT, MANIFEST_NAME, NODES_REL, posix, readManifest, RUNTIME_MARKER, RUNTIME_REL } from './layout';
+import {
+  BUNDLE_REL,
+  CREDENTIALS_REL,
+  ENGINE_REL,
+  type InstallOptions,
+  leftovers,
+  type Manifest,
+  MANIFEST_FORMAT,
+  MANIFEST_NAME,
+  NODES_REL,
+  posix,
+  readManifest,
+  removeCommand,
+  RUNTIME_MARKER,
+  RUNTIME_REL,
+} from './layout';
 import { findFlowiseComponents, findFlowiseServer, ownPackageRoot, readPackage } from './locate';
 import { variantTargets, writeVariants } from './variants';
 
@@ -150,7 +165,12 @@ export function install(opts: InstallOptions = {}): InstallResult {
   const ours = new Set(previous?.files ?? []);
   const targets = [...b.nodes.map((r) => path.join(NODES_REL, r)), ...b.credentials.map((r) => path.join(CREDENTIALS_REL, r)), ...variantTargets(fc)].map(posix);
   for (const t of targets) {
-    if (fs.existsSync(path.join(fc, t)) && !ours.has(t)) throw new InstallerError(`${path.join(fc, t)} exists and was not installed by flowise-billing; not overwriting it`);
+    if (fs.existsSync(path.join(fc, t)) && !ours.has(t)) {
+      // Ours by its place (an interrupted install of an older version): say how to clear it.
+      const left = previous ? [] : leftovers(fc);
+      const hint = left.length ? `; if an earlier flowise-billing install left it, run: ${removeCommand(fc, left)}` : '';
+      throw new InstallerError(`${path.join(fc, t)} exists and was not installed by flowise-billing; not overwriting it${hint}`);
+    }
   }
   if (fs.existsSync(runtimeDir) && !fs.existsSync(path.join(runtimeDir, RUNTIME_MARKER))) {
     throw new InstallerError(`${runtimeDir} exists and was not installed by flowise-billing; remove it or install elsewhere`);

@@ -48,6 +48,31 @@ export interface InstallOptions {
   readonly packageRoot?: string;
 }
 
+/**
+ * What an install leaves in flowise-components that is there without a manifest (an interrupted install of an
+ * older version, or files copied by hand): the billing node and credential folders, the engine folder with our
+ * marker, and variant files. Relative paths, '/'-separated.
+ */
+export function leftovers(componentsDir: string): string[] {
+  const out = [NODES_REL, CREDENTIALS_REL].filter((d) => fs.existsSync(path.join(componentsDir, d)));
+  if (fs.existsSync(path.join(componentsDir, RUNTIME_REL, RUNTIME_MARKER))) out.push(RUNTIME_REL);
+  for (const fam of ['chatmodels', 'tools']) {
+    const root = path.join(componentsDir, 'dist', 'nodes', fam);
+    if (!fs.existsSync(root)) continue;
+    for (const d of fs.readdirSync(root, { withFileTypes: true })) {
+      if (!d.isDirectory()) continue;
+      for (const f of fs.readdirSync(path.join(root, d.name))) if (f.endsWith('.billing-metered.js')) out.push(path.join('dist', 'nodes', fam, d.name, f));
+    }
+  }
+  return out.map(posix);
+}
+
+/** A shell command removing `rels` (from leftovers) under flowise-components. */
+export function removeCommand(componentsDir: string, rels: string[]): string {
+  const quote = (p: string) => (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`);
+  return `rm -rf ${rels.map((r) => quote(path.join(componentsDir, r))).join(' ')}`;
+}
+
 export function readManifest(componentsDir: string): Manifest | null {
   try {
     const m = JSON.parse(fs.readFileSync(path.join(componentsDir, MANIFEST_NAME), 'utf8')) as Manifest;
