@@ -188,6 +188,26 @@ describe.skipIf(!built)('installer (temp directory shaped like a Flowise npm ins
     expect(() => install({ flowise: env.dir })).toThrow(/not installed by flowise-billing.*if an earlier flowise-billing install left it, run: rm -rf /);
   });
 
+  it('uninstall that cannot remove a file fails with INSTALL_FAILED naming it and keeps the manifest, so it can be re-run', () => {
+    install({ flowise: env.dir });
+    // Something uninstall cannot delete as a file (a folder where our icon was).
+    const icon = path.join(env.fc, 'dist', 'nodes', 'billing', 'Charge', 'charge.svg');
+    fs.rmSync(icon);
+    fs.mkdirSync(path.join(icon, 'x'), { recursive: true });
+    let err: (Error & { code?: string }) | undefined;
+    try {
+      uninstall({ flowise: env.dir });
+    } catch (e) {
+      err = e as Error & { code?: string };
+    }
+    expect(err?.code).toBe('INSTALL_FAILED');
+    expect(err?.message).toMatch(/^Uninstall from .* stopped at .*charge\.svg: .*the manifest lists the rest: run uninstall again once fixed$/);
+    expect(fs.existsSync(path.join(env.fc, MANIFEST_NAME))).toBe(true);
+    fs.rmSync(icon, { recursive: true });
+    expect(uninstall({ flowise: env.dir }).wasInstalled).toBe(true);
+    expect(fs.existsSync(path.join(env.fc, MANIFEST_NAME))).toBe(false);
+  });
+
   it('bundles every node folder and credential in the repo (discovery is by folder, so a new node needs no installer change)', () => {
     const r = install({ flowise: env.dir });
     const nodeDirs = fs.readdirSync(path.join(ROOT, 'nodes')).filter((d) => fs.existsSync(path.join(ROOT, 'nodes', d, `${d}.ts`)));

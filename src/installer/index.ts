@@ -95,6 +95,21 @@ function walk(dir: string, filter: (rel: string) => boolean, base = dir, out: st
   return out.sort();
 }
 
+/** What to do about a write or a removal the file system refused. */
+function permissionHint(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? ' (no write permission there: run this as the owner of the Flowise install, e.g. with sudo for a global npm install)' : '';
+}
+
+/** Removes `abs`; a refusal becomes an InstallerError naming the path (the manifest stays, so the caller can be re-run). */
+function remove(abs: string, opts: { recursive?: boolean } = {}): void {
+  try {
+    fs.rmSync(abs, { force: true, ...opts });
+  } catch (e) {
+    throw new InstallerError(`${abs}: ${(e as Error)?.message ?? String(e)}${permissionHint(e)}`, { path: abs, ...((e as NodeJS.ErrnoException)?.code ? { cause: (e as NodeJS.ErrnoException).code } : {}) });
+  }
+}
+
 function removeAdded(fcDir: string, m: Manifest): { removed: number; missing: string[] } {
   let removed = 0;
   const missing: string[] = [];
@@ -102,7 +117,7 @@ function removeAdded(fcDir: string, m: Manifest): { removed: number; missing: st
     const abs = path.join(fcDir, rel);
     if (m.trees.some((t) => rel.startsWith(`${t}/`))) continue;
     if (fs.existsSync(abs)) {
-      fs.rmSync(abs, { force: true });
+      remove(abs);
       removed++;
     } else missing.push(rel);
   }
@@ -111,7 +126,7 @@ function removeAdded(fcDir: string, m: Manifest): { removed: number; missing: st
     // Only a tree carrying our marker is ours to delete.
     if (fs.existsSync(path.join(abs, RUNTIME_MARKER))) {
       removed += m.files.filter((f) => f.startsWith(`${t}/`)).length;
-      fs.rmSync(abs, { recursive: true, force: true });
+      remove(abs, { recursive: true });
     }
   }
   for (const d of [...m.dirs].sort((a, b) => b.length - a.length)) {
@@ -203,9 +218,8 @@ export function install(opts: InstallOptions = {}): InstallResult {
     // as not ours, and missed by uninstall.
     removeAdded(fc, { format: MANIFEST_FORMAT, package: { name: pkg.name!, version: pkg.version! }, installedAt: '', files: [...added, ...variants], dirs: [...dirs], trees: [posix(RUNTIME_REL)], runtimeDependencies: {} });
     const err = e as NodeJS.ErrnoException;
-    const denied = err?.code === 'EACCES' || err?.code === 'EPERM' || err?.code === 'EROFS' ? ' (no write permission there: run install as the owner of the Flowise install, e.g. with sudo for a global npm install)' : '';
     throw new InstallerError(
-      `Install into ${fc} failed and was undone: ${err?.message ?? String(e)}${denied}${previous ? '; the previous install had already been removed' : ''}; fix that and run install again`,
+      `Install into ${fc} failed and was undone: ${err?.message ?? String(e)}${permissionHint(e)}${previous ? '; the previous install had already been removed' : ''}; fix that and run install again`,
       { ...(err?.code ? { cause: err.code } : {}), ...(err?.path ? { path: err.path } : {}) },
     );
   }
@@ -273,8 +287,15 @@ export function uninstall(opts: InstallOptions = {}): UninstallResult {
   const fc = components(opts.flowise);
   const m = readManifest(fc);
   if (!m) return { ok: true, componentsDir: fc, removed: 0, missing: [], wasInstalled: false };
-  const { removed, missing } = removeAdded(fc, m);
-  return { ok: true, componentsDir: fc, removed, missing, wasInstalled: true };
+  let r: ReturnType<typeof removeAdded>;
+  try {
+    r = removeAdded(fc, m);
+  } catch (e) {
+    if (!(e instanceof InstallerError)) throw e;
+    // The manifest is removed last: a re-run removes the rest.
+    throw new InstallerError(`Uninstall from ${fc} stopped at ${e.message}; what was removed stays removed, the manifest lists the rest: run uninstall again once fixed`, e.details);
+  }
+  return { ok: true, componentsDir: fc, removed: r.removed, missing: r.missing, wasInstalled: true };
 }
 
 export { doctor, type DoctorOptions, type DoctorResult } from './doctor';
