@@ -6,7 +6,9 @@ class StripeBillingCredential {
   label = 'Stripe Billing';
   name = 'stripeBilling';
   version = 1.0;
-  description = 'Stripe keys for flowise-billing: meter events, auto-recharge, webhooks, refunds and payouts.';
+  // No node reads it: Stripe sync runs outside Flowise (the CLI and `serve`), with STRIPE_SECRET_KEY / STRIPE_WEBHOOK_SECRET.
+  description =
+    'Stores Stripe keys in Flowise only: no flowise-billing node reads this credential. Stripe sync (meter events, auto-recharge, webhooks, refunds, payouts) runs in the flowise-billing CLI and serve, which take STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET from their environment.';
   inputs = [
     {
       label: 'Stripe Secret Key',

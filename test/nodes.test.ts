@@ -72,6 +72,8 @@ describe('node definitions', () => {
       ['billingTokenSecret', 'password'],
     ]);
     expect(new StripeBillingCredential().inputs.every((i) => i.type === 'password')).toBe(true);
+    // Nothing in the nodes reads it (the Stripe sync is the CLI's and serve's, from the environment): its description must not promise otherwise.
+    expect(new StripeBillingCredential().description).toMatch(/no flowise-billing node reads this credential.*STRIPE_SECRET_KEY/);
   });
 });
 
