@@ -191,6 +191,9 @@ describe('customer identity settings', () => {
       }
     }
     expect(await h.ledger.balance('alice')).toEqual(before);
+    // The fields of another source are not looked at (a leftover value does not break a working flow).
+    const ok = await new BillingGate().run(nodeData({ customerSource: 'fixed', fixedCustomerId: 'alice', checkSessions: false, tokenVariable: 'billing-token', rawIdVariable: '1x' }), 'q', { ...o, apiMessageId: 'ident-ok' });
+    expect(ok.output.billing).toMatchObject({ allowed: true, customerId: 'alice' });
   });
 
   it('a billing token secret shorter than 32 bytes fails the node naming the credential field, not the secret', async () => {

@@ -126,18 +126,33 @@ export const booleanSchema = (fallback: boolean) =>
 
 export const textSchema = z.preprocess((v) => (v === '' || v === null ? undefined : v), z.string().max(2000).optional());
 
-const variableName = optionalString.refine((v) => v === undefined || VARIABLE_NAME.test(v), 'must be a variable name (a letter or _, then letters, digits, _; at most 64)');
-
 export const customerSchema = {
   customerSource: z.preprocess(blankToUndefined, z.enum(CUSTOMER_SOURCES).default('billingToken')),
-  tokenVariable: variableName,
-  fixedCustomerId: optionalString.refine((v) => v === undefined || CUSTOMER_ID_PATTERN.test(v), 'must be a customer id (1–128 letters, digits, . _ : @ + -)'),
-  rawIdVariable: variableName,
+  tokenVariable: optionalString,
+  fixedCustomerId: optionalString,
+  rawIdVariable: optionalString,
 };
 
-/** What one field cannot say: a "Fixed customer" source needs its id (else every run was refused as unavailable). */
+/**
+ * What one field cannot say: the identity field the chosen Customer Source uses must be usable (else every
+ * run was refused as "unavailable"); the fields of the other sources are not looked at.
+ */
 function crossFieldIssues(data: Record<string, unknown>): Array<{ input: string; message: string }> {
-  return data.customerSource === 'fixed' && data.fixedCustomerId === undefined ? [{ input: 'fixedCustomerId', message: 'is required when Customer Source is "Fixed customer"' }] : [];
+  const variable = (input: string) => {
+    const v = data[input];
+    return typeof v === 'string' && !VARIABLE_NAME.test(v) ? [{ input, message: 'must be a variable name (a letter or _, then letters, digits, _; at most 64)' }] : [];
+  };
+  switch (data.customerSource) {
+    case 'fixed':
+      if (data.fixedCustomerId === undefined) return [{ input: 'fixedCustomerId', message: 'is required when Customer Source is "Fixed customer"' }];
+      return CUSTOMER_ID_PATTERN.test(String(data.fixedCustomerId)) ? [] : [{ input: 'fixedCustomerId', message: 'must be a customer id (1–128 letters, digits, . _ : @ + -)' }];
+    case 'billingToken':
+      return variable('tokenVariable');
+    case 'insecureRawId':
+      return variable('rawIdVariable');
+    default:
+      return [];
+  }
 }
 
 const compiledShapes = new WeakMap<z.ZodRawShape, { schema: z.ZodObject<z.ZodRawShape>; keys: string[]; parsed: Map<string, unknown> }>();
