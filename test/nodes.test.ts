@@ -235,6 +235,15 @@ describe('a node missing what it wraps or its ledger', () => {
     }
   });
 
+  it('Max Output Tokens Held: blank or whitespace is the default, anything else but a whole number from 1 to 10000000 is named in words (it said "Expected number, received nan")', async () => {
+    const o = { chatId: 'cap-1', chatflowid: 'f', logger: quiet };
+    const init = (cap: unknown) => new MeteredChatModel().init(nodeData({ model: new FakeListChatModel({ responses: ['ok'] }), customerSource: 'fixed', fixedCustomerId: 'alice', maxOutputTokensCap: cap }), 'q', o);
+    await expect(init('  ')).resolves.toBeTruthy();
+    for (const cap of ['abc', 'NaN', '-1', '1.5', '1e9', 0]) {
+      await expect(init(cap)).rejects.toThrow(/input "Max Output Tokens Held" \(maxOutputTokensCap\): must be a whole number from 1 to 10000000$/);
+    }
+  });
+
   it("Metered Chat Model's and Metered Tool's own message is labelled for what it answers: an unidentified customer", () => {
     for (const n of [new MeteredChatModel(), new MeteredTool()]) {
       const input = n.inputs.find((i) => i.name === 'refusalMessage');

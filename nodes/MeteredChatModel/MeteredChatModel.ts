@@ -3,8 +3,8 @@ import { meterModel } from '../shared/metered-model';
 import { type FlowRun, openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, MAX_OUTPUT_TOKENS_INPUT, parseInputs, textSchema } from '../shared/inputs';
-import { ValidationError, z } from '../../src/plugin';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, MAX_OUTPUT_TOKENS_INPUT, maxOutputTokensSchema, parseInputs, textSchema } from '../shared/inputs';
+import { ValidationError } from '../../src/plugin';
 
 /**
  * Metered Chat Model: takes any chat model and gives the same model back,
@@ -69,7 +69,7 @@ class MeteredChatModel implements INode {
 
 const inputSchema = {
   ...customerSchema,
-  maxOutputTokensCap: z.preprocess((v) => (v === '' || v == null ? 4096 : typeof v === 'string' ? Number(v) : v), z.number().int('must be a whole number').positive().max(10_000_000)),
+  maxOutputTokensCap: maxOutputTokensSchema,
   usageCategory: textSchema,
   costCenter: textSchema,
   refusalMessage: textSchema,

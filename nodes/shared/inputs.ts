@@ -49,6 +49,13 @@ export const MAX_OUTPUT_TOKENS_INPUT: INodeParams = {
   description: 'Output tokens reserved for a call that sets no max tokens',
 };
 
+/** Max Output Tokens Held: blank means the default; otherwise a whole number from 1 to 10,000,000. */
+const CAP_MESSAGE = 'must be a whole number from 1 to 10000000';
+export const maxOutputTokensSchema = z.preprocess(
+  (v) => (v == null || (typeof v === 'string' && v.trim() === '') ? 4096 : typeof v === 'string' ? Number(v.trim()) : v),
+  z.number({ invalid_type_error: CAP_MESSAGE }).int(CAP_MESSAGE).min(1, CAP_MESSAGE).max(10_000_000, CAP_MESSAGE),
+);
+
 export function customerInputs(): INodeParams[] {
   return [
     {

@@ -11,10 +11,9 @@
  * original's code, then meters the instance: every call is paid before the
  * provider is reached, and a refusal is the call's answer, never a throw.
  */
-import { z } from '../../src/plugin';
 import { CUSTOMER_KEY_VARIABLE, customerKeyFor } from './byok';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from './flowise';
-import { billableSchema, MAX_OUTPUT_TOKENS_INPUT, parseInputs, quantitySchema, textSchema } from './inputs';
+import { billableSchema, MAX_OUTPUT_TOKENS_INPUT, maxOutputTokensSchema, parseInputs, quantitySchema, textSchema } from './inputs';
 import { meterModel } from './metered-model';
 import { meterTool } from './metered-tool';
 import { listBillingLedgers, predictionRun, runInputs, runSchema } from './prediction-run';
@@ -55,7 +54,7 @@ function decorate(node: NodeInstance, what: string, inputs: INodeParams[]): void
 const modelSchema = {
   ...runSchema,
   customerKeyVariable: textSchema,
-  maxOutputTokensCap: z.preprocess((v) => (v === '' || v == null ? 4096 : typeof v === 'string' ? Number(v) : v), z.number().int('must be a whole number').positive().max(10_000_000)),
+  maxOutputTokensCap: maxOutputTokensSchema,
 };
 
 function modelInputs(): INodeParams[] {
