@@ -205,6 +205,9 @@ describe('customer identity settings', () => {
       expect(e?.message).toMatch(/Billing Token Secret .*at least 32 bytes/);
       expect(e?.details).toEqual({ field: 'billingTokenSecret' });
       expect(e?.message).not.toContain('short-secret-123');
+      // A node that takes its customer from elsewhere does not use the secret: it runs.
+      const fixed = await new BillingGate().run(nodeData({ customerSource: 'fixed', fixedCustomerId: 'alice', checkSessions: false }), 'q', { chatId: 'ident-2b', apiMessageId: 'ident-m2b', logger: quiet });
+      expect(fixed.output.billing).toMatchObject({ allowed: true });
     } finally {
       flowise.getCredentialData = real;
     }

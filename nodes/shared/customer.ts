@@ -1,4 +1,4 @@
-import { type CustomerSource, refusalFor, type Refusal, type ResolveCustomerInput, resolveCustomer } from '../../src/plugin';
+import { type CustomerSource, MIN_SECRET_BYTES, refusalFor, type Refusal, type ResolveCustomerInput, resolveCustomer, ValidationError } from '../../src/plugin';
 import type { ICommonObject, INodeData, Logger } from './flowise';
 import { type LedgerCredential, varsOf } from './inputs';
 
@@ -27,6 +27,10 @@ export function customerFor(
   logger: Logger,
   messages?: Parameters<typeof refusalFor>[1],
 ): { customerId: string } | { refusal: Refusal; error: unknown } {
+  // A setting, checked before any token: a short secret refused every token-carrying run as "unavailable".
+  if (i.customerSource === 'billingToken' && cred.tokenSecret && Buffer.byteLength(cred.tokenSecret, 'utf8') < MIN_SECRET_BYTES) {
+    throw new ValidationError(`${nodeData.label ?? nodeData.name ?? 'node'}: the Billing Ledger credential's Billing Token Secret must be at least ${MIN_SECRET_BYTES} bytes long`, { field: 'billingTokenSecret' });
+  }
   try {
     return {
       customerId: resolveCustomer({ ...identityOf(i, cred, nodeData, options), logger }).customerId,

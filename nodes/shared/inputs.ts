@@ -14,7 +14,6 @@ import {
   formatUsd,
   ledgerTarget,
   MAX_AMOUNT,
-  MIN_SECRET_BYTES,
   parseUsd,
   ValidationError,
   VARIABLE_NAME,
@@ -215,12 +214,7 @@ export function ledgerCredentialOf(node: { label: string }, data: ICommonObject 
   } catch (e) {
     throw new ValidationError(`${node.label}: the Billing Ledger credential's Ledger Database: ${(e as Error).message}`, { field: 'ledgerDatabase' });
   }
-  const tokenSecret = str(data.billingTokenSecret);
-  // Checked here, not at the first token: a short secret refused every token-carrying run as "unavailable".
-  if (tokenSecret && Buffer.byteLength(tokenSecret, 'utf8') < MIN_SECRET_BYTES) {
-    throw new ValidationError(`${node.label}: the Billing Ledger credential's Billing Token Secret must be at least ${MIN_SECRET_BYTES} bytes long`, { field: 'billingTokenSecret' });
-  }
-  return { ledgerDatabase, tokenSecret };
+  return { ledgerDatabase, tokenSecret: str(data.billingTokenSecret) };
 }
 
 /** The override variables of this prediction (caller-controlled; only a signed token in them is trusted). */
