@@ -89,6 +89,38 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
     expect(() => new BillingCallbackHandler({ ledger, customerId: 'x', conversationId: 'c', tools: { t: { chargeType: 'Nope' as never } } })).toThrow(/tools\.t\.chargeType/);
   });
 
+  it('refuses at construction what would otherwise fail at the run or forge lines: USD over the limit, an inexact tool quantity, control characters, a non-HTTP Langfuse URL', async () => {
+    const lf = { publicKey: 'pk-lf-1', secretKey: 'sk-lf-never-shown' };
+    const bad: Array<[Partial<BillingHandlerOptions>, RegExp]> = [
+      [{ runBudgetUsd: '2000000000' }, /runBudgetUsd: runBudgetUsd "2000000000" exceeds the limit/],
+      [{ runFee: { type: 'PaidPublicFlowRun', priceUsd: '99999999999' } }, /runFee\.priceUsd: .*exceeds the limit/],
+      [{ tools: { t: { chargeType: 'Inference', quantity: 1e30 } } }, /tools\.t\.quantity/],
+      [{ actor: 'ops\nforged line' }, /actor: actor must not contain control characters/],
+      [{ costCenter: 'cc\u0000' }, /costCenter/],
+      [{ usageCategory: '\u001b[31mred' }, /usageCategory/],
+      [{ planTier: 'pro\n' }, /planTier/],
+      [{ langfuse: { ...lf, baseUrl: 'ftp://langfuse.example' } }, /langfuse\.baseUrl: .*http/],
+      [{ langfuse: { ...lf, baseUrl: 'javascript:alert(1)' } }, /langfuse\.baseUrl/],
+    ];
+    for (const [extra, message] of bad) {
+      const err = (() => {
+        try {
+          handler(extra);
+        } catch (e) {
+          return e;
+        }
+        return undefined;
+      })();
+      expect(err, JSON.stringify(extra)).toBeInstanceOf(BillingError);
+      expect((err as BillingError).code).toBe('VALIDATION_ERROR');
+      expect((err as BillingError).message).toMatch(message);
+      expect(JSON.stringify({ m: (err as BillingError).message, d: (err as BillingError).details })).not.toContain(lf.secretKey);
+    }
+    // The limits themselves are fine, and a run with them is metered.
+    const h = handler({ runBudgetUsd: '1000000000', runFee: { type: 'PaidPublicFlowRun', priceUsd: '1000000000' }, tools: { t: { chargeType: 'Inference', quantity: Number.MAX_SAFE_INTEGER } }, actor: 'ops team', langfuse: undefined });
+    expect(h.options.runBudgetUsd).toBe('1000000000');
+  });
+
   it('LCEL chain with a usage-reporting model: fee + tokens + compute, exactly, once', async () => {
     const card = await ledger.activeRateCard();
     const model = new FakeUsageChatModel({ model: 'gpt-4o-mini' });

@@ -24,7 +24,11 @@ export const langfuseCredentialsSchema = z
   .object({
     publicKey: z.string().min(1),
     secretKey: z.string().min(1),
-    baseUrl: z.string().url(),
+    // The SDK posts to it with fetch: any other scheme only fails later, in the background, unseen.
+    baseUrl: z
+      .string()
+      .url()
+      .refine((u) => /^https?:$/.test(new URL(u).protocol), 'baseUrl must be an http:// or https:// URL'),
     /** Events per ingestion request (default 20). */
     flushAt: z.number().int().positive().max(1000).optional(),
     /** Background flush interval (default 1000 ms). */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
+import { parseQuantity, parseUsd } from '../money';
 import type { Ledger } from '../ledger/types';
 import { CHARGE_TYPES, type RateCard } from '../pricing/ratecard';
 import { customerIdSchema, decimalSchema, NO_CONTROL_CHARACTERS } from '../schemas';
@@ -16,14 +17,34 @@ const id = (what: string, max: number) =>
     .max(max, `${what} must be at most ${max} characters`)
     .regex(NO_CONTROL_CHARACTERS, `${what} must not contain control characters`);
 
-const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]);
+/**
+ * A USD string the ledger can hold: parsed here with the same limit as at the run, so an amount over it
+ * is refused when the handler is built instead of by the first run (as a VALIDATION_ERROR out of invoke()).
+ */
+const usd = (what: string, example?: string) =>
+  decimalSchema(what, example).superRefine((v, ctx) => {
+    try {
+      parseUsd(v, { field: what });
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    }
+  });
+
+// Checked with the pricing's own parser (a number must be a safe integer), which would otherwise refuse it when the tool runs.
+const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]).superRefine((v, ctx) => {
+  try {
+    parseQuantity(v);
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+  }
+});
 
 const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
 
 const runFeeSchema = z.union([
   z.literal('PrivateFlowRun'),
   z.literal('FreePublicFlowRun'),
-  z.object({ type: z.literal('PaidPublicFlowRun'), priceUsd: decimalSchema('priceUsd') }).strict(),
+  z.object({ type: z.literal('PaidPublicFlowRun'), priceUsd: usd('priceUsd') }).strict(),
   z.literal(false),
 ]);
 
@@ -49,7 +70,7 @@ export const billingHandlerOptionsSchema = z
      */
     runKey: id('runKey', 200).optional(),
     /** Operator's budget for the run's steps (USD decimal), reserved with the fee at admission; default: the first step's maximum. */
-    runBudgetUsd: decimalSchema('runBudgetUsd', '0.50').optional(),
+    runBudgetUsd: usd('runBudgetUsd', '0.50').optional(),
     /**
      * A run refused for funds while other runs of the same customer are in flight in this process waits up to
      * this long for them to return money (their unused reservations) and tries again; 0 refuses at once.
@@ -59,11 +80,12 @@ export const billingHandlerOptionsSchema = z
     usesCustomerKey: z.boolean().default(false),
     /** External message id (e.g. Flowise apiMessageId), part of every idempotency key. */
     messageId: id('messageId', 100).optional(),
-    actor: z.string().min(1).max(100).default('handler'),
-    costCenter: z.string().min(1).max(200).optional(),
-    usageCategory: z.string().min(1).max(200).optional(),
+    // Text below reaches ledger rows, audit lines and Langfuse metadata: id() refuses control characters (they forge lines).
+    actor: id('actor', 100).default('handler'),
+    costCenter: id('costCenter', 200).optional(),
+    usageCategory: id('usageCategory', 200).optional(),
     /** Plan tier shown in metadata when no gate reports one. */
-    planTier: z.string().min(1).max(100).optional(),
+    planTier: id('planTier', 100).optional(),
     /** Lifetime of each hold (the ledger's default when absent). */
     holdTtlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(),
     langfuse: langfuseCredentialsSchema.optional(),
