@@ -209,6 +209,30 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
     expect(lfTotal).toBe(charges.reduce((a, c) => a + c.amount, 0n));
   });
 
+  it('flushLangfuse() resolves true only when every cost has reached Langfuse, and false (on time) when Langfuse is down or refusing', async () => {
+    // The SDK's defaults: 20 events a request, background flushes; 8 runs make 40 events (4 costs + 1 trace each).
+    const creds = { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushIntervalMs: 600_000 };
+    const h = billing({ gate: undefined, langfuse: creds });
+    await Promise.all(Array.from({ length: 8 }, (_, i) => flow().invoke(`question ${i}`, billingRunConfig(h))));
+    expect(await h.flushLangfuse(5000)).toBe(true);
+    // Right after the flush (a script would exit now): every charge is on its trace.
+    const charges = await ledgerCharges();
+    expect(charges).toHaveLength(32);
+    const costs = [...langfuse.observations().values()].filter((o) => o.costDetails);
+    expect(costs.map((o) => o.metadata.billing_charge_id).sort()).toEqual(charges.map((c) => c.id).sort());
+    for (const run of h.runs) expect(langfuse.traces().get(run.rootRunId)?.trace.metadata[K.runCostUsd]).toBe(formatUsd(run.cost));
+
+    for (const mode of ['down', 'error500'] as const) {
+      langfuse.setMode(mode);
+      // Another project key: its own SDK client, without retries so that the answer comes at once.
+      const down = billing({ gate: undefined, langfuse: { ...creds, publicKey: `pk-lf-${mode}`, fetchRetryCount: 0 } });
+      await flow().invoke('while Langfuse is away', billingRunConfig(down));
+      const t0 = performance.now();
+      expect(await down.flushLangfuse(3000), mode).toBe(false);
+      expect(performance.now() - t0).toBeLessThan(3500);
+    }
+  });
+
   for (const mode of ['down', 'error500', 'slow'] as const) {
     it(`Langfuse ${mode}: runs succeed, are charged, and are not slowed`, async () => {
       langfuse.setMode(mode);

@@ -13,7 +13,8 @@ import { formatUsd, type Nanos } from '../money';
  *  - the queue is handed to the SDK on a later turn of the event loop, and the
  *    SDK posts batches in the background (its timers are unref'd);
  *  - `flush(timeoutMs)` / `shutdown(timeoutMs)` never wait longer than the timeout,
- *    whether Langfuse is down, slow or answering 500.
+ *    whether Langfuse is down, slow or answering 500, and resolve true only when
+ *    every report made since the previous flush has reached Langfuse.
  * Reports carry deterministic observation ids derived from the ledger charge id,
  * so a repeated report upserts the same observation instead of adding cost twice.
  * The ledger stays the source of truth: each charge's metadata keeps the trace
@@ -81,6 +82,8 @@ export class LangfuseCostReporter {
   dropped = 0;
   /** Reports handed to the SDK. */
   sent = 0;
+  /** Ingestion requests that failed for good (after the SDK's retries) since the last flush. */
+  private failedRequests = 0;
 
   constructor(credentials: LangfuseCredentials) {
     const parsed = langfuseCredentialsSchema.safeParse(credentials);
@@ -103,6 +106,10 @@ export class LangfuseCostReporter {
     });
     // The SDK logs delivery failures itself; a billing run never sees them.
     this.client.on('error', () => undefined);
+    // A request that failed for good is announced as a 'warning' carrying the Error (other warnings are strings).
+    this.client.on('warning', (e: unknown) => {
+      if (e instanceof Error) this.failedRequests++;
+    });
   }
 
   /** Queues the cost of one settled ledger charge. Never throws, never waits. */
@@ -172,27 +179,70 @@ export class LangfuseCostReporter {
     });
   }
 
-  /** Hands queued reports to the SDK and waits for delivery, at most `timeoutMs`. Resolves true if it finished in time. */
+  /**
+   * Hands queued reports to the SDK and waits for their delivery, at most `timeoutMs`. Resolves true when
+   * every report since the previous flush reached Langfuse in time; false when the time ran out or a request failed.
+   */
   async flush(timeoutMs = 2000): Promise<boolean> {
     this.drain();
-    return withTimeout(this.client.flushAsync(), timeoutMs);
+    return withTimeout(this.deliver(), timeoutMs);
   }
 
-  /** Flushes and stops the SDK's timers, at most `timeoutMs`. */
+  /** Flushes (as `flush`) and stops the SDK's timers, at most `timeoutMs`. */
   async shutdown(timeoutMs = 2000): Promise<boolean> {
     this.drain();
-    return withTimeout(this.client.shutdownAsync(), timeoutMs);
+    return withTimeout(
+      this.deliver().then(async (ok) => {
+        await this.client.shutdownAsync();
+        return ok;
+      }),
+      timeoutMs,
+    );
+  }
+
+  /**
+   * The SDK's flushAsync() sends ONE request of at most `flushAt` events, does not wait for the requests
+   * its own background flushes started, and resolves even when its request failed: alone, it said
+   * "delivered" while most costs were still queued or lost. So: send until the SDK's queue is empty,
+   * wait for every request in flight, and count the failures.
+   */
+  private async deliver(): Promise<boolean> {
+    const sdk = this.client as unknown as SdkQueue;
+    let stuck = false;
+    for (let before = Infinity; ; ) {
+      this.drain();
+      await this.client.flushAsync();
+      const inFlight = Object.values(sdk.pendingIngestionPromises ?? {});
+      const queued = sdk.getPersistedProperty?.('queue')?.length ?? 0;
+      if (!inFlight.length && !queued && this.queue.length === 0) break;
+      // Nothing sent and nothing on its way: the SDK keeps events it cannot send; looping would spin.
+      if (!inFlight.length && queued >= before) {
+        stuck = true;
+        break;
+      }
+      before = queued;
+      await Promise.all(inFlight);
+    }
+    const failed = this.failedRequests;
+    this.failedRequests = 0;
+    return failed === 0 && !stuck;
   }
 }
 
-async function withTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
+/** What `deliver` reads of the SDK's state (langfuse-core 3.x; absent fields make it stop after one flush). */
+interface SdkQueue {
+  readonly pendingIngestionPromises?: Record<string, Promise<unknown>>;
+  getPersistedProperty?(key: 'queue'): unknown[] | undefined;
+}
+
+async function withTimeout(p: Promise<boolean>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(false), ms);
     timer.unref();
   });
   try {
-    return await Promise.race([p.then(() => true, () => false), timeout]);
+    return await Promise.race([p.catch(() => false), timeout]);
   } finally {
     clearTimeout(timer);
   }
