@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ChatOpenAI } from '@langchain/openai';
 import { AIMessage, HumanMessage, SystemMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
@@ -210,6 +210,45 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
     expect(c.metadata).toMatchObject({ usageSource: 'estimate', outputTokens: produced, inputTokens: inT, note: 'stream cut short' });
     expect(c.amount).toBe(priceTokens(card, 'gpt-4o-mini', inT, produced).amount);
     expect((await ledger.balance(customerId)).held).toBe(0n);
+  });
+
+  it('a stream aborted mid-way (a model or a chain) is charged what streamed and its run ends: nothing stays held', async () => {
+    const card = await ledger.activeRateCard();
+    openai.setOptions({ chunkDelayMs: 20 });
+    const q = 'one two three four five six seven eight nine ten eleven twelve';
+    const runnables = {
+      model: () => ({ run: chatOpenAI({ streaming: true, streamUsage: true }), input: q as unknown }),
+      chain: () => ({ run: ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(chatOpenAI({ streaming: true, streamUsage: true })).pipe(new StringOutputParser()), input: { q } as unknown }),
+    };
+    for (const [root, make] of Object.entries(runnables)) {
+      openai.reset();
+      const h = handler();
+      const { run, input } = make();
+      const ac = new AbortController();
+      let texts = 0;
+      const err = await (async () => {
+        // LangChain ends neither the model's run nor the chain's when a stream is aborted: the handler must see the signal.
+        for await (const piece of await (run as { stream(i: unknown, c: object): Promise<AsyncIterable<unknown>> }).stream(input, { ...billingRunConfig(h), signal: ac.signal })) {
+          const text = typeof piece === 'string' ? piece : String((piece as { content?: unknown }).content ?? '');
+          if (text && ++texts === 3) ac.abort();
+        }
+      })().catch((e: unknown) => e);
+      expect((err as Error)?.message, root).toMatch(/abort/i);
+      expect(openai.callCount()).toBe(1);
+      await vi.waitFor(() => expect(h.inFlight, root).toEqual({ roots: 0, steps: 0 }), { timeout: 5000 });
+      expect((await ledger.balance(customerId)).held, root).toBe(0n);
+      const tokens = h.charges.filter((c) => c.kind === 'llm');
+      expect(tokens, root).toHaveLength(1);
+      expect(tokens[0]!.charge.metadata).toMatchObject({ note: 'stream cut short', usageSource: 'estimate' });
+      // The chunk in the consumer's hand when it aborted never reaches handleLLMNewToken (LangChain calls it after the yield).
+      const out = tokens[0]!.charge.metadata.outputTokens as number;
+      expect(out).toBeGreaterThanOrEqual(texts - 1);
+      expect(tokens[0]!.charge.amount).toBe(priceTokens(card, 'gpt-4o-mini', tokens[0]!.charge.metadata.inputTokens as number, out).amount);
+      // The run was answered in part: it pays its fee and compute time, like any run that ended in an error.
+      expect(h.charges.map((c) => c.kind).sort(), root).toEqual(['compute', 'fee', 'llm']);
+      expect(h.runs.at(-1)).toMatchObject({ failed: true, refused: false });
+    }
+    expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
   it('a call that fails before any output releases its hold', async () => {

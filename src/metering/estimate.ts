@@ -126,6 +126,14 @@ export function choicesOf(extraParams: unknown): number {
   return posInt(inv.n) ?? 1;
 }
 
+/** The call's abort signal (LangChain passes the call options, `signal` included, as `extraParams.options`). */
+export function signalOf(extraParams: unknown): AbortSignal | undefined {
+  const opts = isRec(extraParams) && isRec(extraParams.options) ? extraParams.options : {};
+  const s = opts.signal;
+  // Duck-typed: a signal from another realm or polyfill works too.
+  return isRec(s) && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function' && typeof s.aborted === 'boolean' ? (s as unknown as AbortSignal) : undefined;
+}
+
 /** Tool definitions sent with the call, if any. */
 export function toolsOf(extraParams: unknown): unknown {
   const inv = isRec(extraParams) && isRec(extraParams.invocation_params) ? extraParams.invocation_params : {};

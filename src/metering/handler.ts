@@ -12,6 +12,7 @@ import {
   estimateTextTokens,
   maxOutputTokensOf,
   modelNameOf,
+  signalOf,
   streamedText,
   toolsOf,
   usageOf,
@@ -199,6 +200,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     for (const stepId of root.steps) {
       const s = this.state.steps.get(stepId);
       this.state.steps.delete(stepId);
+      s?.stopWatching?.();
       if (s?.hold) await this.releaseHold(s, 'orphaned step at root end', root);
     }
     const run = root.run;
@@ -273,6 +275,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const step = this.state.steps.get(runId);
     if (!step) return;
     this.state.steps.delete(runId);
+    step.stopWatching?.();
     const root = this.state.roots.get(step.rootId);
     if (!root) return;
     // The root's own step stays in its set (finishRoot finds it gone from the steps): emptying a Set makes V8 allocate a new table.
@@ -323,6 +326,36 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       quantity: q.quantity,
       metadata: this.recorder.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
     }, metadata);
+    this.watchAbort(step, signalOf(extraParams));
+  }
+
+  /**
+   * A stream whose consumer aborts it gets no end or error callback from LangChain (its generator is
+   * dropped, and so is the stream of every chain around it): the call stayed held until the hold expired,
+   * its output was never charged and the run never ended. The call's own abort signal ends it instead:
+   * the call is settled by the stream-cut rule (or released), then the run ends once nothing priced is in
+   * flight. When LangChain does report the error (a non-streaming call), whichever comes first does it.
+   */
+  private watchAbort(step: StepState, signal: AbortSignal | undefined): void {
+    if (!signal || signal.aborted) return;
+    const onAbort = () => {
+      this.aborted(step.runId).catch((e: unknown) => this.fail(e, { operation: 'end aborted call', runId: step.runId }));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    step.stopWatching = () => signal.removeEventListener('abort', onAbort);
+  }
+
+  private async aborted(runId: string): Promise<void> {
+    const step = this.state.steps.get(runId);
+    if (!step) return;
+    const root = this.state.roots.get(step.rootId);
+    await this.handleLLMError(new Error('aborted'), runId);
+    if (!root || !this.state.roots.has(root.id)) return;
+    const priced = [...root.steps].some((id) => {
+      const s = this.state.steps.get(id);
+      return s !== undefined && s.kind !== 'chain';
+    });
+    if (!priced) await this.finishRoot(root, true);
   }
 
   override async handleLLMNewToken(token: string, _idx: unknown, runId: string, _parentRunId?: string, _tags?: string[], fields?: unknown): Promise<void> {

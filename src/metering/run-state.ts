@@ -48,6 +48,8 @@ export interface StepState {
   streamedChunks: number;
   streamedText: string;
   toolName?: string;
+  /** Removes the listener on the call's abort signal (see BillingCallbackHandler.watchAbort). */
+  stopWatching?: () => void;
   chargeType?: ChargeType;
   quantity?: string;
   toolAmount?: Nanos;
