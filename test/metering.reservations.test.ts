@@ -7,7 +7,7 @@ import { RunnableLambda } from '@langchain/core/runnables';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import { billingRunConfig } from '../src/metering/run-config';
 import { estimatePromptTokens } from '../src/metering/estimate';
-import { ByokRequiredError, InsufficientFundsError } from '../src/errors';
+import { type BillingError, ByokRequiredError, InsufficientFundsError } from '../src/errors';
 import { parseUsd } from '../src/money';
 import { priceChargeType, priceTokens } from '../src/pricing/price';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
@@ -158,6 +158,39 @@ describe.each(BACKENDS)('run reservations on $name', (backend) => {
     const b = await ledger.balance(c);
     expect(b.held).toBe(0n);
     expect(b.balance).toBe(usd('1') - sum(all.map((x) => x.amount)));
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('a job retried at once under the same run key (or one handler with a runKey reused): every call that reached the server is paid; a third run under the key, or a second at once, is refused before it', async () => {
+    const card = await ledger.activeRateCard();
+    const c = await customer(usd('1'));
+    const chain = ChatPromptTemplate.fromMessages([['human', 'same job {i}']]).pipe(model());
+    const h = new BillingCallbackHandler({ ledger, customerId: c, conversationId: 'job', runKey: `queue:job-${c}`, computeTime: false, onError: () => undefined });
+    // No pause: the reservation handed back is seconds younger than the replay age the ledger's answer was judged by.
+    await chain.invoke({ i: 1 }, billingRunConfig(h));
+    await chain.invoke({ i: 2 }, billingRunConfig(h));
+    const third = await chain.invoke({ i: 3 }, billingRunConfig(h)).catch((e: unknown) => e);
+    expect(third).toMatchObject({ code: 'HOLD_NOT_PENDING' });
+    expect(openai.callCount()).toBe(2);
+    expect(h.failures).toEqual([]);
+    const all = await charges(ledger, c);
+    expect(all.filter((x) => x.chargeType === 'tokens:gpt-4o')).toHaveLength(2);
+    expect(all.filter((x) => x.chargeType === 'PrivateFlowRun').map((x) => x.amount)).toEqual([priceChargeType(card, 'PrivateFlowRun', 1).amount]);
+    const b = await ledger.balance(c);
+    expect(b.held).toBe(0n);
+    expect(b.balance).toBe(usd('1') - sum(all.map((x) => x.amount)));
+
+    // Two runs at once on one handler with a runKey: the second is refused, the first is billed as usual.
+    openai.reset();
+    const c2 = await customer(usd('1'));
+    const h2 = new BillingCallbackHandler({ ledger, customerId: c2, conversationId: 'job', runKey: `queue:job-${c2}`, computeTime: false, onError: () => undefined });
+    const both = await Promise.allSettled([1, 2].map((i) => chain.invoke({ i }, billingRunConfig(h2))));
+    expect(both.filter((r) => r.status === 'rejected').map((r) => ((r as PromiseRejectedResult).reason as BillingError).code)).toEqual(['VALIDATION_ERROR']);
+    expect(openai.callCount()).toBe(1);
+    const all2 = await charges(ledger, c2);
+    expect(all2.map((x) => x.chargeType).sort()).toEqual(['PrivateFlowRun', 'tokens:gpt-4o']);
+    expect((await ledger.balance(c2)).held).toBe(0n);
+    expect(h2.failures).toEqual([]);
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 

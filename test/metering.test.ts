@@ -235,7 +235,9 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
       })().catch((e: unknown) => e);
       expect((err as Error)?.message, root).toMatch(/abort/i);
       expect(openai.callCount()).toBe(1);
-      await vi.waitFor(() => expect(h.inFlight, root).toEqual({ roots: 0, steps: 0 }), { timeout: 5000 });
+      // The run is over once it is listed (its end captures the fee and compute time after leaving `inFlight`).
+      await vi.waitFor(() => expect(h.runs, root).toHaveLength(1), { timeout: 5000 });
+      expect(h.inFlight, root).toEqual({ roots: 0, steps: 0 });
       expect((await ledger.balance(customerId)).held, root).toBe(0n);
       const tokens = h.charges.filter((c) => c.kind === 'llm');
       expect(tokens, root).toHaveLength(1);

@@ -20,7 +20,7 @@ import {
 } from './estimate';
 import { meteringKey, type KeyStep } from './keys';
 import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
-import { ByokRequiredError } from '../errors';
+import { ByokRequiredError, ValidationError } from '../errors';
 import { NONE, RunRecorder } from './run-report';
 import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, type SharedState, type StepState } from './run-state';
 import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
@@ -139,6 +139,11 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     // Static fields go in synchronously: handlers listed after this one see them.
     const fields = this.billingMetadata();
     if (metadata) Object.assign(metadata, fields);
+    if (o.runKey !== undefined && this.state.roots.size > 0) {
+      // Runs under one runKey share its reservation and fee: a second one at once would draw on a reservation the
+      // first may close under it (its calls unpaid). Refused before anything is held or called.
+      throw new ValidationError(`runKey "${o.runKey}" names one run and this handler is already metering a run under it: build one handler per run`, { field: 'runKey' });
+    }
     const root: RootState = { id: runId, kind, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [], nested };
     this.state.roots.set(runId, root);
     try {
@@ -150,7 +155,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       const compute = reserveMs === null ? null : priceComputeMs(card, reserveMs);
       const runKey = (step: KeyStep) => (o.runKey ? `${o.runKey}:${step}` : this.key(runId, step));
       root.run = new RunLedger({
-        ledger: this.ledger, customerId: o.customerId, runKey, actor: o.actor, rateCardVersion: card.version, ttlMs: o.holdTtlMs,
+        ledger: this.ledger, customerId: o.customerId, runKey, rerunKey: o.runKey !== undefined, actor: o.actor, rateCardVersion: card.version, ttlMs: o.holdTtlMs,
         fee: this.runFee(card), computeReserve: compute ? { chargeType: 'compute', amount: compute.amount, quantity: compute.quantity } : null,
         budget: o.runBudgetUsd === undefined ? undefined : parseUsd(o.runBudgetUsd, { field: 'runBudgetUsd' }),
         feeOn: 'finish',

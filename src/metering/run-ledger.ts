@@ -47,6 +47,12 @@ export interface RunLedgerOptions {
   readonly budget?: Nanos;
   /** When the fee is captured: at the end unless refused (library runs), or with the first settled step (runs nobody reliably ends). */
   readonly feeOn: 'finish' | 'firstSettle';
+  /**
+   * `runKey` is a job's key that a re-run reuses with new step keys (the handler's `runKey` option): a
+   * reservation the ledger hands back is then always an earlier attempt's, however young. Otherwise (keys
+   * from LangChain run ids) a young one is a replay of the same callbacks, whose stored answers replay as they are.
+   */
+  readonly rerunKey?: boolean;
   /** Metadata for the run-level ledger rows. */
   readonly metadata: (kind: 'reservation' | 'fee' | 'compute') => Record<string, unknown>;
   /**
@@ -153,9 +159,14 @@ export class RunLedger {
           chargeType: 'run-reservation', quantity: '1', rateCardVersion: this.o.rateCardVersion, ttlMs: this.o.ttlMs,
           metadata: this.o.metadata('reservation'),
         });
+      // A hold this admission creates is dated after this instant; one dated before it is the stored answer to an
+      // earlier attempt's key. Under a rerun key that is a re-run whatever its age: a job retried at once must not
+      // draw on the reservation its first attempt closed (its calls went unpaid).
+      const since = this.o.rerunKey ? Date.now() : -Infinity;
+      const replayed = (h: Hold) => Date.parse(h.createdAt) < since || Date.now() - Date.parse(h.createdAt) > REPLAY_AGE_MS;
       this.admitting = this.withFunds(false, () => reserve(this.o.runKey('reserve')))
         .then(async (hold) => {
-          if (Date.now() - Date.parse(hold.createdAt) > REPLAY_AGE_MS) {
+          if (replayed(hold)) {
             // A replayed key: an earlier attempt of this run (a re-run job) made this reservation. Resume it
             // as it is now; if that attempt already ended, it settled the fee: reserve anew for the steps only.
             const now = await this.o.ledger.getHold(hold.id);
@@ -163,7 +174,7 @@ export class RunLedger {
             else {
               this.feeCaptured = true;
               hold = await reserve(`${this.o.runKey('reserve')}:rerun`);
-              if (hold.status !== 'pending' || Date.now() - Date.parse(hold.createdAt) > REPLAY_AGE_MS) hold = await this.o.ledger.getHold(hold.id);
+              if (hold.status !== 'pending' || replayed(hold)) hold = await this.o.ledger.getHold(hold.id);
               if (hold.status !== 'pending') throw new BillingError('HOLD_NOT_PENDING', 'This run has already ended (twice); start it under a new run key', { holdId: hold.id });
             }
           }
@@ -350,7 +361,7 @@ export class RunFinishError extends Error {
   }
 }
 
-/** A reservation older than this when the ledger hands it back is a replay of an earlier attempt's. */
+/** A reservation older than this when the ledger hands it back is a replay of an earlier attempt's (even from a clock ahead of ours). */
 const REPLAY_AGE_MS = 2000;
 
 /** Billing said no (funds, budget): the run is refused, not failed. */
