@@ -209,6 +209,26 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
     expect(lfTotal).toBe(charges.reduce((a, c) => a + c.amount, 0n));
   });
 
+  it('a handler on a chain inside someone else’s traced chain: its fee, compute and tool costs ride on its first generation (trace sum = ledger)', async () => {
+    const h = billing({ gate: undefined });
+    const lf = lfHandler();
+    // The billed part: prompt → model → parser, then a priced tool; its handler sees neither the outer chain nor the trace.
+    const inner = flow().withConfig({ callbacks: [h] });
+    const outer = RunnableLambda.from(async (q: string, config) => inner.invoke(q, config)).withConfig({ runName: 'outer' });
+    await outer.invoke('nested chain', { callbacks: [lf] });
+    expect(await h.flushLangfuse(5000)).toBe(true);
+    await lf.shutdownAsync();
+    const charges = await ledgerCharges();
+    expect(charges.map((c) => c.chargeType).sort()).toEqual(['Inference', 'PrivateFlowRun', 'compute', 'tokens:gpt-4o-mini']);
+    const ledgerTotal = charges.reduce((a, c) => a + c.amount, 0n);
+    expect(h.runs[0]!.cost).toBe(ledgerTotal);
+    const view = await langfuse.waitFor(() => [...langfuse.traces().values()].find((v) => v.trace.name === 'outer' && v.observations.some((o) => o.costDetails)));
+    const lfTotal = view.observations.reduce((a, o) => a + nanosOf(o.costDetails?.total ?? 0), 0n);
+    expect(lfTotal).toBe(ledgerTotal);
+    const generation = view.observations.find((o) => o.costDetails)!;
+    expect(String(generation.metadata[K.chargeIds]).split(',').sort()).toEqual(charges.map((c) => c.id).sort());
+  });
+
   it('flushLangfuse() resolves true only when every cost has reached Langfuse, and false (on time) when Langfuse is down or refusing', async () => {
     // The SDK's defaults: 20 events a request, background flushes; 8 runs make 40 events (4 costs + 1 trace each).
     const creds = { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushIntervalMs: 600_000 };

@@ -53,6 +53,14 @@ export class RunRecorder {
       // Without the trace id only an existing generation can be updated: a run that is one LLM call
       // carries its fee and compute on its own generation (the cumulative cost, as updates replace it).
       if (root.kind === 'llm') this.reporter.reportCharge({ observationId: root.id, name: lf.name, cost: { total: root.cost }, metadata: { [BILLING_METADATA_KEYS.chargeIds]: root.chargeIds.join(','), [BILLING_METADATA_KEYS.costUsd]: formatUsd(root.cost) } });
+      else {
+        // A chain in someone else's trace: its fee, compute and tools were dropped (the trace showed less than
+        // the ledger took). They ride on the run's first charged generation, once there is one.
+        const c = (root.carried ??= { amount: 0n, chargeIds: [] });
+        c.amount += charge.amount;
+        c.chargeIds.push(charge.id);
+        this.reportCarrier(root);
+      }
       return;
     }
     // Token charges split input/output as priced; when a shortfall cut the collected amount, only the total is exact.
@@ -74,6 +82,23 @@ export class RunRecorder {
         ...(charge.shortfall > 0n ? { billing_shortfall_usd: formatUsd(charge.shortfall) } : {}),
         ...billingMetadata({ customerId: this.options.customerId, rateCardVersion: charge.rateCardVersion ?? undefined, balanceAfter: charge.balanceAfter }),
       },
+    });
+    if (root.nested && root.kind !== 'llm' && kind === 'llm' && !root.carrier) {
+      root.carrier = { id: runId, amount: charge.amount, chargeId: charge.id, name: lf.name };
+      this.reportCarrier(root);
+    }
+  }
+
+  /** A nested chain's first generation, with its own cost plus the run's costs that have no observation of their own. */
+  private reportCarrier(root: RootState): void {
+    const g = root.carrier;
+    if (!g || !root.carried || !this.reporter) return;
+    const total = g.amount + root.carried.amount;
+    this.reporter.reportCharge({
+      observationId: g.id,
+      name: g.name,
+      cost: { total },
+      metadata: { [BILLING_METADATA_KEYS.chargeIds]: [g.chargeId, ...root.carried.chargeIds].join(','), [BILLING_METADATA_KEYS.costUsd]: formatUsd(total) },
     });
   }
 

@@ -33,6 +33,12 @@ export interface RootState {
    * someone else's chain): the Langfuse trace id belongs to that unseen root.
    */
   readonly nested: boolean;
+  /**
+   * A nested chain's costs that have no observation of their own in Langfuse (fee, compute, tools): they
+   * ride on `carrier`, the run's first charged generation (see RunRecorder.recorded).
+   */
+  carried?: { amount: Nanos; readonly chargeIds: string[] };
+  carrier?: { readonly id: string; readonly amount: Nanos; readonly chargeId: string; readonly name: string };
 }
 
 /** What the handler keeps for one step (chain, LLM call or tool), keyed by run id. */
