@@ -194,6 +194,23 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
     expect(h.charges.map((c) => c.charge.amount)).toEqual([priceTokens(card, 'gpt-4o-mini', usage.prompt_tokens, usage.completion_tokens).amount]);
   });
 
+  it('a streamed tool-call turn whose provider reports no usage is charged at least the estimate of its tool calls and tool definitions', async () => {
+    const card = await ledger.activeRateCard();
+    openai.setScript(sequenceScript([{ tool_calls: [{ name: 'lookup', arguments: { value: 'the capital city of France' } }] }]));
+    const lookup = makeTool('lookup', (v) => v);
+    const h = handler({ runFee: false, computeTime: false });
+    // streamUsage: false: no usage from the server; LangChain then estimates the text only (none here: 0 output tokens).
+    const ai = (await chatOpenAI({ streaming: true, streamUsage: false }).bindTools([lookup]).invoke('call the tool', { callbacks: [h] })) as AIMessage;
+    expect(ai.tool_calls?.map((c) => c.name)).toEqual(['lookup']);
+    expect(openai.callCount()).toBe(1);
+    const c = h.charges[0]!.charge;
+    const out = estimateTextTokens(`lookup ${JSON.stringify({ value: 'the capital city of France' })}`);
+    expect(c.metadata).toMatchObject({ usageSource: 'estimatedTokenUsage', outputTokens: out });
+    // The prompt side counts the tool definition sent with the call (our estimate), not only the message text.
+    expect(c.metadata.inputTokens as number).toBeGreaterThan(estimatePromptTokens([{ content: 'call the tool' }]));
+    expect(c.amount).toBe(priceTokens(card, 'gpt-4o-mini', c.metadata.inputTokens as number, out).amount);
+  });
+
   it('a stream cut short is charged the prompt estimate plus the streamed tokens', async () => {
     const card = await ledger.activeRateCard();
     openai.setOptions({ interrupt: { afterChunks: 3, mode: 'destroy' } });
@@ -457,7 +474,9 @@ describe('usage extraction (pure)', () => {
     const msg = (u?: object) => ({ text: 'a b', message: { content: 'a b', ...(u ? { usage_metadata: u } : {}) } });
     expect(usageOf({ generations: [[msg({ input_tokens: 3, output_tokens: 4 })]], llmOutput: { tokenUsage: { promptTokens: 9, completionTokens: 9 } } }, 1)).toEqual({ inputTokens: 3, outputTokens: 4, source: 'usage_metadata' });
     expect(usageOf({ generations: [[msg()]], llmOutput: { tokenUsage: { promptTokens: 5, completionTokens: 6 } } }, 1)).toEqual({ inputTokens: 5, outputTokens: 6, source: 'tokenUsage' });
-    expect(usageOf({ generations: [[msg()]], llmOutput: { estimatedTokenUsage: { promptTokens: 5, completionTokens: 1 } } }, 1)).toEqual({ inputTokens: 5, outputTokens: 1, source: 'estimatedTokenUsage' });
+    expect(usageOf({ generations: [[msg()]], llmOutput: { estimatedTokenUsage: { promptTokens: 5, completionTokens: 3 } } }, 1)).toEqual({ inputTokens: 5, outputTokens: 3, source: 'estimatedTokenUsage' });
+    // LangChain's estimate, each side raised to ours when that is larger ('a b' is 2 tokens by our rule; the prompt estimate is 11).
+    expect(usageOf({ generations: [[msg()]], llmOutput: { estimatedTokenUsage: { promptTokens: 5, completionTokens: 1 } } }, 11)).toEqual({ inputTokens: 11, outputTokens: 2, source: 'estimatedTokenUsage' });
     expect(usageOf({ generations: [[msg()]] }, 11)).toEqual({ inputTokens: 11, outputTokens: 2, source: 'estimate' });
   });
   it('estimate: max(words, ceil(chars/4)) plus 4 per message', () => {

@@ -155,7 +155,10 @@ const nonNeg = (v: unknown): number | undefined => (typeof v === 'number' && Num
  *  1. `usage_metadata` on a generation's message (input_tokens / output_tokens) — the
  *     first generation that carries it (providers report one usage for all choices);
  *  2. `llmOutput.tokenUsage` (promptTokens / completionTokens);
- *  3. `llmOutput.estimatedTokenUsage` (LangChain's own count when the provider sent none);
+ *  3. `llmOutput.estimatedTokenUsage` (LangChain's own count when the provider sent none), each
+ *     side raised to the estimate below when that is larger: LangChain counts the text only
+ *     (@langchain/openai 1.x: no `tools` definitions, no tool calls), so a streamed tool-call
+ *     turn came out as 0 output tokens;
  *  4. otherwise the estimate: the prompt estimate taken at the start plus the
  *     estimated output tokens of every generation (see the rule at the top).
  */
@@ -169,15 +172,17 @@ export function usageOf(output: unknown, promptEstimate: number): TokenUsage {
     if (i !== undefined && o !== undefined) return { inputTokens: i, outputTokens: o, source: 'usage_metadata' };
   }
   const llmOutput = isRec(out.llmOutput) ? out.llmOutput : {};
+  let produced: number | undefined;
+  const estimatedOutput = () => (produced ??= gens.reduce<number>((n, g) => n + estimateOutputTokens(g), 0));
   for (const source of ['tokenUsage', 'estimatedTokenUsage'] as const) {
     const u = isRec(llmOutput[source]) ? (llmOutput[source] as Rec) : undefined;
     const i = nonNeg(u?.promptTokens);
     const o = nonNeg(u?.completionTokens);
-    if (i !== undefined && o !== undefined && i + o > 0) return { inputTokens: i, outputTokens: o, source };
+    if (i === undefined || o === undefined || i + o === 0) continue;
+    if (source === 'tokenUsage') return { inputTokens: i, outputTokens: o, source };
+    return { inputTokens: Math.max(i, promptEstimate), outputTokens: Math.max(o, estimatedOutput()), source };
   }
-  let produced = 0;
-  for (const g of gens) produced += estimateOutputTokens(g);
-  return { inputTokens: promptEstimate, outputTokens: produced, source: 'estimate' };
+  return { inputTokens: promptEstimate, outputTokens: estimatedOutput(), source: 'estimate' };
 }
 
 /** The text of a streamed chunk for counting (token text, or tool-call argument deltas). */
