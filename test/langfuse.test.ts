@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { inspect } from 'node:util';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ChatOpenAI } from '@langchain/openai';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { StringOutputParser } from '@langchain/core/output_parsers';
@@ -10,7 +11,7 @@ import { BillingCallbackHandler } from '../src/metering/handler';
 import type { BillingHandlerOptions } from '../src/metering/options';
 import { billingRunConfig } from '../src/metering/run-config';
 import { BILLING_METADATA_KEYS as K } from '../src/langfuse/metadata';
-import { shutdownLangfuseReporters } from '../src/langfuse/reporter';
+import { langfuseReporterFor, shutdownLangfuseReporters } from '../src/langfuse/reporter';
 import { formatUsd, parseUsd } from '../src/money';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
 import type { AdmissionGate } from '../src/quota/gate';
@@ -227,6 +228,29 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
     expect(lfTotal).toBe(ledgerTotal);
     const generation = view.observations.find((o) => o.costDetails)!;
     expect(String(generation.metadata[K.chargeIds]).split(',').sort()).toEqual(charges.map((c) => c.id).sort());
+  });
+
+  it('the Langfuse secret key never shows: not when the handler, its run config or its reporter is logged, not in a delivery failure', async () => {
+    const secret = langfuse.secretKey;
+    const h = billing({ gate: undefined });
+    const shown = [inspect(h, { depth: 20 }), inspect(billingRunConfig(h), { depth: 20 }), inspect(langfuseReporterFor({ publicKey: langfuse.publicKey, secretKey: secret, baseUrl: langfuse.baseUrl }), { depth: 20 }), JSON.stringify(h)];
+    for (const text of shown) expect(text).not.toContain(secret);
+    expect(shown[0]).toContain(customerId);
+    // A refused delivery is logged by the SDK: without the key (nor its Basic-auth form).
+    const logged: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void logged.push(a.map((x) => inspect(x, { depth: 20 })).join(' ')));
+    try {
+      langfuse.setMode('error500');
+      // Its own SDK client that sends on flush (the SDK logs the failure of the request a flush makes).
+      const quiet = billing({ gate: undefined, langfuse: { publicKey: 'pk-lf-logged', secretKey: secret, baseUrl: langfuse.baseUrl, flushAt: 100, fetchRetryCount: 0 } });
+      await flow().invoke('logged', billingRunConfig(quiet));
+      expect(await quiet.flushLangfuse(3000)).toBe(false);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(logged.length).toBeGreaterThan(0);
+    const basic = Buffer.from(`pk-lf-logged:${secret}`).toString('base64');
+    for (const line of logged) expect(line).not.toMatch(new RegExp(`${secret}|${basic}`));
   });
 
   it('flushLangfuse() resolves true only when every cost has reached Langfuse, and false (on time) when Langfuse is down or refusing', async () => {

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import type { Langfuse as LangfuseClient } from 'langfuse';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
@@ -110,6 +111,11 @@ export class LangfuseCostReporter {
     this.client.on('warning', (e: unknown) => {
       if (e instanceof Error) this.failedRequests++;
     });
+  }
+
+  /** console.log / util.inspect: never the SDK client (it keeps the secret key). */
+  [inspect.custom](): object {
+    return { pending: this.pending, sent: this.sent, dropped: this.dropped };
   }
 
   /** Queues the cost of one settled ledger charge. Never throws, never waits. */

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import type { Serialized } from '@langchain/core/load/serializable';
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import type { Charge, Ledger } from '../ledger/types';
@@ -80,6 +81,14 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   /** Runs currently in flight (roots and steps). */
   get inFlight(): { roots: number; steps: number } {
     return { roots: this.state.roots.size, steps: this.state.steps.size };
+  }
+
+  /**
+   * What console.log and util.inspect show of the handler (and of a RunnableConfig that carries it): its
+   * options hold the Langfuse secret key and its reporter the SDK client built with it, so neither is shown.
+   */
+  [inspect.custom](): object {
+    return { name: this.name, customerId: this.options.customerId, conversationId: this.options.conversationId, langfuse: this.reporter ? 'configured' : 'none', inFlight: this.inFlight };
   }
 
   /** The static billing fields for run metadata (see billingRunConfig). */
