@@ -253,6 +253,18 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
     for (const line of logged) expect(line).not.toMatch(new RegExp(`${secret}|${basic}`));
   });
 
+  it('two handlers with the same Langfuse keys but other delivery settings each get their settings', async () => {
+    // billing() sends every event at once (flushAt 1); this one batches 100 events, flushed every 10 minutes.
+    await flow().invoke('first', billingRunConfig(billing({ gate: undefined })));
+    const batched = billing({ gate: undefined, langfuse: { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushAt: 100, flushIntervalMs: 600_000 } });
+    await flow().invoke('second', billingRunConfig(batched));
+    const rootId = batched.runs[0]!.rootRunId;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(langfuse.traces().get(rootId)?.observations.some((o) => o.costDetails) ?? false).toBe(false);
+    expect(await batched.flushLangfuse(5000)).toBe(true);
+    expect(langfuse.traces().get(rootId)!.observations.filter((o) => o.costDetails)).toHaveLength(4);
+  });
+
   it('flushLangfuse() resolves true only when every cost has reached Langfuse, and false (on time) when Langfuse is down or refusing', async () => {
     // The SDK's defaults: 20 events a request, background flushes; 8 runs make 40 events (4 costs + 1 trace each).
     const creds = { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushIntervalMs: 600_000 };

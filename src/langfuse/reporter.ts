@@ -257,12 +257,15 @@ async function withTimeout(p: Promise<boolean>, ms: number): Promise<boolean> {
 const shared = new Map<string, LangfuseCostReporter>();
 
 /**
- * One reporter (one SDK client) per Langfuse project and endpoint, shared by every
- * handler in the process: Flowise creates a handler per request, and an SDK client
- * per request would leak timers and connections.
+ * One reporter (one SDK client) per Langfuse project, endpoint and delivery settings, shared
+ * by every handler in the process: Flowise creates a handler per request, and an SDK client
+ * per request would leak timers and connections. The settings are part of the key: a handler
+ * given other ones (flushAt, timeouts, retries, queue size) got the first handler's client
+ * and its settings were silently ignored.
  */
 export function langfuseReporterFor(credentials: LangfuseCredentials): LangfuseCostReporter {
-  const key = `${credentials.baseUrl}\u0000${credentials.publicKey}\u0000${credentials.secretKey}`;
+  const c = credentials;
+  const key = [c.baseUrl, c.publicKey, c.secretKey, c.flushAt, c.flushIntervalMs, c.requestTimeoutMs, c.fetchRetryCount, c.maxQueue].join('\u0000');
   let r = shared.get(key);
   if (!r) {
     r = new LangfuseCostReporter(credentials);
