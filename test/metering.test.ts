@@ -101,6 +101,8 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
       [{ planTier: 'pro\n' }, /planTier/],
       [{ langfuse: { ...lf, baseUrl: 'ftp://langfuse.example' } }, /langfuse\.baseUrl: .*http/],
       [{ langfuse: { ...lf, baseUrl: 'javascript:alert(1)' } }, /langfuse\.baseUrl/],
+      // A 1 ms hold expired before the model answered: the call ran and its settle was refused (unpaid).
+      [{ holdTtlMs: 1 }, /holdTtlMs: holdTtlMs must be at least 60000/],
     ];
     for (const [extra, message] of bad) {
       const err = (() => {

@@ -86,8 +86,11 @@ export const billingHandlerOptionsSchema = z
     usageCategory: id('usageCategory', 200).optional(),
     /** Plan tier shown in metadata when no gate reports one. */
     planTier: id('planTier', 100).optional(),
-    /** Lifetime of each hold (the ledger's default when absent). */
-    holdTtlMs: z.number().int().positive().max(7 * 24 * 3600_000).optional(),
+    /**
+     * Lifetime of each hold (the ledger's default, 15 minutes, when absent). A call that settles after its hold
+     * expired goes unpaid (the ledger refuses the settle), so a lifetime shorter than a minute is refused.
+     */
+    holdTtlMs: z.number().int().min(60_000, 'holdTtlMs must be at least 60000 (1 minute): a call that ends after its hold expired goes unpaid').max(7 * 24 * 3600_000).optional(),
     langfuse: langfuseCredentialsSchema.optional(),
     /** Called when settling/releasing after a step fails (the run itself is never failed by that). */
     onError: z.function().args(z.unknown(), z.record(z.unknown())).returns(z.unknown()).optional(),
