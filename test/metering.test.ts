@@ -272,6 +272,29 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
+  it('a stream dropped with break ends nothing, but once its reservation expired a later refusal of the customer is immediate, not a wait for it', async () => {
+    const short = await backend.open(await backend.freshTarget(), { holdTtlMs: 300 });
+    opened.push(short);
+    const c = `brk-${randomUUID().slice(0, 8)}`;
+    await short.createCustomer({ id: c });
+    await short.topUp({ customerId: c, amount: usd('0.05'), idempotencyKey: `top-${c}` });
+    openai.setOptions({ chunkDelayMs: 10 });
+    const h = new BillingCallbackHandler({ ledger: short, customerId: c, conversationId: 'c', computeTime: false, onError: () => undefined });
+    for await (const _ of await chatOpenAI({ streaming: true }).stream('one two three four five six', billingRunConfig(h))) break;
+    // LangChain reports nothing for a dropped stream: the run stays in flight until its reservation expires.
+    expect(h.inFlight.roots).toBe(1);
+    await new Promise((r) => setTimeout(r, 400));
+    const calls = openai.callCount();
+    // A call no balance can cover: refused; nothing is in flight that could ever return money.
+    const poor = new BillingCallbackHandler({ ledger: short, customerId: c, conversationId: 'c', computeTime: false, fundsWaitMs: 5000 });
+    const t0 = performance.now();
+    const err = await chatOpenAI({ model: 'gpt-4o', maxTokens: 100_000 }).invoke('hello', billingRunConfig(poor)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InsufficientFundsError);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(openai.callCount()).toBe(calls);
+    expect((await short.balance(c)).held).toBe(0n);
+  });
+
   it('a call that fails before any output releases its hold', async () => {
     openai.setScript(() => ({ errorStatus: 500 }));
     const h = handler({ runFee: false, computeTime: false });

@@ -27,6 +27,8 @@ export class CustomerFunds {
   ) {}
 
   private readonly active = new Set<object>();
+  /** When each run's reservation expires (ms since epoch), for runs that said so when they entered. */
+  private readonly expiry = new WeakMap<object, () => number>();
   private readonly admittedOrder: object[] = [];
   private readonly stepWaiters = new Map<object, FundsWaiter>();
   private readonly admissionWaiters = new Set<FundsWaiter>();
@@ -50,10 +52,24 @@ export class CustomerFunds {
     return this.stepWaiters.size > 0 || this.admissionWaiters.size > 0;
   }
 
-  /** A run got its reservation. */
-  enter(run: object): void {
+  /** A run got its reservation; `expiresAt` tells when the ledger frees it if nobody ends the run. */
+  enter(run: object, expiresAt?: () => number): void {
     this.active.add(run);
     this.admittedOrder.push(run);
+    if (expiresAt) this.expiry.set(run, expiresAt);
+  }
+
+  /**
+   * Runs whose reservation expired leave: nobody ended them (e.g. a stream dropped with `break`, which
+   * LangChain reports to no handler), and the ledger no longer counts their money as held. Kept, such a run
+   * made every later refusal of the customer wait the whole `fundsWaitMs` for money it would never return.
+   */
+  private leaveExpired(): void {
+    const now = Date.now();
+    for (const r of [...this.active]) {
+      const at = this.expiry.get(r);
+      if (at && at() <= now) this.leave(r);
+    }
   }
 
   /** A run ended (its reservation returned): everyone waiting tries again. */
@@ -108,6 +124,7 @@ export class CustomerFunds {
    */
   wait(run: object, admitted: boolean, maxWaitMs: number, since: number): Promise<'retry' | 'refuse'> {
     if (maxWaitMs <= 0) return Promise.resolve('refuse');
+    this.leaveExpired();
     if (since !== this.returns) return Promise.resolve('retry');
     return new Promise((resolve) => {
       let done = false;

@@ -91,6 +91,8 @@ export class RunLedger {
   refused = false;
   /** Available balance right after the latest hold of the run. */
   lastAvailable?: Nanos;
+  /** When the reservation expires (an incremental hold may move it later). */
+  private expiresAt = Infinity;
 
   /** The customer's coordinator, taken when the run first needs it and kept (enter, wait and leave on the same one). */
   private fundsRef?: CustomerFunds;
@@ -182,7 +184,8 @@ export class RunLedger {
           this.reserved = hold.amount;
           this.committed = this.runCosts;
           this.lastAvailable = hold.availableAfter;
-          this.funds.enter(this);
+          this.expiresAt = Date.parse(hold.expiresAt);
+          this.funds.enter(this, () => this.expiresAt);
         })
         .catch((e) => {
           if (isRefusal(e)) this.refused = true;
@@ -223,6 +226,8 @@ export class RunLedger {
         this.reserved += amount - share;
         this.committed += amount - share;
         this.lastAvailable = grown.availableAfter;
+        // The reservation came back with its (possibly later) expiry.
+        if (grown.id === r.id) this.expiresAt = Date.parse(grown.expiresAt);
         return { via: 'reservation', amount, hold: r };
       } catch (e) {
         this.committed -= share;
