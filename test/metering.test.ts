@@ -5,6 +5,7 @@ import { AIMessage, HumanMessage, SystemMessage, ToolMessage, type BaseMessage }
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { StringOutputParser } from '@langchain/core/output_parsers';
 import { RunnableLambda } from '@langchain/core/runnables';
+import { CallbackManager } from '@langchain/core/callbacks/manager';
 import { tool, type StructuredToolInterface } from '@langchain/core/tools';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import type { BillingHandlerOptions } from '../src/metering/options';
@@ -353,6 +354,24 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
       [BILLING_METADATA_KEYS.rateCardVersion]: '2026-11-default',
     });
     expect(seen[0]![BILLING_METADATA_KEYS.availableUsd]).toMatch(/^9\.98/);
+  });
+
+  it('billingRunConfig over a base whose callbacks are a CallbackManager (or an array already holding the handler) still puts the billing handler first', async () => {
+    const gate: AdmissionGate = {
+      admitRun: async () => ({ session: 'new', sessionId: 's', tier: 'starter', sessionsUsed: 1, sessionsLimit: 1000, sessionsRemaining: 999, periodStart: null, periodEnd: null, managedModels: true }),
+    };
+    const chain = ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(new FakeUsageChatModel());
+    for (const shape of ['manager', 'array'] as const) {
+      const seen: Array<Record<string, unknown> | undefined> = [];
+      // A copy, as langfuse-langchain makes when it builds the generation.
+      const spy = { name: 'spy', awaitHandlers: true, handleChatModelStart: (...a: unknown[]) => void seen.push({ ...(a[6] as Record<string, unknown>) }) };
+      const h = handler({ gate });
+      const callbacks = shape === 'manager' ? new CallbackManager(undefined, { handlers: [spy as never], inheritableHandlers: [spy as never] }) : [spy as never, h];
+      await chain.invoke({ q: 'x' }, billingRunConfig(h, { callbacks }));
+      // The spy reads the call's metadata after the billing handler added the admission fields to it.
+      expect(seen[0], shape).toMatchObject({ [BILLING_METADATA_KEYS.planTier]: 'starter', [BILLING_METADATA_KEYS.quotaRemaining]: 999 });
+      expect(h.runs).toHaveLength(1);
+    }
   });
 
   it('paid public run fee and free public run fee follow the ChargeType formulas', async () => {

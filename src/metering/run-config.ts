@@ -7,7 +7,12 @@ type Callbacks = RunnableConfig['callbacks'];
 interface ManagerLike {
   copy(): ManagerLike;
   addHandler(handler: unknown, inherit?: boolean): void;
+  handlers?: unknown[];
+  inheritableHandlers?: unknown[];
 }
+
+/** `list` with `handler` first (LangChain calls handlers in list order). */
+const first = (handler: unknown, list: readonly unknown[]): unknown[] => [handler, ...list.filter((h) => h !== handler)];
 const isManager = (v: unknown): v is ManagerLike =>
   typeof v === 'object' && v !== null && typeof (v as ManagerLike).copy === 'function' && typeof (v as ManagerLike).addHandler === 'function';
 
@@ -27,10 +32,14 @@ export function billingRunConfig(handler: BillingCallbackHandler, base: Runnable
   let callbacks: Callbacks;
   const existing = base.callbacks;
   if (!existing) callbacks = [handler];
-  else if (Array.isArray(existing)) callbacks = existing.includes(handler) ? existing : [handler, ...existing];
+  else if (Array.isArray(existing)) callbacks = first(handler, existing) as Callbacks;
   else if (isManager(existing)) {
-    const m = existing.copy();
+    // addHandler appends: the handler then ran after the others, which had read (and Langfuse copied) the
+    // run's metadata before it added the admission fields.
+    const m: ManagerLike = (existing as ManagerLike).copy();
     m.addHandler(handler, true);
+    if (Array.isArray(m.handlers)) m.handlers = first(handler, m.handlers);
+    if (Array.isArray(m.inheritableHandlers)) m.inheritableHandlers = first(handler, m.inheritableHandlers);
     callbacks = m as unknown as Callbacks;
   } else callbacks = [handler];
   return { ...base, metadata, callbacks };
