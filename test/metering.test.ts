@@ -296,6 +296,33 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
     expect((await short.balance(c)).held).toBe(0n);
   });
 
+  it('a run longer than its reservation’s lifetime: every call is still paid (steps drawing on the reservation keep it alive)', async () => {
+    const short = await backend.open(await backend.freshTarget(), { holdTtlMs: 600 });
+    opened.push(short);
+    const c = `long-${randomUUID().slice(0, 8)}`;
+    await short.createCustomer({ id: c });
+    await short.topUp({ customerId: c, amount: usd('5'), idempotencyKey: `top-${c}` });
+    const model = new FakeUsageChatModel({ model: 'gpt-4o-mini' });
+    // The run budget is reserved at the start and covers every call: no step writes to the ledger before its call.
+    const agent = RunnableLambda.from(async (q: string, config) => {
+      for (let t = 0; t < 5; t++) {
+        await new Promise((r) => setTimeout(r, 250));
+        await model.invoke([new HumanMessage(`${q} ${t}`)], config);
+      }
+      return 'done';
+    });
+    const h = new BillingCallbackHandler({ ledger: short, customerId: c, conversationId: 'c', runBudgetUsd: '1', computeTime: false, onError: () => undefined });
+    expect(await agent.invoke('turn', billingRunConfig(h))).toBe('done');
+    expect(h.failures.map((f) => (f.error as Error).message)).toEqual([]);
+    const all = await ledgerCharges(short, c);
+    expect(all.filter((x) => x.chargeType === 'tokens:gpt-4o-mini')).toHaveLength(model.calls);
+    expect(all.filter((x) => x.chargeType === 'PrivateFlowRun')).toHaveLength(1);
+    const b = await short.balance(c);
+    expect(b.held).toBe(0n);
+    expect(b.balance).toBe(usd('5') - sum(all.map((x) => x.amount)));
+    expect((await short.checkInvariants()).ok).toBe(true);
+  });
+
   it('a call that fails before any output releases its hold', async () => {
     openai.setScript(() => ({ errorStatus: 500 }));
     const h = handler({ runFee: false, computeTime: false });

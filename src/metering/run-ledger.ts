@@ -91,8 +91,9 @@ export class RunLedger {
   refused = false;
   /** Available balance right after the latest hold of the run. */
   lastAvailable?: Nanos;
-  /** When the reservation expires (an incremental hold may move it later). */
+  /** When the reservation expires (an incremental hold may move it later), and the lifetime it was given. */
   private expiresAt = Infinity;
+  private lifetime = Infinity;
 
   /** The customer's coordinator, taken when the run first needs it and kept (enter, wait and leave on the same one). */
   private fundsRef?: CustomerFunds;
@@ -185,6 +186,7 @@ export class RunLedger {
           this.committed = this.runCosts;
           this.lastAvailable = hold.availableAfter;
           this.expiresAt = Date.parse(hold.expiresAt);
+          this.lifetime = this.expiresAt - Date.parse(hold.createdAt);
           this.funds.enter(this, () => this.expiresAt);
         })
         .catch((e) => {
@@ -210,6 +212,21 @@ export class RunLedger {
     const free = this.reserved - this.committed;
     if (free >= amount) {
       this.committed += amount;
+      if (this.expiresAt - Date.now() < this.lifetime / 2) {
+        // Drawing on the reservation writes nothing, so nothing moved its expiry: a run longer than the hold's
+        // lifetime had its later calls settled against an expired reservation (refused: unpaid). Past half its
+        // lifetime, a step adds 0 to it first, which moves the expiry to now + lifetime.
+        try {
+          const kept = await this.o.ledger.hold({
+            customerId: this.o.customerId, amount: 0n, idempotencyKey: key, actor: this.o.actor, ttlMs: this.o.ttlMs, addTo: r.id,
+            chargeType: priced.chargeType, quantity: priced.quantity, rateCardVersion: priced.rateCardVersion ?? this.o.rateCardVersion, metadata: priced.metadata,
+          });
+          this.expiresAt = Date.parse(kept.expiresAt);
+        } catch (e) {
+          this.committed -= amount;
+          throw e;
+        }
+      }
       return { via: 'reservation', amount, hold: r };
     }
     if (grow) {
