@@ -261,7 +261,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       step.hold = await root.run!.holdStep(amount, this.key(step.runId, 'hold'), { ...priced, rateCardVersion: root.card!.version }, step.kind === 'llm');
       if (root.run!.lastAvailable !== undefined) {
         root.dynamic[BILLING_METADATA_KEYS.availableUsd] = formatUsd(root.run!.lastAvailable);
-        // Handlers listed after this one (awaited in order) read the step's metadata after the hold.
+        // LangChain starts every handler at once (Promise.all): one that keeps the metadata object sees this;
+        // one that copied it at its start (langfuse-langchain) does not; later steps of the run carry it.
         if (runMetadata) runMetadata[BILLING_METADATA_KEYS.availableUsd] = root.dynamic[BILLING_METADATA_KEYS.availableUsd]!;
       }
     } catch (e) {
