@@ -1,9 +1,8 @@
-import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin';
 import { meterModel } from '../shared/metered-model';
 import { type FlowRun, openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, MAX_OUTPUT_TOKENS_INPUT, maxOutputTokensSchema, parseInputs, textSchema } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, MAX_OUTPUT_TOKENS_INPUT, maxOutputTokensSchema, parseInputs, textSchema, UNAUTHORIZED_MESSAGE_INPUT } from '../shared/inputs';
 import { ValidationError } from '../../src/plugin';
 
 /**
@@ -28,16 +27,7 @@ class MeteredChatModel implements INode {
     MAX_OUTPUT_TOKENS_INPUT,
     { label: 'Usage Category', name: 'usageCategory', type: 'string', optional: true, additionalParams: true },
     { label: 'Cost Center', name: 'costCenter', type: 'string', optional: true, additionalParams: true },
-    {
-      label: 'Unauthorized Message',
-      name: 'refusalMessage',
-      type: 'string',
-      rows: 2,
-      default: DEFAULT_REFUSAL_MESSAGES.unauthorized,
-      optional: true,
-      additionalParams: true,
-      description: 'Answer when the customer cannot be identified (no valid billing token, unknown customer). Other refusals use the messages of the Quota Guard before it, else the defaults.',
-    },
+    UNAUTHORIZED_MESSAGE_INPUT,
   ];
 
   async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<unknown> {

@@ -1,9 +1,9 @@
-import { type Billable, DEFAULT_REFUSAL_MESSAGES, isChargeTypeName, ValidationError, z } from '../../src/plugin';
+import { type Billable, isChargeTypeName, ValidationError, z } from '../../src/plugin';
 import { meterTool } from '../shared/metered-tool';
 import { type FlowRun, openPredictionRun, predictionCredential } from '../shared/prediction-run';
 import { customerFor } from '../shared/customer';
 import { type ICommonObject, type INode, type INodeData, type INodeParams, loggerOf } from '../shared/flowise';
-import { customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs, quantitySchema, textSchema } from '../shared/inputs';
+import { customerInputs, customerSchema, LEDGER_CREDENTIAL, parseInputs, quantitySchema, textSchema, UNAUTHORIZED_MESSAGE_INPUT } from '../shared/inputs';
 import { CHARGE_TYPES } from '../../src/plugin';
 
 /**
@@ -33,16 +33,7 @@ class MeteredTool implements INode {
     },
     { label: 'Quantity per Call', name: 'quantity', type: 'string', default: '1', description: 'Units of the Charge Type per call (e.g. 4 images)' },
     ...customerInputs(),
-    {
-      label: 'Unauthorized Message',
-      name: 'refusalMessage',
-      type: 'string',
-      rows: 2,
-      default: DEFAULT_REFUSAL_MESSAGES.unauthorized,
-      optional: true,
-      additionalParams: true,
-      description: 'Answer when the customer cannot be identified (no valid billing token, unknown customer). Other refusals use the messages of the Quota Guard before it, else the defaults.',
-    },
+    UNAUTHORIZED_MESSAGE_INPUT,
   ];
 
   async init(nodeData: INodeData, input: string, options: ICommonObject = {}): Promise<unknown> {

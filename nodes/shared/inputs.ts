@@ -11,6 +11,7 @@ import {
   DEFAULT_RAW_ID_VARIABLE,
   DEFAULT_TOKEN_VARIABLE,
   DECIMAL_PATTERN,
+  DEFAULT_REFUSAL_MESSAGES,
   formatUsd,
   ledgerTarget,
   MAX_AMOUNT,
@@ -36,7 +37,6 @@ const SOURCE_LABELS: Record<(typeof CUSTOMER_SOURCES)[number], { label: string; 
   insecureRawId: { label: 'Unsigned id variable (INSECURE)', description: 'Testing only: any caller can name any customer; logs a warning' },
 };
 
-/** The customer-identity fields, shared by every node. */
 /** How many output tokens a metered call holds when it sets no max tokens itself (chatflow node and variants). */
 export const MAX_OUTPUT_TOKENS_INPUT: INodeParams = {
   label: 'Max Output Tokens Held',
@@ -48,6 +48,18 @@ export const MAX_OUTPUT_TOKENS_INPUT: INodeParams = {
   description: 'Output tokens reserved for a call that sets no max tokens',
 };
 
+/** The metered chat model's and tool's own refusal answer: only for a customer that cannot be identified. */
+export const UNAUTHORIZED_MESSAGE_INPUT: INodeParams = {
+  label: 'Unauthorized Message',
+  name: 'refusalMessage',
+  type: 'string',
+  rows: 2,
+  default: DEFAULT_REFUSAL_MESSAGES.unauthorized,
+  optional: true,
+  additionalParams: true,
+  description: 'Answer when the customer cannot be identified (no valid billing token, unknown customer). Other refusals use the messages of the Quota Guard before it, else the defaults.',
+};
+
 /** Max Output Tokens Held: blank means the default; otherwise a whole number from 1 to 10,000,000. */
 const CAP_MESSAGE = 'must be a whole number from 1 to 10000000';
 export const maxOutputTokensSchema = z.preprocess(
@@ -55,6 +67,7 @@ export const maxOutputTokensSchema = z.preprocess(
   z.number({ invalid_type_error: CAP_MESSAGE }).int(CAP_MESSAGE).min(1, CAP_MESSAGE).max(10_000_000, CAP_MESSAGE),
 );
 
+/** The customer-identity fields, shared by every node. */
 export function customerInputs(): INodeParams[] {
   return [
     {
