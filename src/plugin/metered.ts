@@ -1,6 +1,4 @@
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
-import { BillingCallbackHandler } from '../metering/handler';
-import type { BillingHandlerOptions } from '../metering/options';
 
 /**
  * Attaching billing to a LangChain object that Flowise hands from node to node.
@@ -66,9 +64,4 @@ export class BillingRefusalHandler extends BaseCallbackHandler {
   override async handleToolStart(): Promise<void> {
     throw new Error(this.message);
   }
-}
-
-/** A billing handler for one model or tool node: no run fee and no compute time (a guard node charges per run). */
-export function stepHandler(opts: BillingHandlerOptions): BillingCallbackHandler {
-  return new BillingCallbackHandler({ runFee: false, computeTime: false, ...opts });
 }
