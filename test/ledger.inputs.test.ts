@@ -64,6 +64,25 @@ describe.each(BACKENDS)('bad input is VALIDATION_ERROR and changes nothing on $n
     expect(await snapshot()).toEqual(before);
   });
 
+  it('an actor with control characters (the CLI prints it in tables and CSV rows)', async () => {
+    const h = await ledger.hold({ customerId: 'acme', amount: parseUsd('1'), idempotencyKey: 'h-actor' });
+    const before = await snapshot();
+    for (const actor of ['ops\nforged line', 'red\u001b[31m', 'tab\there', 'nul\u0000']) {
+      for (const call of [
+        () => ledger.topUp({ customerId: 'acme', amount: 1n, idempotencyKey: 't-actor', actor }),
+        () => ledger.hold({ customerId: 'acme', amount: 1n, idempotencyKey: 'h2-actor', actor }),
+        () => ledger.settle({ holdId: h.id, amount: 1n, idempotencyKey: 's-actor', actor }),
+        () => ledger.charge({ customerId: 'acme', amount: 1n, idempotencyKey: 'c-actor', actor }),
+      ]) {
+        const e = await failure(call);
+        expect(e.code, JSON.stringify(actor)).toBe('VALIDATION_ERROR');
+        expect(e.message).toMatch(/actor/);
+      }
+    }
+    expect(await snapshot()).toEqual(before);
+    await ledger.settle({ holdId: h.id, amount: 1n, idempotencyKey: 's-actor', actor: 'ops team' });
+  });
+
   it('circular, bigint and oversized metadata', async () => {
     const circular: Record<string, unknown> = { a: 1 };
     circular.self = circular;

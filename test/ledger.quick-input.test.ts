@@ -14,7 +14,7 @@ const holdBase = { customerId: 'cust-1', amount: 1_000n, idempotencyKey: 'run:1:
 const settleBase = { holdId: 'hold_0001', amount: 10n, idempotencyKey: 'run:1:node:2:s' };
 const variants: Array<Record<string, unknown>> = [
   {},
-  { actor: 'metering' }, { actor: '' }, { actor: 'x'.repeat(101) }, { actor: 7 },
+  { actor: 'metering' }, { actor: '' }, { actor: 'x'.repeat(101) }, { actor: 7 }, { actor: 'a\nb' }, { actor: 'esc\u001b[31m' }, { actor: 'x'.repeat(100) },
   { idempotencyKey: '' }, { idempotencyKey: 'k'.repeat(255) }, { idempotencyKey: 'k'.repeat(256) }, { idempotencyKey: 'a\nb' }, { idempotencyKey: 'del\u007f' }, { idempotencyKey: 'ünïcødé ✓' },
   { amount: 0n }, { amount: -1n }, { amount: MAX_AMOUNT }, { amount: MAX_AMOUNT + 1n }, { amount: 5 }, { amount: '5' },
   { chargeType: 'Inference', quantity: '2', rateCardVersion: 'v1' }, { chargeType: '' }, { quantity: 'q'.repeat(101) }, { rateCardVersion: 'r'.repeat(65) },

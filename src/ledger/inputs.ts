@@ -2,7 +2,7 @@ import { types } from 'node:util';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { formatUsd, MAX_AMOUNT } from '../money';
-import { customerIdSchema, customerNameSchema, idempotencyKeySchema } from '../schemas';
+import { customerIdSchema, customerNameSchema, idempotencyKeySchema, NO_CONTROL_CHARACTERS } from '../schemas';
 import type { PricedFields } from './batch';
 
 /**
@@ -19,7 +19,8 @@ const amount = (min: bigint) =>
     .bigint({ invalid_type_error: 'amount must be a bigint count of nano-USD' })
     .refine((v) => v >= min, { message: `amount must be at least ${min} nano-USD` })
     .refine((v) => v <= MAX_AMOUNT, { message: `amount must be at most $${formatUsd(MAX_AMOUNT)}` });
-const actor = z.string().min(1).max(100).optional();
+// Written into entries and audit lines the CLI prints as tables and CSV: a newline or an escape would break or forge them.
+const actor = z.string().min(1).max(100).regex(NO_CONTROL_CHARACTERS, 'actor must not contain control characters').optional();
 const priced = {
   chargeType: z.string().min(1).max(100).optional(),
   quantity: z.string().min(1).max(100).optional(),
