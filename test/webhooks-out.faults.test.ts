@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseUsd } from '../src/money';
 import { WebhookDeliverer } from '../src/webhooks/deliver';
 import { eventId, writeEvents } from '../src/webhooks/events';
+import { FETCH_BLOCKED_PORTS } from '../src/webhooks/store';
 import { openWithEvents, type OpenedServices } from '../src/webhooks/open';
 import { BACKENDS } from './support/backends';
 import { cli, client, createKey, startServe } from './support/serve';
@@ -70,6 +71,24 @@ describe.each(BACKENDS)('webhook endpoints and delivery under bad input and faul
     expect(await s.webhooks.listEndpoints()).toEqual([unchanged]);
   });
 
+  it('refuses an endpoint on a port fetch never connects to (the bad ports of the Fetch standard), as fetch itself does', async () => {
+    const s = await services();
+    for (const port of ['6000', '10080', '25', '6667']) {
+      const url = `http://127.0.0.1:${port}/hook`;
+      await expect(s.webhooks.createEndpoint({ url }), url).rejects.toMatchObject({ code: 'VALIDATION_ERROR', message: expect.stringContaining('port') });
+    }
+    // The list is the runtime's: fetch refuses every port on it before connecting, and connects to the others.
+    for (const port of FETCH_BLOCKED_PORTS) {
+      const e = await fetch(`http://127.0.0.1:${port}/`).then(() => null, (err: Error) => err);
+      expect(String((e?.cause as Error | undefined)?.message), port).toBe('bad port');
+    }
+    const open = await fetch('http://127.0.0.1:2/').then(() => null, (err: Error) => err);
+    expect((open?.cause as { code?: string } | undefined)?.code).toBe('ECONNREFUSED');
+    for (const url of ['http://127.0.0.1:8080/hook', 'https://hooks.example.com:8443/in', 'https://hooks.example.com/in']) {
+      expect((await s.webhooks.createEndpoint({ url })).url).toBe(url);
+    }
+  });
+
   it('a receiver answering 410 Gone: the delivery fails for good, the endpoint is disabled, nothing more is sent to it', async () => {
     const s = await services();
     const r = await receiver((_req, res) => res.writeHead(410).end());
@@ -96,7 +115,9 @@ describe.each(BACKENDS)('webhook endpoints and delivery under bad input and faul
     const closed = await receiver((_req, res) => res.end());
     await closed.close();
     const refused = await s.webhooks.createEndpoint({ url: closed.url });
-    const blocked = await s.webhooks.createEndpoint({ url: 'http://127.0.0.1:6000/hooks' });
+    // An endpoint on a port fetch refuses, as a release that did not refuse them at creation stored it.
+    const blocked = await s.webhooks.createEndpoint({ url: 'http://127.0.0.1:6001/hooks' });
+    await s.ledger.dialect.writeTransaction((c) => c.run('UPDATE billing_webhook_endpoints SET url = ? WHERE id = ?', ['http://127.0.0.1:6000/hooks', blocked.id]));
     await oneEvent(s, 'down-1');
     expect(await new WebhookDeliverer(s.ledger.dialect).deliverDue()).toMatchObject({ attempted: 2, retrying: 2 });
     const status = await s.webhooks.deliveryCounts();
@@ -210,7 +231,9 @@ describe('endpoints retry (CLI)', () => {
     const s = await openWithEvents(db);
     let ep: string;
     try {
-      ep = (await s.webhooks.createEndpoint({ url: 'http://127.0.0.1:6000/hooks' })).id;
+      const closed = await receiver((_req, res) => res.end());
+      await closed.close();
+      ep = (await s.webhooks.createEndpoint({ url: closed.url })).id;
       await s.ledger.createCustomer({ id: 'retry-1' });
       await s.ledger.topUp({ customerId: 'retry-1', amount: parseUsd('5'), idempotencyKey: 'pay-retry-1' });
       expect(await new WebhookDeliverer(s.ledger.dialect, { retry: { baseMs: 1, maxMs: 1, maxAttempts: 1 } }).deliverDue()).toMatchObject({ failed: 1 });

@@ -56,7 +56,20 @@ export const endpointUrl = z
   .refine((u) => u === u.trim(), 'url must not start or end with spaces')
   // zod runs refinements even after .url() failed, so each one parses defensively.
   .refine((u) => { const p = parsedUrl(u); return !p || /^https?:$/.test(p.protocol); }, 'url must be http or https')
-  .refine((u) => { const p = parsedUrl(u); return !p || (!p.username && !p.password); }, 'url must not carry credentials');
+  .refine((u) => { const p = parsedUrl(u); return !p || (!p.username && !p.password); }, 'url must not carry credentials')
+  .refine((u) => { const p = parsedUrl(u); return !p || !FETCH_BLOCKED_PORTS.has(p.port); }, 'url port is one fetch never connects to (Fetch standard, port blocking): every delivery would fail');
+
+/**
+ * The Fetch standard's bad ports (https://fetch.spec.whatwg.org/#port-blocking): Node's fetch refuses them
+ * before connecting ("bad port"), so an endpoint on one could never be delivered to.
+ */
+export const FETCH_BLOCKED_PORTS: ReadonlySet<string> = new Set(
+  [
+    1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123,
+    135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995,
+    1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
+  ].map(String),
+);
 
 /** Shown in listings and the dashboard: one line, no escapes (empty is allowed). */
 const description = z
