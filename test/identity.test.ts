@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import { describe, expect, it, vi } from 'vitest';
 import {
@@ -77,6 +78,17 @@ describe('billing tokens', () => {
     expect(refusal(() => verifyBillingToken(t, SECRET, { now: NOW + 605 })).reason).toBe('expired');
     expect(refusal(() => verifyBillingToken(t, 'another-secret-that-is-also-long-enough-xyz', { now: NOW + 200 })).reason).toBe('bad_signature');
     expect(refusal(() => verifyBillingToken(t, undefined, { now: NOW + 200 })).reason).toBe('no_secret');
+  });
+
+  it('refuses a signed token whose payload is no JSON object as malformed, not as meant for someone else', () => {
+    for (const payload of ['"just a string"', '[1,2,3]', '42']) {
+      const head = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');
+      const body = Buffer.from(payload).toString('base64url');
+      const sig = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
+      expect(refusal(() => verifyBillingToken(`${head}.${body}.${sig}`, SECRET, { now: NOW })).reason, payload).toBe('malformed');
+    }
+    const foreign = jwt.sign({ sub: 'c', exp: NOW + 60 }, SECRET, { issuer: BILLING_TOKEN_ISSUER, audience: 'flowise' });
+    expect(refusal(() => verifyBillingToken(foreign, SECRET, { now: NOW })).reason).toBe('wrong_audience');
   });
 
   it('refuses a token whose exp is no time at all (past the Date range) as malformed, not an internal error later', () => {

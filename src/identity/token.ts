@@ -141,7 +141,10 @@ function verifyUncached(token: string, secret: string, opts: { now?: number }): 
       clockTimestamp: opts.now,
     });
   } catch (e) {
-    throw new BillingTokenError(classify(e));
+    const failure = classify(e);
+    // jsonwebtoken checks the audience of a payload that is no JSON object (a string, an array) and calls it a wrong one.
+    const decoded = failure === 'wrong_audience' ? jwt.decode(token.trim()) : null;
+    throw new BillingTokenError(failure === 'wrong_audience' && (typeof decoded !== 'object' || decoded === null || Array.isArray(decoded)) ? 'malformed' : failure);
   }
   if (typeof payload === 'string') throw new BillingTokenError('malformed');
   if (typeof payload.exp !== 'number') throw new BillingTokenError('no_expiry');
