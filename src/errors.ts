@@ -15,6 +15,8 @@ export const ERROR_CODES = [
   'CHARGE_NOT_FOUND',
   'REFUND_EXCEEDS_CHARGE',
   'IDEMPOTENCY_CONFLICT',
+  /** Another request with this Idempotency-Key is still being answered (serve); retry it shortly. */
+  'IDEMPOTENCY_IN_PROGRESS',
   'RATE_CARD_NOT_FOUND',
   'UNKNOWN_MODEL',
   /** A billing token that is missing, forged, expired or otherwise refused. */

@@ -153,6 +153,25 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect(await balanceOf('cust-c')).toMatchObject({ balanceUsd: '0.00' });
   });
 
+  it('concurrent first attempts with one key run a mutation that is not a ledger operation once', async () => {
+    const plan = { id: 'race-plan', name: 'Race', basePriceUsd: '5', sessionsIncluded: 10, managedModels: true };
+    const rs = await Promise.all(Array.from({ length: 8 }, () => admin('POST', '/v1/plans', { key: 'plan-race-1', body: plan })));
+    // One ran; each other attempt got its stored response or was told the first is still running, never "already exists".
+    expect(rs.filter((r) => r.status === 201 && r.headers.get('idempotent-replayed') !== 'true')).toHaveLength(1);
+    for (const r of rs.filter((x) => x.status !== 201)) expect(r.json.error, JSON.stringify(r.json)).toMatchObject({ code: 'IDEMPOTENCY_IN_PROGRESS', details: { idempotencyKey: 'plan-race-1' } });
+    expect(rs.every((r) => r.status === 201 || r.status === 409)).toBe(true);
+    // A retry after the first finished gets its response.
+    const retry = await admin('POST', '/v1/plans', { key: 'plan-race-1', body: plan });
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect((await read('GET', '/v1/plans')).json.data.filter((p: { id: string }) => p.id === 'race-plan')).toHaveLength(1);
+    // A failed attempt stores nothing: the key is free again once the request is fixed.
+    const bad = await admin('POST', '/v1/plans', { key: 'plan-race-2', body: { ...plan, id: 'race-plan' } });
+    expect(bad.json.error.code).toBe('VALIDATION_ERROR');
+    const fixed = await admin('POST', '/v1/plans', { key: 'plan-race-2', body: { ...plan, id: 'race-plan-2' } });
+    expect(fixed.status).toBe(201);
+  });
+
   it('concurrent first attempts with one key move money once', async () => {
     const rs = await Promise.all(Array.from({ length: 8 }, () => write('POST', '/v1/customers/cust-c/topups', { key: 'race-1', body: { amountUsd: '1' } })));
     expect(new Set(rs.map((r) => r.json.id)).size).toBe(1);

@@ -67,14 +67,21 @@ export async function mutate(
   }
   const path = req.url.split('?')[0]!;
   const fp = fingerprint(req.method, path, req.body);
-  const prior = await deps.idempotency.lookup(httpKey, fp);
+  const prior = await deps.idempotency.begin(httpKey, fp);
   if (prior) {
     return reply.code(prior.status).header('content-type', 'application/json; charset=utf-8').header('idempotent-replayed', 'true').send(prior.body);
   }
-  const r = await fn((operation) => ledgerKey(`${operation}:${httpKey}`));
-  const status = r.status ?? 200;
-  const body = JSON.stringify(apiJson(r.body));
-  await deps.idempotency.save(httpKey, fp, { status, body });
+  let status: number;
+  let body: string;
+  try {
+    const r = await fn((operation) => ledgerKey(`${operation}:${httpKey}`));
+    status = r.status ?? 200;
+    body = JSON.stringify(apiJson(r.body));
+  } catch (e) {
+    await deps.idempotency.abandon(httpKey).catch(() => undefined);
+    throw e;
+  }
+  await deps.idempotency.finish(httpKey, { status, body });
   deps.deliverer?.poke();
   return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(body);
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { IdempotencyConflictError } from '../errors';
+import { BillingError, IdempotencyConflictError } from '../errors';
 import type { Dialect } from '../ledger/dialect';
 
 export interface StoredResponse {
@@ -13,13 +13,18 @@ export function fingerprint(method: string, path: string, body: unknown): string
 }
 
 /**
- * HTTP idempotency over the Idempotency-Key header. A successful response is
- * stored under the key; the same request again gets it back unchanged, a
- * different request with that key gets IDEMPOTENCY_CONFLICT. Failures are not
- * stored (as in the ledger), so a refused top-up may be retried once fixed.
- * Money operations are additionally protected by the ledger itself: their
- * ledger idempotency key is derived from this header, so even two concurrent
- * first attempts move money once (see mutate's `ledger` option).
+ * HTTP idempotency over the Idempotency-Key header. The first attempt claims
+ * the key before it runs (a row with status 0), so a concurrent attempt with
+ * the same key is 409 IDEMPOTENCY_IN_PROGRESS instead of running the request
+ * a second time (two plans, a second "already exists"); a finished attempt's
+ * response is stored under the key and the same request again gets it back
+ * unchanged; a different request with that key gets IDEMPOTENCY_CONFLICT.
+ * Failures are not stored (as in the ledger): the claim is dropped, so a
+ * refused request may be retried once fixed. A claim older than
+ * STALE_CLAIM_MS (a serve that died mid-request) is taken over. Money
+ * operations do not come here: their ledger idempotency key is derived from
+ * this header, so even two concurrent first attempts move money once (see
+ * mutate's `ledger` option).
  */
 export class IdempotencyStore {
   constructor(
@@ -27,21 +32,36 @@ export class IdempotencyStore {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  async lookup(key: string, fp: string): Promise<StoredResponse | null> {
-    const [r] = await this.d.read((c) => c.query('SELECT fingerprint, status, body FROM billing_api_idempotency WHERE key = ?', [key]));
-    if (!r) return null;
-    if (String(r.fingerprint) !== fp) throw new IdempotencyConflictError(key, 'HTTP');
-    return { status: Number(r.status), body: String(r.body) };
+  /** null: the key is this attempt's to run (then `finish` or `abandon`); otherwise the stored response to replay. */
+  async begin(key: string, fp: string): Promise<StoredResponse | null> {
+    const now = this.clock();
+    return this.d.writeTransaction(async (c) => {
+      const claimed = await c.run('INSERT INTO billing_api_idempotency (key, fingerprint, status, body, created_at) VALUES (?, ?, 0, ?, ?) ON CONFLICT (key) DO NOTHING', [key, fp, '', now]);
+      if (claimed > 0) return null;
+      const [r] = await c.query('SELECT fingerprint, status, body, created_at FROM billing_api_idempotency WHERE key = ?', [key]);
+      if (r && String(r.fingerprint) !== fp) throw new IdempotencyConflictError(key, 'HTTP');
+      if (r && Number(r.status) > 0) return { status: Number(r.status), body: String(r.body) };
+      const since = r ? Number(r.created_at) : now;
+      if (r && now - since > STALE_CLAIM_MS) {
+        const taken = await c.run('UPDATE billing_api_idempotency SET created_at = ? WHERE key = ? AND status = 0 AND created_at = ?', [now, key, since]);
+        if (taken > 0) return null;
+      }
+      throw new BillingError('IDEMPOTENCY_IN_PROGRESS', `A request with Idempotency-Key "${key}" is still being answered; retry it shortly`, { idempotencyKey: key });
+    });
   }
 
-  async save(key: string, fp: string, res: StoredResponse): Promise<void> {
-    await this.d.writeTransaction((c) =>
-      c.run('INSERT INTO billing_api_idempotency (key, fingerprint, status, body, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING', [
-        key, fp, res.status, res.body, this.clock(),
-      ]),
-    );
+  async finish(key: string, res: StoredResponse): Promise<void> {
+    await this.d.writeTransaction((c) => c.run('UPDATE billing_api_idempotency SET status = ?, body = ? WHERE key = ?', [res.status, res.body, key]));
+  }
+
+  /** The attempt failed: nothing is stored, and the key is free for a retry. */
+  async abandon(key: string): Promise<void> {
+    await this.d.writeTransaction((c) => c.run('DELETE FROM billing_api_idempotency WHERE key = ? AND status = 0', [key]));
   }
 }
+
+/** How long a claimed key stays claimed before another attempt may take it over (its serve died mid-request). */
+const STALE_CLAIM_MS = 5 * 60_000;
 
 /** The ledger idempotency key for the ledger operation a request performs. */
 export function ledgerKey(httpKey: string): string {
