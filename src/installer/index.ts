@@ -211,12 +211,22 @@ export function install(opts: InstallOptions = {}): InstallResult {
     bytes += Buffer.byteLength(content);
   };
   const variants: string[] = [];
+  /** What this install wrote so far: the manifest, or what undoing a failed install removes. */
+  const manifestNow = (installedAt: string): Manifest => ({
+    format: MANIFEST_FORMAT,
+    package: { name: pkg.name!, version: pkg.version! },
+    installedAt,
+    files: [...added, ...variants].sort(),
+    dirs: [...dirs].sort(),
+    trees: [posix(RUNTIME_REL)],
+    runtimeDependencies: b.inlined,
+  });
   try {
     copyPlugin();
   } catch (e) {
     // Nothing half-installed: files without a manifest would be loaded by Flowise, refused by the next install
     // as not ours, and missed by uninstall.
-    removeAdded(fc, { format: MANIFEST_FORMAT, package: { name: pkg.name!, version: pkg.version! }, installedAt: '', files: [...added, ...variants], dirs: [...dirs], trees: [posix(RUNTIME_REL)], runtimeDependencies: {} });
+    removeAdded(fc, manifestNow(''));
     const err = e as NodeJS.ErrnoException;
     throw new InstallerError(
       `Install into ${fc} failed and was undone: ${err?.message ?? String(e)}${permissionHint(e)}${previous ? '; the previous install had already been removed' : ''}; fix that and run install again`,
@@ -241,16 +251,7 @@ export function install(opts: InstallOptions = {}): InstallResult {
       if (/require\(/.test(code)) warnings.push(`${r} has a require(); a credential that throws on load stops Flowise from starting`);
       put(path.join(fc, CREDENTIALS_REL, r), code);
     }
-    const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
-      package: { name: pkg.name!, version: pkg.version! },
-      installedAt: new Date().toISOString(),
-      files: [...added, ...variants].sort(),
-      dirs: [...dirs].sort(),
-      trees: [posix(RUNTIME_REL)],
-      runtimeDependencies: b.inlined,
-    };
-    fs.writeFileSync(path.join(fc, MANIFEST_NAME), JSON.stringify(manifest, null, 2) + '\n');
+    fs.writeFileSync(path.join(fc, MANIFEST_NAME), JSON.stringify(manifestNow(new Date().toISOString()), null, 2) + '\n');
   }
 
   const server = findFlowiseServer(fc);

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { variantFilesIn } from './variants';
 
 /**
  * Where the plugin's files go inside flowise-components (FC), and the
@@ -56,15 +57,7 @@ export interface InstallOptions {
 export function leftovers(componentsDir: string): string[] {
   const out = [NODES_REL, CREDENTIALS_REL].filter((d) => fs.existsSync(path.join(componentsDir, d)));
   if (fs.existsSync(path.join(componentsDir, RUNTIME_REL, RUNTIME_MARKER))) out.push(RUNTIME_REL);
-  for (const fam of ['chatmodels', 'tools']) {
-    const root = path.join(componentsDir, 'dist', 'nodes', fam);
-    if (!fs.existsSync(root)) continue;
-    for (const d of fs.readdirSync(root, { withFileTypes: true })) {
-      if (!d.isDirectory()) continue;
-      for (const f of fs.readdirSync(path.join(root, d.name))) if (f.endsWith('.billing-metered.js')) out.push(path.join('dist', 'nodes', fam, d.name, f));
-    }
-  }
-  return out.map(posix);
+  return [...out.map(posix), ...variantFilesIn(componentsDir)];
 }
 
 /** A shell command removing `rels` (from leftovers) under flowise-components. */

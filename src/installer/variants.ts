@@ -43,6 +43,20 @@ export function variantTargets(componentsDir: string): string[] {
   return variantSources(componentsDir).map((s) => variantPath(s.rel));
 }
 
+/** Variant files present in flowise-components, whoever wrote them (relative, '/'-separated). */
+export function variantFilesIn(componentsDir: string): string[] {
+  const out: string[] = [];
+  for (const fam of FAMILIES) {
+    const root = path.join(componentsDir, fam.dir);
+    if (!fs.existsSync(root)) continue;
+    for (const dir of fs.readdirSync(root, { withFileTypes: true })) {
+      if (!dir.isDirectory()) continue;
+      for (const f of fs.readdirSync(path.join(root, dir.name))) if (f.endsWith(VARIANT_SUFFIX)) out.push(path.join(fam.dir, dir.name, f).split(path.sep).join('/'));
+    }
+  }
+  return out;
+}
+
 export function variantPath(modelFileRel: string): string {
   return modelFileRel.replace(/\.js$/, VARIANT_SUFFIX);
 }

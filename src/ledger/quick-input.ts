@@ -16,6 +16,7 @@ const KEY = /^[^\u0000-\u001f\u007f]{1,255}$/;
 const ACTOR = /^[^\u0000-\u001f\u007f]{1,100}$/;
 const MAX_TTL_MS = 7 * 24 * 3600_000;
 
+const actorOk = (v: unknown): v is string | undefined => v === undefined || (typeof v === 'string' && ACTOR.test(v));
 const str = (v: unknown, max: number): v is string | undefined => v === undefined || (typeof v === 'string' && v.length >= 1 && v.length <= max);
 const amountOk = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n && v <= MAX_AMOUNT;
 
@@ -47,7 +48,7 @@ export function quickHold(
   if (typeof input !== 'object' || input === null || Array.isArray(input)) return null;
   const o = input as Record<string, unknown>;
   if (typeof o.customerId !== 'string' || !CUSTOMER_ID_PATTERN.test(o.customerId) || !amountOk(o.amount)) return null;
-  if (typeof o.idempotencyKey !== 'string' || !KEY.test(o.idempotencyKey) || !(o.actor === undefined || (typeof o.actor === 'string' && ACTOR.test(o.actor))) || !str(o.addTo, 100)) return null;
+  if (typeof o.idempotencyKey !== 'string' || !KEY.test(o.idempotencyKey) || !actorOk(o.actor) || !str(o.addTo, 100)) return null;
   const ttl = o.ttlMs;
   if (ttl !== undefined && !(typeof ttl === 'number' && Number.isInteger(ttl) && ttl > 0 && ttl <= MAX_TTL_MS)) return null;
   if (!pricedOk(o)) return null;
@@ -67,7 +68,7 @@ export function quickSettle(
   if (typeof input !== 'object' || input === null || Array.isArray(input)) return null;
   const o = input as Record<string, unknown>;
   if (typeof o.holdId !== 'string' || o.holdId.length < 1 || o.holdId.length > 100 || !amountOk(o.amount)) return null;
-  if (typeof o.idempotencyKey !== 'string' || !KEY.test(o.idempotencyKey) || !(o.actor === undefined || (typeof o.actor === 'string' && ACTOR.test(o.actor)))) return null;
+  if (typeof o.idempotencyKey !== 'string' || !KEY.test(o.idempotencyKey) || !actorOk(o.actor)) return null;
   if (o.final !== undefined && typeof o.final !== 'boolean') return null;
   if (!pricedOk(o)) return null;
   const metadata = metadataOf(o.metadata, jsonProblem);

@@ -17,27 +17,25 @@ const id = (what: string, max: number) =>
     .max(max, `${what} must be at most ${max} characters`)
     .regex(NO_CONTROL_CHARACTERS, `${what} must not contain control characters`);
 
+/** A check by the run's own exact parser (money.ts): the value is kept as given; the parser's refusal is an issue on the field. */
+const checkedBy =
+  <T>(parse: (v: T) => unknown) =>
+  (v: T, ctx: z.RefinementCtx): void => {
+    try {
+      parse(v);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    }
+  };
+
 /**
  * A USD string the ledger can hold: parsed here with the same limit as at the run, so an amount over it
  * is refused when the handler is built instead of by the first run (as a VALIDATION_ERROR out of invoke()).
  */
-const usd = (what: string, example?: string) =>
-  decimalSchema(what, example).superRefine((v, ctx) => {
-    try {
-      parseUsd(v, { field: what });
-    } catch (e) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-    }
-  });
+const usd = (what: string, example?: string) => decimalSchema(what, example).superRefine(checkedBy((v: string) => parseUsd(v, { field: what })));
 
 // Checked with the pricing's own parser (a number must be a safe integer), which would otherwise refuse it when the tool runs.
-const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]).superRefine((v, ctx) => {
-  try {
-    parseQuantity(v);
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-  }
-});
+const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]).superRefine(checkedBy(parseQuantity));
 
 const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
 

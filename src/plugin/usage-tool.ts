@@ -8,7 +8,7 @@ import { usageSummary } from './usage';
  * someone else's account.
  */
 export function usageTool(
-  opts: { name?: string; description?: string; handle: LedgerHandle | (() => Promise<LedgerHandle>); customerId: string } | { name?: string; description?: string; refusal: string },
+  opts: { name?: string; description?: string; handle: () => Promise<LedgerHandle>; customerId: string } | { name?: string; description?: string; refusal: string },
 ): DynamicTool {
   const name = opts.name ?? 'billing_usage';
   const description =
@@ -20,9 +20,8 @@ export function usageTool(
     func: async () => {
       if ('refusal' in opts) return opts.refusal;
       try {
-        // A function opens the ledger at the call: an unreachable ledger fails this call, not the prediction building the agent.
-        const handle = typeof opts.handle === 'function' ? await opts.handle() : opts.handle;
-        return JSON.stringify(await usageSummary(handle, opts.customerId));
+        // The ledger opens at the call: an unreachable ledger fails this call, not the prediction building the agent.
+        return JSON.stringify(await usageSummary(await opts.handle(), opts.customerId));
       } catch (e) {
         return `Usage is not available right now (${(e as { code?: string })?.code ?? 'error'}).`;
       }

@@ -23,11 +23,13 @@ const metricSchema = z
 /** Alert thresholds (% of sessions or budget) of a plan that names none. */
 export const DEFAULT_ALERT_THRESHOLDS: readonly number[] = [75, 90, 95];
 
+const planName = z.string().min(1).max(100);
+
 export const planSchema = z
   .object({
     id: planIdSchema,
     // Shown in tables, CSV rows, invoices and Stripe: a newline or an escape would break or forge them.
-    name: z.string().min(1).max(100).regex(NO_CONTROL_CHARACTERS, 'plan name must not contain control characters (newlines, tabs, escapes)'),
+    name: planName.regex(NO_CONTROL_CHARACTERS, 'plan name must not contain control characters (newlines, tabs, escapes)'),
     basePriceUsd: decimal('basePriceUsd'),
     /** Sessions per period; null means unlimited. */
     sessionsIncluded: z.number().int().min(0).max(1_000_000_000).nullable(),
@@ -44,7 +46,7 @@ export const planSchema = z
   .strict();
 
 /** A plan as stored: one written before names refused control characters stays readable (and editable). */
-const storedPlanSchema = planSchema.extend({ name: z.string().min(1).max(100) });
+const storedPlanSchema = planSchema.extend({ name: planName });
 
 export type PlanDocument = z.output<typeof planSchema>;
 export type PlanInput = z.input<typeof planSchema>;

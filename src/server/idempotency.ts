@@ -39,12 +39,15 @@ export class IdempotencyStore {
       const claimed = await c.run('INSERT INTO billing_api_idempotency (key, fingerprint, status, body, created_at) VALUES (?, ?, 0, ?, ?) ON CONFLICT (key) DO NOTHING', [key, fp, '', now]);
       if (claimed > 0) return null;
       const [r] = await c.query('SELECT fingerprint, status, body, created_at FROM billing_api_idempotency WHERE key = ?', [key]);
-      if (r && String(r.fingerprint) !== fp) throw new IdempotencyConflictError(key, 'HTTP');
-      if (r && Number(r.status) > 0) return { status: Number(r.status), body: String(r.body) };
-      const since = r ? Number(r.created_at) : now;
-      if (r && now - since > STALE_CLAIM_MS) {
-        const taken = await c.run('UPDATE billing_api_idempotency SET created_at = ? WHERE key = ? AND status = 0 AND created_at = ?', [now, key, since]);
-        if (taken > 0) return null;
+      // No row: the attempt holding the key failed and freed it a moment ago; the caller's retry claims it.
+      if (r) {
+        if (String(r.fingerprint) !== fp) throw new IdempotencyConflictError(key, 'HTTP');
+        if (Number(r.status) > 0) return { status: Number(r.status), body: String(r.body) };
+        const since = Number(r.created_at);
+        if (now - since > STALE_CLAIM_MS) {
+          const taken = await c.run('UPDATE billing_api_idempotency SET created_at = ? WHERE key = ? AND status = 0 AND created_at = ?', [now, key, since]);
+          if (taken > 0) return null;
+        }
       }
       throw new BillingError('IDEMPOTENCY_IN_PROGRESS', `A request with Idempotency-Key "${key}" is still being answered; retry it shortly`, { idempotencyKey: key });
     });

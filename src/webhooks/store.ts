@@ -118,11 +118,12 @@ export class WebhookStore {
 
   /**
    * Adds an endpoint. With `key` (from the API's Idempotency-Key) its id is
-   * derived from the key, so every attempt, concurrent ones too, gets the one
-   * endpoint and its secret: the HTTP replay record is written only after a
-   * first answer, and concurrent first attempts each made an endpoint (every
-   * event then went out once per copy). The key with other fields is
-   * IDEMPOTENCY_CONFLICT.
+   * derived from the key, so an attempt that runs again under that key gets
+   * the one endpoint and its secret instead of a second endpoint (every event
+   * would go out once per copy). serve's key claim (server/idempotency.ts)
+   * already keeps concurrent attempts apart; this covers one that takes over
+   * a stale claim, or whose stored answer was lost. The key with other
+   * fields is IDEMPOTENCY_CONFLICT.
    */
   async createEndpoint(input: unknown, opts: { key?: string } = {}): Promise<Endpoint & { secret: string }> {
     const i = parse(endpointInput, 'webhook endpoint', input);
