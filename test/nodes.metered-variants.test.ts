@@ -15,6 +15,9 @@ import { meterModel } from '../nodes/shared/metered-model';
 import { meterTool } from '../nodes/shared/metered-tool';
 import { variantPath, variantSource, variantSources } from '../src/installer/variants';
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
+import { ANTHROPIC_KEY, startAnthropicServer, type AnthropicServer } from './support/anthropic-server';
+import { ChatAnthropic } from '@langchain/anthropic';
+import { AIMessageChunk } from '@langchain/core/messages';
 
 /**
  * The metering the metered variants put on a provider's model and tools, with
@@ -92,6 +95,75 @@ describe('metered chat model (instance metering)', () => {
     const { ledger } = await sharedLedger(db());
     const settles = (await ledger.statement(id)).filter((e) => e.type === 'settle' && e.chargeType !== 'PrivateFlowRun');
     expect(settles).toHaveLength(2);
+  });
+});
+
+describe('metered ChatAnthropic: usage split over the stream’s events', () => {
+  // Anthropic streams its usage in two events (message_start: the input tokens; message_delta: the output
+  // tokens, input 0), and LangChain adds the chunks' usage up. A call is charged what LangChain reports for
+  // the whole message, once, however it was made. Real ChatAnthropic against the loopback Messages API.
+  let anthropic: AnthropicServer;
+  beforeAll(async () => {
+    anthropic = await startAnthropicServer();
+  });
+  afterAll(async () => {
+    await anthropic?.close();
+  });
+  beforeEach(() => anthropic.reset());
+
+  async function anthropicRun(streaming: boolean) {
+    const id = await customer('1');
+    const run = () => openFlowRun({ ledgerDatabase: db(), customerId: id, conversationId: 'conv', runKey: randomUUID(), actor: 'test', runFee: null, checkSessions: false });
+    const raw = new ChatAnthropic({ model: 'claude-3-5-haiku-20241022', apiKey: ANTHROPIC_KEY, anthropicApiUrl: anthropic.baseURL, maxRetries: 0, maxTokens: 50, streaming });
+    return { id, model: meterModel(raw, { meter: run, nodeKey: 'llm_0', usesCustomerKey: false }) };
+  }
+
+  /** The customer's LLM charges, as (input, output) token pairs from their metadata, and what they cost. */
+  async function llmCharges(id: string) {
+    const { ledger } = await sharedLedger(db());
+    const settles = (await ledger.statement(id)).filter((e) => e.type === 'settle');
+    const charges = await Promise.all(settles.map((e) => ledger.getCharge(e.chargeId!)));
+    return { ledger, charges: charges.map((c) => ({ amount: c.amount, tokens: [c.metadata.inputTokens, c.metadata.outputTokens] })) };
+  }
+
+  for (const [how, streaming] of [['model.stream()', false], ['invoke with streaming: true (Flowise’s default)', true]] as const) {
+    it(`${how}: one provider call, charged once, its prompt included`, async () => {
+      const { id, model } = await anthropicRun(streaming);
+      let message: AIMessageChunk | undefined;
+      if (how === 'model.stream()') {
+        for await (const chunk of await model.stream([new HumanMessage('count my prompt too')])) message = message ? message.concat(chunk) : chunk;
+      } else {
+        message = (await model.invoke([new HumanMessage('count my prompt too')])) as AIMessageChunk;
+      }
+      expect(message!.content).toBe('echo: count my prompt too');
+      expect(anthropic.calls).toHaveLength(1);
+      expect(anthropic.calls[0]!.stream).toBe(true);
+      // What LangChain reports for the message: the server's input tokens, and its output tokens plus the 1 of message_start.
+      const reported = message!.usage_metadata!;
+      expect(reported.input_tokens).toBe(anthropic.calls[0]!.usage.input_tokens);
+      const { ledger, charges } = await llmCharges(id);
+      expect(charges.map((c) => c.tokens)).toEqual([[reported.input_tokens, reported.output_tokens]]);
+      const card = await ledger.activeRateCard();
+      expect(charges[0]!.amount).toBe(priceTokens(card, 'claude-3-5-haiku-20241022', reported.input_tokens, reported.output_tokens).amount);
+      expect((await ledger.checkInvariants()).ok).toBe(true);
+    });
+  }
+
+  it('without streaming: charged the usage of the one answer', async () => {
+    const { id, model } = await anthropicRun(false);
+    await model.invoke([new HumanMessage('plain call')]);
+    expect(anthropic.calls).toHaveLength(1);
+    const { charges } = await llmCharges(id);
+    expect(charges.map((c) => c.tokens)).toEqual([[anthropic.calls[0]!.usage.input_tokens, anthropic.calls[0]!.usage.output_tokens]]);
+  });
+
+  it('the loopback API refuses a wrong key, as the real one does, and the refused call is not charged', async () => {
+    const id = await customer('1');
+    const run = () => openFlowRun({ ledgerDatabase: db(), customerId: id, conversationId: 'conv', runKey: randomUUID(), actor: 'test', runFee: null, checkSessions: false });
+    const model = meterModel(new ChatAnthropic({ model: 'claude-3-5-haiku-20241022', apiKey: 'sk-ant-wrong', anthropicApiUrl: anthropic.baseURL, maxRetries: 0, maxTokens: 50 }), { meter: run, nodeKey: 'llm_0', usesCustomerKey: false });
+    await expect(model.invoke([new HumanMessage('x')])).rejects.toThrow(/x-api-key/);
+    const { ledger } = await sharedLedger(db());
+    expect((await ledger.balance(id)).balance).toBe(parseUsd('1'));
   });
 });
 

@@ -104,6 +104,34 @@ function streamsNatively(m: object): boolean {
   return !!p && !Object.prototype.hasOwnProperty.call(p, '_generateUncached');
 }
 
+type Usage = { inputTokens: number; outputTokens: number };
+
+/**
+ * A stream's usage is the sum of its chunks' (LangChain's own rule when it
+ * concatenates them): Anthropic reports the input tokens in its first event and
+ * the output in its last (input 0 there), Google's client turns its running
+ * totals into per-chunk differences. Keeping only the last chunk's charged an
+ * Anthropic stream no prompt and a Gemini one only its last chunk.
+ */
+function addUsage(sum: Usage | undefined, chunk: Usage | undefined): Usage | undefined {
+  if (!chunk) return sum;
+  return sum ? { inputTokens: sum.inputTokens + chunk.inputTokens, outputTokens: sum.outputTokens + chunk.outputTokens } : chunk;
+}
+
+/**
+ * The options and run managers of the calls a metered `_generate` is paying
+ * for right now. A provider whose `_generate` streams through its own
+ * `_streamResponseChunks` (ChatAnthropic with `streaming: true`, as Flowise
+ * builds it) passes them on: that inner stream is the same provider call and
+ * is not paid again (it was held and charged twice).
+ */
+const generating = new WeakSet<object>();
+const objectOf = (v: unknown): object | null => (v !== null && typeof v === 'object' ? v : null);
+const insideGenerate = (v: unknown): boolean => {
+  const o = objectOf(v);
+  return o !== null && generating.has(o);
+};
+
 /** Meters `model` in place and returns it. */
 export function meterModel<T>(model: T, opts: MeterModelOptions): T {
   const m = model as unknown as ModelLike;
@@ -132,11 +160,15 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       const { meter, t } = await before(this, messages, options, runManager);
       if (!t.ok) return refusalResult(t.refusal, messages);
       let result;
+      const marks = [objectOf(options), objectOf(runManager)].filter((x): x is object => x !== null);
+      for (const x of marks) generating.add(x);
       try {
         result = await generate.call(this, messages, options, runManager);
       } catch (e) {
         await meter.failModelCall(t.ticket, {});
         throw e;
+      } finally {
+        for (const x of marks) generating.delete(x);
       }
       const g = result?.generations?.[0];
       await meter.afterModelCall(t.ticket, { usage: usageOf(g?.message, result?.llmOutput), text: g?.text ?? textOf(g?.message?.content) });
@@ -147,18 +179,22 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
   const stream = m._streamResponseChunks;
   if (typeof stream === 'function' && streamsNatively(m)) {
     m._streamResponseChunks = async function* (this: ModelLike, messages: unknown[], options: any, runManager: any) {
+      if (insideGenerate(options) || insideGenerate(runManager)) {
+        yield* stream.call(this, messages, options, runManager);
+        return;
+      }
       const { meter, t } = await before(this, messages, options, runManager);
       if (!t.ok) {
         yield refusalChunk(t.refusal, messages);
         return;
       }
       let text = '';
-      let usage: { inputTokens: number; outputTokens: number } | undefined;
+      let usage: Usage | undefined;
       let done = false;
       try {
         for await (const chunk of stream.call(this, messages, options, runManager)) {
           text += chunk?.text ?? '';
-          usage = usageOf(chunk?.message, undefined) ?? usage;
+          usage = addUsage(usage, usageOf(chunk?.message, undefined));
           yield chunk;
         }
         done = true;
