@@ -21,6 +21,7 @@ import { DEFAULT_REFUSAL_MESSAGES } from '../../src/plugin/guard';
 import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import { startLangfuseServer, type LangfuseServer } from '../support/langfuse-server';
 import { startOpenAIServer, type OpenAIServer, type RecordedCall } from '../support/openai-server';
+import { ANTHROPIC_KEY, startAnthropicServer, type AnthropicServer } from '../support/anthropic-server';
 import { registerAlertScenarios } from './alerts.scenarios';
 import { registerMeteredScenarios } from './metered.scenarios';
 import { flowiseDatabase } from './flowise-database';
@@ -108,6 +109,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   let flowiseDb: Awaited<ReturnType<typeof flowiseDatabase>> | undefined;
   let client: Api;
   let model: OpenAIServer;
+  let anthropic: AnthropicServer;
   let langfuse: LangfuseServer;
   let ledger: SqlLedger;
   let quota: QuotaService;
@@ -117,7 +119,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
   let chatflowId: string;
   let agentflowId: string;
   let toolAgentId: string;
-  const ids = { ledger: '', openai: '', langfuse: '' };
+  const ids = { ledger: '', openai: '', anthropic: '', langfuse: '' };
   const fee = () => priceChargeType(card, 'PrivateFlowRun', 1).amount;
   const callPrice = (c: RecordedCall) => {
     const u = c.response!.usage!;
@@ -168,6 +170,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
 
     // 2. loopback servers and the ledger the flows will use
     model = await startOpenAIServer();
+    anthropic = await startAnthropicServer();
     langfuse = await startLangfuseServer();
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-e2e-'));
     ledgerPath = path.join(home, 'billing.sqlite');
@@ -178,12 +181,14 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     // 3. Flowise with a temporary home; account, credentials and flows through its REST API
     // Flowise's own database on PostgreSQL: its SQLite answers concurrent predictions with SQLITE_BUSY (after the model was called).
     flowiseDb = await flowiseDatabase();
-    fw = await env.startFlowise({ home: path.join(home, 'flowise-home'), log: () => undefined, env: flowiseDb.env });
+    // Flowise's Anthropic node has no base URL input; its SDK reads ANTHROPIC_BASE_URL.
+    fw = await env.startFlowise({ home: path.join(home, 'flowise-home'), log: () => undefined, env: { ...flowiseDb.env, ANTHROPIC_BASE_URL: anthropic.baseURL } });
     step(`Flowise up in ${(fw.startupMs / 1000).toFixed(1)}s at ${fw.url}`);
     client = env.api(fw.url);
     await client.setup();
     ids.ledger = (await client.createCredential({ name: 'Billing ledger', credentialName: 'billingLedger', plainDataObj: { ledgerDatabase: ledgerPath, billingTokenSecret: SECRET } })).id;
     ids.openai = (await client.createCredential({ name: 'Loopback OpenAI', credentialName: 'openAIApi', plainDataObj: { openAIApiKey: 'sk-e2e' } })).id;
+    ids.anthropic = (await client.createCredential({ name: 'Loopback Anthropic', credentialName: 'anthropicApi', plainDataObj: { anthropicApiKey: ANTHROPIC_KEY } })).id;
     ids.langfuse = (
       await client.createCredential({
         name: 'Loopback Langfuse',
@@ -207,6 +212,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     await fw?.stop({ keepHome: false });
     await flowiseDb?.drop();
     await model?.close();
+    await anthropic?.close();
     await langfuse?.close();
     await ledger?.close();
     if (home) fs.rmSync(home, { recursive: true, force: true });
@@ -619,6 +625,7 @@ describe('Flowise 3.1.4 end to end', { timeout: 180_000 }, () => {
     step,
     client: () => client,
     model: () => model,
+    anthropic: () => anthropic,
     langfuse: () => langfuse,
     ledger: () => ledger,
     quota: () => quota,

@@ -35,6 +35,31 @@ export async function llmAgentflow(api, ids, basepath, extra = {}) {
   return { nodes: [start, llm], edges: [env.connect(start, llm)] };
 }
 
+// Start → LLM (Anthropic (metered)), streaming on as the node's default. The Anthropic SDK inside Flowise
+// reaches the loopback Messages API through ANTHROPIC_BASE_URL (the node has no base URL input).
+function anthropicConfig(ids, extra) {
+  return {
+    modelName: 'claude-3-5-haiku-20241022',
+    temperature: 0,
+    streaming: true,
+    maxTokensToSample: 64,
+    credential: ids.anthropic,
+    FLOWISE_CREDENTIAL_ID: ids.anthropic,
+    ...billingConfig(ids, extra),
+  };
+}
+
+export async function anthropicAgentflow(api, ids, extra = {}) {
+  const start = env.flowNode(await api.getNode('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 0 } });
+  const config = anthropicConfig(ids, extra);
+  const llm = env.flowNode(await api.getNode('llmAgentflow'), {
+    id: 'llmAgentflow_0',
+    position: { x: 300, y: 0 },
+    inputs: { llmModel: 'chatAnthropicMetered', llmModelConfig: { llmModel: 'chatAnthropicMetered', ...config }, llmEnableMemory: false, llmMessages: [], llmStructuredOutput: [], llmUpdateState: [] },
+  });
+  return { nodes: [start, llm], edges: [env.connect(start, llm)] };
+}
+
 // Start → Agent (OpenAI (metered)) with the Calculator (metered) tool.
 export async function toolAgentflow(api, ids, basepath, toolPrice = 'ObjectTransformer') {
   const start = env.flowNode(await api.getNode('startAgentflow'), { id: 'startAgentflow_0', position: { x: 0, y: 0 } });
@@ -67,6 +92,15 @@ export async function meteredChatflow(api, ids, basepath) {
   const cfg = modelConfig(ids, basepath, {});
   const { credential, FLOWISE_CREDENTIAL_ID: _c, ...inputs } = cfg; // the chatflow node keeps its credential apart
   const model = env.flowNode(await api.getNode('chatOpenAIMetered'), { id: 'chatOpenAIMetered_0', position: { x: 0, y: 0 }, inputs, credential });
+  const memory = env.flowNode(await api.getNode('bufferMemory'), { id: 'bufferMemory_0', position: { x: 0, y: 600 } });
+  const chain = env.flowNode(await api.getNode('conversationChain'), { id: 'conversationChain_0', position: { x: 400, y: 0 } });
+  return { nodes: [model, memory, chain], edges: [env.connect(model, chain, 'model'), env.connect(memory, chain, 'memory')] };
+}
+
+// Chatflow: Anthropic (metered), streaming on → Conversation Chain with a buffer memory.
+export async function anthropicChatflow(api, ids) {
+  const { credential, FLOWISE_CREDENTIAL_ID: _c, ...inputs } = anthropicConfig(ids, {});
+  const model = env.flowNode(await api.getNode('chatAnthropicMetered'), { id: 'chatAnthropicMetered_0', position: { x: 0, y: 0 }, inputs, credential });
   const memory = env.flowNode(await api.getNode('bufferMemory'), { id: 'bufferMemory_0', position: { x: 0, y: 600 } });
   const chain = env.flowNode(await api.getNode('conversationChain'), { id: 'conversationChain_0', position: { x: 400, y: 0 } });
   return { nodes: [model, memory, chain], edges: [env.connect(model, chain, 'model'), env.connect(memory, chain, 'memory')] };

@@ -17,16 +17,18 @@ import { DEFAULT_REFUSAL_MESSAGES, REFUSAL_MARKER_KEY } from '../../src/plugin';
 import { BILLING_METADATA_KEYS } from '../../src/langfuse/metadata';
 import type { LangfuseServer } from '../support/langfuse-server';
 import type { OpenAIServer, RecordedCall } from '../support/openai-server';
+import type { AnthropicServer } from '../support/anthropic-server';
 // @ts-expect-error plain ESM helper without types
-import { conditionAgentflow, llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
+import { anthropicAgentflow, anthropicChatflow, conditionAgentflow, llmAgentflow, meteredChatflow, toolAgentflow } from './metered-flows.mjs';
 
-type FlowIds = { readonly ledger: string; readonly openai: string };
+type FlowIds = { readonly ledger: string; readonly openai: string; readonly anthropic: string };
 
 export interface ScenarioContext {
   readonly e2e: (name: string, fn: () => Promise<void>, timeout?: number, opts?: { retry?: number }) => void;
   readonly step: (msg: string) => void;
   readonly client: () => any;
   readonly model: () => OpenAIServer;
+  readonly anthropic: () => AnthropicServer;
   readonly langfuse: () => LangfuseServer;
   readonly ledger: () => SqlLedger;
   readonly quota: () => QuotaService;
@@ -84,6 +86,38 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
     const fees = (await c.ledger().statement('m-llm')).filter((e) => e.chargeType === 'PrivateFlowRun' && e.type === 'settle');
     expect(fees.map((e) => -e.amount)).toEqual([fee(), fee()]);
     c.step(`metered LLM agentflow: 2 predictions = 2 × fee + tokens = $${formatUsd(expected)}`);
+  });
+
+  c.e2e('Anthropic (metered), streaming on, in an agentflow LLM node and a chatflow: each provider call is charged once, its prompt included, with and without SSE', async () => {
+    const agentflow = await flow('Metered Anthropic agentflow', 'AGENTFLOW', () => anthropicAgentflow(c.client(), c.ids()));
+    const chatflow = await flow('Metered Anthropic chatflow', 'CHATFLOW', () => anthropicChatflow(c.client(), c.ids()));
+    await c.customer('m-claude', '1');
+    const before = await balance('m-claude');
+    const n = c.anthropic().calls.length;
+    let expected = 0n;
+    const runs = [[agentflow, false], [agentflow, true], [chatflow, false], [chatflow, true]] as const;
+    for (const [k, [id, sse]] of runs.entries()) {
+      const q = `claude question ${k}`;
+      const r = (await c.client().predict(
+        id,
+        { question: q, chatId: `m-claude-${k}`, streaming: sse, overrideConfig: { vars: { billingToken: signBillingToken(c.secret, 'm-claude') } } },
+        { allowError: true },
+      )) as { status: number; data: any };
+      expect(r.status, String(JSON.stringify(r.data)).slice(0, 400)).toBe(200);
+      // SSE answers in events (the text arrives token by token); the JSON answer carries it whole.
+      if (sse) expect(String(r.data)).toContain('claude');
+      else expect(r.data.text).toBe(`echo: ${q}`);
+      const calls = c.anthropic().calls.slice(n + k);
+      expect(calls).toHaveLength(1);
+      // As LangChain reports a streamed Anthropic message: message_start's input tokens, and the output of
+      // message_delta plus message_start's 1.
+      const u = calls[0]!.usage;
+      expected += fee() + priceTokens(c.card(), calls[0]!.model, u.input_tokens, u.output_tokens + 1).amount;
+    }
+    expect(formatUsd(before - (await balance('m-claude')))).toBe(formatUsd(expected));
+    const llm = (await c.ledger().statement('m-claude')).filter((e) => e.type === 'settle' && e.chargeType !== 'PrivateFlowRun');
+    expect(llm).toHaveLength(runs.length);
+    c.step(`metered Anthropic (streaming on): ${runs.length} predictions (agentflow and chatflow, SSE and not), ${runs.length} provider calls, ${runs.length} token charges = $${formatUsd(expected)} with fees`);
   });
 
   c.e2e('the pricier first call: a customer who cannot cover fee + call gets the refusal (HTTP 200, marker), pays nothing, and the provider is never called', async () => {
