@@ -12,6 +12,7 @@ import { DEFAULT_REFUSAL_MESSAGES, REFUSAL_MARKER_KEY } from '../src/plugin/refu
 import { formatUsd, parseUsd } from '../src/money';
 import { priceChargeType, priceTokens } from '../src/pricing/price';
 import { meterModel } from '../nodes/shared/metered-model';
+import { FakeUsageChatModel } from '../src/metering/fake-model';
 import { meterTool } from '../nodes/shared/metered-tool';
 import { variantPath, variantSource, variantSources } from '../src/installer/variants';
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
@@ -164,6 +165,34 @@ describe('metered ChatAnthropic: usage split over the stream’s events', () => 
     await expect(model.invoke([new HumanMessage('x')])).rejects.toThrow(/x-api-key/);
     const { ledger } = await sharedLedger(db());
     expect((await ledger.balance(id)).balance).toBe(parseUsd('1'));
+  });
+});
+
+describe('metered chat model: the hold covers the output limit set in the provider’s own field', () => {
+  // Google's models take `maxOutputTokens`, Ollama's `numPredict`; each maps it to LangChain's standard
+  // `ls_max_tokens`. A real LangChain chat model (the package's deterministic one) with such a field.
+  class OwnLimitModel extends FakeUsageChatModel {
+    maxOutputTokens = 20_000;
+    override getLsParams(options: this['ParsedCallOptions']) {
+      return { ...super.getLsParams(options), ls_max_tokens: this.maxOutputTokens };
+    }
+  }
+
+  it('a call that may produce 20,000 tokens is held for them: refused where only 4,096 are covered, and the model is never called', async () => {
+    const { ledger } = await sharedLedger(db());
+    const card = await ledger.activeRateCard();
+    // Enough for the call at the 4,096-token default, not at its own limit.
+    const atDefault = priceTokens(card, 'gpt-4o-mini', 50, 4096).amount;
+    const atLimit = priceTokens(card, 'gpt-4o-mini', 50, 20_000).amount;
+    expect(atLimit).toBeGreaterThan(atDefault * 2n);
+    const id = await customer(formatUsd(atDefault * 2n));
+    const raw = new OwnLimitModel({ model: 'gpt-4o-mini' });
+    const run = () => openFlowRun({ ledgerDatabase: db(), customerId: id, conversationId: 'conv', runKey: randomUUID(), actor: 'test', runFee: null, checkSessions: false });
+    const model = meterModel(raw, { meter: run, nodeKey: 'llm_0', usesCustomerKey: false });
+    const r = await model.invoke([new HumanMessage('a long answer please')]);
+    expect(r.content).toBe(DEFAULT_REFUSAL_MESSAGES.insufficientFunds);
+    expect(raw.calls).toBe(0);
+    expect((await ledger.balance(id)).balance).toBe(atDefault * 2n);
   });
 });
 

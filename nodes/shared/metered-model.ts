@@ -45,6 +45,7 @@ interface ModelLike {
   _generate?: AnyFn;
   _streamResponseChunks?: AnyFn;
   withConfig?: AnyFn;
+  getLsParams?: AnyFn;
   model?: unknown;
   modelName?: unknown;
   maxTokens?: unknown;
@@ -57,8 +58,21 @@ function modelName(m: ModelLike): string | undefined {
   return undefined;
 }
 
+/**
+ * The call's output limit. After the call's own options, LangChain's
+ * `getLsParams(options).ls_max_tokens`: every provider maps its own field there (Google's `maxOutputTokens`,
+ * Ollama's `numPredict`…), which the list after it does not know; a limit
+ * missed is held at the 4096-token default, less than such a call may produce.
+ */
 function maxOutputTokens(m: ModelLike, options: Record<string, unknown> | undefined): number | undefined {
-  for (const v of [options?.max_tokens, options?.maxTokens, options?.max_completion_tokens, m.maxTokens, m.maxCompletionTokens]) {
+  let ls: unknown;
+  try {
+    ls = typeof m.getLsParams === 'function' ? (m.getLsParams(options ?? {}) as { ls_max_tokens?: unknown } | undefined)?.ls_max_tokens : undefined;
+  } catch {
+    // a provider's own parameter mapping failing here is not the call's failure: the fields below decide
+  }
+  // A limit passed with the call comes first (a provider's ls_max_tokens may reflect only its instance).
+  for (const v of [options?.max_tokens, options?.maxTokens, options?.max_completion_tokens, ls, m.maxTokens, m.maxCompletionTokens]) {
     if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) return v;
   }
   return undefined;
