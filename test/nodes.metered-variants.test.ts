@@ -150,6 +150,20 @@ describe('metered ChatAnthropic: usage split over the stream’s events', () => 
     });
   }
 
+  it('streaming inside invoke, cut midway: the prompt and what was streamed are charged, once', async () => {
+    const { id, model } = await anthropicRun(true);
+    anthropic.cutNextStreamAfter(3);
+    await expect(model.invoke([new HumanMessage('one two three four five six')])).rejects.toThrow();
+    expect(anthropic.calls).toHaveLength(1);
+    const { ledger } = await sharedLedger(db());
+    const settles = (await ledger.statement(id)).filter((e) => e.type === 'settle');
+    expect(settles).toHaveLength(1);
+    const charge = await ledger.getCharge(settles[0]!.chargeId!);
+    expect(charge.metadata).toMatchObject({ usageSource: 'stream cut short' });
+    expect(charge.metadata.outputTokens).toBeGreaterThanOrEqual(3);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
   it('without streaming: charged the usage of the one answer', async () => {
     const { id, model } = await anthropicRun(false);
     await model.invoke([new HumanMessage('plain call')]);

@@ -134,16 +134,21 @@ function addUsage(sum: Usage | undefined, chunk: Usage | undefined): Usage | und
 
 /**
  * The options and run managers of the calls a metered `_generate` is paying
- * for right now. A provider whose `_generate` streams through its own
- * `_streamResponseChunks` (ChatAnthropic with `streaming: true`, as Flowise
- * builds it) passes them on: that inner stream is the same provider call and
- * is not paid again (it was held and charged twice).
+ * for right now, with the text their provider streamed so far. A provider
+ * whose `_generate` streams through its own `_streamResponseChunks`
+ * (ChatAnthropic with `streaming: true`, as Flowise builds it) passes them on:
+ * that inner stream is the same provider call and is not paid again (it was
+ * held and charged twice); what it streamed is charged if the call fails midway.
  */
-const generating = new WeakSet<object>();
+const generating = new WeakMap<object, { text: string }>();
 const objectOf = (v: unknown): object | null => (v !== null && typeof v === 'object' ? v : null);
-const insideGenerate = (v: unknown): boolean => {
-  const o = objectOf(v);
-  return o !== null && generating.has(o);
+const generateOf = (options: unknown, runManager: unknown): { text: string } | undefined => {
+  for (const v of [options, runManager]) {
+    const o = objectOf(v);
+    const g = o && generating.get(o);
+    if (g) return g;
+  }
+  return undefined;
 };
 
 /** Meters `model` in place and returns it. */
@@ -174,12 +179,13 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       const { meter, t } = await before(this, messages, options, runManager);
       if (!t.ok) return refusalResult(t.refusal, messages);
       let result;
+      const streamed = { text: '' };
       const marks = [objectOf(options), objectOf(runManager)].filter((x): x is object => x !== null);
-      for (const x of marks) generating.add(x);
+      for (const x of marks) generating.set(x, streamed);
       try {
         result = await generate.call(this, messages, options, runManager);
       } catch (e) {
-        await meter.failModelCall(t.ticket, {});
+        await meter.failModelCall(t.ticket, { streamedText: streamed.text });
         throw e;
       } finally {
         for (const x of marks) generating.delete(x);
@@ -193,8 +199,12 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
   const stream = m._streamResponseChunks;
   if (typeof stream === 'function' && streamsNatively(m)) {
     m._streamResponseChunks = async function* (this: ModelLike, messages: unknown[], options: any, runManager: any) {
-      if (insideGenerate(options) || insideGenerate(runManager)) {
-        yield* stream.call(this, messages, options, runManager);
+      const outer = generateOf(options, runManager);
+      if (outer) {
+        for await (const chunk of stream.call(this, messages, options, runManager)) {
+          outer.text += chunk?.text ?? '';
+          yield chunk;
+        }
         return;
       }
       const { meter, t } = await before(this, messages, options, runManager);

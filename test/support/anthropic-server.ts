@@ -31,6 +31,8 @@ export interface AnthropicCall {
 export interface AnthropicServer {
   readonly baseURL: string;
   readonly calls: AnthropicCall[];
+  /** The next streamed answer is cut (the connection destroyed) after this many text deltas. */
+  cutNextStreamAfter(deltas: number): void;
   reset(): void;
   close(): Promise<void>;
 }
@@ -64,6 +66,7 @@ function refusal(req: http.IncomingMessage, body: Body | null): { status: number
 export async function startAnthropicServer(): Promise<AnthropicServer> {
   const calls: AnthropicCall[] = [];
   let n = 0;
+  let cutAfter: number | null = null;
   const server = http.createServer((req, res) => {
     let raw = '';
     req.on('data', (d) => (raw += d));
@@ -102,7 +105,16 @@ export async function startAnthropicServer(): Promise<AnthropicServer> {
       send('message_start', { type: 'message_start', message: { ...message, content: [], stop_reason: null, usage: { input_tokens: input, output_tokens: 1 } } });
       send('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
       send('ping', { type: 'ping' });
-      replyWords.forEach((w, i) => send('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } }));
+      const cut = cutAfter;
+      cutAfter = null;
+      for (const [i, w] of replyWords.entries()) {
+        if (cut !== null && i === cut) {
+          // After the client has read what was sent: a connection lost midway, not a refused request.
+          setTimeout(() => res.socket?.destroy(), 50);
+          return;
+        }
+        send('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
+      }
       send('content_block_stop', { type: 'content_block_stop', index: 0 });
       send('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: replyWords.length } });
       send('message_stop', { type: 'message_stop' });
@@ -113,7 +125,11 @@ export async function startAnthropicServer(): Promise<AnthropicServer> {
   return {
     baseURL: lb.origin,
     calls,
-    reset: () => void (calls.length = 0),
+    cutNextStreamAfter: (deltas: number) => void (cutAfter = deltas),
+    reset: () => {
+      calls.length = 0;
+      cutAfter = null;
+    },
     close: () => lb.close(),
   };
 }
