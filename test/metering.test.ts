@@ -22,16 +22,21 @@ import type { Charge } from '../src/ledger/types';
 import { BACKENDS } from './support/backends';
 
 import { installOfflineTiktoken, sequenceScript, startOpenAIServer, type OpenAIServer } from './support/openai-server';
+import { ANTHROPIC_KEY, startAnthropicServer, type AnthropicServer } from './support/anthropic-server';
+import { ChatAnthropic } from '@langchain/anthropic';
 
 let openai: OpenAIServer;
+let anthropic: AnthropicServer;
 let uninstallTiktoken: () => void;
 beforeAll(async () => {
   uninstallTiktoken = installOfflineTiktoken();
   openai = await startOpenAIServer();
+  anthropic = await startAnthropicServer();
 });
 afterAll(async () => {
   uninstallTiktoken?.();
   await openai?.close();
+  await anthropic?.close();
 });
 beforeEach(() => {
   openai.reset();
@@ -184,6 +189,28 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
       expect(hold.amount).toBe(priceTokens(card, 'gpt-4o-mini', estimatePromptTokens([{ content: 'Be brief.' }, { content: 'name three colours please' }]), 64).amount);
     }
     expect((await ledger.balance(customerId)).held).toBe(0n);
+  });
+
+  it('ChatAnthropic on the loopback Messages API (usage split over its stream events): each call settles once with the usage LangChain reports, prompt included', async () => {
+    const card = await ledger.activeRateCard();
+    const model = 'claude-3-5-haiku-20241022';
+    for (const how of ['invoke', 'invoke, streaming on', '.stream()'] as const) {
+      anthropic.reset();
+      const h = handler({ runFee: false, computeTime: false });
+      const m = new ChatAnthropic({ model, apiKey: ANTHROPIC_KEY, anthropicApiUrl: anthropic.baseURL, maxRetries: 0, maxTokens: 64, streaming: how === 'invoke, streaming on' });
+      let message;
+      if (how === '.stream()') {
+        for await (const chunk of await m.stream([new HumanMessage('name three colours please')], { callbacks: [h] })) message = message ? message.concat(chunk) : chunk;
+      } else {
+        message = await m.invoke([new HumanMessage('name three colours please')], { callbacks: [h] });
+      }
+      expect(anthropic.calls, how).toHaveLength(1);
+      const reported = message!.usage_metadata!;
+      expect(reported.input_tokens, how).toBe(anthropic.calls[0]!.usage.input_tokens);
+      expect(h.charges, how).toHaveLength(1);
+      expect(h.charges[0]!.charge.amount, how).toBe(priceTokens(card, model, reported.input_tokens, reported.output_tokens).amount);
+    }
+    expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
   it('.stream() through an LCEL chain is metered like invoke', async () => {
