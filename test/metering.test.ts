@@ -289,9 +289,9 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
       const tokens = h.charges.filter((c) => c.kind === 'llm');
       expect(tokens, root).toHaveLength(1);
       expect(tokens[0]!.charge.metadata).toMatchObject({ note: 'stream cut short', usageSource: 'estimate' });
-      // The chunk in the consumer's hand when it aborted never reaches handleLLMNewToken (LangChain calls it after the yield).
+      // The chunk in the consumer's hand when it aborted never reaches handleLLMNewToken (LangChain calls it after the yield): counted all the same.
       const out = tokens[0]!.charge.metadata.outputTokens as number;
-      expect(out).toBeGreaterThanOrEqual(texts - 1);
+      expect(out).toBeGreaterThanOrEqual(texts);
       expect(tokens[0]!.charge.amount).toBe(priceTokens(card, 'gpt-4o-mini', tokens[0]!.charge.metadata.inputTokens as number, out).amount);
       // The run was answered in part: it pays its fee and compute time, like any run that ended in an error.
       expect(h.charges.map((c) => c.kind).sort(), root).toEqual(['compute', 'fee', 'llm']);

@@ -349,12 +349,17 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
    * dropped, and so is the stream of every chain around it): the call stayed held until the hold expired,
    * its output was never charged and the run never ended. The call's own abort signal ends it instead:
    * the call is settled by the stream-cut rule (or released), then the run ends once nothing priced is in
-   * flight. When LangChain does report the error (a non-streaming call), whichever comes first does it.
+   * flight. When LangChain does report the error (a non-streaming call, or a stream waiting on the
+   * network, whose aborted request rejects), whichever comes first does it.
+   *
+   * The listener runs inside `abort()`, i.e. in the consumer's loop body, before the work already queued:
+   * the end waits one turn (setImmediate), so that a token report under way lands first and LangChain's own
+   * error, when the provider was waiting on the network, ends the call instead.
    */
   private watchAbort(step: StepState, signal: AbortSignal | undefined): void {
     if (!signal || signal.aborted) return;
     const onAbort = () => {
-      this.aborted(step.runId).catch((e: unknown) => this.fail(e, { operation: 'end aborted call', runId: step.runId }));
+      setImmediate(() => this.aborted(step.runId).catch((e: unknown) => this.fail(e, { operation: 'end aborted call', runId: step.runId })));
     };
     signal.addEventListener('abort', onAbort, { once: true });
     step.stopWatching = () => signal.removeEventListener('abort', onAbort);
@@ -362,9 +367,12 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
 
   private async aborted(runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
-    if (!step) return;
+    // LangChain's own end or error got there first: it ends the call (and its error ends the chains around it).
+    if (!step || step.ending) return;
     const root = this.state.roots.get(step.rootId);
-    await this.handleLLMError(new Error('aborted'), runId);
+    // Still here a turn after the abort, with LangChain silent: its stream stopped at a yield (an aborted
+    // stream's generator is never resumed), so the chunk it yielded last was never reported.
+    await this.cut(step, PARKED_CHUNK);
     if (!root || !this.state.roots.has(root.id)) return;
     const priced = [...root.steps].some((id) => {
       const s = this.state.steps.get(id);
@@ -385,7 +393,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
 
   override async handleLLMEnd(output: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
-    if (!step) return;
+    if (!step || step.ending) return;
+    step.ending = true;
     await this.settleTokens(step, usageOf(output, step.promptEstimate));
     await this.leave(runId, false);
   }
@@ -399,13 +408,26 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   override async handleLLMError(_err: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
     if (!step) return;
-    if (step.streamedChunks > 0) {
-      const produced = Math.max(step.streamedChunks, estimateTextTokens(step.streamedText));
+    await this.cut(step, 0);
+  }
+
+  /**
+   * Ends a call cut short by the stream-cut rule. `unreported` counts chunks the provider yielded that no
+   * handleLLMNewToken reported: LangChain's providers report a chunk only after yielding it (ChatOpenAI,
+   * the fake model: `yield chunk; await runManager.handleLLMNewToken(...)`), so a stream stopped at a yield
+   * (aborted, or dropped) never reports the chunk in its consumer's hand. Each counts one more token.
+   */
+  private async cut(step: StepState, unreported: number): Promise<void> {
+    if (step.ending) return;
+    step.ending = true;
+    const chunks = step.streamedChunks + unreported;
+    if (chunks > 0) {
+      const produced = Math.max(chunks, estimateTextTokens(step.streamedText));
       await this.settleTokens(step, { inputTokens: step.promptEstimate, outputTokens: produced, source: 'estimate' }, 'stream cut short');
     } else {
       await this.releaseHold(step, 'llm error');
     }
-    await this.leave(runId, true);
+    await this.leave(step.runId, true);
   }
 
   private async settleTokens(step: StepState, usage: TokenUsage, note?: string): Promise<void> {
@@ -474,5 +496,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     await this.leave(runId, true);
   }
 }
+
+/** A stream LangChain left at a yield holds one chunk no callback reported (see BillingCallbackHandler.cut). */
+const PARKED_CHUNK = 1;
 
 export { BILLING_METADATA_KEYS };

@@ -54,6 +54,11 @@ export interface StepState {
   streamedChunks: number;
   streamedText: string;
   toolName?: string;
+  /**
+   * An end of this LLM call is under way (LangChain's end or error, the abort signal, an idle sweep): the
+   * others leave it alone. Two enders at once had the second end the run while the first's settle was in flight.
+   */
+  ending?: boolean;
   /** Removes the listener on the call's abort signal (see BillingCallbackHandler.watchAbort). */
   stopWatching?: () => void;
   chargeType?: ChargeType;
