@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ChatOpenAI } from '@langchain/openai';
 import { HumanMessage } from '@langchain/core/messages';
+import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { StringOutputParser } from '@langchain/core/output_parsers';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import type { BillingHandlerOptions } from '../src/metering/options';
 import { billingRunConfig } from '../src/metering/run-config';
@@ -9,6 +11,7 @@ import { estimatePromptTokens } from '../src/metering/estimate';
 import { parseUsd } from '../src/money';
 import { priceTokens } from '../src/pricing/price';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
+import type { Charge } from '../src/ledger/types';
 import { BACKENDS } from './support/backends';
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 
@@ -38,6 +41,13 @@ const PROMPT = 'a b c d e f g h i j k l m n o p';
 
 function chatOpenAI(): ChatOpenAI {
   return new ChatOpenAI({ model: 'gpt-4o-mini', apiKey: 'sk-test', configuration: { baseURL: openai.baseURL }, maxRetries: 0, maxTokens: 64, streaming: true });
+}
+
+/** Every charge the ledger holds for the customer. */
+async function ledgerCharges(ledger: SqlLedger, customerId: string): Promise<Charge[]> {
+  const entries = await ledger.statement(customerId);
+  const ids = entries.filter((e) => e.chargeId && (e.type === 'settle' || e.type === 'charge')).map((e) => e.chargeId!);
+  return Promise.all(ids.map((id) => ledger.getCharge(id)));
 }
 
 const textOf = (piece: unknown) => (typeof piece === 'string' ? piece : String((piece as { content?: unknown }).content ?? ''));
@@ -99,6 +109,90 @@ describe.each(BACKENDS)('streams LangChain does not end, on $name', (backend) =>
     await vi.waitFor(() => expect(h.runs).toHaveLength(1));
     const llm = h.charges.filter((c) => c.kind === 'llm');
     expect(llm.map((c) => c.charge.metadata.outputTokens)).toEqual([received]);
+    expect((await ledger.balance(customerId)).held).toBe(0n);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  // The reservation lives 1 s here (15 min by default); the sweep looks every 125 ms.
+  const TTL = 1000;
+
+  it('a stream dropped with break (LangChain reports nothing) is charged what it streamed before its reservation lapses; its run ends; a late end charges nothing more', async () => {
+    const { ledger, customerId, handler } = await fresh({ holdTtlMs: TTL });
+    const card = await ledger.activeRateCard();
+    openai.setOptions({ chunkDelayMs: 5 });
+    const runnables = {
+      model: () => ({ run: chatOpenAI(), input: PROMPT as unknown }),
+      chain: () => ({ run: ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(chatOpenAI()).pipe(new StringOutputParser()), input: { q: PROMPT } as unknown }),
+    };
+    for (const [root, make] of Object.entries(runnables)) {
+      openai.reset();
+      const h = handler();
+      const { run, input } = make();
+      let received = 0;
+      for await (const piece of await (run as { stream(i: unknown, c: object): Promise<AsyncIterable<unknown>> }).stream(input, billingRunConfig(h))) {
+        if (textOf(piece) && ++received === 3) break;
+      }
+      expect(h.inFlight.roots, root).toBe(1);
+      // Charged once a whole lifetime passed without a token: before the reservation could lapse.
+      await vi.waitFor(() => expect(h.runs, root).toHaveLength(1), { timeout: 5 * TTL, interval: 50 });
+      expect(h.failures.map((f) => (f.error as Error).message), root).toEqual([]);
+      expect(h.inFlight, root).toEqual({ roots: 0, steps: 0 });
+      const llm = h.charges.filter((c) => c.kind === 'llm');
+      expect(llm, root).toHaveLength(1);
+      const inT = estimatePromptTokens([new HumanMessage(PROMPT)]);
+      // "echo: ", "a ", "b ": the consumer's third chunk was never reported (it broke out holding it).
+      expect(llm[0]!.charge.metadata, root).toMatchObject({ outputTokens: received, inputTokens: inT, usageSource: 'estimate', note: 'stream dropped' });
+      expect(llm[0]!.charge.amount, root).toBe(priceTokens(card, 'gpt-4o-mini', inT, received).amount);
+      // The run was answered in part: it pays its fee, like an aborted one.
+      expect(h.charges.map((c) => c.kind).sort(), root).toEqual(['fee', 'llm']);
+      expect(openai.callCount(), root).toBe(1);
+      expect((await ledger.balance(customerId)).held, root).toBe(0n);
+
+      // A late end of that call (LangChain never sends one for a dropped stream; a provider might): nothing more, no throw.
+      const before = (await ledgerCharges(ledger, customerId)).length;
+      const usage = { input_tokens: 100, output_tokens: 100, total_tokens: 200 };
+      await h.handleLLMEnd({ generations: [[{ text: 'late', message: { content: 'late', usage_metadata: usage } }]] }, llm[0]!.runId);
+      await h.handleLLMError(new Error('late'), llm[0]!.runId);
+      await h.handleLLMNewToken('late', undefined, llm[0]!.runId);
+      expect((await ledgerCharges(ledger, customerId)).length, root).toBe(before);
+      expect(h.charges.filter((c) => c.kind === 'llm'), root).toHaveLength(1);
+    }
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('a stream longer than its reservation’s lifetime is paid in full (its tokens keep the reservation alive)', async () => {
+    const { ledger, customerId, handler } = await fresh({ holdTtlMs: TTL });
+    const card = await ledger.activeRateCard();
+    // 17 chunks 150 ms apart: about 2.6 lifetimes.
+    openai.setOptions({ chunkDelayMs: 150 });
+    const h = handler({ runFee: false });
+    let text = '';
+    for await (const piece of await chatOpenAI().stream(PROMPT, billingRunConfig(h))) text += textOf(piece);
+    expect(text).toBe(`echo: ${PROMPT}`);
+    expect(h.failures.map((f) => (f.error as Error).message)).toEqual([]);
+    const server = openai.calls[0]!.response!.usage!;
+    const llm = h.charges.filter((c) => c.kind === 'llm');
+    expect(llm).toHaveLength(1);
+    expect(llm[0]!.charge.amount).toBe(priceTokens(card, 'gpt-4o-mini', server.prompt_tokens, server.completion_tokens).amount);
+    const all = await ledgerCharges(ledger, customerId);
+    expect(all.map((c) => c.amount)).toEqual([llm[0]!.charge.amount]);
+    expect((await ledger.balance(customerId)).held).toBe(0n);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('one model call (not streamed) longer than its reservation’s lifetime is paid (kept alive while younger than a lifetime)', async () => {
+    const { ledger, customerId, handler } = await fresh({ holdTtlMs: TTL });
+    const card = await ledger.activeRateCard();
+    // The reservation taken for it would lapse at 1 s; the answer comes at 1.25 s.
+    openai.setOptions({ delayMs: 1.25 * TTL });
+    const h = handler({ runFee: false });
+    const model = new ChatOpenAI({ model: 'gpt-4o-mini', apiKey: 'sk-test', configuration: { baseURL: openai.baseURL }, maxRetries: 0, maxTokens: 64 });
+    const out = await model.invoke('slow answer', billingRunConfig(h));
+    expect(out.content).toBe('echo: slow answer');
+    expect(h.failures.map((f) => (f.error as Error).message)).toEqual([]);
+    const server = openai.calls[0]!.response!.usage!;
+    const all = await ledgerCharges(ledger, customerId);
+    expect(all.map((c) => c.amount)).toEqual([priceTokens(card, 'gpt-4o-mini', server.prompt_tokens, server.completion_tokens).amount]);
     expect((await ledger.balance(customerId)).held).toBe(0n);
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });

@@ -20,6 +20,7 @@ import {
   type TokenUsage,
 } from './estimate';
 import { meteringKey, type KeyStep } from './keys';
+import { type SweepTarget, sweepInterval, watchCalls } from './call-sweep';
 import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
 import { ByokRequiredError, ValidationError } from '../errors';
 import { NONE, RunRecorder } from './run-report';
@@ -51,6 +52,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private readonly reporter?: LangfuseCostReporter;
   private readonly recorder: RunRecorder;
   private lastCardVersion?: string;
+  /** What the process's call sweep calls (one per shared state: copies of this handler share it). */
+  private readonly sweeper: SweepTarget;
 
   constructor(input: BillingHandlerOptions | BillingCallbackHandler) {
     // LangChain's copy() calls `new this.constructor(this)`: share options and state.
@@ -64,6 +67,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     this.reporter = from ? from.reporter : this.options.langfuse ? langfuseReporterFor(this.options.langfuse) : undefined;
     this.lastCardVersion = this.options.rateCard?.version;
     this.recorder = new RunRecorder(this.options, this.state, this.reporter);
+    this.sweeper = from ? from.sweeper : { sweep: (now) => this.sweepCalls(now) };
   }
 
   /** Charges settled by this handler, newest last (at most 1,000 kept). */
@@ -137,7 +141,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     // Synchronously, before any await: handlers listed after this one read the same object.
     if (root && metadata) Object.assign(metadata, root.dynamic);
     if (!root) root = await this.startRoot(kind, runId, metadata, parentRunId !== undefined);
-    const step: StepState = { runId, rootId: root.id, parentRunId, kind, startTime: new Date(), promptEstimate: 0, streamedChunks: 0, streamedText: '' };
+    const step: StepState = { runId, rootId: root.id, parentRunId, kind, startTime: new Date(), promptEstimate: 0, streamedChunks: 0, streamedText: '', tokenEvents: 0, sweptTokens: 0 };
     this.state.steps.set(runId, step);
     root.steps.add(runId);
     return { step, root, replay: false };
@@ -342,6 +346,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       metadata: this.recorder.chargeMetadata(root, runId, { kind: 'llm', model: step.model ?? null, estimate: { inputTokens: step.promptEstimate, outputTokens: maxOut } }),
     }, metadata);
     this.watchAbort(step, signalOf(extraParams));
+    watchCalls(this.sweeper, sweepInterval(root.run!.lifetimeMs));
   }
 
   /**
@@ -372,8 +377,13 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const root = this.state.roots.get(step.rootId);
     // Still here a turn after the abort, with LangChain silent: its stream stopped at a yield (an aborted
     // stream's generator is never resumed), so the chunk it yielded last was never reported.
-    await this.cut(step, PARKED_CHUNK);
-    if (!root || !this.state.roots.has(root.id)) return;
+    await this.cut(step, PARKED_CHUNK, 'stream cut short');
+    if (root) await this.endUnlessPriced(root);
+  }
+
+  /** Ends a run LangChain will not end (its stream was dropped) once nothing priced is in flight in it. */
+  private async endUnlessPriced(root: RootState): Promise<void> {
+    if (!this.state.roots.has(root.id)) return;
     const priced = [...root.steps].some((id) => {
       const s = this.state.steps.get(id);
       return s !== undefined && s.kind !== 'chain';
@@ -381,9 +391,54 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     if (!priced) await this.finishRoot(root, true);
   }
 
+  /**
+   * The process's call sweep (call-sweep.ts), every eighth of a reservation's lifetime while calls are in
+   * flight. A call writes nothing between its hold and its settle, so:
+   *  - a call that shows life (a streamed token since the last look, or no token yet and younger than
+   *    the lifetime) keeps its run's reservation alive past half its lifetime: one model call longer than
+   *    half the lifetime had its settle refused as HOLD_EXPIRED (answered, unpaid);
+   *  - a stream that reported tokens and then nothing for a whole lifetime was dropped by its consumer
+   *    (`break` out of `for await`: LangChain's generator is returned at a yield and reports nothing, no
+   *    end, no error): it is settled by the stream-cut rule with the chunk in the consumer's hand, while
+   *    its reservation still lives (it was kept alive until then), and its run ends if nothing priced
+   *    remains. Its output was never charged before (the hold just expired). A late end of it finds
+   *    nothing to do.
+   * A call without any token for a whole lifetime is left to LangChain's end, which always comes for it
+   * (a call that is no stream resolves or throws); its reservation then lapses as before.
+   */
+  private sweepCalls(now: number): number | undefined {
+    let want: number | undefined;
+    for (const step of this.state.steps.values()) {
+      if (step.kind !== 'llm' || !step.hold || step.ending) continue;
+      const run = this.state.roots.get(step.rootId)?.run;
+      if (!run || run.ended || !Number.isFinite(run.lifetimeMs)) continue;
+      const life = run.lifetimeMs;
+      const every = sweepInterval(life);
+      want = want === undefined || every < want ? every : want;
+      if (step.tokenEvents !== step.sweptTokens) {
+        step.sweptTokens = step.tokenEvents;
+        step.quietSince = now;
+      }
+      if (now - (step.quietSince ?? step.startTime.getTime()) < life) {
+        run.keepAlive(() => this.key(step.runId, `alive:${(step.keptAlive = (step.keptAlive ?? 0) + 1)}`), now)?.catch((e: unknown) => this.fail(e, { operation: 'keep reservation', runId: step.runId }));
+      } else if (step.tokenEvents > 0) {
+        this.abandoned(step).catch((e: unknown) => this.fail(e, { operation: 'end dropped stream', runId: step.runId }));
+      }
+    }
+    return want;
+  }
+
+  private async abandoned(step: StepState): Promise<void> {
+    const root = this.state.roots.get(step.rootId);
+    await this.cut(step, PARKED_CHUNK, 'stream dropped');
+    if (root) await this.endUnlessPriced(root);
+  }
+
   override async handleLLMNewToken(token: string, _idx: unknown, runId: string, _parentRunId?: string, _tags?: string[], fields?: unknown): Promise<void> {
     const step = this.state.steps.get(runId);
     if (!step) return;
+    // Any report, even an empty chunk's, is a sign of life for the call sweep.
+    step.tokenEvents++;
     const text = streamedText(token, fields);
     if (text) {
       step.streamedChunks++;
@@ -408,7 +463,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   override async handleLLMError(_err: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
     if (!step) return;
-    await this.cut(step, 0);
+    await this.cut(step, 0, 'stream cut short');
   }
 
   /**
@@ -417,13 +472,13 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
    * the fake model: `yield chunk; await runManager.handleLLMNewToken(...)`), so a stream stopped at a yield
    * (aborted, or dropped) never reports the chunk in its consumer's hand. Each counts one more token.
    */
-  private async cut(step: StepState, unreported: number): Promise<void> {
+  private async cut(step: StepState, unreported: number, note: string): Promise<void> {
     if (step.ending) return;
     step.ending = true;
     const chunks = step.streamedChunks + unreported;
     if (chunks > 0) {
       const produced = Math.max(chunks, estimateTextTokens(step.streamedText));
-      await this.settleTokens(step, { inputTokens: step.promptEstimate, outputTokens: produced, source: 'estimate' }, 'stream cut short');
+      await this.settleTokens(step, { inputTokens: step.promptEstimate, outputTokens: produced, source: 'estimate' }, note);
     } else {
       await this.releaseHold(step, 'llm error');
     }

@@ -94,6 +94,9 @@ export class RunLedger {
   /** When the reservation expires (an incremental hold may move it later), and the lifetime it was given. */
   private expiresAt = Infinity;
   private lifetime = Infinity;
+  /** A keepAlive under way; and whether one found the reservation no longer pending. */
+  private extending?: Promise<void>;
+  private lapsed = false;
 
   /** The customer's coordinator, taken when the run first needs it and kept (enter, wait and leave on the same one). */
   private fundsRef?: CustomerFunds;
@@ -217,11 +220,7 @@ export class RunLedger {
         // lifetime had its later calls settled against an expired reservation (refused: unpaid). Past half its
         // lifetime, a step adds 0 to it first, which moves the expiry to now + lifetime.
         try {
-          const kept = await this.o.ledger.hold({
-            customerId: this.o.customerId, amount: 0n, idempotencyKey: key, actor: this.o.actor, ttlMs: this.o.ttlMs, addTo: r.id,
-            chargeType: priced.chargeType, quantity: priced.quantity, rateCardVersion: priced.rateCardVersion ?? this.o.rateCardVersion, metadata: priced.metadata,
-          });
-          this.expiresAt = Date.parse(kept.expiresAt);
+          await this.extend(key, priced);
         } catch (e) {
           this.committed -= amount;
           throw e;
@@ -265,6 +264,40 @@ export class RunLedger {
       if (isRefusal(e)) this.refused = true;
       throw e;
     }
+  }
+
+  /** Adds 0 to the reservation, which moves its expiry to now + its lifetime. */
+  private async extend(key: string, priced: Priced): Promise<void> {
+    const kept = await this.o.ledger.hold({
+      customerId: this.o.customerId, amount: 0n, idempotencyKey: key, actor: this.o.actor, ttlMs: this.o.ttlMs, addTo: this.reservation!.id,
+      chargeType: priced.chargeType, quantity: priced.quantity, rateCardVersion: priced.rateCardVersion ?? this.o.rateCardVersion, metadata: priced.metadata,
+    });
+    this.expiresAt = Date.parse(kept.expiresAt);
+  }
+
+  /** The reservation's lifetime (Infinity before admission). */
+  get lifetimeMs(): number {
+    return this.lifetime;
+  }
+
+  /**
+   * For a call in flight (which writes nothing until it ends): past half its lifetime, the reservation's
+   * expiry moves to now + lifetime, as a step starting then would move it. One at a time; undefined when
+   * nothing was to do (`key` is asked only for a write). Refused (HOLD_EXPIRED) if the reservation already lapsed.
+   */
+  keepAlive(key: () => string, now = Date.now()): Promise<void> | undefined {
+    if (!this.reservation || this.closed || this.lapsed || this.extending || this.expiresAt - now >= this.lifetime / 2) return undefined;
+    const p = this.extend(key(), { chargeType: 'run-reservation', quantity: '1', metadata: this.o.metadata('reservation') })
+      .catch((e: unknown) => {
+        // Lapsed or ended already: every later look would be refused the same way (one report is enough).
+        if (e instanceof BillingError && (e.code === 'HOLD_EXPIRED' || e.code === 'HOLD_NOT_PENDING')) this.lapsed = true;
+        throw e;
+      })
+      .finally(() => {
+        this.extending = undefined;
+      });
+    this.extending = p;
+    return p;
   }
 
   /**

@@ -53,6 +53,13 @@ export interface StepState {
   promptEstimate: number;
   streamedChunks: number;
   streamedText: string;
+  /** handleLLMNewToken reports, empty chunks included (signs of life for the call sweep). */
+  tokenEvents: number;
+  /** `tokenEvents` at the call sweep's last look, and since when it has not changed. */
+  sweptTokens: number;
+  quietSince?: number;
+  /** Keep-alives the call sweep made for the run while this call was in flight (numbers their keys). */
+  keptAlive?: number;
   toolName?: string;
   /**
    * An end of this LLM call is under way (LangChain's end or error, the abort signal, an idle sweep): the
