@@ -45,6 +45,19 @@ export const langfuseCredentialsSchema = z
   .strict();
 export type LangfuseCredentials = z.input<typeof langfuseCredentialsSchema>;
 
+/**
+ * The credentials as console.log / util.inspect / JSON.stringify show them: without the secret key. What a
+ * handler keeps (its public `options.langfuse`) is sealed so: logging `handler.options` printed the key.
+ * The key stays readable (and a spread copy keeps it, unsealed).
+ */
+export function sealLangfuseCredentials<T extends { readonly secretKey: string }>(c: T): T {
+  const shown = () => ({ ...c, secretKey: '[redacted]' });
+  const out = { ...c };
+  Object.defineProperty(out, inspect.custom, { value: shown, enumerable: false });
+  Object.defineProperty(out, 'toJSON', { value: shown, enumerable: false });
+  return out;
+}
+
 const nanosToUsdNumber = (n: Nanos): number => Number(formatUsd(n));
 
 export interface ChargeReport {
@@ -94,9 +107,12 @@ export class LangfuseCostReporter {
     // Loaded lazily so the engine never pays for the SDK unless costs are reported.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { Langfuse } = require('langfuse') as typeof import('langfuse');
+    const sdk = Langfuse.prototype as unknown as Partial<SdkRequests>;
+    const authorizeOutside = typeof sdk.constructAuthorizationHeader === 'function' && typeof sdk.fetch === 'function' && typeof sdk.flush === 'function';
     this.client = new Langfuse({
       publicKey: c.publicKey,
-      secretKey: c.secretKey,
+      // With the credentials added in fetch (below), the SDK client never holds the secret.
+      secretKey: authorizeOutside ? SECRET_HELD_OUTSIDE : c.secretKey,
       baseUrl: c.baseUrl,
       flushAt: c.flushAt ?? 20,
       flushInterval: c.flushIntervalMs ?? 1000,
@@ -105,7 +121,8 @@ export class LangfuseCostReporter {
       fetchRetryDelay: 500,
       sdkIntegration: 'flowise-billing',
     });
-    // The SDK logs delivery failures itself; a billing run never sees them.
+    if (authorizeOutside) keepCredentialsOutOfSdk(this.client as unknown as SdkRequests, c);
+    // The SDK's own 'error' events (bad event bodies, configuration) are logged by the SDK; a billing run never sees them.
     this.client.on('error', () => undefined);
     // A request that failed for good is announced as a 'warning' carrying the Error (other warnings are strings).
     this.client.on('warning', (e: unknown) => {
@@ -233,6 +250,49 @@ export class LangfuseCostReporter {
     this.failedRequests = 0;
     return failed === 0 && !stuck;
   }
+}
+
+/** The SDK's request path (langfuse-core 3.x) that keepCredentialsOutOfSdk replaces on one client. */
+interface SdkRequests {
+  constructAuthorizationHeader(publicKey: string, secretKey: string): Record<string, string>;
+  fetch(url: string, options: RequestInit): Promise<Response>;
+  flush(callback?: (err?: unknown) => void): void;
+  flushAsync(): Promise<unknown>;
+  readonly pendingEventProcessingPromises?: Record<string, Promise<unknown>>;
+}
+
+/** What the SDK client is given as its secret key when the real one is added in fetch (it must be non-empty, or the SDK disables itself). */
+const SECRET_HELD_OUTSIDE = 'held-by-flowise-billing';
+
+/**
+ * The SDK builds `Authorization: Basic base64(publicKey:secretKey)` into the options object of each request,
+ * and that object is what its 'retry' event carries (`JSON.stringify(options)`, on every retried request) to
+ * whoever listens: its debug mode prints every event, and so would any '*' listener. And its flushAsync()
+ * prints a failed request with the response body (console.error), which echoes the request headers behind a
+ * proxy or gateway that reflects them. On this reporter's client:
+ *  - the header is added at the last moment, in the client's fetch, for requests to this Langfuse's own API
+ *    only (a media upload goes to a presigned storage URL that must not get it); no object the SDK keeps,
+ *    emits or logs holds it, and the client itself holds only a placeholder secret;
+ *  - flushAsync() sends as the SDK does but logs nothing: a failed request is counted through the SDK's
+ *    'warning' event, and flush() answers false.
+ */
+function keepCredentialsOutOfSdk(client: SdkRequests, c: { publicKey: string; secretKey: string; baseUrl: string }): void {
+  const authorization = `Basic ${Buffer.from(`${c.publicKey}:${c.secretKey}`).toString('base64')}`;
+  const api = `${c.baseUrl.replace(/\/+$/, '')}/api/`;
+  client.constructAuthorizationHeader = () => ({});
+  client.fetch = (url, options) =>
+    fetch(url, url.startsWith(api) ? { ...options, headers: { ...(options.headers as Record<string, string> | undefined), Authorization: authorization } } : options);
+  client.flushAsync = async () => {
+    // As the SDK's: events still being processed (media) are queued first.
+    await Promise.all(Object.values(client.pendingEventProcessingPromises ?? {})).catch(() => undefined);
+    await new Promise<void>((resolve) => {
+      try {
+        client.flush(() => resolve());
+      } catch {
+        resolve();
+      }
+    });
+  };
 }
 
 /** What `deliver` reads of the SDK's state (langfuse-core 3.x; absent fields make it stop after one flush). */

@@ -5,7 +5,7 @@ import type { Ledger } from '../ledger/types';
 import { CHARGE_TYPES, type RateCard } from '../pricing/ratecard';
 import { customerIdSchema, decimalSchema, NO_CONTROL_CHARACTERS } from '../schemas';
 import type { AdmissionGate } from '../quota/gate';
-import { langfuseCredentialsSchema } from '../langfuse/reporter';
+import { langfuseCredentialsSchema, sealLangfuseCredentials } from '../langfuse/reporter';
 
 const isFn = (v: unknown, ...names: string[]) =>
   typeof v === 'object' && v !== null && names.every((n) => typeof (v as Record<string, unknown>)[n] === 'function');
@@ -89,7 +89,8 @@ export const billingHandlerOptionsSchema = z
      * expired goes unpaid (the ledger refuses the settle), so a lifetime shorter than a minute is refused.
      */
     holdTtlMs: z.number().int().min(60_000, 'holdTtlMs must be at least 60000 (1 minute): a call that ends after its hold expired goes unpaid').max(7 * 24 * 3600_000).optional(),
-    langfuse: langfuseCredentialsSchema.optional(),
+    // Sealed: `handler.options` is public, and logging it printed the secret key.
+    langfuse: langfuseCredentialsSchema.transform(sealLangfuseCredentials).optional(),
     /** Called when settling/releasing after a step fails (the run itself is never failed by that). */
     onError: z.function().args(z.unknown(), z.record(z.unknown())).returns(z.unknown()).optional(),
   })

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { BillingError, ByokRequiredError, ValidationError } from '../errors';
 import { billingMetadata } from '../langfuse/metadata';
 import type { Charge } from '../ledger/types';
@@ -80,6 +81,18 @@ export class FlowRun {
     if (i.refusal) this.refusal = i.refusal;
     else if (!i.customerId) this.refusal = refusalFor(new BillingError('UNAUTHORIZED', 'No customer for this run', {}), i.messages);
     this.costs = new FlowRunCosts(i, () => ({ planTier: this.admission?.tier, rateCardVersion: this.card?.version }));
+  }
+
+  /**
+   * What console.log, util.inspect and JSON.stringify show of a run: its input holds the chatflow's Langfuse
+   * secret key and the ledger database URL (a PostgreSQL password), and both were printed.
+   */
+  [inspect.custom](): object {
+    return this.toJSON();
+  }
+
+  toJSON(): object {
+    return { customerId: this.i.customerId, conversationId: this.i.conversationId, runKey: this.i.runKey, closed: this.closed, refused: this.refusal !== undefined };
   }
 
   /** The refusal this run answers with, once refused. */

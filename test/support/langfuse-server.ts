@@ -74,7 +74,8 @@ import * as http from 'node:http';
 import { listenOnLoopback } from './loopback';
 import { randomUUID } from 'node:crypto';
 
-export type LangfuseMode = 'ok' | 'error500' | 'slow' | 'down';
+/** `echo500`: a 500 whose body reflects the request's headers, as some gateways and debugging proxies answer. */
+export type LangfuseMode = 'ok' | 'error500' | 'echo500' | 'slow' | 'down';
 
 export interface LangfuseServerOptions {
   port?: number;
@@ -457,6 +458,7 @@ export async function startLangfuseServer(opts: LangfuseServerOptions = {}): Pro
     };
 
     if (mode === 'error500') return reply(500, { message: 'Internal Server Error', error: 'test server in error500 mode' });
+    if (mode === 'echo500') return reply(500, { message: 'Bad gateway', request: { method: req.method, url: req.url, headers: req.headers } });
 
     const delay = mode === 'slow' ? slowMs : 0;
     const respond = async (status: number, body: unknown) => {
