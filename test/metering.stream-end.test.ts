@@ -3,13 +3,15 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vites
 import { ChatOpenAI } from '@langchain/openai';
 import { HumanMessage } from '@langchain/core/messages';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { RunnableLambda } from '@langchain/core/runnables';
+import { tool, type StructuredToolInterface } from '@langchain/core/tools';
 import { StringOutputParser } from '@langchain/core/output_parsers';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import type { BillingHandlerOptions } from '../src/metering/options';
 import { billingRunConfig } from '../src/metering/run-config';
 import { estimatePromptTokens } from '../src/metering/estimate';
 import { parseUsd } from '../src/money';
-import { priceTokens } from '../src/pricing/price';
+import { priceChargeType, priceTokens } from '../src/pricing/price';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
 import type { Charge } from '../src/ledger/types';
 import { BACKENDS } from './support/backends';
@@ -193,6 +195,23 @@ describe.each(BACKENDS)('streams LangChain does not end, on $name', (backend) =>
     const server = openai.calls[0]!.response!.usage!;
     const all = await ledgerCharges(ledger, customerId);
     expect(all.map((c) => c.amount)).toEqual([priceTokens(card, 'gpt-4o-mini', server.prompt_tokens, server.completion_tokens).amount]);
+    expect((await ledger.balance(customerId)).held).toBe(0n);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('a priced tool running longer than its run’s reservation lifetime is paid, and so is the run’s fee', async () => {
+    const { ledger, customerId, handler } = await fresh({ holdTtlMs: TTL });
+    const card = await ledger.activeRateCard();
+    const slow = tool(async () => {
+      await new Promise((r) => setTimeout(r, 1.25 * TTL));
+      return 'done';
+    }, { name: 'slow', description: 'slow tool', schema: { type: 'object', properties: {} } }) as unknown as StructuredToolInterface;
+    const h = handler({ tools: { slow: { chargeType: 'Inference', quantity: 1 } } });
+    const flow = RunnableLambda.from(async (_: string, config) => String(await slow.invoke({}, config)));
+    expect(await flow.invoke('go', billingRunConfig(h))).toBe('done');
+    expect(h.failures.map((f) => (f.error as Error).message)).toEqual([]);
+    const all = await ledgerCharges(ledger, customerId);
+    expect(all.map((c) => [c.chargeType, c.amount]).sort()).toEqual([['Inference', priceChargeType(card, 'Inference', 1).amount], ['PrivateFlowRun', priceChargeType(card, 'PrivateFlowRun', 1).amount]].sort());
     expect((await ledger.balance(customerId)).held).toBe(0n);
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });

@@ -403,13 +403,16 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
    *    its reservation still lives (it was kept alive until then), and its run ends if nothing priced
    *    remains. Its output was never charged before (the hold just expired). A late end of it finds
    *    nothing to do.
-   * A call without any token for a whole lifetime is left to LangChain's end, which always comes for it
-   * (a call that is no stream resolves or throws); its reservation then lapses as before.
+   * A call without any token for a whole lifetime (or a priced tool running that long) is left to LangChain's
+   * end, which always comes for it (a call that is no stream resolves or throws); its reservation then lapses
+   * as before.
    */
   private sweepCalls(now: number): number | undefined {
     let want: number | undefined;
     for (const step of this.state.steps.values()) {
-      if (step.kind !== 'llm' || !step.hold || step.ending) continue;
+      // A priced tool drawn from the reservation is swept like a model call without tokens (it never streams);
+      // one on a hold of its own has that hold's lifetime.
+      if (!step.hold || step.ending || (step.kind === 'tool' ? step.hold.via !== 'reservation' : step.kind !== 'llm')) continue;
       const run = this.state.roots.get(step.rootId)?.run;
       if (!run || run.ended || !Number.isFinite(run.lifetimeMs)) continue;
       const life = run.lifetimeMs;
@@ -519,6 +522,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     step.quantity = q.quantity;
     step.toolAmount = q.amount;
     await this.holdStep(root, step, q.amount, { chargeType: price.chargeType, quantity: q.quantity, metadata: this.recorder.chargeMetadata(root, runId, { kind: 'tool', tool: name }) });
+    // Drawn from the reservation: kept alive like a model call that has no token yet (see sweepCalls).
+    if (step.hold?.via === 'reservation') watchCalls(this.sweeper, sweepInterval(root.run!.lifetimeMs));
   }
 
   override async handleToolEnd(_output: unknown, runId: string): Promise<void> {
