@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ChatOpenAI } from '@langchain/openai';
 import { HumanMessage } from '@langchain/core/messages';
 import { DynamicTool } from '@langchain/core/tools';
@@ -11,6 +11,7 @@ import { closeSharedLedgers, sharedLedger } from '../src/plugin/ledgers';
 import { DEFAULT_REFUSAL_MESSAGES, REFUSAL_MARKER_KEY } from '../src/plugin/refusal';
 import { formatUsd, parseUsd } from '../src/money';
 import { priceChargeType, priceTokens } from '../src/pricing/price';
+import { estimateTextTokens } from '../src/metering/estimate';
 import { meterModel } from '../nodes/shared/metered-model';
 import { FakeUsageChatModel } from '../src/metering/fake-model';
 import { meterTool } from '../nodes/shared/metered-tool';
@@ -96,6 +97,33 @@ describe('metered chat model (instance metering)', () => {
     const { ledger } = await sharedLedger(db());
     const settles = (await ledger.statement(id)).filter((e) => e.type === 'settle' && e.chargeType !== 'PrivateFlowRun');
     expect(settles).toHaveLength(2);
+  });
+
+  it('a stream its consumer aborts in its own loop (LangChain never resumes the metered generator) is charged what streamed, with its fee; nothing stays held', async () => {
+    const id = await customer('1');
+    const { model } = metered(id);
+    const ac = new AbortController();
+    let received = '';
+    const err = await (async () => {
+      for await (const chunk of await model.stream([new HumanMessage('a b c d e f g h i j')], { signal: ac.signal })) {
+        received += String(chunk.content);
+        if (received.split(' ').filter(Boolean).length === 3) ac.abort();
+      }
+    })().catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/abort/i);
+    expect(openai.calls).toHaveLength(1);
+    const { ledger } = await sharedLedger(db());
+    const card = await ledger.activeRateCard();
+    // The run ends 2 s after its last call (FlowRun's idle end): the rest of its reservation goes back.
+    await vi.waitFor(async () => expect((await ledger.balance(id)).held).toBe(0n), { timeout: 6000, interval: 200 });
+    const settles = (await ledger.statement(id)).filter((e) => e.type === 'settle');
+    const charges = await Promise.all(settles.map((e) => ledger.getCharge(e.chargeId!)));
+    const llm = charges.filter((c) => c.chargeType === 'tokens:gpt-4o-mini');
+    expect(llm).toHaveLength(1);
+    // "echo: ", "a ", "b ": the chunk in the consumer's hand is counted (the wrapper counts a chunk before yielding it).
+    expect(llm[0]!.metadata).toMatchObject({ usageSource: 'stream cut short', outputTokens: estimateTextTokens(received) });
+    expect(charges.filter((c) => c.chargeType === 'PrivateFlowRun').map((c) => c.amount)).toEqual([priceChargeType(card, 'PrivateFlowRun', 1).amount]);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 });
 

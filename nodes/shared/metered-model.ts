@@ -151,6 +151,12 @@ const generateOf = (options: unknown, runManager: unknown): { text: string } | u
   return undefined;
 };
 
+/** The call's abort signal, duck-typed (a signal from another realm or polyfill works too). */
+function abortSignalOf(options: unknown): AbortSignal | undefined {
+  const s = (options as { signal?: unknown } | undefined)?.signal as AbortSignal | undefined;
+  return s && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function' && s.aborted === false ? s : undefined;
+}
+
 /** Meters `model` in place and returns it. */
 export function meterModel<T>(model: T, opts: MeterModelOptions): T {
   const m = model as unknown as ModelLike;
@@ -215,6 +221,19 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       let text = '';
       let usage: Usage | undefined;
       let done = false;
+      let ended = false;
+      // A consumer that aborts while this generator waits at its yield (in its own loop body, or while busy)
+      // never resumes it: LangChain's stream refuses to go on once the signal is aborted, so the finally below
+      // never ran and the call stayed held until its hold expired, unpaid. The abort ends it instead, one turn
+      // later (a generator that does go on, the provider's request failing, ends it itself first).
+      const signal = abortSignalOf(options);
+      const onAbort = () =>
+        setImmediate(() => {
+          if (ended) return;
+          ended = true;
+          meter.failModelCall(t.ticket, { streamedText: text }).catch(() => undefined);
+        });
+      signal?.addEventListener('abort', onAbort, { once: true });
       try {
         for await (const chunk of stream.call(this, messages, options, runManager)) {
           text += chunk?.text ?? '';
@@ -223,9 +242,13 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
         }
         done = true;
       } finally {
+        signal?.removeEventListener('abort', onAbort);
         // A stream cut short (error, abort, consumer stopped) pays for what was streamed.
-        if (done) await meter.afterModelCall(t.ticket, { usage, text });
-        else await meter.failModelCall(t.ticket, { streamedText: text });
+        if (!ended) {
+          ended = true;
+          if (done) await meter.afterModelCall(t.ticket, { usage, text });
+          else await meter.failModelCall(t.ticket, { streamedText: text });
+        }
       }
     };
   }
