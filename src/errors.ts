@@ -55,6 +55,8 @@ export const ERROR_CODES = [
   'NOT_FOUND',
   /** Too many requests from one API key; retry after details.retryAfterSeconds. */
   'RATE_LIMITED',
+  /** A webhook endpoint's secret rotated while too many replaced secrets still sign (their overlaps have not ended). */
+  'SECRET_ROTATION_LIMIT',
   /** A bug, not a business outcome; the message says what failed. */
   'INTERNAL_ERROR',
 ] as const;

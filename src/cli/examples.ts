@@ -84,6 +84,7 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   'endpoints update': ['flowise-billing endpoints update we_… --disable', 'flowise-billing endpoints update we_… --events "*" --enable'],
   'endpoints delete': ['flowise-billing endpoints delete we_…'],
   'endpoints retry': ['flowise-billing endpoints retry we_…', 'flowise-billing endpoints retry'],
+  'endpoints rotate-secret': ['flowise-billing endpoints rotate-secret we_…', 'flowise-billing endpoints rotate-secret we_… --overlap 0  # a leaked secret: the old one stops now'],
   'endpoints status': ['flowise-billing endpoints status --json'],
   'endpoints deliver': ['flowise-billing endpoints deliver', 'flowise-billing endpoints deliver --watch'],
   doctor: ['flowise-billing doctor --flowise /opt/flowise', 'flowise-billing --db postgres://billing@db.internal:5432/billing doctor --online', 'flowise-billing doctor --node "$(which node)" --json'],

@@ -1,5 +1,6 @@
 import type { Dialect, Row } from '../ledger/dialect';
 import { DEFAULT_RETRY, delivered, retryAfterMs, retryDelayMs, type RetryPolicy } from './retry';
+import { dropExpiredSecrets, signingSecrets } from './secrets';
 import { webhookHeaders } from './sign';
 
 export interface DelivererOptions {
@@ -69,9 +70,10 @@ export class WebhookDeliverer {
   async deliverDue(): Promise<PassResult> {
     const now = this.clock();
     const lease = now + (this.opts.leaseMs ?? 60_000);
+    await dropExpiredSecrets(this.d, now);
     const due = await this.d.read((c) =>
       c.query(
-        `SELECT d.event_id, d.endpoint_id, d.attempts, d.next_attempt_at, e.payload, p.url, p.secret
+        `SELECT d.event_id, d.endpoint_id, d.attempts, d.next_attempt_at, e.payload, p.url, p.secret, p.old_secrets
            FROM billing_webhook_deliveries d
            JOIN billing_webhook_events e ON e.id = d.event_id
            JOIN billing_webhook_endpoints p ON p.id = d.endpoint_id
@@ -102,7 +104,9 @@ export class WebhookDeliverer {
     const eventId = String(r.event_id);
     const endpointId = String(r.endpoint_id);
     const body = String(r.payload);
-    const headers = webhookHeaders(String(r.secret), eventId, Math.floor(this.clock() / 1000), body);
+    const sentAt = this.clock();
+    // Signed with every secret valid now: the current one and, during a rotation's overlap, the replaced ones.
+    const headers = webhookHeaders(signingSecrets(r, sentAt), eventId, Math.floor(sentAt / 1000), body);
     let status = 0;
     let error: string | null = null;
     let retryAfter: string | null = null;

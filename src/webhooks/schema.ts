@@ -57,6 +57,18 @@ export const WEBHOOK_SCHEMA: SchemaOwner = {
         )`,
       ],
     },
+    {
+      version: 2,
+      name: 'outbound webhooks: older signing secrets during a rotation',
+      // Nullable columns only: a release that knows version 1 alone reads and writes these rows unchanged
+      // (it refuses the database as SCHEMA_TOO_NEW before that, through the version table).
+      statements: () => [
+        // JSON [{"secret","expiresAt"}]: secrets replaced by a rotation that still sign deliveries until expiresAt.
+        'ALTER TABLE billing_webhook_endpoints ADD COLUMN old_secrets TEXT',
+        // The soonest expiresAt among them (NULL: none): a delivery pass finds the rows with a secret to drop without parsing each row's JSON.
+        'ALTER TABLE billing_webhook_endpoints ADD COLUMN old_secrets_next_expiry BIGINT',
+      ],
+    },
   ],
 };
 

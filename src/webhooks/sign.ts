@@ -20,12 +20,17 @@ export function signature(secret: string, id: string, timestampS: number, body: 
   return `v1,${createHmac('sha256', keyOf(secret)).update(`${id}.${timestampS}.${body}`).digest('base64')}`;
 }
 
-export function webhookHeaders(secret: string, id: string, timestampS: number, body: string): Record<string, string> {
+/**
+ * The request headers. With several secrets (an endpoint in a rotation's overlap, secrets.ts) the signature header
+ * carries one `v1,` signature per secret, space-separated, as the spec provides for rotation: a receiver that
+ * verifies with any one of them accepts.
+ */
+export function webhookHeaders(secrets: string | readonly string[], id: string, timestampS: number, body: string): Record<string, string> {
   return {
     'content-type': 'application/json',
     'webhook-id': id,
     'webhook-timestamp': String(timestampS),
-    'webhook-signature': signature(secret, id, timestampS, body),
+    'webhook-signature': (typeof secrets === 'string' ? [secrets] : secrets).map((s) => signature(s, id, timestampS, body)).join(' '),
   };
 }
 

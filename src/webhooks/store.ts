@@ -5,6 +5,7 @@ import type { Dialect, Row } from '../ledger/dialect';
 import { formatUsd, type Nanos } from '../money';
 import { NO_CONTROL_CHARACTERS } from '../schemas';
 import { EVENT_TYPES } from './events';
+import { oldSecretExpiries, rotate, rotationInput } from './secrets';
 import { newEndpointSecret } from './sign';
 
 export interface Endpoint {
@@ -13,6 +14,8 @@ export interface Endpoint {
   readonly events: readonly string[];
   readonly description: string | null;
   readonly enabled: boolean;
+  /** When each secret replaced by a rotation stops signing deliveries, soonest first; empty outside an overlap. */
+  readonly oldSecretsExpireAt: readonly string[];
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -91,13 +94,14 @@ export const endpointUpdate = z.object({
   enabled: z.boolean().optional(),
 });
 
-function endpointFromRow(r: Row): Endpoint {
+function endpointFromRow(r: Row, now: number): Endpoint {
   return {
     id: String(r.id),
     url: String(r.url),
     events: JSON.parse(String(r.events)) as string[],
     description: r.description === null ? null : String(r.description),
     enabled: Number(r.enabled) === 1,
+    oldSecretsExpireAt: oldSecretExpiries(r, now),
     createdAt: new Date(Number(r.created_at)).toISOString(),
     updatedAt: new Date(Number(r.updated_at)).toISOString(),
   };
@@ -138,7 +142,7 @@ export class WebhookStore {
       return r;
     });
     if (!row) throw notFound(id);
-    const e = endpointFromRow(row);
+    const e = endpointFromRow(row, now);
     if (opts.key !== undefined && (e.url !== i.url || JSON.stringify(e.events) !== JSON.stringify(i.events) || e.description !== (i.description ?? null))) {
       throw new IdempotencyConflictError(opts.key, 'webhook endpoint');
     }
@@ -150,7 +154,7 @@ export class WebhookStore {
     await this.d.writeTransaction(async (c) => {
       const [r] = await c.query(`SELECT * FROM billing_webhook_endpoints WHERE id = ? ${this.d.forUpdate}`, [id]);
       if (!r) throw notFound(id);
-      const cur = endpointFromRow(r);
+      const cur = endpointFromRow(r, this.clock());
       await c.run('UPDATE billing_webhook_endpoints SET url = ?, events = ?, description = ?, enabled = ?, updated_at = ? WHERE id = ?', [
         i.url ?? cur.url,
         JSON.stringify(i.events ?? cur.events),
@@ -175,12 +179,34 @@ export class WebhookStore {
   async getEndpoint(id: string): Promise<Endpoint> {
     const [r] = await this.d.read((c) => c.query('SELECT * FROM billing_webhook_endpoints WHERE id = ?', [id]));
     if (!r) throw notFound(id);
-    return endpointFromRow(r);
+    return endpointFromRow(r, this.clock());
   }
 
   async listEndpoints(): Promise<Endpoint[]> {
     const rows = await this.d.read((c) => c.query('SELECT * FROM billing_webhook_endpoints ORDER BY created_at, id'));
-    return rows.map(endpointFromRow);
+    const now = this.clock();
+    return rows.map((r) => endpointFromRow(r, now));
+  }
+
+  /**
+   * Gives the endpoint a new signing secret, returned here only. The
+   * replaced one keeps signing deliveries next to it for `overlapSeconds`
+   * (default 24 h, at most 7 days; 0 drops it, and any replaced before, at
+   * once), so the receiver accepts with either while its operator deploys
+   * the new one (secrets.ts).
+   */
+  async rotateSecret(id: string, input: unknown = {}): Promise<Endpoint & { secret: string }> {
+    const i = parse(rotationInput, 'secret rotation', input ?? {});
+    const secret = newEndpointSecret();
+    const now = this.clock();
+    const row = await this.d.writeTransaction(async (c) => {
+      const [r] = await c.query(`SELECT * FROM billing_webhook_endpoints WHERE id = ? ${this.d.forUpdate}`, [id]);
+      if (!r) throw notFound(id);
+      await rotate(c, r, secret, i.overlapSeconds, now);
+      const [after] = await c.query('SELECT * FROM billing_webhook_endpoints WHERE id = ?', [id]);
+      return after!;
+    });
+    return { ...endpointFromRow(row, now), secret };
   }
 
   /** Events, newest first, optionally for one customer; `beforeSeq` pages backwards. */

@@ -4,6 +4,7 @@ import { ValidationError } from '../../errors';
 import { createLogger } from '../../log';
 import { WebhookDeliverer } from '../../webhooks/deliver';
 import { EVENT_TYPES } from '../../webhooks/events';
+import { overlapText } from '../../webhooks/secrets';
 import type { OpenedServices } from '../../webhooks/open';
 import { migrateWebhooks } from '../../webhooks/schema';
 import type { Endpoint } from '../../webhooks/store';
@@ -55,6 +56,8 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
               { header: 'url', value: (e) => e.url },
               { header: 'events', value: (e) => e.events.join(',') },
               { header: 'enabled', value: (e) => (e.enabled ? 'yes' : 'no') },
+              // After rotate-secret: until when the replaced secret(s) still sign next to the new one.
+              { header: 'old secret until', value: (e) => e.oldSecretsExpireAt.at(-1) ?? '' },
             ],
             list,
           ),
@@ -76,6 +79,19 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
       const enabled = flags.enable ? true : flags.disable ? false : undefined;
       const e = await cli.withServices(({ webhooks }) => webhooks.updateEndpoint(input.id, { url: flags.url, events: events(flags.events), enabled }));
       cli.print({ json: { ...e }, human: () => keyValues([['id', e.id], ['url', e.url], ['events', e.events.join(', ')], ['enabled', e.enabled ? 'yes' : 'no']]) });
+    });
+  ep.command('rotate-secret <id>')
+    .description('give an endpoint a new signing secret (printed once); the old one keeps signing next to it during the overlap')
+    .option('--overlap <duration>', 'how long the old secret still signs: digits with s, m, h or d; 0 drops it now; at most 7d', '24h')
+    .action(async (id: string, flags: { overlap: string }) => {
+      const input = parseInput(z.object({ id: endpointId, overlap: overlapText }), { id, overlap: flags.overlap });
+      const e = await cli.withServices(({ webhooks }) => webhooks.rotateSecret(input.id, { overlapSeconds: input.overlap }));
+      const old = e.oldSecretsExpireAt.length === 0 ? 'none: only the new secret signs' : e.oldSecretsExpireAt.join(', ');
+      cli.print({
+        json: { ...e },
+        human: () =>
+          `${keyValues([['id', e.id], ['secret', e.secret], ['old secrets sign until', old]])}\n\nThe new secret is shown now only. Deliveries carry a signature with each secret above, so receivers verifying with the old or the new one accept; update them before the old one stops.`,
+      });
     });
   ep.command('delete <id>')
     .description('remove an endpoint and its undelivered deliveries')

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { BillingError } from '../../errors';
 import { MAX_TOKEN_TTL_S, signBillingToken } from '../../identity/token';
 import { parseRateCard } from '../../pricing/ratecard';
+import { rotationInput } from '../../webhooks/secrets';
 import { endpointInput, endpointUpdate } from '../../webhooks/store';
 import { actorOf, mutate, type ServerDeps } from '../context';
 import { customerId, idempotencyHeaders, queryInt } from '../schemas';
@@ -101,6 +102,18 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
       return { body: { requeued: await webhooks.retryFailed(req.params.endpointId) } };
     }),
   );
+
+  r.post('/v1/webhooks/endpoints/:endpointId/rotate-secret', {
+    config: { scope: 'admin' },
+    schema: {
+      tags: ['webhooks'],
+      summary: 'Give the endpoint a new signing secret; the response carries it, once',
+      description: 'The replaced secret keeps signing deliveries next to the new one for overlapSeconds (default 86400, at most 604800; 0 drops it at once), so the receiver accepts either while it is updated.',
+      params: endpointParams,
+      headers: idempotencyHeaders,
+      body: rotationInput.nullish(),
+    },
+  }, (req, reply) => mutate(deps, req, reply, async () => ({ body: await webhooks.rotateSecret(req.params.endpointId, req.body ?? {}) })));
 
   r.get('/v1/webhooks/events', {
     config: { scope: 'read' },
