@@ -1,15 +1,17 @@
 import type { Dialect, Row } from '../ledger/dialect';
-import { DEFAULT_RETRY, delivered, retryAfterMs, retryDelayMs, type RetryPolicy } from './retry';
-import { dropExpiredSecrets, signingSecrets } from './secrets';
-import { webhookHeaders } from './sign';
+import { attempt, type AttemptOptions, type Outcome } from './attempt';
+import { DEFAULT_RETRY, type RetryPolicy } from './retry';
+import { dropExpiredSecrets } from './secrets';
 
 export interface DelivererOptions {
   readonly retry?: RetryPolicy;
   readonly clock?: () => number;
   /** Per-request timeout. */
   readonly timeoutMs?: number;
-  /** Most deliveries claimed per pass. */
+  /** Most deliveries in flight at once from this deliverer, over all endpoints (default 50). */
   readonly batch?: number;
+  /** Most deliveries in flight at once to one endpoint (default 10), so one receiver's backlog cannot take the whole batch. */
+  readonly perEndpoint?: number;
   /** How long a claim hides a delivery from other deliverers (covers a crash mid-request). */
   readonly leaseMs?: number;
   readonly log?: (level: 'info' | 'warn', msg: string, fields: Record<string, unknown>) => void;
@@ -23,28 +25,8 @@ export interface PassResult {
   readonly retrying: number;
 }
 
-/** The most of a response body read before hanging up (small answers are read whole, so the connection is kept). */
-const MAX_RESPONSE_BYTES = 64 * 1024;
-
-/**
- * Drops a receiver's response body. Only the status counts; reading the body
- * whole would let a receiver that streams without end fill this process's
- * memory and hold the delivery until the timeout.
- */
-async function discardBody(res: Response): Promise<void> {
-  const reader = res.body?.getReader();
-  if (!reader) return;
-  try {
-    for (let read = 0; read < MAX_RESPONSE_BYTES; ) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      read += value.byteLength;
-    }
-    await reader.cancel();
-  } catch {
-    // A body cut short (timeout, reset) changes nothing: the status was the answer.
-  }
-}
+/** Endpoints read per claim statement (a UNION ALL of one small indexed read each). */
+const ENDPOINTS_PER_STATEMENT = 50;
 
 /**
  * Delivers due webhook deliveries, at least once. A delivery is claimed by
@@ -52,12 +34,28 @@ async function discardBody(res: Response): Promise<void> {
  * deliverers (serve replicas, `endpoints deliver --watch`) can run at once;
  * a deliverer killed mid-request leaves the claim to expire and the delivery
  * is sent again with the same webhook-id.
+ *
+ * Endpoints are independent lanes. A pass used to send everything it claimed
+ * and wait for all of it, so one receiver taking its 10 s timeout held every
+ * other endpoint's next deliveries for as long. Now `run()` claims work only
+ * for endpoints with nothing in flight here, starts each endpoint's requests
+ * and goes on claiming for the others. An endpoint's next batch is claimed
+ * only once its previous one is answered, as the pass did before, so each
+ * endpoint keeps the order it had (within a batch, requests run at once).
+ * Bounded: `perEndpoint` requests per endpoint, `batch` in all.
  */
 export class WebhookDeliverer {
   private readonly retry: RetryPolicy;
   private readonly clock: () => number;
+  private readonly attemptOpts: AttemptOptions;
   private stopped = false;
   private wake?: () => void;
+  /** A poke (or a lane finishing) while no pause was running: the next pause is skipped. */
+  private woken = false;
+  /** Endpoints with requests in flight from this deliverer. */
+  private readonly busy = new Set<string>();
+  private inFlight = 0;
+  private readonly lanes = new Set<Promise<void>>();
 
   constructor(
     private readonly d: Dialect,
@@ -65,25 +63,45 @@ export class WebhookDeliverer {
   ) {
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.clock = opts.clock ?? Date.now;
+    this.attemptOpts = { retry: this.retry, clock: this.clock, timeoutMs: opts.timeoutMs, random: opts.random, log: opts.log };
   }
 
-  async deliverDue(): Promise<PassResult> {
+  private get batch(): number {
+    return this.opts.batch ?? 50;
+  }
+
+  /**
+   * Claims due deliveries of enabled endpoints that have nothing in flight
+   * here: up to `perEndpoint` each (oldest due first, then event order), up
+   * to the free part of the batch in all, oldest due first across endpoints.
+   */
+  private async claim(): Promise<Row[]> {
+    const free = this.batch - this.inFlight;
+    if (free <= 0) return [];
     const now = this.clock();
     const lease = now + (this.opts.leaseMs ?? 60_000);
+    const per = Math.min(this.opts.perEndpoint ?? 10, free);
     await dropExpiredSecrets(this.d, now);
-    const due = await this.d.read((c) =>
-      c.query(
-        `SELECT d.event_id, d.endpoint_id, d.attempts, d.next_attempt_at, e.payload, p.url, p.secret, p.old_secrets
-           FROM billing_webhook_deliveries d
-           JOIN billing_webhook_events e ON e.id = d.event_id
-           JOIN billing_webhook_endpoints p ON p.id = d.endpoint_id
-          WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND p.enabled = 1
-          ORDER BY d.next_attempt_at, e.seq LIMIT ?`,
-        [now, this.opts.batch ?? 50],
-      ),
-    );
+    const due = await this.d.read(async (c) => {
+      const endpoints = (await c.query('SELECT id FROM billing_webhook_endpoints WHERE enabled = 1 ORDER BY id')).map((r) => String(r.id)).filter((id) => !this.busy.has(id));
+      const rows: Row[] = [];
+      for (let i = 0; i < endpoints.length; i += ENDPOINTS_PER_STATEMENT) {
+        const ids = endpoints.slice(i, i + ENDPOINTS_PER_STATEMENT);
+        // One indexed read per endpoint (deliveries (endpoint_id, status, next_attempt_at)): a backlog of one
+        // endpoint is never scanned to find another's due deliveries.
+        const one = `SELECT * FROM (SELECT d.event_id, d.endpoint_id, d.attempts, d.next_attempt_at, e.seq, e.payload, p.url, p.secret, p.old_secrets
+             FROM billing_webhook_deliveries d
+             JOIN billing_webhook_events e ON e.id = d.event_id
+             JOIN billing_webhook_endpoints p ON p.id = d.endpoint_id
+            WHERE d.endpoint_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ? AND p.enabled = 1
+            ORDER BY d.next_attempt_at, e.seq LIMIT ?) AS due`;
+        rows.push(...(await c.query(ids.map(() => one).join(' UNION ALL '), ids.flatMap((id) => [id, now, per]))));
+      }
+      return rows;
+    });
+    due.sort((a, b) => Number(a.next_attempt_at) - Number(b.next_attempt_at) || Number(a.seq) - Number(b.seq));
     const claimed: Row[] = [];
-    for (const r of due) {
+    for (const r of due.slice(0, free)) {
       const n = await this.d.writeTransaction((c) =>
         c.run("UPDATE billing_webhook_deliveries SET next_attempt_at = ? WHERE event_id = ? AND endpoint_id = ? AND status = 'pending' AND next_attempt_at = ?", [
           lease, r.event_id as string, r.endpoint_id as string, Number(r.next_attempt_at),
@@ -91,95 +109,89 @@ export class WebhookDeliverer {
       );
       if (n === 1) claimed.push(r);
     }
-    const results = await Promise.all(claimed.map((r) => this.send(r)));
+    return claimed;
+  }
+
+  /** Starts one lane per endpoint among `claimed`; each lane's requests run at once, and the lane ends when all are recorded. */
+  private startLanes(claimed: readonly Row[], onError: (e: unknown) => void): Array<Promise<Outcome[]>> {
+    const byEndpoint = new Map<string, Row[]>();
+    for (const r of claimed) byEndpoint.set(String(r.endpoint_id), [...(byEndpoint.get(String(r.endpoint_id)) ?? []), r]);
+    return [...byEndpoint].map(([endpointId, rows]) => {
+      this.busy.add(endpointId);
+      this.inFlight += rows.length;
+      // Settled, not Promise.all: a lane whose one attempt failed to record its outcome (the database went away)
+      // still waits for its other requests, so the endpoint never has two batches in flight.
+      const settled = Promise.allSettled(rows.map((r) => attempt(this.d, r, this.attemptOpts)));
+      const lane: Promise<void> = settled
+        .then((all) => {
+          for (const s of all) if (s.status === 'rejected') onError(s.reason);
+        })
+        .finally(() => {
+          this.busy.delete(endpointId);
+          this.inFlight -= rows.length;
+          this.lanes.delete(lane);
+          // The endpoint may have more due: the loop claims for it now rather than after its pause.
+          this.poke();
+        });
+      this.lanes.add(lane);
+      return settled.then((all) => all.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : [])));
+    });
+  }
+
+  /** One pass: claims what is due (every endpoint its share), sends it, and returns once every outcome is recorded. */
+  async deliverDue(): Promise<PassResult> {
+    let failure: unknown = null;
+    const lanes = this.startLanes(await this.claim(), (e) => (failure ??= e));
+    const results = (await Promise.all(lanes)).flat();
+    // A database failure recording an outcome fails the pass, as before (the claim's lease then resends it).
+    if (failure) throw failure;
     return {
-      attempted: claimed.length,
+      attempted: results.length,
       delivered: results.filter((s) => s === 'delivered').length,
       failed: results.filter((s) => s === 'failed').length,
       retrying: results.filter((s) => s === 'retrying').length,
     };
   }
 
-  private async send(r: Row): Promise<'delivered' | 'failed' | 'retrying'> {
-    const eventId = String(r.event_id);
-    const endpointId = String(r.endpoint_id);
-    const body = String(r.payload);
-    const sentAt = this.clock();
-    // Signed with every secret valid now: the current one and, during a rotation's overlap, the replaced ones.
-    const headers = webhookHeaders(signingSecrets(r, sentAt), eventId, Math.floor(sentAt / 1000), body);
-    let status = 0;
-    let error: string | null = null;
-    let retryAfter: string | null = null;
-    try {
-      const res = await fetch(String(r.url), { method: 'POST', headers, body, redirect: 'manual', signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000) });
-      status = res.status;
-      retryAfter = res.headers.get('retry-after');
-      await discardBody(res);
-      if (!delivered(status)) error = `receiver answered HTTP ${status}`;
-    } catch (e) {
-      // The cause names the failure without the URL: its code (ECONNREFUSED, ENOTFOUND), else its short message
-      // (fetch's "bad port" has no code; "TypeError" alone told the operator nothing).
-      const cause = (e as { cause?: { code?: unknown; message?: unknown } }).cause;
-      const why = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' && cause.message ? cause.message.slice(0, 200) : (e as Error).name;
-      error = `request failed: ${why}`;
-    }
-    const now = this.clock();
-    const attempts = Number(r.attempts) + 1;
-    if (error === null) {
-      await this.d.writeTransaction((c) =>
-        c.run("UPDATE billing_webhook_deliveries SET status = 'delivered', attempts = ?, last_status = ?, last_error = NULL, delivered_at = ? WHERE event_id = ? AND endpoint_id = ?", [
-          attempts, status, now, eventId, endpointId,
-        ]),
-      );
-      this.opts.log?.('info', 'webhook delivered', { eventId, endpointId, attempts, status });
-      return 'delivered';
-    }
-    // Standard Webhooks: 410 Gone is the receiver saying it wants no more webhooks from us, so the endpoint is
-    // disabled (its other deliveries wait; `endpoints update --enable` and a retry resume them) instead of being
-    // called until the attempts run out.
-    const gone = status === 410;
-    const failed = gone || attempts >= this.retry.maxAttempts;
-    // A receiver that said when to come back (Retry-After on a 429 or 503) is not called sooner; the policy's
-    // longest pause still caps it, so a receiver cannot park a delivery for days.
-    const asked = Math.min(retryAfterMs(retryAfter, now) ?? 0, this.retry.maxMs);
-    const next = now + Math.max(retryDelayMs(attempts, this.retry, this.opts.random), asked);
-    await this.d.writeTransaction(async (c) => {
-      await c.run('UPDATE billing_webhook_deliveries SET status = ?, attempts = ?, last_status = ?, last_error = ?, next_attempt_at = ? WHERE event_id = ? AND endpoint_id = ?', [
-        failed ? 'failed' : 'pending', attempts, status || null, error, next, eventId, endpointId,
-      ]);
-      if (gone) await c.run('UPDATE billing_webhook_endpoints SET enabled = 0, updated_at = ? WHERE id = ?', [now, endpointId]);
-    });
-    if (gone) {
-      this.opts.log?.('warn', 'webhook endpoint answered 410 Gone: delivery failed, endpoint disabled', { eventId, endpointId, attempts, error });
-      return 'failed';
-    }
-    this.opts.log?.('warn', failed ? 'webhook delivery failed for good' : 'webhook delivery failed, will retry', { eventId, endpointId, attempts, error, nextAttemptAt: new Date(next).toISOString() });
-    return failed ? 'failed' : 'retrying';
-  }
-
-  /** Delivers until stop(): a pass, then a pause of `intervalMs` (cut short by poke()). */
+  /**
+   * Delivers until stop(): claims and starts lanes without waiting for them,
+   * pausing `intervalMs` when nothing more can be claimed (cut short by
+   * poke() or a lane finishing). On stop it waits for the requests in flight
+   * to be answered and recorded.
+   */
   async run(intervalMs = 1_000): Promise<void> {
+    const onError = (e: unknown) => this.opts.log?.('warn', 'webhook delivery pass failed', { error: (e as Error).message });
     while (!this.stopped) {
       try {
-        const r = await this.deliverDue();
-        if (r.attempted > 0) continue;
+        if (this.startLanes(await this.claim(), onError).length > 0) continue;
       } catch (e) {
-        this.opts.log?.('warn', 'webhook delivery pass failed', { error: (e as Error).message });
+        onError(e);
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, intervalMs);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = undefined;
+      await this.pause(intervalMs);
     }
+    await Promise.all([...this.lanes]);
+  }
+
+  private async pause(ms: number): Promise<void> {
+    if (this.woken || this.stopped) {
+      this.woken = false;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = undefined;
+    this.woken = false;
   }
 
   /** Start the next pass now (e.g. right after an event was written). */
   poke(): void {
-    this.wake?.();
+    if (this.wake) this.wake();
+    else this.woken = true;
   }
 
   stop(): void {

@@ -69,6 +69,13 @@ export const WEBHOOK_SCHEMA: SchemaOwner = {
         'ALTER TABLE billing_webhook_endpoints ADD COLUMN old_secrets_next_expiry BIGINT',
       ],
     },
+    {
+      version: 3,
+      name: 'outbound webhooks: due deliveries by endpoint',
+      // The deliverer reads each endpoint's due deliveries on their own (deliver.ts: one endpoint's backlog must not
+      // hide or delay another's); without this index each read would walk every due delivery of every endpoint.
+      statements: () => ['CREATE INDEX billing_webhook_deliveries_endpoint_due ON billing_webhook_deliveries (endpoint_id, status, next_attempt_at)'],
+    },
   ],
 };
 
