@@ -144,6 +144,7 @@ export async function buildServer(deps: ServerDeps, opts: ServerOptions = {}): P
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
     const [w, s] = await Promise.all([deps.webhooks.deliveryCounts(), stripeStatus(deps.ledger)]);
     deps.metrics.webhookPending.set(w.pending);
+    deps.metrics.webhookPaused.set(w.paused);
     deps.metrics.webhookFailed.set(w.failed);
     deps.metrics.webhookLag.set(w.oldestPendingMs / 1000);
     deps.metrics.stripePending.set(s.pending);

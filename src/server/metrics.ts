@@ -13,9 +13,10 @@ export class ServerMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
-  readonly webhookPending = new Gauge({ name: 'flowise_billing_webhook_outbox_pending', help: 'Webhook deliveries not yet delivered', registers: [this.registry] });
+  readonly webhookPending = new Gauge({ name: 'flowise_billing_webhook_outbox_pending', help: 'Webhook deliveries not yet delivered, to enabled endpoints', registers: [this.registry] });
+  readonly webhookPaused = new Gauge({ name: 'flowise_billing_webhook_outbox_paused', help: 'Webhook deliveries held by disabled endpoints (sent once re-enabled)', registers: [this.registry] });
   readonly webhookFailed = new Gauge({ name: 'flowise_billing_webhook_outbox_failed', help: 'Webhook deliveries given up on', registers: [this.registry] });
-  readonly webhookLag = new Gauge({ name: 'flowise_billing_webhook_outbox_lag_seconds', help: 'Age of the oldest undelivered webhook delivery', registers: [this.registry] });
+  readonly webhookLag = new Gauge({ name: 'flowise_billing_webhook_outbox_lag_seconds', help: 'Age of the oldest undelivered webhook delivery to an enabled endpoint', registers: [this.registry] });
   readonly stripePending = new Gauge({ name: 'flowise_billing_stripe_outbox_pending', help: 'Stripe meter events not yet delivered', registers: [this.registry] });
   readonly stripeLag = new Gauge({ name: 'flowise_billing_stripe_outbox_lag_seconds', help: 'Age of the oldest undelivered Stripe meter event', registers: [this.registry] });
   readonly invoiceItemsPending = new Gauge({ name: 'flowise_billing_stripe_invoice_items_pending', help: 'Stripe invoice items (closed invoices) not yet delivered', registers: [this.registry] });

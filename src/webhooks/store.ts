@@ -32,11 +32,18 @@ export interface StoredEvent {
 export type DeliveryStatus = 'pending' | 'delivered' | 'failed';
 
 export interface DeliveryCounts {
+  /** Deliveries waiting for an enabled endpoint: the ones that will be sent. */
   readonly pending: number;
   readonly delivered: number;
   readonly failed: number;
-  /** Age of the oldest undelivered delivery, ms (0 when none): the outbox lag. */
+  /** Age of the oldest of `pending`, ms (0 when none): the outbox lag. */
   readonly oldestPendingMs: number;
+  /**
+   * Deliveries held by disabled endpoints (a 410 Gone, or `--disable`): sent only once the endpoint is enabled
+   * again, so they are neither in `pending` nor in the lag; `pausedByEndpoint` says whose.
+   */
+  readonly paused: number;
+  readonly pausedByEndpoint: Array<{ endpointId: string; pending: number }>;
   /** Up to 5 undelivered deliveries that failed an attempt, latest first: which, and why (as the Stripe outbox's status). */
   readonly lastErrors: Array<{ eventId: string; endpointId: string; status: 'pending' | 'failed'; attempts: number; error: string }>;
 }
@@ -232,22 +239,34 @@ export class WebhookStore {
     const now = this.clock();
     // Undelivered deliveries count only while their endpoint exists: on PostgreSQL an endpoint deleted while a
     // cause's transaction was writing an event for it (its delivery not yet committed, so not deleted with it)
-    // leaves a delivery nobody sends, which would read as pending, and as lag, for ever.
-    const live = "(d.status = 'delivered' OR EXISTS (SELECT 1 FROM billing_webhook_endpoints p WHERE p.id = d.endpoint_id))";
-    const [rows, errors] = await this.d.read(async (c) => [
-      await c.query(`SELECT d.status, COUNT(*) AS n, MIN(d.created_at) AS oldest FROM billing_webhook_deliveries d WHERE ${live} GROUP BY d.status`),
+    // leaves a delivery nobody sends, which would read as pending, and as lag, for ever. A disabled endpoint's
+    // deliveries are not sent until it is enabled again: counted as pending, they made the lag grow on an outbox
+    // that was delivering everything it could, so they are reported apart (paused).
+    const live = "(d.status = 'delivered' OR p.id IS NOT NULL)";
+    const [rows, paused, errors] = await this.d.read(async (c) => [
+      await c.query(
+        `SELECT d.status, p.enabled, COUNT(*) AS n, MIN(d.created_at) AS oldest FROM billing_webhook_deliveries d
+           LEFT JOIN billing_webhook_endpoints p ON p.id = d.endpoint_id WHERE ${live} GROUP BY d.status, p.enabled`,
+      ),
+      await c.query(
+        `SELECT d.endpoint_id, COUNT(*) AS n FROM billing_webhook_deliveries d JOIN billing_webhook_endpoints p ON p.id = d.endpoint_id
+          WHERE d.status = 'pending' AND p.enabled = 0 GROUP BY d.endpoint_id ORDER BY d.endpoint_id`,
+      ),
       await c.query(
         `SELECT d.event_id, d.endpoint_id, d.status, d.attempts, d.last_error FROM billing_webhook_deliveries d
+           LEFT JOIN billing_webhook_endpoints p ON p.id = d.endpoint_id
           WHERE d.status IN ('pending', 'failed') AND d.last_error IS NOT NULL AND ${live} ORDER BY d.next_attempt_at DESC LIMIT 5`,
       ),
     ]);
-    const by = new Map(rows.map((r) => [String(r.status), r]));
-    const pending = by.get('pending');
+    const count = (status: string) => rows.filter((r) => String(r.status) === status).reduce((n, r) => n + Number(r.n), 0);
+    const sending = rows.find((r) => String(r.status) === 'pending' && Number(r.enabled) === 1);
     return {
-      pending: Number(pending?.n ?? 0),
-      delivered: Number(by.get('delivered')?.n ?? 0),
-      failed: Number(by.get('failed')?.n ?? 0),
-      oldestPendingMs: pending?.oldest === null || pending?.oldest === undefined ? 0 : Math.max(0, now - Number(pending.oldest)),
+      pending: Number(sending?.n ?? 0),
+      delivered: count('delivered'),
+      failed: count('failed'),
+      oldestPendingMs: sending?.oldest === null || sending?.oldest === undefined ? 0 : Math.max(0, now - Number(sending.oldest)),
+      paused: paused.reduce((n, r) => n + Number(r.n), 0),
+      pausedByEndpoint: paused.map((r) => ({ endpointId: String(r.endpoint_id), pending: Number(r.n) })),
       lastErrors: errors.map((r) => ({
         eventId: String(r.event_id),
         endpointId: String(r.endpoint_id),

@@ -113,7 +113,7 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
       cli.print({ json: { requeued }, human: () => `requeued ${requeued} failed deliver${requeued === 1 ? 'y' : 'ies'}` });
     });
   ep.command('status')
-    .description('deliveries pending, delivered, failed')
+    .description('deliveries pending (to enabled endpoints), delivered, failed, paused (held by disabled endpoints)')
     .action(async () => {
       const s = await withExistingLedger(cli, ({ webhooks }) => webhooks.deliveryCounts());
       cli.print({
@@ -124,6 +124,9 @@ export function registerEndpoints(program: Command, cli: CliContext): void {
             ['delivered', s.delivered],
             ['failed', s.failed],
             ['oldest pending (ms)', s.oldestPendingMs],
+            // Held by disabled endpoints: not sent, so not in pending or the lag, but not forgotten either.
+            ['paused (disabled endpoints)', s.paused],
+            ...s.pausedByEndpoint.map((p) => [`paused for ${p.endpointId}`, `${p.pending} (enable it and they are sent)`] as const),
             ...s.lastErrors.map((e) => [`error ${e.eventId} → ${e.endpointId}`, `${e.error} (${e.attempts} attempts, ${e.status})`] as const),
           ]),
       });

@@ -95,7 +95,7 @@ ${message ? html`<p class="err">${message}</p>` : ''}
 <h2>Sync status</h2><div class="cards">
 <div class="card" id="stripe-status"><span class="muted">Stripe meter events</span><b>${stripe.pending} pending</b>${stripe.delivered} delivered · <span class="${stripe.failed ? 'neg' : ''}">${stripe.failed} failed</span>${stripe.oldestPendingAt ? html`<br><span class="muted">oldest pending ${stripe.oldestPendingAt}</span>` : ''}</div>
 <div class="card" id="stripe-invoice-items"><span class="muted">Stripe invoice items</span><b>${stripe.invoiceItems.pending} pending</b>${stripe.invoiceItems.delivered} delivered · <span class="${stripe.invoiceItems.failed ? 'neg' : ''}">${stripe.invoiceItems.failed} failed</span></div>
-<div class="card" id="webhook-status"><span class="muted">Outbound webhooks</span><b>${hooks.pending} pending</b>${hooks.delivered} delivered · <span class="${hooks.failed ? 'neg' : ''}">${hooks.failed} failed</span></div>
+<div class="card" id="webhook-status"><span class="muted">Outbound webhooks</span><b>${hooks.pending} pending</b>${hooks.delivered} delivered · <span class="${hooks.failed ? 'neg' : ''}">${hooks.failed} failed</span>${hooks.paused ? html`<br><span class="muted">${hooks.paused} held by disabled endpoints</span>` : ''}</div>
 </div>`;
     return send(reply, 200, page('Customers', body, { signedIn: true }));
   });

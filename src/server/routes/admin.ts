@@ -127,7 +127,7 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
     return { data, nextBeforeSeq: data.length === req.query.limit ? data[data.length - 1]!.seq : null };
   });
 
-  r.get('/v1/webhooks/status', { config: { scope: 'read' }, schema: { tags: ['webhooks'], summary: 'Deliveries pending, delivered, failed' } }, async () => webhooks.deliveryCounts());
+  r.get('/v1/webhooks/status', { config: { scope: 'read' }, schema: { tags: ['webhooks'], summary: 'Deliveries pending (to enabled endpoints) with the lag, delivered, failed, paused (held by disabled endpoints)' } }, async () => webhooks.deliveryCounts());
 
   // ---- API keys (created with the CLI, where the secret is shown once; listed and revoked here too)
   r.get('/v1/apikeys', { config: { scope: 'admin' }, schema: { tags: ['apikeys'], summary: 'API keys (never their secrets)' } }, async () => ({ data: await deps.apiKeys.list() }));
