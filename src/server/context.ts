@@ -37,12 +37,18 @@ export interface MutationResult {
   readonly body: unknown;
   /** For ledger mutations: when the ledger created the result; earlier than the request means a replay. */
   readonly createdAt?: string;
+  /**
+   * What the idempotency table keeps for replays when it must differ from this answer: an answer carrying a
+   * secret (a webhook endpoint's signing secret) is shown once, and the table, kept for ever, holds it without.
+   */
+  readonly replayBody?: unknown;
 }
 
 /**
  * Runs a mutation under its Idempotency-Key: a stored success is replayed
- * byte for byte (header `Idempotent-Replayed: true`), the same key with a
- * different request is IDEMPOTENCY_CONFLICT.
+ * byte for byte (header `Idempotent-Replayed: true`; an answer with a secret
+ * is stored without it, see `replayBody`), the same key with a different
+ * request is IDEMPOTENCY_CONFLICT.
  *
  * `ledger: true` marks a mutation that is exactly one ledger operation (top-up,
  * hold, settle, release, refund): the ledger's own idempotency is the record,
@@ -73,15 +79,17 @@ export async function mutate(
   }
   let status: number;
   let body: string;
+  let stored: string;
   try {
     const r = await fn((operation) => ledgerKey(`${operation}:${httpKey}`));
     status = r.status ?? 200;
     body = JSON.stringify(apiJson(r.body));
+    stored = r.replayBody === undefined ? body : JSON.stringify(apiJson(r.replayBody));
   } catch (e) {
     await deps.idempotency.abandon(httpKey).catch(() => undefined);
     throw e;
   }
-  await deps.idempotency.finish(httpKey, { status, body });
+  await deps.idempotency.finish(httpKey, { status, body: stored });
   deps.deliverer?.poke();
   return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(body);
 }

@@ -63,6 +63,21 @@ export class IdempotencyStore {
   }
 }
 
+/**
+ * Said in place of a secret in a stored replay. The idempotency table is kept
+ * for ever (and in every backup of the database): a signing secret stored
+ * there outlived its rotation or its endpoint's deletion, and any admin key
+ * holder knowing the Idempotency-Key could read it back, though the API
+ * otherwise never shows a secret twice.
+ */
+export const SECRET_NOT_REPLAYED =
+  'The signing secret is shown once, in the first answer to this request, and is not kept for replays. If it was lost, rotate it: POST /v1/webhooks/endpoints/{id}/rotate-secret with overlapSeconds 0 (CLI: endpoints rotate-secret <id> --overlap 0).';
+
+/** The replay of an answer that carries a secret: the same answer with `secret: null` and a note saying why. */
+export function withoutSecret<T extends { secret: string }>(answer: T): Omit<T, 'secret'> & { secret: null; secretNote: string } {
+  return { ...answer, secret: null, secretNote: SECRET_NOT_REPLAYED };
+}
+
 /** How long a claimed key stays claimed before another attempt may take it over (its serve died mid-request). */
 const STALE_CLAIM_MS = 5 * 60_000;
 

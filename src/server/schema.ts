@@ -1,6 +1,11 @@
 import type { Dialect } from '../ledger/dialect';
 import { applySchemas, type SchemaOwner } from '../ledger/schema-runner';
 import { WEBHOOK_SCHEMA } from '../webhooks/schema';
+import { SECRET_NOT_REPLAYED } from './idempotency';
+
+/** A stored replay that still carries a webhook signing secret (only endpoint creation stored one). */
+const HOLDS_SECRET = `body LIKE '%"secret":"whsec\\_%' ESCAPE '\\'`;
+const NOTE = `'${SECRET_NOT_REPLAYED.replace(/'/g, "''")}'`;
 
 /** serve's tables: API keys and HTTP idempotency, in their own version table. */
 export const SERVER_SCHEMA: SchemaOwner = {
@@ -29,6 +34,17 @@ export const SERVER_SCHEMA: SchemaOwner = {
           body TEXT NOT NULL,
           created_at BIGINT NOT NULL
         )`,
+      ],
+    },
+    {
+      version: 2,
+      name: 'no webhook signing secrets in stored replays',
+      // Replays are now stored without the secret (idempotency.ts, withoutSecret); this takes it out of the ones
+      // stored before, the same way: secret null and the note. Every stored body is JSON.stringify output.
+      statements: (d) => [
+        d.name === 'sqlite'
+          ? `UPDATE billing_api_idempotency SET body = json_set(body, '$.secret', NULL, '$.secretNote', ${NOTE}) WHERE ${HOLDS_SECRET} AND json_type(body) = 'object'`
+          : `UPDATE billing_api_idempotency SET body = (body::jsonb || jsonb_build_object('secret', NULL::text, 'secretNote', ${NOTE}::text))::text WHERE ${HOLDS_SECRET} AND jsonb_typeof(body::jsonb) = 'object'`,
       ],
     },
   ],

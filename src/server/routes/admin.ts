@@ -7,6 +7,7 @@ import { parseRateCard } from '../../pricing/ratecard';
 import { rotationInput } from '../../webhooks/secrets';
 import { endpointInput, endpointUpdate } from '../../webhooks/store';
 import { actorOf, mutate, type ServerDeps } from '../context';
+import { withoutSecret } from '../idempotency';
 import { customerId, idempotencyHeaders, queryInt } from '../schemas';
 
 const version = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'rate card version may contain letters, digits, ".", "_" and "-" only');
@@ -71,8 +72,13 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
 
   r.post('/v1/webhooks/endpoints', {
     config: { scope: 'admin' },
-    schema: { tags: ['webhooks'], summary: 'Add an endpoint; the response carries its signing secret, once', headers: idempotencyHeaders, body: endpointInput.strict() },
-  }, (req, reply) => mutate(deps, req, reply, async (key) => ({ status: 201, body: await webhooks.createEndpoint(req.body, { key: key('createWebhookEndpoint') }) })));
+    schema: { tags: ['webhooks'], summary: 'Add an endpoint; the response carries its signing secret, once (a replay under the same Idempotency-Key has secret null)', headers: idempotencyHeaders, body: endpointInput.strict() },
+  }, (req, reply) =>
+    mutate(deps, req, reply, async (key) => {
+      const made = await webhooks.createEndpoint(req.body, { key: key('createWebhookEndpoint') });
+      return { status: 201, body: made, replayBody: withoutSecret(made) };
+    }),
+  );
 
   r.get('/v1/webhooks/endpoints/:endpointId', { config: { scope: 'admin' }, schema: { tags: ['webhooks'], summary: 'An endpoint', params: endpointParams } }, async (req) =>
     webhooks.getEndpoint(req.params.endpointId),
@@ -107,13 +113,18 @@ export function adminRoutes(app: FastifyInstance, deps: ServerDeps): void {
     config: { scope: 'admin' },
     schema: {
       tags: ['webhooks'],
-      summary: 'Give the endpoint a new signing secret; the response carries it, once',
+      summary: 'Give the endpoint a new signing secret; the response carries it, once (a replay under the same Idempotency-Key has secret null)',
       description: 'The replaced secret keeps signing deliveries next to the new one for overlapSeconds (default 86400, at most 604800; 0 drops it at once), so the receiver accepts either while it is updated.',
       params: endpointParams,
       headers: idempotencyHeaders,
       body: rotationInput.nullish(),
     },
-  }, (req, reply) => mutate(deps, req, reply, async () => ({ body: await webhooks.rotateSecret(req.params.endpointId, req.body ?? {}) })));
+  }, (req, reply) =>
+    mutate(deps, req, reply, async () => {
+      const rotated = await webhooks.rotateSecret(req.params.endpointId, req.body ?? {});
+      return { body: rotated, replayBody: withoutSecret(rotated) };
+    }),
+  );
 
   r.get('/v1/webhooks/events', {
     config: { scope: 'read' },
