@@ -66,6 +66,42 @@ describe.each(BACKENDS)('webhook status: the lag counts endpoints that will deli
   });
 });
 
+describe.each(BACKENDS)('re-enabling an endpoint on $name', (backend) => {
+  it('makes its held deliveries due now, not when their backoff from the outage ends (up to an hour later)', async () => {
+    const s = await openWithEvents(await backend.freshTarget());
+    try {
+      const receiver = http.createServer((req, res) => req.resume().on('end', () => res.writeHead(204).end()));
+      await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+      const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+      try {
+        // The receiver was down: both deliveries failed once and wait out an hour's backoff.
+        const ep = (await s.webhooks.createEndpoint({ url: await downUrl() })).id;
+        await topUp(s, 're-1');
+        await topUp(s, 're-2');
+        const d = new WebhookDeliverer(s.ledger.dialect, { retry: { baseMs: HOUR_MS, maxMs: HOUR_MS, maxAttempts: 20 }, random: () => 1 });
+        expect(await d.deliverDue()).toMatchObject({ attempted: 2, retrying: 2 });
+        // The operator disables it, fixes the receiver (here: points it at one that answers), and enables it again.
+        await s.webhooks.updateEndpoint(ep, { enabled: false });
+        await s.webhooks.updateEndpoint(ep, { url });
+        expect(await d.deliverDue()).toMatchObject({ attempted: 0 });
+        await s.webhooks.updateEndpoint(ep, { enabled: true });
+        // Measured before: attempted 0, the deliveries due in an hour.
+        expect(await d.deliverDue()).toMatchObject({ attempted: 2, delivered: 2 });
+        // Enabling an endpoint that was enabled moves nothing.
+        await topUp(s, 're-3');
+        await s.ledger.dialect.writeTransaction((c) => c.run("UPDATE billing_webhook_deliveries SET next_attempt_at = next_attempt_at + ? WHERE status = 'pending'", [HOUR_MS]));
+        await s.webhooks.updateEndpoint(ep, { enabled: true });
+        expect(await d.deliverDue()).toMatchObject({ attempted: 0 });
+      } finally {
+        receiver.closeAllConnections();
+        await new Promise<void>((resolve) => receiver.close(() => resolve()));
+      }
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe('webhook status in endpoints status and /metrics', () => {
   it('shows the paused deliveries apart; the lag gauge leaves them out', async () => {
     const db = await BACKENDS[0]!.freshTarget();

@@ -161,15 +161,21 @@ export class WebhookStore {
     await this.d.writeTransaction(async (c) => {
       const [r] = await c.query(`SELECT * FROM billing_webhook_endpoints WHERE id = ? ${this.d.forUpdate}`, [id]);
       if (!r) throw notFound(id);
-      const cur = endpointFromRow(r, this.clock());
+      const now = this.clock();
+      const cur = endpointFromRow(r, now);
       await c.run('UPDATE billing_webhook_endpoints SET url = ?, events = ?, description = ?, enabled = ?, updated_at = ? WHERE id = ?', [
         i.url ?? cur.url,
         JSON.stringify(i.events ?? cur.events),
         i.description === undefined ? cur.description : i.description,
         (i.enabled ?? cur.enabled) ? 1 : 0,
-        this.clock(),
+        now,
         id,
       ]);
+      // Enabling is the operator saying the receiver is ready: its held deliveries are due now. They kept the
+      // backoff of the outage that got it disabled, so they went out up to an hour later, one by one.
+      if (i.enabled === true && !cur.enabled) {
+        await c.run("UPDATE billing_webhook_deliveries SET next_attempt_at = ? WHERE endpoint_id = ? AND status = 'pending' AND next_attempt_at > ?", [now, id, now]);
+      }
     });
     return this.getEndpoint(id);
   }
