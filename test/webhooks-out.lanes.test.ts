@@ -85,10 +85,10 @@ describe.each(BACKENDS)('deliveries to different endpoints are independent on $n
       const [second] = await events(s, 'lane-b', 1);
       d.poke();
       await until('the fast receiver got the second event', () => fast.state.got.some((g) => g.id === second), 10_000);
-      const waited = Date.now() - raised;
-      // Measured before the fix: 3,097 ms (the pass waited for the slow receiver's 3 s answer).
-      expect(waited).toBeLessThan(1_500);
-      expect(slow.state.got[0]!.answeredAt).toBeUndefined();
+      // Before the fix the pass waited for the slow receiver's 3 s answer (the event arrived 3,097 ms after it
+      // happened); now it arrives while the slow receiver still holds its first request. No time limit is
+      // asserted: a loaded machine may take long, but never past that answer.
+      expect(slow.state.got[0]!.answeredAt, `the fast receiver waited ${Date.now() - raised} ms`).toBeUndefined();
 
       // The slow endpoint keeps its own order: its second request is sent only once the first was answered.
       await until('the slow receiver got the second event', () => slow.state.got.length === 2, 15_000);
@@ -105,8 +105,9 @@ describe.each(BACKENDS)('deliveries to different endpoints are independent on $n
   it('bounded: one receiver’s backlog takes at most perEndpoint of the batch, the rest serves the others; stop() waits for the requests in flight and records them', async () => {
     const s = await openWithEvents(await backend.freshTarget());
     open.push(s);
-    const slow = await receiver(800);
-    const other = await receiver(800);
+    // Answers well after the checks below, even on a loaded machine.
+    const slow = await receiver(2_500);
+    const other = await receiver(2_500);
     open.push(slow, other);
     slow.state.secret = (await s.webhooks.createEndpoint({ url: slow.url })).secret;
     await events(s, 'backlog', 12); // owed to the slow endpoint only, and due first
