@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ValidationError } from './errors';
 
 /**
  * The closed input vocabulary every module validates with, so a customer id or
@@ -39,3 +40,23 @@ export const DECIMAL_PATTERN = /^\d+(\.\d{1,9})?$/;
 /** A non-negative decimal string with at most 9 decimals (nano precision); `what` names the field in the message. */
 export const decimalSchema = (what: string, example = '0.01') =>
   z.string().regex(DECIMAL_PATTERN, `${what} must be a non-negative decimal string with at most 9 decimals, e.g. "${example}"`);
+
+/**
+ * Runs one of the engine's exact parsers (money.ts's parseUsd and parseQuantity, the CLI's integer and time
+ * rules) inside zod, so a field is decided by the same code the ledger runs and not by a second, looser rule.
+ * The parser's result is returned: `.transform(parsedBy(p))` makes it the field's value, `.superRefine(parsedBy(p))`
+ * only checks and keeps the value as given. Its ValidationError becomes an issue on the field, with the parser's
+ * message or `message` in its place (a Flowise form must not echo what was typed: it may be a misplaced secret).
+ * Anything else it throws is a bug in the parser, not bad input, and is not dressed up as one.
+ */
+export function parsedBy<I, T>(parse: (value: I) => T, message?: string): (value: I, ctx: z.RefinementCtx) => T {
+  return (value, ctx) => {
+    try {
+      return parse(value);
+    } catch (e) {
+      if (!(e instanceof ValidationError)) throw e;
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: message ?? e.message });
+      return z.NEVER;
+    }
+  };
+}

@@ -178,7 +178,7 @@ describe('customer identity settings', () => {
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [{ customerSource: 'fixed' }, /input "Fixed Customer ID" \(fixedCustomerId\): is required when Customer Source is "Fixed customer"/],
       [{ customerSource: 'fixed', fixedCustomerId: '   ' }, /input "Fixed Customer ID" \(fixedCustomerId\): is required/],
-      [{ customerSource: 'fixed', fixedCustomerId: 'bad id' }, /input "Fixed Customer ID" \(fixedCustomerId\): must be a customer id/],
+      [{ customerSource: 'fixed', fixedCustomerId: 'bad id' }, /input "Fixed Customer ID" \(fixedCustomerId\): customer id must be 1–128 characters: letters, digits and \. _ : @ \+ - \(starting with a letter or digit\)/],
       [{ tokenVariable: 'billing-token' }, /input "Billing Token Variable" \(tokenVariable\): must be a variable name/],
       [{ customerSource: 'insecureRawId', rawIdVariable: '1x' }, /input "Unsigned ID Variable" \(rawIdVariable\): must be a variable name/],
     ];

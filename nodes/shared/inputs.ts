@@ -6,8 +6,8 @@
 import {
   type Billable,
   BILLABLES,
-  CUSTOMER_ID_PATTERN,
   CUSTOMER_SOURCES,
+  customerIdSchema,
   DEFAULT_RAW_ID_VARIABLE,
   DEFAULT_TOKEN_VARIABLE,
   DECIMAL_PATTERN,
@@ -15,6 +15,7 @@ import {
   formatUsd,
   ledgerTarget,
   MAX_AMOUNT,
+  parsedBy,
   parseUsd,
   ValidationError,
   VARIABLE_NAME,
@@ -109,13 +110,6 @@ export function customerInputs(): INodeParams[] {
 
 const blankToUndefined = (v: unknown) => (v === '' || v === null ? undefined : v);
 const optionalString = z.preprocess((v) => (typeof v === 'string' && v.trim() === '' ? undefined : blankToUndefined(v)), z.string().trim().max(500).optional());
-const withinLimit = (v: string) => {
-  try {
-    return parseUsd(v) <= MAX_AMOUNT;
-  } catch {
-    return false;
-  }
-};
 export const usd = (what: string) =>
   z.preprocess(
     (v) => (typeof v === 'number' ? String(v) : blankToUndefined(v)),
@@ -123,8 +117,11 @@ export const usd = (what: string) =>
       .string()
       .trim()
       .regex(DECIMAL_PATTERN, `${what} must be a non-negative amount in USD, e.g. "0.01"`)
-      // The ledger's largest amount: above it every run was refused as "unavailable".
-      .refine((v) => !DECIMAL_PATTERN.test(v) || withinLimit(v), `${what} must be at most $${formatUsd(MAX_AMOUNT)}`)
+      // The ledger's largest amount: above it every run was refused as "unavailable". Checked only once the pattern
+      // holds (one issue per value); the message never repeats the value, as parseUsd's own would.
+      .superRefine((v, ctx) => {
+        if (DECIMAL_PATTERN.test(v)) parsedBy((s: string) => parseUsd(s), `${what} must be at most $${formatUsd(MAX_AMOUNT)}`)(v, ctx);
+      })
       .optional(),
   );
 
@@ -162,9 +159,12 @@ function crossFieldIssues(data: Record<string, unknown>): Array<{ input: string;
     return typeof v === 'string' && !VARIABLE_NAME.test(v) ? [{ input, message: 'must be a variable name (a letter or _, then letters, digits, _; at most 64)' }] : [];
   };
   switch (data.customerSource) {
-    case 'fixed':
+    case 'fixed': {
       if (data.fixedCustomerId === undefined) return [{ input: 'fixedCustomerId', message: 'is required when Customer Source is "Fixed customer"' }];
-      return CUSTOMER_ID_PATTERN.test(String(data.fixedCustomerId)) ? [] : [{ input: 'fixedCustomerId', message: 'must be a customer id (1–128 letters, digits, . _ : @ + -)' }];
+      // The rule's own wording, from where the rule is defined (the ledger refuses the same ids with it).
+      const r = customerIdSchema.safeParse(data.fixedCustomerId);
+      return r.success ? [] : [{ input: 'fixedCustomerId', message: r.error.issues[0]!.message }];
+    }
     case 'billingToken':
       return variable('tokenVariable');
     case 'insecureRawId':

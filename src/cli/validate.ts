@@ -3,7 +3,7 @@ import { ValidationError } from '../errors';
 import { type Nanos, parseQuantity, parseUsd, type Quantity } from '../money';
 import { calendarDay } from '../period';
 import { CHARGE_TYPES, type ChargeType, RESOURCES, type Resource } from '../pricing/ratecard';
-import { customerIdSchema, idempotencyKeySchema } from '../schemas';
+import { customerIdSchema, idempotencyKeySchema, parsedBy } from '../schemas';
 
 /**
  * The CLI's input boundary: every argument and option is checked here, before
@@ -33,41 +33,29 @@ export const entityId = (what: string) =>
 
 export const text = (what: string, max: number) => z.string().min(1, `${what} must not be empty`).max(max, `${what} must be at most ${max} characters`);
 
-/** Runs an exact parser inside zod, turning its ValidationError into an issue on this field. */
-function via<T>(parse: (s: string) => T) {
-  return z.string().transform((s, ctx): T => {
-    try {
-      return parse(s);
-    } catch (e) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof Error ? e.message : String(e) });
-      return z.NEVER;
-    }
-  });
-}
-
 /** A USD amount: plain decimal, at most 9 decimals, optional "$"; never an exponent, NaN or a sign. */
 export const usdAmount = (field: string, opts: { positive?: boolean } = {}) =>
-  via((s): Nanos => {
+  z.string().transform(parsedBy((s): Nanos => {
     const n = parseUsd(s, { field });
     if (opts.positive && n <= 0n) throw new ValidationError(`${field} must be greater than zero, got "${s}"`);
     return n;
-  });
+  }));
 
 /** An exact non-negative quantity (up to 9 decimals). */
 export const quantity = (field = 'quantity') =>
-  via((s): Quantity => {
+  z.string().transform(parsedBy((s): Quantity => {
     if (s.length > 40) throw new ValidationError(`${field} is too long`);
     return parseQuantity(s, field);
-  });
+  }));
 
 /** A whole number in [min, max], digits only ("1e3", "0x10", "5.0" are refused). */
 export const integer = (field: string, min: number, max: number) =>
-  via((s): number => {
+  z.string().transform(parsedBy((s): number => {
     if (!/^\d+$/.test(s)) throw new ValidationError(`${field} must be a whole number (digits only), got "${s}"`);
     const n = Number(s);
     if (!Number.isSafeInteger(n) || n < min || n > max) throw new ValidationError(`${field} must be between ${min} and ${max}, got "${s}"`);
     return n;
-  });
+  }));
 
 function suggestion(input: string, valid: readonly string[]): string {
   const lower = input.toLowerCase();
@@ -109,14 +97,14 @@ const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/;
 
 /** An ISO-8601 time such as 2026-11-23T10:00:00Z. */
 export const isoTime = (field: string) =>
-  via((s): Date => {
+  z.string().transform(parsedBy((s): Date => {
     const t = Date.parse(s);
     if (!ISO_TIME.test(s) || Number.isNaN(t) || !realDay(s)) {
       throw new ValidationError(`${field} must be an ISO time such as 2026-11-23T10:00:00Z, got "${s}"`);
     }
     beforeEpoch(field, s, t);
     return new Date(t);
-  });
+  }));
 
 /**
  * `--period` of reports: the same spellings as `stripe reconcile --period`
@@ -124,7 +112,7 @@ export const isoTime = (field: string) =>
  * containing that instant (YYYY-MM: its first day, 00:00 UTC).
  */
 export const periodAt = (field: string) =>
-  via((s): Date => {
+  z.string().transform(parsedBy((s): Date => {
     const month = /^(\d{4})-(\d{2})$/.exec(s);
     const t = month ? calendarDay(+month[1]!, +month[2]!, 1) ?? NaN : Date.parse(s);
     if (Number.isNaN(t) || (!month && (!ISO_TIME.test(s) || !realDay(s)))) {
@@ -132,7 +120,7 @@ export const periodAt = (field: string) =>
     }
     beforeEpoch(field, s, t);
     return new Date(t);
-  });
+  }));
 
 /** Where the CLI keeps its ledger: present and bounded here; what it may be (schemes, URL, schema) is ledgerTarget's rule. */
 export const dbTarget = z.string().min(1, 'database location (--db / FLOWISE_BILLING_DB) must not be empty').max(4096);

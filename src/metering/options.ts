@@ -3,7 +3,7 @@ import { ValidationError } from '../errors';
 import { parseQuantity, parseUsd } from '../money';
 import type { Ledger } from '../ledger/types';
 import { CHARGE_TYPES, type RateCard } from '../pricing/ratecard';
-import { customerIdSchema, decimalSchema, NO_CONTROL_CHARACTERS } from '../schemas';
+import { customerIdSchema, decimalSchema, NO_CONTROL_CHARACTERS, parsedBy } from '../schemas';
 import type { AdmissionGate } from '../quota/gate';
 import { langfuseCredentialsSchema, sealLangfuseCredentials } from '../langfuse/reporter';
 
@@ -17,25 +17,14 @@ const id = (what: string, max: number) =>
     .max(max, `${what} must be at most ${max} characters`)
     .regex(NO_CONTROL_CHARACTERS, `${what} must not contain control characters`);
 
-/** A check by the run's own exact parser (money.ts): the value is kept as given; the parser's refusal is an issue on the field. */
-const checkedBy =
-  <T>(parse: (v: T) => unknown) =>
-  (v: T, ctx: z.RefinementCtx): void => {
-    try {
-      parse(v);
-    } catch (e) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-    }
-  };
-
 /**
  * A USD string the ledger can hold: parsed here with the same limit as at the run, so an amount over it
  * is refused when the handler is built instead of by the first run (as a VALIDATION_ERROR out of invoke()).
  */
-const usd = (what: string, example?: string) => decimalSchema(what, example).superRefine(checkedBy((v: string) => parseUsd(v, { field: what })));
+const usd = (what: string, example?: string) => decimalSchema(what, example).superRefine(parsedBy((v: string) => parseUsd(v, { field: what })));
 
 // Checked with the pricing's own parser (a number must be a safe integer), which would otherwise refuse it when the tool runs.
-const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]).superRefine(checkedBy(parseQuantity));
+const quantity = z.union([z.number().int().nonnegative(), decimalSchema('quantity', '1.5')]).superRefine(parsedBy((v: string | number) => parseQuantity(v)));
 
 const toolPriceSchema = z.object({ chargeType: z.enum(CHARGE_TYPES), quantity: quantity.default(1) }).strict();
 

@@ -11,7 +11,7 @@ export * from './run-key';
 export * from './usage';
 export * from '../identity';
 export { z } from 'zod';
-export { CUSTOMER_ID_PATTERN, DECIMAL_PATTERN } from '../schemas';
+export { CUSTOMER_ID_PATTERN, customerIdSchema, DECIMAL_PATTERN, parsedBy } from '../schemas';
 export { ValidationError, BillingError, isBillingError } from '../errors';
 export { formatUsd, MAX_AMOUNT, parseUsd } from '../money';
 export { ledgerTarget } from '../ledger/open';

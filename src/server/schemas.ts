@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { type Nanos, parseQuantity, parseUsd } from '../money';
-import { customerIdSchema, NO_CONTROL_CHARACTERS } from '../schemas';
+import { customerIdSchema, NO_CONTROL_CHARACTERS, parsedBy } from '../schemas';
 
 /**
  * The API's input vocabulary. Money is a USD decimal string (never a JSON
@@ -11,29 +11,21 @@ export const customerId = customerIdSchema;
 
 export const entityId = z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'ids look like "chg_…": letters, digits, "_" and "-"');
 
-function exact<T>(parse: (s: string) => T) {
-  return z.string().max(40).transform((s, ctx): T => {
-    try {
-      return parse(s);
-    } catch (e) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof ValidationError ? e.message : String(e) });
-      return z.NEVER;
-    }
-  });
-}
+/** No amount or quantity is longer; the bound is checked before the exact parser runs. */
+const decimal = () => z.string().max(40);
 
 /** "12.50", "$0.000025": at most 9 decimals, no exponent, no sign. */
-export const usd = (field: string) => exact((s): Nanos => parseUsd(s, { field }));
+export const usd = (field: string) => decimal().transform(parsedBy((s): Nanos => parseUsd(s, { field })));
 export const positiveUsd = (field: string) =>
-  exact((s): Nanos => {
-    const n = parseUsd(s, { field });
-    if (n <= 0n) throw new ValidationError(`${field} must be greater than zero`);
-    return n;
-  });
-export const quantity = exact((s) => {
-  parseQuantity(s);
-  return s;
-});
+  decimal().transform(
+    parsedBy((s): Nanos => {
+      const n = parseUsd(s, { field });
+      if (n <= 0n) throw new ValidationError(`${field} must be greater than zero`);
+      return n;
+    }),
+  );
+/** Checked by the pricing's own parser and kept as written: the rate card prices it. */
+export const quantity = decimal().superRefine(parsedBy((s: string) => parseQuantity(s)));
 
 /** Every mutation names itself with this header; see README "Idempotency". */
 export const idempotencyHeaders = z.object({
