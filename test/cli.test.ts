@@ -307,6 +307,21 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     expect(fs.existsSync(db)).toBe(false);
   });
 
+  it('charge refuses a $0 charge (quantity 0, or too small to cost a nano-USD) with VALIDATION_ERROR and writes nothing', async () => {
+    const db = path.join(tmp, 'zero.sqlite');
+    await json(['--db', db, 'customers', 'create', 'zero']);
+    await json(['--db', db, 'topup', 'zero', '5', '--key', 'zero-seed']);
+    const before = await json(['--db', db, 'statement', 'zero']);
+    for (const quantity of ['0', '0.000000001']) {
+      const r = await json(['--db', db, 'charge', 'zero', 'Inference', quantity, '--key', `zero-${quantity}`], { exit: 1 });
+      expectError(r, 'VALIDATION_ERROR');
+      expect(r.error.message).toBe(`Inference × ${quantity} costs $0 at rate card 2026-11-default: a charge must be greater than zero`);
+    }
+    expect(await json(['--db', db, 'statement', 'zero'])).toEqual(before);
+    // Nothing was kept under the key: the same key with a real quantity charges.
+    expect(await json(['--db', db, 'charge', 'zero', 'Inference', '1', '--key', 'zero-0'])).toMatchObject({ usd: '0.02', replayed: false });
+  });
+
   it('human output: aligned statement, one-line errors on stderr, no stack traces', async () => {
     const db = path.join(tmp, 'human.sqlite');
     await json(['--db', db, 'customers', 'create', 'human']);

@@ -318,6 +318,36 @@ describe.each(BACKENDS)('serve API on $name', (backend) => {
     expect(p2.json.data).toEqual(all.slice(3, 6));
   });
 
+  it('refuses a $0 charge or hold (explicit, priced at nothing, too small to cost a nano-USD) with VALIDATION_ERROR and writes nothing; a $0 settle still closes a hold', async () => {
+    await write('POST', '/v1/customers', { key: 'zero-create', body: { id: 'zero' } });
+    await write('POST', '/v1/customers/zero/topups', { key: 'zero-top', body: { amountUsd: '5' } });
+    const before = { bal: await balanceOf('zero'), st: await statementOf('zero') };
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['charges', { amountUsd: '0' }, /^Invalid body: body\.amountUsd: amountUsd must be greater than zero$/],
+      ['charges', { amountUsd: '$0.000000000' }, /^Invalid body: body\.amountUsd: amountUsd must be greater than zero$/],
+      ['charges', { chargeType: 'Inference', quantity: '0' }, /^Inference × 0 costs \$0 at rate card [^ ]+: a charge must be greater than zero$/],
+      ['charges', { chargeType: 'Inference', quantity: '0.000000001' }, /^Inference × 0\.000000001 costs \$0 at rate card /],
+      ['holds', { amountUsd: '0' }, /^Invalid body: body\.amountUsd: amountUsd must be greater than zero$/],
+      ['holds', { amountUsd: '0.00', ttlSeconds: 60 }, /^Invalid body: body\.amountUsd: amountUsd must be greater than zero$/],
+    ];
+    for (const [i, [route, body, message]] of cases.entries()) {
+      const r = await write('POST', `/v1/customers/zero/${route}`, { key: `zero-${i}`, body });
+      expect([r.status, r.json.error.code], JSON.stringify(body)).toEqual([400, 'VALIDATION_ERROR']);
+      expect(r.json.error.message).toMatch(message);
+    }
+    expect(await balanceOf('zero')).toEqual(before.bal);
+    expect(await statementOf('zero')).toEqual(before.st);
+    // A refusal is not stored under its key: the same keys with real amounts go through.
+    expect((await write('POST', '/v1/customers/zero/charges', { key: 'zero-2', body: { chargeType: 'Inference', quantity: '1' } })).status).toBe(201);
+    const h = await write('POST', '/v1/customers/zero/holds', { key: 'zero-4', body: { amountUsd: '1' } });
+    expect(h.status).toBe(201);
+    // Settling at $0 is still how a client closes a hold whose work cost nothing: all of it is released.
+    const s = await write('POST', `/v1/holds/${h.json.id}/settle`, { key: 'zero-settle', body: { amountUsd: '0' } });
+    expect(s.status).toBe(201);
+    expect((await read('GET', `/v1/holds/${h.json.id}`)).json.status).not.toBe('pending');
+    expect(await balanceOf('zero')).toMatchObject({ heldUsd: '0.00' });
+  });
+
   it('names the budget budgetUsd whether or not one is set (null when none), never budget: null', async () => {
     await write('POST', '/v1/customers', { key: 'nb-create', body: { id: 'no-budget' } });
     const shapes = async () => [

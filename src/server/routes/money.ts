@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { ValidationError } from '../../errors';
 import { priceChargeType } from '../../pricing/price';
 import { CHARGE_TYPES } from '../../pricing/ratecard';
 import { apiJson } from '../json';
@@ -19,7 +20,7 @@ const chargeBody = z
   .object({
     chargeType: z.enum(CHARGE_TYPES).optional(),
     quantity: quantity.optional(),
-    amountUsd: usd('amountUsd').optional(),
+    amountUsd: positiveUsd('amountUsd').optional(),
     metadata,
   })
   .strict()
@@ -43,6 +44,13 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
       if (b.chargeType) {
         const q = priceChargeType(await ledger.activeRateCard(), b.chargeType, b.quantity!);
         priced = { amount: q.amount, chargeType: b.chargeType, quantity: q.quantity, rateCardVersion: q.rateCardVersion };
+        // A $0 charge is a client's mistake (quantity 0, or one too small to cost a nano-USD), not usage: refused before anything is written.
+        if (q.amount === 0n) {
+          throw new ValidationError(`${b.chargeType} × ${q.quantity} costs $0 at rate card ${q.rateCardVersion}: a charge must be greater than zero`, {
+            field: 'quantity',
+            rateCardVersion: q.rateCardVersion,
+          });
+        }
       }
       const ch = await metrics.time('charge', () =>
         ledger.charge({ customerId: req.params.customerId, ...priced, metadata: { source: 'api', ...b.metadata }, idempotencyKey: key('charge'), actor: actorOf(req) }),
@@ -79,7 +87,8 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
       summary: 'Reserve funds before work runs',
       params: customerParams,
       headers: idempotencyHeaders,
-      body: z.object({ amountUsd: usd('amountUsd'), ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(), chargeType: z.enum(CHARGE_TYPES).optional() }).strict(),
+      // A $0 hold reserves nothing and guards nothing; metering's own zero holds never come through here.
+      body: z.object({ amountUsd: positiveUsd('amountUsd'), ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(), chargeType: z.enum(CHARGE_TYPES).optional() }).strict(),
     },
   }, (req, reply) =>
     mutate(deps, req, reply, async (key) => created(201, await metrics.time('hold', () =>
@@ -103,6 +112,7 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
       summary: 'Settle a hold into a charge (the rest is released)',
       params: z.object({ holdId: entityId }),
       headers: idempotencyHeaders,
+      // $0 is allowed here: it closes a hold whose work cost nothing (as metering's own settles do), releasing all of it.
       body: z.object({ amountUsd: usd('amountUsd'), metadata }).strict(),
     },
   }, (req, reply) =>
