@@ -10,6 +10,8 @@ import { addExamples, EXAMPLES } from '../src/cli/examples';
 import { openLedger } from '../src/ledger/open';
 import { CLI_MAIN, runCli, runJson } from './support/cli-run';
 import { PG_BASE_URL } from './support/backends';
+import { fakeFlowise } from './support/fake-flowise';
+import { BUNDLE_REL } from '../src/installer';
 
 /**
  * The CLI as an operator meets it: honest --db, reads that create nothing,
@@ -17,6 +19,7 @@ import { PG_BASE_URL } from './support/backends';
  * SQLite files, the shared PostgreSQL.
  */
 
+const ROOT = path.resolve(__dirname, '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fb-cli-pkg-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const SECRET = 'correct-horse-battery-staple-0123456789abcdef';
@@ -191,23 +194,66 @@ describe('a good Unix tool', () => {
 });
 
 describe('doctor', () => {
-  it('exits 1 with a fix for each problem: no Flowise, no ledger, short secret, malformed Stripe key', async () => {
+  it('exits 1 with a fix for each problem: no Flowise, short secret, malformed Stripe key; no ledger yet is not one of them', async () => {
     const db = path.join(tmp, 'doctor', 'none.sqlite');
     const env = { FLOWISE_BILLING_TOKEN_SECRET: 'short', STRIPE_SECRET_KEY: 'pk_test_123' };
     const r = await runJson(['--db', db, 'doctor', '--flowise', path.join(tmp, 'no-flowise')], { env });
     expect(r.code).toBe(1);
     expect(r.value.error.code).toBe('PROBLEMS_FOUND');
     const problems = r.value.error.details.problems as Array<{ code: string; message: string; fix: string }>;
-    expect(problems.map((p) => p.code)).toEqual(['FLOWISE_NOT_FOUND', 'LEDGER_NOT_FOUND', 'TOKEN_SECRET_TOO_SHORT', 'STRIPE_KEY_MALFORMED']);
+    expect(problems.map((p) => p.code)).toEqual(['FLOWISE_NOT_FOUND', 'TOKEN_SECRET_TOO_SHORT', 'STRIPE_KEY_MALFORMED']);
     for (const p of problems) {
       expect(p.fix.length).toBeGreaterThan(20);
       expect(p.fix).not.toBe(p.message);
     }
+    expect(r.value.error.details.checks[0]).toEqual({ name: 'ledger', status: 'not created', detail: expect.stringContaining(`no ledger at ${db} yet: the first write creates it`) });
     expect(fs.existsSync(path.join(tmp, 'doctor'))).toBe(false);
     const human = await runCli(['--db', db, 'doctor', '--flowise', path.join(tmp, 'no-flowise')], { env });
     expect(human.code).toBe(1);
     expect(human.stdout).toMatch(/problem TOKEN_SECRET_TOO_SHORT: .*\n {2}fix: generate one with/);
-    expect(human.stderr).toMatch(/^error\[PROBLEMS_FOUND\]: doctor found 4 problem\(s\)/);
+    expect(human.stderr).toMatch(/^error\[PROBLEMS_FOUND\]: doctor found 3 problem\(s\)/);
+  });
+
+  it.skipIf(!fs.existsSync(path.join(ROOT, BUNDLE_REL, 'engine', 'index.js')))('on a fresh install (plugin installed, no ledger yet) reports the missing ledger as information and exits 0', async () => {
+    const flowise = fakeFlowise();
+    try {
+      expect((await runJson(['install', '--flowise', flowise.dir])).code).toBe(0);
+      const db = path.join(tmp, 'fresh', 'billing.sqlite');
+      const env = { FLOWISE_BILLING_TOKEN_SECRET: SECRET };
+      const r = await runJson(['--db', db, 'doctor', '--flowise', flowise.dir], { env });
+      expect(r.code, JSON.stringify(r.value)).toBe(0);
+      expect(r.value).toMatchObject({ ok: true, problems: [] });
+      expect(r.value.checks[0]).toEqual({ name: 'ledger', status: 'not created', detail: expect.stringContaining(`no ledger at ${db} yet`) });
+      const human = await runCli(['--db', db, 'doctor', '--flowise', flowise.dir], { env });
+      expect(human.code).toBe(0);
+      expect(human.stdout).toMatch(/ledger +not created: no ledger at .* yet: the first write creates it/);
+      expect(human.stdout).toContain('No problems found.');
+      // Nothing was created, and a PostgreSQL schema without the ledger tables is the same fresh install.
+      expect(fs.existsSync(path.join(tmp, 'fresh'))).toBe(false);
+      const schema = `t_${process.env.FB_TEST_RUN}_doctor_${randomUUID().replace(/-/g, '').slice(0, 8)}`;
+      const pg = await runJson(['--db', `${PG_BASE_URL}?schema=${schema}`, 'doctor', '--flowise', flowise.dir], { env });
+      expect(pg.code, JSON.stringify(pg.value)).toBe(0);
+      expect(pg.value.checks[0]).toMatchObject({ name: 'ledger', status: 'not created' });
+      // Still problems: the first write could not create it, or SQLite under MODE=queue.
+      const file = path.join(tmp, 'fresh-file');
+      fs.writeFileSync(file, 'not a folder');
+      const blocked = await runJson(['--db', path.join(file, 'billing.sqlite'), 'doctor', '--flowise', flowise.dir], { env });
+      expect(blocked.code).toBe(1);
+      expect(blocked.value.error.details.problems).toEqual([expect.objectContaining({ code: 'LEDGER_NOT_CREATABLE', message: expect.stringContaining(file) })]);
+      const queue = await runJson(['--db', db, 'doctor', '--flowise', flowise.dir], { env: { ...env, MODE: 'queue' } });
+      expect(queue.code).toBe(1);
+      expect(queue.value.error.details.problems.map((p: any) => p.code)).toEqual(['SQLITE_IN_QUEUE_MODE']);
+    } finally {
+      fs.rmSync(flowise.dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a file that is not a ledger is still a problem', async () => {
+    const file = path.join(tmp, 'doctor-not-a-ledger.sqlite');
+    fs.writeFileSync(file, '');
+    const r = await runJson(['--db', file, 'doctor', '--flowise', path.join(tmp, 'no-flowise')]);
+    expect(r.value.error.details.problems.map((p: any) => p.code)).toEqual(['FLOWISE_NOT_FOUND', 'LEDGER_NOT_FOUND']);
+    expect(r.value.error.details.checks[0]).toMatchObject({ name: 'ledger', status: 'problem' });
   });
 
   it('reports a reachable ledger, a long secret and a well-formed key as fine', async () => {

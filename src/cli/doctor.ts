@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { isBillingError } from '../errors';
 import { MIN_SECRET_BYTES } from '../identity/token';
 import { type Problem } from '../installer';
@@ -7,12 +9,14 @@ import { sqliteCheckpointMode } from '../ledger/sqlite';
 /**
  * The checks `doctor` runs beside the installer's: can the ledger be reached,
  * is the token secret long enough, does the Stripe key work. Each problem says
- * what to do; nothing is created or changed (the ledger opens in no-create mode).
+ * what to do; nothing is created or changed (the ledger opens in no-create mode). No ledger yet where
+ * the first write makes one is a fresh install: reported, not a problem.
  */
 
 export interface EnvironmentCheck {
   readonly name: 'ledger' | 'token secret' | 'stripe key';
-  readonly status: 'ok' | 'problem' | 'not set';
+  /** `not created`: no ledger there yet, which is normal before the first write (information, not a problem). */
+  readonly status: 'ok' | 'problem' | 'not set' | 'not created';
   readonly detail: string;
 }
 
@@ -29,6 +33,57 @@ export interface EnvironmentOptions {
   readonly stripeOnline: boolean;
 }
 
+/** A SQLite ledger in MODE=queue: a worker in another container or host would open a file of its own. */
+function queueModeProblem(display: string): Problem {
+  return {
+    code: 'SQLITE_IN_QUEUE_MODE',
+    message: `MODE=queue with a SQLite ledger (${display}): a worker in another container or host opens a file of its own, with its own balances`,
+    fix: 'give main and every worker the same PostgreSQL ledger: FLOWISE_BILLING_DB=postgres://… (or the URL in the Billing Ledger credential)',
+  };
+}
+
+/** The nearest folder that exists on the way to `file`: the one the first write creates the rest in. */
+function nearestFolder(file: string): string {
+  let dir = path.dirname(path.resolve(file));
+  while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+}
+
+/**
+ * No ledger yet where one is created on the first write (a SQLite file that does not exist, a PostgreSQL
+ * database or schema without the ledger tables): a fresh install, information and not a problem, unless
+ * that first write could not create it (the folder is missing and cannot be made, or is read-only).
+ */
+function notCreatedYet(db: string, env: NodeJS.ProcessEnv, problems: Problem[]): EnvironmentCheck | null {
+  const t = ledgerTarget(db);
+  if (t.kind === 'sqlite' && fs.existsSync(t.path)) return null; // a file that is not a ledger: a real problem
+  if (t.kind === 'memory') return null;
+  const detail = `no ledger at ${t.display} yet: the first write creates it (a node's first run, \`customers create\`, \`serve\`, or \`migrate\` now)`;
+  if (t.kind === 'sqlite') {
+    const dir = nearestFolder(t.path);
+    let writable = false;
+    try {
+      writable = fs.statSync(dir).isDirectory();
+      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    } catch {
+      writable = false;
+    }
+    if (!writable) {
+      problems.push({
+        code: 'LEDGER_NOT_CREATABLE',
+        message: `no ledger at ${t.display} yet, and it cannot be created: ${dir} is not a folder this user can write`,
+        fix: `point --db / FLOWISE_BILLING_DB at a writable location, or give this user write access to ${dir}`,
+      });
+      return { name: 'ledger', status: 'problem', detail };
+    }
+    if (env.MODE === 'queue') {
+      problems.push(queueModeProblem(t.display));
+      return { name: 'ledger', status: 'problem', detail };
+    }
+  }
+  return { name: 'ledger', status: 'not created', detail };
+}
+
 async function checkLedger(db: string, env: NodeJS.ProcessEnv, problems: Problem[]): Promise<EnvironmentCheck> {
   const display = ledgerTarget(db).display;
   try {
@@ -39,11 +94,7 @@ async function checkLedger(db: string, env: NodeJS.ProcessEnv, problems: Problem
       const mode = ledger.backend === 'sqlite' ? `, WAL checkpoint ${sqliteCheckpointMode()}` : '';
       const detail = `${ledger.backend} at ${display}, ${customers} customer(s)${mode}`;
       if (ledger.backend === 'sqlite' && env.MODE === 'queue') {
-        problems.push({
-          code: 'SQLITE_IN_QUEUE_MODE',
-          message: `MODE=queue with a SQLite ledger (${display}): a worker in another container or host opens a file of its own, with its own balances`,
-          fix: 'give main and every worker the same PostgreSQL ledger: FLOWISE_BILLING_DB=postgres://… (or the URL in the Billing Ledger credential)',
-        });
+        problems.push(queueModeProblem(display));
         return { name: 'ledger', status: 'problem', detail };
       }
       return { name: 'ledger', status: 'ok', detail };
@@ -52,6 +103,8 @@ async function checkLedger(db: string, env: NodeJS.ProcessEnv, problems: Problem
     }
   } catch (e) {
     const code = isBillingError(e) ? e.code : 'DATABASE_ERROR';
+    const fresh = code === 'LEDGER_NOT_FOUND' ? notCreatedYet(db, env, problems) : null;
+    if (fresh) return fresh;
     const message = e instanceof Error ? e.message : String(e);
     problems.push({
       code,
