@@ -61,14 +61,14 @@ export interface LedgerOptions {
  * driver's message and code. The dialects already strip their connection
  * string; any URL left is masked here too, so no password can leak.
  */
-function asBillingError(e: unknown): BillingError {
+export function asBillingError(e: unknown): BillingError {
   if (e instanceof BillingError) return e;
   const err = e as { message?: string; code?: string };
   const message = String(err?.message ?? e).replace(/postgres(ql)?:\/\/[^\s'"]*/gi, (m) => redactUrl(m));
   return new BillingError('DATABASE_ERROR', `Ledger database error: ${message}`, { cause: typeof err?.code === 'string' ? err.code : null });
 }
 
-const throwAsBillingError = (e: unknown): never => {
+export const throwAsBillingError = (e: unknown): never => {
   throw asBillingError(e);
 };
 

@@ -73,9 +73,9 @@ export async function mutate(
   }
   const path = req.url.split('?')[0]!;
   const fp = fingerprint(req.method, path, req.body);
-  const prior = await deps.idempotency.begin(httpKey, fp);
-  if (prior) {
-    return reply.code(prior.status).header('content-type', 'application/json; charset=utf-8').header('idempotent-replayed', 'true').send(prior.body);
+  const begun = await deps.idempotency.begin(httpKey, fp);
+  if ('replay' in begun) {
+    return reply.code(begun.replay.status).header('content-type', 'application/json; charset=utf-8').header('idempotent-replayed', 'true').send(begun.replay.body);
   }
   let status: number;
   let body: string;
@@ -86,10 +86,12 @@ export async function mutate(
     body = JSON.stringify(apiJson(r.body));
     stored = r.replayBody === undefined ? body : JSON.stringify(apiJson(r.replayBody));
   } catch (e) {
-    await deps.idempotency.abandon(httpKey).catch(() => undefined);
+    await deps.idempotency.abandon(begun.claim);
     throw e;
   }
-  await deps.idempotency.finish(httpKey, { status, body: stored });
+  // The mutation ran: its answer is sent even if the database fails to record it now (finish keeps it and
+  // records it when the database is back), rather than an error that says it did not happen.
+  await deps.idempotency.finish(begun.claim, { status, body: stored });
   deps.deliverer?.poke();
   return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(body);
 }

@@ -40,11 +40,13 @@ export const SERVER_SCHEMA: SchemaOwner = {
       version: 2,
       name: 'no webhook signing secrets in stored replays',
       // Replays are now stored without the secret (idempotency.ts, withoutSecret); this takes it out of the ones
-      // stored before, the same way: secret null and the note. Every stored body is JSON.stringify output.
+      // stored before, the same way: secret null and the note. A stored answer (status > 0) is JSON.stringify
+      // output; a pending claim's body is its token, not JSON, so CASE keeps the JSON functions off it (a WHERE's
+      // AND is not evaluated in a guaranteed order on PostgreSQL).
       statements: (d) => [
         d.name === 'sqlite'
-          ? `UPDATE billing_api_idempotency SET body = json_set(body, '$.secret', NULL, '$.secretNote', ${NOTE}) WHERE ${HOLDS_SECRET} AND json_type(body) = 'object'`
-          : `UPDATE billing_api_idempotency SET body = (body::jsonb || jsonb_build_object('secret', NULL::text, 'secretNote', ${NOTE}::text))::text WHERE ${HOLDS_SECRET} AND jsonb_typeof(body::jsonb) = 'object'`,
+          ? `UPDATE billing_api_idempotency SET body = json_set(body, '$.secret', NULL, '$.secretNote', ${NOTE}) WHERE CASE WHEN status > 0 AND ${HOLDS_SECRET} THEN json_type(body) = 'object' ELSE 0 END`
+          : `UPDATE billing_api_idempotency SET body = (body::jsonb || jsonb_build_object('secret', NULL::text, 'secretNote', ${NOTE}::text))::text WHERE CASE WHEN status > 0 AND ${HOLDS_SECRET} THEN jsonb_typeof(body::jsonb) = 'object' ELSE false END`,
       ],
     },
   ],

@@ -4,7 +4,7 @@ import { openWithEvents } from '../webhooks/open';
 import { ApiKeyStore } from './apikeys';
 import { buildServer, type ServerOptions } from './app';
 import type { ServerDeps } from './context';
-import { IdempotencyStore } from './idempotency';
+import { type IdempotencyLog, IdempotencyStore } from './idempotency';
 import { ServerMetrics } from './metrics';
 import { migrateServer } from './schema';
 
@@ -31,6 +31,7 @@ export interface RunningServer {
 /** `flowise-billing serve`: opens the ledger, migrates, listens, delivers webhooks until closed. */
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let logError: (e: unknown) => void = () => undefined;
+  let log: IdempotencyLog = () => undefined;
   const services = await openWithEvents(opts.target, { actor: 'api', onEventError: (e) => logError(e), poolSize: opts.poolSize });
   try {
     await migrateServer(services.ledger.dialect);
@@ -39,7 +40,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const deps: ServerDeps = {
       ...services,
       apiKeys: new ApiKeyStore(services.ledger.dialect),
-      idempotency: new IdempotencyStore(services.ledger.dialect),
+      idempotency: new IdempotencyStore(services.ledger.dialect, { log: (level, msg, fields) => log(level, msg, fields) }),
       metrics,
       get deliverer() {
         return deliverer;
@@ -48,6 +49,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     };
     const app = await buildServer(deps, opts);
     logError = (e) => app.log.error({ err: { message: (e as Error).message } }, 'could not record a webhook event');
+    log = (level, msg, fields) => app.log[level](fields, msg);
     if (opts.deliver ?? true) {
       deliverer = new WebhookDeliverer(services.ledger.dialect, {
         ...opts.delivery,
@@ -64,6 +66,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         deliverer?.stop();
         await loop;
         await app.close();
+        await deps.idempotency.close();
         await deps.apiKeys.flush();
         await services.close();
       },
