@@ -121,8 +121,11 @@ describe.skipIf(unavailable !== null)('serve: an Idempotency-Key claim through a
     await untilSleeping();
     await cluster.stop();
     const failed = await first;
-    expect(failed.status, failed.text).toBeGreaterThanOrEqual(500);
+    // A database failure outside the ledger is a typed 503, as the ledger's are (it was 500 INTERNAL_ERROR).
+    expect([failed.status, failed.json.error.code], failed.text).toEqual([503, 'DATABASE_ERROR']);
     expect(failed.text).not.toContain(cluster.password);
+    const reading = await admin('GET', '/v1/plans');
+    expect([reading.status, reading.json.error.code], reading.text).toEqual([503, 'DATABASE_ERROR']);
     await cluster.start();
     // It was 409 IDEMPOTENCY_IN_PROGRESS for 5 minutes: the claim of an attempt that failed stayed.
     const retry = await afterOutage('POST', '/v1/plans', request);

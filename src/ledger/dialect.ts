@@ -5,6 +5,24 @@
  * ledger never branches on which database it talks to.
  */
 export type SqlValue = string | number | bigint | null;
+
+const fromDatabase = new WeakSet<object>();
+
+/** Marks an error as the database's (it left a dialect's connection): callers outside the ledger answer it as DATABASE_ERROR. */
+export function markDatabaseError<E>(e: E): E {
+  if (typeof e === 'object' && e !== null) fromDatabase.add(e);
+  return e;
+}
+
+/**
+ * Whether an error came from the database rather than from our code: marked by the PostgreSQL dialect (an
+ * outage, a terminated connection, a refused statement), or an SQLite error (SQLITE_BUSY, SQLITE_FULL, …).
+ */
+export function isDatabaseError(e: unknown): boolean {
+  if (typeof e !== 'object' || e === null) return false;
+  const code = (e as { code?: unknown }).code;
+  return fromDatabase.has(e) || (typeof code === 'string' && (code.startsWith('SQLITE_') || code === 'ERR_SQLITE_ERROR'));
+}
 export type Row = Record<string, unknown>;
 
 export interface QueryOptions {

@@ -2,7 +2,7 @@ import type { PoolClient, QueryResult } from 'pg';
 import { ValidationError } from '../errors';
 import { cteSql, toPg } from './pg-sql';
 import { redactUrl } from './redact';
-import { type Dialect, insertRows, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite, type WriteOptions } from './dialect';
+import { type Dialect, insertRows, markDatabaseError, type QueryOptions, type Row, type SqlConnection, type SqlValue, type TableWrite, type WriteOptions } from './dialect';
 
 export interface PostgresOptions {
   /** postgres://user:pass@host:port/db[?schema=name]; `schema` puts the ledger's tables in that schema. */
@@ -222,7 +222,7 @@ export function postgresDialect(opts: PostgresOptions): Dialect {
     pipeline: true,
   });
   const secrets = [opts.url, u.toString(), u.password, decodeURIComponent(u.password)].filter((s) => s.length >= 3);
-  const scrub = (e: unknown) => scrubSecrets(e, secrets);
+  const scrub = (e: unknown) => markDatabaseError(scrubSecrets(e, secrets));
   // An idle client's error (server restart) must not crash the host process; the pool drops that client.
   pool.on('error', () => undefined);
   // A new client is handed to its borrower from inside the parser loop that read the server's

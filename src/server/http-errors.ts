@@ -1,4 +1,6 @@
 import { BillingError, type ErrorCode } from '../errors';
+import { isDatabaseError } from '../ledger/dialect';
+import { asBillingError } from '../ledger/sql-ledger';
 
 /** Every closed error code has one HTTP status; a new code fails to compile until it is placed here. */
 const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -56,6 +58,10 @@ export function errorBody(e: BillingError): ErrorBody {
 /** `bodyLimit`: the server's limit in bytes, named in a 413's message and details. */
 export function toBillingError(e: unknown, bodyLimit: number): { error: BillingError; status: number } {
   if (e instanceof BillingError) return { error: e, status: HTTP_STATUS[e.code] };
+  // The routes beyond the ledger (plans, subscriptions, webhooks, keys) read and write the database directly: its
+  // failure is a typed 503 DATABASE_ERROR with the scrubbed driver message, as the ledger's are, not a 500 that
+  // reads like a bug in serve.
+  if (isDatabaseError(e)) return { error: asBillingError(e), status: HTTP_STATUS.DATABASE_ERROR };
   const f = e as { statusCode?: number; code?: string; message?: string; validation?: unknown };
   if (f?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
     return { error: new BillingError('VALIDATION_ERROR', `Request body too large (the limit is ${bodyLimit} bytes: serve --body-limit)`, { limitBytes: bodyLimit }), status: 413 };
