@@ -12,6 +12,18 @@ export interface PriceQuote {
 }
 
 /**
+ * Refuses a quote of $0 for an external charge (the API's and the CLI's): a quantity of 0, or one too small to
+ * cost a nano-USD, is a client's mistake, not usage. Metering's own zero settles never come through here.
+ */
+export function refuseFreeCharge(q: Pick<PriceQuote, 'amount' | 'item' | 'quantity' | 'rateCardVersion'>): void {
+  if (q.amount !== 0n) return;
+  throw new ValidationError(`${q.item} × ${q.quantity} costs $0 at rate card ${q.rateCardVersion}: a charge must be greater than zero`, {
+    field: 'quantity',
+    rateCardVersion: q.rateCardVersion,
+  });
+}
+
+/**
  * rate × num/den + fixed, as one exact fraction rounded once (half-up).
  * `num/den` is the quantity in the rate's unit.
  */

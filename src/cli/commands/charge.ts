@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { ValidationError } from '../../errors';
 import { formatSparks, formatUsd } from '../../money';
 import { CLI_ACTOR, type CliContext, isReplay, keyOrNew } from '../context';
 import { keyValues, usd } from '../output';
+import { refuseFreeCharge } from '../../pricing/price';
 import { parseQuoteRequest, quote } from '../quote';
 import { chargeType, customerId, idempotencyKey, parseInput } from '../validate';
 
@@ -22,13 +22,7 @@ export function registerCharge(program: Command, cli: CliContext): void {
       const started = Date.now();
       const { q, ch, b } = await cli.withLedger(async (ledger) => {
         const q = quote(await ledger.activeRateCard(), request);
-        // As at the API: a $0 charge (quantity 0, or too small to cost a nano-USD) is a mistake, refused before anything is written.
-        if (q.amount === 0n) {
-          throw new ValidationError(`${input.chargeType} × ${q.quantity} costs $0 at rate card ${q.rateCardVersion}: a charge must be greater than zero`, {
-            field: 'quantity',
-            rateCardVersion: q.rateCardVersion,
-          });
-        }
+        refuseFreeCharge(q);
         const ch = await ledger.charge({
           customerId: input.customer,
           amount: q.amount,

@@ -1,8 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ValidationError } from '../../errors';
-import { priceChargeType } from '../../pricing/price';
+import { priceChargeType, refuseFreeCharge } from '../../pricing/price';
 import { CHARGE_TYPES } from '../../pricing/ratecard';
 import { apiJson } from '../json';
 import { actorOf, mutate, type ServerDeps } from '../context';
@@ -44,13 +43,7 @@ export function moneyRoutes(app: FastifyInstance, deps: ServerDeps): void {
       if (b.chargeType) {
         const q = priceChargeType(await ledger.activeRateCard(), b.chargeType, b.quantity!);
         priced = { amount: q.amount, chargeType: b.chargeType, quantity: q.quantity, rateCardVersion: q.rateCardVersion };
-        // A $0 charge is a client's mistake (quantity 0, or one too small to cost a nano-USD), not usage: refused before anything is written.
-        if (q.amount === 0n) {
-          throw new ValidationError(`${b.chargeType} × ${q.quantity} costs $0 at rate card ${q.rateCardVersion}: a charge must be greater than zero`, {
-            field: 'quantity',
-            rateCardVersion: q.rateCardVersion,
-          });
-        }
+        refuseFreeCharge(q);
       }
       const ch = await metrics.time('charge', () =>
         ledger.charge({ customerId: req.params.customerId, ...priced, metadata: { source: 'api', ...b.metadata }, idempotencyKey: key('charge'), actor: actorOf(req) }),
