@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { callSignal } from '../../src/plugin';
 import { refusalChunk, refusalResult, type RefusalLike } from './refusal-answer';
 
 /**
@@ -151,12 +152,6 @@ const generateOf = (options: unknown, runManager: unknown): { text: string } | u
   return undefined;
 };
 
-/** The call's abort signal, duck-typed (a signal from another realm or polyfill works too). */
-function abortSignalOf(options: unknown): AbortSignal | undefined {
-  const s = (options as { signal?: unknown } | undefined)?.signal as AbortSignal | undefined;
-  return s && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function' && s.aborted === false ? s : undefined;
-}
-
 /** Meters `model` in place and returns it. */
 export function meterModel<T>(model: T, opts: MeterModelOptions): T {
   const m = model as unknown as ModelLike;
@@ -226,7 +221,8 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       // never resumes it: LangChain's stream refuses to go on once the signal is aborted, so the finally below
       // never ran and the call stayed held until its hold expired, unpaid. The abort ends it instead, one turn
       // later (a generator that does go on, the provider's request failing, ends it itself first).
-      const signal = abortSignalOf(options);
+      const given = callSignal(options);
+      const signal = given?.aborted ? undefined : given;
       const onAbort = () =>
         setImmediate(() => {
           if (ended) return;

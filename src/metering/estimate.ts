@@ -128,9 +128,12 @@ export function choicesOf(extraParams: unknown): number {
 
 /** The call's abort signal (LangChain passes the call options, `signal` included, as `extraParams.options`). */
 export function signalOf(extraParams: unknown): AbortSignal | undefined {
-  const opts = isRec(extraParams) && isRec(extraParams.options) ? extraParams.options : {};
-  const s = opts.signal;
-  // Duck-typed: a signal from another realm or polyfill works too.
+  return callSignal(isRec(extraParams) ? extraParams.options : undefined);
+}
+
+/** The abort signal in a call's options, duck-typed: a signal from another realm or polyfill works too. */
+export function callSignal(options: unknown): AbortSignal | undefined {
+  const s = isRec(options) ? options.signal : undefined;
   return isRec(s) && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function' && typeof s.aborted === 'boolean' ? (s as unknown as AbortSignal) : undefined;
 }
 

@@ -105,14 +105,17 @@ export class IdempotencyStore {
    * Stores the answer under the key. The mutation has run and this answer stands, so a database failure here
    * is not the request's: the answer is kept and written when the database is back. Never throws.
    */
-  async finish(claim: Claim, res: StoredResponse): Promise<void> {
-    const u: Unsettled = { ...claim, outcome: res };
-    await this.settle(u).catch((e: unknown) => this.defer(u, e));
+  finish(claim: Claim, res: StoredResponse): Promise<void> {
+    return this.record({ ...claim, outcome: res });
   }
 
   /** The attempt failed: nothing is stored, and the key is free for a retry (later, if the database fails now). Never throws. */
-  async abandon(claim: Claim): Promise<void> {
-    const u: Unsettled = { ...claim, outcome: null };
+  abandon(claim: Claim): Promise<void> {
+    return this.record({ ...claim, outcome: null });
+  }
+
+  /** Writes an attempt's outcome now, or keeps it to write once the database answers. */
+  private async record(u: Unsettled): Promise<void> {
     await this.settle(u).catch((e: unknown) => this.defer(u, e));
   }
 
@@ -143,9 +146,10 @@ export class IdempotencyStore {
 
   private defer(u: Unsettled, e: unknown): void {
     if (!this.unsettled.has(u.token)) {
+      const err = asBillingError(e);
       this.log('warn', `could not ${u.outcome ? 'record the answer' : 'drop the claim'} of an Idempotency-Key; retrying until the database answers`, {
         idempotencyKey: u.key,
-        err: { code: asBillingError(e).code, message: asBillingError(e).message },
+        err: { code: err.code, message: err.message },
       });
     }
     this.unsettled.set(u.token, u);

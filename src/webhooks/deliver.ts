@@ -115,7 +115,12 @@ export class WebhookDeliverer {
   /** Starts one lane per endpoint among `claimed`; each lane's requests run at once, and the lane ends when all are recorded. */
   private startLanes(claimed: readonly Row[], onError: (e: unknown) => void): Array<Promise<Outcome[]>> {
     const byEndpoint = new Map<string, Row[]>();
-    for (const r of claimed) byEndpoint.set(String(r.endpoint_id), [...(byEndpoint.get(String(r.endpoint_id)) ?? []), r]);
+    for (const r of claimed) {
+      const id = String(r.endpoint_id);
+      const rows = byEndpoint.get(id);
+      if (rows) rows.push(r);
+      else byEndpoint.set(id, [r]);
+    }
     return [...byEndpoint].map(([endpointId, rows]) => {
       this.busy.add(endpointId);
       this.inFlight += rows.length;
