@@ -278,7 +278,7 @@ function addToHold(s: BatchState, op: OpOf<'hold'>, cust: CustomerRow, holdId: s
     rateCardVersion: op.priced.rateCardVersion ?? into.rateCardVersion, chargeType: op.priced.chargeType ?? into.chargeType, quantity: op.priced.quantity, memo: 'added to the hold',
   });
   s.audit({ actor: op.actor, operation: 'hold', idempotencyKey: op.key, customerId: cust.id, rateCardVersion: into.rateCardVersion, details: { holdId: into.id, addedUsd: formatUsd(op.amount), amountUsd: formatUsd(into.amount), expiresAt: iso(into.expiresAt) } }, e);
-  return { ...publicHold(into), availableAfter: s.available(cust) };
+  return publicHold(into, s.available(cust));
 }
 
 function settle(s: BatchState, op: OpOf<'settle'>): unknown {

@@ -250,7 +250,8 @@ export function operationOfEntry(type: string): string {
   return type === 'topup' ? 'topUp' : type;
 }
 
-export function publicHold(h: HoldRow): Hold {
+/** `availableAfter` overrides the row's (an incremental hold reports the customer's available now). */
+export function publicHold(h: HoldRow, availableAfter = h.availableAfter): Hold {
   return {
     id: h.id,
     customerId: h.customerId,
@@ -262,7 +263,7 @@ export function publicHold(h: HoldRow): Hold {
     quantity: h.quantity,
     rateCardVersion: h.rateCardVersion,
     chargeId: h.chargeId,
-    availableAfter: h.availableAfter,
+    availableAfter,
   };
 }
 

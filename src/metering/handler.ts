@@ -24,7 +24,7 @@ import { type SweepTarget, sweepInterval, watchCalls } from './call-sweep';
 import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
 import { ByokRequiredError, ValidationError } from '../errors';
 import { NONE, RunRecorder } from './run-report';
-import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, type SharedState, type StepState } from './run-state';
+import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, type SharedState, type StepState, withCardVersion } from './run-state';
 import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
 
 export type { MeteredCharge, MeteredRun };
@@ -157,7 +157,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
       // first may close under it (its calls unpaid). Refused before anything is held or called.
       throw new ValidationError(`runKey "${o.runKey}" names one run and this handler is already metering a run under it: build one handler per run`, { field: 'runKey' });
     }
-    const root: RootState = { id: runId, kind, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: { ...fields }, steps: new Set(), chargeIds: [], nested };
+    const root: RootState = { id: runId, kind, startedAt: performance.now(), startTime: new Date(), cost: 0n, refused: false, dynamic: Object.assign({}, fields), steps: new Set(), chargeIds: [], nested };
     this.state.roots.set(runId, root);
     try {
       const card = o.rateCard ?? (await this.ledger.activeRateCard());
@@ -262,7 +262,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   /** Covers a step's maximum cost before the provider is called; a refusal ends the step (and a root that was only this step). */
   private async holdStep(root: RootState, step: StepState, amount: Nanos, priced: { chargeType: string; quantity: string; metadata: Metadata }, runMetadata?: Metadata): Promise<void> {
     try {
-      step.hold = await root.run!.holdStep(amount, this.key(step.runId, 'hold'), { ...priced, rateCardVersion: root.card!.version }, step.kind === 'llm');
+      step.hold = await root.run!.holdStep(amount, this.key(step.runId, 'hold'), withCardVersion(priced, root.card!.version), step.kind === 'llm');
       if (root.run!.lastAvailable !== undefined) {
         root.dynamic[BILLING_METADATA_KEYS.availableUsd] = formatUsd(root.run!.lastAvailable);
         // LangChain starts every handler at once (Promise.all): one that keeps the metadata object sees this;
@@ -282,7 +282,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const hold = step.hold;
     step.hold = undefined;
     try {
-      return await root.run.settleStep(hold, amount, this.key(step.runId, 'settle'), { ...priced, rateCardVersion: root.card.version }, step.runId === root.id);
+      return await root.run.settleStep(hold, amount, this.key(step.runId, 'settle'), withCardVersion(priced, root.card.version), step.runId === root.id);
     } catch (e) {
       this.fail(e, { operation: `settle ${step.kind}`, runId: step.runId });
       return undefined;

@@ -74,6 +74,9 @@ export class CustomerFunds {
 
   /** A run ended (its reservation returned): everyone waiting tries again. */
   leave(run: object): void {
+    // Dropped now, not at the next full GC: until then a WeakMap entry's value (which holds the run) kept the
+    // run's whole call graph alive through every young-generation GC, and promoted it.
+    this.expiry.delete(run);
     if (!this.active.delete(run)) return;
     this.admittedOrder.splice(this.admittedOrder.indexOf(run), 1);
     this.changed();

@@ -108,7 +108,7 @@ export class RunRecorder {
     this.reporter?.reportTraceMetadata({
       traceId: root.id,
       timestamp: root.startTime,
-      metadata: { ...root.dynamic, ...billingMetadata({ balanceAfter: root.lastBalance, runCost: root.cost }), billing_refused: refused },
+      metadata: Object.assign({}, root.dynamic, billingMetadata({ balanceAfter: root.lastBalance, runCost: root.cost }), { billing_refused: refused }),
     });
   }
 }

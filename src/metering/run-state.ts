@@ -101,6 +101,17 @@ export interface SharedState {
   readonly failures: Array<{ error: unknown; context: Metadata }>;
 }
 
+/**
+ * `priced` with the card's version. Not `{ ...priced, rateCardVersion }`: on Node 20's V8 an object cloned
+ * by spread and then given a property makes the young generation keep garbage (each scavenge copied and
+ * promoted about 9 % of what the call allocated; docs/speed.md, session 19).
+ */
+export function withCardVersion<T extends object>(priced: T, rateCardVersion: string): T & { rateCardVersion: string } {
+  const out = Object.assign({}, priced) as T & { rateCardVersion: string };
+  out.rateCardVersion = rateCardVersion;
+  return out;
+}
+
 const MAX_KEPT = 1000;
 
 export const pushBounded = <T>(arr: T[], v: T) => {
