@@ -5,13 +5,15 @@
  * and the step. A retried or replayed callback produces the same key, so the
  * ledger returns the first result instead of moving money again.
  *
- *   lc:[<messageId>:]<runId>:<step>   step ∈ hold | settle | release | alive:<n> (a step), and for the root run
+ *   lc:[<messageId>:]<runId>:<step>   step ∈ hold | settle | release | late | alive:<n> (a step), and for the root run
  *                                     reserve | fee | compute | end (see run-ledger.ts)
+ *   <step key>:renew                  a new reservation taken by this step after the run's lapsed (run-ledger.ts)
+ *   <key>:lapsed                      a step's settle, or the fee or compute, charged directly after its cover lapsed
  *   <runKey>:<step>                   run-level steps when the caller gives a retry-stable `runKey`
  *                                     (e.g. flowRunKey() of a Flowise prediction or a queue job id)
  */
-/** `alive:<n>`: the n-th keep-alive of a run's reservation while this call was in flight (see the handler's call sweep). */
-export type StepKey = 'hold' | 'settle' | 'release' | `alive:${number}`;
+/** `late`: the late end of a call charged its prompt estimate (handler.lateEnd). `alive:<n>`: the n-th keep-alive of a run's reservation while this call was in flight (see the handler's call sweep). */
+export type StepKey = 'hold' | 'settle' | 'release' | 'late' | `alive:${number}`;
 export type RunStepKey = 'reserve' | 'fee' | 'compute' | 'end';
 export type KeyStep = StepKey | RunStepKey;
 

@@ -52,8 +52,10 @@ export class CustomerFunds {
     return this.stepWaiters.size > 0 || this.admissionWaiters.size > 0;
   }
 
-  /** A run got its reservation; `expiresAt` tells when the ledger frees it if nobody ends the run. */
+  /** A run got its reservation (or a new one after it lapsed); `expiresAt` tells when the ledger frees it if nobody ends the run. */
   enter(run: object, expiresAt?: () => number): void {
+    // A run whose reservation lapsed and was renewed enters again; it may still be here (nobody looked since).
+    if (this.active.has(run)) return;
     this.active.add(run);
     this.admittedOrder.push(run);
     if (expiresAt) this.expiry.set(run, expiresAt);

@@ -21,6 +21,9 @@ import { type CustomerFunds, customerFunds } from './run-funds';
  *    its own, settled as usual. Refused → the step, and the run, are refused.
  *  - The fee and compute time are captured from the reservation; what is left
  *    is released when the run ends (or when the hold expires, if nobody ends it).
+ *  - A reservation that lapsed (the run idle for over half its lifetime) is
+ *    renewed by the run's next step (see renew); what it still covered is
+ *    charged directly from what is available (see chargeLapsed).
  */
 
 export type Priced = { readonly chargeType?: string; readonly quantity?: string; readonly rateCardVersion?: string; readonly metadata?: Record<string, unknown> };
@@ -97,6 +100,8 @@ export class RunLedger {
   /** A keepAlive under way; and whether one found the reservation no longer pending. */
   private extending?: Promise<void>;
   private lapsed = false;
+  /** A new reservation being taken after the last one lapsed (see renew). */
+  private renewing?: Promise<void>;
 
   /** The customer's coordinator, taken when the run first needs it and kept (enter, wait and leave on the same one). */
   private fundsRef?: CustomerFunds;
@@ -211,6 +216,74 @@ export class RunLedger {
   async holdStep(amount: Nanos, key: string, priced: Priced, grow = false): Promise<StepHold> {
     if (this.closed) throw new BillingError('HOLD_NOT_PENDING', 'The run has already ended', {});
     if (!this.reservation) await this.admit(amount);
+    else if (this.lapsedAt(Date.now())) {
+      const renewed = await this.renew(amount, key);
+      if (renewed) return renewed;
+    }
+    try {
+      return await this.cover(amount, key, priced, grow);
+    } catch (e) {
+      // The ledger saw the reservation lapse before this process's clock said so: renew it as above.
+      if (!isExpired(e)) throw e;
+      this.markLapsed();
+      return (await this.renew(amount, key)) ?? (await this.cover(amount, key, priced, grow));
+    }
+  }
+
+  /** The reservation lapsed (the ledger released it): by its expiry, or because the ledger said so. */
+  private lapsedAt(now: number): boolean {
+    return this.reservation !== undefined && !this.closed && this.expiresAt <= now;
+  }
+
+  private markLapsed(): void {
+    this.expiresAt = -Infinity;
+    this.lapsed = true;
+  }
+
+  /**
+   * LAPSE RULE: a run idle (nothing in flight) for over half its reservation's lifetime loses the
+   * reservation (the ledger releases it: a run nobody ends must not hold money forever). Its next step
+   * takes a new reservation of the run's costs still to come (fee, compute reserve) plus that step's
+   * maximum, under the usual funds check: refused, the run is refused (INSUFFICIENT_FUNDS, no fee), never
+   * sent to the provider. Before this its next step was refused HOLD_EXPIRED and the fee went unpaid.
+   * Concurrent steps share one renewal; undefined = another step renewed it (draw from it as usual).
+   * Steps still covered by the lapsed reservation no longer count against the new one (see settleStep).
+   */
+  private async renew(amount: Nanos, key: string): Promise<StepHold | undefined> {
+    if (this.renewing) {
+      await this.renewing;
+      return undefined;
+    }
+    let mine: StepHold | undefined;
+    const p = this.withFunds(true, () =>
+      this.o.ledger.hold({
+        customerId: this.o.customerId, amount: this.runCosts + amount, idempotencyKey: `${key}:renew`, actor: this.o.actor,
+        chargeType: 'run-reservation', quantity: '1', rateCardVersion: this.o.rateCardVersion, ttlMs: this.o.ttlMs, metadata: this.o.metadata('reservation'),
+      }),
+    ).then(
+      (hold) => {
+        this.reservation = hold;
+        this.reserved = hold.amount;
+        this.committed = this.runCosts + amount;
+        this.lastAvailable = hold.availableAfter;
+        this.expiresAt = Date.parse(hold.expiresAt);
+        this.lapsed = false;
+        this.funds.enter(this, () => this.expiresAt);
+        mine = { via: 'reservation', amount, hold };
+      },
+      (e: unknown) => {
+        if (isRefusal(e)) this.refused = true;
+        throw e;
+      },
+    );
+    this.renewing = p.finally(() => {
+      this.renewing = undefined;
+    });
+    await this.renewing;
+    return mine;
+  }
+
+  private async cover(amount: Nanos, key: string, priced: Priced, grow: boolean): Promise<StepHold> {
     const r = this.reservation!;
     const free = this.reserved - this.committed;
     if (free >= amount) {
@@ -290,7 +363,8 @@ export class RunLedger {
     const p = this.extend(key(), { chargeType: 'run-reservation', quantity: '1', metadata: this.o.metadata('reservation') })
       .catch((e: unknown) => {
         // Lapsed or ended already: every later look would be refused the same way (one report is enough).
-        if (e instanceof BillingError && (e.code === 'HOLD_EXPIRED' || e.code === 'HOLD_NOT_PENDING')) this.lapsed = true;
+        if (isExpired(e)) this.markLapsed();
+        else if (e instanceof BillingError && e.code === 'HOLD_NOT_PENDING') this.lapsed = true;
         throw e;
       })
       .finally(() => {
@@ -306,22 +380,49 @@ export class RunLedger {
    */
   async settleStep(step: StepHold, amount: Nanos, key: string, priced: Priced, last = false): Promise<Charge> {
     if (step.via === 'own') {
-      const c = await this.o.ledger.settle({ holdId: step.hold.id, amount, idempotencyKey: key, actor: this.o.actor, ...priced });
-      if (amount < step.amount) this.funds.changed();
-      return c;
+      try {
+        const c = await this.o.ledger.settle({ holdId: step.hold.id, amount, idempotencyKey: key, actor: this.o.actor, ...priced });
+        if (amount < step.amount) this.funds.changed();
+        return c;
+      } catch (e) {
+        if (!isExpired(e)) throw e;
+        return this.chargeLapsed(amount, key, priced);
+      }
     }
+    // Covered by a reservation that lapsed and was renewed since: the new one owes it nothing.
+    if (step.hold.id !== this.reservation?.id) return this.chargeLapsed(amount, key, priced);
     this.committed -= step.amount;
     const final = last && this.committed === 0n && this.reserved === step.amount;
     const taken = amount < this.reserved ? amount : this.reserved;
     this.reserved -= final ? this.reserved : taken;
     if (final) this.closed = true;
-    return this.o.ledger.settle({ holdId: step.hold.id, amount, idempotencyKey: key, actor: this.o.actor, final: !final ? false : undefined, ...priced });
+    if (this.expiresAt <= Date.now()) return this.chargeLapsed(amount, key, priced);
+    try {
+      return await this.o.ledger.settle({ holdId: step.hold.id, amount, idempotencyKey: key, actor: this.o.actor, final: !final ? false : undefined, ...priced });
+    } catch (e) {
+      if (!isExpired(e)) throw e;
+      this.markLapsed();
+      return this.chargeLapsed(amount, key, priced);
+    }
+  }
+
+  /**
+   * A step (or the run's fee or compute) whose cover lapsed before it was charged (a call or tool that
+   * outlived it, a run that ended idle): charged directly, against what is available now (refused with
+   * INSUFFICIENT_FUNDS when that no longer covers it, reported to the caller, never an overdraft). Its
+   * own key (`<key>:lapsed`): a replay charges once.
+   */
+  private chargeLapsed(amount: Nanos, key: string, priced: Priced): Promise<Charge> {
+    return this.o.ledger.charge({
+      customerId: this.o.customerId, amount, idempotencyKey: `${key}:lapsed`, actor: this.o.actor,
+      chargeType: priced.chargeType, quantity: priced.quantity, rateCardVersion: priced.rateCardVersion ?? this.o.rateCardVersion, metadata: priced.metadata,
+    });
   }
 
   /** Gives a step's cover back: its own hold is released; a reservation share returns to the run. */
   async releaseStep(step: StepHold, key: string): Promise<void> {
     if (step.via === 'reservation') {
-      this.committed -= step.amount;
+      if (step.hold.id === this.reservation?.id) this.committed -= step.amount;
       return;
     }
     await this.o.ledger.release({ holdId: step.hold.id, idempotencyKey: key, actor: this.o.actor }).catch(ignoreNotPending);
@@ -335,10 +436,20 @@ export class RunLedger {
     this.feeCaptured = true;
     this.committed -= fee.amount;
     this.reserved -= fee.amount < this.reserved ? fee.amount : this.reserved;
-    return this.o.ledger.settle({
-      holdId: this.reservation.id, amount: fee.amount, idempotencyKey: this.o.runKey('fee'), actor: this.o.actor, final: false,
-      chargeType: fee.chargeType, quantity: fee.quantity, rateCardVersion: this.o.rateCardVersion, metadata: this.o.metadata('fee'),
-    });
+    return this.captureRunCost(this.reservation, 'fee', fee, false);
+  }
+
+  /** The fee or compute time, from the reservation; once it lapsed (the run ended idle), charged directly. */
+  private async captureRunCost(r: Hold, kind: 'fee' | 'compute', cost: RunCost, final: boolean): Promise<Charge> {
+    const priced = { chargeType: cost.chargeType, quantity: cost.quantity, rateCardVersion: this.o.rateCardVersion, metadata: this.o.metadata(kind) };
+    if (this.expiresAt <= Date.now()) return this.chargeLapsed(cost.amount, this.o.runKey(kind), priced);
+    try {
+      return await this.o.ledger.settle({ holdId: r.id, amount: cost.amount, idempotencyKey: this.o.runKey(kind), actor: this.o.actor, ...(final ? {} : { final: false }), ...priced });
+    } catch (e) {
+      if (!isExpired(e)) throw e;
+      this.markLapsed();
+      return this.chargeLapsed(cost.amount, this.o.runKey(kind), priced);
+    }
   }
 
   /** Ended (or closed by a one-step run's settle): a later step needs a new run. */
@@ -387,14 +498,7 @@ export class RunLedger {
       return {};
     }
     if (this.o.fee && captures.some((c) => c.kind === 'fee')) this.feeCaptured = true;
-    const settled = await Promise.allSettled(
-      captures.map(({ kind, cost }, i) =>
-        this.o.ledger.settle({
-          holdId: r.id, amount: cost.amount, idempotencyKey: this.o.runKey(kind), actor: this.o.actor, ...(i < captures.length - 1 ? { final: false } : {}),
-          chargeType: cost.chargeType, quantity: cost.quantity, rateCardVersion: this.o.rateCardVersion, metadata: this.o.metadata(kind),
-        }),
-      ),
-    );
+    const settled = await Promise.allSettled(captures.map(({ kind, cost }, i) => this.captureRunCost(r, kind, cost, i === captures.length - 1)));
     const out: { fee?: Charge; compute?: Charge } = {};
     const failures: unknown[] = [];
     settled.forEach((s, i) => {
@@ -422,6 +526,10 @@ const REPLAY_AGE_MS = 2000;
 /** Billing said no (funds, budget): the run is refused, not failed. */
 export function isRefusal(e: unknown): boolean {
   return e instanceof BillingError && (e.code === 'INSUFFICIENT_FUNDS' || e.code === 'BUDGET_EXCEEDED');
+}
+
+function isExpired(e: unknown): boolean {
+  return e instanceof BillingError && e.code === 'HOLD_EXPIRED';
 }
 
 function ignoreNotPending(e: unknown): undefined {
