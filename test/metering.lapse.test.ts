@@ -1,17 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ChatOpenAI } from '@langchain/openai';
+import { HumanMessage } from '@langchain/core/messages';
+import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { RunnableLambda } from '@langchain/core/runnables';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import type { BillingHandlerOptions } from '../src/metering/options';
 import { billingRunConfig } from '../src/metering/run-config';
+import { estimatePromptTokens } from '../src/metering/estimate';
 import { watchCalls } from '../src/metering/call-sweep';
 import { parseUsd } from '../src/money';
 import { priceChargeType, priceComputeMs, priceTokens } from '../src/pricing/price';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
 import type { Charge } from '../src/ledger/types';
 import { BACKENDS } from './support/backends';
-import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
+import { defaultReply, installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 
 /**
  * A run's reservation lapses (a run idle for over half its hold lifetime), and a call has no answer for a
@@ -169,6 +172,102 @@ describe.each(BACKENDS)('lapsed reservations and unanswered calls, on $name', (b
     expect(b.byType('compute')).toHaveLength(1);
     expect(b.held).toBe(0n);
     expect(b.balance).toBe(parseUsd('5') - b.all.reduce((s, c) => s + c.amount, 0n));
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('a stream dropped on its first chunk (no token report ever comes) is charged its prompt estimate after a lifetime, with its run’s fee; nothing stays held', async () => {
+    const { ledger, card, handler, book } = await fresh();
+    openai.setOptions({ chunkDelayMs: 5 });
+    const PROMPT = 'a b c d e f g h';
+    const runs = {
+      model: { h: handler(), run: chatOpenAI(true), input: PROMPT as unknown },
+      chain: { h: handler(), run: ChatPromptTemplate.fromMessages([['human', '{q}']]).pipe(chatOpenAI(true)), input: { q: PROMPT } as unknown },
+    };
+    for (const r of Object.values(runs)) {
+      const stream = await (r.run as { stream(i: unknown, c: object): Promise<AsyncIterable<{ content: unknown }>> }).stream(r.input, billingRunConfig(r.h));
+      for await (const first of stream) {
+        // OpenAI's first chunk (the role) carries no text; the consumer walks away holding it.
+        expect(first.content).toBe('');
+        break;
+      }
+    }
+    expect(openai.callCount()).toBe(2);
+    // Kept alive while younger than a lifetime (the sweep extends it past half of it), then charged.
+    await pass(TTL / 2 + 5_000);
+    expect((await book()).all).toEqual([]);
+    await pass(TTL / 2);
+    const inT = estimatePromptTokens([new HumanMessage(PROMPT)]);
+    const estimate = priceTokens(card, 'gpt-4o-mini', inT, 0).amount;
+    const fee = priceChargeType(card, 'PrivateFlowRun', 1).amount;
+    for (const [name, r] of Object.entries(runs)) {
+      await vi.waitFor(() => expect(r.h.charges.map((c) => c.kind).sort(), name).toEqual(name === 'model' ? ['compute', 'fee', 'llm'] : ['fee', 'llm']));
+      expect(errorsOf(r.h), name).toEqual([]);
+      const llm = r.h.charges.find((c) => c.kind === 'llm')!.charge;
+      expect(llm.amount, name).toBe(estimate);
+      expect(llm.metadata, name).toMatchObject({ inputTokens: inT, outputTokens: 0, usageSource: 'estimate', note: 'no answer within the hold lifetime' });
+      expect(r.h.charges.find((c) => c.kind === 'fee')!.charge.amount, name).toBe(fee);
+    }
+    // The model run ended; the chain around the dropped call is never ended by LangChain: it holds its compute reserve until its reservation lapses.
+    expect(runs.model.h.inFlight).toEqual({ roots: 0, steps: 0 });
+    expect(runs.chain.h.inFlight.roots).toBe(1);
+    await pass(TTL + 1_000);
+    const b = await book();
+    expect(b.byType('tokens:gpt-4o-mini').map((c) => c.amount)).toEqual([estimate, estimate]);
+    expect(b.byType('PrivateFlowRun')).toHaveLength(2);
+    expect(b.held).toBe(0n);
+    await ledger.sweepExpiredHolds();
+    expect(b.balance).toBe(parseUsd('5') - b.all.reduce((s, c) => s + c.amount, 0n));
+    expect(openai.callCount()).toBe(2);
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
+  it('a call answered after more than a lifetime: charged its prompt estimate by the sweep, the rest (or a refund) at its late end, never twice; its run goes on and pays one fee', async () => {
+    const { ledger, card, handler, book } = await fresh();
+    // The first call answers after 600 ms of real time (100 s of the moved clock: more than 1.5 lifetimes, when
+    // its reservation has lapsed); its usage is
+    // the server's (above the prompt estimate) or, scripted, below it (the late end then refunds).
+    for (const below of [false, true]) {
+      openai.reset();
+      openai.setScript((req, ctx) => ({ content: defaultReply(req), ...(ctx.callNumber === 1 ? { delayMs: 600, ...(below ? { usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 } } : {}) } : {}) }));
+      const h = handler();
+      const model = chatOpenAI();
+      const flow = RunnableLambda.from(async (q: string, config) => {
+        const mover = (async () => {
+          await new Promise((r) => setTimeout(r, 50));
+          await pass(TTL / 2 + 5_000);
+          await pass(TTL / 2);
+          // Past its reservation's last expiry too (nothing in flight kept it alive after the charge).
+          await pass(TTL / 2);
+        })();
+        const a = await model.invoke(q, config);
+        await mover;
+        const b = await model.invoke(`again ${q}`, config);
+        return `${String(a.content)} | ${String(b.content)}`;
+      });
+      const before = (await book()).all.length;
+      expect(await flow.invoke('slow answer', billingRunConfig(h))).toBe('echo: slow answer | echo: again slow answer');
+      expect(errorsOf(h)).toEqual([]);
+      expect(openai.callCount()).toBe(2);
+      const first = h.charges.filter((c) => c.kind === 'llm' && c.runId === h.charges.find((x) => x.kind === 'llm')!.runId);
+      const inT = estimatePromptTokens([new HumanMessage('slow answer')]);
+      expect(first[0]!.charge.amount, String(below)).toBe(priceTokens(card, 'gpt-4o-mini', inT, 0).amount);
+      const b = await book();
+      const mine = b.all.slice(before);
+      const refunded = mine.reduce((s, c) => s + c.refunded, 0n);
+      const tokens = mine.filter((c) => c.chargeType === 'tokens:gpt-4o-mini').reduce((s, c) => s + c.amount, 0n) - refunded;
+      // The first call costs exactly what the server billed (provisional + difference), the second too.
+      expect(tokens, String(below)).toBe(served(card, 0) + served(card, 1));
+      expect(refunded > 0n, String(below)).toBe(below);
+      expect(mine.filter((c) => c.chargeType === 'PrivateFlowRun').map((c) => c.amount)).toEqual([priceChargeType(card, 'PrivateFlowRun', 1).amount]);
+      expect(mine.filter((c) => c.chargeType === 'compute')).toHaveLength(1);
+      expect(h.runs).toHaveLength(1);
+      expect(b.held).toBe(0n);
+      // A repeated late end (a retried callback) moves nothing.
+      await h.handleLLMEnd({ generations: [[{ text: 'late', message: { content: 'late', usage_metadata: { input_tokens: 100, output_tokens: 100, total_tokens: 200 } } }]] }, first[0]!.runId);
+      expect((await book()).all.length).toBe(b.all.length);
+    }
+    const b = await book();
+    expect(b.balance).toBe(parseUsd('5') - b.all.reduce((s, c) => s + c.amount - c.refunded, 0n));
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 });

@@ -24,7 +24,7 @@ import { type SweepTarget, sweepInterval, watchCalls } from './call-sweep';
 import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
 import { ByokRequiredError, ValidationError } from '../errors';
 import { NONE, RunRecorder } from './run-report';
-import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, type SharedState, type StepState, withCardVersion } from './run-state';
+import { type MeteredCharge, type MeteredRun, type Metadata, pushBounded, type RootState, runNameOf, setBounded, type SharedState, type StepState, withCardVersion } from './run-state';
 import { type BillingHandlerOptions, DEFAULT_COMPUTE_RESERVE_MS, parseBillingHandlerOptions, type ResolvedBillingOptions } from './options';
 
 export type { MeteredCharge, MeteredRun };
@@ -63,7 +63,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     this.awaitHandlers = true;
     this.options = from ? from.options : parseBillingHandlerOptions(input);
     this.ledger = this.options.ledger;
-    this.state = from ? from.state : { roots: new Map(), steps: new Map(), charges: [], runs: [], failures: [] };
+    this.state = from ? from.state : { roots: new Map(), steps: new Map(), provisional: new Map(), charges: [], runs: [], failures: [] };
     this.reporter = from ? from.reporter : this.options.langfuse ? langfuseReporterFor(this.options.langfuse) : undefined;
     this.lastCardVersion = this.options.rateCard?.version;
     this.recorder = new RunRecorder(this.options, this.state, this.reporter);
@@ -403,9 +403,9 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
    *    its reservation still lives (it was kept alive until then), and its run ends if nothing priced
    *    remains. Its output was never charged before (the hold just expired). A late end of it finds
    *    nothing to do.
-   * A call without any token for a whole lifetime (or a priced tool running that long) is left to LangChain's
-   * end, which always comes for it (a call that is no stream resolves or throws); its reservation then lapses
-   * as before.
+   *  - a call without any token report for a whole lifetime is charged its prompt estimate (see unanswered).
+   * A priced tool running longer than a lifetime is left to its end; its reservation then lapses and its
+   * charge is taken directly from what is available (run-ledger.ts, settleStep).
    */
   private sweepCalls(now: number): number | undefined {
     let want: number | undefined;
@@ -426,9 +426,70 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
         run.keepAlive(() => this.key(step.runId, `alive:${(step.keptAlive = (step.keptAlive ?? 0) + 1)}`), now)?.catch((e: unknown) => this.fail(e, { operation: 'keep reservation', runId: step.runId }));
       } else if (step.tokenEvents > 0) {
         this.abandoned(step).catch((e: unknown) => this.fail(e, { operation: 'end dropped stream', runId: step.runId }));
+      } else if (step.kind === 'llm') {
+        this.unanswered(step).catch((e: unknown) => this.fail(e, { operation: 'charge unanswered call', runId: step.runId }));
       }
     }
     return want;
+  }
+
+  /**
+   * A call with no token report for a whole lifetime: a stream dropped before its first report (LangChain
+   * reports a chunk only after its consumer asks for the next, and OpenAI's first chunk carries no text, so
+   * a consumer that breaks on it leaves no trace) looks exactly like a call still waiting for its answer.
+   * Left alone, its reservation lapsed and a provider call that consumed its prompt went unpaid. It is
+   * charged its prompt estimate now, while the reservation lives (the sweep kept it alive until now), and
+   * leaves the run (a run that was only this call ends, with its fee; a chain around it has its fee taken
+   * now, as nothing may ever end it, and stays open for the call's late end). A late end or error of the
+   * call charges or refunds the difference to its actual usage (see lateEnd): never the call twice.
+   */
+  private async unanswered(step: StepState): Promise<void> {
+    const root = this.state.roots.get(step.rootId);
+    if (step.ending || !step.hold || !root?.run) return;
+    step.ending = true;
+    const charge = await this.settleTokens(step, { inputTokens: step.promptEstimate, outputTokens: 0, source: 'estimate' }, 'no answer within the hold lifetime');
+    if (charge) setBounded(this.state.provisional, step.runId, { root, parentRunId: step.parentRunId, model: step.model, promptEstimate: step.promptEstimate, startTime: step.startTime, charge });
+    const run = root.run;
+    if (charge && root.id !== step.runId && run.feeDue && !run.refused && !run.ended) {
+      try {
+        const fee = await run.captureFee();
+        if (fee) this.recorder.recorded(root, root.id, 'fee', fee, { name: `billing:${run.o.fee!.chargeType}`, observationId: `billing-${fee.id}`, parent: root.id });
+      } catch (e) {
+        this.fail(e, { operation: 'capture fee', runId: root.id });
+      }
+    }
+    await this.leave(step.runId, true);
+  }
+
+  /**
+   * The late end (or error: `output` undefined) of a call charged its prompt estimate by the sweep: the
+   * difference to its actual usage is charged (from what is available) or refunded. Once: the record is
+   * taken before any await. An error keeps the prompt estimate (the provider worked on it for a lifetime).
+   */
+  private async lateEnd(runId: string, output: unknown): Promise<void> {
+    const p = this.state.provisional.get(runId);
+    if (!p) return;
+    this.state.provisional.delete(runId);
+    const card = p.root.card;
+    if (output === undefined || !card) return;
+    const usage = usageOf(output, p.promptEstimate);
+    const q = priceTokens(card, p.model, usage.inputTokens, usage.outputTokens);
+    const diff = q.amount - p.charge.amount;
+    const key = this.key(runId, 'late');
+    try {
+      if (diff > 0n) {
+        const c = await this.ledger.charge({
+          customerId: this.options.customerId, amount: diff, idempotencyKey: key, actor: this.options.actor, chargeType: q.item, quantity: q.quantity, rateCardVersion: card.version,
+          metadata: this.recorder.chargeMetadata(p.root, runId, { kind: 'llm', model: p.model ?? null, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, usageSource: usage.source, note: 'late end: the rest of a call charged its prompt estimate', provisionalChargeId: p.charge.id }),
+        });
+        this.recorder.recorded(p.root, runId, 'llm', c, { name: `billing:${q.item}`, observationId: `billing-${c.id}`, parent: runId, model: p.model, startTime: p.startTime });
+      } else if (diff < 0n) {
+        await this.ledger.refund({ chargeId: p.charge.id, amount: -diff, idempotencyKey: key, actor: this.options.actor, reason: 'late end: a call charged its prompt estimate used less' });
+        this.recorder.refunded(p.root, runId, p.charge, -diff, q.item);
+      }
+    } catch (e) {
+      this.fail(e, { operation: 'charge late end', runId });
+    }
   }
 
   private async abandoned(step: StepState): Promise<void> {
@@ -451,7 +512,8 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
 
   override async handleLLMEnd(output: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
-    if (!step || step.ending) return;
+    if (!step) return this.lateEnd(runId, output);
+    if (step.ending) return;
     step.ending = true;
     await this.settleTokens(step, usageOf(output, step.promptEstimate));
     await this.leave(runId, false);
@@ -465,7 +527,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
    */
   override async handleLLMError(_err: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
-    if (!step) return;
+    if (!step) return this.lateEnd(runId, undefined);
     await this.cut(step, 0, 'stream cut short');
   }
 
@@ -488,9 +550,9 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     await this.leave(step.runId, true);
   }
 
-  private async settleTokens(step: StepState, usage: TokenUsage, note?: string): Promise<void> {
+  private async settleTokens(step: StepState, usage: TokenUsage, note?: string): Promise<Charge | undefined> {
     const root = this.state.roots.get(step.rootId);
-    if (!step.hold || !root?.card) return;
+    if (!step.hold || !root?.card) return undefined;
     const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens);
     const charge = await this.settleStep(root, step, q.amount, {
       chargeType: q.item,
@@ -506,6 +568,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     });
     // The generation LangChain's Langfuse handler created has id = this run id: the cost goes onto it.
     if (charge) this.recorder.recorded(root, step.runId, 'llm', charge, { name: `billing:${q.item}`, observationId: step.runId, parent: step.parentRunId, model: step.model, quote: q, startTime: step.startTime });
+    return charge;
   }
 
   // ---- tools ------------------------------------------------------------------

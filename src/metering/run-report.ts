@@ -89,6 +89,19 @@ export class RunRecorder {
     }
   }
 
+  /** Part of a call's charge was refunded (handler.lateEnd): the run's total and the generation's cost follow. */
+  refunded(root: RootState, runId: string, charge: Charge, amount: bigint, name: string): void {
+    root.cost -= amount;
+    if (!this.reporter || root.nested) return;
+    this.reporter.reportCharge({
+      traceId: root.id,
+      observationId: runId,
+      name: `billing:${name}`,
+      cost: { total: charge.amount - amount },
+      metadata: { billing_charge_id: charge.id, [BILLING_METADATA_KEYS.costUsd]: formatUsd(charge.amount - amount), billing_refunded_usd: formatUsd(amount) },
+    });
+  }
+
   /** A nested chain's first generation, with its own cost plus the run's costs that have no observation of their own. */
   private reportCarrier(root: RootState): void {
     const g = root.carrier;

@@ -93,9 +93,24 @@ export interface MeteredRun {
   readonly refused: boolean;
 }
 
+/**
+ * An LLM call with no answer for a whole hold lifetime, charged its prompt estimate by the call sweep (a
+ * stream dropped before its first token report cannot be told from a call still waiting). Kept until its late
+ * end or error, which charge or refund the difference to its actual usage; at most 1,000 kept.
+ */
+export interface ProvisionalCall {
+  readonly root: RootState;
+  readonly parentRunId?: string;
+  readonly model?: string;
+  readonly promptEstimate: number;
+  readonly startTime: Date;
+  readonly charge: Charge;
+}
+
 export interface SharedState {
   readonly roots: Map<string, RootState>;
   readonly steps: Map<string, StepState>;
+  readonly provisional: Map<string, ProvisionalCall>;
   readonly charges: MeteredCharge[];
   readonly runs: MeteredRun[];
   readonly failures: Array<{ error: unknown; context: Metadata }>;
@@ -117,6 +132,12 @@ const MAX_KEPT = 1000;
 export const pushBounded = <T>(arr: T[], v: T) => {
   arr.push(v);
   if (arr.length > MAX_KEPT) arr.splice(0, arr.length - MAX_KEPT);
+};
+
+/** Map.set keeping the latest MAX_KEPT entries (a Map iterates in insertion order: the first is the oldest). */
+export const setBounded = <K, V>(map: Map<K, V>, k: K, v: V) => {
+  map.set(k, v);
+  if (map.size > MAX_KEPT) map.delete(map.keys().next().value as K);
 };
 
 export function runNameOf(serialized: unknown, runName?: string): string {
