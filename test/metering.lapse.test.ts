@@ -129,6 +129,30 @@ describe.each(BACKENDS)('lapsed reservations and unanswered calls, on $name', (b
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });
 
+  it('two calls starting at once after the lapse share one new reservation; each is paid once, and the fee once', async () => {
+    const { ledger, customerId, card, handler, book } = await fresh();
+    const h = handler();
+    const model = chatOpenAI();
+    const flow = RunnableLambda.from(async (q: string, config) => {
+      await model.invoke(q, config);
+      await pass(TTL + 1_000);
+      const [a, b] = await Promise.all([model.invoke(`left ${q}`, config), model.invoke(`right ${q}`, config)]);
+      return `${String(a.content)} | ${String(b.content)}`;
+    });
+    expect(await flow.invoke('hi', billingRunConfig(h))).toBe('echo: left hi | echo: right hi');
+    expect(errorsOf(h)).toEqual([]);
+    expect(openai.callCount()).toBe(3);
+    const reservations = (await ledger.statement(customerId)).filter((e) => e.type === 'hold' && e.chargeType === 'run-reservation' && e.idempotencyKey?.endsWith(':renew'));
+    expect(reservations).toHaveLength(1);
+    const b = await book();
+    expect(b.byType('tokens:gpt-4o-mini').map((c) => c.amount).sort()).toEqual([served(card, 0), served(card, 1), served(card, 2)].sort());
+    expect(b.byType('PrivateFlowRun')).toHaveLength(1);
+    expect(b.byType('compute')).toHaveLength(1);
+    expect(b.held).toBe(0n);
+    expect(b.balance).toBe(parseUsd('5') - b.all.reduce((s, c) => s + c.amount, 0n));
+    expect((await ledger.checkInvariants()).ok).toBe(true);
+  });
+
   it('a lapsed run whose balance no longer covers a new reservation is refused for funds before the provider, and pays no fee', async () => {
     const { ledger, customerId, card, handler, book } = await fresh('1');
     const h = handler();
