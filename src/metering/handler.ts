@@ -447,8 +447,12 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const root = this.state.roots.get(step.rootId);
     if (step.ending || !step.hold || !root?.run) return;
     step.ending = true;
+    step.unanswered = {};
     const charge = await this.settleTokens(step, { inputTokens: step.promptEstimate, outputTokens: 0, source: 'estimate' }, 'no answer within the hold lifetime');
     if (charge) setBounded(this.state.provisional, step.runId, { root, parentRunId: step.parentRunId, model: step.model, promptEstimate: step.promptEstimate, startTime: step.startTime, charge });
+    // LangChain ended the call while that charge was being written: the difference is due now.
+    const ended = step.unanswered.endedWith;
+    if (ended) await this.lateEnd(step.runId, ended.output);
     const run = root.run;
     if (charge && root.id !== step.runId && run.feeDue && !run.refused && !run.ended) {
       try {
@@ -513,6 +517,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   override async handleLLMEnd(output: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
     if (!step) return this.lateEnd(runId, output);
+    if (step.unanswered) step.unanswered.endedWith ??= { output };
     if (step.ending) return;
     step.ending = true;
     await this.settleTokens(step, usageOf(output, step.promptEstimate));
@@ -528,6 +533,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   override async handleLLMError(_err: unknown, runId: string): Promise<void> {
     const step = this.state.steps.get(runId);
     if (!step) return this.lateEnd(runId, undefined);
+    if (step.unanswered) step.unanswered.endedWith ??= { output: undefined };
     await this.cut(step, 0, 'stream cut short');
   }
 

@@ -66,6 +66,11 @@ export interface StepState {
    * others leave it alone. Two enders at once had the second end the run while the first's settle was in flight.
    */
   ending?: boolean;
+  /**
+   * The call sweep is charging this call's prompt estimate (BillingCallbackHandler.unanswered); an end or
+   * error LangChain reports meanwhile waits here for that charge, then charges the difference.
+   */
+  unanswered?: { endedWith?: { output: unknown } };
   /** Removes the listener on the call's abort signal (see BillingCallbackHandler.watchAbort). */
   stopWatching?: () => void;
   chargeType?: ChargeType;
