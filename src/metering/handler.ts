@@ -21,6 +21,7 @@ import {
 } from './estimate';
 import { meteringKey, type KeyStep } from './keys';
 import { type SweepTarget, sweepInterval, watchCalls } from './call-sweep';
+import { settleLateEnd } from './late-end';
 import { type RunCost, RunFinishError, RunLedger, isRefusal } from './run-ledger';
 import { ByokRequiredError, ValidationError } from '../errors';
 import { NONE, RunRecorder } from './run-report';
@@ -474,23 +475,9 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     const p = this.state.provisional.get(runId);
     if (!p) return;
     this.state.provisional.delete(runId);
-    const card = p.root.card;
-    if (output === undefined || !card) return;
-    const usage = usageOf(output, p.promptEstimate);
-    const q = priceTokens(card, p.model, usage.inputTokens, usage.outputTokens);
-    const diff = q.amount - p.charge.amount;
-    const key = this.key(runId, 'late');
+    if (output === undefined) return;
     try {
-      if (diff > 0n) {
-        const c = await this.ledger.charge({
-          customerId: this.options.customerId, amount: diff, idempotencyKey: key, actor: this.options.actor, chargeType: q.item, quantity: q.quantity, rateCardVersion: card.version,
-          metadata: this.recorder.chargeMetadata(p.root, runId, { kind: 'llm', model: p.model ?? null, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, usageSource: usage.source, note: 'late end: the rest of a call charged its prompt estimate', provisionalChargeId: p.charge.id }),
-        });
-        this.recorder.recorded(p.root, runId, 'llm', c, { name: `billing:${q.item}`, observationId: `billing-${c.id}`, parent: runId, model: p.model, startTime: p.startTime });
-      } else if (diff < 0n) {
-        await this.ledger.refund({ chargeId: p.charge.id, amount: -diff, idempotencyKey: key, actor: this.options.actor, reason: 'late end: a call charged its prompt estimate used less' });
-        this.recorder.refunded(p.root, runId, p.charge, -diff, q.item);
-      }
+      await settleLateEnd(this.ledger, this.options, this.recorder, p, runId, output, this.key(runId, 'late'));
     } catch (e) {
       this.fail(e, { operation: 'charge late end', runId });
     }
