@@ -106,6 +106,79 @@ describe('model token prices', () => {
   });
 });
 
+describe('cached input tokens', () => {
+  // Claude-like prices: cache reads 0.1×, cache writes 1.25× the input price.
+  const cached = parseRateCard({
+    ...defaultDoc,
+    version: 'cached',
+    models: {
+      claude: { inputUsdPer1k: '0.003', outputUsdPer1k: '0.015', cachedInputUsdPer1k: '0.0003', cacheWriteUsdPer1k: '0.00375' },
+      mini: { inputUsdPer1k: '0.00015', outputUsdPer1k: '0.0006', cachedInputUsdPer1k: '0.000075' },
+      plain: { inputUsdPer1k: '0.003', outputUsdPer1k: '0.015' },
+      fine: { inputUsdPer1k: '0.0000015', outputUsdPer1k: '0.0000015', cachedInputUsdPer1k: '0.0000015', cacheWriteUsdPer1k: '0.0000015' },
+    },
+  });
+
+  it('prices each part of the input at its own rate, exactly', () => {
+    // 1,000 uncached × $0.003/1K + 8,000 read × $0.0003/1K + 1,000 written × $0.00375/1K + 500 out × $0.015/1K
+    // = 0.003 + 0.0024 + 0.00375 + 0.0075 = $0.01665 (at the input price it was $0.0375).
+    const q = priceTokens(cached, 'claude', 10_000, 500, { cacheReadTokens: 8_000, cacheWriteTokens: 1_000 });
+    expect(formatUsd(q.amount)).toBe('0.01665');
+    expect(q).toMatchObject({ inputTokens: 10_000, outputTokens: 500, cacheReadTokens: 8_000, cacheWriteTokens: 1_000, quantity: '10500' });
+    expect([q.inputAmount, q.cacheReadAmount, q.cacheWriteAmount, q.outputAmount].map(formatUsd)).toEqual(['0.003', '0.0024', '0.00375', '0.0075']);
+    // OpenAI-like: only reads. 1,200 prompt tokens of which 1,024 cached, 100 out:
+    // 176 × 150 + 1,024 × 75 + 100 × 600 nanos = 26,400 + 76,800 + 60,000 = 163,200 nanos.
+    expect(priceTokens(cached, 'mini', 1_200, 100, { cacheReadTokens: 1_024 }).amount).toBe(163_200n);
+    // A card without a cache write price charges writes as input.
+    expect(priceTokens(cached, 'mini', 1_000, 0, { cacheWriteTokens: 1_000 }).amount).toBe(150_000n);
+  });
+
+  it('without cache prices on the card, cached tokens cost what input tokens cost', () => {
+    const withParts = priceTokens(cached, 'plain', 10_000, 500, { cacheReadTokens: 8_000, cacheWriteTokens: 1_000 });
+    expect(withParts.amount).toBe(priceTokens(cached, 'plain', 10_000, 500).amount);
+    expect(formatUsd(withParts.amount)).toBe('0.0375');
+    // The old call (no parts) is unchanged.
+    expect(priceTokens(cached, 'claude', 10_000, 500).amount).toBe(parseUsd('0.0375'));
+  });
+
+  it('rounds the whole call once', () => {
+    // 1.5 nanos per token on every side: 1 uncached + 1 read + 1 written + 1 out = 6 nanos, not 4 × round(1.5) = 8.
+    expect(priceTokens(cached, 'fine', 3, 1, { cacheReadTokens: 1, cacheWriteTokens: 1 }).amount).toBe(6n);
+    expect(priceTokens(cached, 'fine', 2, 1, { cacheReadTokens: 1 }).amount).toBe(5n);
+  });
+
+  it('refuses cached parts that are not part of the input', () => {
+    expect(() => priceTokens(cached, 'claude', 10, 0, { cacheReadTokens: 8, cacheWriteTokens: 3 })).toThrow(expect.objectContaining({ code: 'VALIDATION_ERROR' }));
+    expect(() => priceTokens(cached, 'claude', 10, 0, { cacheReadTokens: -1 })).toThrow(ValidationError);
+    expect(() => priceTokens(cached, 'claude', 10, 0, { cacheWriteTokens: 1.5 })).toThrow(ValidationError);
+    expect(() => priceTokens(cached, 'claude', 10, 0, { cacheReadTokens: Number.NaN })).toThrow(ValidationError);
+  });
+
+  it('validates the cache prices at the boundary, naming the field', () => {
+    const bad = (price: Record<string, unknown>) => {
+      try {
+        parseRateCard({ ...defaultDoc, version: 'bad', models: { m: { inputUsdPer1k: '0.001', outputUsdPer1k: '0.002', ...price } } });
+      } catch (e) {
+        return e as ValidationError;
+      }
+      throw new Error('expected the rate card to be rejected');
+    };
+    for (const field of ['cachedInputUsdPer1k', 'cacheWriteUsdPer1k']) {
+      for (const v of ['-1', 0.0003, '1e-4', '0.0000000001', '']) {
+        const e = bad({ [field]: v });
+        expect(e.code, `${field}=${v}`).toBe('VALIDATION_ERROR');
+        expect(e.message, `${field}=${v}`).toContain(`models.m.${field}`);
+      }
+    }
+  });
+
+  it('a card without cache prices keeps its exact document (nothing is filled in)', () => {
+    // The stored JSON is what a re-import of the same version is compared with.
+    expect(JSON.stringify(cached.document.models.plain)).toBe('{"inputUsdPer1k":"0.003","outputUsdPer1k":"0.015"}');
+    expect(JSON.stringify(cached.document.models.mini)).toBe('{"inputUsdPer1k":"0.00015","outputUsdPer1k":"0.0006","cachedInputUsdPer1k":"0.000075"}');
+  });
+});
+
 describe('rate card validation', () => {
   const bad = (mutate: (d: any) => void) => {
     const d = JSON.parse(JSON.stringify(defaultDoc));

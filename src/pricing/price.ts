@@ -89,29 +89,73 @@ export function modelPrice(card: RateCard, model: string | undefined): ModelPric
   return best;
 }
 
+/**
+ * Input tokens the provider served from its prompt cache (`cacheReadTokens`) or wrote to it
+ * (`cacheWriteTokens`, Anthropic). Both are parts of `inputTokens`, not added to it.
+ */
+export interface TokenCacheParts {
+  readonly cacheReadTokens?: number;
+  readonly cacheWriteTokens?: number;
+}
+
 export interface TokenQuote extends PriceQuote {
   readonly model: string;
+  /** All input tokens, cached parts included. */
   readonly inputTokens: number;
   readonly outputTokens: number;
-  /** Each side alone, rounded; `amount` is the exact sum rounded once, so these may differ from it by a nano. */
+  readonly cacheReadTokens: number;
+  readonly cacheWriteTokens: number;
+  /**
+   * Each part alone, rounded; `amount` is the exact sum rounded once, so these may differ from it by a nano.
+   * `inputAmount` is the uncached input (inputTokens − cacheReadTokens − cacheWriteTokens) at the input price.
+   */
   readonly inputAmount: Nanos;
+  readonly cacheReadAmount: Nanos;
+  readonly cacheWriteAmount: Nanos;
   readonly outputAmount: Nanos;
 }
 
+type TokenField = 'inputTokens' | 'outputTokens' | 'cacheReadTokens' | 'cacheWriteTokens';
+
 /** A token count is a non-negative safe integer. */
-function checkTokenCount(field: 'inputTokens' | 'outputTokens', v: number): void {
+function checkTokenCount(field: TokenField, v: number): void {
   if (!Number.isSafeInteger(v) || v < 0) throw new ValidationError(`${field} must be a non-negative integer, got ${v}`, { field, value: v });
 }
 
-/** Input and output tokens at the model's separate prices, rounded once for the whole call. */
-export function priceTokens(card: RateCard, model: string | undefined, inputTokens: number, outputTokens: number): TokenQuote {
+const gcd = (a: bigint, b: bigint): bigint => (b === 0n ? a : gcd(b, a % b));
+
+/**
+ * Tokens at the model's prices: uncached input, cache reads and cache writes (parts of the input, each at
+ * its own price; a card without cache prices charges them as input) and output, rounded once for the call.
+ */
+export function priceTokens(card: RateCard, model: string | undefined, inputTokens: number, outputTokens: number, cache: TokenCacheParts = {}): TokenQuote {
+  const { cacheReadTokens = 0, cacheWriteTokens = 0 } = cache;
   checkTokenCount('inputTokens', inputTokens);
   checkTokenCount('outputTokens', outputTokens);
+  checkTokenCount('cacheReadTokens', cacheReadTokens);
+  checkTokenCount('cacheWriteTokens', cacheWriteTokens);
+  if (cacheReadTokens + cacheWriteTokens > inputTokens) {
+    throw new ValidationError(`cached input tokens (${cacheReadTokens} read + ${cacheWriteTokens} written) exceed inputTokens (${inputTokens})`, {
+      field: 'cacheReadTokens',
+      inputTokens,
+      cacheReadTokens,
+      cacheWriteTokens,
+    });
+  }
   const p = modelPrice(card, model);
-  const inT = BigInt(inputTokens);
-  const outT = BigInt(outputTokens);
-  const den = p.input.per * p.output.per;
-  const amount = divRound(p.input.nanos * inT * p.output.per + p.output.nanos * outT * p.input.per, den);
+  const parts: Array<readonly [Rate, bigint]> = [
+    [p.input, BigInt(inputTokens - cacheReadTokens - cacheWriteTokens)],
+    [p.cacheRead, BigInt(cacheReadTokens)],
+    [p.cacheWrite, BigInt(cacheWriteTokens)],
+    [p.output, BigInt(outputTokens)],
+  ];
+  // One exact fraction over a common denominator of the rates' `per`, rounded once.
+  const den = parts.reduce((d, [r]) => (d * r.per) / gcd(d, r.per), 1n);
+  const amount = divRound(
+    parts.reduce((n, [r, t]) => n + r.nanos * t * (den / r.per), 0n),
+    den,
+  );
+  const [inputAmount, cacheReadAmount, cacheWriteAmount, outputAmount] = parts.map(([r, t]) => priceFraction(r, t, 1n)) as [Nanos, Nanos, Nanos, Nanos];
   return {
     amount,
     rateCardVersion: card.version,
@@ -121,8 +165,12 @@ export function priceTokens(card: RateCard, model: string | undefined, inputToke
     unit: 'token',
     inputTokens,
     outputTokens,
-    inputAmount: priceFraction(p.input, inT, 1n),
-    outputAmount: priceFraction(p.output, outT, 1n),
+    cacheReadTokens,
+    cacheWriteTokens,
+    inputAmount,
+    cacheReadAmount,
+    cacheWriteAmount,
+    outputAmount,
   };
 }
 

@@ -48,10 +48,16 @@ const rateSchema = z
     message: 'give exactly one of "usd" or "sparks"',
   });
 
+// Cache prices are optional and stay absent in the stored document (no zod default): a card written before
+// they existed keeps its exact JSON, so re-importing its version is not "different prices".
 const modelPriceSchema = z
   .object({
     inputUsdPer1k: decimal('inputUsdPer1k'),
     outputUsdPer1k: decimal('outputUsdPer1k'),
+    /** Input tokens read from the provider's prompt cache; absent: the input price. */
+    cachedInputUsdPer1k: decimal('cachedInputUsdPer1k').optional(),
+    /** Input tokens written to the provider's prompt cache (Anthropic); absent: the input price. */
+    cacheWriteUsdPer1k: decimal('cacheWriteUsdPer1k').optional(),
   })
   .strict();
 
@@ -88,6 +94,9 @@ export interface ModelPrice {
   readonly model: string;
   readonly input: Rate;
   readonly output: Rate;
+  /** Cache reads and writes: the card's `cachedInputUsdPer1k` / `cacheWriteUsdPer1k`, else the input rate. */
+  readonly cacheRead: Rate;
+  readonly cacheWrite: Rate;
 }
 
 export interface RateCard {
@@ -122,11 +131,15 @@ export function parseRateCard(input: unknown): RateCard {
   if (!parsed.success) throw ValidationError.fromZod('rate card', parsed.error);
   const d = parsed.data;
   const models = new Map<string, ModelPrice>();
+  const per1k = (usd: string): Rate => ({ unit: 'token', nanos: parseScaled(usd, { scale: USD_DECIMALS }), per: 1000n, fixed: 0n });
   for (const [model, p] of Object.entries(d.models)) {
+    const input = per1k(p.inputUsdPer1k);
     models.set(model, {
       model,
-      input: { unit: 'token', nanos: parseScaled(p.inputUsdPer1k, { scale: USD_DECIMALS }), per: 1000n, fixed: 0n },
-      output: { unit: 'token', nanos: parseScaled(p.outputUsdPer1k, { scale: USD_DECIMALS }), per: 1000n, fixed: 0n },
+      input,
+      output: per1k(p.outputUsdPer1k),
+      cacheRead: p.cachedInputUsdPer1k === undefined ? input : per1k(p.cachedInputUsdPer1k),
+      cacheWrite: p.cacheWriteUsdPer1k === undefined ? input : per1k(p.cacheWriteUsdPer1k),
     });
   }
   return {
