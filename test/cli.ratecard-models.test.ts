@@ -60,6 +60,18 @@ describe('catalogue prices', () => {
     expect(perMillion('mistral-large-latest', 'input')).toBe(usd('2'));
     expect(perMillion('llama-3.3-70b-versatile', 'input')).toBe(usd('0.59'));
     expect(perMillion('llama-3.3-70b-versatile', 'output')).toBe(usd('0.79'));
+    // Cache prices: gpt-4o-mini cached input $0.075/M, gpt-4o $1.25/M; Claude 3.5 Haiku reads $0.08/M, writes $1/M;
+    // Claude Sonnet 4 reads $0.30/M, writes $3.75/M.
+    const cachedPerMillion = (model: string, part: 'cacheReadTokens' | 'cacheWriteTokens') =>
+      priceTokens(defaultRateCard(), model, 1_000_000, 0, { [part]: 1_000_000 }).amount;
+    expect(cachedPerMillion('gpt-4o-mini-2024-07-18', 'cacheReadTokens')).toBe(usd('0.075'));
+    expect(cachedPerMillion('gpt-4o', 'cacheReadTokens')).toBe(usd('1.25'));
+    expect(cachedPerMillion('claude-3-5-haiku-20241022', 'cacheReadTokens')).toBe(usd('0.08'));
+    expect(cachedPerMillion('claude-3-5-haiku-20241022', 'cacheWriteTokens')).toBe(usd('1'));
+    expect(cachedPerMillion('claude-sonnet-4-20250514', 'cacheReadTokens')).toBe(usd('0.30'));
+    expect(cachedPerMillion('claude-sonnet-4-20250514', 'cacheWriteTokens')).toBe(usd('3.75'));
+    // OpenAI has no cache-write price: writes cost the input price.
+    expect(cachedPerMillion('gpt-4o-mini', 'cacheWriteTokens')).toBe(usd('0.15'));
     // An unknown model still falls back to "*".
     expect(modelPrice(defaultRateCard(), 'my-own-model').model).toBe('*');
     // 1,000,000 calls of one gpt-4o-mini input token sum to exactly $0.15.
@@ -67,7 +79,7 @@ describe('catalogue prices', () => {
     expect(one * 1_000_000n).toBe(usd('0.15'));
   });
 
-  it('says what it cannot represent: tiers, cache prices, regex rules, sub-nano prices, non-chat models', () => {
+  it('says what it cannot represent: tiers, one-hour cache writes, regex rules, sub-nano prices, non-chat models', () => {
     const catalogue = {
       findProvider: ({ providerId }: { providerId: string }) =>
         providerId === 'acme'
@@ -75,6 +87,9 @@ describe('catalogue prices', () => {
               id: 'acme',
               models: [
                 { id: 'plain', match: { or: [{ equals: 'plain' }, { starts_with: 'plain-2025' }] }, prices: { input_mtok: 1.25, output_mtok: 10, cache_read_mtok: 0.125 } },
+                { id: 'cachy', match: { equals: 'cachy' }, prices: { input_mtok: 3, output_mtok: 15, cache_read_mtok: 0.3, cache_write_mtok: 3.75, cache_write_1h_mtok: 6 } },
+                { id: 'cache-tiered', match: { equals: 'cache-tiered' }, prices: { input_mtok: 1.25, output_mtok: 10, cache_read_mtok: { base: 0.31, tiers: [{ start: 200000, price: 0.625 }] } } },
+                { id: 'cache-tiny', match: { equals: 'cache-tiny' }, prices: { input_mtok: 1, output_mtok: 2, cache_read_mtok: 0.0000001 } },
                 { id: 'tiered', match: { equals: 'tiered' }, prices: { input_mtok: { base: 3, tiers: [{ start: 200000, price: 6 }] }, output_mtok: 15 } },
                 { id: 'tiny', match: { equals: 'tiny' }, prices: { input_mtok: 0.0000001, output_mtok: 1 } },
                 { id: 'regexy', match: { regex: '^r.*' }, prices: { input_mtok: 1, output_mtok: 1 } },
@@ -94,7 +109,12 @@ describe('catalogue prices', () => {
     };
     const r = rateCardFromCatalogue(catalogue, defaultRateCard(), { version: 'acme-test', providers: ['acme'], catalogueVersion: 'test' });
     const doc = r.card.document.models;
-    expect(doc.plain).toEqual({ inputUsdPer1k: '0.00125', outputUsdPer1k: '0.01' });
+    expect(doc.plain).toStrictEqual({ inputUsdPer1k: '0.00125', outputUsdPer1k: '0.01', cachedInputUsdPer1k: '0.000125' });
+    // Anthropic-style: cache reads and (5-minute) cache writes have prices of their own.
+    expect(doc.cachy).toStrictEqual({ inputUsdPer1k: '0.003', outputUsdPer1k: '0.015', cachedInputUsdPer1k: '0.0003', cacheWriteUsdPer1k: '0.00375' });
+    expect(doc['cache-tiered']).toStrictEqual({ inputUsdPer1k: '0.00125', outputUsdPer1k: '0.01', cachedInputUsdPer1k: '0.00031' });
+    // A cache price finer than the card holds is left out (reads then cost the input price), never rounded.
+    expect(doc['cache-tiny']).toStrictEqual({ inputUsdPer1k: '0.001', outputUsdPer1k: '0.002' });
     // The alias prefix adds nothing the model's own name does not match, so it is not a key of its own.
     expect(doc['plain-2025']).toBeUndefined();
     expect(modelPrice(r.card, 'plain-2025-06-01').model).toBe('plain');
@@ -108,7 +128,11 @@ describe('catalogue prices', () => {
       embed: expect.stringContaining('no output token price'),
     });
     const approx = Object.fromEntries(r.approximations.map((s) => [s.model, s.reason]));
-    expect(approx.plain).toContain('not represented: cache_read_mtok');
+    // Represented now, so not an approximation.
+    expect(approx.plain).toBeUndefined();
+    expect(approx.cachy).toBe('not represented: cache_write_1h_mtok');
+    expect(approx['cache-tiered']).toContain('cache read is tiered');
+    expect(approx['cache-tiny']).toContain('cache_read_mtok');
     expect(approx.tiered).toContain('tiered');
     expect(approx.dated).toContain('prices change on 2999-01-01');
     expect(r.keptFromBase).toContain('*');

@@ -145,7 +145,7 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
     const ch = await cli(['charge', 'acme', 'Inference', '4', '--key', 'run-1:step-1']);
     expect(ch).toMatchObject({
       customerId: 'acme', chargeType: 'Inference', quantity: '4', unit: 'image', usd: '0.08', sparks: '80',
-      balanceUsd: '15.42', rateCardVersion: '2026-11-default', idempotencyKey: 'run-1:step-1', replayed: false,
+      balanceUsd: '15.42', rateCardVersion: '2026-12-default', idempotencyKey: 'run-1:step-1', replayed: false,
     });
     expect(ch.chargeId).toMatch(/^chg_/);
     chargeId = ch.chargeId;
@@ -180,7 +180,7 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
       for (const k of ['amountUsd', 'heldDeltaUsd', 'balanceAfterUsd']) expect(e[k]).toMatch(USD);
       expect(e.actor).toBe('cli');
     }
-    expect(st.entries[2]).toMatchObject({ chargeType: 'Inference', quantity: '4', rateCardVersion: '2026-11-default', idempotencyKey: 'run-1:step-1', chargeId });
+    expect(st.entries[2]).toMatchObject({ chargeType: 'Inference', quantity: '4', rateCardVersion: '2026-12-default', idempotencyKey: 'run-1:step-1', chargeId });
     expect(last2.entries.map((e: any) => e.seq)).toEqual(st.entries.slice(-2).map((e: any) => e.seq));
 
     expect(sweep).toEqual({ expired: 0 });
@@ -240,7 +240,7 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
 
   it.sequential('rate cards: show, list, import --no-activate, activate; charges use the active card', async () => {
     const show = await cli(['ratecard', 'show']);
-    expect(show).toMatchObject({ version: '2026-11-default', active: true });
+    expect(show).toMatchObject({ version: '2026-12-default', active: true });
     expect(show.document.chargeTypes.Zipper).toEqual({ unit: 'MB', per: 1, usd: '0.0035', fixedUsd: '0.01' });
 
     const file = path.join(tmp, `card-${backend.name}.json`);
@@ -248,7 +248,7 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
     expect(await cli(['ratecard', 'import', file, '--no-activate'])).toMatchObject({ version: 'cli-test-v2', active: false });
     const [list, priced] = await Promise.all([cli(['ratecard', 'list']), cli(['price', 'Inference', '1', '--version', 'cli-test-v2'])]);
     expect(list.rateCards.map((r: any) => [r.version, r.active])).toEqual([
-      ['2026-11-default', true],
+      ['2026-12-default', true],
       ['cli-test-v2', false],
     ]);
     expect(priced).toMatchObject({ usd: '0.03', rateCardVersion: 'cli-test-v2' });
@@ -257,7 +257,7 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
     fs.writeFileSync(broken, '{"version": "broken"}');
     const [charged, old, nope, invalid] = await Promise.all([
       cli(['charge', 'acme', 'Inference', '1']),
-      cli(['ratecard', 'show', '--version', '2026-11-default']),
+      cli(['ratecard', 'show', '--version', '2026-12-default']),
       cli(['ratecard', 'activate', 'nope'], { exit: 1 }),
       cli(['ratecard', 'import', broken], { exit: 1 }),
     ]);
@@ -265,7 +265,7 @@ describe.concurrent.each(BACKENDS)('CLI on $name', (backend) => {
     expect(old.active).toBe(false);
     expectError(nope, 'RATE_CARD_NOT_FOUND');
     expectError(invalid, 'VALIDATION_ERROR');
-    await cli(['ratecard', 'activate', '2026-11-default']);
+    await cli(['ratecard', 'activate', '2026-12-default']);
   });
 
   it.sequential('takes the database from FLOWISE_BILLING_DB', async () => {
@@ -290,7 +290,7 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
       p('compute', '1.5'),
       p('storage', '2'),
     ]);
-    expect(inference).toEqual({ item: 'Inference', quantity: '4', unit: 'image', usd: '0.08', sparks: '80', rateCardVersion: '2026-11-default' });
+    expect(inference).toEqual({ item: 'Inference', quantity: '4', unit: 'image', usd: '0.08', sparks: '80', rateCardVersion: '2026-12-default' });
     expect(transform).toMatchObject({ usd: '0.01', sparks: '10' });
     expect(training).toMatchObject({ usd: '7.20', quantity: '120', unit: 'minute' });
     expect(zipper).toMatchObject({ usd: '0.185', unit: 'MB' }); // DESIGN.md's "$0.195" contradicts its formula
@@ -315,7 +315,7 @@ describe.concurrent('CLI without a backend loop (SQLite)', () => {
     for (const quantity of ['0', '0.000000001']) {
       const r = await json(['--db', db, 'charge', 'zero', 'Inference', quantity, '--key', `zero-${quantity}`], { exit: 1 });
       expectError(r, 'VALIDATION_ERROR');
-      expect(r.error.message).toBe(`Inference × ${quantity} costs $0 at rate card 2026-11-default: a charge must be greater than zero`);
+      expect(r.error.message).toBe(`Inference × ${quantity} costs $0 at rate card 2026-12-default: a charge must be greater than zero`);
     }
     expect(await json(['--db', db, 'statement', 'zero'])).toEqual(before);
     // Nothing was kept under the key: the same key with a real quantity charges.

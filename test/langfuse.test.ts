@@ -124,7 +124,7 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
       [K.conversationId]: 'chat-42',
       [K.usageCategory]: 'support-bot',
       [K.costCenter]: 'cc-7',
-      [K.rateCardVersion]: '2026-11-default',
+      [K.rateCardVersion]: '2026-12-default',
       [K.planTier]: 'professional',
       [K.quotaRemaining]: 9990,
       [K.balanceAfterUsd]: formatUsd((await ledger.balance(customerId)).balance),
@@ -168,7 +168,7 @@ describe.each(BACKENDS)('Langfuse costs and metadata on $name', (backend) => {
     // synchronously before the next handler reads it, so every child observation carries them.
     const children = view.observations.filter((o) => o.id !== rootId);
     expect(children.length).toBeGreaterThanOrEqual(4);
-    for (const o of children) expect(o.metadata).toMatchObject({ [K.customerId]: customerId, [K.planTier]: 'professional', [K.quotaRemaining]: 9990, [K.rateCardVersion]: '2026-11-default' });
+    for (const o of children) expect(o.metadata).toMatchObject({ [K.customerId]: customerId, [K.planTier]: 'professional', [K.quotaRemaining]: 9990, [K.rateCardVersion]: '2026-12-default' });
     // No cost without credentials: langfuse-langchain never sends costDetails.
     expect(view.observations.every((o) => !o.costDetails)).toBe(true);
   });

@@ -407,7 +407,7 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
       [BILLING_METADATA_KEYS.customerId]: customerId,
       [BILLING_METADATA_KEYS.planTier]: 'starter',
       [BILLING_METADATA_KEYS.quotaRemaining]: 997,
-      [BILLING_METADATA_KEYS.rateCardVersion]: '2026-11-default',
+      [BILLING_METADATA_KEYS.rateCardVersion]: '2026-12-default',
     });
     expect(seen[0]![BILLING_METADATA_KEYS.availableUsd]).toMatch(/^9\.98/);
   });

@@ -6,9 +6,10 @@ import { parseRateCard, type RateCard, type RateCardDocument } from './ratecard'
  * rate card. The catalogue gives USD per million tokens as JSON numbers; each
  * is turned into its decimal text (the shortest that reads back as the same
  * number, i.e. the catalogue's own decimal) and shifted to USD per 1K tokens
- * as text, so no binary arithmetic touches a price. Whatever the card cannot
- * hold is reported, never rounded: a price past 9 decimals per 1K, a match
- * rule that is not a name or name prefix, tiers, cache/audio/image prices.
+ * as text, so no binary arithmetic touches a price; cache read and cache
+ * write prices go the same way. Whatever the card cannot hold is reported,
+ * never rounded: a price past 9 decimals per 1K, a match rule that is not a
+ * name or name prefix, tiers, one-hour cache writes, audio/image prices.
  */
 
 /** The providers the default card covers, in precedence order for a name two of them list. */
@@ -111,7 +112,14 @@ function keysOf(m: MatchLogic): { keys: string[]; narrowed: string[]; unsupporte
   return { keys: [], narrowed: [], unsupported: [`${kind} ${JSON.stringify(value)}`] };
 }
 
+type CardModelPrice = { inputUsdPer1k: string; outputUsdPer1k: string; cachedInputUsdPer1k?: string; cacheWriteUsdPer1k?: string };
+
+/** Catalogue prices the card holds, and the card field of each optional one. */
 const TOKEN_PRICES = new Set(['input_mtok', 'output_mtok']);
+const CACHE_PRICES = [
+  ['cache_read_mtok', 'cachedInputUsdPer1k', 'cache read'],
+  ['cache_write_mtok', 'cacheWriteUsdPer1k', 'cache write'],
+] as const;
 
 /** The price set in force at `asOf` (the catalogue lists dated changes). */
 function pricesAt(model: CatalogueModel, asOf: Date): { prices: Record<string, PriceValue>; notes: string[] } {
@@ -149,7 +157,7 @@ export function rateCardFromCatalogue(
   opts: { version: string; providers?: readonly string[]; asOf?: Date; catalogueVersion: string },
 ): ModelImport {
   const asOf = opts.asOf ?? new Date();
-  const models: Record<string, { inputUsdPer1k: string; outputUsdPer1k: string }> = {};
+  const models: Record<string, CardModelPrice> = {};
   const owner = new Map<string, string>();
   const modelOf = new Map<string, string>();
   const imported: Record<string, number> = {};
@@ -181,7 +189,19 @@ export function rateCardFromCatalogue(
         skip(`no exact name or prefix to match on (${unsupported.join('; ')})`);
         continue;
       }
-      const extra = Object.keys(prices).filter((k) => !TOKEN_PRICES.has(k) && prices[k] !== undefined);
+      const price: CardModelPrice = { inputUsdPer1k, outputUsdPer1k };
+      const represented = new Set<string>(TOKEN_PRICES);
+      for (const [key, field, what] of CACHE_PRICES) {
+        if (prices[key] === undefined) continue;
+        const perM = tokenPrice(prices[key], what, notes);
+        if (perM === null) continue;
+        represented.add(key);
+        const text = perMillionToPer1k(perM);
+        // Left out, a cache price is the input price: what every cached token cost before cache prices existed.
+        if (text === null) notes.push(`${key} ($${perM}/M) needs more than 9 decimals per 1K tokens; charged at the input price`);
+        else price[field] = text;
+      }
+      const extra = Object.keys(prices).filter((k) => !represented.has(k) && prices[k] !== undefined);
       if (extra.length) notes.push(`not represented: ${extra.join(', ')}`);
       let wrote = 0;
       for (const key of keys) {
@@ -194,7 +214,7 @@ export function rateCardFromCatalogue(
         if (first === providerId && models[key]) continue;
         owner.set(key, providerId);
         modelOf.set(key, `${providerId}/${model.id}`);
-        models[key] = { inputUsdPer1k, outputUsdPer1k };
+        models[key] = price;
         wrote++;
       }
       imported[providerId] += wrote;
@@ -223,7 +243,7 @@ export function rateCardFromCatalogue(
  * the same catalogue model at the same price. Charges then name the model, not
  * the alias; a name's price never changes (checked against the remaining keys).
  */
-function dropRedundantAliases(models: Record<string, { inputUsdPer1k: string; outputUsdPer1k: string }>, modelOf: Map<string, string>): void {
+function dropRedundantAliases(models: Record<string, CardModelPrice>, modelOf: Map<string, string>): void {
   const keys = Object.keys(models).sort((a, b) => b.length - a.length);
   for (const key of keys) {
     let best: string | undefined;
@@ -233,7 +253,9 @@ function dropRedundantAliases(models: Record<string, { inputUsdPer1k: string; ou
     if (!best || modelOf.get(best) !== modelOf.get(key)) continue;
     const a = models[key]!;
     const b = models[best]!;
-    if (a.inputUsdPer1k === b.inputUsdPer1k && a.outputUsdPer1k === b.outputUsdPer1k) delete models[key];
+    if (a.inputUsdPer1k === b.inputUsdPer1k && a.outputUsdPer1k === b.outputUsdPer1k && a.cachedInputUsdPer1k === b.cachedInputUsdPer1k && a.cacheWriteUsdPer1k === b.cacheWriteUsdPer1k) {
+      delete models[key];
+    }
   }
 }
 
