@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { callSignal } from '../../src/plugin';
+import { addTokenCounts, callSignal, type TokenCounts, usageMetadataOf, withStreamedCacheParts } from '../../src/plugin';
 import { refusalChunk, refusalResult, type RefusalLike } from './refusal-answer';
 
 /**
@@ -28,7 +28,7 @@ export interface CallMeter {
     observationId?: string;
     traceId?: string;
   }): Promise<{ ok: true; ticket: unknown } | { ok: false; refusal: RefusalLike }>;
-  afterModelCall(ticket: unknown, result: { usage?: { inputTokens: number; outputTokens: number }; text?: string }): Promise<unknown>;
+  afterModelCall(ticket: unknown, result: { usage?: TokenCounts; text?: string }): Promise<unknown>;
   failModelCall(ticket: unknown, result: { streamedText?: string }): Promise<unknown>;
 }
 
@@ -79,9 +79,10 @@ function maxOutputTokens(m: ModelLike, options: Record<string, unknown> | undefi
   return undefined;
 }
 
-function usageOf(message: { usage_metadata?: { input_tokens?: unknown; output_tokens?: unknown } } | undefined, llmOutput: any) {
-  const u = message?.usage_metadata;
-  if (u && typeof u.input_tokens === 'number' && typeof u.output_tokens === 'number') return { inputTokens: u.input_tokens, outputTokens: u.output_tokens };
+/** The call's usage: its message's `usage_metadata` (cached input parts included), else LangChain's `llmOutput` counts. */
+function usageOf(message: { usage_metadata?: unknown } | undefined, llmOutput: any): TokenCounts | undefined {
+  const u = usageMetadataOf(message?.usage_metadata);
+  if (u) return u;
   const t = llmOutput?.tokenUsage ?? llmOutput?.estimatedTokenUsage;
   if (t && typeof t.promptTokens === 'number' && typeof t.completionTokens === 'number') return { inputTokens: t.promptTokens, outputTokens: t.completionTokens };
   return undefined;
@@ -119,31 +120,18 @@ function streamsNatively(m: object): boolean {
   return !!p && !Object.prototype.hasOwnProperty.call(p, '_generateUncached');
 }
 
-type Usage = { inputTokens: number; outputTokens: number };
-
-/**
- * A stream's usage is the sum of its chunks' (LangChain's own rule when it
- * concatenates them): Anthropic reports the input tokens in its first event and
- * the output in its last (input 0 there), Google's client turns its running
- * totals into per-chunk differences. Keeping only the last chunk's charged an
- * Anthropic stream no prompt and a Gemini one only its last chunk.
- */
-function addUsage(sum: Usage | undefined, chunk: Usage | undefined): Usage | undefined {
-  if (!chunk) return sum;
-  return sum ? { inputTokens: sum.inputTokens + chunk.inputTokens, outputTokens: sum.outputTokens + chunk.outputTokens } : chunk;
-}
-
 /**
  * The options and run managers of the calls a metered `_generate` is paying
  * for right now, with the text their provider streamed so far. A provider
  * whose `_generate` streams through its own `_streamResponseChunks`
  * (ChatAnthropic with `streaming: true`, as Flowise builds it) passes them on:
  * that inner stream is the same provider call and is not paid again (it was
- * held and charged twice); what it streamed is charged if the call fails midway.
+ * held and charged twice); what it streamed is charged if the call fails midway,
+ * and the usage its chunks carried corrects the cache counts of the result.
  */
-const generating = new WeakMap<object, { text: string }>();
+const generating = new WeakMap<object, { text: string; usage?: TokenCounts }>();
 const objectOf = (v: unknown): object | null => (v !== null && typeof v === 'object' ? v : null);
-const generateOf = (options: unknown, runManager: unknown): { text: string } | undefined => {
+const generateOf = (options: unknown, runManager: unknown): { text: string; usage?: TokenCounts } | undefined => {
   for (const v of [options, runManager]) {
     const o = objectOf(v);
     const g = o && generating.get(o);
@@ -180,7 +168,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       const { meter, t } = await before(this, messages, options, runManager);
       if (!t.ok) return refusalResult(t.refusal, messages);
       let result;
-      const streamed = { text: '' };
+      const streamed: { text: string; usage?: TokenCounts } = { text: '' };
       const marks = [objectOf(options), objectOf(runManager)].filter((x): x is object => x !== null);
       for (const x of marks) generating.set(x, streamed);
       try {
@@ -192,7 +180,9 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
         for (const x of marks) generating.delete(x);
       }
       const g = result?.generations?.[0];
-      await meter.afterModelCall(t.ticket, { usage: usageOf(g?.message, result?.llmOutput), text: g?.text ?? textOf(g?.message?.content) });
+      const usage = usageOf(g?.message, result?.llmOutput);
+      // Streamed inside (ChatAnthropic with streaming on): the concatenated message counts Anthropic's cache tokens twice.
+      await meter.afterModelCall(t.ticket, { usage: usage && withStreamedCacheParts(usage, streamed.usage), text: g?.text ?? textOf(g?.message?.content) });
       return result;
     };
   }
@@ -204,6 +194,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       if (outer) {
         for await (const chunk of stream.call(this, messages, options, runManager)) {
           outer.text += chunk?.text ?? '';
+          outer.usage = addTokenCounts(outer.usage, usageMetadataOf(chunk?.message?.usage_metadata));
           yield chunk;
         }
         return;
@@ -214,7 +205,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
         return;
       }
       let text = '';
-      let usage: Usage | undefined;
+      let usage: TokenCounts | undefined;
       let done = false;
       let ended = false;
       // A consumer that aborts while this generator waits at its yield (in its own loop body, or while busy)
@@ -233,7 +224,12 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       try {
         for await (const chunk of stream.call(this, messages, options, runManager)) {
           text += chunk?.text ?? '';
-          usage = addUsage(usage, usageOf(chunk?.message, undefined));
+          // A stream's usage is the sum of its chunks' (LangChain's own rule when it concatenates them):
+          // Anthropic reports the input tokens in its first event and the output in its last (input 0 there),
+          // Google's client turns its running totals into per-chunk differences. Keeping only the last chunk's
+          // charged an Anthropic stream no prompt and a Gemini one only its last chunk. Each chunk's cache counts
+          // are cut to its own input, so Anthropic's last event, which repeats them with 0 input, adds none.
+          usage = addTokenCounts(usage, usageOf(chunk?.message, undefined));
           yield chunk;
         }
         done = true;

@@ -3,6 +3,7 @@ import type { Langfuse as LangfuseClient } from 'langfuse';
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { formatUsd, type Nanos } from '../money';
+import type { TokenQuote } from '../pricing/price';
 
 /**
  * Reports settled charges into Langfuse traces with the real `langfuse` SDK.
@@ -74,9 +75,22 @@ export interface ChargeReport {
   readonly model?: string;
   readonly startTime?: Date;
   readonly endTime?: Date;
-  /** What the ledger took; `input`/`output` split when the charge priced tokens. */
-  readonly cost: { readonly total: Nanos; readonly input?: Nanos; readonly output?: Nanos };
+  /**
+   * What the ledger took; split when the charge priced tokens: `input` (uncached), `cacheRead`,
+   * `cacheWrite`, `output`.
+   */
+  readonly cost: { readonly total: Nanos; readonly input?: Nanos; readonly cacheRead?: Nanos; readonly cacheWrite?: Nanos; readonly output?: Nanos };
   readonly metadata: Record<string, unknown>;
+}
+
+/** A token charge's cost by kind of token, as priced; cache parts only when the call had cached tokens. */
+export function tokenCostSplit(q: TokenQuote): Pick<ChargeReport['cost'], 'input' | 'cacheRead' | 'cacheWrite' | 'output'> {
+  return {
+    input: q.inputAmount,
+    ...(q.cacheReadTokens ? { cacheRead: q.cacheReadAmount } : {}),
+    ...(q.cacheWriteTokens ? { cacheWrite: q.cacheWriteAmount } : {}),
+    output: q.outputAmount,
+  };
 }
 
 export interface TraceMetadataReport {
@@ -179,6 +193,9 @@ export class LangfuseCostReporter {
   private sendCharge(r: ChargeReport): void {
     const costDetails: Record<string, number> = { total: nanosToUsdNumber(r.cost.total) };
     if (r.cost.input !== undefined) costDetails.input = nanosToUsdNumber(r.cost.input);
+    // The keys langfuse-langchain gives the same tokens in usageDetails (input_<LangChain input_token_details key>).
+    if (r.cost.cacheRead !== undefined) costDetails.input_cache_read = nanosToUsdNumber(r.cost.cacheRead);
+    if (r.cost.cacheWrite !== undefined) costDetails.input_cache_creation = nanosToUsdNumber(r.cost.cacheWrite);
     if (r.cost.output !== undefined) costDetails.output = nanosToUsdNumber(r.cost.output);
     if (r.traceId === undefined) {
       // generation-update upserts by observation id; unlike generation() it creates no trace.

@@ -148,16 +148,81 @@ export type UsageSource = 'usage_metadata' | 'tokenUsage' | 'estimatedTokenUsage
 export interface TokenUsage {
   readonly inputTokens: number;
   readonly outputTokens: number;
+  /** Parts of `inputTokens` the provider read from / wrote to its prompt cache (absent: none reported). */
+  readonly cacheReadTokens?: number;
+  readonly cacheWriteTokens?: number;
   readonly source: UsageSource;
 }
+
+/** Token counts of one call or stream chunk, without where they came from. */
+export type TokenCounts = Omit<TokenUsage, 'source'>;
 
 const nonNeg = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined);
 
 /**
+ * The cached parts of `inputTokens` in LangChain's `input_token_details`: `cache_read` (OpenAI's cached
+ * prompt tokens, Anthropic's cache reads) and `cache_creation` (Anthropic's cache writes). A count that is
+ * not a non-negative integer is ignored; together they never exceed the input tokens (reads first), so a
+ * provider's bad report can lower a charge at most to the cache price of the tokens it really sent.
+ */
+export function cachePartsOf(details: unknown, inputTokens: number): { cacheReadTokens: number; cacheWriteTokens: number } {
+  const d = isRec(details) ? details : {};
+  return cacheParts(d.cache_read, d.cache_creation, inputTokens);
+}
+
+/** Cache read and write counts as cachePartsOf keeps them: garbage ignored, together at most `inputTokens`. */
+export function cacheParts(read: unknown, write: unknown, inputTokens: number): { cacheReadTokens: number; cacheWriteTokens: number } {
+  const cacheReadTokens = Math.min(nonNeg(read) ?? 0, inputTokens);
+  const cacheWriteTokens = Math.min(nonNeg(write) ?? 0, inputTokens - cacheReadTokens);
+  return { cacheReadTokens, cacheWriteTokens };
+}
+
+/** A message's or a stream chunk's `usage_metadata`, or undefined when it lacks the input or output count. */
+export function usageMetadataOf(usageMetadata: unknown): TokenCounts | undefined {
+  if (!isRec(usageMetadata)) return undefined;
+  const i = nonNeg(usageMetadata.input_tokens);
+  const o = nonNeg(usageMetadata.output_tokens);
+  if (i === undefined || o === undefined) return undefined;
+  const { cacheReadTokens, cacheWriteTokens } = cachePartsOf(usageMetadata.input_token_details, i);
+  return withCache({ inputTokens: i, outputTokens: o }, cacheReadTokens, cacheWriteTokens);
+}
+
+/** `counts` with these cache parts; a part that is 0 is left out, so a call without cache reads as it always did. */
+function withCache<T extends TokenCounts>(counts: T, cacheReadTokens = 0, cacheWriteTokens = 0): T {
+  const { cacheReadTokens: _r, cacheWriteTokens: _w, ...rest } = counts;
+  return { ...rest, ...(cacheReadTokens ? { cacheReadTokens } : {}), ...(cacheWriteTokens ? { cacheWriteTokens } : {}) } as T;
+}
+
+/** The usage of a stream: the sum of its chunks' (LangChain's own rule when it concatenates them). */
+export function addTokenCounts(sum: TokenCounts | undefined, chunk: TokenCounts | undefined): TokenCounts | undefined {
+  if (!chunk) return sum;
+  if (!sum) return chunk;
+  return withCache(
+    { inputTokens: sum.inputTokens + chunk.inputTokens, outputTokens: sum.outputTokens + chunk.outputTokens },
+    (sum.cacheReadTokens ?? 0) + (chunk.cacheReadTokens ?? 0),
+    (sum.cacheWriteTokens ?? 0) + (chunk.cacheWriteTokens ?? 0),
+  );
+}
+
+/**
+ * The cache parts of a streamed call, from its chunks. @langchain/anthropic (1.3.x) gives the closing
+ * `message_delta` chunk 0 input tokens but the call's cache counts again (the API repeats them there,
+ * cumulative), so the concatenated message reports every cache count twice (langchainjs#10249). Summed
+ * chunk by chunk, each cut to its own chunk's input, they are right: used when the chunks account for the
+ * final input count (otherwise they missed part of the usage, e.g. OpenAI's usage chunk is never reported).
+ */
+export function withStreamedCacheParts<T extends TokenCounts>(final: T, streamed: TokenCounts | undefined): T {
+  if (!streamed || streamed.inputTokens !== final.inputTokens) return final;
+  return withCache(final, streamed.cacheReadTokens, streamed.cacheWriteTokens);
+}
+
+/**
  * Actual usage of a finished call (an LLMResult, duck-typed), in this order:
- *  1. `usage_metadata` on a generation's message (input_tokens / output_tokens) — the
- *     first generation that carries it (providers report one usage for all choices);
- *  2. `llmOutput.tokenUsage` (promptTokens / completionTokens);
+ *  1. `usage_metadata` on a generation's message (input_tokens / output_tokens, and the cached parts of
+ *     the input in input_token_details, see cachePartsOf) — the first generation that carries it
+ *     (providers report one usage for all choices); `streamed`, the sum of the call's streamed chunks'
+ *     usage, corrects its cache parts (see withStreamedCacheParts);
+ *  2. `llmOutput.tokenUsage` (promptTokens / completionTokens; LangChain puts no cache counts there);
  *  3. `llmOutput.estimatedTokenUsage` (LangChain's own count when the provider sent none), each
  *     side raised to the estimate below when that is larger: LangChain counts the text only
  *     (@langchain/openai 1.x: no `tools` definitions, no tool calls), so a streamed tool-call
@@ -165,14 +230,12 @@ const nonNeg = (v: unknown): number | undefined => (typeof v === 'number' && Num
  *  4. otherwise the estimate: the prompt estimate taken at the start plus the
  *     estimated output tokens of every generation (see the rule at the top).
  */
-export function usageOf(output: unknown, promptEstimate: number): TokenUsage {
+export function usageOf(output: unknown, promptEstimate: number, streamed?: TokenCounts): TokenUsage {
   const out = isRec(output) ? output : {};
   const gens: unknown[] = Array.isArray(out.generations) ? (out.generations as unknown[]).flat() : [];
   for (const g of gens) {
-    const um = isRec(g) && isRec(g.message) && isRec(g.message.usage_metadata) ? g.message.usage_metadata : undefined;
-    const i = nonNeg(um?.input_tokens);
-    const o = nonNeg(um?.output_tokens);
-    if (i !== undefined && o !== undefined) return { inputTokens: i, outputTokens: o, source: 'usage_metadata' };
+    const u = usageMetadataOf(isRec(g) && isRec(g.message) ? g.message.usage_metadata : undefined);
+    if (u) return { ...withStreamedCacheParts(u, streamed), source: 'usage_metadata' };
   }
   const llmOutput = isRec(out.llmOutput) ? out.llmOutput : {};
   let produced: number | undefined;
@@ -195,4 +258,10 @@ export function streamedText(token: string, fields: unknown): string {
   const msg = chunk && isRec(chunk.message) ? chunk.message : undefined;
   const tcc = msg && Array.isArray(msg.tool_call_chunks) ? msg.tool_call_chunks : [];
   return tcc.map((c) => (isRec(c) ? `${c.name ?? ''}${c.args ?? ''}` : '')).join('');
+}
+
+/** The usage a streamed chunk carries (`fields.chunk.message.usage_metadata` of handleLLMNewToken), if any. */
+export function chunkUsageOf(fields: unknown): TokenCounts | undefined {
+  const chunk = isRec(fields) && isRec(fields.chunk) ? fields.chunk : undefined;
+  return usageMetadataOf(chunk && isRec(chunk.message) ? chunk.message.usage_metadata : undefined);
 }

@@ -5,10 +5,12 @@ import type { Charge, Ledger } from '../ledger/types';
 import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
 import { langfuseReporterFor, type LangfuseCostReporter } from '../langfuse/reporter';
 import { formatUsd, type Nanos, parseUsd } from '../money';
-import { paidPublicFlowSplit, priceChargeType, priceComputeMs, priceTokens } from '../pricing/price';
+import { cacheMetadata, paidPublicFlowSplit, priceChargeType, priceComputeMs, priceTokens } from '../pricing/price';
 import type { RateCard } from '../pricing/ratecard';
 import {
+  addTokenCounts,
   choicesOf,
+  chunkUsageOf,
   estimatePromptTokens,
   estimateTextTokens,
   maxOutputTokensOf,
@@ -494,6 +496,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     if (!step) return;
     // Any report, even an empty chunk's, is a sign of life for the call sweep.
     step.tokenEvents++;
+    step.streamedUsage = addTokenCounts(step.streamedUsage, chunkUsageOf(fields));
     const text = streamedText(token, fields);
     if (text) {
       step.streamedChunks++;
@@ -507,7 +510,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
     if (step.unanswered) step.unanswered.endedWith ??= { output };
     if (step.ending) return;
     step.ending = true;
-    await this.settleTokens(step, usageOf(output, step.promptEstimate));
+    await this.settleTokens(step, usageOf(output, step.promptEstimate, step.streamedUsage));
     await this.leave(runId, false);
   }
 
@@ -546,7 +549,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
   private async settleTokens(step: StepState, usage: TokenUsage, note?: string): Promise<Charge | undefined> {
     const root = this.state.roots.get(step.rootId);
     if (!step.hold || !root?.card) return undefined;
-    const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens);
+    const q = priceTokens(root.card, step.model, usage.inputTokens, usage.outputTokens, usage);
     const charge = await this.settleStep(root, step, q.amount, {
       chargeType: q.item,
       quantity: q.quantity,
@@ -555,6 +558,7 @@ export class BillingCallbackHandler extends BaseCallbackHandler {
         model: step.model ?? null,
         inputTokens: usage.inputTokens,
         outputTokens: usage.outputTokens,
+        ...cacheMetadata(q),
         usageSource: usage.source,
         ...(note ? { note } : NONE),
       }),

@@ -1,6 +1,6 @@
 import type { Charge } from '../ledger/types';
 import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
-import type { LangfuseCostReporter } from '../langfuse/reporter';
+import { type LangfuseCostReporter, tokenCostSplit } from '../langfuse/reporter';
 import { formatUsd } from '../money';
 import type { TokenQuote } from '../pricing/price';
 import type { ResolvedBillingOptions } from './options';
@@ -63,8 +63,8 @@ export class RunRecorder {
       }
       return;
     }
-    // Token charges split input/output as priced; when a shortfall cut the collected amount, only the total is exact.
-    const split = lf.quote && charge.shortfall === 0n && charge.amount === lf.quote.amount ? { input: lf.quote.inputAmount, output: lf.quote.outputAmount } : {};
+    // Token charges split input/output (and cache reads/writes) as priced; when a shortfall cut the collected amount, only the total is exact.
+    const split = lf.quote && charge.shortfall === 0n && charge.amount === lf.quote.amount ? tokenCostSplit(lf.quote) : {};
     this.reporter.reportCharge({
       traceId: root.nested ? undefined : root.id,
       observationId: lf.observationId,

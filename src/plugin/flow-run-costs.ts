@@ -1,7 +1,8 @@
 import { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
-import { type LangfuseCostReporter, langfuseReporterFor } from '../langfuse/reporter';
+import { type ChargeReport, type LangfuseCostReporter, langfuseReporterFor, tokenCostSplit } from '../langfuse/reporter';
 import type { Charge } from '../ledger/types';
 import { formatUsd } from '../money';
+import type { TokenQuote } from '../pricing/price';
 import type { FlowCharge, OpenFlowRunInput } from './flow-run-types';
 
 /** A charge a run took, named as it is reported (e.g. `billing:gpt-4o-mini`, unit `token`). */
@@ -9,6 +10,13 @@ export interface CostItem {
   readonly charge?: Charge;
   readonly name: string;
   readonly unit: string;
+  /** A token charge's quote: its cost is reported split by kind of token. */
+  readonly quote?: TokenQuote;
+}
+
+/** The cost of one charge; split as priced unless a shortfall cut what was collected (only the total is exact then). */
+function costOf(c: Charge, quote: TokenQuote | undefined): ChargeReport['cost'] {
+  return { total: c.amount, ...(quote && c.shortfall === 0n && c.amount === quote.amount ? tokenCostSplit(quote) : {}) };
 }
 
 /** What the run knows once admitted, read when a cost is reported. */
@@ -64,7 +72,7 @@ export class FlowRunCosts {
     if (!list.length) return;
     const customerId = this.i.customerId!;
     const { planTier, rateCardVersion } = this.context();
-    for (const { charge: c, name, unit } of list) {
+    for (const { charge: c, name, unit, quote } of list) {
       const fc: FlowCharge = {
         chargeId: c.id,
         name,
@@ -82,16 +90,18 @@ export class FlowRunCosts {
       observe(() => this.i.onCharge?.(fc));
       if (this.reporter && this.traceId) {
         observe(() =>
-          this.reporter!.reportCharge({ traceId: this.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: { total: c.amount }, metadata: { ...fc.metadata, [BILLING_METADATA_KEYS.chargeId]: c.id, [BILLING_METADATA_KEYS.costUsd]: fc.costUsd } }),
+          this.reporter!.reportCharge({ traceId: this.traceId, observationId: `billing-${c.id}`, parentObservationId: observationId, name, startTime: fc.at, endTime: fc.at, cost: costOf(c, quote), metadata: { ...fc.metadata, [BILLING_METADATA_KEYS.chargeId]: c.id, [BILLING_METADATA_KEYS.costUsd]: fc.costUsd } }),
         );
       }
     }
     // No trace id (a chatflow): the call's own generation carries the cost of everything this call settled (its tokens and the fee).
     if (this.reporter && !this.traceId && observationId) {
       const total = list.reduce((a, x) => a + x.charge.amount, 0n);
+      // Split only when the tokens are all it carries (a fee has no token kind).
+      const cost = list.length === 1 ? costOf(list[0]!.charge, list[0]!.quote) : { total };
       observe(() =>
         this.reporter!.reportCharge({
-          observationId, name: list[0]!.name, cost: { total },
+          observationId, name: list[0]!.name, cost,
           metadata: { ...billingMetadata({ customerId, conversationId: this.i.conversationId, planTier, rateCardVersion }), [BILLING_METADATA_KEYS.chargeIds]: list.map((x) => x.charge.id).join(','), [BILLING_METADATA_KEYS.costUsd]: formatUsd(total) },
         }),
       );

@@ -3,9 +3,9 @@ import { BillingError, ByokRequiredError, ValidationError } from '../errors';
 import { billingMetadata } from '../langfuse/metadata';
 import type { Charge } from '../ledger/types';
 import { type Nanos, parseUsd } from '../money';
-import { estimatePromptTokens, estimateTextTokens } from '../metering/estimate';
+import { cacheParts, estimatePromptTokens, estimateTextTokens, type TokenCounts } from '../metering/estimate';
 import { RunFinishError, RunLedger, type StepHold } from '../metering/run-ledger';
-import { priceTokens } from '../pricing/price';
+import { cacheMetadata, priceTokens } from '../pricing/price';
 import type { RateCard } from '../pricing/ratecard';
 import type { RunAdmission } from '../quota/gate';
 import { isBillable, priceBillable, shortOfFunds } from './guard';
@@ -233,9 +233,11 @@ export class FlowRun {
   }
 
   /** After the provider answered: charges the reported usage (or the estimate of `text`). Never throws. */
-  async afterModelCall(ticket: Ticket, result: { usage?: { inputTokens: number; outputTokens: number }; text?: string }): Promise<{ charge?: Charge; fee?: Charge }> {
-    const u = result.usage ?? { inputTokens: ticket.promptEstimate, outputTokens: estimateTextTokens(result.text ?? '') };
-    return this.settleModel(ticket, u.inputTokens, u.outputTokens, result.usage ? 'usage' : 'estimate');
+  async afterModelCall(ticket: Ticket, result: { usage?: TokenCounts; text?: string }): Promise<{ charge?: Charge; fee?: Charge }> {
+    const u = result.usage;
+    // The cached parts as the handler keeps them (garbage ignored, never more than the input): a bad count must not lose the charge.
+    if (u) return this.settleModel(ticket, { ...u, ...cacheParts(u.cacheReadTokens, u.cacheWriteTokens, u.inputTokens) }, 'usage');
+    return this.settleModel(ticket, { inputTokens: ticket.promptEstimate, outputTokens: estimateTextTokens(result.text ?? '') }, 'estimate');
   }
 
   /**
@@ -244,23 +246,24 @@ export class FlowRun {
    * one that produced nothing is released.
    */
   async failModelCall(ticket: Ticket, result: { streamedText?: string } = {}): Promise<{ charge?: Charge; fee?: Charge }> {
-    if (result.streamedText) return this.settleModel(ticket, ticket.promptEstimate, estimateTextTokens(result.streamedText), 'stream cut short');
+    if (result.streamedText) return this.settleModel(ticket, { inputTokens: ticket.promptEstimate, outputTokens: estimateTextTokens(result.streamedText) }, 'stream cut short');
     return this.release(ticket);
   }
 
-  private async settleModel(t: Ticket, inputTokens: number, outputTokens: number, usageSource: string): Promise<{ charge?: Charge; fee?: Charge }> {
+  private async settleModel(t: Ticket, usage: TokenCounts, usageSource: string): Promise<{ charge?: Charge; fee?: Charge }> {
     if (t.done) return {};
     t.done = true;
     try {
-      const q = priceTokens(this.card!, t.model, inputTokens, outputTokens);
+      const { inputTokens, outputTokens } = usage;
+      const q = priceTokens(this.card!, t.model, inputTokens, outputTokens, usage);
       // Submitted together: one group commit for the call and (first time) the run fee.
       const [charge, fee] = await Promise.all([
         t.run.settleStep(t.step, q.amount, `${this.i.runKey}:${t.callKey}:settle`, {
-          chargeType: q.item, quantity: q.quantity, metadata: { ...this.i.metadata, kind: 'llm', callKey: t.callKey, model: t.model ?? null, inputTokens, outputTokens, usageSource },
+          chargeType: q.item, quantity: q.quantity, metadata: { ...this.i.metadata, kind: 'llm', callKey: t.callKey, model: t.model ?? null, inputTokens, outputTokens, ...cacheMetadata(q), usageSource },
         }),
         this.feeAfterSettle(t.run),
       ]);
-      this.costs.report([{ charge, name: `billing:${q.item}`, unit: 'token' }, feeItem(fee)], t.observationId);
+      this.costs.report([{ charge, name: `billing:${q.item}`, unit: 'token', quote: q }, feeItem(fee)], t.observationId);
       return { charge, fee };
     } catch (e) {
       this.logFailure('settle model call', e);

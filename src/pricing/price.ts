@@ -174,6 +174,11 @@ export function priceTokens(card: RateCard, model: string | undefined, inputToke
   };
 }
 
+/** A token charge's cache counts for its stored metadata: only those there were, so other charges' metadata is unchanged. */
+export function cacheMetadata(q: Pick<TokenQuote, 'cacheReadTokens' | 'cacheWriteTokens'>): { cacheReadTokens?: number; cacheWriteTokens?: number } {
+  return { ...(q.cacheReadTokens ? { cacheReadTokens: q.cacheReadTokens } : {}), ...(q.cacheWriteTokens ? { cacheWriteTokens: q.cacheWriteTokens } : {}) };
+}
+
 export interface PaidPublicFlowSplit {
   readonly price: Nanos;
   readonly fee: Nanos;

@@ -13,7 +13,14 @@
  *  - input_tokens  = words(system) + Σ over messages of (MESSAGE_OVERHEAD + words(its text));
  *  - output_tokens = words(reply); the reply is `echo: <last user text>`, cut to max_tokens words.
  * Streamed, as the real API does: `message_start` carries the input tokens and
- * `output_tokens: 1`; the final `message_delta` carries the cumulative output tokens.
+ * `output_tokens: 1`; the final `message_delta` carries the cumulative usage
+ * (input and cache counts repeated, output tokens final).
+ *
+ * PROMPT CACHE (`setCache`): of the input tokens counted above, `read` are
+ * reported as read from the cache and `write` as written to it (each cut to
+ * what is left). As the real API does, `input_tokens` then counts only the rest,
+ * and the cache counts are `cache_read_input_tokens` / `cache_creation_input_tokens`
+ * (in `message_start`, `message_delta` and the non-streamed answer).
  */
 import * as http from 'node:http';
 import { listenOnLoopback } from './loopback';
@@ -21,10 +28,18 @@ import { listenOnLoopback } from './loopback';
 export const ANTHROPIC_KEY = 'sk-ant-test';
 export const MESSAGE_OVERHEAD = 3;
 
+export interface AnthropicUsage {
+  /** Input tokens neither read from nor written to the cache (the API's meaning). */
+  input_tokens: number;
+  output_tokens: number;
+  cache_read_input_tokens: number;
+  cache_creation_input_tokens: number;
+}
+
 export interface AnthropicCall {
   stream: boolean;
   model: string;
-  usage: { input_tokens: number; output_tokens: number };
+  usage: AnthropicUsage;
   reply: string;
 }
 
@@ -33,6 +48,8 @@ export interface AnthropicServer {
   readonly calls: AnthropicCall[];
   /** The next streamed answer is cut (the connection destroyed) after this many text deltas. */
   cutNextStreamAfter(deltas: number): void;
+  /** Report this many of every call's input tokens as cache reads / cache writes (null: no cache; reset clears it). */
+  setCache(cache: { read?: number; write?: number } | null): void;
   reset(): void;
   close(): Promise<void>;
 }
@@ -67,6 +84,7 @@ export async function startAnthropicServer(): Promise<AnthropicServer> {
   const calls: AnthropicCall[] = [];
   let n = 0;
   let cutAfter: number | null = null;
+  let cache: { read?: number; write?: number } | null = null;
   const server = http.createServer((req, res) => {
     let raw = '';
     req.on('data', (d) => (raw += d));
@@ -86,12 +104,16 @@ export async function startAnthropicServer(): Promise<AnthropicServer> {
       const b = body!;
       const msgs = b.messages as Array<{ role: string; content: unknown }>;
       const system = typeof b.system === 'string' ? b.system : textOf(b.system);
-      const input = words(system).length + msgs.reduce((s, m) => s + MESSAGE_OVERHEAD + words(textOf(m.content)).length, 0);
+      const prompt = words(system).length + msgs.reduce((s, m) => s + MESSAGE_OVERHEAD + words(textOf(m.content)).length, 0);
+      const read = Math.min(cache?.read ?? 0, prompt);
+      const written = Math.min(cache?.write ?? 0, prompt - read);
+      const input = prompt - read - written;
       const lastUser = [...msgs].reverse().find((m) => m.role === 'user');
       const replyWords = ['echo:', ...words(textOf(lastUser?.content))].slice(0, b.max_tokens as number);
       const reply = replyWords.join(' ');
       const id = `msg_${++n}`;
-      const usage = { input_tokens: input, output_tokens: replyWords.length };
+      const cacheUsage = { cache_creation_input_tokens: written, cache_read_input_tokens: read };
+      const usage: AnthropicUsage = { input_tokens: input, output_tokens: replyWords.length, ...cacheUsage };
       const stream = b.stream === true;
       calls.push({ stream, model: b.model as string, usage, reply });
       const message = { id, type: 'message', role: 'assistant', model: b.model, stop_sequence: null };
@@ -102,7 +124,7 @@ export async function startAnthropicServer(): Promise<AnthropicServer> {
       }
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-      send('message_start', { type: 'message_start', message: { ...message, content: [], stop_reason: null, usage: { input_tokens: input, output_tokens: 1 } } });
+      send('message_start', { type: 'message_start', message: { ...message, content: [], stop_reason: null, usage: { input_tokens: input, output_tokens: 1, ...cacheUsage } } });
       send('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
       send('ping', { type: 'ping' });
       const cut = cutAfter;
@@ -116,7 +138,7 @@ export async function startAnthropicServer(): Promise<AnthropicServer> {
         send('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: i === 0 ? w : ` ${w}` } });
       }
       send('content_block_stop', { type: 'content_block_stop', index: 0 });
-      send('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: replyWords.length } });
+      send('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { input_tokens: input, output_tokens: replyWords.length, ...cacheUsage } });
       send('message_stop', { type: 'message_stop' });
       res.end();
     });
@@ -126,9 +148,11 @@ export async function startAnthropicServer(): Promise<AnthropicServer> {
     baseURL: lb.origin,
     calls,
     cutNextStreamAfter: (deltas: number) => void (cutAfter = deltas),
+    setCache: (c) => void (cache = c),
     reset: () => {
       calls.length = 0;
       cutAfter = null;
+      cache = null;
     },
     close: () => lb.close(),
   };
