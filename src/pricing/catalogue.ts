@@ -50,7 +50,7 @@ export interface ModelImport {
   readonly imported: Record<string, number>;
   /** Models not in the card at all, and why. */
   readonly skipped: SkippedModel[];
-  /** Models in the card whose catalogue entry has more than the card can say (tiers, cache prices…). */
+  /** Models in the card whose catalogue entry has more than the card can say (tiers, one-hour cache writes, audio prices…). */
   readonly approximations: SkippedModel[];
   /** Keys kept from the base card because the catalogue has no such name. */
   readonly keptFromBase: string[];

@@ -178,7 +178,7 @@ export function registerRatecard(program: Command, cli: CliContext): void {
               ['catalogue', json.catalogue],
               ['model prices', `${r.card.models.size} (${Object.entries(r.imported).map(([p, n]) => `${p} ${n}`).join(', ')}; kept from the base card: ${r.keptFromBase.join(', ') || 'none'})`],
               ['not imported', `${r.skipped.length} catalogue models (no token price, a price finer than 9 decimals per 1K, or no name to match)`],
-              ['approximated', `${r.approximations.length} models have prices the card cannot hold (tiers, cache/audio/image prices, dated changes)`],
+              ['approximated', `${r.approximations.length} models have prices the card cannot hold (tiers, one-hour cache writes, audio/image prices, dated changes)`],
             ], '  '),
             '',
             table(
