@@ -187,10 +187,24 @@ export function usageMetadataOf(usageMetadata: unknown): TokenCounts | undefined
   return withCache({ inputTokens: i, outputTokens: o }, cacheReadTokens, cacheWriteTokens);
 }
 
-/** `counts` with these cache parts; a part that is 0 is left out, so a call without cache reads as it always did. */
-function withCache<T extends TokenCounts>(counts: T, cacheReadTokens = 0, cacheWriteTokens = 0): T {
-  const { cacheReadTokens: _r, cacheWriteTokens: _w, ...rest } = counts;
-  return { ...rest, ...(cacheReadTokens ? { cacheReadTokens } : {}), ...(cacheWriteTokens ? { cacheWriteTokens } : {}) } as T;
+/**
+ * `counts` with these cache parts; a part that is 0 is left out, so a call without cache reads as it always
+ * did. A new literal, not a spread clone given properties (on Node 20 that makes the scavenger keep garbage:
+ * see withCardVersion in run-state.ts); it runs on every metered call.
+ */
+function withCache(counts: TokenCounts, cacheReadTokens = 0, cacheWriteTokens = 0): { -readonly [K in keyof TokenCounts]: TokenCounts[K] } {
+  const out: { -readonly [K in keyof TokenCounts]: TokenCounts[K] } = { inputTokens: counts.inputTokens, outputTokens: counts.outputTokens };
+  if (cacheReadTokens) out.cacheReadTokens = cacheReadTokens;
+  if (cacheWriteTokens) out.cacheWriteTokens = cacheWriteTokens;
+  return out;
+}
+
+/** `counts` as the usage of a finished call, from `source` (built as withCache builds, for the same reason). */
+function usageFrom(counts: TokenCounts, source: UsageSource): TokenUsage {
+  const out: { -readonly [K in keyof TokenUsage]: TokenUsage[K] } = { inputTokens: counts.inputTokens, outputTokens: counts.outputTokens, source };
+  if (counts.cacheReadTokens) out.cacheReadTokens = counts.cacheReadTokens;
+  if (counts.cacheWriteTokens) out.cacheWriteTokens = counts.cacheWriteTokens;
+  return out;
 }
 
 /** The usage of a stream: the sum of its chunks' (LangChain's own rule when it concatenates them). */
@@ -211,7 +225,7 @@ export function addTokenCounts(sum: TokenCounts | undefined, chunk: TokenCounts 
  * chunk by chunk, each cut to its own chunk's input, they are right: used when the chunks account for the
  * final input count (otherwise they missed part of the usage, e.g. OpenAI's usage chunk is never reported).
  */
-export function withStreamedCacheParts<T extends TokenCounts>(final: T, streamed: TokenCounts | undefined): T {
+export function withStreamedCacheParts(final: TokenCounts, streamed: TokenCounts | undefined): TokenCounts {
   if (!streamed || streamed.inputTokens !== final.inputTokens) return final;
   return withCache(final, streamed.cacheReadTokens, streamed.cacheWriteTokens);
 }
@@ -235,7 +249,7 @@ export function usageOf(output: unknown, promptEstimate: number, streamed?: Toke
   const gens: unknown[] = Array.isArray(out.generations) ? (out.generations as unknown[]).flat() : [];
   for (const g of gens) {
     const u = usageMetadataOf(isRec(g) && isRec(g.message) ? g.message.usage_metadata : undefined);
-    if (u) return { ...withStreamedCacheParts(u, streamed), source: 'usage_metadata' };
+    if (u) return usageFrom(withStreamedCacheParts(u, streamed), 'usage_metadata');
   }
   const llmOutput = isRec(out.llmOutput) ? out.llmOutput : {};
   let produced: number | undefined;

@@ -123,6 +123,7 @@ function checkTokenCount(field: TokenField, v: number): void {
 }
 
 const gcd = (a: bigint, b: bigint): bigint => (b === 0n ? a : gcd(b, a % b));
+const lcm = (a: bigint, b: bigint): bigint => (a / gcd(a, b)) * b;
 
 /**
  * Tokens at the model's prices: uncached input, cache reads and cache writes (parts of the input, each at
@@ -143,19 +144,28 @@ export function priceTokens(card: RateCard, model: string | undefined, inputToke
     });
   }
   const p = modelPrice(card, model);
-  const parts: Array<readonly [Rate, bigint]> = [
-    [p.input, BigInt(inputTokens - cacheReadTokens - cacheWriteTokens)],
-    [p.cacheRead, BigInt(cacheReadTokens)],
-    [p.cacheWrite, BigInt(cacheWriteTokens)],
-    [p.output, BigInt(outputTokens)],
-  ];
-  // One exact fraction over a common denominator of the rates' `per`, rounded once.
-  const den = parts.reduce((d, [r]) => (d * r.per) / gcd(d, r.per), 1n);
-  const amount = divRound(
-    parts.reduce((n, [r, t]) => n + r.nanos * t * (den / r.per), 0n),
-    den,
-  );
-  const [inputAmount, cacheReadAmount, cacheWriteAmount, outputAmount] = parts.map(([r, t]) => priceFraction(r, t, 1n)) as [Nanos, Nanos, Nanos, Nanos];
+  const inT = BigInt(inputTokens - cacheReadTokens - cacheWriteTokens);
+  const outT = BigInt(outputTokens);
+  // One exact fraction over a common denominator of the rates' `per`, rounded once. Written out, not as a
+  // list of parts: this runs twice for every metered call (its hold and its settle).
+  let amount: Nanos;
+  let cacheReadAmount = 0n;
+  let cacheWriteAmount = 0n;
+  if (cacheReadTokens === 0 && cacheWriteTokens === 0) {
+    amount = divRound(p.input.nanos * inT * p.output.per + p.output.nanos * outT * p.input.per, p.input.per * p.output.per);
+  } else {
+    const readT = BigInt(cacheReadTokens);
+    const writeT = BigInt(cacheWriteTokens);
+    const den = lcm(lcm(p.input.per, p.output.per), lcm(p.cacheRead.per, p.cacheWrite.per));
+    amount = divRound(
+      p.input.nanos * inT * (den / p.input.per) + p.cacheRead.nanos * readT * (den / p.cacheRead.per) + p.cacheWrite.nanos * writeT * (den / p.cacheWrite.per) + p.output.nanos * outT * (den / p.output.per),
+      den,
+    );
+    cacheReadAmount = priceFraction(p.cacheRead, readT, 1n);
+    cacheWriteAmount = priceFraction(p.cacheWrite, writeT, 1n);
+  }
+  const inputAmount = priceFraction(p.input, inT, 1n);
+  const outputAmount = priceFraction(p.output, outT, 1n);
   return {
     amount,
     rateCardVersion: card.version,
@@ -174,9 +184,15 @@ export function priceTokens(card: RateCard, model: string | undefined, inputToke
   };
 }
 
+const NO_CACHE: Readonly<Record<string, never>> = Object.freeze({});
+
 /** A token charge's cache counts for its stored metadata: only those there were, so other charges' metadata is unchanged. */
 export function cacheMetadata(q: Pick<TokenQuote, 'cacheReadTokens' | 'cacheWriteTokens'>): { cacheReadTokens?: number; cacheWriteTokens?: number } {
-  return { ...(q.cacheReadTokens ? { cacheReadTokens: q.cacheReadTokens } : {}), ...(q.cacheWriteTokens ? { cacheWriteTokens: q.cacheWriteTokens } : {}) };
+  if (!q.cacheReadTokens && !q.cacheWriteTokens) return NO_CACHE;
+  const out: { cacheReadTokens?: number; cacheWriteTokens?: number } = {};
+  if (q.cacheReadTokens) out.cacheReadTokens = q.cacheReadTokens;
+  if (q.cacheWriteTokens) out.cacheWriteTokens = q.cacheWriteTokens;
+  return out;
 }
 
 export interface PaidPublicFlowSplit {
