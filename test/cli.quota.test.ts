@@ -113,6 +113,8 @@ describe.each(BACKENDS)('quota CLI on $name', (backend) => {
   it('--period and --at refuse a day the calendar does not have instead of reporting the next month', async () => {
     const db = backend.name === 'sqlite' ? path.join(tmp, `p-${Date.now()}.sqlite`) : await backend.freshTarget();
     await cli(db, ['customers', 'create', 'acme']);
+    // Periods start on the first: without a subscription they would start on today's day of the month.
+    await cli(db, ['subscribe', 'acme', 'free', '--anchor-day', '1']);
     for (const period of ['2026-02-30', '2026-04-31', '2026-02-29T10:00:00Z', '2026-13', '2026-00']) {
       const r = await cli(db, ['usage', 'acme', '--period', period]);
       expect(r.code, period).toBe(1);
