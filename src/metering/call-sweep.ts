@@ -1,6 +1,6 @@
 /**
  * One timer for the whole process that looks after the LLM calls in flight of every metering handler
- * (see BillingCallbackHandler.sweepCalls): a call writes nothing to the ledger between its hold and its
+ * (see CallWatch.sweep in call-watch.ts): a call writes nothing to the ledger between its hold and its
  * settle, so nothing else notices that its reservation is about to lapse, or that LangChain will never end it
  * (a stream whose consumer stopped reading). A timer per call would cost every call a timer; this one runs
  * while some handler has a call in flight, at the shortest interval any of them asks for.

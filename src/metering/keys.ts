@@ -12,7 +12,7 @@
  *   <runKey>:<step>                   run-level steps when the caller gives a retry-stable `runKey`
  *                                     (e.g. flowRunKey() of a Flowise prediction or a queue job id)
  */
-/** `late`: the late end of a call charged its prompt estimate (handler.lateEnd). `alive:<n>`: the n-th keep-alive of a run's reservation while this call was in flight (see the handler's call sweep). */
+/** `late`: the late end of a call charged its prompt estimate (CallWatch.lateEnd). `alive:<n>`: the n-th keep-alive of a run's reservation while this call was in flight (see CallWatch.sweep). */
 export type StepKey = 'hold' | 'settle' | 'release' | 'late' | `alive:${number}`;
 export type RunStepKey = 'reserve' | 'fee' | 'compute' | 'end';
 export type KeyStep = StepKey | RunStepKey;

@@ -5,7 +5,7 @@ import type { RunRecorder } from './run-report';
 import type { ProvisionalCall } from './run-state';
 
 /**
- * The late end of a call the call sweep charged its prompt estimate (BillingCallbackHandler.unanswered):
+ * The late end of a call the call sweep charged its prompt estimate (CallWatch.unanswered):
  * the difference to its actual usage is charged directly, from what is available (its cover is long gone;
  * refused with INSUFFICIENT_FUNDS when that no longer covers it), or the excess is refunded from that
  * charge. `key` makes a replay move nothing. Throws the ledger's error (the handler reports it).

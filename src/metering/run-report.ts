@@ -89,7 +89,7 @@ export class RunRecorder {
     }
   }
 
-  /** Part of a call's charge was refunded (handler.lateEnd): the run's total and the generation's cost follow. */
+  /** Part of a call's charge was refunded (CallWatch.lateEnd): the run's total and the generation's cost follow. */
   refunded(root: RootState, runId: string, charge: Charge, amount: bigint, name: string): void {
     root.cost -= amount;
     if (!this.reporter || root.nested) return;

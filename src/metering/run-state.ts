@@ -70,11 +70,11 @@ export interface StepState {
    */
   ending?: boolean;
   /**
-   * The call sweep is charging this call's prompt estimate (BillingCallbackHandler.unanswered); an end or
+   * The call sweep is charging this call's prompt estimate (CallWatch.unanswered); an end or
    * error LangChain reports meanwhile waits here for that charge, then charges the difference.
    */
   unanswered?: { endedWith?: { output: unknown } };
-  /** Removes the listener on the call's abort signal (see BillingCallbackHandler.watchAbort). */
+  /** Removes the listener on the call's abort signal (see CallWatch.watchAbort). */
   stopWatching?: () => void;
   chargeType?: ChargeType;
   quantity?: string;
