@@ -50,8 +50,6 @@ export interface RunLedgerOptions {
   readonly computeReserve: RunCost | null;
   /** Operator's run budget for steps, reserved at admission instead of the first step's maximum. */
   readonly budget?: Nanos;
-  /** When the fee is captured: at the end unless refused (library runs), or with the first settled step (runs nobody reliably ends). */
-  readonly feeOn: 'finish' | 'firstSettle';
   /**
    * `runKey` is a job's key that a re-run reuses with new step keys (the handler's `runKey` option): a
    * reservation the ledger hands back is then always an earlier attempt's, however young. Otherwise (keys
@@ -277,7 +275,10 @@ export class RunLedger extends RunReservation {
     this.funds.changed();
   }
 
-  /** Captures the fee now (runs with `feeOn: 'firstSettle'`, after their first charged step). Once. */
+  /**
+   * Captures the fee now, not at finish: a Flowise prediction after its first charged step (nobody reliably
+   * ends it), a run whose only call went unanswered. Once.
+   */
   async captureFee(): Promise<Charge | undefined> {
     const fee = this.o.fee;
     if (!fee || this.feeCaptured || !this.reservation || this.closed) return undefined;

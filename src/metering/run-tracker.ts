@@ -99,7 +99,6 @@ export class RunTracker {
         ledger: this.ledger, customerId: o.customerId, runKey, rerunKey: o.runKey !== undefined, actor: o.actor, rateCardVersion: card.version, ttlMs: o.holdTtlMs,
         fee: this.runFee(card), computeReserve: compute ? { chargeType: 'compute', amount: compute.amount, quantity: compute.quantity } : null,
         budget: o.runBudgetUsd === undefined ? undefined : parseUsd(o.runBudgetUsd, { field: 'runBudgetUsd' }),
-        feeOn: 'finish',
         fundsWaitMs: o.fundsWaitMs,
         metadata: (kind) => this.recorder.chargeMetadata(root, runId, { kind }),
       });

@@ -171,7 +171,6 @@ export class FlowRun {
       fee: fee && fee.amount > 0n ? { chargeType: fee.item, amount: fee.amount, quantity: fee.quantity } : null,
       computeReserve: null,
       budget: this.i.runBudgetUsd ? parseUsd(this.i.runBudgetUsd, { field: 'runBudgetUsd' }) : undefined,
-      feeOn: 'firstSettle',
       fundsWaitMs: this.i.fundsWaitMs ?? 10_000,
       metadata: (kind) => ({ ...this.i.metadata, kind, runKey: this.i.runKey, conversationId: this.i.conversationId }),
     });
