@@ -177,12 +177,17 @@ export function cacheParts(read: unknown, write: unknown, inputTokens: number): 
   return { cacheReadTokens, cacheWriteTokens };
 }
 
-/** A message's or a stream chunk's `usage_metadata`, or undefined when it lacks the input or output count. */
+/**
+ * A message's or a stream chunk's `usage_metadata`, or undefined when it lacks the input or output count,
+ * or when both are 0: that is no report. @langchain/openai's Responses API converter (1.2.x) fills in 0 / 0
+ * when the provider sent no `usage` (a compatible server may not), and a call read as that was charged
+ * nothing; a real call always has input. A chunk of 0 / 0 adds nothing to a stream's sum either way.
+ */
 export function usageMetadataOf(usageMetadata: unknown): TokenCounts | undefined {
   if (!isRec(usageMetadata)) return undefined;
   const i = nonNeg(usageMetadata.input_tokens);
   const o = nonNeg(usageMetadata.output_tokens);
-  if (i === undefined || o === undefined) return undefined;
+  if (i === undefined || o === undefined || i + o === 0) return undefined;
   const { cacheReadTokens, cacheWriteTokens } = cachePartsOf(usageMetadata.input_token_details, i);
   return withCache({ inputTokens: i, outputTokens: o }, cacheReadTokens, cacheWriteTokens);
 }

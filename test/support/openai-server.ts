@@ -2,6 +2,7 @@
  * A deterministic, OpenAI-compatible chat-completions server on loopback, for tests.
  *
  * Endpoints: `POST /v1/chat/completions` (streaming and not, tool calls),
+ * `POST /v1/responses` (the Responses API, see openai-responses.ts),
  * `GET /v1/models`, `GET /v1/models/:id`. Node `http` only.
  *
  * Everything a response contains is a pure function of the request (plus an
@@ -32,6 +33,7 @@
 import * as http from 'node:http';
 import { listenOnLoopback } from './loopback';
 import { createRequire } from 'node:module';
+import { handleResponses, type ResponsesCall, type ResponsesUsageScript } from './openai-responses';
 
 export const MESSAGE_OVERHEAD = 4;
 export const TOOL_DEFINITION_TOKENS = 10;
@@ -183,6 +185,10 @@ export interface OpenAIServer {
   setScript(script: ChatScript | null): void;
   /** Change server-wide defaults at run time (delay, chunking, interrupt…). */
   setOptions(opts: Omit<OpenAIServerOptions, 'port' | 'script'>): void;
+  /** Calls to `POST /v1/responses`, in order (not in `calls`, which are chat completions). */
+  responsesCalls: ResponsesCall[];
+  /** How the Responses API reports usage from now on (see openai-responses.ts); reset clears it. */
+  setResponsesUsage(usage: ResponsesUsageScript): void;
   /** Clears recorded calls and the call counter (script and options stay). */
   reset(): void;
   close(): Promise<void>;
@@ -384,6 +390,7 @@ export async function startOpenAIServer(opts: OpenAIServerOptions = {}): Promise
   let idSeq = 0;
   const timers = new Set<NodeJS.Timeout>();
   let closing = false;
+  const responses = { calls: [] as ResponsesCall[], usage: {} as ResponsesUsageScript, seq: 0 };
 
   const wait = (ms: number) =>
     ms > 0
@@ -546,6 +553,7 @@ export async function startOpenAIServer(opts: OpenAIServerOptions = {}): Promise
       if (req.method === 'POST' && (path === '/v1/chat/completions' || path === '/chat/completions')) {
         return handleChat(req, res, raw, path);
       }
+      if (req.method === 'POST' && (path === '/v1/responses' || path === '/responses')) return handleResponses(res, raw, responses);
       if (req.method === 'GET' && (path === '/v1/models' || path === '/models')) {
         return sendJson(res, 200, {
           object: 'list',
@@ -578,9 +586,15 @@ export async function startOpenAIServer(opts: OpenAIServerOptions = {}): Promise
     setOptions(o) {
       options = { ...options, ...o };
     },
+    responsesCalls: responses.calls,
+    setResponsesUsage(usage) {
+      responses.usage = usage;
+    },
     reset() {
       calls.length = 0;
       counter = 0;
+      responses.calls.length = 0;
+      responses.usage = {};
     },
     async close() {
       closing = true;
