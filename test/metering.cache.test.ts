@@ -9,7 +9,7 @@ import { HumanMessage, SystemMessage, type AIMessageChunk, type BaseMessage } fr
 import { CallbackHandler } from 'langfuse-langchain';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import { billingRunConfig } from '../src/metering/run-config';
-import { addTokenCounts, estimatePromptTokens, usageMetadataOf, usageOf } from '../src/metering/estimate';
+import { addTokenCounts, estimatePromptTokens, type StreamCounts, streamChunkUsageOf, streamTotal, usageMetadataOf, usageOf } from '../src/metering/estimate';
 import { shutdownLangfuseReporters } from '../src/langfuse/reporter';
 import { openFlowRun } from '../src/plugin/flow-run';
 import { closeSharedLedgers, sharedLedger } from '../src/plugin/ledgers';
@@ -101,16 +101,20 @@ function openaiExpected(): { amount: bigint; input: number; read: number; output
   return { amount: nanos({ uncached: u.prompt_tokens - 128, read: 128, output: u.completion_tokens }, OPENAI_RATES), input: u.prompt_tokens, read: 128, output: u.completion_tokens };
 }
 
-/** What the Anthropic call must cost, with the output LangChain reports for it (a stream adds message_start's 1). */
-function anthropicExpected(reportedOutput: number): { amount: bigint; input: number; read: number; write: number; output: number } {
+/**
+ * What the Anthropic call must cost: the output Anthropic bills. For a stream, LangChain's message reports one
+ * more (message_start's placeholder 1 added to message_delta's cumulative count); `reportedOutput` is checked so.
+ */
+function anthropicExpected(reportedOutput: number, streamed: boolean): { amount: bigint; input: number; read: number; write: number; output: number } {
   const u = anthropic.calls[0]!.usage;
   expect([u.cache_read_input_tokens, u.cache_creation_input_tokens]).toEqual([150, 40]);
+  expect(reportedOutput).toBe(u.output_tokens + (streamed ? 1 : 0));
   return {
-    amount: nanos({ uncached: u.input_tokens, read: 150, write: 40, output: reportedOutput }, ANTHROPIC_RATES),
+    amount: nanos({ uncached: u.input_tokens, read: 150, write: 40, output: u.output_tokens }, ANTHROPIC_RATES),
     input: u.input_tokens + 190,
     read: 150,
     write: 40,
-    output: reportedOutput,
+    output: u.output_tokens,
   };
 }
 
@@ -151,6 +155,20 @@ describe('reading cached parts of the input from LangChain usage', () => {
     // Without cache counts the usage reads as it always did.
     expect(usageOf(result({ input_tokens: 3, output_tokens: 4, input_token_details: { cache_read: 0 } }), 0)).toEqual({ inputTokens: 3, outputTokens: 4, source: 'usage_metadata' });
   });
+  it('a stream: Anthropic’s message_delta output is the call’s total, not added to message_start’s placeholder, whatever the order', () => {
+    // As @langchain/anthropic builds them: message_start (input, placeholder output 1), message_delta (0 input, the delta's stop_reason).
+    const start = { usage_metadata: { input_tokens: 210, output_tokens: 1, input_token_details: { cache_read: 150 } }, additional_kwargs: { id: 'msg_1', model: 'claude' } };
+    const delta = { usage_metadata: { input_tokens: 0, output_tokens: 9, input_token_details: { cache_read: 150 } }, additional_kwargs: { stop_reason: 'end_turn', stop_sequence: null } };
+    for (const order of [[start, delta], [delta, start]]) {
+      const streamed = order.reduce<StreamCounts | undefined>((sum, m) => addTokenCounts(sum, streamChunkUsageOf(m)), undefined);
+      expect(streamTotal(streamed)).toEqual({ inputTokens: 210, outputTokens: 9, cacheReadTokens: 150 });
+      // LangChain's concatenated message (output 10, cache twice) is corrected by the stream.
+      expect(usageOf(result({ input_tokens: 210, output_tokens: 10, input_token_details: { cache_read: 300 } }), 0, streamed)).toEqual({ inputTokens: 210, outputTokens: 9, cacheReadTokens: 150, source: 'usage_metadata' });
+    }
+    // Chunks of per-chunk counts (Google's client: differences of running totals) are still summed.
+    const parts = [{ usage_metadata: { input_tokens: 5, output_tokens: 2 } }, { usage_metadata: { input_tokens: 0, output_tokens: 3 } }];
+    expect(streamTotal(parts.reduce<StreamCounts | undefined>((sum, m) => addTokenCounts(sum, streamChunkUsageOf(m)), undefined))).toEqual({ inputTokens: 5, outputTokens: 5 });
+  });
 });
 
 describe('BillingCallbackHandler: cached prompt tokens at the card’s cache prices', () => {
@@ -189,7 +207,9 @@ describe('BillingCallbackHandler: cached prompt tokens at the card’s cache pri
       const message = await call(chatAnthropic(how), how, { callbacks: [h] });
       expect(anthropic.calls).toHaveLength(1);
       const reported = (message as AIMessageChunk).usage_metadata!;
-      const e = anthropicExpected(reported.output_tokens);
+      const e = anthropicExpected(reported.output_tokens, how !== 'invoke');
+      // 17 uncached input (200 + 3 + 4 words − 190 cached) × 2,000 + 150 × 200 + 40 × 2,500 + 5 output × 4,000.
+      expect(e.amount).toBe(184_000n);
       expect(reported.input_tokens).toBe(e.input);
       expect(h.charges).toHaveLength(1);
       const c = h.charges[0]!.charge;
@@ -208,7 +228,7 @@ describe('BillingCallbackHandler: cached prompt tokens at the card’s cache pri
     expect(hold.amount).toBeGreaterThan(c.amount);
   });
 
-  it('Langfuse: the generation’s cost is split as its usage is (input, input_cache_read, input_cache_creation, output) and sums to the charge', async () => {
+  it.each(['invoke', 'invoke, streaming on'] as const)('Langfuse (%s): the generation’s cost is split as its usage is (input, input_cache_read, input_cache_creation, output) and sums to the charge', async (how) => {
     const h = new BillingCallbackHandler({
       ledger,
       customerId,
@@ -219,16 +239,19 @@ describe('BillingCallbackHandler: cached prompt tokens at the card’s cache pri
       langfuse: { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushAt: 1 },
     });
     const lf = new CallbackHandler({ publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushAt: 1 });
-    const message = (await chatAnthropic('invoke').invoke(prompt(), billingRunConfig(h, { callbacks: [lf] }))) as AIMessageChunk;
+    const message = (await chatAnthropic(how).invoke(prompt(), billingRunConfig(h, { callbacks: [lf] }))) as AIMessageChunk;
     await Promise.all([lf.shutdownAsync(), h.flushLangfuse(5000)]);
-    const e = anthropicExpected(message.usage_metadata!.output_tokens);
+    const e = anthropicExpected(message.usage_metadata!.output_tokens, how !== 'invoke');
     const c = h.charges[0]!.charge;
     const g = await langfuse.waitFor(() => {
       const o = langfuse.observations().get(h.runs[0]!.rootRunId);
       return o?.costDetails && o.usageDetails ? o : undefined;
     });
     // langfuse-langchain's usage keys: the uncached rest as `input`, the cache counts as input_<LangChain detail>.
-    expect(g.usageDetails).toMatchObject({ input: e.input - 190, input_cache_read: 150, input_cache_creation: 40, output: e.output });
+    // The usage is langfuse-langchain's, from LangChain's message: for a stream, its cache counts twice and its
+    // output one more than Anthropic bills (see withStreamedCounts). The cost, set from the charge, is the billed one.
+    if (how === 'invoke') expect(g.usageDetails).toMatchObject({ input: e.input - 190, input_cache_read: 150, input_cache_creation: 40, output: e.output });
+    else expect(g.usageDetails).toMatchObject({ input: 0, input_cache_read: 300, input_cache_creation: 80, output: e.output + 1 });
     const nano = (usd: number | undefined) => BigInt(Math.round((usd ?? 0) * 1e9));
     expect(nano(g.costDetails!.total)).toBe(c.amount);
     expect(nano(g.costDetails!.input)).toBe(BigInt((e.input - 190) * 2000));
@@ -310,7 +333,8 @@ describe('metered chat model (the Flowise variants): cached prompt tokens at the
       const id = await customer();
       const message = (await call(metered(id, chatAnthropic(how)), how)) as AIMessageChunk;
       expect(anthropic.calls).toHaveLength(1);
-      const e = anthropicExpected(message.usage_metadata!.output_tokens);
+      const e = anthropicExpected(message.usage_metadata!.output_tokens, how !== 'invoke');
+      expect(e.amount).toBe(184_000n);
       const [c, ...more] = await tokenCharges(id);
       expect(more).toEqual([]);
       expect(c!.amount).toBe(e.amount);

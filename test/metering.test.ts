@@ -191,7 +191,7 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
     expect((await ledger.balance(customerId)).held).toBe(0n);
   });
 
-  it('ChatAnthropic on the loopback Messages API (usage split over its stream events): each call settles once with the usage LangChain reports, prompt included', async () => {
+  it('ChatAnthropic on the loopback Messages API (usage split over its stream events): each call settles once with the usage Anthropic bills, prompt included', async () => {
     const card = await ledger.activeRateCard();
     const model = 'claude-3-5-haiku-20241022';
     for (const how of ['invoke', 'invoke, streaming on', '.stream()'] as const) {
@@ -206,9 +206,15 @@ describe.each(BACKENDS)('BillingCallbackHandler on $name', (backend) => {
       }
       expect(anthropic.calls, how).toHaveLength(1);
       const reported = message!.usage_metadata!;
-      expect(reported.input_tokens, how).toBe(anthropic.calls[0]!.usage.input_tokens);
+      const billed = anthropic.calls[0]!.usage;
+      expect(reported.input_tokens, how).toBe(billed.input_tokens);
+      // A stream's message reports message_start's placeholder 1 on top of message_delta's cumulative count.
+      expect(reported.output_tokens, how).toBe(billed.output_tokens + (how === 'invoke' ? 0 : 1));
       expect(h.charges, how).toHaveLength(1);
-      expect(h.charges[0]!.charge.amount, how).toBe(priceTokens(card, model, reported.input_tokens, reported.output_tokens).amount);
+      expect(h.charges[0]!.charge.metadata, how).toMatchObject({ inputTokens: 7, outputTokens: 5 });
+      // The default card: 7 × 800 + 5 × 4,000 nanos.
+      expect(h.charges[0]!.charge.amount, how).toBe(25_600n);
+      expect(h.charges[0]!.charge.amount, how).toBe(priceTokens(card, model, billed.input_tokens, billed.output_tokens).amount);
     }
     expect((await ledger.checkInvariants()).ok).toBe(true);
   });

@@ -167,13 +167,17 @@ describe('metered ChatAnthropic: usage split over the stream’s events', () => 
       expect(message!.content).toBe('echo: count my prompt too');
       expect(anthropic.calls).toHaveLength(1);
       expect(anthropic.calls[0]!.stream).toBe(true);
-      // What LangChain reports for the message: the server's input tokens, and its output tokens plus the 1 of message_start.
+      // LangChain's message reports message_delta's output (cumulative: what Anthropic bills) plus message_start's
+      // placeholder 1; the charge is what Anthropic bills: 7 input (3 + 4 words), 5 output ("echo: count my prompt too").
       const reported = message!.usage_metadata!;
-      expect(reported.input_tokens).toBe(anthropic.calls[0]!.usage.input_tokens);
+      const billed = anthropic.calls[0]!.usage;
+      expect([billed.input_tokens, billed.output_tokens]).toEqual([7, 5]);
+      expect([reported.input_tokens, reported.output_tokens]).toEqual([7, 6]);
       const { ledger, charges } = await llmCharges(id);
-      expect(charges.map((c) => c.tokens)).toEqual([[reported.input_tokens, reported.output_tokens]]);
+      expect(charges.map((c) => c.tokens)).toEqual([[7, 5]]);
       const card = await ledger.activeRateCard();
-      expect(charges[0]!.amount).toBe(priceTokens(card, 'claude-3-5-haiku-20241022', reported.input_tokens, reported.output_tokens).amount);
+      expect(charges[0]!.amount).toBe(priceTokens(card, 'claude-3-5-haiku-20241022', 7, 5).amount);
+      expect(charges[0]!.amount).toBe(25_600n); // the default card: 7 × 800 + 5 × 4,000 nanos
       expect((await ledger.checkInvariants()).ok).toBe(true);
     });
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { addTokenCounts, callSignal, type TokenCounts, usageMetadataOf, withStreamedCacheParts } from '../../src/plugin';
+import { addTokenCounts, callSignal, type StreamCounts, streamChunkUsageOf, streamTotal, type TokenCounts, usageMetadataOf, withStreamedCounts } from '../../src/plugin';
 import { refusalChunk, refusalResult, type RefusalLike } from './refusal-answer';
 
 /**
@@ -129,9 +129,9 @@ function streamsNatively(m: object): boolean {
  * held and charged twice); what it streamed is charged if the call fails midway,
  * and the usage its chunks carried corrects the cache counts of the result.
  */
-const generating = new WeakMap<object, { text: string; usage?: TokenCounts }>();
+const generating = new WeakMap<object, { text: string; usage?: StreamCounts }>();
 const objectOf = (v: unknown): object | null => (v !== null && typeof v === 'object' ? v : null);
-const generateOf = (options: unknown, runManager: unknown): { text: string; usage?: TokenCounts } | undefined => {
+const generateOf = (options: unknown, runManager: unknown): { text: string; usage?: StreamCounts } | undefined => {
   for (const v of [options, runManager]) {
     const o = objectOf(v);
     const g = o && generating.get(o);
@@ -168,7 +168,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       const { meter, t } = await before(this, messages, options, runManager);
       if (!t.ok) return refusalResult(t.refusal, messages);
       let result;
-      const streamed: { text: string; usage?: TokenCounts } = { text: '' };
+      const streamed: { text: string; usage?: StreamCounts } = { text: '' };
       const marks = [objectOf(options), objectOf(runManager)].filter((x): x is object => x !== null);
       for (const x of marks) generating.set(x, streamed);
       try {
@@ -181,8 +181,9 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       }
       const g = result?.generations?.[0];
       const usage = usageOf(g?.message, result?.llmOutput);
-      // Streamed inside (ChatAnthropic with streaming on): the concatenated message counts Anthropic's cache tokens twice.
-      await meter.afterModelCall(t.ticket, { usage: usage && withStreamedCacheParts(usage, streamed.usage), text: g?.text ?? textOf(g?.message?.content) });
+      // Streamed inside (ChatAnthropic with streaming on): the concatenated message counts Anthropic's cache tokens
+      // twice and its output one too many (message_start's placeholder 1 added to message_delta's total).
+      await meter.afterModelCall(t.ticket, { usage: usage && withStreamedCounts(usage, streamed.usage), text: g?.text ?? textOf(g?.message?.content) });
       return result;
     };
   }
@@ -194,7 +195,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
       if (outer) {
         for await (const chunk of stream.call(this, messages, options, runManager)) {
           outer.text += chunk?.text ?? '';
-          outer.usage = addTokenCounts(outer.usage, usageMetadataOf(chunk?.message?.usage_metadata));
+          outer.usage = addTokenCounts(outer.usage, streamChunkUsageOf(chunk?.message));
           yield chunk;
         }
         return;
@@ -205,7 +206,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
         return;
       }
       let text = '';
-      let usage: TokenCounts | undefined;
+      let usage: StreamCounts | undefined;
       let done = false;
       let ended = false;
       // A consumer that aborts while this generator waits at its yield (in its own loop body, or while busy)
@@ -228,8 +229,9 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
           // Anthropic reports the input tokens in its first event and the output in its last (input 0 there),
           // Google's client turns its running totals into per-chunk differences. Keeping only the last chunk's
           // charged an Anthropic stream no prompt and a Gemini one only its last chunk. Each chunk's cache counts
-          // are cut to its own input, so Anthropic's last event, which repeats them with 0 input, adds none.
-          usage = addTokenCounts(usage, usageOf(chunk?.message, undefined));
+          // are cut to its own input, so Anthropic's last event, which repeats them with 0 input, adds none; its
+          // output count is the call's total, which replaces the sum (see streamChunkUsageOf).
+          usage = addTokenCounts(usage, streamChunkUsageOf(chunk?.message));
           yield chunk;
         }
         done = true;
@@ -238,7 +240,7 @@ export function meterModel<T>(model: T, opts: MeterModelOptions): T {
         // A stream cut short (error, abort, consumer stopped) pays for what was streamed.
         if (!ended) {
           ended = true;
-          if (done) await meter.afterModelCall(t.ticket, { usage, text });
+          if (done) await meter.afterModelCall(t.ticket, { usage: streamTotal(usage), text });
           else await meter.failModelCall(t.ticket, { streamedText: text });
         }
       }

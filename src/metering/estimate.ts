@@ -212,27 +212,63 @@ function usageFrom(counts: TokenCounts, source: UsageSource): TokenUsage {
   return out;
 }
 
+/**
+ * A stream's running usage: the sum of its chunks' (LangChain's own rule when it concatenates them), and
+ * the largest output count a chunk gave as the call's total so far (see streamChunkUsageOf).
+ */
+export type StreamCounts = TokenCounts & { readonly cumulativeOutputTokens?: number };
+
 /** The usage of a stream: the sum of its chunks' (LangChain's own rule when it concatenates them). */
-export function addTokenCounts(sum: TokenCounts | undefined, chunk: TokenCounts | undefined): TokenCounts | undefined {
+export function addTokenCounts(sum: StreamCounts | undefined, chunk: StreamCounts | undefined): StreamCounts | undefined {
   if (!chunk) return sum;
   if (!sum) return chunk;
-  return withCache(
+  const out: { -readonly [K in keyof StreamCounts]: StreamCounts[K] } = withCache(
     { inputTokens: sum.inputTokens + chunk.inputTokens, outputTokens: sum.outputTokens + chunk.outputTokens },
     (sum.cacheReadTokens ?? 0) + (chunk.cacheReadTokens ?? 0),
     (sum.cacheWriteTokens ?? 0) + (chunk.cacheWriteTokens ?? 0),
   );
+  const total = Math.max(sum.cumulativeOutputTokens ?? -1, chunk.cumulativeOutputTokens ?? -1);
+  if (total >= 0) out.cumulativeOutputTokens = total;
+  return out;
 }
 
 /**
- * The cache parts of a streamed call, from its chunks. @langchain/anthropic (1.3.x) gives the closing
- * `message_delta` chunk 0 input tokens but the call's cache counts again (the API repeats them there,
- * cumulative), so the concatenated message reports every cache count twice (langchainjs#10249). Summed
- * chunk by chunk, each cut to its own chunk's input, they are right: used when the chunks account for the
- * final input count (otherwise they missed part of the usage, e.g. OpenAI's usage chunk is never reported).
+ * A stream chunk's usage (a message chunk's `usage_metadata`, see usageMetadataOf), marked when its output
+ * count is the call's total so far rather than the chunk's own: Anthropic's `message_delta`, whose usage is
+ * cumulative (the Messages API's documented rule), which @langchain/anthropic (1.3.x) turns into a chunk of
+ * 0 input tokens with the event's delta (`stop_reason` included) in `additional_kwargs`. `message_start`
+ * carries a placeholder output count (1), so summing them, as LangChain does, charged every streamed
+ * Anthropic call one output token more than Anthropic bills. Taking the largest cumulative count does not
+ * depend on the order the chunks arrive in.
  */
-export function withStreamedCacheParts(final: TokenCounts, streamed: TokenCounts | undefined): TokenCounts {
+export function streamChunkUsageOf(message: unknown): StreamCounts | undefined {
+  const m = isRec(message) ? message : undefined;
+  const u = usageMetadataOf(m?.usage_metadata);
+  if (!u || u.inputTokens !== 0 || !isRec(m!.additional_kwargs) || !('stop_reason' in m!.additional_kwargs)) return u;
+  const out: { -readonly [K in keyof StreamCounts]: StreamCounts[K] } = u;
+  out.cumulativeOutputTokens = u.outputTokens;
+  return out;
+}
+
+/** A stream's usage as charged: its summed counts, the output being the call's total when a chunk gave it. */
+export function streamTotal(streamed: StreamCounts | undefined): TokenCounts | undefined {
+  if (!streamed || streamed.cumulativeOutputTokens === undefined) return streamed;
+  return withCache({ inputTokens: streamed.inputTokens, outputTokens: streamed.cumulativeOutputTokens }, streamed.cacheReadTokens, streamed.cacheWriteTokens);
+}
+
+/**
+ * A streamed call's usage corrected by its chunks. @langchain/anthropic (1.3.x) gives the closing
+ * `message_delta` chunk 0 input tokens but the call's cache counts again (the API repeats them there,
+ * cumulative), so the concatenated message reports every cache count twice (langchainjs#10249), and its
+ * output is message_delta's cumulative count plus message_start's placeholder 1. Summed chunk by chunk,
+ * each cache count cut to its own chunk's input, and the output taken from the cumulative count (see
+ * streamChunkUsageOf), they are right: used when the chunks account for the final input count (otherwise
+ * they missed part of the usage, e.g. OpenAI's usage chunk is never reported).
+ */
+export function withStreamedCounts(final: TokenCounts, streamed: StreamCounts | undefined): TokenCounts {
   if (!streamed || streamed.inputTokens !== final.inputTokens) return final;
-  return withCache(final, streamed.cacheReadTokens, streamed.cacheWriteTokens);
+  const output = streamed.cumulativeOutputTokens ?? final.outputTokens;
+  return withCache({ inputTokens: final.inputTokens, outputTokens: output }, streamed.cacheReadTokens, streamed.cacheWriteTokens);
 }
 
 /**
@@ -240,7 +276,7 @@ export function withStreamedCacheParts(final: TokenCounts, streamed: TokenCounts
  *  1. `usage_metadata` on a generation's message (input_tokens / output_tokens, and the cached parts of
  *     the input in input_token_details, see cachePartsOf) — the first generation that carries it
  *     (providers report one usage for all choices); `streamed`, the sum of the call's streamed chunks'
- *     usage, corrects its cache parts (see withStreamedCacheParts);
+ *     usage, corrects its cache parts and a cumulative output count (see withStreamedCounts);
  *  2. `llmOutput.tokenUsage` (promptTokens / completionTokens; LangChain puts no cache counts there);
  *  3. `llmOutput.estimatedTokenUsage` (LangChain's own count when the provider sent none), each
  *     side raised to the estimate below when that is larger: LangChain counts the text only
@@ -249,12 +285,12 @@ export function withStreamedCacheParts(final: TokenCounts, streamed: TokenCounts
  *  4. otherwise the estimate: the prompt estimate taken at the start plus the
  *     estimated output tokens of every generation (see the rule at the top).
  */
-export function usageOf(output: unknown, promptEstimate: number, streamed?: TokenCounts): TokenUsage {
+export function usageOf(output: unknown, promptEstimate: number, streamed?: StreamCounts): TokenUsage {
   const out = isRec(output) ? output : {};
   const gens: unknown[] = Array.isArray(out.generations) ? (out.generations as unknown[]).flat() : [];
   for (const g of gens) {
     const u = usageMetadataOf(isRec(g) && isRec(g.message) ? g.message.usage_metadata : undefined);
-    if (u) return usageFrom(withStreamedCacheParts(u, streamed), 'usage_metadata');
+    if (u) return usageFrom(withStreamedCounts(u, streamed), 'usage_metadata');
   }
   const llmOutput = isRec(out.llmOutput) ? out.llmOutput : {};
   let produced: number | undefined;
@@ -279,8 +315,8 @@ export function streamedText(token: string, fields: unknown): string {
   return tcc.map((c) => (isRec(c) ? `${c.name ?? ''}${c.args ?? ''}` : '')).join('');
 }
 
-/** The usage a streamed chunk carries (`fields.chunk.message.usage_metadata` of handleLLMNewToken), if any. */
-export function chunkUsageOf(fields: unknown): TokenCounts | undefined {
+/** The usage a streamed chunk carries (`fields.chunk.message` of handleLLMNewToken, see streamChunkUsageOf), if any. */
+export function chunkUsageOf(fields: unknown): StreamCounts | undefined {
   const chunk = isRec(fields) && isRec(fields.chunk) ? fields.chunk : undefined;
-  return usageMetadataOf(chunk && isRec(chunk.message) ? chunk.message.usage_metadata : undefined);
+  return streamChunkUsageOf(chunk?.message);
 }

@@ -2,7 +2,7 @@ import type { Charge } from '../ledger/types';
 import type { Nanos } from '../money';
 import type { ChargeType, RateCard } from '../pricing/ratecard';
 import type { RunAdmission } from '../quota/gate';
-import type { TokenCounts } from './estimate';
+import type { StreamCounts } from './estimate';
 import type { RunLedger, StepHold } from './run-ledger';
 
 /** The metering handler's per-run bookkeeping (shared by copies of one handler). */
@@ -54,8 +54,8 @@ export interface StepState {
   promptEstimate: number;
   streamedChunks: number;
   streamedText: string;
-  /** The usage the call's streamed chunks carried, summed (see withStreamedCacheParts). */
-  streamedUsage?: TokenCounts;
+  /** The usage the call's streamed chunks carried, summed (see withStreamedCounts). */
+  streamedUsage?: StreamCounts;
   /** handleLLMNewToken reports, empty chunks included (signs of life for the call sweep). */
   tokenEvents: number;
   /** `tokenEvents` at the call sweep's last look, and since when it has not changed. */

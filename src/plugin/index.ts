@@ -21,4 +21,4 @@ export * from './metered';
 export * from './usage-tool';
 export { sharedRead } from './shared-reads';
 export { billingMetadata, BILLING_METADATA_KEYS } from '../langfuse/metadata';
-export { addTokenCounts, callSignal, type TokenCounts, usageMetadataOf, withStreamedCacheParts } from '../metering/estimate';
+export { addTokenCounts, callSignal, type StreamCounts, streamChunkUsageOf, streamTotal, type TokenCounts, usageMetadataOf, withStreamedCounts } from '../metering/estimate';

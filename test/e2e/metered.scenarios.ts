@@ -109,10 +109,10 @@ export function registerMeteredScenarios(c: ScenarioContext): void {
       else expect(r.data.text).toBe(`echo: ${q}`);
       const calls = c.anthropic().calls.slice(n + k);
       expect(calls).toHaveLength(1);
-      // As LangChain reports a streamed Anthropic message: message_start's input tokens, and the output of
-      // message_delta plus message_start's 1.
+      // What Anthropic bills: message_start's input tokens and message_delta's cumulative output (LangChain's
+      // message adds message_start's placeholder 1 to it; the charge does not).
       const u = calls[0]!.usage;
-      expected += fee() + priceTokens(c.card(), calls[0]!.model, u.input_tokens, u.output_tokens + 1).amount;
+      expected += fee() + priceTokens(c.card(), calls[0]!.model, u.input_tokens, u.output_tokens).amount;
     }
     expect(formatUsd(before - (await balance('m-claude')))).toBe(formatUsd(expected));
     const llm = (await c.ledger().statement('m-claude')).filter((e) => e.type === 'settle' && e.chargeType !== 'PrivateFlowRun');
