@@ -89,8 +89,9 @@ beforeEach(() => {
   langfuse.reset();
 });
 
+// Not `streaming: false` for the others: @langchain/openai takes it as disableStreaming, and .stream() then did not stream.
 const chatOpenAI = (how: Mode) =>
-  new ChatOpenAI({ model: 'gpt-4o-mini', apiKey: 'sk-test', configuration: { baseURL: openai.baseURL }, maxRetries: 0, maxTokens: 64, streaming: how === 'invoke, streaming on', streamUsage: true });
+  new ChatOpenAI({ model: 'gpt-4o-mini', apiKey: 'sk-test', configuration: { baseURL: openai.baseURL }, maxRetries: 0, maxTokens: 64, ...(how === 'invoke, streaming on' ? { streaming: true } : {}), streamUsage: true });
 const chatAnthropic = (how: Mode) =>
   new ChatAnthropic({ model: 'claude-3-5-haiku-20241022', apiKey: ANTHROPIC_KEY, anthropicApiUrl: anthropic.baseURL, maxRetries: 0, maxTokens: 64, streaming: how === 'invoke, streaming on' });
 
@@ -192,6 +193,7 @@ describe('BillingCallbackHandler: cached prompt tokens at the card’s cache pri
       const h = handler();
       const message = await call(chatOpenAI(how), how, { callbacks: [h] });
       expect(openai.calls).toHaveLength(1);
+      expect(openai.calls[0]!.body.stream === true).toBe(how !== 'invoke');
       expect((message as AIMessageChunk).usage_metadata?.input_token_details?.cache_read).toBe(128);
       const e = openaiExpected();
       expect(h.charges).toHaveLength(1);
@@ -322,6 +324,7 @@ describe('metered chat model (the Flowise variants): cached prompt tokens at the
       const id = await customer();
       await call(metered(id, chatOpenAI(how)), how);
       expect(openai.calls).toHaveLength(1);
+      expect(openai.calls[0]!.body.stream === true).toBe(how !== 'invoke');
       const e = openaiExpected();
       const [c, ...more] = await tokenCharges(id);
       expect(more).toEqual([]);
