@@ -12,15 +12,14 @@ import { billingRunConfig } from '../src/metering/run-config';
 import { addTokenCounts, estimatePromptTokens, type StreamCounts, streamChunkUsageOf, streamTotal, usageMetadataOf, usageOf } from '../src/metering/estimate';
 import { shutdownLangfuseReporters } from '../src/langfuse/reporter';
 import { openFlowRun } from '../src/plugin/flow-run';
-import { closeSharedLedgers, sharedLedger } from '../src/plugin/ledgers';
-import { meterModel } from '../nodes/shared/metered-model';
+import { closeSharedLedgers } from '../src/plugin/ledgers';
 import { parseUsd } from '../src/money';
 import { priceTokens } from '../src/pricing/price';
 import { parseRateCard } from '../src/pricing/ratecard';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
-import type { Charge } from '../src/ledger/types';
 import defaultDoc from '../ratecards/default.json';
 import { BACKENDS } from './support/backends';
+import { variantLedger } from './support/flow-run-variants';
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 import { ANTHROPIC_KEY, startAnthropicServer, type AnthropicServer } from './support/anthropic-server';
 import { startLangfuseServer, type LangfuseServer } from './support/langfuse-server';
@@ -265,26 +264,7 @@ describe('BillingCallbackHandler: cached prompt tokens at the card’s cache pri
 
 describe('metered chat model (the Flowise variants): cached prompt tokens at the card’s cache prices', () => {
   const db = () => path.join(dir, 'variants.sqlite');
-  async function customer() {
-    const id = `c-${randomUUID().slice(0, 8)}`;
-    const { ledger } = await sharedLedger(db());
-    await ledger.createCustomer({ id });
-    await ledger.topUp({ customerId: id, amount: parseUsd('10'), idempotencyKey: `top-${id}` });
-    return id;
-  }
-  beforeAll(async () => {
-    const { ledger } = await sharedLedger(db());
-    await ledger.importRateCard(CARD);
-  });
-  function metered<T>(customerId: string, model: T): T {
-    const run = () => openFlowRun({ ledgerDatabase: db(), customerId, conversationId: 'conv', runKey: randomUUID(), actor: 'test', runFee: null, checkSessions: false });
-    return meterModel(model, { meter: run, nodeKey: 'llm_0', usesCustomerKey: false });
-  }
-  async function tokenCharges(customerId: string): Promise<Charge[]> {
-    const { ledger } = await sharedLedger(db());
-    const entries = (await ledger.statement(customerId)).filter((x) => x.type === 'settle' && x.chargeId);
-    return Promise.all(entries.map((x) => ledger.getCharge(x.chargeId!)));
-  }
+  const { customer, metered, tokenCharges } = variantLedger(db, CARD);
 
   it('FlowRun: the charge’s Langfuse cost is split by kind of token, on the trace and on a call’s generation; bad cache counts are clamped, not lost', async () => {
     const lf = { publicKey: langfuse.publicKey, secretKey: langfuse.secretKey, baseUrl: langfuse.baseUrl, flushIntervalMs: 50 };

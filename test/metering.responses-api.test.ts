@@ -7,15 +7,13 @@ import { ChatOpenAI } from '@langchain/openai';
 import { HumanMessage, SystemMessage, type AIMessageChunk, type BaseMessage } from '@langchain/core/messages';
 import { BillingCallbackHandler } from '../src/metering/handler';
 import { estimatePromptTokens } from '../src/metering/estimate';
-import { openFlowRun } from '../src/plugin/flow-run';
-import { closeSharedLedgers, sharedLedger } from '../src/plugin/ledgers';
-import { meterModel } from '../nodes/shared/metered-model';
+import { closeSharedLedgers } from '../src/plugin/ledgers';
 import { parseUsd } from '../src/money';
 import { parseRateCard } from '../src/pricing/ratecard';
 import type { SqlLedger } from '../src/ledger/sql-ledger';
-import type { Charge } from '../src/ledger/types';
 import defaultDoc from '../ratecards/default.json';
 import { BACKENDS } from './support/backends';
+import { variantLedger } from './support/flow-run-variants';
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 import { countResponsesInputTokens } from './support/openai-responses';
 
@@ -150,26 +148,7 @@ describe('BillingCallbackHandler on the Responses API', () => {
 
 describe('metered chat model (the Flowise variants) on the Responses API', () => {
   const db = () => path.join(dir, 'variants.sqlite');
-  async function customer() {
-    const id = `c-${randomUUID().slice(0, 8)}`;
-    const { ledger } = await sharedLedger(db());
-    await ledger.createCustomer({ id });
-    await ledger.topUp({ customerId: id, amount: parseUsd('10'), idempotencyKey: `top-${id}` });
-    return id;
-  }
-  beforeAll(async () => {
-    const { ledger } = await sharedLedger(db());
-    await ledger.importRateCard(CARD);
-  });
-  function metered<T>(customerId: string, model: T): T {
-    const run = () => openFlowRun({ ledgerDatabase: db(), customerId, conversationId: 'conv', runKey: randomUUID(), actor: 'test', runFee: null, checkSessions: false });
-    return meterModel(model, { meter: run, nodeKey: 'llm_0', usesCustomerKey: false });
-  }
-  async function tokenCharges(customerId: string): Promise<Charge[]> {
-    const { ledger } = await sharedLedger(db());
-    const entries = (await ledger.statement(customerId)).filter((x) => x.type === 'settle' && x.chargeId);
-    return Promise.all(entries.map((x) => ledger.getCharge(x.chargeId!)));
-  }
+  const { customer, metered, tokenCharges } = variantLedger(db, CARD);
 
   for (const how of MODES) {
     it(`${how}: the reported usage, cached input at the cache price, reasoning tokens as output`, async () => {
