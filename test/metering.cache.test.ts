@@ -16,10 +16,8 @@ import { closeSharedLedgers } from '../src/plugin/ledgers';
 import { parseUsd } from '../src/money';
 import { priceTokens } from '../src/pricing/price';
 import { parseRateCard } from '../src/pricing/ratecard';
-import type { SqlLedger } from '../src/ledger/sql-ledger';
 import defaultDoc from '../ratecards/default.json';
-import { BACKENDS } from './support/backends';
-import { variantLedger } from './support/flow-run-variants';
+import { handlerLedger, variantLedger } from './support/priced-ledgers';
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 import { ANTHROPIC_KEY, startAnthropicServer, type AnthropicServer } from './support/anthropic-server';
 import { startLangfuseServer, type LangfuseServer } from './support/langfuse-server';
@@ -172,20 +170,8 @@ describe('reading cached parts of the input from LangChain usage', () => {
 });
 
 describe('BillingCallbackHandler: cached prompt tokens at the card’s cache prices', () => {
-  const backend = BACKENDS.find((b) => b.name === 'sqlite')!;
-  let ledger: SqlLedger;
-  let customerId: string;
-  beforeAll(async () => {
-    ledger = await backend.open(await backend.freshTarget());
-    await ledger.importRateCard(CARD);
-  });
-  afterAll(() => ledger?.close());
-  beforeEach(async () => {
-    customerId = `c-${randomUUID().slice(0, 8)}`;
-    await ledger.createCustomer({ id: customerId });
-    await ledger.topUp({ customerId, amount: parseUsd('10'), idempotencyKey: `top-${customerId}` });
-  });
-  const handler = () => new BillingCallbackHandler({ ledger, customerId, conversationId: 'conv-cache', runFee: false, computeTime: false, onError: () => undefined });
+  const t = handlerLedger(CARD, 'conv-cache');
+  const handler = t.handler;
 
   for (const how of MODES) {
     it(`ChatOpenAI (${how}): the cached prompt tokens at the cached input price`, async () => {
@@ -200,7 +186,7 @@ describe('BillingCallbackHandler: cached prompt tokens at the card’s cache pri
       expect(c.amount).toBe(e.amount);
       expect(c.amount).toBe(priceTokens(CARD, 'gpt-4o-mini', e.input, e.output, { cacheReadTokens: 128 }).amount);
       expect(c.metadata).toMatchObject({ inputTokens: e.input, outputTokens: e.output, cacheReadTokens: 128 });
-      expect(parseUsd('10') - (await ledger.balance(customerId)).balance).toBe(e.amount);
+      expect(parseUsd('10') - (await t.ledger.balance(t.customerId)).balance).toBe(e.amount);
     });
 
     it(`ChatAnthropic (${how}): cache reads and cache writes each at their price`, async () => {
@@ -224,15 +210,15 @@ describe('BillingCallbackHandler: cached prompt tokens at the card’s cache pri
     const h = handler();
     await call(chatAnthropic('invoke'), 'invoke', { callbacks: [h] });
     const c = h.charges[0]!.charge;
-    const hold = await ledger.getHold(c.holdId!);
+    const hold = await t.ledger.getHold(c.holdId!);
     expect(hold.amount).toBe(priceTokens(CARD, 'claude-3-5-haiku', estimatePromptTokens(prompt()), 64).amount);
     expect(hold.amount).toBeGreaterThan(c.amount);
   });
 
   it.each(['invoke', 'invoke, streaming on'] as const)('Langfuse (%s): the generation’s cost is split as its usage is (input, input_cache_read, input_cache_creation, output) and sums to the charge', async (how) => {
     const h = new BillingCallbackHandler({
-      ledger,
-      customerId,
+      ledger: t.ledger,
+      customerId: t.customerId,
       conversationId: 'conv-cache',
       runFee: false,
       computeTime: false,

@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ChatOpenAI } from '@langchain/openai';
 import { HumanMessage, SystemMessage, type AIMessageChunk, type BaseMessage } from '@langchain/core/messages';
@@ -10,10 +9,8 @@ import { estimatePromptTokens } from '../src/metering/estimate';
 import { closeSharedLedgers } from '../src/plugin/ledgers';
 import { parseUsd } from '../src/money';
 import { parseRateCard } from '../src/pricing/ratecard';
-import type { SqlLedger } from '../src/ledger/sql-ledger';
 import defaultDoc from '../ratecards/default.json';
-import { BACKENDS } from './support/backends';
-import { variantLedger } from './support/flow-run-variants';
+import { handlerLedger, variantLedger } from './support/priced-ledgers';
 import { installOfflineTiktoken, startOpenAIServer, type OpenAIServer } from './support/openai-server';
 import { countResponsesInputTokens } from './support/openai-responses';
 
@@ -103,20 +100,8 @@ describe('the loopback Responses API', () => {
 });
 
 describe('BillingCallbackHandler on the Responses API', () => {
-  const backend = BACKENDS.find((b) => b.name === 'sqlite')!;
-  let ledger: SqlLedger;
-  let customerId: string;
-  beforeAll(async () => {
-    ledger = await backend.open(await backend.freshTarget());
-    await ledger.importRateCard(CARD);
-  });
-  afterAll(() => ledger?.close());
-  beforeEach(async () => {
-    customerId = `c-${randomUUID().slice(0, 8)}`;
-    await ledger.createCustomer({ id: customerId });
-    await ledger.topUp({ customerId, amount: parseUsd('10'), idempotencyKey: `top-${customerId}` });
-  });
-  const handler = () => new BillingCallbackHandler({ ledger, customerId, conversationId: 'conv-resp', runFee: false, computeTime: false, onError: () => undefined });
+  const t = handlerLedger(CARD, 'conv-resp');
+  const handler = t.handler;
 
   for (const how of MODES) {
     it(`${how}: the reported usage, cached input at the cache price, reasoning tokens as output`, async () => {
@@ -128,7 +113,7 @@ describe('BillingCallbackHandler on the Responses API', () => {
       expect(c.metadata).toMatchObject({ inputTokens: e.input, outputTokens: e.output, cacheReadTokens: CACHED, usageSource: 'usage_metadata' });
       expect(c.amount).toBe(e.amount);
       expect(c.amount).toBe(280_000n);
-      expect(parseUsd('10') - (await ledger.balance(customerId)).balance).toBe(e.amount);
+      expect(parseUsd('10') - (await t.ledger.balance(t.customerId)).balance).toBe(e.amount);
     });
   }
 
