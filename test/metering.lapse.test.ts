@@ -98,7 +98,7 @@ describe.each(BACKENDS)('lapsed reservations and unanswered calls, on $name', (b
   /** What the server billed for call `i` (0-based), at the card's prices. */
   const served = (card: Awaited<ReturnType<SqlLedger['activeRateCard']>>, i: number) => {
     const u = openai.calls[i]!.response!.usage!;
-    return priceTokens(card, 'gpt-4o-mini', u.prompt_tokens, u.completion_tokens).amount;
+    return priceTokens(card, 'gpt-4o-mini', u.prompt_tokens, u.completion_tokens, { cacheReadTokens: u.prompt_tokens_details.cached_tokens }).amount;
   };
 
   it('a run idle until its reservation lapsed takes a new one for its next call: both calls, the fee and the compute time are paid', async () => {
@@ -249,10 +249,13 @@ describe.each(BACKENDS)('lapsed reservations and unanswered calls, on $name', (b
     const { ledger, card, handler, book } = await fresh();
     // The first call answers after 600 ms of real time (100 s of the moved clock: more than 1.5 lifetimes, when
     // its reservation has lapsed); its usage is
-    // the server's (above the prompt estimate) or, scripted, below it (the late end then refunds).
-    for (const below of [false, true]) {
+    // the server's (above the prompt estimate) or, scripted, below it (the late end then refunds), or mostly
+    // cached input (the late end prices it at the card's cache price, as a call answered in time is).
+    for (const mode of ['above', 'below', 'cached'] as const) {
+      const below = mode === 'below';
+      const usage = { above: undefined, below: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 }, cached: { prompt_tokens: 40, completion_tokens: 5, total_tokens: 45, cached_tokens: 32 } }[mode];
       openai.reset();
-      openai.setScript((req, ctx) => ({ content: defaultReply(req), ...(ctx.callNumber === 1 ? { delayMs: 600, ...(below ? { usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 } } : {}) } : {}) }));
+      openai.setScript((req, ctx) => ({ content: defaultReply(req), ...(ctx.callNumber === 1 ? { delayMs: 600, ...(usage ? { usage } : {}) } : {}) }));
       const h = handler();
       const model = chatOpenAI();
       const flow = RunnableLambda.from(async (q: string, config) => {
@@ -274,14 +277,14 @@ describe.each(BACKENDS)('lapsed reservations and unanswered calls, on $name', (b
       expect(openai.callCount()).toBe(2);
       const first = h.charges.filter((c) => c.kind === 'llm' && c.runId === h.charges.find((x) => x.kind === 'llm')!.runId);
       const inT = estimatePromptTokens([new HumanMessage('slow answer')]);
-      expect(first[0]!.charge.amount, String(below)).toBe(priceTokens(card, 'gpt-4o-mini', inT, 0).amount);
+      expect(first[0]!.charge.amount, mode).toBe(priceTokens(card, 'gpt-4o-mini', inT, 0).amount);
       const b = await book();
       const mine = b.all.slice(before);
       const refunded = mine.reduce((s, c) => s + c.refunded, 0n);
       const tokens = mine.filter((c) => c.chargeType === 'tokens:gpt-4o-mini').reduce((s, c) => s + c.amount, 0n) - refunded;
       // The first call costs exactly what the server billed (provisional + difference), the second too.
-      expect(tokens, String(below)).toBe(served(card, 0) + served(card, 1));
-      expect(refunded > 0n, String(below)).toBe(below);
+      expect(tokens, mode).toBe(served(card, 0) + served(card, 1));
+      expect(refunded > 0n, mode).toBe(below);
       expect(mine.filter((c) => c.chargeType === 'PrivateFlowRun').map((c) => c.amount)).toEqual([priceChargeType(card, 'PrivateFlowRun', 1).amount]);
       expect(mine.filter((c) => c.chargeType === 'compute')).toHaveLength(1);
       expect(h.runs).toHaveLength(1);

@@ -1,5 +1,5 @@
 import type { Ledger } from '../ledger/types';
-import { priceTokens } from '../pricing/price';
+import { cacheMetadata, priceTokens } from '../pricing/price';
 import { usageOf } from './estimate';
 import type { RunRecorder } from './run-report';
 import type { ProvisionalCall } from './run-state';
@@ -22,13 +22,13 @@ export async function settleLateEnd(
   const card = p.root.card;
   if (!card) return;
   const usage = usageOf(output, p.promptEstimate);
-  const q = priceTokens(card, p.model, usage.inputTokens, usage.outputTokens);
+  const q = priceTokens(card, p.model, usage.inputTokens, usage.outputTokens, usage);
   const diff = q.amount - p.charge.amount;
   if (diff > 0n) {
     const c = await ledger.charge({
       customerId: who.customerId, amount: diff, idempotencyKey: key, actor: who.actor, chargeType: q.item, quantity: q.quantity, rateCardVersion: card.version,
       metadata: recorder.chargeMetadata(p.root, runId, {
-        kind: 'llm', model: p.model ?? null, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, usageSource: usage.source,
+        kind: 'llm', model: p.model ?? null, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, ...cacheMetadata(q), usageSource: usage.source,
         note: 'late end: the rest of a call charged its prompt estimate', provisionalChargeId: p.charge.id,
       }),
     });
